@@ -1,0 +1,2 @@
+//! The `#[operation]` attribute of pgoutbox. Use it through `pgoutbox`,
+//! which re-exports it.

@@ -1,0 +1,393 @@
+//! The SQL migrations of pgoutbox's storage, and the code that applies them.
+//!
+//! pgoutbox keeps everything in one PostgreSQL schema (default `pgoutbox`):
+//! `operations`, `attempts`, `operation_types`, `workers` and
+//! `operator_actions`. This crate holds the numbered, reviewable SQL files
+//! that create them and applies them safely:
+//!
+//! - the applied versions are recorded in the schema's own
+//!   `pgoutbox_migrations` table, never in the application's
+//!   `_sqlx_migrations`;
+//! - [`run`] takes a transaction-scoped advisory lock keyed on the schema
+//!   before any DDL, so several processes may migrate at once: one applies,
+//!   the others wait and find nothing left to do;
+//! - [`check`] refuses a database whose version differs from this binary's,
+//!   naming both;
+//! - [`script`] exports the whole SQL for teams that apply migrations with
+//!   their own tool (the script records its versions too, so [`check`] passes
+//!   afterwards).
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), pgoutbox_migrate::Error> {
+//! use pgoutbox_migrate::Identifier;
+//!
+//! let pool = sqlx::PgPool::connect("postgres://localhost/app").await?;
+//! let schema = Identifier::new("pgoutbox")?;
+//! let applied = pgoutbox_migrate::run(&pool, &schema).await?;
+//! println!("applied {} migration(s)", applied.len());
+//! pgoutbox_migrate::check(&pool, &schema).await?; // what a worker does at start-up
+//! # Ok(())
+//! # }
+//! ```
+
+mod ident;
+
+pub use ident::{Identifier, InvalidIdentifier, MAX_IDENTIFIER_BYTES};
+
+use sha2::{Digest, Sha256};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+
+/// The schema pgoutbox uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "pgoutbox";
+
+/// The table, inside the configured schema, that records applied versions.
+pub const VERSION_TABLE: &str = "pgoutbox_migrations";
+
+/// One numbered SQL migration.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    version: i64,
+    name: &'static str,
+    template: &'static str,
+}
+
+/// The placeholder that migration files use for the schema.
+const SCHEMA_PLACEHOLDER: &str = "{schema}";
+
+static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "storage",
+    template: include_str!("../migrations/0001_storage.sql"),
+}];
+
+/// Every migration this binary knows, in version order.
+///
+/// ```
+/// let all = pgoutbox_migrate::migrations();
+/// assert_eq!(all.last().unwrap().version(), pgoutbox_migrate::latest_version());
+/// ```
+pub fn migrations() -> &'static [Migration] {
+    MIGRATIONS
+}
+
+/// The version a database must be at for this binary to use it.
+///
+/// ```
+/// assert!(pgoutbox_migrate::latest_version() >= 1);
+/// ```
+pub fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+impl Migration {
+    /// The migration's number; versions start at 1 and have no gaps.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// A short description, the file name without its number.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The migration's SQL for `schema`.
+    ///
+    /// ```
+    /// let schema = pgoutbox_migrate::Identifier::new("outbox").unwrap();
+    /// let sql = pgoutbox_migrate::migrations()[0].sql(&schema);
+    /// assert!(sql.contains("CREATE TABLE \"outbox\".operations"));
+    /// ```
+    pub fn sql(&self, schema: &Identifier) -> String {
+        self.template.replace(SCHEMA_PLACEHOLDER, &schema.quoted())
+    }
+
+    /// SHA-256 (hex) of the migration's text before the schema is put in, so
+    /// an edited migration is noticed whatever schema it was applied to.
+    pub fn checksum(&self) -> String {
+        hex::encode(Sha256::digest(self.template.as_bytes()))
+    }
+}
+
+/// What can go wrong while migrating or checking a database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The schema name is not an acceptable identifier; no SQL was run.
+    #[error(transparent)]
+    InvalidIdentifier(#[from] InvalidIdentifier),
+    /// The database's version differs from the binary's.
+    #[error(
+        "schema `{schema}` is at migration version {database}, but this binary expects version {binary}{hint}",
+        hint = if database < binary {
+            "; run `pgoutbox migrate up` (or `pgoutbox_migrate::run`) first"
+        } else {
+            "; this binary is older than the database: upgrade it"
+        }
+    )]
+    VersionMismatch {
+        /// The schema that was checked.
+        schema: Identifier,
+        /// The highest version applied to the database (0: none).
+        database: i64,
+        /// The version this binary expects.
+        binary: i64,
+    },
+    /// A migration applied to the database is not the one this binary has.
+    #[error(
+        "migration {version} applied to schema `{schema}` differs from this binary's \
+         (checksum {database} in the database, {binary} in the binary): migrations must never be edited once released"
+    )]
+    ChecksumMismatch {
+        /// The schema that was checked.
+        schema: Identifier,
+        /// The migration whose text differs.
+        version: i64,
+        /// Its checksum as recorded in the database.
+        database: String,
+        /// Its checksum in this binary.
+        binary: String,
+    },
+    /// The database refused or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// One row of the version table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    /// The migration's number.
+    pub version: i64,
+    /// Its name when it was applied.
+    pub name: String,
+    /// Its checksum when it was applied.
+    pub checksum: String,
+}
+
+/// Where a database's schema stands relative to this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The migrations recorded in the database, in version order.
+    pub applied: Vec<AppliedMigration>,
+    /// The versions this binary would apply.
+    pub pending: Vec<i64>,
+    /// The version this binary expects.
+    pub binary_version: i64,
+}
+
+impl Status {
+    /// The highest version applied to the database, 0 for none.
+    pub fn database_version(&self) -> i64 {
+        self.applied.last().map_or(0, |m| m.version)
+    }
+}
+
+/// Applies the pending migrations to `schema`, creating it if needed, and
+/// returns the versions it applied (empty when the database was current).
+///
+/// All of it happens in one transaction that first takes an advisory lock
+/// keyed on the schema, so concurrent callers serialize and a failure leaves
+/// the database as it was.
+pub async fn run(pool: &PgPool, schema: &Identifier) -> Result<Vec<i64>, Error> {
+    let mut tx = pool.begin().await?;
+    lock(&mut tx, schema).await?;
+    let applied = applied(&mut tx, schema).await?;
+    verify_applied(schema, &applied)?;
+    let current = applied.last().map_or(0, |m| m.version);
+    if current > latest_version() {
+        return Err(Error::VersionMismatch {
+            schema: schema.clone(),
+            database: current,
+            binary: latest_version(),
+        });
+    }
+    let pending: Vec<&Migration> = MIGRATIONS.iter().filter(|m| m.version > current).collect();
+    if pending.is_empty() {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    sqlx::raw_sql(AssertSqlSafe(prelude_sql(schema)))
+        .execute(&mut *tx)
+        .await?;
+    for migration in &pending {
+        sqlx::raw_sql(AssertSqlSafe(migration.sql(schema)))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {}.{VERSION_TABLE} (version, name, checksum) VALUES ($1, $2, $3)",
+            schema.quoted()
+        )))
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(migration.checksum())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(pending.iter().map(|m| m.version).collect())
+}
+
+/// Reports the applied and pending migrations of `schema` without changing
+/// anything.
+pub async fn status(pool: &PgPool, schema: &Identifier) -> Result<Status, Error> {
+    let mut tx = pool.begin().await?;
+    let applied = applied(&mut tx, schema).await?;
+    tx.rollback().await?;
+    let current = applied.last().map_or(0, |m| m.version);
+    Ok(Status {
+        pending: MIGRATIONS
+            .iter()
+            .map(Migration::version)
+            .filter(|v| *v > current)
+            .collect(),
+        applied,
+        binary_version: latest_version(),
+    })
+}
+
+/// Succeeds only when `schema` is exactly at this binary's version with the
+/// same migration texts; what a process runs before it uses the storage.
+pub async fn check(pool: &PgPool, schema: &Identifier) -> Result<(), Error> {
+    let status = status(pool, schema).await?;
+    verify_applied(schema, &status.applied)?;
+    if status.database_version() == latest_version() {
+        Ok(())
+    } else {
+        Err(Error::VersionMismatch {
+            schema: schema.clone(),
+            database: status.database_version(),
+            binary: latest_version(),
+        })
+    }
+}
+
+/// The whole SQL that [`run`] would apply to an empty database, as one
+/// transaction, for teams that apply migrations with their own tool.
+///
+/// ```
+/// let schema = pgoutbox_migrate::Identifier::default();
+/// let sql = pgoutbox_migrate::script(&schema);
+/// assert!(sql.starts_with("-- pgoutbox migrations"));
+/// assert!(sql.contains("INSERT INTO \"pgoutbox\".pgoutbox_migrations"));
+/// ```
+pub fn script(schema: &Identifier) -> String {
+    let mut out = format!(
+        "-- pgoutbox migrations 1 to {latest} for schema {quoted}\n\
+         BEGIN;\n\
+         SELECT pg_advisory_xact_lock(hashtextextended('{key}', 0));\n{prelude}\n",
+        latest = latest_version(),
+        quoted = schema.quoted(),
+        key = lock_key(schema),
+        prelude = prelude_sql(schema),
+    );
+    for migration in MIGRATIONS {
+        out.push_str(&format!(
+            "\n-- migration {:04}_{}\n",
+            migration.version, migration.name
+        ));
+        out.push_str(&migration.sql(schema));
+        out.push_str(&format!(
+            "\nINSERT INTO {}.{VERSION_TABLE} (version, name, checksum) VALUES ({}, '{}', '{}');\n",
+            schema.quoted(),
+            migration.version,
+            migration.name,
+            migration.checksum()
+        ));
+    }
+    out.push_str("\nCOMMIT;\n");
+    out
+}
+
+fn prelude_sql(schema: &Identifier) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {q};\n\
+         CREATE TABLE IF NOT EXISTS {q}.{VERSION_TABLE} (\n    \
+             version    bigint PRIMARY KEY,\n    \
+             name       text NOT NULL,\n    \
+             checksum   text NOT NULL,\n    \
+             applied_at timestamptz NOT NULL DEFAULT now()\n\
+         );",
+        q = schema.quoted()
+    )
+}
+
+/// The advisory lock's key: fixed text plus the schema name, which the
+/// grammar of [`Identifier`] keeps free of quotes.
+fn lock_key(schema: &Identifier) -> String {
+    format!("pgoutbox-migrate:{schema}")
+}
+
+async fn lock(tx: &mut Transaction<'_, Postgres>, schema: &Identifier) -> Result<(), Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(lock_key(schema))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn applied(
+    tx: &mut Transaction<'_, Postgres>,
+    schema: &Identifier,
+) -> Result<Vec<AppliedMigration>, Error> {
+    let table = format!("{}.{VERSION_TABLE}", schema.quoted());
+    let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .bind(&table)
+        .fetch_one(&mut **tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT version, name, checksum FROM {table} ORDER BY version"
+    )))
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(version, name, checksum)| AppliedMigration {
+            version,
+            name,
+            checksum,
+        })
+        .collect())
+}
+
+fn verify_applied(schema: &Identifier, applied: &[AppliedMigration]) -> Result<(), Error> {
+    for row in applied {
+        if let Some(ours) = MIGRATIONS.iter().find(|m| m.version == row.version) {
+            let binary = ours.checksum();
+            if binary != row.checksum {
+                return Err(Error::ChecksumMismatch {
+                    schema: schema.clone(),
+                    version: row.version,
+                    database: row.checksum.clone(),
+                    binary,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_start_at_one_without_gaps() {
+        for (i, m) in migrations().iter().enumerate() {
+            assert_eq!(m.version(), i64::try_from(i).unwrap() + 1);
+        }
+    }
+
+    #[test]
+    fn every_statement_is_schema_qualified() {
+        let sql = script(&Identifier::new("s").unwrap());
+        assert!(!sql.contains(SCHEMA_PLACEHOLDER));
+        for line in sql.lines() {
+            let line = line.trim_start();
+            if line.starts_with("CREATE TABLE") || line.starts_with("CREATE INDEX") {
+                assert!(line.contains("\"s\"."), "unqualified: {line}");
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! pgoutbox: a PostgreSQL-backed workflow and outbox engine.
+
+#[cfg(feature = "testing")]
+pub mod testing;

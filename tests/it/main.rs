@@ -1,0 +1,5 @@
+//! End-to-end tests of pgoutbox against a real PostgreSQL: the
+//! self-starting test database, or the server named by `DATABASE_URL`.
+
+mod migrate;
+mod support;

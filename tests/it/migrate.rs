@@ -1,0 +1,152 @@
+//! `pgoutbox-migrate` against a real database.
+
+use pgoutbox_migrate::{Error, Identifier};
+
+use crate::support::{empty_db, tables};
+
+const TABLES: [&str; 6] = [
+    "attempts",
+    "operation_types",
+    "operations",
+    "operator_actions",
+    "pgoutbox_migrations",
+    "workers",
+];
+
+#[tokio::test]
+async fn applies_on_an_empty_database_then_is_a_no_op() {
+    let db = empty_db().await;
+    let schema = Identifier::default();
+    let applied = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    assert_eq!(applied, vec![1]);
+    assert_eq!(tables(&db, "pgoutbox").await, TABLES);
+    pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
+
+    let again = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    assert!(again.is_empty(), "second run applied {again:?}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM pgoutbox.pgoutbox_migrations")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+    // The application's own sqlx migrations table is never touched.
+    let sqlx_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(sqlx_table, None);
+}
+
+#[tokio::test]
+async fn concurrent_migrators_apply_once() {
+    let db = empty_db().await;
+    let schema = Identifier::default();
+    let runs = (0..4).map(|_| {
+        let pool = db.pool().clone();
+        let schema = schema.clone();
+        tokio::spawn(async move { pgoutbox_migrate::run(&pool, &schema).await })
+    });
+    let mut applied = Vec::new();
+    for run in runs {
+        applied.extend(run.await.unwrap().unwrap());
+    }
+    assert_eq!(applied, vec![1], "exactly one migrator applies version 1");
+    pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
+}
+
+#[tokio::test]
+async fn two_schemas_coexist_in_one_database() {
+    let db = empty_db().await;
+    let a = Identifier::new("outbox_a").unwrap();
+    let b = Identifier::new("outbox_b").unwrap();
+    pgoutbox_migrate::run(db.pool(), &a).await.unwrap();
+    pgoutbox_migrate::run(db.pool(), &b).await.unwrap();
+    assert_eq!(tables(&db, "outbox_a").await, TABLES);
+    assert_eq!(tables(&db, "outbox_b").await, TABLES);
+    assert!(tables(&db, "pgoutbox").await.is_empty());
+    sqlx::query(
+        "INSERT INTO outbox_a.operations (name, payload, schema_hash, max_attempts) \
+         VALUES ('a.op', '{}', 'h', 3)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let in_b: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_b.operations")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(in_b, 0);
+}
+
+#[tokio::test]
+async fn hostile_schema_names_are_rejected_before_any_sql() {
+    for name in ["x; drop table y", "x\"; drop table y; --", "Upper", "", &"s".repeat(64)] {
+        let err = Identifier::new(name).unwrap_err();
+        assert!(err.to_string().contains("invalid identifier"), "{err}");
+        let err: Error = err.into();
+        assert!(err.to_string().starts_with("invalid identifier `"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_database_at_another_version_is_refused_naming_both() {
+    let db = empty_db().await;
+    let schema = Identifier::default();
+    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
+    assert!(matches!(err, Error::VersionMismatch { database: 0, binary: 1, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "schema `pgoutbox` is at migration version 0, but this binary expects version 1; \
+         run `pgoutbox migrate up` (or `pgoutbox_migrate::run`) first"
+    );
+
+    pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.pgoutbox_migrations (version, name, checksum) VALUES (2, 'future', 'x')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
+    assert!(err.to_string().contains("at migration version 2, but this binary expects version 1"), "{err}");
+    let err = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap_err();
+    assert!(matches!(err, Error::VersionMismatch { database: 2, binary: 1, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let db = empty_db().await;
+    let schema = Identifier::default();
+    pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    sqlx::query("UPDATE pgoutbox.pgoutbox_migrations SET checksum = 'edited' WHERE version = 1")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
+    assert!(matches!(err, Error::ChecksumMismatch { version: 1, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_exported_script_builds_the_same_storage() {
+    let db = empty_db().await;
+    let schema = Identifier::new("exported").unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(pgoutbox_migrate::script(&schema)))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(tables(&db, "exported").await, TABLES);
+    pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
+    assert!(pgoutbox_migrate::run(db.pool(), &schema).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_claim_index_is_partial() {
+    let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
+    let def: String = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'pgoutbox' AND indexname = 'operations_claim_idx'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(def.contains("WHERE (status = ANY"), "{def}");
+}
