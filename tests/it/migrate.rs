@@ -30,10 +30,11 @@ async fn applies_on_an_empty_database_then_is_a_no_op() {
         .unwrap();
     assert_eq!(rows, 1);
     // The application's own sqlx migrations table is never touched.
-    let sqlx_table: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let sqlx_table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert_eq!(sqlx_table, None);
 }
 
@@ -80,7 +81,13 @@ async fn two_schemas_coexist_in_one_database() {
 
 #[tokio::test]
 async fn hostile_schema_names_are_rejected_before_any_sql() {
-    for name in ["x; drop table y", "x\"; drop table y; --", "Upper", "", &"s".repeat(64)] {
+    for name in [
+        "x; drop table y",
+        "x\"; drop table y; --",
+        "Upper",
+        "",
+        &"s".repeat(64),
+    ] {
         let err = Identifier::new(name).unwrap_err();
         assert!(err.to_string().contains("invalid identifier"), "{err}");
         let err: Error = err.into();
@@ -92,8 +99,20 @@ async fn hostile_schema_names_are_rejected_before_any_sql() {
 async fn a_database_at_another_version_is_refused_naming_both() {
     let db = empty_db().await;
     let schema = Identifier::default();
-    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
-    assert!(matches!(err, Error::VersionMismatch { database: 0, binary: 1, .. }), "{err}");
+    let err = pgoutbox_migrate::check(db.pool(), &schema)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::VersionMismatch {
+                database: 0,
+                binary: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "schema `pgoutbox` is at migration version 0, but this binary expects version 1; \
@@ -107,10 +126,26 @@ async fn a_database_at_another_version_is_refused_naming_both() {
     .execute(db.pool())
     .await
     .unwrap();
-    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
-    assert!(err.to_string().contains("at migration version 2, but this binary expects version 1"), "{err}");
+    let err = pgoutbox_migrate::check(db.pool(), &schema)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("at migration version 2, but this binary expects version 1"),
+        "{err}"
+    );
     let err = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap_err();
-    assert!(matches!(err, Error::VersionMismatch { database: 2, binary: 1, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::VersionMismatch {
+                database: 2,
+                binary: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -122,8 +157,13 @@ async fn an_edited_migration_is_refused() {
         .execute(db.pool())
         .await
         .unwrap();
-    let err = pgoutbox_migrate::check(db.pool(), &schema).await.unwrap_err();
-    assert!(matches!(err, Error::ChecksumMismatch { version: 1, .. }), "{err}");
+    let err = pgoutbox_migrate::check(db.pool(), &schema)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ChecksumMismatch { version: 1, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -136,7 +176,12 @@ async fn the_exported_script_builds_the_same_storage() {
         .unwrap();
     assert_eq!(tables(&db, "exported").await, TABLES);
     pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
-    assert!(pgoutbox_migrate::run(db.pool(), &schema).await.unwrap().is_empty());
+    assert!(
+        pgoutbox_migrate::run(db.pool(), &schema)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

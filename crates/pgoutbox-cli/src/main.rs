@@ -1,1 +1,125 @@
-fn main() {}
+//! The `pgoutbox` command: migrations today; inspection and operator actions
+//! come next.
+
+mod migrate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pgoutbox_migrate::Identifier;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
+
+/// Operate pgoutbox: apply its migrations, inspect and steer operations.
+#[derive(Debug, Parser)]
+#[command(name = "pgoutbox", version, about, long_about = None)]
+struct Cli {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// The schema that holds pgoutbox's tables.
+    #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox_migrate::DEFAULT_SCHEMA)]
+    schema: Identifier,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply, inspect or export the storage migrations.
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
+}
+
+/// How long to wait for the database to answer.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A failure to report: one line on stderr and a non-zero exit.
+#[derive(Debug)]
+struct CliError(String);
+
+impl<E: std::fmt::Display> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+impl Cli {
+    /// Connects to the database named by `--database-url` / `DATABASE_URL`.
+    async fn pool(&self) -> Result<PgPool, CliError> {
+        let url = self.database_url.as_deref().ok_or_else(|| {
+            CliError("no database given: pass `--database-url` or set DATABASE_URL".to_owned())
+        })?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(CliError(
+                "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
+            ));
+        }
+        let options: PgConnectOptions = url
+            .parse::<PgConnectOptions>()
+            .map_err(|e| CliError(format!("invalid database URL: {e}")))?
+            .application_name("pgoutbox-cli");
+        // One direct connection first: a pool would retry until its timeout
+        // and then report only "pool timed out", hiding the real cause.
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
+            .await
+            .map_err(|_| {
+                CliError(format!(
+                    "cannot connect to the database: no answer within {}s",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| CliError(format!("cannot connect to the database: {e}")))?;
+        first.close().await?;
+        Ok(PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with(options))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's own message, without the usage and tip that follow it.
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: invalid arguments");
+            eprintln!("{line}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Migrate(command) => migrate::run(cli, command).await,
+    }
+}

@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-
 use super::TestDbError;
 
 /// How to shut a cluster down, as `pg_ctl stop -m` names it.
@@ -83,7 +82,8 @@ impl Cluster {
         };
         let pg = dir.join("pg");
         fs::create_dir_all(&pg).map_err(|e| io_error(&pg, &e))?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).map_err(|e| io_error(dir, &e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error(dir, &e))?;
         if let Some(user) = &run_as {
             std::os::unix::fs::chown(&pg, Some(user.uid), Some(user.gid))
                 .map_err(|e| io_error(&pg, &e))?;
@@ -122,10 +122,13 @@ impl Cluster {
         );
         // The configuration is written by the server's user so that it keeps
         // owning every file of its data directory.
-        cluster.run_shell(&format!(
-            "printf '%s' \"$1\" >> '{}/postgresql.conf'",
-            cluster.data_dir()
-        ), &conf)?;
+        cluster.run_shell(
+            &format!(
+                "printf '%s' \"$1\" >> '{}/postgresql.conf'",
+                cluster.data_dir()
+            ),
+            &conf,
+        )?;
         Ok(cluster)
     }
 
@@ -167,7 +170,16 @@ impl Cluster {
     pub fn stop(&self, mode: ShutdownMode) -> Result<(), TestDbError> {
         self.run_pg(
             "pg_ctl",
-            &["stop", "-w", "-t", "60", "-D", &self.data_dir(), "-m", mode.as_arg()],
+            &[
+                "stop",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                &self.data_dir(),
+                "-m",
+                mode.as_arg(),
+            ],
         )
     }
 
@@ -209,7 +221,12 @@ impl Cluster {
     pub(super) fn stop_command(&self) -> Vec<String> {
         let mut cmd = Vec::new();
         if let Some(user) = &self.run_as {
-            cmd.extend(["runuser".to_owned(), "-u".to_owned(), user.name.clone(), "--".to_owned()]);
+            cmd.extend([
+                "runuser".to_owned(),
+                "-u".to_owned(),
+                user.name.clone(),
+                "--".to_owned(),
+            ]);
         }
         cmd.push(self.bin.join("pg_ctl").display().to_string());
         cmd.extend(
@@ -352,7 +369,8 @@ pub(super) fn effective_uid() -> Option<u32> {
 }
 
 fn lookup_user(name: &str) -> Result<User, TestDbError> {
-    let passwd = fs::read_to_string("/etc/passwd").map_err(|e| io_error(Path::new("/etc/passwd"), &e))?;
+    let passwd =
+        fs::read_to_string("/etc/passwd").map_err(|e| io_error(Path::new("/etc/passwd"), &e))?;
     passwd
         .lines()
         .find_map(|line| {
@@ -394,10 +412,10 @@ pub(super) fn io_error(path: &Path, e: &io::Error) -> TestDbError {
 pub(super) fn write_atomic(path: &Path, contents: &str) -> Result<(), TestDbError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(|e| io_error(&tmp, &e))?;
-    file.write_all(contents.as_bytes()).map_err(|e| io_error(&tmp, &e))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| io_error(&tmp, &e))?;
     fs::rename(&tmp, path).map_err(|e| io_error(path, &e))
 }
 
 /// How long the shared cluster outlives its last user.
 pub(super) const IDLE_SECONDS: u32 = 5;
-

@@ -120,7 +120,10 @@ impl TestDatabase {
         // connected to the template makes CREATE DATABASE fail; it is retried.
         let mut tries = 0;
         loop {
-            match sqlx::raw_sql(AssertSqlSafe(sql.clone())).execute(&mut conn).await {
+            match sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+                .execute(&mut conn)
+                .await
+            {
                 Ok(_) => break,
                 Err(e) if tries < 50 && is_template_busy(&e) => {
                     tries += 1;
@@ -224,15 +227,19 @@ async fn build_template(
     match ready {
         Some(true) => return Ok(()),
         Some(false) => {
-            sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
-                .execute(&mut *conn)
-                .await?;
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut *conn)
+            .await?;
         }
         None => {}
     }
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\" TEMPLATE template0")))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE template0"
+    )))
+    .execute(&mut *conn)
+    .await?;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(server.clone().database(name))

@@ -9,13 +9,13 @@
 //! (started a moment later by cargo) finds the server still up.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-use super::cluster::{self, Cluster, IDLE_SECONDS};
 use super::TestDbError;
+use super::cluster::{self, Cluster, IDLE_SECONDS};
 
 /// Keeps this process registered as a user of the shared cluster.
 static USER_LOCK: OnceLock<File> = OnceLock::new();
@@ -49,7 +49,9 @@ pub(super) fn shared_cluster_url() -> Result<String, TestDbError> {
 
     if USER_LOCK.get().is_none() {
         let users = open_lock(&dir.join("users.lock"))?;
-        users.lock_shared().map_err(|e| cluster::io_error(&dir, &e))?;
+        users
+            .lock_shared()
+            .map_err(|e| cluster::io_error(&dir, &e))?;
         let _ = USER_LOCK.set(users);
     }
 

@@ -1,0 +1,82 @@
+//! `pgoutbox migrate …`
+
+use std::io::Write as _;
+
+use clap::Subcommand;
+
+use crate::{Cli, CliError};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Apply the pending migrations (safe to run from several processes).
+    Up,
+    /// Show the applied and pending migrations.
+    Status,
+    /// Print the whole SQL, for teams that apply migrations with their own tool.
+    Sql,
+}
+
+pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliError> {
+    let schema = &cli.schema;
+    let mut out = std::io::stdout().lock();
+    match command {
+        MigrateCommand::Sql => {
+            out.write_all(pgoutbox_migrate::script(schema).as_bytes())?;
+        }
+        MigrateCommand::Up => {
+            let pool = cli.pool().await?;
+            let applied = pgoutbox_migrate::run(&pool, schema).await?;
+            if applied.is_empty() {
+                writeln!(
+                    out,
+                    "schema `{schema}` is up to date at version {}",
+                    pgoutbox_migrate::latest_version()
+                )?;
+            }
+            for version in applied {
+                let name = pgoutbox_migrate::migrations()
+                    .iter()
+                    .find(|m| m.version() == version)
+                    .map_or("", |m| m.name());
+                writeln!(
+                    out,
+                    "applied migration {version} ({name}) to schema `{schema}`"
+                )?;
+            }
+            pool.close().await;
+        }
+        MigrateCommand::Status => {
+            let pool = cli.pool().await?;
+            let status = pgoutbox_migrate::status(&pool, schema).await?;
+            pool.close().await;
+            let state = if status.database_version() == status.binary_version {
+                "up to date".to_owned()
+            } else if status.database_version() < status.binary_version {
+                format!("{} pending", status.pending.len())
+            } else {
+                "database is newer than this binary".to_owned()
+            };
+            writeln!(
+                out,
+                "schema `{schema}`: database at version {}, binary at version {} ({state})",
+                status.database_version(),
+                status.binary_version
+            )?;
+            for applied in &status.applied {
+                writeln!(out, "  applied  {:>4}  {}", applied.version, applied.name)?;
+            }
+            for migration in pgoutbox_migrate::migrations()
+                .iter()
+                .filter(|m| status.pending.contains(&m.version()))
+            {
+                writeln!(
+                    out,
+                    "  pending  {:>4}  {}",
+                    migration.version(),
+                    migration.name()
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! The `pgoutbox` command end to end, against a real database.
+
+mod migrate;

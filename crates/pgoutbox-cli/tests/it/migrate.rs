@@ -1,0 +1,175 @@
+//! `pgoutbox migrate …` and the command's error paths.
+
+use assert_cmd::Command;
+use pgoutbox::testing::TestDatabase;
+
+fn pgoutbox() -> Command {
+    let mut cmd = Command::cargo_bin("pgoutbox").unwrap();
+    cmd.env_remove("DATABASE_URL").env_remove("PGOUTBOX_SCHEMA");
+    cmd
+}
+
+fn stderr_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8(output.stderr.clone()).unwrap();
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "expected one line, got:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr.trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn up_then_status_then_up_again() {
+    let db = TestDatabase::empty().await.unwrap();
+    let url = db.url();
+
+    let out = pgoutbox()
+        .args(["migrate", "status", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(
+            "schema `pgoutbox`: database at version 0, binary at version 1 (1 pending)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pending     1  storage"), "{stdout}");
+
+    let out = pgoutbox()
+        .args(["migrate", "up"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "applied migration 1 (storage) to schema `pgoutbox`\n"
+    );
+
+    let out = pgoutbox()
+        .args(["migrate", "up"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "schema `pgoutbox` is up to date at version 1\n"
+    );
+
+    let out = pgoutbox()
+        .args(["migrate", "status", "--database-url", &url])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("(up to date)") && stdout.contains("applied     1  storage"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_custom_schema() {
+    let db = TestDatabase::empty().await.unwrap();
+    let out = pgoutbox()
+        .args([
+            "migrate",
+            "up",
+            "--schema",
+            "billing_outbox",
+            "--database-url",
+            &db.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM billing_outbox.operations")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn sql_needs_no_database() {
+    let out = pgoutbox()
+        .args(["migrate", "sql", "--schema", "exported"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let sql = String::from_utf8(out.stdout).unwrap();
+    assert!(sql.contains("CREATE TABLE \"exported\".operations"));
+    assert!(sql.trim_end().ends_with("COMMIT;"));
+}
+
+#[test]
+fn a_hostile_schema_name_is_one_line_and_exit_2() {
+    let out = pgoutbox()
+        .args([
+            "migrate",
+            "up",
+            "--schema",
+            "x; drop table y",
+            "--database-url",
+            "postgres://127.0.0.1:1/x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let line = stderr_line(&out);
+    assert!(
+        line.starts_with("error: invalid value 'x; drop table y' for '--schema <SCHEMA>'"),
+        "{line}"
+    );
+    assert!(
+        line.contains("expected only lower-case letters, digits and `_`"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_missing_database_url_is_one_line_and_exit_1() {
+    let out = pgoutbox().args(["migrate", "up"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr_line(&out),
+        "error: no database given: pass `--database-url` or set DATABASE_URL"
+    );
+}
+
+#[test]
+fn a_bad_url_is_one_line_and_exit_1() {
+    let out = pgoutbox()
+        .args(["migrate", "up", "--database-url", "mysql://nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).starts_with("error: invalid database URL: "));
+}
+
+#[test]
+fn an_unreachable_server_is_one_line_and_exit_1() {
+    // Port 1 on loopback: nothing listens there.
+    let out = pgoutbox()
+        .args([
+            "migrate",
+            "status",
+            "--database-url",
+            "postgres://postgres@127.0.0.1:1/postgres",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr_line(&out).starts_with("error: cannot connect to the database: "));
+}
+
+#[test]
+fn an_unknown_subcommand_is_one_line_and_exit_2() {
+    let out = pgoutbox().args(["migrate", "sideways"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_line(&out).starts_with("error: unrecognized subcommand 'sideways'"));
+}
