@@ -49,12 +49,10 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
             let pool = cli.pool().await?;
             let status = pgoutbox_migrate::status(&pool, schema).await?;
             pool.close().await;
-            let state = if status.database_version() == status.binary_version {
-                "up to date".to_owned()
-            } else if status.database_version() < status.binary_version {
-                format!("{} pending", status.pending.len())
-            } else {
-                "database is newer than this binary".to_owned()
+            let state = match status.database_version().cmp(&status.binary_version) {
+                std::cmp::Ordering::Equal => "up to date".to_owned(),
+                std::cmp::Ordering::Less => format!("{} pending", status.pending.len()),
+                std::cmp::Ordering::Greater => "database is newer than this binary".to_owned(),
             };
             writeln!(
                 out,

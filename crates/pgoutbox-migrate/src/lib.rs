@@ -34,6 +34,8 @@ mod ident;
 
 pub use ident::{Identifier, InvalidIdentifier, MAX_IDENTIFIER_BYTES};
 
+use std::fmt::Write as _;
+
 use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
@@ -280,18 +282,19 @@ pub fn script(schema: &Identifier) -> String {
         prelude = prelude_sql(schema),
     );
     for migration in MIGRATIONS {
-        out.push_str(&format!(
-            "\n-- migration {:04}_{}\n",
-            migration.version, migration.name
-        ));
-        out.push_str(&migration.sql(schema));
-        out.push_str(&format!(
-            "\nINSERT INTO {}.{VERSION_TABLE} (version, name, checksum) VALUES ({}, '{}', '{}');\n",
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "\n-- migration {:04}_{}\n{}\nINSERT INTO {}.{VERSION_TABLE} (version, name, checksum) \
+             VALUES ({}, '{}', '{}');\n",
+            migration.version,
+            migration.name,
+            migration.sql(schema),
             schema.quoted(),
             migration.version,
             migration.name,
             migration.checksum()
-        ));
+        );
     }
     out.push_str("\nCOMMIT;\n");
     out

@@ -169,7 +169,7 @@ impl TestDatabase {
 fn is_template_busy(e: &sqlx::Error) -> bool {
     // 55006: object_in_use ("source database … is being accessed by other users").
     e.as_database_error()
-        .and_then(|d| d.code())
+        .and_then(sqlx::error::DatabaseError::code)
         .is_some_and(|code| code == "55006")
 }
 
