@@ -1,2 +1,32 @@
 //! The `#[operation]` attribute of pgoutbox. Use it through `pgoutbox`,
-//! which re-exports it.
+//! which re-exports it and documents it as `pgoutbox::operation`.
+//!
+//! The pipeline is parse (`attr`, `ast`) → validate (`valid`, and the shape
+//! checks in `ast`) → expand (`expand`); every user mistake is a
+//! `syn::Error` on the offending tokens, collected so one compile shows
+//! them all.
+
+mod ast;
+mod attr;
+mod ctxt;
+mod expand;
+mod valid;
+
+use proc_macro::TokenStream;
+
+/// Declares an operation: on an `async fn`, a handler and its payload
+/// struct; on a struct, a publish-only contract. See `pgoutbox::operation`.
+#[proc_macro_attribute]
+pub fn operation(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let output = match expand::expand(args.into(), item.clone()) {
+        Ok(output) => output,
+        Err(error) => {
+            let mut output = error.into_compile_error();
+            output.extend(expand::fallback(item));
+            output
+        }
+    };
+    expand::debug(&output);
+    output.into()
+}

@@ -1,0 +1,75 @@
+//! What a handler receives besides its payload.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::definition::OperationId;
+
+/// Facts about the running attempt, shared by both contexts.
+#[derive(Debug, Clone)]
+pub(crate) struct AttemptInfo {
+    pub(crate) id: OperationId,
+    pub(crate) name: &'static str,
+    pub(crate) attempt: u32,
+    pub(crate) external_key: Uuid,
+    pub(crate) root_id: OperationId,
+}
+
+/// The context of a plain (non-transactional) handler.
+///
+/// It tells the handler which operation and attempt it runs and gives the
+/// stable idempotency key to hand to external APIs that deduplicate.
+#[derive(Debug)]
+pub struct Context {
+    pub(crate) info: AttemptInfo,
+}
+
+/// The context of a `transactional` handler: everything [`Context`] gives,
+/// plus the dispatcher-owned transaction in which the handler's writes
+/// commit together with the success record, or not at all.
+#[derive(Debug)]
+pub struct TxContext<'c> {
+    pub(crate) info: AttemptInfo,
+    pub(crate) conn: &'c mut PgConnection,
+}
+
+macro_rules! attempt_accessors {
+    () => {
+        /// The operation's id.
+        pub fn operation_id(&self) -> OperationId {
+            self.info.id
+        }
+
+        /// The operation's name.
+        pub fn name(&self) -> &'static str {
+            self.info.name
+        }
+
+        /// This attempt's number, from 1.
+        pub fn attempt(&self) -> u32 {
+            self.info.attempt
+        }
+
+        /// A key that stays the same for every attempt of this operation and
+        /// differs between operations: pass it to external APIs that
+        /// deduplicate (a payment provider's idempotency key), so that an
+        /// `idempotent` operation can be retried after an unknown outcome.
+        pub fn idempotency_key(&self) -> Uuid {
+            self.info.external_key
+        }
+
+        /// The id of the first operation of the workflow this one belongs to
+        /// (its own id when it was published by application code).
+        pub fn root_id(&self) -> OperationId {
+            self.info.root_id
+        }
+    };
+}
+
+impl Context {
+    attempt_accessors!();
+}
+
+impl TxContext<'_> {
+    attempt_accessors!();
+}

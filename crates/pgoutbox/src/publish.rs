@@ -1,0 +1,272 @@
+//! Recording intent: typed publishing inside the caller's transaction.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use pgoutbox_migrate::Identifier;
+use sqlx::{Acquire, Postgres};
+
+use crate::definition::{Operation, OperationId};
+use crate::store::{NewOperation, Store};
+
+/// The attempts an operation gets when neither its attribute nor the
+/// settings say otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// The NOTIFY channel used when the settings name none.
+pub const DEFAULT_CHANNEL: &str = "pgoutbox";
+
+/// Why an operation could not be published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The payload could not be serialized to JSON.
+    #[error("cannot serialize the payload of `{name}`: {source}")]
+    Serialize {
+        /// The operation's name.
+        name: &'static str,
+        /// serde's error.
+        source: serde_json::Error,
+    },
+    /// A publish option is out of range.
+    #[error("invalid publish option for `{name}`: {reason}")]
+    InvalidOption {
+        /// The operation's name.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The database refused the insert.
+    #[error("cannot publish `{name}`: {source}")]
+    Database {
+        /// The operation's name.
+        name: &'static str,
+        /// sqlx's error.
+        source: sqlx::Error,
+    },
+}
+
+/// Options of one publish; every field left unset takes the operation's
+/// attribute, then the settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use pgoutbox::PublishOptions;
+///
+/// let options = PublishOptions::new()
+///     .delay(Duration::from_secs(60))
+///     .idempotency_key("order-1234")
+///     .priority(10);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    run_at: Option<DateTime<Utc>>,
+    delay: Option<Duration>,
+    idempotency_key: Option<String>,
+    priority: Option<i16>,
+    queue: Option<String>,
+    parent: Option<OperationId>,
+}
+
+impl PublishOptions {
+    /// No options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Run no earlier than `at`.
+    #[must_use]
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self.delay = None;
+        self
+    }
+
+    /// Run no earlier than `delay` after the database's `now()` at publish
+    /// (the transaction's start time).
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.run_at = None;
+        self
+    }
+
+    /// A key unique per operation name: publishing again with the same key
+    /// creates nothing and returns the existing operation's id, for as long
+    /// as that operation is in the table (until retention purges it).
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Claim order among ready operations; higher runs first.
+    #[must_use]
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// The queue to publish into.
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// The operation this one follows from, for the workflow tree.
+    #[must_use]
+    pub fn parent(mut self, parent: OperationId) -> Self {
+        self.parent = Some(parent);
+        self
+    }
+}
+
+/// Publishes operations into one schema, notifying one channel (or none).
+///
+/// [`publish`] uses the default publisher: schema `pgoutbox`, channel
+/// `pgoutbox`, NOTIFY on.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    store: Arc<Store>,
+    max_attempts: u32,
+}
+
+impl Default for Publisher {
+    fn default() -> Self {
+        static DEFAULT: LazyLock<Publisher> = LazyLock::new(|| {
+            Publisher::new(
+                &Identifier::default(),
+                Some(&Identifier::new(DEFAULT_CHANNEL).expect("the default channel is valid")),
+                DEFAULT_MAX_ATTEMPTS,
+            )
+        });
+        DEFAULT.clone()
+    }
+}
+
+impl Publisher {
+    /// A publisher for `schema`, waking workers on `channel` (`None`: no
+    /// NOTIFY; workers find the operations by polling).
+    pub fn new(schema: &Identifier, channel: Option<&Identifier>, max_attempts: u32) -> Self {
+        Publisher {
+            store: Arc::new(Store::new(schema, channel)),
+            max_attempts,
+        }
+    }
+
+    /// Publishes `payload` with default options. See [`publish`].
+    pub async fn publish<'c, O: Operation>(
+        &self,
+        conn: impl Acquire<'c, Database = Postgres>,
+        payload: O,
+    ) -> Result<OperationId, PublishError> {
+        self.publish_with(conn, payload, PublishOptions::new())
+            .await
+    }
+
+    /// Publishes `payload` with `options`.
+    pub async fn publish_with<'c, O: Operation>(
+        &self,
+        conn: impl Acquire<'c, Database = Postgres>,
+        payload: O,
+        options: PublishOptions,
+    ) -> Result<OperationId, PublishError> {
+        let name = O::NAME;
+        let db = |source| PublishError::Database { name, source };
+        let json = serde_json::to_value(&payload)
+            .map_err(|source| PublishError::Serialize { name, source })?;
+        let schema = O::schema();
+        let max_attempts = O::OPTIONS.max_attempts.unwrap_or(self.max_attempts);
+        let max_attempts = i32::try_from(max_attempts)
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| PublishError::InvalidOption {
+                name,
+                reason: format!("max_attempts must be between 1 and {}", i32::MAX),
+            })?;
+        // A delay is added to the database's clock, never the client's.
+        let delay_micros = options
+            .delay
+            .map(|delay| {
+                i64::try_from(delay.as_micros()).map_err(|_| PublishError::InvalidOption {
+                    name,
+                    reason: format!("delay {delay:?} is too long"),
+                })
+            })
+            .transpose()?;
+        let queue = options
+            .queue
+            .as_deref()
+            .or(O::OPTIONS.queue)
+            .unwrap_or("default");
+        let mut conn = conn.acquire().await.map_err(db)?;
+        let inserted = self
+            .store
+            .insert_operation(
+                &mut conn,
+                NewOperation {
+                    name,
+                    payload: json,
+                    schema_hash: schema.hash(),
+                    json_schema: schema.json(),
+                    priority: options.priority.or(O::OPTIONS.priority).unwrap_or(0),
+                    queue,
+                    run_at: options.run_at,
+                    delay_micros,
+                    max_attempts,
+                    idempotent: O::OPTIONS.idempotent,
+                    idempotency_key: options.idempotency_key.as_deref(),
+                    parent_id: options.parent,
+                },
+            )
+            .await
+            .map_err(db)?;
+        match (inserted, options.idempotency_key.as_deref()) {
+            (Some(id), _) => Ok(id),
+            (None, Some(key)) => self
+                .store
+                .find_by_idempotency_key(&mut conn, name, key)
+                .await
+                .map_err(db)?
+                .ok_or_else(|| PublishError::Database {
+                    name,
+                    source: sqlx::Error::Protocol(format!(
+                        "idempotency key `{key}` is taken by an operation this transaction cannot see yet"
+                    )),
+                }),
+            (None, None) => Err(db(sqlx::Error::RowNotFound)),
+        }
+    }
+}
+
+/// Publishes `payload` inside the caller's transaction (or on a plain
+/// connection) and returns the new operation's id. It never commits: if the
+/// caller rolls back, nothing was published and nobody is woken; when the
+/// caller commits, the operation is durable and the workers are notified.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("billing.charge", transactional, idempotent)]
+/// async fn charge(ctx: &mut TxContext<'_>, customer_id: i64, amount_cents: i64) -> Result<()> {
+///     # let _ = (ctx, customer_id, amount_cents);
+///     Ok(())
+/// }
+///
+/// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// // … the application's own writes …
+/// publish::<Charge>(&mut tx, Charge { customer_id: 7, amount_cents: 1999 }).await?;
+/// tx.commit().await?; // the intent is now durable
+/// # Ok(())
+/// # }
+/// ```
+pub async fn publish<'c, O: Operation>(
+    conn: impl Acquire<'c, Database = Postgres>,
+    payload: O,
+) -> Result<OperationId, PublishError> {
+    Publisher::default().publish(conn, payload).await
+}

@@ -1,0 +1,21 @@
+-- Publish one operation, recording its payload schema in the history if
+-- this hash is new. `{notify}` is `pg_notify('<channel>', $1)` when the
+-- publisher wakes workers (delivered only on commit), `NULL` otherwise.
+-- `$12` is a delay in microseconds, added to the database's clock.
+-- An idempotency key already used for this name inserts nothing and returns
+-- no row; `find_by_idempotency_key` then finds the existing operation.
+WITH known_schema AS (
+    INSERT INTO {schema}.operation_types (name, schema_hash, json_schema)
+    VALUES ($1, $3, $11)
+    ON CONFLICT (name, schema_hash) DO NOTHING
+), inserted AS (
+    INSERT INTO {schema}.operations
+        (name, payload, schema_hash, priority, queue, run_at, max_attempts,
+         idempotent, idempotency_key, parent_id, root_id)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now() + $12 * interval '1 microsecond', now()),
+            $7, $8, $9, $10,
+            (SELECT coalesce(p.root_id, p.id) FROM {schema}.operations p WHERE p.id = $10))
+    ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT id, {notify}::text AS notified FROM inserted
