@@ -11,11 +11,13 @@ use crate::ctxt::Ctxt;
 /// Parses, checks and expands; `Err` carries every error found.
 pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let cx = Ctxt::default();
+    // A syntax error in the arguments leaves nothing to check the item
+    // against: report it (and any value errors before it) alone.
     let args = match crate::attr::parse(args, &cx) {
         Ok(args) => args,
         Err(error) => {
             cx.syn_error(error);
-            Args::default()
+            return Err(cx.check().expect_err("an error was just recorded"));
         }
     };
     let input = ast::parse(item, &args, &cx)?;
@@ -303,10 +305,13 @@ fn payload_struct(
         let attrs = &field.attrs;
         let ident = &field.ident;
         let ty = &field.ty;
+        // Spanned on the type, so that errors about the field (a missing
+        // `Serialize`, say) point at the user's type, not at the attribute.
+        let ty_span = first_token_span(ty);
         let allow = if has_docs(attrs) {
             TokenStream::new()
         } else {
-            quote!(#[allow(missing_docs)])
+            quote_spanned!(ty_span=> #[allow(missing_docs)])
         };
         quote!(#(#attrs)* #allow #vis #ident: #ty)
     });

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use pgoutbox_migrate::Identifier;
-use sqlx::{Acquire, Postgres};
+use sqlx::PgConnection;
 
 use crate::definition::{Operation, OperationId};
 use crate::store::{NewOperation, Store};
@@ -158,9 +158,9 @@ impl Publisher {
     }
 
     /// Publishes `payload` with default options. See [`publish`].
-    pub async fn publish<'c, O: Operation>(
+    pub async fn publish<O: Operation>(
         &self,
-        conn: impl Acquire<'c, Database = Postgres>,
+        conn: &mut PgConnection,
         payload: O,
     ) -> Result<OperationId, PublishError> {
         self.publish_with(conn, payload, PublishOptions::new())
@@ -168,9 +168,9 @@ impl Publisher {
     }
 
     /// Publishes `payload` with `options`.
-    pub async fn publish_with<'c, O: Operation>(
+    pub async fn publish_with<O: Operation>(
         &self,
-        conn: impl Acquire<'c, Database = Postgres>,
+        conn: &mut PgConnection,
         payload: O,
         options: PublishOptions,
     ) -> Result<OperationId, PublishError> {
@@ -202,11 +202,10 @@ impl Publisher {
             .as_deref()
             .or(O::OPTIONS.queue)
             .unwrap_or("default");
-        let mut conn = conn.acquire().await.map_err(db)?;
         let inserted = self
             .store
             .insert_operation(
-                &mut conn,
+                &mut *conn,
                 NewOperation {
                     name,
                     payload: json,
@@ -228,7 +227,7 @@ impl Publisher {
             (Some(id), _) => Ok(id),
             (None, Some(key)) => self
                 .store
-                .find_by_idempotency_key(&mut conn, name, key)
+                .find_by_idempotency_key(&mut *conn, name, key)
                 .await
                 .map_err(db)?
                 .ok_or_else(|| PublishError::Database {
@@ -243,7 +242,12 @@ impl Publisher {
 }
 
 /// Publishes `payload` inside the caller's transaction (or on a plain
-/// connection) and returns the new operation's id. It never commits: if the
+/// connection) and returns the new operation's id.
+///
+/// The connection is a `&mut PgConnection`, so `&mut tx` (a sqlx
+/// `Transaction`) and `&mut conn` (a `PoolConnection`) both coerce to it.
+/// (A generic `impl Acquire` parameter would make the returned future fail
+/// `Send` checks, and so `tokio::spawn`, for lack of higher-ranked lifetimes.) It never commits: if the
 /// caller rolls back, nothing was published and nobody is woken; when the
 /// caller commits, the operation is durable and the workers are notified.
 ///
@@ -264,8 +268,8 @@ impl Publisher {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn publish<'c, O: Operation>(
-    conn: impl Acquire<'c, Database = Postgres>,
+pub async fn publish<O: Operation>(
+    conn: &mut PgConnection,
     payload: O,
 ) -> Result<OperationId, PublishError> {
     Publisher::default().publish(conn, payload).await

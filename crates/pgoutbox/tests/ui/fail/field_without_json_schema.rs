@@ -1,0 +1,14 @@
+use pgoutbox::prelude::*;
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Address {
+    street: String,
+}
+
+#[operation("mail.post")]
+async fn post(ctx: &mut Context, to: Address) -> Result<()> {
+    let _ = (ctx, to.street);
+    Ok(())
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use pgoutbox::prelude::*;
+
+struct Mailer;
+
+#[operation("mail.send")]
+impl Mailer {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use pgoutbox::prelude::*;
+
+#[operation("mail.send")]
+trait Mailer {}
+
+fn main() {}

@@ -1,0 +1,16 @@
+// The application reaches pgoutbox only through its own re-export.
+mod outbox {
+    pub use pgoutbox as engine;
+}
+
+use outbox::engine::{Context, Result};
+
+#[outbox::engine::operation("mail.send", crate = crate::outbox::engine)]
+async fn send(ctx: &mut Context, to: String) -> Result<()> {
+    let _ = (ctx, to);
+    Ok(())
+}
+
+fn main() {
+    assert_eq!(<Send as outbox::engine::Operation>::NAME, "mail.send");
+}
