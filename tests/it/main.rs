@@ -2,4 +2,6 @@
 //! self-starting test database, or the server named by `DATABASE_URL`.
 
 mod migrate;
+mod ops;
+mod publish;
 mod support;

@@ -17,3 +17,16 @@ pub(crate) async fn tables(db: &TestDatabase, schema: &str) -> Vec<String> {
     .await
     .expect("list tables")
 }
+
+/// A fresh database with pgoutbox's storage.
+pub(crate) async fn test_db() -> TestDatabase {
+    TestDatabase::new().await.expect("test database")
+}
+
+/// Runs a `SELECT count(*) …`.
+pub(crate) async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(db.pool())
+        .await
+        .expect(sql)
+}

@@ -14,9 +14,9 @@ use crate::ctxt::Ctxt;
 /// What `#[operation]` was put on.
 pub(crate) enum Input {
     /// An `async fn` handler.
-    Handler(HandlerFn),
+    Handler(Box<HandlerFn>),
     /// A struct declaring a publish-only contract.
-    Contract(ItemStruct),
+    Contract(Box<ItemStruct>),
 }
 
 /// A handler function, its parameter attributes already moved out.
@@ -52,10 +52,10 @@ enum ContextKind {
 pub(crate) fn parse(tokens: TokenStream, args: &Args, cx: &Ctxt) -> syn::Result<Option<Input>> {
     let item: Item = syn::parse2(tokens)?;
     Ok(match item {
-        Item::Fn(item) => handler(item, args, cx).map(Input::Handler),
+        Item::Fn(item) => handler(item, args, cx).map(|h| Input::Handler(Box::new(h))),
         Item::Struct(item) => {
             contract(&item, args, cx);
-            Some(Input::Contract(item))
+            Some(Input::Contract(Box::new(item)))
         }
         other => {
             let what = match &other {
@@ -197,7 +197,7 @@ fn handler(mut item: ItemFn, args: &Args, cx: &Ctxt) -> Option<HandlerFn> {
         let pat_type = match input {
             FnArg::Receiver(receiver) => {
                 cx.error_spanned_by(
-                    &receiver.self_token,
+                    receiver.self_token,
                     "operation handlers cannot take `self`: use a free `async fn`",
                 );
                 receiver_seen = true;
@@ -215,7 +215,7 @@ fn handler(mut item: ItemFn, args: &Args, cx: &Ctxt) -> Option<HandlerFn> {
                     context_ty = Some((*pat_type.ty).clone());
                 }
                 None => {
-                    cx.error_spanned_by(&pat_type.ty, missing_context_message(expected_context))
+                    cx.error_spanned_by(&pat_type.ty, missing_context_message(expected_context));
                 }
             }
             continue;

@@ -90,7 +90,7 @@ pub(crate) fn parse(tokens: proc_macro2::TokenStream, cx: &Ctxt) -> syn::Result<
     parser.parse2(tokens)
 }
 
-fn duplicate<T>(slot: &Option<T>, span: Span, option: &str, cx: &Ctxt) {
+fn duplicate<T>(slot: Option<&T>, span: Span, option: &str, cx: &Ctxt) {
     if slot.is_some() {
         cx.error_at(span, format!("duplicate option `{option}`"));
     }
@@ -108,20 +108,20 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             args.name = Some(name);
         } else if lookahead.peek(kw::transactional) {
             let kw: kw::transactional = input.parse()?;
-            duplicate(&args.transactional, kw.span, "transactional", cx);
+            duplicate(args.transactional.as_ref(), kw.span, "transactional", cx);
             args.transactional = Some(kw.span);
         } else if lookahead.peek(kw::idempotent) {
             let kw: kw::idempotent = input.parse()?;
-            duplicate(&args.idempotent, kw.span, "idempotent", cx);
+            duplicate(args.idempotent.as_ref(), kw.span, "idempotent", cx);
             args.idempotent = Some(kw.span);
         } else if lookahead.peek(kw::max_attempts) {
             let kw: kw::max_attempts = input.parse()?;
             input.parse::<Token![=]>()?;
             let lit: LitInt = input.parse()?;
-            duplicate(&args.max_attempts, kw.span, "max_attempts", cx);
+            duplicate(args.max_attempts.as_ref(), kw.span, "max_attempts", cx);
             match lit.base10_parse::<u32>() {
                 Ok(n) if n >= 1 && i32::try_from(n).is_ok() => {
-                    args.max_attempts = Some((kw.span, n))
+                    args.max_attempts = Some((kw.span, n));
                 }
                 _ => cx.error_spanned_by(
                     &lit,
@@ -132,7 +132,7 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             let kw: kw::backoff = input.parse()?;
             let content;
             syn::parenthesized!(content in input);
-            duplicate(&args.backoff, kw.span, "backoff", cx);
+            duplicate(args.backoff.as_ref(), kw.span, "backoff", cx);
             if let Some((initial, max)) = parse_backoff(&content, kw.span, cx)? {
                 args.backoff = Some((kw.span, initial, max));
             }
@@ -140,7 +140,7 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             let kw: kw::timeout = input.parse()?;
             input.parse::<Token![=]>()?;
             let lit: LitStr = input.parse()?;
-            duplicate(&args.timeout, kw.span, "timeout", cx);
+            duplicate(args.timeout.as_ref(), kw.span, "timeout", cx);
             if let Some(d) = valid::duration(&lit, cx) {
                 args.timeout = Some((kw.span, d));
             }
@@ -148,7 +148,7 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             let kw: kw::queue = input.parse()?;
             input.parse::<Token![=]>()?;
             let lit: LitStr = input.parse()?;
-            duplicate(&args.queue, kw.span, "queue", cx);
+            duplicate(args.queue.as_ref(), kw.span, "queue", cx);
             valid::check_queue(&lit, cx);
             args.queue = Some((kw.span, lit));
         } else if lookahead.peek(kw::priority) {
@@ -156,7 +156,7 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             input.parse::<Token![=]>()?;
             let negative = input.parse::<Option<Token![-]>>()?.is_some();
             let lit: LitInt = input.parse()?;
-            duplicate(&args.priority, kw.span, "priority", cx);
+            duplicate(args.priority.as_ref(), kw.span, "priority", cx);
             let value = lit
                 .base10_parse::<i32>()
                 .ok()
@@ -165,26 +165,26 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             match value {
                 Some(v) => args.priority = Some((kw.span, v)),
                 None => {
-                    cx.error_spanned_by(&lit, "`priority` must be an integer from -32768 to 32767")
+                    cx.error_spanned_by(&lit, "`priority` must be an integer from -32768 to 32767");
                 }
             }
         } else if lookahead.peek(kw::payload) {
             let kw: kw::payload = input.parse()?;
             input.parse::<Token![=]>()?;
             let ident: Ident = input.parse()?;
-            duplicate(&args.payload, kw.span, "payload", cx);
+            duplicate(args.payload.as_ref(), kw.span, "payload", cx);
             args.payload = Some((kw.span, ident));
         } else if lookahead.peek(kw::contract) {
             let kw: kw::contract = input.parse()?;
             input.parse::<Token![=]>()?;
             let path: Path = input.parse()?;
-            duplicate(&args.contract, kw.span, "contract", cx);
+            duplicate(args.contract.as_ref(), kw.span, "contract", cx);
             args.contract = Some((kw.span, path));
         } else if lookahead.peek(Token![crate]) {
             let kw: Token![crate] = input.parse()?;
             input.parse::<Token![=]>()?;
             let path: Path = input.parse()?;
-            duplicate(&args.krate, kw.span, "crate", cx);
+            duplicate(args.krate.as_ref(), kw.span, "crate", cx);
             args.krate = Some((kw.span, path));
         } else if first && looks_like_a_non_literal_name(input) {
             return Err(syn::Error::new(
@@ -233,13 +233,13 @@ fn parse_backoff(
             let kw: kw::initial = content.parse()?;
             content.parse::<Token![=]>()?;
             let lit: LitStr = content.parse()?;
-            duplicate(&initial, kw.span, "initial", cx);
+            duplicate(initial.as_ref(), kw.span, "initial", cx);
             initial = Some(valid::duration(&lit, cx));
         } else if lookahead.peek(kw::max) {
             let kw: kw::max = content.parse()?;
             content.parse::<Token![=]>()?;
             let lit: LitStr = content.parse()?;
-            duplicate(&max, kw.span, "max", cx);
+            duplicate(max.as_ref(), kw.span, "max", cx);
             max = Some(valid::duration(&lit, cx));
         } else {
             return Err(lookahead.error());

@@ -1,5 +1,5 @@
 //! Collects every user error of one expansion, so one compile shows them all
-//! (the approach of serde_derive's `internals/ctxt.rs`).
+//! (the approach of `serde_derive`'s `internals/ctxt.rs`).
 
 use std::cell::RefCell;
 

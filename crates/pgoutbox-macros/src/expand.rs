@@ -31,8 +31,8 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenS
         .as_ref()
         .map_or_else(|| syn::parse_quote!(::pgoutbox), |(_, path)| path.clone());
     Ok(match input {
-        Input::Handler(handler) => expand_handler(&args, &krate, handler),
-        Input::Contract(item) => expand_contract(&args, &krate, item),
+        Input::Handler(handler) => expand_handler(&args, &krate, *handler),
+        Input::Contract(item) => expand_contract(&args, &krate, *item),
     })
 }
 
@@ -145,6 +145,7 @@ fn has_docs(attrs: &[Attribute]) -> bool {
     attrs.iter().any(|a| a.path().is_ident("doc"))
 }
 
+#[allow(clippy::too_many_lines)] // One template, read top to bottom.
 fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream {
     let p = quote!(#krate::__private);
     let HandlerFn {
@@ -159,14 +160,17 @@ fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream 
     let fn_name = fn_ident.to_string();
 
     // The payload type: generated here, or the contract's.
-    let (payload_ty, payload_struct, operation, base_options) = match &args.contract {
-        Some((_, path)) => (
+    let (payload_ty, payload_struct, operation, base_options) = if let Some((_, path)) =
+        &args.contract
+    {
+        (
             quote!(#path),
             TokenStream::new(),
             TokenStream::new(),
             quote!(<#path as #p::Operation>::OPTIONS),
-        ),
-        None => {
+        )
+    } else {
+        {
             let ident = args
                 .payload
                 .as_ref()
@@ -252,6 +256,8 @@ fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream 
     let marker_doc =
         format!(" The registration of the `{fn_name}` handler, for `pgoutbox::handlers!`.");
     quote! {
+        // `async` is required of every handler, awaited or not.
+        #[allow(clippy::unused_async)]
         #item
 
         #payload_struct

@@ -1,6 +1,7 @@
 //! What a handler receives besides its payload.
 
-use sqlx::PgConnection;
+use sqlx::postgres::{PgQueryResult, PgRow};
+use sqlx::{Execute, Executor as _, PgConnection, Postgres};
 use uuid::Uuid;
 
 use crate::definition::OperationId;
@@ -72,4 +73,54 @@ impl Context {
 
 impl TxContext<'_> {
     attempt_accessors!();
+
+    /// Runs a statement inside the dispatcher-owned transaction.
+    ///
+    /// Any of sqlx's `query`, `query_as` or `query_scalar` (with their
+    /// binds) is accepted; rows come back as `PgRow`, to read with
+    /// `Row::try_get` or `FromRow::from_row`.
+    pub async fn execute<'q, E>(&mut self, query: E) -> Result<PgQueryResult, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.conn.execute(query).await
+    }
+
+    /// Fetches exactly one row inside the transaction.
+    pub async fn fetch_one<'q, E>(&mut self, query: E) -> Result<PgRow, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.conn.fetch_one(query).await
+    }
+
+    /// Fetches at most one row inside the transaction.
+    pub async fn fetch_optional<'q, E>(&mut self, query: E) -> Result<Option<PgRow>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.conn.fetch_optional(query).await
+    }
+
+    /// Fetches every row inside the transaction.
+    pub async fn fetch_all<'q, E>(&mut self, query: E) -> Result<Vec<PgRow>, sqlx::Error>
+    where
+        E: 'q + Execute<'q, Postgres>,
+    {
+        self.conn.fetch_all(query).await
+    }
+
+    /// The escape hatch: the raw connection of the dispatcher-owned
+    /// transaction, for what the methods above cannot do (typed
+    /// `query_as(…).fetch_one(ctx.raw_connection())`, `COPY`, …).
+    ///
+    /// The transaction belongs to the dispatcher. Do not `COMMIT`,
+    /// `ROLLBACK`, `BEGIN` or open savepoints on it: the dispatcher checks,
+    /// before it records success, that the transaction it opened is still
+    /// the one in progress, and fails the attempt (recording no success and
+    /// keeping none of the handler's writes it can still roll back) if it is
+    /// not.
+    pub fn raw_connection(&mut self) -> &mut PgConnection {
+        self.conn
+    }
 }

@@ -337,3 +337,37 @@ mod tests {
         assert_eq!(out, r#"{"a":[true,1.5],"b":"\"q\""}"#);
     }
 }
+
+#[cfg(test)]
+mod backoff_properties {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::Backoff;
+
+    proptest! {
+        #[test]
+        fn delay_stays_within_bounds(
+            initial_ms in 1u64..60_000,
+            extra_ms in 0u64..3_600_000,
+            failures in 0u32..200,
+            jitter in 0.0f64..1.0,
+        ) {
+            let b = Backoff::new(Duration::from_millis(initial_ms), Duration::from_millis(initial_ms + extra_ms));
+            let d = b.delay(failures, jitter);
+            prop_assert!(b.initial() <= d && d <= b.max(), "{d:?} outside [{:?}, {:?}]", b.initial(), b.max());
+        }
+
+        #[test]
+        fn delay_grows_monotonically_to_the_cap(
+            initial_ms in 1u64..60_000,
+            extra_ms in 0u64..3_600_000,
+            failures in 1u32..200,
+        ) {
+            let b = Backoff::new(Duration::from_millis(initial_ms), Duration::from_millis(initial_ms + extra_ms));
+            prop_assert!(b.delay(failures, 0.0) <= b.delay(failures + 1, 0.0));
+            prop_assert_eq!(b.delay(200, 0.0), b.max());
+        }
+    }
+}

@@ -45,6 +45,79 @@ pub mod testing;
 pub use context::{Context, TxContext};
 pub use definition::{Backoff, Operation, OperationId, OperationOptions, OperationSchema};
 pub use error::{HandlerError, Result};
+/// Declares an operation.
+///
+/// # On an `async fn`: a handler
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// /// Send the receipt of a charge.
+/// #[operation("mail.receipt", idempotent, max_attempts = 10, queue = "mail")]
+/// pub async fn send_receipt(
+///     ctx: &mut Context,
+///     /// Where to send it.
+///     to: String,
+///     amount_cents: i64,
+/// ) -> Result<()> {
+///     let _ = (ctx.idempotency_key(), to, amount_cents);
+///     Ok(())
+/// }
+///
+/// // Generated beside it: `pub struct SendReceipt { pub to: String, pub amount_cents: i64 }`
+/// let payload = SendReceipt { to: "a@example.com".into(), amount_cents: 1999 };
+/// # let _ = payload;
+/// ```
+///
+/// - The first parameter is the context: `&mut Context`, or
+///   `&mut TxContext<'_>` with `transactional` (a mismatch is a compile
+///   error on that parameter).
+/// - The other parameters become the fields of the payload struct, named
+///   after the function in `UpperCamelCase` (`payload = Name` overrides it),
+///   with the function's visibility, deriving `Serialize`, `Deserialize`,
+///   `JsonSchema`, `Debug` and `Clone`. Doc comments on the function and its
+///   parameters, and `#[serde(…)]` / `#[schemars(…)]` attributes on
+///   parameters, move to the struct and its fields (and so into the JSON
+///   Schema). Parameters must be plain names of owned types.
+/// - The function must return `Result<()>` (any `Result<(), E>` whose `E`
+///   converts into [`HandlerError`]) and its future must be `Send`.
+/// - Also generated: `impl Operation for SendReceipt`, a link-time
+///   registration (name, options, schema, handler, file and line), and a
+///   braced struct named like the function (type namespace only) that
+///   [`handlers!`] uses to list handlers explicitly.
+///
+/// # On a struct: a publish-only contract
+///
+/// For crates that publish an operation handled elsewhere. The handler
+/// attaches by type, and takes the payload whole:
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// /// Record a ledger entry.
+/// #[operation("ledger.record", idempotent)]
+/// pub struct RecordEntry {
+///     /// Amount in cents.
+///     pub amount_cents: i64,
+/// }
+///
+/// #[operation(contract = RecordEntry, transactional)]
+/// async fn record(ctx: &mut TxContext<'_>, entry: RecordEntry) -> Result<()> {
+///     let _ = (ctx, entry.amount_cents);
+///     Ok(())
+/// }
+/// ```
+///
+/// # Options
+///
+/// The name comes first: lower-case segments of `[a-z0-9_]` joined by dots.
+/// Options follow, each at most once; their syntax and defaults are in the
+/// table on [`OperationOptions`]. An option on the operation overrides the
+/// corresponding setting. `idempotent`, `max_attempts`, `queue` and
+/// `priority` describe the published row and belong to the contract;
+/// `transactional`, `backoff` and `timeout` belong to the handler. `crate =
+/// path` names the `pgoutbox` crate when it is re-exported under another
+/// path; `PGOUTBOX_MACROS_DEBUG=1` prints the expansion.
 pub use pgoutbox_macros::operation;
 pub use pgoutbox_migrate::{Identifier, InvalidIdentifier};
 pub use publish::{

@@ -1,5 +1,5 @@
 //! Routers: which operations a worker process handles, grouped the way
-//! FastAPI groups routes.
+//! `FastAPI` groups routes.
 
 use std::any::TypeId;
 use std::collections::BTreeMap;
@@ -271,7 +271,7 @@ impl WorkflowRouter {
             }
             let handler = registry
                 .get(selected.name)
-                .and_then(|entry| entry.handler())
+                .and_then(crate::registry::Entry::handler)
                 .ok_or(RouterError::NoHandler {
                     name: selected.name,
                     type_name: selected.type_name,
