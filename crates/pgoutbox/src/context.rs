@@ -4,7 +4,9 @@ use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::{Execute, Executor as _, PgConnection, Postgres};
 use uuid::Uuid;
 
-use crate::definition::OperationId;
+use crate::definition::{Operation, OperationId};
+use crate::publish::{PublishError, PublishOptions, Publisher};
+use crate::store::NewOperation;
 
 /// Facts about the running attempt, shared by both contexts.
 #[derive(Debug, Clone)]
@@ -23,6 +25,8 @@ pub(crate) struct AttemptInfo {
 #[derive(Debug)]
 pub struct Context {
     pub(crate) info: AttemptInfo,
+    pub(crate) publisher: Publisher,
+    pub(crate) follow_ups: Vec<NewOperation>,
 }
 
 /// The context of a `transactional` handler: everything [`Context`] gives,
@@ -32,6 +36,7 @@ pub struct Context {
 pub struct TxContext<'c> {
     pub(crate) info: AttemptInfo,
     pub(crate) conn: &'c mut PgConnection,
+    pub(crate) publisher: Publisher,
 }
 
 macro_rules! attempt_accessors {
@@ -69,10 +74,51 @@ macro_rules! attempt_accessors {
 
 impl Context {
     attempt_accessors!();
+
+    /// Publishes a follow-up operation, recorded atomically with this
+    /// attempt's success (and not at all if it fails). It carries this
+    /// operation as its parent and shares its root.
+    pub fn publish<O: Operation>(&mut self, payload: O) -> Result<(), PublishError> {
+        self.publish_with(payload, PublishOptions::new())
+    }
+
+    /// [`Context::publish`] with options; the parent is always this
+    /// operation.
+    pub fn publish_with<O: Operation>(
+        &mut self,
+        payload: O,
+        options: PublishOptions,
+    ) -> Result<(), PublishError> {
+        let op = self
+            .publisher
+            .prepare(&payload, options.parent(self.info.id))?;
+        self.follow_ups.push(op);
+        Ok(())
+    }
 }
 
 impl TxContext<'_> {
     attempt_accessors!();
+
+    /// Publishes a follow-up operation inside the dispatcher's transaction:
+    /// it commits with the handler's writes and success, or not at all. It
+    /// carries this operation as its parent and shares its root.
+    pub async fn publish<O: Operation>(&mut self, payload: O) -> Result<OperationId, PublishError> {
+        self.publish_with(payload, PublishOptions::new()).await
+    }
+
+    /// [`TxContext::publish`] with options; the parent is always this
+    /// operation.
+    pub async fn publish_with<O: Operation>(
+        &mut self,
+        payload: O,
+        options: PublishOptions,
+    ) -> Result<OperationId, PublishError> {
+        let op = self
+            .publisher
+            .prepare(&payload, options.parent(self.info.id))?;
+        self.publisher.insert(self.conn, &op).await
+    }
 
     /// Runs a statement inside the dispatcher-owned transaction.
     ///

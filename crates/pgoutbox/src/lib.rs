@@ -33,11 +33,18 @@ extern crate self as pgoutbox;
 mod context;
 mod definition;
 mod error;
+mod executor;
+mod maintenance;
 mod name;
+mod notifier;
+mod outcome;
+mod producer;
 mod publish;
 mod registry;
 mod router;
+mod settings;
 mod store;
+mod system;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -128,6 +135,8 @@ pub use registry::{
     RegistryError, TxHandler,
 };
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
+pub use settings::{DatabaseSettings, Settings, SettingsError, WorkflowSettings};
+pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// What handlers and publishers need, in one import.
 pub mod prelude {

@@ -1,6 +1,6 @@
 //! Recording intent: typed publishing inside the caller's transaction.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -8,6 +8,7 @@ use pgoutbox_migrate::Identifier;
 use sqlx::PgConnection;
 
 use crate::definition::{Operation, OperationId};
+use crate::settings::{Settings, SettingsError};
 use crate::store::{NewOperation, Store};
 
 /// The attempts an operation gets when neither its attribute nor the
@@ -128,9 +129,18 @@ impl PublishOptions {
 ///
 /// [`publish`] uses the default publisher: schema `pgoutbox`, channel
 /// `pgoutbox`, NOTIFY on.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.schema = "billing_outbox".into();
+/// settings.workflow_system.notify = false; // workers find work by polling
+/// let publisher = pgoutbox::Publisher::from_settings(&settings)?;
+/// # let _ = publisher;
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    store: Arc<Store>,
+    store: Store,
     max_attempts: u32,
 }
 
@@ -152,9 +162,24 @@ impl Publisher {
     /// NOTIFY; workers find the operations by polling).
     pub fn new(schema: &Identifier, channel: Option<&Identifier>, max_attempts: u32) -> Self {
         Publisher {
-            store: Arc::new(Store::new(schema, channel)),
+            store: Store::new(schema, channel, true),
             max_attempts,
         }
+    }
+
+    /// A publisher for the schema, channel, NOTIFY choice, default
+    /// attempts and statement mode of `settings`.
+    pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
+        settings.validate()?;
+        let channel = settings.channel()?;
+        Ok(Publisher {
+            store: Store::new(
+                &settings.schema()?,
+                settings.workflow_system.notify.then_some(&channel),
+                settings.database.prepared_statements,
+            ),
+            max_attempts: settings.workflow_system.max_attempts,
+        })
     }
 
     /// Publishes `payload` with default options. See [`publish`].
@@ -163,8 +188,7 @@ impl Publisher {
         conn: &mut PgConnection,
         payload: O,
     ) -> Result<OperationId, PublishError> {
-        self.publish_with(conn, payload, PublishOptions::new())
-            .await
+        self.publish_with(conn, payload, PublishOptions::new()).await
     }
 
     /// Publishes `payload` with `options`.
@@ -174,11 +198,20 @@ impl Publisher {
         payload: O,
         options: PublishOptions,
     ) -> Result<OperationId, PublishError> {
+        let op = self.prepare(&payload, options)?;
+        self.insert(conn, &op).await
+    }
+
+    /// Builds the row for `payload`: options, then the attribute, then the
+    /// settings.
+    pub(crate) fn prepare<O: Operation>(
+        &self,
+        payload: &O,
+        options: PublishOptions,
+    ) -> Result<NewOperation, PublishError> {
         let name = O::NAME;
-        let db = |source| PublishError::Database { name, source };
-        let json = serde_json::to_value(&payload)
+        let json = serde_json::to_value(payload)
             .map_err(|source| PublishError::Serialize { name, source })?;
-        let schema = O::schema();
         let max_attempts = O::OPTIONS.max_attempts.unwrap_or(self.max_attempts);
         let max_attempts = i32::try_from(max_attempts)
             .ok()
@@ -199,35 +232,43 @@ impl Publisher {
             .transpose()?;
         let queue = options
             .queue
-            .as_deref()
-            .or(O::OPTIONS.queue)
-            .unwrap_or("default");
-        let inserted = self
-            .store
-            .insert_operation(
-                &mut *conn,
-                NewOperation {
-                    name,
-                    payload: json,
-                    schema_hash: schema.hash(),
-                    json_schema: schema.json(),
-                    priority: options.priority.or(O::OPTIONS.priority).unwrap_or(0),
-                    queue,
-                    run_at: options.run_at,
-                    delay_micros,
-                    max_attempts,
-                    idempotent: O::OPTIONS.idempotent,
-                    idempotency_key: options.idempotency_key.as_deref(),
-                    parent_id: options.parent,
-                },
-            )
-            .await
-            .map_err(db)?;
-        match (inserted, options.idempotency_key.as_deref()) {
+            .or_else(|| O::OPTIONS.queue.map(str::to_owned))
+            .unwrap_or_else(|| "default".to_owned());
+        if !crate::name::is_valid(&queue) {
+            return Err(PublishError::InvalidOption {
+                name,
+                reason: format!("invalid queue name `{queue}`"),
+            });
+        }
+        Ok(NewOperation {
+            name,
+            payload: json,
+            schema: O::schema(),
+            priority: options.priority.or(O::OPTIONS.priority).unwrap_or(0),
+            queue,
+            run_at: options.run_at,
+            delay_micros,
+            max_attempts,
+            idempotent: O::OPTIONS.idempotent,
+            idempotency_key: options.idempotency_key,
+            parent_id: options.parent,
+        })
+    }
+
+    /// Inserts a prepared row.
+    pub(crate) async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        op: &NewOperation,
+    ) -> Result<OperationId, PublishError> {
+        let name = op.name;
+        let db = |source| PublishError::Database { name, source };
+        let inserted = self.store.insert_operation(conn, op).await.map_err(db)?;
+        match (inserted, op.idempotency_key.as_deref()) {
             (Some(id), _) => Ok(id),
             (None, Some(key)) => self
                 .store
-                .find_by_idempotency_key(&mut *conn, name, key)
+                .find_by_idempotency_key(conn, name, key)
                 .await
                 .map_err(db)?
                 .ok_or_else(|| PublishError::Database {

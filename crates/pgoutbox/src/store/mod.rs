@@ -1,59 +1,156 @@
-//! Every SQL statement of the runtime and the CLI, one function per named
-//! statement, the text in `sql/*.sql`.
+//! Every SQL statement of the runtime, one function per named statement,
+//! the text in `sql/*.sql`.
 //!
 //! Statements name the schema as `{schema}`; a [`Store`] renders them once
-//! for its validated, quoted schema (and channel), so no other module
-//! builds SQL text.
+//! for its validated, quoted schema (and channel), so no other module builds
+//! SQL text.
 
 use std::sync::Arc;
 
 use pgoutbox_migrate::Identifier;
-use sqlx::{AssertSqlSafe, PgConnection};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row as _};
+use uuid::Uuid;
 
-use crate::definition::OperationId;
+use crate::definition::{OperationId, OperationSchema};
 
-/// The rendered statements for one schema and channel.
+macro_rules! statements {
+    ($($name:ident),* $(,)?) => {
+        /// The rendered statements for one schema and channel.
+        #[derive(Debug)]
+        pub(crate) struct Statements {
+            $($name: Arc<str>,)*
+        }
+
+        impl Statements {
+            fn render(render: impl Fn(&str) -> Arc<str>) -> Self {
+                Statements {
+                    $($name: render(include_str!(concat!("sql/", stringify!($name), ".sql"))),)*
+                }
+            }
+        }
+    };
+}
+
+statements!(
+    insert_operation,
+    find_by_idempotency_key,
+    claim,
+    complete_success,
+    complete_failure,
+    snooze,
+    current_transaction,
+    heartbeat,
+    rescue,
+    register_worker,
+    deregister_worker,
+    record_schema,
+    unhandled_names,
+);
+
+/// The statements of one schema, cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    insert_operation: Arc<str>,
-    find_by_idempotency_key: Arc<str>,
+    sql: Arc<Statements>,
+    persistent: bool,
 }
 
 /// A row to insert into `operations`.
-#[derive(Debug)]
-pub(crate) struct NewOperation<'a> {
+#[derive(Debug, Clone)]
+pub(crate) struct NewOperation {
     pub(crate) name: &'static str,
     pub(crate) payload: serde_json::Value,
-    pub(crate) schema_hash: &'a str,
-    pub(crate) json_schema: &'a serde_json::Value,
+    pub(crate) schema: &'static OperationSchema,
     pub(crate) priority: i16,
-    pub(crate) queue: &'a str,
+    pub(crate) queue: String,
     pub(crate) run_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) delay_micros: Option<i64>,
     pub(crate) max_attempts: i32,
     pub(crate) idempotent: bool,
-    pub(crate) idempotency_key: Option<&'a str>,
+    pub(crate) idempotency_key: Option<String>,
     pub(crate) parent_id: Option<OperationId>,
+}
+
+/// A claimed operation, its attempt started.
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub(crate) id: OperationId,
+    pub(crate) name: String,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) schema_hash: String,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) idempotent: bool,
+    pub(crate) external_key: Uuid,
+    pub(crate) root_id: OperationId,
+    pub(crate) waited_seconds: f64,
+    pub(crate) attempt_id: i64,
+}
+
+impl Claimed {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Claimed {
+            id: OperationId::from_i64(row.try_get("id")?),
+            name: row.try_get("name")?,
+            payload: row.try_get("payload")?,
+            schema_hash: row.try_get("schema_hash")?,
+            attempt: row.try_get("attempt")?,
+            max_attempts: row.try_get("max_attempts")?,
+            idempotent: row.try_get("idempotent")?,
+            external_key: row.try_get("external_key")?,
+            root_id: OperationId::from_i64(row.try_get("root_id")?),
+            waited_seconds: row.try_get::<Option<f64>, _>("waited_seconds")?.unwrap_or(0.0),
+            attempt_id: row.try_get("attempt_id")?,
+        })
+    }
+}
+
+/// Which attempt a completion is fenced by.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fence {
+    pub(crate) id: OperationId,
+    pub(crate) worker: Uuid,
+    pub(crate) attempt: i32,
+    pub(crate) attempt_id: i64,
+}
+
+/// How an attempt that did not succeed ends.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    /// The attempt's outcome: `failed`, `timed_out` or `aborted`.
+    pub(crate) outcome: &'static str,
+    /// The operation's next status: `retrying`, `dead` or `stalled`.
+    pub(crate) next_status: &'static str,
+    pub(crate) retry_delay_ms: i64,
+    pub(crate) error: String,
+    pub(crate) chain: Vec<String>,
+}
+
+macro_rules! query {
+    ($store:expr, $kind:ident, $name:ident) => {
+        sqlx::$kind(AssertSqlSafe(Arc::clone(&$store.sql.$name))).persistent($store.persistent)
+    };
 }
 
 impl Store {
     /// Renders every statement for `schema`, notifying on `channel` when
-    /// given.
-    pub(crate) fn new(schema: &Identifier, channel: Option<&Identifier>) -> Self {
-        let render = |template: &str| -> Arc<str> {
-            let notify = channel.map_or_else(
-                || "NULL".to_owned(),
-                // Identifier's grammar admits no quote, so the literal is safe.
-                |c| format!("pg_notify('{}', $1)", c.as_str()),
-            );
+    /// given. `persistent: false` uses unnamed statements only (for
+    /// pgbouncer in transaction mode).
+    pub(crate) fn new(schema: &Identifier, channel: Option<&Identifier>, persistent: bool) -> Self {
+        let notify = channel.map_or_else(
+            || "NULL".to_owned(),
+            // Identifier's grammar admits no quote, so the literal is safe.
+            |c| format!("pg_notify('{}', $1)", c.as_str()),
+        );
+        let sql = Statements::render(|template| {
             template
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)
                 .into()
-        };
+        });
         Store {
-            insert_operation: render(include_str!("sql/insert_operation.sql")),
-            find_by_idempotency_key: render(include_str!("sql/find_by_idempotency_key.sql")),
+            sql: Arc::new(sql),
+            persistent,
         }
     }
 
@@ -61,24 +158,23 @@ impl Store {
     pub(crate) async fn insert_operation(
         &self,
         conn: &mut PgConnection,
-        op: NewOperation<'_>,
+        op: &NewOperation,
     ) -> Result<Option<OperationId>, sqlx::Error> {
-        let row: Option<(i64, Option<String>)> =
-            sqlx::query_as(AssertSqlSafe(Arc::clone(&self.insert_operation)))
-                .bind(op.name)
-                .bind(op.payload)
-                .bind(op.schema_hash)
-                .bind(op.priority)
-                .bind(op.queue)
-                .bind(op.run_at)
-                .bind(op.max_attempts)
-                .bind(op.idempotent)
-                .bind(op.idempotency_key)
-                .bind(op.parent_id.map(OperationId::as_i64))
-                .bind(op.json_schema)
-                .bind(op.delay_micros)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let row: Option<(i64, Option<String>)> = query!(self, query_as, insert_operation)
+            .bind(op.name)
+            .bind(&op.payload)
+            .bind(op.schema.hash())
+            .bind(op.priority)
+            .bind(&op.queue)
+            .bind(op.run_at)
+            .bind(op.max_attempts)
+            .bind(op.idempotent)
+            .bind(op.idempotency_key.as_deref())
+            .bind(op.parent_id.map(OperationId::as_i64))
+            .bind(op.schema.json())
+            .bind(op.delay_micros)
+            .fetch_optional(&mut *conn)
+            .await?;
         Ok(row.map(|(id, _)| OperationId::from_i64(id)))
     }
 
@@ -89,12 +185,199 @@ impl Store {
         name: &str,
         key: &str,
     ) -> Result<Option<OperationId>, sqlx::Error> {
-        let id: Option<i64> =
-            sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.find_by_idempotency_key)))
-                .bind(name)
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let id: Option<i64> = query!(self, query_scalar, find_by_idempotency_key)
+            .bind(name)
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await?;
         Ok(id.map(OperationId::from_i64))
+    }
+
+    /// Claims up to `limit` ready operations and starts their attempts.
+    pub(crate) async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        names: &[String],
+        limit: i32,
+        worker: Uuid,
+        lease_ms: i64,
+        queues: &[String],
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
+        let rows = query!(self, query, claim)
+            .bind(names)
+            .bind(limit)
+            .bind(worker)
+            .bind(lease_ms)
+            .bind(queues)
+            .fetch_all(&mut *conn)
+            .await?;
+        rows.iter().map(Claimed::from_row).collect()
+    }
+
+    /// Records a success; `false` when the fence no longer holds.
+    pub(crate) async fn complete_success(
+        &self,
+        conn: &mut PgConnection,
+        fence: Fence,
+        transaction: Option<&str>,
+    ) -> Result<bool, sqlx::Error> {
+        let n: i64 = query!(self, query_scalar, complete_success)
+            .bind(fence.id.as_i64())
+            .bind(fence.worker)
+            .bind(fence.attempt)
+            .bind(fence.attempt_id)
+            .bind(transaction)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Records an attempt that did not succeed; `false` when the fence no
+    /// longer holds.
+    pub(crate) async fn complete_failure(
+        &self,
+        conn: &mut PgConnection,
+        fence: Fence,
+        failure: &Failure,
+    ) -> Result<bool, sqlx::Error> {
+        let n: i64 = query!(self, query_scalar, complete_failure)
+            .bind(fence.id.as_i64())
+            .bind(fence.worker)
+            .bind(fence.attempt)
+            .bind(fence.attempt_id)
+            .bind(failure.outcome)
+            .bind(failure.next_status)
+            .bind(failure.retry_delay_ms)
+            .bind(&failure.error)
+            .bind(serde_json::json!(failure.chain))
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Reschedules without using up an attempt.
+    pub(crate) async fn snooze(
+        &self,
+        conn: &mut PgConnection,
+        fence: Fence,
+        delay_ms: i64,
+        note: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let n: i64 = query!(self, query_scalar, snooze)
+            .bind(fence.id.as_i64())
+            .bind(fence.worker)
+            .bind(fence.attempt)
+            .bind(fence.attempt_id)
+            .bind(delay_ms)
+            .bind(note)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The id of the transaction in progress (assigning one).
+    pub(crate) async fn current_transaction(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<String, sqlx::Error> {
+        query!(self, query_scalar, current_transaction)
+            .fetch_one(&mut *conn)
+            .await
+    }
+
+    /// Renews the worker's heartbeat and its leases; returns the ids it
+    /// still owns.
+    pub(crate) async fn heartbeat(
+        &self,
+        conn: &mut PgConnection,
+        worker: Uuid,
+        lease_ms: i64,
+        running: &[i64],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        query!(self, query_scalar, heartbeat)
+            .bind(worker)
+            .bind(lease_ms)
+            .bind(running)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Rescues up to `limit` expired leases; returns (id, new status).
+    pub(crate) async fn rescue(
+        &self,
+        conn: &mut PgConnection,
+        limit: i32,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        query!(self, query_as, rescue)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Registers a worker process.
+    #[allow(clippy::too_many_arguments)] // One bind per column.
+    pub(crate) async fn register_worker(
+        &self,
+        conn: &mut PgConnection,
+        worker: Uuid,
+        host: &str,
+        pid: i32,
+        version: &str,
+        names: &[String],
+        queues: &[String],
+        n_workers: i32,
+    ) -> Result<(), sqlx::Error> {
+        query!(self, query, register_worker)
+            .bind(worker)
+            .bind(host)
+            .bind(pid)
+            .bind(version)
+            .bind(names)
+            .bind(queues)
+            .bind(n_workers)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    }
+
+    /// Marks a worker process stopped.
+    pub(crate) async fn deregister_worker(
+        &self,
+        conn: &mut PgConnection,
+        worker: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        query!(self, query, deregister_worker)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    }
+
+    /// Records a payload schema in the history.
+    pub(crate) async fn record_schema(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        schema: &OperationSchema,
+    ) -> Result<(), sqlx::Error> {
+        query!(self, query, record_schema)
+            .bind(name)
+            .bind(schema.hash())
+            .bind(schema.json())
+            .execute(&mut *conn)
+            .await
+            .map(drop)
+    }
+
+    /// Ready operations whose name no live worker handles, with counts.
+    pub(crate) async fn unhandled_names(
+        &self,
+        conn: &mut PgConnection,
+        live_within_ms: i64,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        query!(self, query_as, unhandled_names)
+            .bind(live_within_ms)
+            .fetch_all(&mut *conn)
+            .await
     }
 }

@@ -1,0 +1,381 @@
+//! Running one claimed operation and recording what happened.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+
+use crate::context::{AttemptInfo, Context, TxContext};
+use crate::definition::{Backoff, OperationId};
+use crate::error::HandlerError;
+use crate::outcome::{Attempt, AttemptEnd, Decision};
+use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
+use crate::store::{Claimed, Fence, NewOperation};
+use crate::system::Runtime;
+
+/// A running operation, as the heartbeat and shutdown see it.
+#[derive(Debug, Default)]
+pub(crate) struct RunningOp {
+    abort: Notify,
+    reason: OnceLock<&'static str>,
+    /// Set when a heartbeat found the lease gone: the fence would refuse
+    /// any record, so recording stops trying.
+    lost: AtomicBool,
+}
+
+impl RunningOp {
+    /// Abandons the handler (if it still runs) for `reason`.
+    pub(crate) fn abort(&self, reason: &'static str) {
+        let _ = self.reason.set(reason);
+        self.abort.notify_one();
+    }
+
+    /// Marks the lease as taken away.
+    pub(crate) fn mark_lost(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+        self.abort("its lease was lost");
+    }
+
+    async fn aborted(&self) -> &'static str {
+        self.abort.notified().await;
+        self.reason.get().copied().unwrap_or("aborted")
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Polls a boxed future, turning a panic into an error message.
+struct CatchUnwind<'a, T>(BoxFuture<'a, T>);
+
+impl<T> Future for CatchUnwind<'_, T> {
+    type Output = Result<T, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
+}
+
+/// Runs `claimed` and records its outcome; returns when the books are
+/// right (or the lease is gone and the rescuer's record stands).
+pub(crate) async fn execute(rt: Arc<Runtime>, claimed: Claimed, running: Arc<RunningOp>) {
+    let span = tracing::info_span!(
+        "pgoutbox.attempt",
+        operation_id = %claimed.id,
+        name = %claimed.name,
+        attempt = claimed.attempt,
+    );
+    run(&rt, claimed, &running).instrument(span).await;
+}
+
+async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
+    let name = claimed.name.clone();
+    metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);
+    metrics::histogram!("pgoutbox_pickup_latency_seconds", "name" => name.clone())
+        .record(claimed.waited_seconds.max(0.0));
+    let Some(route) = rt.routes.get(&claimed.name) else {
+        // The claim selects only handled names; reaching this is a bug, and
+        // still gets recorded rather than dropped.
+        let end = AttemptEnd::Failed(HandlerError::retryable(format!(
+            "no handler for `{}` in this process",
+            claimed.name
+        )));
+        let decision = attempt_of(rt, &claimed, None).decide(end, jitter());
+        record(rt, fence(rt, &claimed), decision, Vec::new(), running).await;
+        return;
+    };
+    let registration = route.registration();
+    let attempt = attempt_of(rt, &claimed, Some(registration));
+    let timeout = registration
+        .options()
+        .timeout
+        .unwrap_or(rt.settings.workflow_system.handler_timeout);
+    let info = AttemptInfo {
+        id: claimed.id,
+        name: registration.name(),
+        attempt: u32::try_from(claimed.attempt).unwrap_or(0),
+        external_key: claimed.external_key,
+        root_id: claimed.root_id,
+    };
+    let started = Instant::now();
+    match registration.erased_handler() {
+        Some(ErasedHandler::Transactional(handler)) => {
+            run_transactional(rt, &claimed, info, handler, timeout, &attempt, running).await;
+        }
+        Some(ErasedHandler::Plain(handler)) => {
+            let mut ctx = Context {
+                info,
+                publisher: rt.publisher.clone(),
+                follow_ups: Vec::new(),
+            };
+            let end = drive(
+                handler(&mut ctx, claimed.payload.clone()),
+                timeout,
+                running,
+                &claimed,
+                registration,
+            )
+            .await;
+            let decision = attempt.decide(end, jitter());
+            record(rt, fence(rt, &claimed), decision, ctx.follow_ups, running).await;
+        }
+        None => unreachable!("routes hold handler registrations only"),
+    }
+    metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => name)
+        .record(started.elapsed().as_secs_f64());
+}
+
+fn attempt_of(rt: &Runtime, claimed: &Claimed, registration: Option<&Registration>) -> Attempt {
+    let ws = &rt.settings.workflow_system;
+    Attempt {
+        name: claimed.name.clone(),
+        number: claimed.attempt,
+        max_attempts: claimed.max_attempts,
+        idempotent: claimed.idempotent,
+        backoff: registration
+            .and_then(|r| r.options().backoff)
+            .unwrap_or_else(|| Backoff::new(ws.backoff_initial, ws.backoff_max)),
+    }
+}
+
+fn fence(rt: &Runtime, claimed: &Claimed) -> Fence {
+    Fence {
+        id: claimed.id,
+        worker: rt.worker_id,
+        attempt: claimed.attempt,
+        attempt_id: claimed.attempt_id,
+    }
+}
+
+fn jitter() -> f64 {
+    // uuid's v4 draws from the OS's generator; plenty for jitter.
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly.
+    let value = bits as f64 / (1u64 << 53) as f64;
+    value
+}
+
+/// Runs a handler future to its end: result, panic, timeout or abort.
+async fn drive(
+    future: BoxFuture<'_, Result<(), HandlerFailure>>,
+    timeout: Duration,
+    running: &RunningOp,
+    claimed: &Claimed,
+    registration: &Registration,
+) -> AttemptEnd {
+    tokio::select! {
+        biased;
+        reason = running.aborted() => AttemptEnd::Aborted(reason),
+        result = tokio::time::timeout(timeout, CatchUnwind(future)) => match result {
+            Err(_) => AttemptEnd::TimedOut(timeout),
+            Ok(Err(panic)) => AttemptEnd::Panicked(panic),
+            Ok(Ok(Ok(()))) => AttemptEnd::Succeeded,
+            Ok(Ok(Err(HandlerFailure::Failed(error)))) => AttemptEnd::Failed(error),
+            Ok(Ok(Err(HandlerFailure::Decode(error)))) => AttemptEnd::Decode {
+                error,
+                stored_hash: claimed.schema_hash.clone(),
+                current_hash: registration.schema().hash(),
+            },
+        },
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // The attempt's parts, passed once.
+async fn run_transactional(
+    rt: &Runtime,
+    claimed: &Claimed,
+    info: AttemptInfo,
+    handler: crate::registry::TxHandler,
+    timeout: Duration,
+    attempt: &Attempt,
+    running: &RunningOp,
+) {
+    let fence = fence(rt, claimed);
+    let retryable = |what: &str, e: &dyn std::fmt::Display| {
+        AttemptEnd::Failed(HandlerError::retryable(format!("{what}: {e}")))
+    };
+    let mut tx = match rt.pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            let end = retryable("cannot open the handler's transaction", &e);
+            return record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+        }
+    };
+    let txid = match rt.store.current_transaction(&mut tx).await {
+        Ok(txid) => txid,
+        Err(e) => {
+            drop(tx);
+            let end = retryable("cannot open the handler's transaction", &e);
+            return record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+        }
+    };
+    let registration = rt
+        .routes
+        .get(&claimed.name)
+        .map(crate::router::Route::registration)
+        .expect("checked by the caller");
+    let end = {
+        let mut ctx = TxContext {
+            info,
+            conn: &mut *tx,
+            publisher: rt.publisher.clone(),
+        };
+        drive(
+            handler(&mut ctx, claimed.payload.clone()),
+            timeout,
+            running,
+            claimed,
+            registration,
+        )
+        .await
+    };
+    let decision = attempt.decide(end, jitter());
+    if !matches!(decision, Decision::Success) {
+        // Nothing the handler wrote survives a failure.
+        let _ = tx.rollback().await;
+        return record(rt, fence, decision, Vec::new(), running).await;
+    }
+    match rt.store.complete_success(&mut tx, fence, Some(&txid)).await {
+        Ok(true) => match tx.commit().await {
+            Ok(()) => {
+                metrics::counter!("pgoutbox_succeeded_total", "name" => claimed.name.clone())
+                    .increment(1);
+            }
+            Err(e) => {
+                // If the commit in fact went through, the fenced failure
+                // record below matches nothing: the success stands.
+                let end = retryable("the handler's transaction failed to commit", &e);
+                record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+            }
+        },
+        Ok(false) => {
+            let ended = rt
+                .store
+                .current_transaction(&mut tx)
+                .await
+                .map_or(true, |now| now != txid);
+            let _ = tx.rollback().await;
+            if ended {
+                let end = AttemptEnd::Failed(HandlerError::permanent(
+                    "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
+                     raw SQL); nothing was recorded as success",
+                ));
+                record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+            } else {
+                tracing::warn!(
+                    operation_id = %claimed.id,
+                    "lease lost before the success was recorded; the handler's transaction was rolled back"
+                );
+            }
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            let end = retryable("cannot record the success", &e);
+            record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+        }
+    }
+}
+
+/// Records `decision`, retrying while the database is unreachable and the
+/// lease is still ours. Gives up (leaving the attempt to the rescuer, which
+/// records it as `lost`) only when the lease is gone.
+async fn record(
+    rt: &Runtime,
+    fence: Fence,
+    decision: Decision,
+    follow_ups: Vec<NewOperation>,
+    running: &RunningOp,
+) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match try_record(rt, fence, &decision, &follow_ups).await {
+            Ok(true) => {
+                count_outcome(rt, fence.id, &decision);
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(operation_id = %fence.id, "the attempt is no longer this worker's; its outcome was not recorded");
+                return;
+            }
+            Err(e) => {
+                if running.is_lost() {
+                    tracing::error!(operation_id = %fence.id, error = %e, "cannot record the outcome and the lease is gone");
+                    return;
+                }
+                tracing::warn!(operation_id = %fence.id, error = %e, "cannot record the outcome yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+fn count_outcome(rt: &Runtime, id: OperationId, decision: &Decision) {
+    let _ = (rt, id);
+    let (metric, name) = match decision {
+        Decision::Success => ("pgoutbox_succeeded_total", None),
+        Decision::Snooze { .. } => ("pgoutbox_snoozed_total", None),
+        Decision::Failure(f) => match f.next_status {
+            "stalled" => ("pgoutbox_stalled_total", Some(f.outcome)),
+            _ => ("pgoutbox_failed_total", Some(f.outcome)),
+        },
+    };
+    metrics::counter!(metric, "outcome" => name.unwrap_or("succeeded")).increment(1);
+}
+
+async fn try_record(
+    rt: &Runtime,
+    fence: Fence,
+    decision: &Decision,
+    follow_ups: &[NewOperation],
+) -> Result<bool, sqlx::Error> {
+    match decision {
+        Decision::Success if follow_ups.is_empty() => {
+            let mut conn = rt.pool.acquire().await?;
+            rt.store.complete_success(&mut conn, fence, None).await
+        }
+        Decision::Success => {
+            let mut tx = rt.pool.begin().await?;
+            if !rt.store.complete_success(&mut tx, fence, None).await? {
+                return Ok(false);
+            }
+            for op in follow_ups {
+                rt.publisher
+                    .insert(&mut tx, op)
+                    .await
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+        Decision::Snooze { delay_ms, note } => {
+            let mut conn = rt.pool.acquire().await?;
+            rt.store.snooze(&mut conn, fence, *delay_ms, note).await
+        }
+        Decision::Failure(failure) => {
+            let mut conn = rt.pool.acquire().await?;
+            rt.store.complete_failure(&mut conn, fence, failure).await
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Heartbeat (renew the worker row and the leases of running operations),
+//! rescuer (expired leases become `lost` attempts) and the report of names
+//! no live worker handles. One task, so one pooled connection at a time.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::system::Runtime;
+
+pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
+    let ws = &rt.settings.workflow_system;
+    let lease = ws.lease;
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let heartbeat_every = lease / 3;
+    let rescue_every = lease.max(Duration::from_secs(1)) / 2;
+    let mut heartbeat = tokio::time::interval(heartbeat_every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rescue = tokio::time::interval(rescue_every);
+    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_secs(60).max(lease));
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    report.tick().await;
+    // Leases were last known good when this instant's renewal was sent.
+    let mut renewed_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = heartbeat.tick() => {
+                let sent = Instant::now();
+                match beat(&rt, lease_ms).await {
+                    Ok(()) => renewed_at = sent,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "heartbeat failed");
+                        // Abort before the leases can expire, so that no other
+                        // worker runs these operations while ours still do.
+                        if renewed_at.elapsed() >= lease - lease / 6 {
+                            let n = rt.abort_all("its lease could not be renewed");
+                            if n > 0 {
+                                tracing::error!(aborted = n, "leases could not be renewed; aborted running handlers");
+                            }
+                        }
+                    }
+                }
+            }
+            _ = rescue.tick() => {
+                if let Err(e) = rescue_expired(&rt).await {
+                    tracing::warn!(error = %e, "rescuing expired leases failed");
+                }
+            }
+            _ = report.tick() => report_unhandled(&rt).await,
+        }
+    }
+}
+
+async fn beat(rt: &Runtime, lease_ms: i64) -> Result<(), sqlx::Error> {
+    let running = rt.running_ids();
+    let mut conn = rt.pool.acquire().await?;
+    let held = rt
+        .store
+        .heartbeat(&mut conn, rt.worker_id, lease_ms, &running)
+        .await?;
+    for id in running.iter().filter(|id| !held.contains(id)) {
+        if let Some(op) = rt.running_op(*id) {
+            tracing::warn!(operation_id = id, "lease taken away; aborting the handler");
+            op.mark_lost();
+        }
+    }
+    Ok(())
+}
+
+async fn rescue_expired(rt: &Runtime) -> Result<(), sqlx::Error> {
+    const BATCH: i32 = 100;
+    let mut conn = rt.pool.acquire().await?;
+    loop {
+        let rescued = rt.store.rescue(&mut conn, BATCH).await?;
+        for (id, status) in &rescued {
+            tracing::warn!(operation_id = id, status = %status, "expired lease rescued: attempt recorded as lost");
+            metrics::counter!("pgoutbox_lost_total", "status" => status.clone()).increment(1);
+        }
+        if rescued.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
+    }
+}
+
+/// Logs and exports (gauge `pgoutbox_unhandled_operations`) the ready
+/// operations whose name no live worker handles: they are never claimed.
+pub(crate) async fn report_unhandled(rt: &Runtime) {
+    let live_within = i64::try_from((rt.settings.workflow_system.lease * 3).as_millis()).unwrap_or(i64::MAX);
+    let result = async {
+        let mut conn = rt.pool.acquire().await?;
+        rt.store.unhandled_names(&mut conn, live_within).await
+    }
+    .await;
+    match result {
+        Ok(unhandled) => {
+            let mut total = 0;
+            for (name, count) in &unhandled {
+                total += count;
+                tracing::warn!(name = %name, ready = count, "ready operations that no live worker handles");
+            }
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("pgoutbox_unhandled_operations").set(total as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot check for unhandled operations"),
+    }
+}

@@ -1,0 +1,170 @@
+//! What an attempt's end means for its operation (invariant 5: an unknown
+//! outcome re-runs only an idempotent operation).
+
+use std::time::Duration;
+
+use crate::definition::Backoff;
+use crate::error::HandlerError;
+use crate::store::Failure;
+
+/// How an attempt ended, as the executor saw it.
+#[derive(Debug)]
+pub(crate) enum AttemptEnd {
+    /// The handler returned `Ok`.
+    Succeeded,
+    /// The stored payload does not decode into the payload type.
+    Decode {
+        error: serde_json::Error,
+        stored_hash: String,
+        current_hash: &'static str,
+    },
+    /// The handler returned an error.
+    Failed(HandlerError),
+    /// The handler panicked.
+    Panicked(String),
+    /// The handler ran past its timeout and was abandoned.
+    TimedOut(Duration),
+    /// The handler was abandoned: shutdown, or a lease that could not be
+    /// renewed.
+    Aborted(&'static str),
+}
+
+/// What to record.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    Success,
+    Snooze { delay_ms: i64, note: String },
+    Failure(Failure),
+}
+
+/// What the attempt means for the operation.
+pub(crate) struct Attempt {
+    pub(crate) name: String,
+    pub(crate) number: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) idempotent: bool,
+    pub(crate) backoff: Backoff,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Attempt {
+    /// Decides; `jitter` in `[0, 1)` places the retry delay in its band.
+    pub(crate) fn decide(&self, end: AttemptEnd, jitter: f64) -> Decision {
+        let attempts_left = self.number < self.max_attempts;
+        let retry_delay_ms = millis(
+            self.backoff
+                .delay(u32::try_from(self.number).unwrap_or(u32::MAX), jitter),
+        );
+        let failure = |outcome, next_status, error: String, chain: Vec<String>| {
+            Decision::Failure(Failure {
+                outcome,
+                next_status,
+                retry_delay_ms,
+                error,
+                chain,
+            })
+        };
+        let retry_or_dead = if attempts_left { "retrying" } else { "dead" };
+        // Unknown outcome: only an idempotent operation runs again.
+        let in_doubt = if self.idempotent { retry_or_dead } else { "stalled" };
+        match end {
+            AttemptEnd::Succeeded => Decision::Success,
+            AttemptEnd::Decode {
+                error,
+                stored_hash,
+                current_hash,
+            } => {
+                let error = format!(
+                    "the stored payload of `{}` no longer decodes into this binary's payload type \
+                     (schema hash {} when published, {} now): {error}",
+                    self.name,
+                    short(&stored_hash),
+                    short(current_hash),
+                );
+                failure("failed", "dead", error.clone(), vec![error])
+            }
+            AttemptEnd::Failed(error) => {
+                if let Some(delay) = error.snoozed_for() {
+                    return Decision::Snooze {
+                        delay_ms: millis(delay),
+                        note: error.to_string(),
+                    };
+                }
+                let next = if error.is_permanent() { "dead" } else { retry_or_dead };
+                failure("failed", next, error.to_string(), error.chain())
+            }
+            AttemptEnd::Panicked(message) => {
+                let error = format!("the handler panicked: {message}");
+                failure("failed", retry_or_dead, error.clone(), vec![error])
+            }
+            AttemptEnd::TimedOut(after) => {
+                let error = format!(
+                    "the handler did not finish within {after:?} and was abandoned; what it did \
+                     outside the database is unknown"
+                );
+                failure("timed_out", in_doubt, error.clone(), vec![error])
+            }
+            AttemptEnd::Aborted(reason) => {
+                let error = format!(
+                    "the handler was aborted ({reason}); what it did outside the database is unknown"
+                );
+                failure("aborted", in_doubt, error.clone(), vec![error])
+            }
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(number: i32, idempotent: bool) -> Attempt {
+        Attempt {
+            name: "t.op".into(),
+            number,
+            max_attempts: 3,
+            idempotent,
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+        }
+    }
+
+    fn next(decision: &Decision) -> &'static str {
+        match decision {
+            Decision::Success => "succeeded",
+            Decision::Snooze { .. } => "pending",
+            Decision::Failure(f) => f.next_status,
+        }
+    }
+
+    #[test]
+    fn failures_retry_until_attempts_run_out() {
+        let err = || AttemptEnd::Failed(HandlerError::retryable("boom"));
+        assert_eq!(next(&attempt(1, false).decide(err(), 0.0)), "retrying");
+        assert_eq!(next(&attempt(3, false).decide(err(), 0.0)), "dead");
+        let permanent = AttemptEnd::Failed(HandlerError::permanent("no"));
+        assert_eq!(next(&attempt(1, false).decide(permanent, 0.0)), "dead");
+        assert_eq!(next(&attempt(1, false).decide(AttemptEnd::Panicked("x".into()), 0.0)), "retrying");
+    }
+
+    #[test]
+    fn unknown_outcomes_stall_unless_idempotent() {
+        let timeout = || AttemptEnd::TimedOut(Duration::from_secs(1));
+        assert_eq!(next(&attempt(1, false).decide(timeout(), 0.0)), "stalled");
+        assert_eq!(next(&attempt(1, true).decide(timeout(), 0.0)), "retrying");
+        assert_eq!(next(&attempt(3, true).decide(timeout(), 0.0)), "dead");
+        assert_eq!(next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)), "stalled");
+    }
+
+    #[test]
+    fn a_snooze_is_not_a_failure() {
+        let d = attempt(3, false).decide(AttemptEnd::Failed(HandlerError::snooze(Duration::from_secs(2))), 0.0);
+        assert!(matches!(d, Decision::Snooze { delay_ms: 2000, .. }));
+    }
+}

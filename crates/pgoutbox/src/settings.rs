@@ -1,0 +1,397 @@
+//! Settings: the database to use and how the workflow system behaves,
+//! from code, `PGOUTBOX_*` environment variables and a TOML or YAML file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml, Yaml};
+use pgoutbox_migrate::Identifier;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+/// Everything pgoutbox can be told, in two groups as in the original
+/// project.
+///
+/// Built in code (`Settings::default()` and its public fields), or loaded
+/// with [`Settings::load`]: defaults, then the TOML or YAML file named by
+/// `PGOUTBOX_CONFIG_FILE`, then `PGOUTBOX_*` environment variables, where
+/// `__` separates levels:
+///
+/// ```text
+/// PGOUTBOX_DATABASE__URL=postgres://app@db/app
+/// PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS=16
+/// PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL=500ms
+/// ```
+///
+/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`). An invalid
+/// value is one error naming its key.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.workflow_system.n_workers = 4;
+/// settings.validate()?;
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the database is.
+    pub database: DatabaseSettings,
+    /// How workers behave.
+    pub workflow_system: WorkflowSettings,
+}
+
+/// Where the database is and how to connect to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// A full connection URL; when set, `host`, `port`, `user`, `password`
+    /// and `database` are ignored.
+    pub url: Option<String>,
+    /// Server host name or address.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// User name.
+    pub user: String,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Database name.
+    pub database: String,
+    /// `application_name` of every connection.
+    pub application_name: String,
+    /// The schema holding pgoutbox's tables.
+    pub schema: String,
+    /// Connections the pool keeps open.
+    pub pool_min: u32,
+    /// Most connections the pool opens; at least `n_workers` + 2.
+    pub pool_max: u32,
+    /// How long to wait for a pooled connection.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+    /// A separate URL for the LISTEN connection: behind pgbouncer in
+    /// transaction mode, point it at PostgreSQL directly.
+    pub listen_url: Option<String>,
+    /// Use prepared statements (turn off behind pgbouncer in transaction
+    /// mode, which does not keep them between transactions).
+    pub prepared_statements: bool,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: None,
+            host: "localhost".to_owned(),
+            port: 5432,
+            user: "postgres".to_owned(),
+            password: None,
+            database: "postgres".to_owned(),
+            application_name: "pgoutbox".to_owned(),
+            schema: pgoutbox_migrate::DEFAULT_SCHEMA.to_owned(),
+            pool_min: 0,
+            pool_max: 20,
+            acquire_timeout: Duration::from_secs(30),
+            listen_url: None,
+            prepared_statements: true,
+        }
+    }
+}
+
+/// How the workflow system behaves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkflowSettings {
+    /// The NOTIFY channel publishers wake workers on.
+    pub channel: String,
+    /// Whether publishers send NOTIFY at all; without it workers find work
+    /// by polling alone.
+    pub notify: bool,
+    /// Handlers a process runs at once.
+    pub n_workers: usize,
+    /// How often workers look for work when no notification arrives; each
+    /// wait is jittered by ±20%.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a claim stays valid without renewal.
+    #[serde(with = "duration")]
+    pub lease: Duration,
+    /// How long `stop()` waits for running handlers before aborting them.
+    #[serde(with = "duration")]
+    pub shutdown_wait: Duration,
+    /// Attempts per operation, unless its attribute says otherwise.
+    pub max_attempts: u32,
+    /// First retry delay, unless the operation's attribute says otherwise.
+    #[serde(with = "duration")]
+    pub backoff_initial: Duration,
+    /// Longest retry delay, unless the operation's attribute says otherwise.
+    #[serde(with = "duration")]
+    pub backoff_max: Duration,
+    /// How long one attempt may run, unless its attribute says otherwise.
+    #[serde(with = "duration")]
+    pub handler_timeout: Duration,
+    /// Claim only from these queues (all queues when empty).
+    pub queues: Vec<String>,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> Self {
+        WorkflowSettings {
+            channel: crate::publish::DEFAULT_CHANNEL.to_owned(),
+            notify: true,
+            n_workers: 10,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            shutdown_wait: Duration::from_secs(30),
+            max_attempts: crate::publish::DEFAULT_MAX_ATTEMPTS,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_hours(1),
+            handler_timeout: Duration::from_mins(5),
+            queues: Vec::new(),
+        }
+    }
+}
+
+/// An invalid setting, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting `{key}`: {reason}")]
+pub struct SettingsError {
+    key: String,
+    reason: String,
+}
+
+impl SettingsError {
+    fn new(key: &str, reason: impl Into<String>) -> Self {
+        SettingsError {
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The offending key, such as `workflow_system.n_workers`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The runtime's own connections beside the handlers': one for claims and
+/// completions, one for heartbeats and rescues.
+pub(crate) const RUNTIME_CONNECTIONS: u32 = 2;
+
+impl Settings {
+    /// Defaults, then the file named by `PGOUTBOX_CONFIG_FILE` (`.toml`,
+    /// `.yaml` or `.yml`), then `PGOUTBOX_*` environment variables; checked
+    /// with [`Settings::validate`].
+    pub fn load() -> Result<Settings, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(file) = std::env::var_os("PGOUTBOX_CONFIG_FILE") {
+            let path = Path::new(&file);
+            if !path.is_file() {
+                return Err(SettingsError::new(
+                    "PGOUTBOX_CONFIG_FILE",
+                    format!("no such file: {}", path.display()),
+                ));
+            }
+            figment = match path.extension().and_then(|e| e.to_str()) {
+                Some("toml") => figment.merge(Toml::file_exact(path)),
+                Some("yaml" | "yml") => figment.merge(Yaml::file_exact(path)),
+                _ => {
+                    return Err(SettingsError::new(
+                        "PGOUTBOX_CONFIG_FILE",
+                        format!("{}: expected a `.toml`, `.yaml` or `.yml` file", path.display()),
+                    ));
+                }
+            };
+        }
+        // Only the two groups: other PGOUTBOX_* variables (the test
+        // support's, the CLI's) are not settings.
+        figment = figment.merge(
+            Env::prefixed("PGOUTBOX_")
+                .split("__")
+                .filter(|k| k.starts_with("database.") || k.starts_with("workflow_system.")),
+        );
+        let settings: Settings = figment.extract().map_err(|e| {
+            let key = e.path.join(".");
+            let key = if key.is_empty() { "settings".to_owned() } else { key };
+            SettingsError::new(&key, e.kind.to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that the types alone do not.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let db = &self.database;
+        let ws = &self.workflow_system;
+        self.schema()?;
+        self.channel()?;
+        if let Some(url) = &db.url {
+            parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?;
+        }
+        if let Some(url) = &db.listen_url {
+            parse_url(url).map_err(|reason| SettingsError::new("database.listen_url", reason))?;
+        }
+        if db.pool_max == 0 {
+            return Err(SettingsError::new("database.pool_max", "must be at least 1"));
+        }
+        if db.pool_min > db.pool_max {
+            return Err(SettingsError::new("database.pool_min", "must not exceed `pool_max`"));
+        }
+        if ws.n_workers == 0 {
+            return Err(SettingsError::new("workflow_system.n_workers", "must be at least 1"));
+        }
+        for (key, value) in [
+            ("workflow_system.poll_interval", ws.poll_interval),
+            ("workflow_system.lease", ws.lease),
+            ("workflow_system.backoff_initial", ws.backoff_initial),
+            ("workflow_system.handler_timeout", ws.handler_timeout),
+            ("database.acquire_timeout", db.acquire_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(SettingsError::new(key, "must be longer than zero"));
+            }
+        }
+        if ws.lease < Duration::from_millis(300) {
+            return Err(SettingsError::new(
+                "workflow_system.lease",
+                "must be at least 300ms (heartbeats renew it every third of it)",
+            ));
+        }
+        if ws.max_attempts == 0 || i32::try_from(ws.max_attempts).is_err() {
+            return Err(SettingsError::new(
+                "workflow_system.max_attempts",
+                "must be from 1 to 2147483647",
+            ));
+        }
+        if ws.backoff_max < ws.backoff_initial {
+            return Err(SettingsError::new(
+                "workflow_system.backoff_max",
+                "must not be shorter than `backoff_initial`",
+            ));
+        }
+        for queue in &ws.queues {
+            if !crate::name::is_valid(queue) {
+                return Err(SettingsError::new(
+                    "workflow_system.queues",
+                    format!("invalid queue name `{queue}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The validated schema.
+    pub fn schema(&self) -> Result<Identifier, SettingsError> {
+        Identifier::new(self.database.schema.clone())
+            .map_err(|e| SettingsError::new("database.schema", e.to_string()))
+    }
+
+    /// The validated channel.
+    pub fn channel(&self) -> Result<Identifier, SettingsError> {
+        Identifier::new(self.workflow_system.channel.clone())
+            .map_err(|e| SettingsError::new("workflow_system.channel", e.to_string()))
+    }
+
+    /// Connection options for the main pool.
+    pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
+        let db = &self.database;
+        let options = match &db.url {
+            Some(url) => parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?,
+            None => {
+                let mut options = PgConnectOptions::new_without_pgpass()
+                    .host(&db.host)
+                    .port(db.port)
+                    .username(&db.user)
+                    .database(&db.database);
+                if let Some(password) = &db.password {
+                    options = options.password(password);
+                }
+                options
+            }
+        };
+        let options = options.application_name(&db.application_name);
+        Ok(if db.prepared_statements {
+            options
+        } else {
+            options.statement_cache_capacity(0)
+        })
+    }
+
+    /// Connection options for the LISTEN connection.
+    pub fn listen_options(&self) -> Result<PgConnectOptions, SettingsError> {
+        match &self.database.listen_url {
+            Some(url) => Ok(parse_url(url)
+                .map_err(|reason| SettingsError::new("database.listen_url", reason))?
+                .application_name(&self.database.application_name)),
+            None => self.connect_options(),
+        }
+    }
+
+    /// A pool built from `database`: what the original project's session
+    /// manager was; the application keeps using sqlx transactions on it.
+    /// Connections open lazily.
+    pub fn pool(&self) -> Result<sqlx::PgPool, SettingsError> {
+        self.validate()?;
+        Ok(PgPoolOptions::new()
+            .min_connections(self.database.pool_min)
+            .max_connections(self.database.pool_max)
+            .acquire_timeout(self.database.acquire_timeout)
+            .connect_lazy_with(self.connect_options()?))
+    }
+
+    /// The connections the system needs: `n_workers` + the runtime's own.
+    pub(crate) fn required_connections(&self) -> u64 {
+        self.workflow_system.n_workers as u64 + u64::from(RUNTIME_CONNECTIONS)
+    }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected a `postgres://` or `postgresql://` URL".to_owned());
+    }
+    url.parse::<PgConnectOptions>().map_err(|e| e.to_string())
+}
+
+/// Durations as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, or a number of
+/// milliseconds.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(text) => parse(&text).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{text}`: expected an integer and a unit (`ms`, `s`, `m` or `h`), e.g. `30s`"
+                ))
+            }),
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Option<Duration> {
+        let text = text.trim();
+        let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (digits, unit) = text.split_at(end);
+        let n: u64 = digits.parse().ok()?;
+        let ms = match unit {
+            "ms" => n,
+            "s" => n.checked_mul(1_000)?,
+            "m" => n.checked_mul(60_000)?,
+            "h" => n.checked_mul(3_600_000)?,
+            _ => return None,
+        };
+        Some(Duration::from_millis(ms))
+    }
+}

@@ -1,0 +1,33 @@
+-- Claim up to $2 ready operations among the names this process handles
+-- ($1) and, when $5 is not empty, the queues it serves; start their
+-- attempts in the same statement, so that an attempt is committed (visible)
+-- before its handler is called. $3 is the worker, $4 the lease in ms.
+WITH claimed AS (
+    UPDATE {schema}.operations o
+    SET status = 'running',
+        attempt = o.attempt + 1,
+        lease_owner = $3,
+        lease_expires_at = now() + $4 * interval '1 millisecond',
+        updated_at = now()
+    WHERE o.id IN (
+        SELECT id FROM {schema}.operations
+        WHERE status IN ('pending', 'retrying')
+          AND run_at <= now()
+          AND name = ANY($1)
+          AND (cardinality($5::text[]) = 0 OR queue = ANY($5))
+        ORDER BY priority DESC, run_at, id
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.max_attempts,
+              o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at
+), started AS (
+    INSERT INTO {schema}.attempts (operation_id, operation_name, number, worker_id)
+    SELECT id, name, attempt, $3 FROM claimed
+    RETURNING id, operation_id
+)
+SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.max_attempts, c.idempotent,
+       c.external_key, c.root_id,
+       extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
+       s.id AS attempt_id
+FROM claimed c JOIN started s ON s.operation_id = c.id

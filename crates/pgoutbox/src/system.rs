@@ -1,0 +1,350 @@
+//! The workflow system: one process's producer, executors, notifier and
+//! maintenance, started and stopped together.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::executor::RunningOp;
+use crate::publish::Publisher;
+use crate::registry::{Registry, RegistryError};
+use crate::router::{RouterError, Routes, WorkflowRouter};
+use crate::settings::{Settings, SettingsError};
+use crate::store::Store;
+
+/// State shared by the tasks of one running system.
+#[derive(Debug)]
+pub(crate) struct Runtime {
+    pub(crate) pool: PgPool,
+    pub(crate) store: Store,
+    pub(crate) publisher: Publisher,
+    pub(crate) settings: Settings,
+    pub(crate) routes: Routes,
+    pub(crate) names: Vec<String>,
+    pub(crate) worker_id: Uuid,
+    /// Operations whose handlers run (or whose outcomes are being recorded).
+    pub(crate) running: Mutex<HashMap<i64, Arc<RunningOp>>>,
+    /// One permit per handler slot (`n_workers`).
+    pub(crate) slots: Arc<Semaphore>,
+    /// Wakes the producer: a notification, a listener reconnect, a freed
+    /// slot.
+    pub(crate) wake: Notify,
+    /// `true` once the system stops claiming.
+    pub(crate) stopping: watch::Sender<bool>,
+}
+
+impl Runtime {
+    pub(crate) fn running_ids(&self) -> Vec<i64> {
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    pub(crate) fn running_op(&self, id: i64) -> Option<Arc<RunningOp>> {
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .get(&id)
+            .cloned()
+    }
+
+    pub(crate) fn abort_all(&self, reason: &'static str) -> usize {
+        let running = self.running.lock().expect("running map poisoned");
+        for op in running.values() {
+            op.abort(reason);
+        }
+        running.len()
+    }
+}
+
+/// Why a system did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The pool cannot serve `n_workers` handlers plus the runtime.
+    #[error(
+        "the connection pool is too small: it allows {pool_max} connections, but `n_workers` = \
+         {n_workers} needs {required} ({n_workers} for handlers, {runtime} for the runtime); \
+         raise `database.pool_max` or lower `workflow_system.n_workers`"
+    )]
+    PoolTooSmall {
+        /// The pool's size.
+        pool_max: u64,
+        /// Handler concurrency.
+        n_workers: usize,
+        /// The runtime's own connections.
+        runtime: u32,
+        /// What is needed.
+        required: u64,
+    },
+    /// The database is not at this binary's migration version.
+    #[error(transparent)]
+    Migration(#[from] pgoutbox_migrate::Error),
+    /// Two operations share a name.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The routers are inconsistent.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    /// The routers select nothing to run.
+    #[error("the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`")]
+    NoOperations,
+    /// The database refused or could not be reached.
+    #[error("database error while starting: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Builds and starts a [`WorkflowSystem`].
+#[derive(Debug)]
+pub struct WorkflowSystemBuilder {
+    settings: Settings,
+    router: WorkflowRouter,
+    pool: Option<PgPool>,
+    registry: Option<Registry>,
+}
+
+impl WorkflowSystemBuilder {
+    /// The routers whose operations this process handles.
+    #[must_use]
+    pub fn router(mut self, router: WorkflowRouter) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// A pool to use instead of one built from `settings.database` (it must
+    /// allow `n_workers` + 2 connections).
+    #[must_use]
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// An explicit registry instead of link-time collection (see
+    /// [`handlers!`](crate::handlers)).
+    #[must_use]
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Checks everything, registers the worker and starts claiming.
+    pub async fn start(self) -> Result<WorkflowSystem, StartError> {
+        let settings = self.settings;
+        settings.validate()?;
+        let pool = match self.pool {
+            Some(pool) => pool,
+            None => settings.pool()?,
+        };
+        let pool_max = u64::from(pool.options().get_max_connections());
+        let required = settings.required_connections();
+        if pool_max < required {
+            return Err(StartError::PoolTooSmall {
+                pool_max,
+                n_workers: settings.workflow_system.n_workers,
+                runtime: crate::settings::RUNTIME_CONNECTIONS,
+                required,
+            });
+        }
+        let schema = settings.schema()?;
+        pgoutbox_migrate::check(&pool, &schema).await?;
+        let registry = match self.registry {
+            Some(registry) => registry,
+            None => Registry::from_inventory()?,
+        };
+        let routes = self.router.resolve(&registry)?;
+        if routes.is_empty() {
+            return Err(StartError::NoOperations);
+        }
+        let publisher = Publisher::from_settings(&settings)?;
+        let store = Store::new(
+            &schema,
+            Some(&settings.channel()?),
+            settings.database.prepared_statements,
+        );
+        let names: Vec<String> = routes.names().map(str::to_owned).collect();
+        let worker_id = Uuid::new_v4();
+        let n_workers = settings.workflow_system.n_workers;
+        {
+            let mut conn = pool.acquire().await?;
+            store
+                .register_worker(
+                    &mut conn,
+                    worker_id,
+                    &hostname(),
+                    i32::try_from(std::process::id()).unwrap_or(i32::MAX),
+                    env!("CARGO_PKG_VERSION"),
+                    &names,
+                    &settings.workflow_system.queues,
+                    i32::try_from(n_workers).unwrap_or(i32::MAX),
+                )
+                .await?;
+            for (name, route) in routes.iter() {
+                store
+                    .record_schema(&mut conn, name, route.registration().schema())
+                    .await?;
+            }
+        }
+        let (stopping, _) = watch::channel(false);
+        let rt = Arc::new(Runtime {
+            pool,
+            store,
+            publisher,
+            settings,
+            routes,
+            names,
+            worker_id,
+            running: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(n_workers)),
+            wake: Notify::new(),
+            stopping,
+        });
+        crate::maintenance::report_unhandled(&rt).await;
+        let mut tasks = JoinSet::new();
+        let executors = Arc::new(Mutex::new(JoinSet::new()));
+        tasks.spawn(crate::producer::run(Arc::clone(&rt), Arc::clone(&executors)));
+        if rt.settings.workflow_system.notify {
+            tasks.spawn(crate::notifier::run(Arc::clone(&rt)));
+        }
+        let (maintenance_stop, maintenance_rx) = watch::channel(false);
+        let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&rt), maintenance_rx));
+        tracing::info!(worker_id = %worker_id, names = ?rt.names, n_workers, "pgoutbox worker started");
+        Ok(WorkflowSystem {
+            rt,
+            tasks,
+            executors,
+            maintenance: Some((maintenance, maintenance_stop)),
+        })
+    }
+}
+
+/// What [`WorkflowSystem::stop`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StopReport {
+    /// Handlers still running after `shutdown_wait`, aborted and recorded
+    /// as in-doubt attempts.
+    pub aborted: usize,
+}
+
+/// A running worker process: claims the operations its routers select and
+/// runs them, `n_workers` at a time.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{Settings, WorkflowSystem};
+///
+/// #[operation("mail.send")]
+/// async fn send(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let settings = Settings::load()?;
+/// let system = WorkflowSystem::builder(settings)
+///     .router(WorkflowRouter::new().operation::<Send>())
+///     .start()
+///     .await?;
+/// // … until it is time to stop:
+/// system.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct WorkflowSystem {
+    rt: Arc<Runtime>,
+    tasks: JoinSet<()>,
+    executors: Arc<Mutex<JoinSet<()>>>,
+    maintenance: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+}
+
+impl WorkflowSystem {
+    /// A builder from settings; without a router it handles nothing.
+    pub fn builder(settings: Settings) -> WorkflowSystemBuilder {
+        WorkflowSystemBuilder {
+            settings,
+            router: WorkflowRouter::new(),
+            pool: None,
+            registry: None,
+        }
+    }
+
+    /// This process's id in the `workers` table and in leases.
+    pub fn worker_id(&self) -> Uuid {
+        self.rt.worker_id
+    }
+
+    /// The names this process handles.
+    pub fn names(&self) -> &[String] {
+        &self.rt.names
+    }
+
+    /// Stops claiming, waits up to `shutdown_wait` for running handlers,
+    /// aborts the rest and records their attempts as in-doubt, then marks
+    /// the worker stopped. Returns when every attempt it started has an
+    /// outcome in the database (or the database is unreachable and the
+    /// leases will expire into `lost` attempts).
+    pub async fn stop(mut self) -> Result<StopReport, sqlx::Error> {
+        let _ = self.rt.stopping.send(true);
+        self.rt.wake.notify_one();
+        while self.tasks.join_next().await.is_some() {}
+        let mut executors = std::mem::take(&mut *self.executors.lock().expect("executors poisoned"));
+        let wait = self.rt.settings.workflow_system.shutdown_wait;
+        let mut aborted = 0;
+        if tokio::time::timeout(wait, drain(&mut executors)).await.is_err() {
+            aborted = self.rt.abort_all("the worker is shutting down");
+            tracing::warn!(aborted, "shutdown wait elapsed; aborting running handlers");
+            drain(&mut executors).await;
+        }
+        if let Some((maintenance, stop)) = self.maintenance.take() {
+            let _ = stop.send(true);
+            let _ = maintenance.await;
+        }
+        let mut conn = self.rt.pool.acquire().await?;
+        self.rt.store.deregister_worker(&mut conn, self.rt.worker_id).await?;
+        tracing::info!(worker_id = %self.rt.worker_id, aborted, "pgoutbox worker stopped");
+        Ok(StopReport { aborted })
+    }
+}
+
+async fn drain(set: &mut JoinSet<()>) {
+    while set.join_next().await.is_some() {}
+}
+
+impl Drop for WorkflowSystem {
+    fn drop(&mut self) {
+        // Dropped without `stop()`: stop claiming; running attempts keep
+        // their leases until they expire and are rescued as `lost`.
+        let _ = self.rt.stopping.send(true);
+        self.rt.wake.notify_one();
+        if let Some((_, stop)) = &self.maintenance {
+            let _ = stop.send(true);
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// How long the producer waits between polls: `poll_interval` ± 20%.
+pub(crate) fn jittered(interval: Duration) -> Duration {
+    let jitter = uuid::Uuid::new_v4().as_u128() % 401;
+    #[allow(clippy::cast_precision_loss)]
+    let factor = 0.8 + (jitter as f64) / 1000.0;
+    interval.mul_f64(factor)
+}
