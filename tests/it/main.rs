@@ -4,4 +4,5 @@
 mod migrate;
 mod ops;
 mod publish;
+mod runtime;
 mod support;

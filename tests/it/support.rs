@@ -30,3 +30,69 @@ pub(crate) async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
         .await
         .expect(sql)
 }
+
+/// Settings for a system on `db`: small pools, leases and polls under a
+/// second, so that tests stay fast.
+pub(crate) fn settings(db: &TestDatabase) -> pgoutbox::Settings {
+    let mut settings = pgoutbox::Settings::default();
+    settings.database.url = Some(db.url());
+    settings.database.pool_max = 8;
+    settings.workflow_system.n_workers = 4;
+    settings.workflow_system.poll_interval = std::time::Duration::from_millis(200);
+    settings.workflow_system.lease = std::time::Duration::from_secs(1);
+    settings.workflow_system.shutdown_wait = std::time::Duration::from_secs(2);
+    settings.workflow_system.backoff_initial = std::time::Duration::from_millis(50);
+    settings.workflow_system.backoff_max = std::time::Duration::from_millis(100);
+    settings
+}
+
+/// Waits until `sql` (a `SELECT count(*)`) returns `expected`, or fails the
+/// test after `within`.
+pub(crate) async fn wait_for_count(
+    db: &TestDatabase,
+    sql: &'static str,
+    expected: i64,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n = count(db, sql).await;
+        if n == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after {within:?}: `{sql}` is {n}, expected {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// Publishes `payload` in its own transaction.
+pub(crate) async fn publish_one<O: pgoutbox::Operation>(
+    db: &TestDatabase,
+    payload: O,
+) -> pgoutbox::OperationId {
+    let mut tx = db.pool().begin().await.unwrap();
+    let id = pgoutbox::publish(&mut tx, payload).await.unwrap();
+    tx.commit().await.unwrap();
+    id
+}
+
+/// The status of operation `id`.
+pub(crate) async fn status(db: &TestDatabase, id: pgoutbox::OperationId) -> String {
+    sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id = $1")
+        .bind(id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// The outcomes of operation `id`'s attempts, in order.
+pub(crate) async fn outcomes(db: &TestDatabase, id: pgoutbox::OperationId) -> Vec<Option<String>> {
+    sqlx::query_scalar("SELECT outcome FROM pgoutbox.attempts WHERE operation_id = $1 ORDER BY id")
+        .bind(id.as_i64())
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}

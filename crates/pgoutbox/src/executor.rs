@@ -219,7 +219,14 @@ async fn run_transactional(
         Ok(tx) => tx,
         Err(e) => {
             let end = retryable("cannot open the handler's transaction", &e);
-            return record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+            return record(
+                rt,
+                fence,
+                attempt.decide(end, jitter()),
+                Vec::new(),
+                running,
+            )
+            .await;
         }
     };
     let txid = match rt.store.current_transaction(&mut tx).await {
@@ -227,7 +234,14 @@ async fn run_transactional(
         Err(e) => {
             drop(tx);
             let end = retryable("cannot open the handler's transaction", &e);
-            return record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+            return record(
+                rt,
+                fence,
+                attempt.decide(end, jitter()),
+                Vec::new(),
+                running,
+            )
+            .await;
         }
     };
     let registration = rt
@@ -266,7 +280,14 @@ async fn run_transactional(
                 // If the commit in fact went through, the fenced failure
                 // record below matches nothing: the success stands.
                 let end = retryable("the handler's transaction failed to commit", &e);
-                record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+                record(
+                    rt,
+                    fence,
+                    attempt.decide(end, jitter()),
+                    Vec::new(),
+                    running,
+                )
+                .await;
             }
         },
         Ok(false) => {
@@ -281,7 +302,14 @@ async fn run_transactional(
                     "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
                      raw SQL); nothing was recorded as success",
                 ));
-                record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+                record(
+                    rt,
+                    fence,
+                    attempt.decide(end, jitter()),
+                    Vec::new(),
+                    running,
+                )
+                .await;
             } else {
                 tracing::warn!(
                     operation_id = %claimed.id,
@@ -292,7 +320,14 @@ async fn run_transactional(
         Err(e) => {
             let _ = tx.rollback().await;
             let end = retryable("cannot record the success", &e);
-            record(rt, fence, attempt.decide(end, jitter()), Vec::new(), running).await;
+            record(
+                rt,
+                fence,
+                attempt.decide(end, jitter()),
+                Vec::new(),
+                running,
+            )
+            .await;
         }
     }
 }

@@ -88,7 +88,8 @@ async fn rescue_expired(rt: &Runtime) -> Result<(), sqlx::Error> {
 /// Logs and exports (gauge `pgoutbox_unhandled_operations`) the ready
 /// operations whose name no live worker handles: they are never claimed.
 pub(crate) async fn report_unhandled(rt: &Runtime) {
-    let live_within = i64::try_from((rt.settings.workflow_system.lease * 3).as_millis()).unwrap_or(i64::MAX);
+    let live_within =
+        i64::try_from((rt.settings.workflow_system.lease * 3).as_millis()).unwrap_or(i64::MAX);
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store.unhandled_names(&mut conn, live_within).await

@@ -76,6 +76,8 @@ async fn connect(rt: &Runtime) -> Result<PgListener, sqlx::Error> {
         )));
     let mut listener = PgListener::connect_with(&pool).await?;
     listener.ignore_pool_close_event(true);
-    listener.listen(&rt.settings.workflow_system.channel).await?;
+    listener
+        .listen(&rt.settings.workflow_system.channel)
+        .await?;
     Ok(listener)
 }

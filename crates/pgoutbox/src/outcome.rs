@@ -69,7 +69,11 @@ impl Attempt {
         };
         let retry_or_dead = if attempts_left { "retrying" } else { "dead" };
         // Unknown outcome: only an idempotent operation runs again.
-        let in_doubt = if self.idempotent { retry_or_dead } else { "stalled" };
+        let in_doubt = if self.idempotent {
+            retry_or_dead
+        } else {
+            "stalled"
+        };
         match end {
             AttemptEnd::Succeeded => Decision::Success,
             AttemptEnd::Decode {
@@ -93,7 +97,11 @@ impl Attempt {
                         note: error.to_string(),
                     };
                 }
-                let next = if error.is_permanent() { "dead" } else { retry_or_dead };
+                let next = if error.is_permanent() {
+                    "dead"
+                } else {
+                    retry_or_dead
+                };
                 failure("failed", next, error.to_string(), error.chain())
             }
             AttemptEnd::Panicked(message) => {
@@ -150,7 +158,10 @@ mod tests {
         assert_eq!(next(&attempt(3, false).decide(err(), 0.0)), "dead");
         let permanent = AttemptEnd::Failed(HandlerError::permanent("no"));
         assert_eq!(next(&attempt(1, false).decide(permanent, 0.0)), "dead");
-        assert_eq!(next(&attempt(1, false).decide(AttemptEnd::Panicked("x".into()), 0.0)), "retrying");
+        assert_eq!(
+            next(&attempt(1, false).decide(AttemptEnd::Panicked("x".into()), 0.0)),
+            "retrying"
+        );
     }
 
     #[test]
@@ -159,12 +170,18 @@ mod tests {
         assert_eq!(next(&attempt(1, false).decide(timeout(), 0.0)), "stalled");
         assert_eq!(next(&attempt(1, true).decide(timeout(), 0.0)), "retrying");
         assert_eq!(next(&attempt(3, true).decide(timeout(), 0.0)), "dead");
-        assert_eq!(next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)), "stalled");
+        assert_eq!(
+            next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
+            "stalled"
+        );
     }
 
     #[test]
     fn a_snooze_is_not_a_failure() {
-        let d = attempt(3, false).decide(AttemptEnd::Failed(HandlerError::snooze(Duration::from_secs(2))), 0.0);
+        let d = attempt(3, false).decide(
+            AttemptEnd::Failed(HandlerError::snooze(Duration::from_secs(2))),
+            0.0,
+        );
         assert!(matches!(d, Decision::Snooze { delay_ms: 2000, .. }));
     }
 }

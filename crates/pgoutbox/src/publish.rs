@@ -188,7 +188,8 @@ impl Publisher {
         conn: &mut PgConnection,
         payload: O,
     ) -> Result<OperationId, PublishError> {
-        self.publish_with(conn, payload, PublishOptions::new()).await
+        self.publish_with(conn, payload, PublishOptions::new())
+            .await
     }
 
     /// Publishes `payload` with `options`.

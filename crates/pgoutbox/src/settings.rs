@@ -198,7 +198,10 @@ impl Settings {
                 _ => {
                     return Err(SettingsError::new(
                         "PGOUTBOX_CONFIG_FILE",
-                        format!("{}: expected a `.toml`, `.yaml` or `.yml` file", path.display()),
+                        format!(
+                            "{}: expected a `.toml`, `.yaml` or `.yml` file",
+                            path.display()
+                        ),
                     ));
                 }
             };
@@ -212,7 +215,11 @@ impl Settings {
         );
         let settings: Settings = figment.extract().map_err(|e| {
             let key = e.path.join(".");
-            let key = if key.is_empty() { "settings".to_owned() } else { key };
+            let key = if key.is_empty() {
+                "settings".to_owned()
+            } else {
+                key
+            };
             SettingsError::new(&key, e.kind.to_string())
         })?;
         settings.validate()?;
@@ -232,13 +239,22 @@ impl Settings {
             parse_url(url).map_err(|reason| SettingsError::new("database.listen_url", reason))?;
         }
         if db.pool_max == 0 {
-            return Err(SettingsError::new("database.pool_max", "must be at least 1"));
+            return Err(SettingsError::new(
+                "database.pool_max",
+                "must be at least 1",
+            ));
         }
         if db.pool_min > db.pool_max {
-            return Err(SettingsError::new("database.pool_min", "must not exceed `pool_max`"));
+            return Err(SettingsError::new(
+                "database.pool_min",
+                "must not exceed `pool_max`",
+            ));
         }
         if ws.n_workers == 0 {
-            return Err(SettingsError::new("workflow_system.n_workers", "must be at least 1"));
+            return Err(SettingsError::new(
+                "workflow_system.n_workers",
+                "must be at least 1",
+            ));
         }
         for (key, value) in [
             ("workflow_system.poll_interval", ws.poll_interval),
@@ -296,7 +312,9 @@ impl Settings {
     pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
         let db = &self.database;
         let options = match &db.url {
-            Some(url) => parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?,
+            Some(url) => {
+                parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?
+            }
             None => {
                 let mut options = PgConnectOptions::new_without_pgpass()
                     .host(&db.host)
@@ -382,7 +400,9 @@ pub(crate) mod duration {
 
     pub(crate) fn parse(text: &str) -> Option<Duration> {
         let text = text.trim();
-        let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(end);
         let n: u64 = digits.parse().ok()?;
         let ms = match unit {

@@ -98,7 +98,9 @@ pub enum StartError {
     #[error(transparent)]
     Router(#[from] RouterError),
     /// The routers select nothing to run.
-    #[error("the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`")]
+    #[error(
+        "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
+    )]
     NoOperations,
     /// The database refused or could not be reached.
     #[error("database error while starting: {0}")]
@@ -212,7 +214,10 @@ impl WorkflowSystemBuilder {
         crate::maintenance::report_unhandled(&rt).await;
         let mut tasks = JoinSet::new();
         let executors = Arc::new(Mutex::new(JoinSet::new()));
-        tasks.spawn(crate::producer::run(Arc::clone(&rt), Arc::clone(&executors)));
+        tasks.spawn(crate::producer::run(
+            Arc::clone(&rt),
+            Arc::clone(&executors),
+        ));
         if rt.settings.workflow_system.notify {
             tasks.spawn(crate::notifier::run(Arc::clone(&rt)));
         }
@@ -299,10 +304,14 @@ impl WorkflowSystem {
         let _ = self.rt.stopping.send(true);
         self.rt.wake.notify_one();
         while self.tasks.join_next().await.is_some() {}
-        let mut executors = std::mem::take(&mut *self.executors.lock().expect("executors poisoned"));
+        let mut executors =
+            std::mem::take(&mut *self.executors.lock().expect("executors poisoned"));
         let wait = self.rt.settings.workflow_system.shutdown_wait;
         let mut aborted = 0;
-        if tokio::time::timeout(wait, drain(&mut executors)).await.is_err() {
+        if tokio::time::timeout(wait, drain(&mut executors))
+            .await
+            .is_err()
+        {
             aborted = self.rt.abort_all("the worker is shutting down");
             tracing::warn!(aborted, "shutdown wait elapsed; aborting running handlers");
             drain(&mut executors).await;
@@ -312,7 +321,10 @@ impl WorkflowSystem {
             let _ = maintenance.await;
         }
         let mut conn = self.rt.pool.acquire().await?;
-        self.rt.store.deregister_worker(&mut conn, self.rt.worker_id).await?;
+        self.rt
+            .store
+            .deregister_worker(&mut conn, self.rt.worker_id)
+            .await?;
         tracing::info!(worker_id = %self.rt.worker_id, aborted, "pgoutbox worker stopped");
         Ok(StopReport { aborted })
     }

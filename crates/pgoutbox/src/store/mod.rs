@@ -99,7 +99,9 @@ impl Claimed {
             idempotent: row.try_get("idempotent")?,
             external_key: row.try_get("external_key")?,
             root_id: OperationId::from_i64(row.try_get("root_id")?),
-            waited_seconds: row.try_get::<Option<f64>, _>("waited_seconds")?.unwrap_or(0.0),
+            waited_seconds: row
+                .try_get::<Option<f64>, _>("waited_seconds")?
+                .unwrap_or(0.0),
             attempt_id: row.try_get("attempt_id")?,
         })
     }

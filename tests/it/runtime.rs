@@ -1,0 +1,733 @@
+//! The workflow system against a real database: one test per invariant,
+//! and the paths of every kind of outcome.
+
+use std::time::Duration;
+
+use pgoutbox::prelude::*;
+use pgoutbox::{StartError, WorkflowSystem};
+
+use crate::ops::{
+    Behaviour, IdempotentSleep, Orphan, Record, SendMail, Sleep, TxBehaviour, Work, effects,
+};
+use crate::support::{count, outcomes, publish_one, settings, status, test_db, wait_for_count};
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+fn all_test_ops() -> WorkflowRouter {
+    WorkflowRouter::new()
+        .operation::<Work>()
+        .operation::<SendMail>()
+        .operation::<Record>()
+        .operation::<Sleep>()
+        .operation::<IdempotentSleep>()
+}
+
+async fn start(db: &pgoutbox::testing::TestDatabase) -> WorkflowSystem {
+    WorkflowSystem::builder(settings(db))
+        .router(all_test_ops())
+        .start()
+        .await
+        .expect("system starts")
+}
+
+async fn business_table(db: &pgoutbox::testing::TestDatabase) {
+    sqlx::query("CREATE TABLE business (label text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+fn key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+#[tokio::test]
+async fn success_is_recorded_with_its_attempt() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let k = key();
+    let id = publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(outcomes(&db, id).await, [Some("succeeded".to_owned())]);
+    assert_eq!(effects(&k), [id.as_i64()]);
+    let (worker, finished): (uuid::Uuid, bool) = sqlx::query_as(
+        "SELECT worker_id, finished_at IS NOT NULL FROM pgoutbox.attempts WHERE operation_id = $1",
+    )
+    .bind(id.as_i64())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((worker, finished), (system.worker_id(), true));
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visible() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let k = key();
+    let id = publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::FailUntil(3),
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(
+        outcomes(&db, id).await,
+        [
+            Some("failed".into()),
+            Some("failed".into()),
+            Some("succeeded".into())
+        ]
+    );
+    let chain: serde_json::Value = sqlx::query_scalar(
+        "SELECT error_chain FROM pgoutbox.attempts WHERE operation_id = $1 ORDER BY id LIMIT 1",
+    )
+    .bind(id.as_i64())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(chain, serde_json::json!(["attempt 1 failed"]));
+    assert_eq!(effects(&k).len(), 3);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn attempts_run_out_then_dead() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::FailUntil(99),
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(outcomes(&db, id).await.len(), 3, "max_attempts = 3");
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_permanent_error_is_dead_at_once() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Permanent,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(outcomes(&db, id).await, [Some("failed".to_owned())]);
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM pgoutbox.operations WHERE id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(error, "the card number is invalid");
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_panic_is_a_recorded_failure_not_a_crash() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Panic,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    let errors: Vec<String> = sqlx::query_scalar(
+        "SELECT error FROM pgoutbox.attempts WHERE operation_id = $1 ORDER BY id",
+    )
+    .bind(id.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(errors.len(), 3);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e == "the handler panicked: handler exploded on purpose"),
+        "{errors:?}"
+    );
+    // The worker is still alive and working.
+    let k = key();
+    publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_snooze_does_not_use_up_an_attempt() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let k = key();
+    let id = publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::SnoozeOnce,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(
+        outcomes(&db, id).await,
+        [Some("snoozed".into()), Some("succeeded".into())]
+    );
+    let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM pgoutbox.operations WHERE id = $1")
+        .bind(id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(attempt, 1);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_payload_that_no_longer_decodes_is_dead_at_once_naming_the_schema() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    // Inserted behind pgoutbox's back, as an older binary might have.
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
+         VALUES ('test.work', '{\"key\": 5}', 'oldhash0000000000', 3) RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    let (error, attempts): (String, i64) = sqlx::query_as(
+        "SELECT o.last_error, (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id) \
+         FROM pgoutbox.operations o WHERE o.id = $1",
+    )
+    .bind(id)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1, "no retries burned");
+    assert!(
+        error.contains("no longer decodes") && error.contains("oldhash00000"),
+        "{error}"
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transactional_success_commits_its_writes_and_its_success_together() {
+    let db = test_db().await;
+    business_table(&db).await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Record {
+            label: "ok".into(),
+            behaviour: TxBehaviour::Succeed,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM business WHERE label = 'ok'").await,
+        1
+    );
+    assert_eq!(outcomes(&db, id).await, [Some("succeeded".to_owned())]);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transactional_failure_leaves_neither_its_writes_nor_a_success() {
+    let db = test_db().await;
+    business_table(&db).await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Record {
+            label: "x".into(),
+            behaviour: TxBehaviour::FailAfterWrite,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(count(&db, "SELECT count(*) FROM business").await, 0);
+    assert_eq!(
+        outcomes(&db, id).await,
+        [Some("failed".into()), Some("failed".into())]
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_handler_that_commits_behind_the_dispatchers_back_is_not_a_success() {
+    let db = test_db().await;
+    business_table(&db).await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Record {
+            label: "sneaky".into(),
+            behaviour: TxBehaviour::CommitBehindTheBack,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(status(&db, id).await, "dead");
+    let error: String =
+        sqlx::query_scalar("SELECT error FROM pgoutbox.attempts WHERE operation_id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(
+        error.contains("ended the dispatcher's transaction"),
+        "{error}"
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn follow_ups_commit_with_the_success_and_carry_the_tree() {
+    let db = test_db().await;
+    business_table(&db).await;
+    let system = start(&db).await;
+    let k = key();
+    let root = publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::FollowUp,
+        },
+    )
+    .await;
+    let tx_root = publish_one(
+        &db,
+        Record {
+            label: k.clone(),
+            behaviour: TxBehaviour::FollowUp,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        4,
+        WITHIN,
+    )
+    .await;
+    let children: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT parent_id, root_id FROM pgoutbox.operations WHERE name = 'mail.send' ORDER BY parent_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        children,
+        [
+            (root.as_i64(), root.as_i64()),
+            (tx_root.as_i64(), tx_root.as_i64())
+        ]
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_one() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let stalled = publish_one(
+        &db,
+        Sleep {
+            key: key(),
+            ms: 5_000,
+        },
+    )
+    .await;
+    let retried = publish_one(
+        &db,
+        IdempotentSleep {
+            key: key(),
+            ms: 5_000,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled'",
+        1,
+        WITHIN,
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
+        1,
+        WITHIN,
+    )
+    .await;
+    assert_eq!(outcomes(&db, stalled).await, [Some("timed_out".to_owned())]);
+    assert_eq!(
+        outcomes(&db, retried).await,
+        [Some("timed_out".into()), Some("timed_out".into())]
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn run_at_is_respected() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let k = key();
+    let mut conn = db.pool().acquire().await.unwrap();
+    pgoutbox::Publisher::default()
+        .publish_with(
+            &mut conn,
+            Work {
+                key: k.clone(),
+                behaviour: Behaviour::Succeed,
+            },
+            PublishOptions::new().delay(Duration::from_millis(1500)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(effects(&k).is_empty(), "ran before its run_at");
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pickup_by_notify_is_faster_than_the_poll() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.workflow_system.poll_interval = Duration::from_secs(30);
+    let system = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn pickup_by_polling_with_notify_disabled() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.workflow_system.notify = false;
+    let publisher = pgoutbox::Publisher::from_settings(&s).unwrap();
+    let system = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url())
+        .await
+        .unwrap();
+    listener.listen("pgoutbox").await.unwrap();
+    let mut tx = db.pool().begin().await.unwrap();
+    publisher
+        .publish(
+            &mut tx,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no notification was sent"
+    );
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_listener_killed_mid_run_does_not_stop_the_work() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.database.application_name = "pgoutbox-kill-test".into();
+    s.workflow_system.poll_interval = Duration::from_secs(2);
+    let system = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap();
+    let mut kills = 0;
+    for _ in 0..5 {
+        // Wait for the listener to be (re)connected, then kill it.
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let killed: Vec<bool> = sqlx::query_scalar(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = 'pgoutbox-kill-test-listener'",
+            )
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+            if !killed.is_empty() {
+                kills += killed.len();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the listener never reconnected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        publish_one(
+            &db,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await;
+    }
+    assert!(kills >= 5, "the listener was killed {kills} times");
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        5,
+        WITHIN,
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_operation_no_worker_handles_is_never_claimed() {
+    let db = test_db().await;
+    let id = publish_one(&db, Orphan { n: 1 }).await;
+    let system = start(&db).await;
+    publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        WITHIN,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&db, id).await, "pending");
+    assert!(outcomes(&db, id).await.is_empty());
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.workflow_system.shutdown_wait = Duration::from_millis(300);
+    let system = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap();
+    let quick = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::SleepMs(100),
+        },
+    )
+    .await;
+    let slow = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::SleepMs(60_000),
+        },
+    )
+    .await;
+    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 2, WITHIN).await;
+    let report = system.stop().await.unwrap();
+    assert_eq!(report.aborted, 1);
+    assert_eq!(status(&db, quick).await, "succeeded");
+    assert_eq!(status(&db, slow).await, "stalled");
+    assert_eq!(outcomes(&db, slow).await, [Some("aborted".to_owned())]);
+    let stopped: bool = sqlx::query_scalar("SELECT stopped_at IS NOT NULL FROM pgoutbox.workers")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(stopped);
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_database_at_another_version() {
+    let db = test_db().await;
+    sqlx::query("DELETE FROM pgoutbox.pgoutbox_migrations")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let err = WorkflowSystem::builder(settings(&db))
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Migration(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("at migration version 0, but this binary expects version 1"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_pool_too_small_for_n_workers() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.database.pool_max = 5;
+    s.workflow_system.n_workers = 4;
+    let err = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the connection pool is too small: it allows 5 connections, but `n_workers` = 4 needs 6 \
+         (4 for handlers, 2 for the runtime); raise `database.pool_max` or lower `workflow_system.n_workers`"
+    );
+}
+
+#[tokio::test]
+async fn start_up_refuses_a_router_that_selects_nothing() {
+    let db = test_db().await;
+    let err = WorkflowSystem::builder(settings(&db))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::NoOperations), "{err}");
+}
