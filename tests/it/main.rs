@@ -3,6 +3,7 @@
 
 mod migrate;
 mod ops;
+mod processes;
 mod publish;
 mod runtime;
 mod support;

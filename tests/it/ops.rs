@@ -85,21 +85,19 @@ pub(crate) enum Behaviour {
 pub(crate) async fn work(ctx: &mut Context, key: String, behaviour: Behaviour) -> Result<()> {
     note(&key, ctx.operation_id());
     match behaviour {
-        Behaviour::Succeed => Ok(()),
         Behaviour::FailUntil(n) if ctx.attempt() < n => Err(HandlerError::retryable(
             std::io::Error::other(format!("attempt {} failed", ctx.attempt())),
         )),
-        Behaviour::FailUntil(_) => Ok(()),
+        Behaviour::SnoozeOnce if ctx.attempt() == 1 && effects(&key).len() == 1 => {
+            Err(HandlerError::snooze(Duration::from_millis(100)))
+        }
+        Behaviour::Succeed | Behaviour::FailUntil(_) | Behaviour::SnoozeOnce => Ok(()),
         Behaviour::Permanent => Err(HandlerError::permanent("the card number is invalid")),
         Behaviour::Panic => panic!("handler exploded on purpose"),
         Behaviour::SleepMs(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }
-        Behaviour::SnoozeOnce if ctx.attempt() == 1 && effects(&key).len() == 1 => {
-            Err(HandlerError::snooze(Duration::from_millis(100)))
-        }
-        Behaviour::SnoozeOnce => Ok(()),
         Behaviour::FollowUp => {
             ctx.publish(SendMail { to: key })?;
             Ok(())

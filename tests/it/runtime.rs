@@ -482,7 +482,7 @@ async fn run_at_is_respected() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(effects(&k).is_empty(), "ran before its run_at");
     wait_for_count(
         &db,

@@ -78,12 +78,14 @@ impl Context {
     /// Publishes a follow-up operation, recorded atomically with this
     /// attempt's success (and not at all if it fails). It carries this
     /// operation as its parent and shares its root.
+    #[allow(clippy::needless_pass_by_value)] // The same shape as `publish`: the payload is given away.
     pub fn publish<O: Operation>(&mut self, payload: O) -> Result<(), PublishError> {
         self.publish_with(payload, PublishOptions::new())
     }
 
     /// [`Context::publish`] with options; the parent is always this
     /// operation.
+    #[allow(clippy::needless_pass_by_value)] // As above.
     pub fn publish_with<O: Operation>(
         &mut self,
         payload: O,

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::context::{AttemptInfo, Context, TxContext};
-use crate::definition::{Backoff, OperationId};
+use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
@@ -102,7 +102,15 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             claimed.name
         )));
         let decision = attempt_of(rt, &claimed, None).decide(end, jitter());
-        record(rt, fence(rt, &claimed), decision, Vec::new(), running).await;
+        record(
+            rt,
+            &claimed.name,
+            fence(rt, &claimed),
+            decision,
+            Vec::new(),
+            running,
+        )
+        .await;
         return;
     };
     let registration = route.registration();
@@ -138,9 +146,34 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             )
             .await;
             let decision = attempt.decide(end, jitter());
-            record(rt, fence(rt, &claimed), decision, ctx.follow_ups, running).await;
+            record(
+                rt,
+                &claimed.name,
+                fence(rt, &claimed),
+                decision,
+                ctx.follow_ups,
+                running,
+            )
+            .await;
         }
-        None => unreachable!("routes hold handler registrations only"),
+        // Routes hold handler registrations only; a contract alone would
+        // still be recorded, not dropped.
+        None => {
+            let end = AttemptEnd::Failed(HandlerError::retryable(format!(
+                "`{}` has no handler in this process",
+                claimed.name
+            )));
+            let decision = attempt.decide(end, jitter());
+            record(
+                rt,
+                &claimed.name,
+                fence(rt, &claimed),
+                decision,
+                Vec::new(),
+                running,
+            )
+            .await;
+        }
     }
     metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => name)
         .record(started.elapsed().as_secs_f64());
@@ -170,7 +203,7 @@ fn fence(rt: &Runtime, claimed: &Claimed) -> Fence {
 
 fn jitter() -> f64 {
     // uuid's v4 draws from the OS's generator; plenty for jitter.
-    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
     #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly.
     let value = bits as f64 / (1u64 << 53) as f64;
     value
@@ -201,7 +234,7 @@ async fn drive(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // The attempt's parts, passed once.
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)] // Each outcome of the transaction, in order.
 async fn run_transactional(
     rt: &Runtime,
     claimed: &Claimed,
@@ -221,6 +254,7 @@ async fn run_transactional(
             let end = retryable("cannot open the handler's transaction", &e);
             return record(
                 rt,
+                &claimed.name,
                 fence,
                 attempt.decide(end, jitter()),
                 Vec::new(),
@@ -236,6 +270,7 @@ async fn run_transactional(
             let end = retryable("cannot open the handler's transaction", &e);
             return record(
                 rt,
+                &claimed.name,
                 fence,
                 attempt.decide(end, jitter()),
                 Vec::new(),
@@ -252,7 +287,7 @@ async fn run_transactional(
     let end = {
         let mut ctx = TxContext {
             info,
-            conn: &mut *tx,
+            conn: &mut tx,
             publisher: rt.publisher.clone(),
         };
         drive(
@@ -268,7 +303,7 @@ async fn run_transactional(
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
         let _ = tx.rollback().await;
-        return record(rt, fence, decision, Vec::new(), running).await;
+        return record(rt, &claimed.name, fence, decision, Vec::new(), running).await;
     }
     match rt.store.complete_success(&mut tx, fence, Some(&txid)).await {
         Ok(true) => match tx.commit().await {
@@ -282,6 +317,7 @@ async fn run_transactional(
                 let end = retryable("the handler's transaction failed to commit", &e);
                 record(
                     rt,
+                    &claimed.name,
                     fence,
                     attempt.decide(end, jitter()),
                     Vec::new(),
@@ -304,6 +340,7 @@ async fn run_transactional(
                 ));
                 record(
                     rt,
+                    &claimed.name,
                     fence,
                     attempt.decide(end, jitter()),
                     Vec::new(),
@@ -322,6 +359,7 @@ async fn run_transactional(
             let end = retryable("cannot record the success", &e);
             record(
                 rt,
+                &claimed.name,
                 fence,
                 attempt.decide(end, jitter()),
                 Vec::new(),
@@ -337,6 +375,7 @@ async fn run_transactional(
 /// records it as `lost`) only when the lease is gone.
 async fn record(
     rt: &Runtime,
+    name: &str,
     fence: Fence,
     decision: Decision,
     follow_ups: Vec<NewOperation>,
@@ -346,7 +385,7 @@ async fn record(
     loop {
         match try_record(rt, fence, &decision, &follow_ups).await {
             Ok(true) => {
-                count_outcome(rt, fence.id, &decision);
+                count_outcome(name, &decision);
                 return;
             }
             Ok(false) => {
@@ -366,17 +405,14 @@ async fn record(
     }
 }
 
-fn count_outcome(rt: &Runtime, id: OperationId, decision: &Decision) {
-    let _ = (rt, id);
-    let (metric, name) = match decision {
-        Decision::Success => ("pgoutbox_succeeded_total", None),
-        Decision::Snooze { .. } => ("pgoutbox_snoozed_total", None),
-        Decision::Failure(f) => match f.next_status {
-            "stalled" => ("pgoutbox_stalled_total", Some(f.outcome)),
-            _ => ("pgoutbox_failed_total", Some(f.outcome)),
-        },
+fn count_outcome(name: &str, decision: &Decision) {
+    let metric = match decision {
+        Decision::Success => "pgoutbox_succeeded_total",
+        Decision::Snooze { .. } => "pgoutbox_snoozed_total",
+        Decision::Failure(f) if f.next_status == "stalled" => "pgoutbox_stalled_total",
+        Decision::Failure(_) => "pgoutbox_failed_total",
     };
-    metrics::counter!(metric, "outcome" => name.unwrap_or("succeeded")).increment(1);
+    metrics::counter!(metric, "name" => name.to_owned()).increment(1);
 }
 
 async fn try_record(

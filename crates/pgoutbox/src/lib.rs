@@ -129,6 +129,7 @@ pub use pgoutbox_macros::operation;
 pub use pgoutbox_migrate::{Identifier, InvalidIdentifier};
 pub use publish::{
     DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, PublishError, PublishOptions, Publisher, publish,
+    publish_many,
 };
 pub use registry::{
     BoxFuture, Entry, ErasedHandler, Handler, HandlerFailure, PlainHandler, Registration, Registry,

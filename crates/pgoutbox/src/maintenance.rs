@@ -19,7 +19,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rescue = tokio::time::interval(rescue_every);
     rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut report = tokio::time::interval(Duration::from_secs(60).max(lease));
+    let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     report.tick().await;
     // Leases were last known good when this instant's renewal was sent.
@@ -35,7 +35,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                         tracing::warn!(error = %e, "heartbeat failed");
                         // Abort before the leases can expire, so that no other
                         // worker runs these operations while ours still do.
-                        if renewed_at.elapsed() >= lease - lease / 6 {
+                        if renewed_at.elapsed() >= lease.saturating_sub(lease / 6) {
                             let n = rt.abort_all("its lease could not be renewed");
                             if n > 0 {
                                 tracing::error!(aborted = n, "leases could not be renewed; aborted running handlers");

@@ -139,7 +139,7 @@ mod tests {
             number,
             max_attempts: 3,
             idempotent,
-            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_mins(1)),
         }
     }
 

@@ -203,6 +203,43 @@ impl Publisher {
         self.insert(conn, &op).await
     }
 
+    /// Publishes many operations of one type in one statement, sharing
+    /// `options` (an idempotency key, being unique, is refused here);
+    /// returns their ids in order. Like [`publish`], it never commits.
+    pub async fn publish_many<O: Operation>(
+        &self,
+        conn: &mut PgConnection,
+        payloads: impl IntoIterator<Item = O>,
+        options: PublishOptions,
+    ) -> Result<Vec<OperationId>, PublishError> {
+        let name = O::NAME;
+        if options.idempotency_key.is_some() {
+            return Err(PublishError::InvalidOption {
+                name,
+                reason: "an idempotency key names one operation; publish_many cannot share it"
+                    .to_owned(),
+            });
+        }
+        let mut template: Option<NewOperation> = None;
+        let mut json = Vec::new();
+        for payload in payloads {
+            if template.is_none() {
+                template = Some(self.prepare(&payload, options.clone())?);
+            }
+            json.push(
+                serde_json::to_value(&payload)
+                    .map_err(|source| PublishError::Serialize { name, source })?,
+            );
+        }
+        let Some(template) = template else {
+            return Ok(Vec::new());
+        };
+        self.store
+            .insert_many(conn, &template, &json)
+            .await
+            .map_err(|source| PublishError::Database { name, source })
+    }
+
     /// Builds the row for `payload`: options, then the attribute, then the
     /// settings.
     pub(crate) fn prepare<O: Operation>(
@@ -281,6 +318,17 @@ impl Publisher {
             (None, None) => Err(db(sqlx::Error::RowNotFound)),
         }
     }
+}
+
+/// Publishes many operations of one type in one statement with the default
+/// publisher. See [`Publisher::publish_many`].
+pub async fn publish_many<O: Operation>(
+    conn: &mut PgConnection,
+    payloads: impl IntoIterator<Item = O>,
+) -> Result<Vec<OperationId>, PublishError> {
+    Publisher::default()
+        .publish_many(conn, payloads, PublishOptions::new())
+        .await
 }
 
 /// Publishes `payload` inside the caller's transaction (or on a plain

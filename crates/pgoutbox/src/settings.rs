@@ -311,21 +311,18 @@ impl Settings {
     /// Connection options for the main pool.
     pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
         let db = &self.database;
-        let options = match &db.url {
-            Some(url) => {
-                parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?
+        let options = if let Some(url) = &db.url {
+            parse_url(url).map_err(|reason| SettingsError::new("database.url", reason))?
+        } else {
+            let mut options = PgConnectOptions::new_without_pgpass()
+                .host(&db.host)
+                .port(db.port)
+                .username(&db.user)
+                .database(&db.database);
+            if let Some(password) = &db.password {
+                options = options.password(password);
             }
-            None => {
-                let mut options = PgConnectOptions::new_without_pgpass()
-                    .host(&db.host)
-                    .port(db.port)
-                    .username(&db.user)
-                    .database(&db.database);
-                if let Some(password) = &db.password {
-                    options = options.password(password);
-                }
-                options
-            }
+            options
         };
         let options = options.application_name(&db.application_name);
         Ok(if db.prepared_statements {

@@ -34,6 +34,7 @@ macro_rules! statements {
 
 statements!(
     insert_operation,
+    insert_many,
     find_by_idempotency_key,
     claim,
     complete_success,
@@ -178,6 +179,34 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?;
         Ok(row.map(|(id, _)| OperationId::from_i64(id)))
+    }
+
+    /// Inserts many rows sharing everything but their payloads (`op.payload`
+    /// is ignored); returns their ids in order.
+    pub(crate) async fn insert_many(
+        &self,
+        conn: &mut PgConnection,
+        op: &NewOperation,
+        payloads: &[serde_json::Value],
+    ) -> Result<Vec<OperationId>, sqlx::Error> {
+        let rows: Vec<(i64, Option<String>)> = query!(self, query_as, insert_many)
+            .bind(op.name)
+            .bind(payloads)
+            .bind(op.schema.hash())
+            .bind(op.schema.json())
+            .bind(op.priority)
+            .bind(&op.queue)
+            .bind(op.run_at)
+            .bind(op.delay_micros)
+            .bind(op.max_attempts)
+            .bind(op.idempotent)
+            .bind(op.parent_id.map(OperationId::as_i64))
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, _)| OperationId::from_i64(id))
+            .collect())
     }
 
     /// The operation published under `name` with `key`.

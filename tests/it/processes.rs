@@ -1,0 +1,173 @@
+//! Real worker processes (`pgoutbox-test-worker`): several at once over one
+//! table, and one killed with SIGKILL mid-call.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pgoutbox::testing::TestDatabase;
+use pgoutbox_tests::{Effect, IdempotentEffect, SIDE_EFFECTS_TABLE, TxEffect};
+
+use crate::support::{count, outcomes, publish_one, status, test_db, wait_for_count};
+
+/// A worker process on `db`, returned once it has started.
+pub(crate) struct Worker {
+    child: Child,
+    // Kept open: the worker reports on stdout until it exits.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Worker {
+    pub(crate) fn start(db: &TestDatabase, n_workers: usize) -> Worker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
+            .env("PGOUTBOX_DATABASE__URL", db.url())
+            .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())
+            .env("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", n_workers.to_string())
+            .env("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "1s")
+            .env("PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL", "200ms")
+            .env("PGOUTBOX_WORKFLOW_SYSTEM__SHUTDOWN_WAIT", "1s")
+            .env_remove("PGOUTBOX_CONFIG_FILE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker process starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("worker output");
+        assert!(line.starts_with("ready "), "worker said: {line:?}");
+        Worker {
+            child,
+            _stdout: stdout,
+        }
+    }
+
+    /// SIGKILL: the process vanishes mid-call, as in a crash.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit status.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        self.child.wait().expect("reaped")
+    }
+}
+
+async fn tables(db: &TestDatabase) {
+    sqlx::query(SIDE_EFFECTS_TABLE)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE business_effects (operation_id bigint NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_run_5000_operations_each_exactly_once() {
+    const N: i64 = 5_000;
+    let db = test_db().await;
+    tables(&db).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    pgoutbox::publish_many(&mut tx, (0..N).map(|_| Effect { ms: 0 }))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db, 4)).collect();
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        N,
+        Duration::from_mins(3),
+    )
+    .await;
+    for worker in workers {
+        assert!(worker.terminate().success());
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM side_effects").await,
+        N,
+        "each ran once"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT operation_id) FROM side_effects").await,
+        N
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'succeeded'"
+        )
+        .await,
+        N
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        N
+    );
+    assert!(
+        count(&db, "SELECT count(DISTINCT pid) FROM side_effects").await >= 2,
+        "the work was shared"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.workers WHERE stopped_at IS NOT NULL"
+        )
+        .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_leaves_lost_attempts_and_the_right_next_states() {
+    let db = test_db().await;
+    tables(&db).await;
+    let first = Worker::start(&db, 4);
+    let plain = publish_one(&db, Effect { ms: 60_000 }).await;
+    let idempotent = publish_one(&db, IdempotentEffect { ms: 60_000 }).await;
+    let transactional = publish_one(&db, TxEffect { ms: 60_000 }).await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM side_effects",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    first.kill();
+
+    let second = Worker::start(&db, 4);
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('stalled', 'succeeded')",
+        3,
+        Duration::from_secs(20),
+    )
+    .await;
+    // Not idempotent: its outcome is unknown, so it waits for an operator.
+    assert_eq!(status(&db, plain).await, "stalled");
+    assert_eq!(outcomes(&db, plain).await, [Some("lost".to_owned())]);
+    // Idempotent: retried.
+    assert_eq!(status(&db, idempotent).await, "succeeded");
+    assert_eq!(
+        outcomes(&db, idempotent).await,
+        [Some("lost".into()), Some("succeeded".into())]
+    );
+    // Transactional: the killed attempt's transaction never committed, the
+    // retry's did: its database write exists exactly once.
+    assert_eq!(status(&db, transactional).await, "succeeded");
+    assert_eq!(
+        outcomes(&db, transactional).await,
+        [Some("lost".into()), Some("succeeded".into())]
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM business_effects").await, 1);
+    assert!(second.terminate().success());
+}

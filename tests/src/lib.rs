@@ -1,0 +1,82 @@
+//! Operations shared by the test worker process and the tests that drive
+//! it. Each handler records its external side effect in `side_effects`
+//! through a pool of its own, outside the operation's transaction, so the
+//! tests can count what really ran, committed or not.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use pgoutbox::prelude::*;
+use sqlx::PgPool;
+
+static SIDE_EFFECTS: OnceLock<PgPool> = OnceLock::new();
+
+/// The table the handlers write their side effects to.
+pub const SIDE_EFFECTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS side_effects (
+    operation_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    pid integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+)";
+
+/// Sets the pool the handlers record side effects with.
+pub fn set_side_effect_pool(pool: PgPool) {
+    let _ = SIDE_EFFECTS.set(pool);
+}
+
+async fn side_effect(id: OperationId, attempt: u32) -> Result<()> {
+    let pool = SIDE_EFFECTS
+        .get()
+        .ok_or_else(|| HandlerError::permanent("no side-effect pool"))?;
+    sqlx::query("INSERT INTO side_effects (operation_id, attempt, pid) VALUES ($1, $2, $3)")
+        .bind(id.as_i64())
+        .bind(i32::try_from(attempt).unwrap_or(i32::MAX))
+        .bind(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// A non-idempotent external call: record it, then take `ms` (on the first
+/// attempt only, so that a retry is quick).
+#[operation("fault.effect")]
+pub async fn effect(ctx: &mut Context, ms: u64) -> Result<()> {
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
+
+/// The same call, declared safe to repeat.
+#[operation("fault.idempotent_effect", idempotent, max_attempts = 10)]
+pub async fn idempotent_effect(ctx: &mut Context, ms: u64) -> Result<()> {
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
+
+/// A transactional handler: a business row in its transaction, plus the
+/// external record; idempotent because its database part is settled by
+/// the database.
+#[operation("fault.tx_effect", transactional, idempotent, max_attempts = 10)]
+pub async fn tx_effect(ctx: &mut TxContext<'_>, ms: u64) -> Result<()> {
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    let id = ctx.operation_id().as_i64();
+    ctx.execute(sqlx::query("INSERT INTO business_effects (operation_id) VALUES ($1)").bind(id))
+        .await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
+
+/// The router of the test worker.
+pub fn router() -> WorkflowRouter {
+    WorkflowRouter::with_prefix("fault")
+        .operation::<Effect>()
+        .operation::<IdempotentEffect>()
+        .operation::<TxEffect>()
+}
