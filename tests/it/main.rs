@@ -6,4 +6,5 @@ mod ops;
 mod processes;
 mod publish;
 mod runtime;
+mod settings;
 mod support;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -102,7 +102,10 @@ pub enum StartError {
         "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
     )]
     NoOperations,
-    /// The database refused or could not be reached.
+    /// The database could not be reached.
+    #[error("cannot connect to the database: {0}")]
+    Unreachable(String),
+    /// The database refused a statement.
     #[error("database error while starting: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -146,7 +149,23 @@ impl WorkflowSystemBuilder {
         settings.validate()?;
         let pool = match self.pool {
             Some(pool) => pool,
-            None => settings.pool()?,
+            None => {
+                // One direct connection first: the pool would retry until
+                // `acquire_timeout` and then say only "pool timed out".
+                let options = settings.connect_options()?;
+                let conn =
+                    tokio::time::timeout(settings.database.acquire_timeout, options.connect())
+                        .await
+                        .map_err(|_| {
+                            StartError::Unreachable(format!(
+                                "no answer within {:?}",
+                                settings.database.acquire_timeout
+                            ))
+                        })?
+                        .map_err(|e| StartError::Unreachable(e.to_string()))?;
+                let _ = conn.close().await;
+                settings.pool()?
+            }
         };
         let pool_max = u64::from(pool.options().get_max_connections());
         let required = settings.required_connections();

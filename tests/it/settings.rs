@@ -1,0 +1,162 @@
+//! Settings from the environment and from files, through a real process
+//! (environment variables cannot be changed safely inside a threaded test
+//! binary).
+
+use std::process::{Command, Stdio};
+
+use crate::support::test_db;
+
+/// Runs the test worker with `env`, closing its stdin at once so that a
+/// worker that does start stops again; returns (exit success, stdout,
+/// stderr).
+fn worker(env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PGOUTBOX_") {
+            cmd.env_remove(key);
+        }
+    }
+    let output = cmd
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("worker runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pgoutbox-settings-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+#[test]
+fn an_invalid_environment_value_is_one_error_naming_its_key() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", "many")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `workflow_system.n_workers`: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn an_unknown_key_is_refused() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKRES", "4")]);
+    assert!(!ok);
+    assert!(stderr.contains("n_workres"), "{stderr}");
+}
+
+#[test]
+fn hostile_schema_and_channel_names_are_refused() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE__SCHEMA", "x; drop table y")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `database.schema`: invalid identifier"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__CHANNEL", "Wake-Up")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `workflow_system.channel`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_duration_and_a_bad_url_name_their_keys() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "10 minutes")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`workflow_system.lease`") && stderr.contains("invalid duration"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE__URL", "mysql://x")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `database.url`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_or_unknown_config_file_is_refused() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", "/nonexistent/pgoutbox.toml")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`PGOUTBOX_CONFIG_FILE`: no such file"),
+        "{stderr}"
+    );
+    let ini = temp_file("pgoutbox.ini", "x=1");
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", ini.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("expected a `.toml`, `.yaml` or `.yml` file"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_toml_file_configures_the_worker_and_the_environment_overrides_it() {
+    let db = test_db().await;
+    let toml = temp_file(
+        "pgoutbox.toml",
+        &format!(
+            "[database]\nurl = \"{}\"\npool_max = 3\n\n[workflow_system]\nn_workers = 2\nlease = \"1s\"\n",
+            db.url()
+        ),
+    );
+    // pool_max = 3 is too small for 2 workers + 2: the file was read.
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", toml.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("the connection pool is too small: it allows 3 connections"),
+        "{stderr}"
+    );
+    // The environment wins over the file.
+    let (ok, stdout, stderr) = worker(&[
+        ("PGOUTBOX_CONFIG_FILE", toml.to_str().unwrap()),
+        ("PGOUTBOX_DATABASE__POOL_MAX", "6"),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.starts_with("ready "), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_yaml_file_works_too() {
+    let db = test_db().await;
+    let yaml = temp_file(
+        "pgoutbox.yaml",
+        &format!(
+            "database:\n  url: \"{}\"\n  pool_max: 6\nworkflow_system:\n  n_workers: 2\n  poll_interval: 250ms\n",
+            db.url()
+        ),
+    );
+    let (ok, stdout, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", yaml.to_str().unwrap())]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("stopped, aborted 0"), "{stdout}");
+}
+
+#[test]
+fn an_unreachable_database_is_one_clear_error() {
+    // Port 1 on loopback: nothing listens there.
+    let (ok, _, stderr) = worker(&[(
+        "PGOUTBOX_DATABASE__URL",
+        "postgres://postgres@127.0.0.1:1/x",
+    )]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: cannot connect to the database: ") && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
