@@ -142,8 +142,8 @@ pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 /// What handlers and publishers need, in one import.
 pub mod prelude {
     pub use crate::{
-        Context, HandlerError, Operation, OperationId, PublishOptions, Registry, Result, TxContext,
-        WorkflowRouter, operation, publish,
+        Context, HandlerError, Operation, OperationId, PublishOptions, Registry, Result, Settings,
+        TxContext, WorkflowRouter, WorkflowSystem, operation, publish, publish_many,
     };
 }
 
