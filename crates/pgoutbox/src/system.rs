@@ -149,23 +149,7 @@ impl WorkflowSystemBuilder {
         settings.validate()?;
         let pool = match self.pool {
             Some(pool) => pool,
-            None => {
-                // One direct connection first: the pool would retry until
-                // `acquire_timeout` and then say only "pool timed out".
-                let options = settings.connect_options()?;
-                let conn =
-                    tokio::time::timeout(settings.database.acquire_timeout, options.connect())
-                        .await
-                        .map_err(|_| {
-                            StartError::Unreachable(format!(
-                                "no answer within {:?}",
-                                settings.database.acquire_timeout
-                            ))
-                        })?
-                        .map_err(|e| StartError::Unreachable(e.to_string()))?;
-                let _ = conn.close().await;
-                settings.pool()?
-            }
+            None => connect(&settings).await?,
         };
         let pool_max = u64::from(pool.options().get_max_connections());
         let required = settings.required_connections();
@@ -250,6 +234,20 @@ impl WorkflowSystemBuilder {
             maintenance: Some((maintenance, maintenance_stop)),
         })
     }
+}
+
+/// The pool of `settings.database`, after one direct connection: a pool
+/// would retry until `acquire_timeout` and then say only "pool timed out",
+/// hiding why the database cannot be reached.
+async fn connect(settings: &Settings) -> Result<PgPool, StartError> {
+    let options = settings.connect_options()?;
+    let timeout = settings.database.acquire_timeout;
+    let conn = tokio::time::timeout(timeout, options.connect())
+        .await
+        .map_err(|_| StartError::Unreachable(format!("no answer within {timeout:?}")))?
+        .map_err(|e| StartError::Unreachable(e.to_string()))?;
+    let _ = conn.close().await;
+    Ok(settings.pool()?)
 }
 
 /// What [`WorkflowSystem::stop`] had to do.
