@@ -140,6 +140,8 @@ pub(crate) enum TxBehaviour {
     CommitBehindTheBack,
     /// Publish a follow-up inside the transaction.
     FollowUp,
+    /// Sleep this many milliseconds after writing, then succeed.
+    SleepMs(u64),
 }
 
 /// A transactional operation writing a business row.
@@ -165,6 +167,10 @@ pub(crate) async fn record(
         }
         TxBehaviour::FollowUp => {
             ctx.publish(SendMail { to: label }).await?;
+            Ok(())
+        }
+        TxBehaviour::SleepMs(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }
     }

@@ -731,3 +731,91 @@ async fn start_up_refuses_a_router_that_selects_nothing() {
         .unwrap_err();
     assert!(matches!(err, StartError::NoOperations), "{err}");
 }
+
+#[tokio::test]
+async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_included() {
+    let db = test_db().await;
+    business_table(&db).await;
+    let system = start(&db).await;
+    let id = publish_one(
+        &db,
+        Record {
+            label: "late".into(),
+            behaviour: TxBehaviour::SleepMs(700),
+        },
+    )
+    .await;
+    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
+    // Another owner takes the lease while the handler runs (as a rescuer
+    // and a second worker would after an expiry).
+    let intruder = uuid::Uuid::new_v4();
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET lease_owner = $2, lease_expires_at = now() + interval '1 hour' \
+         WHERE id = $1",
+    )
+        .bind(id.as_i64())
+        .bind(intruder)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM business").await,
+        0,
+        "the stale worker's writes were rolled back"
+    );
+    let (status, owner): (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT status, lease_owner FROM pgoutbox.operations WHERE id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), owner),
+        ("running", Some(intruder)),
+        "the newer owner's state stands"
+    );
+    assert_eq!(
+        outcomes(&db, id).await,
+        [None],
+        "the stale worker recorded nothing"
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers() {
+    let db = test_db().await;
+    let system = start(&db).await;
+    let k = key();
+    let id = publish_one(
+        &db,
+        Work {
+            key: k.clone(),
+            behaviour: Behaviour::SleepMs(30_000),
+        },
+    )
+    .await;
+    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
+    // Hold the worker's row: its heartbeat blocks, so leases are not renewed.
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM pgoutbox.workers FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // Lease 1s: the handler is aborted within it, long before its 30s sleep.
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled'",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    let outcome = outcomes(&db, id).await;
+    assert!(
+        outcome == [Some("aborted".to_owned())] || outcome == [Some("lost".to_owned())],
+        "{outcome:?}"
+    );
+    blocker.rollback().await.unwrap();
+    system.stop().await.unwrap();
+}

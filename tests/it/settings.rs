@@ -16,16 +16,40 @@ fn worker(env: &[(&str, &str)]) -> (bool, String, String) {
             cmd.env_remove(key);
         }
     }
-    let output = cmd
+    let child = cmd
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("worker runs");
+    let output = wait_with_deadline(child, std::time::Duration::from_mins(1));
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Waits for `child`, killing it (and failing the test) past `limit`: a hung
+/// worker must not hang the suite.
+fn wait_with_deadline(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait().expect("try_wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reaped");
+            panic!(
+                "the worker did not exit within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("reaped")
 }
 
 fn temp_file(name: &str, contents: &str) -> std::path::PathBuf {

@@ -29,7 +29,12 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             _ = heartbeat.tick() => {
                 let sent = Instant::now();
-                match beat(&rt, lease_ms).await {
+                // A heartbeat that hangs (a silent connection, a lock) counts
+                // as failed: it must not keep the aborts below from running.
+                let result = tokio::time::timeout(heartbeat_every, beat(&rt, lease_ms, heartbeat_every))
+                    .await
+                    .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+                match result {
                     Ok(()) => renewed_at = sent,
                     Err(e) => {
                         tracing::warn!(error = %e, "heartbeat failed");
@@ -45,7 +50,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = rescue.tick() => {
-                if let Err(e) = rescue_expired(&rt).await {
+                if let Err(e) = rescue_expired(&rt, rescue_every).await {
                     tracing::warn!(error = %e, "rescuing expired leases failed");
                 }
             }
@@ -54,13 +59,15 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-async fn beat(rt: &Runtime, lease_ms: i64) -> Result<(), sqlx::Error> {
+async fn beat(rt: &Runtime, lease_ms: i64, limit: Duration) -> Result<(), sqlx::Error> {
     let running = rt.running_ids();
-    let mut conn = rt.pool.acquire().await?;
+    let mut tx = rt.pool.begin().await?;
+    rt.store.local_timeouts(&mut tx, limit).await?;
     let held = rt
         .store
-        .heartbeat(&mut conn, rt.worker_id, lease_ms, &running)
+        .heartbeat(&mut tx, rt.worker_id, lease_ms, &running)
         .await?;
+    tx.commit().await?;
     for id in running.iter().filter(|id| !held.contains(id)) {
         if let Some(op) = rt.running_op(*id) {
             tracing::warn!(operation_id = id, "lease taken away; aborting the handler");
@@ -70,11 +77,13 @@ async fn beat(rt: &Runtime, lease_ms: i64) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-async fn rescue_expired(rt: &Runtime) -> Result<(), sqlx::Error> {
+async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error> {
     const BATCH: i32 = 100;
-    let mut conn = rt.pool.acquire().await?;
     loop {
-        let rescued = rt.store.rescue(&mut conn, BATCH).await?;
+        let mut tx = rt.pool.begin().await?;
+        rt.store.local_timeouts(&mut tx, limit).await?;
+        let rescued = rt.store.rescue(&mut tx, BATCH).await?;
+        tx.commit().await?;
         for (id, status) in &rescued {
             tracing::warn!(operation_id = id, status = %status, "expired lease rescued: attempt recorded as lost");
             metrics::counter!("pgoutbox_lost_total", "status" => status.clone()).increment(1);

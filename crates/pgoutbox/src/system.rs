@@ -318,7 +318,7 @@ impl WorkflowSystem {
     /// outcome in the database (or the database is unreachable and the
     /// leases will expire into `lost` attempts).
     pub async fn stop(mut self) -> Result<StopReport, sqlx::Error> {
-        let _ = self.rt.stopping.send(true);
+        self.rt.stopping.send_replace(true);
         self.rt.wake.notify_one();
         while self.tasks.join_next().await.is_some() {}
         let mut executors =
@@ -334,7 +334,7 @@ impl WorkflowSystem {
             drain(&mut executors).await;
         }
         if let Some((maintenance, stop)) = self.maintenance.take() {
-            let _ = stop.send(true);
+            stop.send_replace(true);
             let _ = maintenance.await;
         }
         let mut conn = self.rt.pool.acquire().await?;
@@ -355,10 +355,10 @@ impl Drop for WorkflowSystem {
     fn drop(&mut self) {
         // Dropped without `stop()`: stop claiming; running attempts keep
         // their leases until they expire and are rescued as `lost`.
-        let _ = self.rt.stopping.send(true);
+        self.rt.stopping.send_replace(true);
         self.rt.wake.notify_one();
         if let Some((_, stop)) = &self.maintenance {
-            let _ = stop.send(true);
+            stop.send_replace(true);
         }
     }
 }

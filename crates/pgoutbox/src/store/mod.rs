@@ -42,6 +42,7 @@ statements!(
     snooze,
     current_transaction,
     heartbeat,
+    local_timeouts,
     rescue,
     register_worker,
     deregister_worker,
@@ -331,6 +332,19 @@ impl Store {
             .bind(running)
             .fetch_all(&mut *conn)
             .await
+    }
+
+    /// Bounds the server-side run time of the transaction's statements.
+    pub(crate) async fn local_timeouts(
+        &self,
+        conn: &mut PgConnection,
+        limit: std::time::Duration,
+    ) -> Result<(), sqlx::Error> {
+        query!(self, query, local_timeouts)
+            .bind(format!("{}ms", limit.as_millis().max(1)))
+            .execute(&mut *conn)
+            .await
+            .map(drop)
     }
 
     /// Rescues up to `limit` expired leases; returns (id, new status).
