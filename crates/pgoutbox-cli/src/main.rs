@@ -2,6 +2,7 @@
 //! come next.
 
 mod migrate;
+mod ops;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,10 @@ struct Cli {
     #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox_migrate::DEFAULT_SCHEMA)]
     schema: Identifier,
 
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +36,34 @@ enum Command {
     /// Apply, inspect or export the storage migrations.
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
+    /// Inspect and act on operations (every action is recorded).
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
+    /// Show a whole workflow tree under a root operation.
+    Workflow {
+        /// The root operation's id.
+        id: i64,
+    },
+    /// Counts by state and name, pace, live workers, unhandled names.
+    Stats,
+    /// Live and recently dead workers.
+    Workers,
+    /// Delete old succeeded and cancelled operations (dead and stalled only
+    /// when named); attempts and operator actions are kept.
+    Purge {
+        /// Only operations finished longer ago than this (e.g. `30d`).
+        #[arg(long, value_parser = ops::parse_duration)]
+        older_than: i64,
+        /// Also purge `dead` operations.
+        #[arg(long)]
+        include_dead: bool,
+        /// Also purge `stalled` operations.
+        #[arg(long)]
+        include_stalled: bool,
+        /// Rows per batch.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+    },
 }
 
 /// How long to wait for the database to answer.
@@ -121,5 +154,15 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Migrate(command) => migrate::run(cli, command).await,
+        Command::Ops(command) => ops::run(cli, command).await,
+        Command::Workflow { id } => ops::workflow(cli, *id).await,
+        Command::Stats => ops::stats(cli).await,
+        Command::Workers => ops::workers(cli).await,
+        Command::Purge {
+            older_than,
+            include_dead,
+            include_stalled,
+            batch,
+        } => ops::purge(cli, *older_than, *include_dead, *include_stalled, *batch).await,
     }
 }

@@ -117,6 +117,8 @@ CREATE TABLE {schema}.operator_actions (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     operation_id     bigint      NOT NULL,
     action           text        NOT NULL,
+    -- 'applied', or 'refused' when the operation's state forbade it.
+    outcome          text        NOT NULL,
     actor            text        NOT NULL,
     reason           text        NOT NULL,
     from_status      text        NOT NULL,
@@ -125,7 +127,8 @@ CREATE TABLE {schema}.operator_actions (
     new_operation_id bigint,
     created_at       timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT operator_actions_action_check CHECK (action IN
-        ('retry', 'cancel', 'resolve', 'replay'))
+        ('retry', 'cancel', 'resolve', 'replay')),
+    CONSTRAINT operator_actions_outcome_check CHECK (outcome IN ('applied', 'refused'))
 );
 
 CREATE INDEX operator_actions_operation_idx ON {schema}.operator_actions (operation_id, id);

@@ -30,6 +30,7 @@
 
 extern crate self as pgoutbox;
 
+pub mod admin;
 mod context;
 mod definition;
 mod error;

@@ -1,3 +1,4 @@
 //! The `pgoutbox` command end to end, against a real database.
 
 mod migrate;
+mod ops;

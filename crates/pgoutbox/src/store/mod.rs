@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 use crate::definition::{OperationId, OperationSchema};
 
+pub(crate) mod admin;
+
 macro_rules! statements {
     ($($name:ident),* $(,)?) => {
         /// The rendered statements for one schema and channel.
@@ -48,6 +50,10 @@ statements!(
     deregister_worker,
     record_schema,
     unhandled_names,
+    operator_transition,
+    operator_replay,
+    purge,
+    purge_history,
 );
 
 /// The statements of one schema, cheap to clone.
@@ -55,6 +61,7 @@ statements!(
 pub(crate) struct Store {
     sql: Arc<Statements>,
     persistent: bool,
+    schema: Identifier,
 }
 
 /// A row to insert into `operations`.
@@ -155,6 +162,7 @@ impl Store {
         Store {
             sql: Arc::new(sql),
             persistent,
+            schema: schema.clone(),
         }
     }
 

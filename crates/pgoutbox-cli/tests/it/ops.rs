@@ -1,0 +1,448 @@
+//! `pgoutbox ops …`, `workflow`, `stats`, `workers`, `purge`.
+
+use assert_cmd::Command;
+use pgoutbox::testing::TestDatabase;
+
+fn pgoutbox(db: &TestDatabase) -> Command {
+    let mut cmd = Command::cargo_bin("pgoutbox").unwrap();
+    cmd.env_remove("PGOUTBOX_SCHEMA")
+        .env("DATABASE_URL", db.url())
+        .env("USER", "test-operator");
+    cmd
+}
+
+/// Inserts an operation in `status` and returns its id.
+async fn op(db: &TestDatabase, name: &str, status: &str) -> i64 {
+    let running = status == "running";
+    sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, status, max_attempts, attempt, \
+             lease_owner, lease_expires_at, finished_at) \
+         VALUES ($1, '{\"n\": 1}', 'h', $2, 3, 1, \
+             CASE WHEN $3 THEN gen_random_uuid() END, CASE WHEN $3 THEN now() + interval '1 hour' END, \
+             CASE WHEN $2 IN ('succeeded', 'dead', 'cancelled') THEN now() END) \
+         RETURNING id",
+    )
+    .bind(name)
+    .bind(status)
+    .bind(running)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+async fn status(db: &TestDatabase, id: i64) -> String {
+    sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id = $1")
+        .bind(id)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
+}
+
+const STATUSES: [&str; 7] = [
+    "pending",
+    "running",
+    "succeeded",
+    "retrying",
+    "dead",
+    "stalled",
+    "cancelled",
+];
+
+#[tokio::test]
+async fn the_state_by_action_table_cell_by_cell() {
+    let db = TestDatabase::new().await.unwrap();
+    // (command args, allowed from, resulting status of the original)
+    let actions: [(&[&str], &[&str], Option<&str>); 5] = [
+        (
+            &["retry"],
+            &["dead", "stalled", "cancelled"],
+            Some("pending"),
+        ),
+        (
+            &["cancel"],
+            &["pending", "retrying", "stalled"],
+            Some("cancelled"),
+        ),
+        (
+            &["resolve", "--as", "succeeded"],
+            &["stalled"],
+            Some("succeeded"),
+        ),
+        (&["resolve", "--as", "dead"], &["stalled"], Some("dead")),
+        (&["replay"], &["succeeded", "dead", "cancelled"], None),
+    ];
+    for (args, allowed, to) in actions {
+        for from in STATUSES {
+            let id = op(&db, "cell.test", from).await;
+            let mut cmd = pgoutbox(&db);
+            cmd.arg("ops")
+                .args(&args[..1])
+                .arg(id.to_string())
+                .args(&args[1..]);
+            let out = cmd.args(["--reason", "table test"]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let (outcome, recorded_to): (String, Option<String>) = sqlx::query_as(
+                "SELECT outcome, to_status FROM pgoutbox.operator_actions WHERE operation_id = $1",
+            )
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            if allowed.contains(&from) {
+                assert!(out.status.success(), "{args:?} from {from}: {stderr}");
+                assert_eq!(outcome, "applied", "{args:?} from {from}");
+                let expected = to.unwrap_or(from);
+                assert_eq!(status(&db, id).await, expected, "{args:?} from {from}");
+                assert_eq!(recorded_to.as_deref(), Some(expected));
+            } else {
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "{args:?} from {from} must be refused"
+                );
+                assert!(
+                    stderr.starts_with(&format!(
+                        "error: cannot {} operation {id}: it is {from} (",
+                        args[0]
+                    )),
+                    "{stderr}"
+                );
+                assert_eq!(outcome, "refused");
+                assert_eq!(
+                    status(&db, id).await,
+                    from,
+                    "a refused action changes nothing"
+                );
+            }
+        }
+    }
+    // Replays are new operations linked to their originals.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations o JOIN pgoutbox.operator_actions a \
+                    ON a.new_operation_id = o.id WHERE o.parent_id = a.operation_id AND o.status = 'pending'").await,
+        3
+    );
+    // Every action names its actor and reason.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operator_actions WHERE actor = 'test-operator' AND reason = 'table test'").await,
+        35
+    );
+}
+
+#[tokio::test]
+async fn two_operators_retry_the_same_operation_at_once() {
+    let db = TestDatabase::new().await.unwrap();
+    let id = op(&db, "race.test", "dead").await;
+    let spawn = |actor: &str| {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("pgoutbox"));
+        cmd.env("DATABASE_URL", db.url())
+            .args([
+                "ops",
+                "retry",
+                &id.to_string(),
+                "--reason",
+                "race",
+                "--actor",
+                actor,
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn("alice"), spawn("bob"));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert_eq!(
+        [a.status.success(), b.status.success()]
+            .iter()
+            .filter(|ok| **ok)
+            .count(),
+        1,
+        "exactly one wins"
+    );
+    assert_eq!(status(&db, id).await, "pending");
+    let trail: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor, outcome, from_status FROM pgoutbox.operator_actions WHERE operation_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(trail.len(), 2, "both are recorded");
+    assert_eq!(trail[0].1, "applied");
+    assert_eq!(trail[0].2, "dead");
+    assert_eq!(
+        (trail[1].1.as_str(), trail[1].2.as_str()),
+        ("refused", "pending")
+    );
+}
+
+#[tokio::test]
+async fn bulk_actions_confirm_first() {
+    let db = TestDatabase::new().await.unwrap();
+    for _ in 0..3 {
+        op(&db, "bulk.test", "dead").await;
+    }
+    op(&db, "bulk.other", "dead").await;
+    // No terminal, no --yes: refused, nothing changed.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--status",
+            "dead",
+            "--name",
+            "bulk.test",
+            "--reason",
+            "outage over",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --yes"));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'"
+        )
+        .await,
+        4
+    );
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--status",
+            "dead",
+            "--name",
+            "bulk.test",
+            "--reason",
+            "outage over",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "retry: 3 applied, 0 refused\n"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'pending'"
+        )
+        .await,
+        3
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operator_actions WHERE outcome = 'applied'"
+        )
+        .await,
+        3
+    );
+    // Without id or filter there is nothing to act on.
+    let out = pgoutbox(&db)
+        .args(["ops", "cancel", "--reason", "x", "--yes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // A reason is required.
+    let out = pgoutbox(&db).args(["ops", "cancel", "1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn list_show_and_workflow() {
+    let db = TestDatabase::new().await.unwrap();
+    let root = op(&db, "flow.root", "succeeded").await;
+    let child: i64 = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, parent_id, root_id) \
+         VALUES ('flow.child', '{}', 'h', 3, $1, $1) RETURNING id",
+    )
+    .bind(root)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.attempts (operation_id, operation_name, number, worker_id, finished_at, outcome, error, error_chain) \
+         VALUES ($1, 'flow.root', 1, gen_random_uuid(), now(), 'failed', 'outer', '[\"outer\", \"inner cause\"]')",
+    )
+    .bind(root)
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let out = pgoutbox(&db)
+        .args(["ops", "list", "--status", "pending"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("ID"), "{stdout}");
+    assert!(
+        stdout.contains("flow.child") && !stdout.contains("flow.root"),
+        "{stdout}"
+    );
+
+    let out = pgoutbox(&db)
+        .args(["ops", "list", "--name", "flow.root", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["id"], root);
+    assert_eq!(json[0]["status"], "succeeded");
+
+    let out = pgoutbox(&db)
+        .args(["ops", "show", &root.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("operation {root} `flow.root`: succeeded")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("#1 failed") && stdout.contains("caused by: inner cause"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("children [{child}]")), "{stdout}");
+
+    let out = pgoutbox(&db)
+        .args(["workflow", &root.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("{root} flow.root succeeded\n  {child} flow.child pending\n")
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_one_line_and_a_non_zero_exit() {
+    let db = TestDatabase::new().await.unwrap();
+    let out = pgoutbox(&db)
+        .args(["ops", "show", "999999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: no operation with id 999999\n"
+    );
+    let out = pgoutbox(&db)
+        .args(["ops", "list", "--status", "finished"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .starts_with("error: invalid value 'finished' for '--status <STATUSES>'")
+    );
+    let out = pgoutbox(&db)
+        .args(["purge", "--older-than", "a week"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid duration `a week`"));
+    let out = pgoutbox(&db).args(["ops", "show", "abc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
+    let db = TestDatabase::new().await.unwrap();
+    let mut ids = Vec::new();
+    for s in STATUSES {
+        ids.push((s, op(&db, "purge.test", s).await));
+    }
+    sqlx::query("UPDATE pgoutbox.operations SET finished_at = now() - interval '10 days', updated_at = now() - interval '10 days'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let fresh = op(&db, "purge.test", "succeeded").await;
+    sqlx::query("INSERT INTO pgoutbox.attempts (operation_id, operation_name, number, worker_id) SELECT id, name, 1, gen_random_uuid() FROM pgoutbox.operations")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let out = pgoutbox(&db)
+        .args(["purge", "--older-than", "7d", "--batch", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "purged 2 operation(s) (succeeded, cancelled); attempts and operator actions are kept\n"
+    );
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id <> $1 ORDER BY id")
+            .bind(fresh)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(left, ["pending", "running", "retrying", "dead", "stalled"]);
+    assert_eq!(
+        status(&db, fresh).await,
+        "succeeded",
+        "younger than the cut-off"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        8,
+        "the audit trail outlives the operations"
+    );
+    let out = pgoutbox(&db)
+        .args([
+            "purge",
+            "--older-than",
+            "7d",
+            "--include-dead",
+            "--include-stalled",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn stats_and_workers() {
+    let db = TestDatabase::new().await.unwrap();
+    op(&db, "stats.unhandled", "pending").await;
+    op(&db, "stats.done", "succeeded").await;
+    sqlx::query(
+        "INSERT INTO pgoutbox.workers (id, host, pid, version, names, queues, n_workers) \
+         VALUES (gen_random_uuid(), 'host-a', 42, '0.1.0', ARRAY['stats.done'], ARRAY[]::text[], 4)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let out = pgoutbox(&db).arg("stats").output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("pending    stats.unhandled  1"), "{stdout}");
+    assert!(
+        stdout.contains("live workers: 1") && stdout.contains("handles stats.done"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ready operations that no live worker handles:\n  stats.unhandled: 1"),
+        "{stdout}"
+    );
+    let out = pgoutbox(&db).args(["stats", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["unhandled"][0][0], "stats.unhandled");
+    let out = pgoutbox(&db).arg("workers").output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("live") && stdout.contains("host-a:42"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,324 @@
+//! What operators do: inspect operations, retry, cancel, resolve and replay
+//! them (each action recorded in `operator_actions` in the same statement as
+//! the state change), read statistics, purge old rows. The `pgoutbox`
+//! command is built on this module.
+//!
+//! ```no_run
+//! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use pgoutbox::admin::{Action, ActionOutcome, Admin};
+//!
+//! let admin = Admin::new(pool, &pgoutbox::Identifier::default());
+//! match admin.act(42, Action::Retry, "alice", "provider fixed the outage").await? {
+//!     ActionOutcome::Applied { to, .. } => println!("now {to}"),
+//!     refused => println!("{}", refused.message(42, Action::Retry)),
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+
+use pgoutbox_migrate::Identifier;
+use sqlx::PgPool;
+
+use crate::store::Store;
+pub use crate::store::admin::{ActionRow, AttemptRow, OperationFilter, OperationRow, WorkerRow};
+
+/// The states an operation can be in.
+pub const STATUSES: [&str; 7] = [
+    "pending",
+    "running",
+    "succeeded",
+    "retrying",
+    "dead",
+    "stalled",
+    "cancelled",
+];
+
+/// An operator's action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Back to `pending` (attempt count kept): from dead, stalled, cancelled.
+    Retry,
+    /// To `cancelled`: from pending, retrying, stalled (running: refused).
+    Cancel,
+    /// Settle a stalled operation's unknown outcome.
+    Resolve(Resolution),
+    /// A new operation with the same payload, linked to the original: from
+    /// succeeded, dead, cancelled.
+    Replay,
+}
+
+/// What an operator found out about a stalled operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// It did happen.
+    Succeeded,
+    /// It did not, and will not be retried.
+    Dead,
+}
+
+impl Action {
+    /// The states this action is allowed from (DESIGN's state × action
+    /// table).
+    pub fn allowed_from(self) -> &'static [&'static str] {
+        match self {
+            Action::Retry => &["dead", "stalled", "cancelled"],
+            Action::Cancel => &["pending", "retrying", "stalled"],
+            Action::Resolve(_) => &["stalled"],
+            Action::Replay => &["succeeded", "dead", "cancelled"],
+        }
+    }
+
+    /// The state it leads to (a replay leaves the original as it is).
+    pub fn target(self) -> Option<&'static str> {
+        match self {
+            Action::Retry => Some("pending"),
+            Action::Cancel => Some("cancelled"),
+            Action::Resolve(Resolution::Succeeded) => Some("succeeded"),
+            Action::Resolve(Resolution::Dead) => Some("dead"),
+            Action::Replay => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::Cancel => "cancel",
+            Action::Resolve(_) => "resolve",
+            Action::Replay => "replay",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What became of an action.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ActionOutcome {
+    /// Done and recorded.
+    Applied {
+        /// The state before.
+        from: String,
+        /// The state after.
+        to: String,
+        /// For a replay: the new operation.
+        new_operation_id: Option<i64>,
+    },
+    /// Refused because of the operation's state, and recorded as refused.
+    Refused {
+        /// The state that forbids it.
+        status: String,
+    },
+    /// No operation has this id.
+    NotFound,
+}
+
+impl ActionOutcome {
+    /// A one-line description for operation `id`.
+    pub fn message(&self, id: i64, action: Action) -> String {
+        match self {
+            ActionOutcome::Applied {
+                from,
+                to,
+                new_operation_id: Some(new),
+            } => format!("{action} of operation {id} ({from}, stays {to}): new operation {new}"),
+            ActionOutcome::Applied { from, to, .. } => {
+                format!("{action}: operation {id} {from} → {to}")
+            }
+            ActionOutcome::Refused { status } => format!(
+                "cannot {action} operation {id}: it is {status} ({action} is allowed from {})",
+                action.allowed_from().join(", ")
+            ),
+            ActionOutcome::NotFound => format!("no operation with id {id}"),
+        }
+    }
+}
+
+/// An operation with everything recorded about it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct OperationDetail {
+    /// The operation.
+    pub operation: OperationRow,
+    /// Its attempts, in order.
+    pub attempts: Vec<AttemptRow>,
+    /// Operators' actions on it, in order.
+    pub actions: Vec<ActionRow>,
+    /// Operations it published (or that replayed it).
+    pub children: Vec<i64>,
+}
+
+/// The shape of the system now.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// (status, name, count).
+    pub counts: Vec<(String, String, i64)>,
+    /// Age in seconds of the oldest ready operation.
+    pub oldest_ready_seconds: Option<f64>,
+    /// Successes per minute over the last minutes, oldest first.
+    pub succeeded_per_minute: Vec<i64>,
+    /// Live workers.
+    pub workers: Vec<WorkerRow>,
+    /// Ready operations whose name no live worker handles: (name, count).
+    pub unhandled: Vec<(String, i64)>,
+}
+
+/// Operators' access to one schema.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pool: PgPool,
+    store: Store,
+}
+
+impl Admin {
+    /// Operators' access to `schema` through `pool`.
+    pub fn new(pool: PgPool, schema: &Identifier) -> Self {
+        Admin {
+            pool,
+            store: Store::new(schema, None, true),
+        }
+    }
+
+    /// Operations matching `filter`, newest first.
+    pub async fn list(&self, filter: &OperationFilter) -> Result<Vec<OperationRow>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.list_operations(&mut conn, filter).await
+    }
+
+    /// One operation with its attempts, actions and children.
+    pub async fn show(&self, id: i64) -> Result<Option<OperationDetail>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(operation) = self.store.get_operation(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(OperationDetail {
+            attempts: self.store.attempts(&mut conn, id).await?,
+            actions: self.store.actions(&mut conn, id).await?,
+            children: self.store.children(&mut conn, id).await?,
+            operation,
+        }))
+    }
+
+    /// The whole workflow under `root`, in id order.
+    pub async fn workflow(&self, root: i64) -> Result<Vec<OperationRow>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.workflow(&mut conn, root).await
+    }
+
+    /// Applies `action` to operation `id` if its state allows, recording
+    /// it (applied or refused) with `actor` and `reason` in the same
+    /// statement.
+    pub async fn act(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ActionOutcome, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        if action == Action::Replay {
+            let result = self
+                .store
+                .operator_replay(&mut conn, id, actor, reason, action.allowed_from())
+                .await?;
+            return Ok(match result {
+                None => ActionOutcome::NotFound,
+                Some((status, Some(new))) => ActionOutcome::Applied {
+                    from: status.clone(),
+                    to: status,
+                    new_operation_id: Some(new),
+                },
+                Some((status, None)) => ActionOutcome::Refused { status },
+            });
+        }
+        let to = action.target().expect("only a replay has no target state");
+        let result = self
+            .store
+            .operator_transition(
+                &mut conn,
+                id,
+                action.name(),
+                actor,
+                reason,
+                action.allowed_from(),
+                to,
+            )
+            .await?;
+        Ok(match result {
+            None => ActionOutcome::NotFound,
+            Some((from, true)) => ActionOutcome::Applied {
+                from,
+                to: to.to_owned(),
+                new_operation_id: None,
+            },
+            Some((status, false)) => ActionOutcome::Refused { status },
+        })
+    }
+
+    /// Counts, pace, live workers, unhandled names. A worker is live when
+    /// its heartbeat is younger than `live_ms`.
+    pub async fn stats(&self, live_ms: i64, minutes: i32) -> Result<Stats, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let counts = self.store.counts(&mut conn).await?;
+        let (oldest_ready_seconds, succeeded_per_minute) =
+            self.store.pace(&mut conn, minutes).await?;
+        let workers = self
+            .store
+            .workers(&mut conn, live_ms, live_ms)
+            .await?
+            .into_iter()
+            .filter(|w| w.live)
+            .collect();
+        let unhandled = self.store.unhandled_names(&mut conn, live_ms).await?;
+        Ok(Stats {
+            counts,
+            oldest_ready_seconds,
+            succeeded_per_minute,
+            workers,
+            unhandled,
+        })
+    }
+
+    /// Workers seen within `recent_ms` (live first).
+    pub async fn workers(
+        &self,
+        live_ms: i64,
+        recent_ms: i64,
+    ) -> Result<Vec<WorkerRow>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.workers(&mut conn, live_ms, recent_ms).await
+    }
+
+    /// Deletes one batch (SKIP LOCKED, so several purgers do not collide)
+    /// of operations in `statuses` older than `older_than_ms`; returns how
+    /// many. Call until it returns less than `batch`.
+    pub async fn purge_batch(
+        &self,
+        statuses: &[String],
+        older_than_ms: i64,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store
+            .purge(&mut conn, statuses, older_than_ms, batch)
+            .await
+    }
+
+    /// Deletes one batch of attempts and operator actions older than
+    /// `older_than_ms` whose operation is gone; returns how many.
+    pub async fn purge_history_batch(
+        &self,
+        older_than_ms: i64,
+        batch: i64,
+    ) -> Result<i64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store
+            .purge_history(&mut conn, older_than_ms, batch)
+            .await
+    }
+}
