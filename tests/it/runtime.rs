@@ -819,3 +819,63 @@ async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers() {
     blocker.rollback().await.unwrap();
     system.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_janitor_purges_old_finished_operations_and_keeps_the_rest() {
+    let db = test_db().await;
+    let old = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    let waiting = publish_one(&db, Orphan { n: 1 }).await;
+    let stalled = publish_one(&db, Orphan { n: 2 }).await;
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET status = 'succeeded', finished_at = now() - interval '10 days' WHERE id = $1",
+    )
+    .bind(old.as_i64())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET status = 'stalled', updated_at = now() - interval '10 days' WHERE id = $1",
+    )
+    .bind(stalled.as_i64())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.attempts (operation_id, operation_name, number, worker_id, outcome, finished_at) \
+         VALUES ($1, 'test.work', 1, gen_random_uuid(), 'succeeded', now() - interval '10 days')",
+    )
+    .bind(old.as_i64())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let mut s = settings(&db);
+    s.workflow_system.retention.operations = Duration::from_hours(24);
+    s.workflow_system.retention.interval = Duration::from_millis(200);
+    s.workflow_system.retention.batch_size = 1;
+    let system = WorkflowSystem::builder(s)
+        .router(all_test_ops())
+        .start()
+        .await
+        .unwrap();
+    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.operations", 2, WITHIN).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&db, waiting).await, "pending");
+    assert_eq!(
+        status(&db, stalled).await,
+        "stalled",
+        "stalled is never purged automatically"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        1,
+        "history has its own retention"
+    );
+    system.stop().await.unwrap();
+}

@@ -137,7 +137,9 @@ pub use registry::{
     RegistryError, TxHandler,
 };
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
-pub use settings::{DatabaseSettings, Settings, SettingsError, WorkflowSettings};
+pub use settings::{
+    DatabaseSettings, RetentionSettings, Settings, SettingsError, WorkflowSettings,
+};
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// What handlers and publishers need, in one import.

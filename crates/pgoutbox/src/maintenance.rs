@@ -22,6 +22,9 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     report.tick().await;
+    let retention = ws.retention.clone();
+    let mut janitor = tokio::time::interval(retention.interval);
+    janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Leases were last known good when this instant's renewal was sent.
     let mut renewed_at = Instant::now();
     loop {
@@ -55,6 +58,11 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = report.tick() => report_unhandled(&rt).await,
+            _ = janitor.tick(), if retention.enabled => {
+                if let Err(e) = clean_up(&rt, &retention).await {
+                    tracing::warn!(error = %e, "the janitor failed; it will try again");
+                }
+            }
         }
     }
 }
@@ -116,4 +124,46 @@ pub(crate) async fn report_unhandled(rt: &Runtime) {
         }
         Err(e) => tracing::warn!(error = %e, "cannot check for unhandled operations"),
     }
+}
+
+/// Applies retention: finished operations first, then the history of
+/// operations that are gone. One batch per statement, `SKIP LOCKED`.
+async fn clean_up(
+    rt: &Runtime,
+    retention: &crate::settings::RetentionSettings,
+) -> Result<(), sqlx::Error> {
+    let statuses = ["succeeded".to_owned(), "cancelled".to_owned()];
+    let batch = i64::from(retention.batch_size);
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let mut conn = rt.pool.acquire().await?;
+    let mut deleted = 0;
+    loop {
+        let n = rt
+            .store
+            .purge(&mut conn, &statuses, ms(retention.operations), batch)
+            .await?;
+        deleted += n;
+        if n < u64::from(retention.batch_size) {
+            break;
+        }
+    }
+    let mut history = 0;
+    loop {
+        let n = rt
+            .store
+            .purge_history(&mut conn, ms(retention.history), batch)
+            .await?;
+        history += n;
+        if n < batch {
+            break;
+        }
+    }
+    if deleted > 0 || history > 0 {
+        tracing::info!(
+            operations = deleted,
+            history_rows = history,
+            "janitor purged old rows"
+        );
+    }
+    Ok(())
 }

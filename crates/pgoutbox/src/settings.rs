@@ -132,6 +132,43 @@ pub struct WorkflowSettings {
     pub handler_timeout: Duration,
     /// Claim only from these queues (all queues when empty).
     pub queues: Vec<String>,
+    /// The janitor: how long finished operations and their history stay.
+    pub retention: RetentionSettings,
+}
+
+/// The janitor's settings. Every worker process runs it; batches are taken
+/// with `SKIP LOCKED`, so many janitors share the work without colliding.
+/// `dead` and `stalled` operations are never purged automatically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Whether this process runs the janitor.
+    pub enabled: bool,
+    /// How long `succeeded` and `cancelled` operations stay after they
+    /// finish (an idempotency key is remembered that long too).
+    #[serde(with = "duration")]
+    pub operations: Duration,
+    /// How long attempts and operator actions stay once their operation is
+    /// gone: the audit trail outlives the operations.
+    #[serde(with = "duration")]
+    pub history: Duration,
+    /// How often the janitor runs.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Rows deleted per statement.
+    pub batch_size: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            enabled: true,
+            operations: Duration::from_hours(24 * 7),
+            history: Duration::from_hours(24 * 90),
+            interval: Duration::from_hours(1),
+            batch_size: 1000,
+        }
+    }
 }
 
 impl Default for WorkflowSettings {
@@ -148,6 +185,7 @@ impl Default for WorkflowSettings {
             backoff_max: Duration::from_hours(1),
             handler_timeout: Duration::from_mins(5),
             queues: Vec::new(),
+            retention: RetentionSettings::default(),
         }
     }
 }
@@ -262,6 +300,12 @@ impl Settings {
             ("workflow_system.backoff_initial", ws.backoff_initial),
             ("workflow_system.handler_timeout", ws.handler_timeout),
             ("database.acquire_timeout", db.acquire_timeout),
+            (
+                "workflow_system.retention.operations",
+                ws.retention.operations,
+            ),
+            ("workflow_system.retention.history", ws.retention.history),
+            ("workflow_system.retention.interval", ws.retention.interval),
         ] {
             if value.is_zero() {
                 return Err(SettingsError::new(key, "must be longer than zero"));
@@ -271,6 +315,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "workflow_system.lease",
                 "must be at least 300ms (heartbeats renew it every third of it)",
+            ));
+        }
+        if ws.retention.batch_size == 0 {
+            return Err(SettingsError::new(
+                "workflow_system.retention.batch_size",
+                "must be at least 1",
             ));
         }
         if ws.max_attempts == 0 || i32::try_from(ws.max_attempts).is_err() {
@@ -367,7 +417,7 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
     url.parse::<PgConnectOptions>().map_err(|e| e.to_string())
 }
 
-/// Durations as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, or a number of
+/// Durations as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, or a number of
 /// milliseconds.
 pub(crate) mod duration {
     use std::time::Duration;
@@ -389,7 +439,7 @@ pub(crate) mod duration {
             Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
             Raw::Text(text) => parse(&text).ok_or_else(|| {
                 serde::de::Error::custom(format!(
-                    "invalid duration `{text}`: expected an integer and a unit (`ms`, `s`, `m` or `h`), e.g. `30s`"
+                    "invalid duration `{text}`: expected an integer and a unit (`ms`, `s`, `m`, `h` or `d`), e.g. `30s`"
                 ))
             }),
         }
@@ -407,6 +457,7 @@ pub(crate) mod duration {
             "s" => n.checked_mul(1_000)?,
             "m" => n.checked_mul(60_000)?,
             "h" => n.checked_mul(3_600_000)?,
+            "d" => n.checked_mul(86_400_000)?,
             _ => return None,
         };
         Some(Duration::from_millis(ms))
