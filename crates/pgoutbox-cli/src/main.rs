@@ -3,6 +3,7 @@
 
 mod migrate;
 mod ops;
+mod schema;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ enum Command {
     Stats,
     /// Live and recently dead workers.
     Workers,
+    /// Payload schemas: export, history, check stored payloads.
+    #[command(subcommand)]
+    Schema(schema::SchemaCommand),
     /// Delete old succeeded and cancelled operations (dead and stalled only
     /// when named); attempts and operator actions are kept.
     Purge {
@@ -158,6 +162,7 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Workflow { id } => ops::workflow(cli, *id).await,
         Command::Stats => ops::stats(cli).await,
         Command::Workers => ops::workers(cli).await,
+        Command::Schema(command) => schema::run(cli, command).await,
         Command::Purge {
             older_than,
             include_dead,

@@ -22,7 +22,9 @@ use pgoutbox_migrate::Identifier;
 use sqlx::PgPool;
 
 use crate::store::Store;
-pub use crate::store::admin::{ActionRow, AttemptRow, OperationFilter, OperationRow, WorkerRow};
+pub use crate::store::admin::{
+    ActionRow, AttemptRow, OperationFilter, OperationRow, SchemaVersion, WorkerRow,
+};
 
 /// The states an operation can be in.
 pub const STATUSES: [&str; 7] = [
@@ -320,5 +322,28 @@ impl Admin {
         self.store
             .purge_history(&mut conn, older_than_ms, batch)
             .await
+    }
+
+    /// Every schema version recorded for `name`, oldest first.
+    pub async fn schema_history(&self, name: &str) -> Result<Vec<SchemaVersion>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.schema_history(&mut conn, name).await
+    }
+
+    /// The most recently seen schema of every operation name.
+    pub async fn latest_schemas(&self) -> Result<Vec<SchemaVersion>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.latest_schemas(&mut conn).await
+    }
+
+    /// One page of ready operations (id, name, payload) with ids above
+    /// `after`, for checks that walk them all.
+    pub async fn ready_payloads(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, serde_json::Value)>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.ready_payloads(&mut conn, after, limit).await
     }
 }

@@ -468,4 +468,86 @@ impl Store {
             })
             .collect()
     }
+
+    /// Every schema version recorded for `name`, oldest first:
+    /// (hash, schema, first seen, last seen).
+    pub(crate) async fn schema_history(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+    ) -> Result<Vec<SchemaVersion>, sqlx::Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT name, schema_hash, json_schema, first_seen_at, last_seen_at FROM {} \
+             WHERE name = $1 ORDER BY first_seen_at, schema_hash",
+            self.table("operation_types")
+        )))
+        .persistent(self.persistent)
+        .bind(name)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(SchemaVersion::from_row).collect()
+    }
+
+    /// The most recently seen schema of every name.
+    pub(crate) async fn latest_schemas(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<SchemaVersion>, sqlx::Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT DISTINCT ON (name) name, schema_hash, json_schema, first_seen_at, last_seen_at \
+             FROM {} ORDER BY name, last_seen_at DESC, first_seen_at DESC",
+            self.table("operation_types")
+        )))
+        .persistent(self.persistent)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(SchemaVersion::from_row).collect()
+    }
+
+    /// Up to `limit` ready operations with ids above `after`: (id, name,
+    /// payload).
+    pub(crate) async fn ready_payloads(
+        &self,
+        conn: &mut PgConnection,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, serde_json::Value)>, sqlx::Error> {
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id, name, payload FROM {} WHERE status IN ('pending', 'retrying') AND id > $1 \
+             ORDER BY id LIMIT $2",
+            self.table("operations")
+        )))
+        .persistent(self.persistent)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await
+    }
+}
+
+/// One recorded version of an operation's payload schema.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// The operation's name.
+    pub name: String,
+    /// The schema hash.
+    pub schema_hash: String,
+    /// The JSON Schema.
+    pub json_schema: serde_json::Value,
+    /// First recorded.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last met by a worker or publisher.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl SchemaVersion {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(SchemaVersion {
+            name: row.try_get("name")?,
+            schema_hash: row.try_get("schema_hash")?,
+            json_schema: row.try_get("json_schema")?,
+            first_seen_at: row.try_get("first_seen_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+        })
+    }
 }

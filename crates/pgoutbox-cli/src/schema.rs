@@ -1,0 +1,143 @@
+//! `pgoutbox schema export|history|check`: the payload schemas recorded in
+//! the database's history, and the ready payloads that no longer match.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use pgoutbox::admin::Admin;
+
+use crate::{Cli, CliError};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemaCommand {
+    /// The latest JSON Schema of every operation, from the database's
+    /// history (as printed JSON, or one `<name>.json` per operation).
+    Export {
+        /// Write one file per operation into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Every recorded schema version of one operation.
+    History {
+        /// The operation's name.
+        name: String,
+    },
+    /// Ready payloads that no longer validate against their operation's
+    /// latest schema (exit 1 when there are any).
+    Check,
+}
+
+pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliError> {
+    let admin = Admin::new(cli.pool().await?, &cli.schema);
+    match command {
+        SchemaCommand::Export { out } => {
+            let latest = admin.latest_schemas().await?;
+            match out {
+                None => {
+                    let map: BTreeMap<&str, &serde_json::Value> = latest
+                        .iter()
+                        .map(|v| (v.name.as_str(), &v.json_schema))
+                        .collect();
+                    let mut stdout = std::io::stdout().lock();
+                    serde_json::to_writer_pretty(&mut stdout, &map)?;
+                    writeln!(stdout)?;
+                }
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+                    for version in &latest {
+                        let path = dir.join(format!("{}.json", version.name));
+                        let text = serde_json::to_string_pretty(&version.json_schema)? + "\n";
+                        std::fs::write(&path, text)
+                            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                    }
+                    println!("wrote {} schema(s) to {}", latest.len(), dir.display());
+                }
+            }
+            Ok(())
+        }
+        SchemaCommand::History { name } => {
+            let history = admin.schema_history(name).await?;
+            if history.is_empty() {
+                return Err(CliError(format!("no schema recorded for `{name}`")));
+            }
+            if cli.json {
+                let mut stdout = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut stdout, &history)?;
+                writeln!(stdout)?;
+                return Ok(());
+            }
+            for v in &history {
+                println!(
+                    "{}  first seen {}  last seen {}",
+                    v.schema_hash,
+                    v.first_seen_at.format("%Y-%m-%d %H:%M:%S"),
+                    v.last_seen_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            Ok(())
+        }
+        SchemaCommand::Check => check(cli, &admin).await,
+    }
+}
+
+async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
+    let mut validators = BTreeMap::new();
+    for version in admin.latest_schemas().await? {
+        let validator = jsonschema::validator_for(&version.json_schema).map_err(|e| {
+            CliError(format!(
+                "the recorded schema of `{}` is not a valid JSON Schema: {e}",
+                version.name
+            ))
+        })?;
+        validators.insert(version.name, validator);
+    }
+    let mut invalid = Vec::new();
+    let (mut after, mut checked) = (0, 0u64);
+    loop {
+        let page = admin.ready_payloads(after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (id, name, payload) in page {
+            checked += 1;
+            let problem = match validators.get(&name) {
+                None => Some("no schema recorded for this name".to_owned()),
+                Some(validator) => validator.validate(&payload).err().map(|e| e.to_string()),
+            };
+            if let Some(problem) = problem {
+                invalid.push(serde_json::json!({"id": id, "name": name, "error": problem}));
+            }
+        }
+    }
+    if cli.json {
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer_pretty(
+            &mut stdout,
+            &serde_json::json!({"checked": checked, "invalid": invalid}),
+        )?;
+        writeln!(stdout)?;
+    } else {
+        for entry in &invalid {
+            println!(
+                "{} {}: {}",
+                entry["id"],
+                entry["name"].as_str().unwrap_or_default(),
+                entry["error"].as_str().unwrap_or_default()
+            );
+        }
+        println!(
+            "checked {checked} ready payload(s): {} do not validate",
+            invalid.len()
+        );
+    }
+    if invalid.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError(format!(
+            "{} ready payload(s) do not validate against their latest schema",
+            invalid.len()
+        )))
+    }
+}
