@@ -193,10 +193,10 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{}", env);
+    println!("{env}");
     println!(
-        "{:<28} {:>24} {:>24} {:>7} {:>10} {}",
-        "workload", "pgoutbox median [range]", "baseline median [range]", "ratio", "target", "met"
+        "{:<28} {:>24} {:>24} {:>7} {:>10} met",
+        "workload", "pgoutbox median [range]", "baseline median [range]", "ratio", "target"
     );
     for f in &figures {
         println!(

@@ -74,7 +74,7 @@ async fn count(db: &TestDatabase, sql: &'static str) -> Res<i64> {
 }
 
 async fn wait_succeeded(db: &TestDatabase, n: i64) -> Res<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let deadline = Instant::now() + Duration::from_mins(10);
     while count(
         db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
@@ -182,25 +182,19 @@ async fn fill(db: &TestDatabase, n: i64, transactional: bool) -> Res<()> {
     Ok(())
 }
 
-async fn fresh() -> Res<TestDatabase> {
-    let db = TestDatabase::new().await?;
-    // The bench's own pools open more connections than the default 10.
-    Ok(db)
-}
-
 /// W1 (and W1-tx): 20,000 operations drained by 10 workers.
 pub(crate) async fn w1(runs: usize, transactional: bool) -> Res<Vec<Figure>> {
     const N: i64 = 20_000;
     let (mut ours, mut base, mut analyzed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let db = fresh().await?;
+        let db = TestDatabase::new().await?;
         fill(&db, N, transactional).await?;
         ours.push(drain_pgoutbox(&db, N, transactional).await?);
-        let db = fresh().await?;
+        let db = TestDatabase::new().await?;
         fill(&db, N, transactional).await?;
         base.push(drain_baseline(&db, N, transactional).await?);
         if !transactional {
-            let db = fresh().await?;
+            let db = TestDatabase::new().await?;
             fill(&db, N, false).await?;
             sqlx::query("ANALYZE pgoutbox.operations")
                 .execute(db.pool())
@@ -268,7 +262,7 @@ pub(crate) async fn w2(runs: usize) -> Res<Vec<Figure>> {
             ("many_quiet", 16, Some(false)),
             ("many_raw", 16, None),
         ] {
-            let db = fresh().await?;
+            let db = TestDatabase::new().await?;
             m.entry(key)
                 .or_default()
                 .push(publish_rate(&db, N, clients, mode).await?);
@@ -318,7 +312,7 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 500;
     let (mut p50, mut p99, mut raw50, mut raw99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let db = fresh().await?;
+        let db = TestDatabase::new().await?;
         let mut s = settings(&db, 10);
         s.workflow_system.poll_interval = Duration::from_secs(1);
         let system = WorkflowSystem::builder(s)
@@ -372,8 +366,8 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
 /// W4: drain speed with 0 and with 1,000,000 finished rows in the table.
 pub(crate) async fn w4(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 5_000;
-    let empty = fresh().await?;
-    let full = fresh().await?;
+    let empty = TestDatabase::new().await?;
+    let full = TestDatabase::new().await?;
     sqlx::query(
         "INSERT INTO pgoutbox.operations (name, payload, schema_hash, status, max_attempts, attempt, finished_at) \
          SELECT 'bench.noop', jsonb_build_object('n', g), 'h', 'succeeded', 5, 1, now() \
