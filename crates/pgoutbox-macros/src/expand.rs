@@ -218,40 +218,31 @@ fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream 
     let result_binding = quote_spanned! {output_span=>
         let result: ::core::result::Result<(), _> = future.await;
     };
-    let (handler_fn, erased) = if args.transactional.is_some() {
+    let (lifetimes, context, erased) = if args.transactional.is_some() {
         (
-            quote! {
-                fn __pgoutbox_handle<'a, 'c>(
-                    ctx: &'a mut #p::TxContext<'c>,
-                    payload: #p::serde_json::Value,
-                ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::HandlerFailure>> {
-                    #p::Box::pin(async move {
-                        let payload: #payload_ty = #p::decode(payload)?;
-                        let future = #call;
-                        #result_binding
-                        #p::finish(result)
-                    })
-                }
-            },
+            quote!(<'a, 'c>),
+            quote!(&'a mut #p::TxContext<'c>),
             quote!(#p::ErasedHandler::Transactional(__pgoutbox_handle)),
         )
     } else {
         (
-            quote! {
-                fn __pgoutbox_handle<'a>(
-                    ctx: &'a mut #p::Context,
-                    payload: #p::serde_json::Value,
-                ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::HandlerFailure>> {
-                    #p::Box::pin(async move {
-                        let payload: #payload_ty = #p::decode(payload)?;
-                        let future = #call;
-                        #result_binding
-                        #p::finish(result)
-                    })
-                }
-            },
+            quote!(<'a>),
+            quote!(&'a mut #p::Context),
             quote!(#p::ErasedHandler::Plain(__pgoutbox_handle)),
         )
+    };
+    let handler_fn = quote! {
+        fn __pgoutbox_handle #lifetimes(
+            ctx: #context,
+            payload: #p::serde_json::Value,
+        ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::HandlerFailure>> {
+            #p::Box::pin(async move {
+                let payload: #payload_ty = #p::decode(payload)?;
+                let future = #call;
+                #result_binding
+                #p::finish(result)
+            })
+        }
     };
     let marker_doc =
         format!(" The registration of the `{fn_name}` handler, for `pgoutbox::handlers!`.");

@@ -248,25 +248,16 @@ async fn run_transactional(
     let retryable = |what: &str, e: &dyn std::fmt::Display| {
         AttemptEnd::Failed(HandlerError::retryable(format!("{what}: {e}")))
     };
-    let mut tx = match rt.pool.begin().await {
-        Ok(tx) => tx,
+    // The transaction, and its id to check before recording success.
+    let opened = async {
+        let mut tx = rt.pool.begin().await?;
+        let txid = rt.store.current_transaction(&mut tx).await?;
+        Ok::<_, sqlx::Error>((tx, txid))
+    }
+    .await;
+    let (mut tx, txid) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
-            let end = retryable("cannot open the handler's transaction", &e);
-            return record(
-                rt,
-                &claimed.name,
-                fence,
-                attempt.decide(end, jitter()),
-                Vec::new(),
-                running,
-            )
-            .await;
-        }
-    };
-    let txid = match rt.store.current_transaction(&mut tx).await {
-        Ok(txid) => txid,
-        Err(e) => {
-            drop(tx);
             let end = retryable("cannot open the handler's transaction", &e);
             return record(
                 rt,
