@@ -414,6 +414,13 @@ async fn try_record(
 ) -> Result<bool, sqlx::Error> {
     match decision {
         Decision::Success if follow_ups.is_empty() => {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if rt.completions.send((fence, reply)).await.is_ok()
+                && let Ok(answer) = answer.await
+            {
+                return answer.map_err(sqlx::Error::Protocol);
+            }
+            // No completer (the system is being dropped): record alone.
             let mut conn = rt.pool.acquire().await?;
             rt.store.complete_success(&mut conn, fence, None).await
         }

@@ -31,6 +31,7 @@
 extern crate self as pgoutbox;
 
 pub mod admin;
+mod completer;
 mod context;
 mod definition;
 mod error;

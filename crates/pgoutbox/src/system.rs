@@ -36,6 +36,8 @@ pub(crate) struct Runtime {
     pub(crate) wake: Notify,
     /// `true` once the system stops claiming.
     pub(crate) stopping: watch::Sender<bool>,
+    /// Plain successes go to the completer, which records them in batches.
+    pub(crate) completions: tokio::sync::mpsc::Sender<crate::completer::Request>,
 }
 
 impl Runtime {
@@ -201,6 +203,7 @@ impl WorkflowSystemBuilder {
             }
         }
         let (stopping, _) = watch::channel(false);
+        let (completions, completion_requests) = tokio::sync::mpsc::channel(n_workers.max(1));
         let rt = Arc::new(Runtime {
             pool,
             store,
@@ -213,7 +216,9 @@ impl WorkflowSystemBuilder {
             slots: Arc::new(Semaphore::new(n_workers)),
             wake: Notify::new(),
             stopping,
+            completions,
         });
+        let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
         crate::maintenance::report_unhandled(&rt).await;
         let mut tasks = JoinSet::new();
         let executors = Arc::new(Mutex::new(JoinSet::new()));
@@ -232,6 +237,7 @@ impl WorkflowSystemBuilder {
             tasks,
             executors,
             maintenance: Some((maintenance, maintenance_stop)),
+            completer,
         })
     }
 }
@@ -289,6 +295,7 @@ pub struct WorkflowSystem {
     tasks: JoinSet<()>,
     executors: Arc<Mutex<JoinSet<()>>>,
     maintenance: Option<(tokio::task::JoinHandle<()>, watch::Sender<bool>)>,
+    completer: tokio::task::JoinHandle<()>,
 }
 
 impl WorkflowSystem {
@@ -333,6 +340,8 @@ impl WorkflowSystem {
             tracing::warn!(aborted, "shutdown wait elapsed; aborting running handlers");
             drain(&mut executors).await;
         }
+        // Every executor has its answer by now: the completer is idle.
+        self.completer.abort();
         if let Some((maintenance, stop)) = self.maintenance.take() {
             stop.send_replace(true);
             let _ = maintenance.await;
@@ -360,6 +369,7 @@ impl Drop for WorkflowSystem {
         if let Some((_, stop)) = &self.maintenance {
             stop.send_replace(true);
         }
+        self.completer.abort();
     }
 }
 

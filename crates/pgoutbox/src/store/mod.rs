@@ -40,6 +40,7 @@ statements!(
     find_by_idempotency_key,
     claim,
     complete_success,
+    complete_successes,
     complete_failure,
     snooze,
     current_transaction,
@@ -270,6 +271,25 @@ impl Store {
             .fetch_one(&mut *conn)
             .await?;
         Ok(n == 1)
+    }
+
+    /// Records many plain successes of one worker; returns the ids recorded.
+    pub(crate) async fn complete_successes(
+        &self,
+        conn: &mut PgConnection,
+        worker: Uuid,
+        fences: &[Fence],
+    ) -> Result<Vec<i64>, sqlx::Error> {
+        let ids: Vec<i64> = fences.iter().map(|f| f.id.as_i64()).collect();
+        let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
+        let attempt_ids: Vec<i64> = fences.iter().map(|f| f.attempt_id).collect();
+        query!(self, query_scalar, complete_successes)
+            .bind(ids)
+            .bind(attempts)
+            .bind(attempt_ids)
+            .bind(worker)
+            .fetch_all(&mut *conn)
+            .await
     }
 
     /// Records an attempt that did not succeed; `false` when the fence no

@@ -1,0 +1,62 @@
+//! The completer: plain handlers' successes (without follow-ups) recorded
+//! in batches, one statement for all that finished together. Each executor
+//! waits for its own answer, so a slot is freed only once the success is in
+//! the database; fencing is per row, as for single completions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::Fence;
+use crate::system::Runtime;
+
+/// Most successes per statement.
+const BATCH: usize = 100;
+
+/// A success waiting to be recorded, and where to say whether it was.
+pub(crate) type Request = (Fence, oneshot::Sender<Result<bool, String>>);
+
+/// Records batches until every sender is gone.
+pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>) {
+    let mut batch: Vec<Request> = Vec::with_capacity(BATCH);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match requests.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        flush(&rt, &mut batch).await;
+    }
+}
+
+async fn flush(rt: &Runtime, batch: &mut Vec<Request>) {
+    let fences: Vec<Fence> = batch.iter().map(|(fence, _)| *fence).collect();
+    let result = async {
+        let mut conn = rt.pool.acquire().await?;
+        rt.store
+            .complete_successes(&mut conn, rt.worker_id, &fences)
+            .await
+    };
+    // A failed flush is answered as an error: each executor then retries on
+    // its own, as it does for any record that fails.
+    match tokio::time::timeout(Duration::from_secs(30), result).await {
+        Ok(Ok(done)) => {
+            for (fence, reply) in batch.drain(..) {
+                let _ = reply.send(Ok(done.contains(&fence.id.as_i64())));
+            }
+        }
+        Ok(Err(e)) => {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+        Err(_) => {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err("recording timed out".to_owned()));
+            }
+        }
+    }
+}

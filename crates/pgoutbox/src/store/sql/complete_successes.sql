@@ -1,0 +1,20 @@
+-- Record many plain successes of one worker ($4) at once, each fenced by
+-- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids. Returns the ids
+-- whose success was recorded; any other was no longer this worker's.
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS t(id, attempt, attempt_id)
+), done AS (
+    UPDATE {schema}.operations o
+    SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
+        last_error = NULL, finished_at = now(), updated_at = now()
+    FROM input i
+    WHERE o.id = i.id AND o.status = 'running' AND o.lease_owner = $4 AND o.attempt = i.attempt
+    RETURNING o.id
+), attempt AS (
+    UPDATE {schema}.attempts a
+    SET outcome = 'succeeded', finished_at = now()
+    FROM input i
+    WHERE a.id = i.attempt_id AND a.outcome IS NULL AND i.id IN (SELECT id FROM done)
+    RETURNING a.id
+)
+SELECT id FROM done
