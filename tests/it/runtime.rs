@@ -649,7 +649,8 @@ async fn an_operation_no_worker_handles_is_never_claimed() {
 async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts() {
     let db = test_db().await;
     let mut s = settings(&db);
-    s.workflow_system.shutdown_wait = Duration::from_millis(300);
+    // Long enough for the quick one even on a loaded machine.
+    s.workflow_system.shutdown_wait = Duration::from_secs(2);
     let system = WorkflowSystem::builder(s)
         .router(all_test_ops())
         .start()
