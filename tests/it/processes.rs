@@ -50,17 +50,22 @@ impl Worker {
     }
 
     /// SIGTERM, then the exit status.
-    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, …), then returns the exit status.
+    pub(crate) fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
-            .expect("kill -TERM");
+            .expect("kill");
         assert!(status.success());
         self.child.wait().expect("reaped")
     }
 }
 
-async fn tables(db: &TestDatabase) {
+pub(crate) async fn tables(db: &TestDatabase) {
     sqlx::query(SIDE_EFFECTS_TABLE)
         .execute(db.pool())
         .await

@@ -1,0 +1,162 @@
+//! Faults that really happen, then counting rows: worker processes killed
+//! with SIGKILL again and again mid-run, and stopped with SIGTERM / SIGINT
+//! with work in flight.
+
+use std::time::Duration;
+
+use pgoutbox::testing::TestDatabase;
+use pgoutbox_tests::{Effect, IdempotentEffect, TxEffect};
+
+use crate::processes::{Worker, tables};
+use crate::support::{count, outcomes, publish_one, status, test_db, wait_for_count};
+
+const KILLS: usize = 20;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
+    const EACH: i64 = 100;
+    let db = test_db().await;
+    tables(&db).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| Effect { ms: 30 }))
+        .await
+        .unwrap();
+    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| IdempotentEffect { ms: 30 }))
+        .await
+        .unwrap();
+    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| TxEffect { ms: 30 }))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    for kill in 0..KILLS {
+        let worker = Worker::start(&db, 4);
+        // Somewhere mid-run: 50 to 430 ms after start.
+        tokio::time::sleep(Duration::from_millis(50 + (kill as u64 * 97) % 380)).await;
+        worker.kill();
+    }
+    let last = Worker::start(&db, 4);
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')",
+        0,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(last.terminate().success());
+
+    // Nothing lost: every operation is still there, in a final state.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        3 * EACH
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status NOT IN ('succeeded', 'stalled')"
+        )
+        .await,
+        0,
+        "idempotent operations have attempts to spare; the others succeed or stall"
+    );
+    // No non-idempotent operation ran twice.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM (SELECT operation_id FROM side_effects s JOIN pgoutbox.operations o \
+                    ON o.id = s.operation_id WHERE o.name = 'fault.effect' GROUP BY operation_id HAVING count(*) > 1) d").await,
+        0
+    );
+    // In-doubt non-idempotent operations are stalled with a lost attempt.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'stalled' AND NOT EXISTS \
+                    (SELECT 1 FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'lost')").await,
+        0
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled' AND name <> 'fault.effect'").await,
+        0,
+        "only non-idempotent operations stall"
+    );
+    // Idempotent ones were retried to success.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded' AND name <> 'fault.effect'").await,
+        2 * EACH
+    );
+    // Transactional ones: their database write exists exactly once.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM business_effects").await,
+        EACH
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(DISTINCT operation_id) FROM business_effects"
+        )
+        .await,
+        EACH
+    );
+    // Every succeeded operation has exactly one succeeded attempt.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'succeeded' AND \
+                    (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1").await,
+        0
+    );
+    // The faults really hit running work.
+    let lost = count(&db, "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'lost'").await;
+    let stalled = count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled'").await;
+    eprintln!("{KILLS} kills: {} operations, {lost} lost attempts, {stalled} stalled, 0 lost, 0 doubled", 3 * EACH);
+    assert!(lost >= 1, "no kill hit a running attempt");
+    // Every attempt has an outcome.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL"
+        )
+        .await,
+        0
+    );
+}
+
+async fn stop_with(signal: &str, db: &TestDatabase) {
+    tables(db).await;
+    let worker = Worker::start(db, 4);
+    let quick = publish_one(db, Effect { ms: 200 }).await;
+    let slow = publish_one(db, Effect { ms: 60_000 }).await;
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM side_effects",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let exit = worker.signal(signal);
+    assert!(exit.success(), "{signal}: {exit:?}");
+    assert_eq!(
+        status(db, quick).await,
+        "succeeded",
+        "{signal}: the quick one finished"
+    );
+    assert_eq!(
+        status(db, slow).await,
+        "stalled",
+        "{signal}: the slow one was aborted"
+    );
+    assert_eq!(outcomes(db, slow).await, [Some("aborted".to_owned())]);
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM pgoutbox.workers WHERE stopped_at IS NOT NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully_and_records_what_it_aborted() {
+    stop_with("TERM", &test_db().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_stops_gracefully_and_records_what_it_aborted() {
+    stop_with("INT", &test_db().await).await;
+}
