@@ -7,7 +7,7 @@ use std::time::Duration;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox_tests::{Effect, IdempotentEffect, TxEffect};
 
-use crate::processes::{Worker, tables};
+use crate::processes::{Worker, create_tables, tables};
 use crate::support::{count, outcomes, publish_one, status, test_db, wait_for_count};
 
 const KILLS: usize = 20;
@@ -30,12 +30,12 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
     tx.commit().await.unwrap();
 
     for kill in 0..KILLS {
-        let worker = Worker::start(&db, 4);
+        let worker = Worker::start(&db.url(), 4);
         // Somewhere mid-run: 50 to 430 ms after start.
         tokio::time::sleep(Duration::from_millis(50 + (kill as u64 * 97) % 380)).await;
         worker.kill();
     }
-    let last = Worker::start(&db, 4);
+    let last = Worker::start(&db.url(), 4);
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')",
@@ -129,7 +129,7 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
 
 async fn stop_with(signal: &str, db: &TestDatabase) {
     tables(db).await;
-    let worker = Worker::start(db, 4);
+    let worker = Worker::start(&db.url(), 4);
     let quick = publish_one(db, Effect { ms: 200 }).await;
     let slow = publish_one(db, Effect { ms: 60_000 }).await;
     wait_for_count(
@@ -170,4 +170,101 @@ async fn sigterm_stops_gracefully_and_records_what_it_aborted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigint_stops_gracefully_and_records_what_it_aborted() {
     stop_with("INT", &test_db().await).await;
+}
+
+/// Counts on a pool of the private cluster.
+async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_drain_fast_then_immediate() {
+    use pgoutbox::testing::{Cluster, ShutdownMode};
+
+    const EACH: i64 = 300;
+    // A cluster of this test's own: it is restarted under the worker.
+    let cluster = tokio::task::spawn_blocking(Cluster::start_private)
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE drain")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = cluster.url("drain");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    pgoutbox_migrate::run(&pool, &pgoutbox::Identifier::default())
+        .await
+        .unwrap();
+    create_tables(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    pgoutbox::publish_many(&mut conn, (0..EACH).map(|_| IdempotentEffect { ms: 20 }))
+        .await
+        .unwrap();
+    pgoutbox::publish_many(&mut conn, (0..EACH).map(|_| TxEffect { ms: 20 }))
+        .await
+        .unwrap();
+    drop(conn);
+    pool.close().await;
+
+    let worker = Worker::start(&url, 4);
+    for mode in [ShutdownMode::Fast, ShutdownMode::Immediate] {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Mid-drain: work is both done and left.
+        let probe = sqlx::PgPool::connect(&url).await.unwrap();
+        let left = count_on(
+            &probe,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status <> 'succeeded'",
+        )
+        .await;
+        probe.close().await;
+        assert!(0 < left && left < 2 * EACH, "{mode:?}: {left} left");
+        tokio::task::block_in_place(|| cluster.restart(mode)).unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    while count_on(&pool, "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the drain did not finish after the restarts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The worker survived both restarts and stops cleanly.
+    assert!(worker.terminate().success());
+    assert_eq!(
+        count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
+        2 * EACH,
+        "nothing lost"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status <> 'succeeded'"
+        )
+        .await,
+        0,
+        "idempotent operations all succeed"
+    );
+    assert_eq!(
+        count_on(&pool, "SELECT count(*) FROM pgoutbox.operations o WHERE \
+                         (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1").await,
+        0,
+        "no duplicate success"
+    );
+    assert_eq!(
+        count_on(&pool, "SELECT count(*) FROM business_effects").await,
+        EACH,
+        "transactional writes exactly once"
+    );
+    pool.close().await;
 }

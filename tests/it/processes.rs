@@ -18,9 +18,9 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub(crate) fn start(db: &TestDatabase, n_workers: usize) -> Worker {
+    pub(crate) fn start(url: &str, n_workers: usize) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
-            .env("PGOUTBOX_DATABASE__URL", db.url())
+            .env("PGOUTBOX_DATABASE__URL", url)
             .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())
             .env("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", n_workers.to_string())
             .env("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "1s")
@@ -66,12 +66,14 @@ impl Worker {
 }
 
 pub(crate) async fn tables(db: &TestDatabase) {
-    sqlx::query(SIDE_EFFECTS_TABLE)
-        .execute(db.pool())
-        .await
-        .unwrap();
+    create_tables(db.pool()).await;
+}
+
+/// The tables the `fault.*` handlers write to.
+pub(crate) async fn create_tables(pool: &sqlx::PgPool) {
+    sqlx::query(SIDE_EFFECTS_TABLE).execute(pool).await.unwrap();
     sqlx::query("CREATE TABLE business_effects (operation_id bigint NOT NULL)")
-        .execute(db.pool())
+        .execute(pool)
         .await
         .unwrap();
 }
@@ -86,7 +88,7 @@ async fn three_worker_processes_run_5000_operations_each_exactly_once() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db, 4)).collect();
+    let workers: Vec<Worker> = (0..3).map(|_| Worker::start(&db.url(), 4)).collect();
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
@@ -136,7 +138,7 @@ async fn three_worker_processes_run_5000_operations_each_exactly_once() {
 async fn a_killed_runner_leaves_lost_attempts_and_the_right_next_states() {
     let db = test_db().await;
     tables(&db).await;
-    let first = Worker::start(&db, 4);
+    let first = Worker::start(&db.url(), 4);
     let plain = publish_one(&db, Effect { ms: 60_000 }).await;
     let idempotent = publish_one(&db, IdempotentEffect { ms: 60_000 }).await;
     let transactional = publish_one(&db, TxEffect { ms: 60_000 }).await;
@@ -149,7 +151,7 @@ async fn a_killed_runner_leaves_lost_attempts_and_the_right_next_states() {
     .await;
     first.kill();
 
-    let second = Worker::start(&db, 4);
+    let second = Worker::start(&db.url(), 4);
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('stalled', 'succeeded')",
