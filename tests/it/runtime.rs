@@ -880,3 +880,94 @@ async fn the_janitor_purges_old_finished_operations_and_keeps_the_rest() {
     );
     system.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_bad_rows_behind_pgoutboxs_back_disturb_nothing() {
+    let db = test_db().await;
+    // Wrong shapes for `test.work`, names nobody handles, and one huge but
+    // valid payload, all inserted without pgoutbox.
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
+         SELECT 'test.work', (ARRAY['\"just a string\"', '[1, 2]', 'null', '{\"key\": 5}', \
+                '{\"key\": \"k\", \"behaviour\": \"Explode\"}', '{}', '{\"behaviour\": \"Succeed\"}'])[1 + g % 7]::jsonb, \
+                'forged', 3 \
+         FROM generate_series(1, 2000) AS g",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
+         SELECT 'test.nobody_handles_this', jsonb_build_object('n', g), 'forged', 3 FROM generate_series(1, 2000) AS g",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let huge = "x".repeat(5 * 1024 * 1024);
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
+         VALUES ('test.work', jsonb_build_object('key', $1::text, 'behaviour', 'Succeed'), 'forged', 3)",
+    )
+    .bind(&huge)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let system = start(&db).await;
+    let k = key();
+    for _ in 0..10 {
+        publish_one(
+            &db,
+            Work {
+                key: k.clone(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await;
+    }
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE name = 'test.work' AND status IN ('pending', 'retrying', 'running')",
+        0,
+        Duration::from_mins(2),
+    )
+    .await;
+    // Every wrong shape is dead after one attempt, with a message naming the mismatch.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'"
+        )
+        .await,
+        2000
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'dead' AND \
+                    (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id) <> 1"
+        )
+        .await,
+        0,
+        "no retries burned, no loop"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead' AND last_error NOT LIKE '%no longer decodes%'").await,
+        0
+    );
+    // The huge payload and the good ones succeeded.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'"
+        )
+        .await,
+        11
+    );
+    assert_eq!(effects(&k).len(), 10);
+    // Names nobody handles are never claimed.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE name = 'test.nobody_handles_this' AND status = 'pending' AND attempt = 0").await,
+        2000
+    );
+    system.stop().await.unwrap();
+}
