@@ -374,7 +374,13 @@ async fn record(
 ) {
     let mut wait = Duration::from_millis(50);
     loop {
-        match try_record(rt, fence, &decision, &follow_ups).await {
+        // Bounded: a connection that went silent must not hold the attempt
+        // (and `stop()`) forever; the next try takes another connection.
+        let limit = rt.settings.workflow_system.lease;
+        let tried = tokio::time::timeout(limit, try_record(rt, fence, &decision, &follow_ups))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        match tried {
             Ok(true) => {
                 count_outcome(name, &decision);
                 return;

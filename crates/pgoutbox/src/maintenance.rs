@@ -53,14 +53,24 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = rescue.tick() => {
-                if let Err(e) = rescue_expired(&rt, rescue_every).await {
-                    tracing::warn!(error = %e, "rescuing expired leases failed");
+                // Bounded on the client too: a silent connection must not
+                // stop the heartbeat that shares this task.
+                match tokio::time::timeout(rescue_every, rescue_expired(&rt, rescue_every)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+                    Err(_) => tracing::warn!("rescuing expired leases timed out"),
                 }
             }
-            _ = report.tick() => report_unhandled(&rt).await,
+            _ = report.tick() => {
+                if tokio::time::timeout(heartbeat_every, report_unhandled(&rt)).await.is_err() {
+                    tracing::warn!("checking for unhandled operations timed out");
+                }
+            }
             _ = janitor.tick(), if retention.enabled => {
-                if let Err(e) = clean_up(&rt, &retention).await {
-                    tracing::warn!(error = %e, "the janitor failed; it will try again");
+                match tokio::time::timeout(retention.interval.min(lease * 10), clean_up(&rt, &retention)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "the janitor failed; it will try again"),
+                    Err(_) => tracing::warn!("the janitor ran out of time; it will go on next time"),
                 }
             }
         }
