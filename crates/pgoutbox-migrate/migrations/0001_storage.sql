@@ -45,6 +45,30 @@ CREATE TABLE {schema}.operations (
 CREATE INDEX operations_claim_idx ON {schema}.operations (priority DESC, run_at, id)
     WHERE status IN ('pending', 'retrying');
 
+-- The claim's choice of rows: ready operations among `names` (and `queues`
+-- when not empty), in claim order, locked with SKIP LOCKED. A function so
+-- that its planner settings travel with it: on a freshly bulk-loaded,
+-- never-analyzed table the planner would otherwise prefer a bitmap scan and
+-- a sort of every claimable row, for every claim, over walking the partial
+-- index above in order and stopping after `n` rows.
+CREATE FUNCTION {schema}.claimable(names text[], queues text[], n integer)
+RETURNS SETOF bigint
+ROWS 10
+LANGUAGE sql VOLATILE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_sort = off
+AS $$
+    SELECT id FROM {schema}.operations
+    WHERE status IN ('pending', 'retrying')
+      AND run_at <= now()
+      AND name = ANY(names)
+      AND (cardinality(queues) = 0 OR queue = ANY(queues))
+    ORDER BY priority DESC, run_at, id
+    LIMIT n
+    FOR UPDATE SKIP LOCKED
+$$;
+
 -- The rescuer looks for expired leases.
 CREATE INDEX operations_lease_idx ON {schema}.operations (lease_expires_at)
     WHERE status = 'running';

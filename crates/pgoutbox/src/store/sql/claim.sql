@@ -1,4 +1,5 @@
--- Claim up to $2 ready operations among the names this process handles
+-- Claim up to $2 ready operations (chosen by `claimable`, see migration 1,
+-- with `FOR UPDATE SKIP LOCKED`) among the names this process handles
 -- ($1) and, when $5 is not empty, the queues it serves; start their
 -- attempts in the same statement, so that an attempt is committed (visible)
 -- before its handler is called. $3 is the worker, $4 the lease in ms.
@@ -9,16 +10,7 @@ WITH claimed AS (
         lease_owner = $3,
         lease_expires_at = now() + $4 * interval '1 millisecond',
         updated_at = now()
-    WHERE o.id IN (
-        SELECT id FROM {schema}.operations
-        WHERE status IN ('pending', 'retrying')
-          AND run_at <= now()
-          AND name = ANY($1)
-          AND (cardinality($5::text[]) = 0 OR queue = ANY($5))
-        ORDER BY priority DESC, run_at, id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    )
+    WHERE o.id IN (SELECT {schema}.claimable($1, $5::text[], $2))
     RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.max_attempts,
               o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at
 ), started AS (
