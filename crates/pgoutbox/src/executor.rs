@@ -245,6 +245,17 @@ async fn run_transactional(
     running: &RunningOp,
 ) {
     let fence = fence(rt, claimed);
+    // Records an attempt that did not end in a committed success.
+    let fail = |end: AttemptEnd| {
+        record(
+            rt,
+            &claimed.name,
+            fence,
+            attempt.decide(end, jitter()),
+            Vec::new(),
+            running,
+        )
+    };
     let retryable = |what: &str, e: &dyn std::fmt::Display| {
         AttemptEnd::Failed(HandlerError::retryable(format!("{what}: {e}")))
     };
@@ -259,15 +270,7 @@ async fn run_transactional(
         Ok(opened) => opened,
         Err(e) => {
             let end = retryable("cannot open the handler's transaction", &e);
-            return record(
-                rt,
-                &claimed.name,
-                fence,
-                attempt.decide(end, jitter()),
-                Vec::new(),
-                running,
-            )
-            .await;
+            return fail(end).await;
         }
     };
     let registration = rt
@@ -306,15 +309,7 @@ async fn run_transactional(
                 // If the commit in fact went through, the fenced failure
                 // record below matches nothing: the success stands.
                 let end = retryable("the handler's transaction failed to commit", &e);
-                record(
-                    rt,
-                    &claimed.name,
-                    fence,
-                    attempt.decide(end, jitter()),
-                    Vec::new(),
-                    running,
-                )
-                .await;
+                fail(end).await;
             }
         },
         Ok(false) => {
@@ -329,15 +324,7 @@ async fn run_transactional(
                     "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
                      raw SQL); nothing was recorded as success",
                 ));
-                record(
-                    rt,
-                    &claimed.name,
-                    fence,
-                    attempt.decide(end, jitter()),
-                    Vec::new(),
-                    running,
-                )
-                .await;
+                fail(end).await;
             } else {
                 tracing::warn!(
                     operation_id = %claimed.id,
@@ -348,15 +335,7 @@ async fn run_transactional(
         Err(e) => {
             let _ = tx.rollback().await;
             let end = retryable("cannot record the success", &e);
-            record(
-                rt,
-                &claimed.name,
-                fence,
-                attempt.decide(end, jitter()),
-                Vec::new(),
-                running,
-            )
-            .await;
+            fail(end).await;
         }
     }
 }
