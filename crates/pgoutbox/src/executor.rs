@@ -94,9 +94,15 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
     metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);
     metrics::histogram!("pgoutbox_pickup_latency_seconds", "name" => name.clone())
         .record(claimed.waited_seconds.max(0.0));
-    let Some(route) = rt.routes.get(&claimed.name) else {
-        // The claim selects only handled names; reaching this is a bug, and
-        // still gets recorded rather than dropped.
+    // The claim selects only names this process handles, whose routes hold
+    // handler registrations; anything else is a bug, and still gets
+    // recorded rather than dropped.
+    let found = rt
+        .routes
+        .get(&claimed.name)
+        .map(crate::router::Route::registration)
+        .and_then(|r| r.erased_handler().map(|handler| (r, handler)));
+    let Some((registration, handler)) = found else {
         let end = AttemptEnd::Failed(HandlerError::retryable(format!(
             "no handler for `{}` in this process",
             claimed.name
@@ -113,7 +119,6 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         .await;
         return;
     };
-    let registration = route.registration();
     let attempt = attempt_of(rt, &claimed, Some(registration));
     let timeout = registration
         .options()
@@ -127,11 +132,21 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         root_id: claimed.root_id,
     };
     let started = Instant::now();
-    match registration.erased_handler() {
-        Some(ErasedHandler::Transactional(handler)) => {
-            run_transactional(rt, &claimed, info, handler, timeout, &attempt, running).await;
+    match handler {
+        ErasedHandler::Transactional(handler) => {
+            run_transactional(
+                rt,
+                &claimed,
+                registration,
+                info,
+                handler,
+                timeout,
+                &attempt,
+                running,
+            )
+            .await;
         }
-        Some(ErasedHandler::Plain(handler)) => {
+        ErasedHandler::Plain(handler) => {
             let mut ctx = Context {
                 info,
                 publisher: rt.publisher.clone(),
@@ -152,24 +167,6 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 fence(rt, &claimed),
                 decision,
                 ctx.follow_ups,
-                running,
-            )
-            .await;
-        }
-        // Routes hold handler registrations only; a contract alone would
-        // still be recorded, not dropped.
-        None => {
-            let end = AttemptEnd::Failed(HandlerError::retryable(format!(
-                "`{}` has no handler in this process",
-                claimed.name
-            )));
-            let decision = attempt.decide(end, jitter());
-            record(
-                rt,
-                &claimed.name,
-                fence(rt, &claimed),
-                decision,
-                Vec::new(),
                 running,
             )
             .await;
@@ -238,6 +235,7 @@ async fn drive(
 async fn run_transactional(
     rt: &Runtime,
     claimed: &Claimed,
+    registration: &Registration,
     info: AttemptInfo,
     handler: crate::registry::TxHandler,
     timeout: Duration,
@@ -273,11 +271,6 @@ async fn run_transactional(
             return fail(end).await;
         }
     };
-    let registration = rt
-        .routes
-        .get(&claimed.name)
-        .map(crate::router::Route::registration)
-        .expect("checked by the caller");
     let end = {
         let mut ctx = TxContext {
             info,
