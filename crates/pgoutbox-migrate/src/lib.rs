@@ -221,6 +221,7 @@ pub async fn run(pool: &PgPool, schema: &Identifier) -> Result<Vec<i64>, Error> 
         .bind(migration.version)
         .bind(migration.name)
         .bind(migration.checksum())
+        .persistent(false)
         .execute(&mut *tx)
         .await?;
     }
@@ -322,6 +323,7 @@ fn lock_key(schema: &Identifier) -> String {
 async fn lock(tx: &mut Transaction<'_, Postgres>, schema: &Identifier) -> Result<(), Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(lock_key(schema))
+        .persistent(false)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -332,8 +334,14 @@ async fn applied(
     schema: &Identifier,
 ) -> Result<Vec<AppliedMigration>, Error> {
     let table = format!("{}.{VERSION_TABLE}", schema.quoted());
+    // Every statement here is unnamed (`persistent(false)`): each runs
+    // once per process, and a named one would outlive the transaction on
+    // the server, where behind pgbouncer in transaction mode another
+    // client's statement of the same name collides with it ("prepared
+    // statement `sqlx_s_1` already exists").
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .bind(&table)
+        .persistent(false)
         .fetch_one(&mut **tx)
         .await?;
     if exists.is_none() {
@@ -342,6 +350,7 @@ async fn applied(
     let rows: Vec<(i64, String, String)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT version, name, checksum FROM {table} ORDER BY version"
     )))
+    .persistent(false)
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows
