@@ -363,14 +363,17 @@ impl Store {
         older_than_ms: i64,
         batch: i64,
     ) -> Result<u64, sqlx::Error> {
-        sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.purge)))
-            .persistent(self.persistent)
-            .bind(statuses)
-            .bind(older_than_ms)
-            .bind(batch)
-            .execute(&mut *conn)
-            .await
-            .map(|r| r.rows_affected())
+        self.pinned(conn, async |conn| {
+            sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.purge)))
+                .persistent(self.persistent)
+                .bind(statuses)
+                .bind(older_than_ms)
+                .bind(batch)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(|r| r.rows_affected())
     }
 
     /// Deletes one batch of old attempts and actions of purged operations.
@@ -380,12 +383,15 @@ impl Store {
         older_than_ms: i64,
         batch: i64,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql.purge_history)))
-            .persistent(self.persistent)
-            .bind(older_than_ms)
-            .bind(batch)
-            .fetch_one(&mut *conn)
-            .await
+        self.pinned(conn, async |conn| {
+            sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql.purge_history)))
+                .persistent(self.persistent)
+                .bind(older_than_ms)
+                .bind(batch)
+                .fetch_one(conn)
+                .await
+        })
+        .await
     }
 
     /// Counts by status and name.

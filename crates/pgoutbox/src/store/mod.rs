@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use pgoutbox_migrate::Identifier;
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, Row as _};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::definition::{OperationId, OperationSchema};
@@ -167,26 +167,51 @@ impl Store {
         }
     }
 
+    /// Runs `run`, one statement, on `conn`. Behind pgbouncer in
+    /// transaction mode (`persistent == false`) a statement outside a
+    /// transaction is unsafe: sqlx parses it and binds it in two round
+    /// trips, and in between pgbouncer may give the client another server
+    /// connection, where the unnamed statement is missing or is another
+    /// client's. A transaction keeps its server connection to the end, so
+    /// there the statement gets one of its own.
+    async fn pinned<T>(
+        &self,
+        conn: &mut PgConnection,
+        run: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        if self.persistent || conn.is_in_transaction() {
+            return run(conn).await;
+        }
+        let mut tx = conn.begin().await?;
+        let out = run(&mut tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
     /// Inserts `op`; `None` when its idempotency key is taken.
     pub(crate) async fn insert_operation(
         &self,
         conn: &mut PgConnection,
         op: &NewOperation,
     ) -> Result<Option<OperationId>, sqlx::Error> {
-        let row: Option<(i64, Option<String>)> = query!(self, query_as, insert_operation)
-            .bind(op.name)
-            .bind(&op.payload)
-            .bind(op.schema.hash())
-            .bind(op.priority)
-            .bind(&op.queue)
-            .bind(op.run_at)
-            .bind(op.max_attempts)
-            .bind(op.idempotent)
-            .bind(op.idempotency_key.as_deref())
-            .bind(op.parent_id.map(OperationId::as_i64))
-            .bind(op.schema.json())
-            .bind(op.delay_micros)
-            .fetch_optional(&mut *conn)
+        let row: Option<(i64, Option<String>)> = self
+            .pinned(conn, async |conn| {
+                query!(self, query_as, insert_operation)
+                    .bind(op.name)
+                    .bind(&op.payload)
+                    .bind(op.schema.hash())
+                    .bind(op.priority)
+                    .bind(&op.queue)
+                    .bind(op.run_at)
+                    .bind(op.max_attempts)
+                    .bind(op.idempotent)
+                    .bind(op.idempotency_key.as_deref())
+                    .bind(op.parent_id.map(OperationId::as_i64))
+                    .bind(op.schema.json())
+                    .bind(op.delay_micros)
+                    .fetch_optional(conn)
+                    .await
+            })
             .await?;
         Ok(row.map(|(id, _)| OperationId::from_i64(id)))
     }
@@ -199,19 +224,23 @@ impl Store {
         op: &NewOperation,
         payloads: &[serde_json::Value],
     ) -> Result<Vec<OperationId>, sqlx::Error> {
-        let rows: Vec<(i64, Option<String>)> = query!(self, query_as, insert_many)
-            .bind(op.name)
-            .bind(payloads)
-            .bind(op.schema.hash())
-            .bind(op.schema.json())
-            .bind(op.priority)
-            .bind(&op.queue)
-            .bind(op.run_at)
-            .bind(op.delay_micros)
-            .bind(op.max_attempts)
-            .bind(op.idempotent)
-            .bind(op.parent_id.map(OperationId::as_i64))
-            .fetch_all(&mut *conn)
+        let rows: Vec<(i64, Option<String>)> = self
+            .pinned(conn, async |conn| {
+                query!(self, query_as, insert_many)
+                    .bind(op.name)
+                    .bind(payloads)
+                    .bind(op.schema.hash())
+                    .bind(op.schema.json())
+                    .bind(op.priority)
+                    .bind(&op.queue)
+                    .bind(op.run_at)
+                    .bind(op.delay_micros)
+                    .bind(op.max_attempts)
+                    .bind(op.idempotent)
+                    .bind(op.parent_id.map(OperationId::as_i64))
+                    .fetch_all(conn)
+                    .await
+            })
             .await?;
         Ok(rows
             .into_iter()
@@ -226,10 +255,14 @@ impl Store {
         name: &str,
         key: &str,
     ) -> Result<Option<OperationId>, sqlx::Error> {
-        let id: Option<i64> = query!(self, query_scalar, find_by_idempotency_key)
-            .bind(name)
-            .bind(key)
-            .fetch_optional(&mut *conn)
+        let id: Option<i64> = self
+            .pinned(conn, async |conn| {
+                query!(self, query_scalar, find_by_idempotency_key)
+                    .bind(name)
+                    .bind(key)
+                    .fetch_optional(conn)
+                    .await
+            })
             .await?;
         Ok(id.map(OperationId::from_i64))
     }
@@ -244,13 +277,17 @@ impl Store {
         lease_ms: i64,
         queues: &[String],
     ) -> Result<Vec<Claimed>, sqlx::Error> {
-        let rows = query!(self, query, claim)
-            .bind(names)
-            .bind(limit)
-            .bind(worker)
-            .bind(lease_ms)
-            .bind(queues)
-            .fetch_all(&mut *conn)
+        let rows = self
+            .pinned(conn, async |conn| {
+                query!(self, query, claim)
+                    .bind(names)
+                    .bind(limit)
+                    .bind(worker)
+                    .bind(lease_ms)
+                    .bind(queues)
+                    .fetch_all(conn)
+                    .await
+            })
             .await?;
         rows.iter().map(Claimed::from_row).collect()
     }
@@ -262,13 +299,17 @@ impl Store {
         fence: Fence,
         transaction: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
-        let n: i64 = query!(self, query_scalar, complete_success)
-            .bind(fence.id.as_i64())
-            .bind(fence.worker)
-            .bind(fence.attempt)
-            .bind(fence.attempt_id)
-            .bind(transaction)
-            .fetch_one(&mut *conn)
+        let n: i64 = self
+            .pinned(conn, async |conn| {
+                query!(self, query_scalar, complete_success)
+                    .bind(fence.id.as_i64())
+                    .bind(fence.worker)
+                    .bind(fence.attempt)
+                    .bind(fence.attempt_id)
+                    .bind(transaction)
+                    .fetch_one(conn)
+                    .await
+            })
             .await?;
         Ok(n == 1)
     }
@@ -283,13 +324,16 @@ impl Store {
         let ids: Vec<i64> = fences.iter().map(|f| f.id.as_i64()).collect();
         let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
         let attempt_ids: Vec<i64> = fences.iter().map(|f| f.attempt_id).collect();
-        query!(self, query_scalar, complete_successes)
-            .bind(ids)
-            .bind(attempts)
-            .bind(attempt_ids)
-            .bind(worker)
-            .fetch_all(&mut *conn)
-            .await
+        self.pinned(conn, async |conn| {
+            query!(self, query_scalar, complete_successes)
+                .bind(ids)
+                .bind(attempts)
+                .bind(attempt_ids)
+                .bind(worker)
+                .fetch_all(conn)
+                .await
+        })
+        .await
     }
 
     /// Records an attempt that did not succeed; `false` when the fence no
@@ -300,17 +344,21 @@ impl Store {
         fence: Fence,
         failure: &Failure,
     ) -> Result<bool, sqlx::Error> {
-        let n: i64 = query!(self, query_scalar, complete_failure)
-            .bind(fence.id.as_i64())
-            .bind(fence.worker)
-            .bind(fence.attempt)
-            .bind(fence.attempt_id)
-            .bind(failure.outcome)
-            .bind(failure.next_status)
-            .bind(failure.retry_delay_ms)
-            .bind(&failure.error)
-            .bind(serde_json::json!(failure.chain))
-            .fetch_one(&mut *conn)
+        let n: i64 = self
+            .pinned(conn, async |conn| {
+                query!(self, query_scalar, complete_failure)
+                    .bind(fence.id.as_i64())
+                    .bind(fence.worker)
+                    .bind(fence.attempt)
+                    .bind(fence.attempt_id)
+                    .bind(failure.outcome)
+                    .bind(failure.next_status)
+                    .bind(failure.retry_delay_ms)
+                    .bind(&failure.error)
+                    .bind(serde_json::json!(failure.chain))
+                    .fetch_one(conn)
+                    .await
+            })
             .await?;
         Ok(n == 1)
     }
@@ -323,14 +371,18 @@ impl Store {
         delay_ms: i64,
         note: &str,
     ) -> Result<bool, sqlx::Error> {
-        let n: i64 = query!(self, query_scalar, snooze)
-            .bind(fence.id.as_i64())
-            .bind(fence.worker)
-            .bind(fence.attempt)
-            .bind(fence.attempt_id)
-            .bind(delay_ms)
-            .bind(note)
-            .fetch_one(&mut *conn)
+        let n: i64 = self
+            .pinned(conn, async |conn| {
+                query!(self, query_scalar, snooze)
+                    .bind(fence.id.as_i64())
+                    .bind(fence.worker)
+                    .bind(fence.attempt)
+                    .bind(fence.attempt_id)
+                    .bind(delay_ms)
+                    .bind(note)
+                    .fetch_one(conn)
+                    .await
+            })
             .await?;
         Ok(n == 1)
     }
@@ -400,17 +452,20 @@ impl Store {
         queues: &[String],
         n_workers: i32,
     ) -> Result<(), sqlx::Error> {
-        query!(self, query, register_worker)
-            .bind(worker)
-            .bind(host)
-            .bind(pid)
-            .bind(version)
-            .bind(names)
-            .bind(queues)
-            .bind(n_workers)
-            .execute(&mut *conn)
-            .await
-            .map(drop)
+        self.pinned(conn, async |conn| {
+            query!(self, query, register_worker)
+                .bind(worker)
+                .bind(host)
+                .bind(pid)
+                .bind(version)
+                .bind(names)
+                .bind(queues)
+                .bind(n_workers)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(drop)
     }
 
     /// Marks a worker process stopped.
@@ -419,11 +474,14 @@ impl Store {
         conn: &mut PgConnection,
         worker: Uuid,
     ) -> Result<(), sqlx::Error> {
-        query!(self, query, deregister_worker)
-            .bind(worker)
-            .execute(&mut *conn)
-            .await
-            .map(drop)
+        self.pinned(conn, async |conn| {
+            query!(self, query, deregister_worker)
+                .bind(worker)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(drop)
     }
 
     /// Records a payload schema in the history.
@@ -433,13 +491,16 @@ impl Store {
         name: &str,
         schema: &OperationSchema,
     ) -> Result<(), sqlx::Error> {
-        query!(self, query, record_schema)
-            .bind(name)
-            .bind(schema.hash())
-            .bind(schema.json())
-            .execute(&mut *conn)
-            .await
-            .map(drop)
+        self.pinned(conn, async |conn| {
+            query!(self, query, record_schema)
+                .bind(name)
+                .bind(schema.hash())
+                .bind(schema.json())
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(drop)
     }
 
     /// Ready operations whose name no live worker handles, with counts.
@@ -448,9 +509,12 @@ impl Store {
         conn: &mut PgConnection,
         live_within_ms: i64,
     ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-        query!(self, query_as, unhandled_names)
-            .bind(live_within_ms)
-            .fetch_all(&mut *conn)
-            .await
+        self.pinned(conn, async |conn| {
+            query!(self, query_as, unhandled_names)
+                .bind(live_within_ms)
+                .fetch_all(conn)
+                .await
+        })
+        .await
     }
 }
