@@ -4,6 +4,7 @@
 mod faults;
 mod migrate;
 mod ops;
+mod pgbouncer;
 mod processes;
 mod publish;
 mod runtime;

@@ -1,5 +1,11 @@
 //! The workflow system against a real database: one test per invariant,
 //! and the paths of every kind of outcome.
+//!
+//! Most bodies take a [`Setup`] and run twice (see `both_ways!` at the
+//! end): straight to PostgreSQL (`direct::…`) and through pgbouncer in
+//! transaction pooling mode (`through_pgbouncer::…`), where the system and
+//! the publishers use pgbouncer, LISTEN a direct URL, and statements are
+//! unnamed (`database.prepared_statements = false`).
 
 use std::time::Duration;
 
@@ -9,7 +15,9 @@ use pgoutbox::{StartError, WorkflowSystem};
 use crate::ops::{
     Behaviour, IdempotentSleep, Orphan, Record, SendMail, Sleep, TxBehaviour, Work, effects,
 };
-use crate::support::{count, outcomes, publish_one, settings, status, test_db, wait_for_count};
+use crate::support::{
+    Setup, count, outcomes, publish_one, settings, status, test_db, wait_for_count,
+};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -30,6 +38,15 @@ async fn start(db: &pgoutbox::testing::TestDatabase) -> WorkflowSystem {
         .expect("system starts")
 }
 
+/// A system connected as `setup` says.
+async fn start_on(setup: &Setup) -> WorkflowSystem {
+    WorkflowSystem::builder(setup.settings())
+        .router(all_test_ops())
+        .start()
+        .await
+        .expect("system starts")
+}
+
 async fn business_table(db: &pgoutbox::testing::TestDatabase) {
     sqlx::query("CREATE TABLE business (label text NOT NULL)")
         .execute(db.pool())
@@ -41,27 +58,24 @@ fn key() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-#[tokio::test]
-async fn success_is_recorded_with_its_attempt() {
-    let db = test_db().await;
-    let system = start(&db).await;
+async fn success_is_recorded_with_its_attempt(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
     let k = key();
-    let id = publish_one(
-        &db,
-        Work {
+    let id = setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::Succeed,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
     )
     .await;
-    assert_eq!(outcomes(&db, id).await, [Some("succeeded".to_owned())]);
+    assert_eq!(outcomes(db, id).await, [Some("succeeded".to_owned())]);
     assert_eq!(effects(&k), [id.as_i64()]);
     let (worker, finished): (uuid::Uuid, bool) = sqlx::query_as(
         "SELECT worker_id, finished_at IS NOT NULL FROM pgoutbox.attempts WHERE operation_id = $1",
@@ -74,28 +88,25 @@ async fn success_is_recorded_with_its_attempt() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visible() {
-    let db = test_db().await;
-    let system = start(&db).await;
+async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visible(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
     let k = key();
-    let id = publish_one(
-        &db,
-        Work {
+    let id = setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::FailUntil(3),
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
     )
     .await;
     assert_eq!(
-        outcomes(&db, id).await,
+        outcomes(db, id).await,
         [
             Some("failed".into()),
             Some("failed".into()),
@@ -114,49 +125,43 @@ async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visibl
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn attempts_run_out_then_dead() {
-    let db = test_db().await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Work {
+async fn attempts_run_out_then_dead(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::FailUntil(99),
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
         1,
         WITHIN,
     )
     .await;
-    assert_eq!(outcomes(&db, id).await.len(), 3, "max_attempts = 3");
+    assert_eq!(outcomes(db, id).await.len(), 3, "max_attempts = 3");
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_permanent_error_is_dead_at_once() {
-    let db = test_db().await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Work {
+async fn a_permanent_error_is_dead_at_once(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::Permanent,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
         1,
         WITHIN,
     )
     .await;
-    assert_eq!(outcomes(&db, id).await, [Some("failed".to_owned())]);
+    assert_eq!(outcomes(db, id).await, [Some("failed".to_owned())]);
     let error: String =
         sqlx::query_scalar("SELECT last_error FROM pgoutbox.operations WHERE id = $1")
             .bind(id.as_i64())
@@ -167,20 +172,17 @@ async fn a_permanent_error_is_dead_at_once() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_panic_is_a_recorded_failure_not_a_crash() {
-    let db = test_db().await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Work {
+async fn a_panic_is_a_recorded_failure_not_a_crash(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::Panic,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
         1,
         WITHIN,
@@ -202,16 +204,14 @@ async fn a_panic_is_a_recorded_failure_not_a_crash() {
     );
     // The worker is still alive and working.
     let k = key();
-    publish_one(
-        &db,
-        Work {
+    setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::Succeed,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
@@ -220,28 +220,25 @@ async fn a_panic_is_a_recorded_failure_not_a_crash() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_snooze_does_not_use_up_an_attempt() {
-    let db = test_db().await;
-    let system = start(&db).await;
+async fn a_snooze_does_not_use_up_an_attempt(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
     let k = key();
-    let id = publish_one(
-        &db,
-        Work {
+    let id = setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::SnoozeOnce,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
     )
     .await;
     assert_eq!(
-        outcomes(&db, id).await,
+        outcomes(db, id).await,
         [Some("snoozed".into()), Some("succeeded".into())]
     );
     let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM pgoutbox.operations WHERE id = $1")
@@ -288,57 +285,51 @@ async fn a_payload_that_no_longer_decodes_is_dead_at_once_naming_the_schema() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_transactional_success_commits_its_writes_and_its_success_together() {
-    let db = test_db().await;
-    business_table(&db).await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Record {
+async fn a_transactional_success_commits_its_writes_and_its_success_together(setup: Setup) {
+    let db = &setup.db;
+    business_table(db).await;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Record {
             label: "ok".into(),
             behaviour: TxBehaviour::Succeed,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
     )
     .await;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM business WHERE label = 'ok'").await,
+        count(db, "SELECT count(*) FROM business WHERE label = 'ok'").await,
         1
     );
-    assert_eq!(outcomes(&db, id).await, [Some("succeeded".to_owned())]);
+    assert_eq!(outcomes(db, id).await, [Some("succeeded".to_owned())]);
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_transactional_failure_leaves_neither_its_writes_nor_a_success() {
-    let db = test_db().await;
-    business_table(&db).await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Record {
+async fn a_transactional_failure_leaves_neither_its_writes_nor_a_success(setup: Setup) {
+    let db = &setup.db;
+    business_table(db).await;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Record {
             label: "x".into(),
             behaviour: TxBehaviour::FailAfterWrite,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
         1,
         WITHIN,
     )
     .await;
-    assert_eq!(count(&db, "SELECT count(*) FROM business").await, 0);
+    assert_eq!(count(db, "SELECT count(*) FROM business").await, 0);
     assert_eq!(
-        outcomes(&db, id).await,
+        outcomes(db, id).await,
         [Some("failed".into()), Some("failed".into())]
     );
     system.stop().await.unwrap();
@@ -378,30 +369,25 @@ async fn a_handler_that_commits_behind_the_dispatchers_back_is_not_a_success() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn follow_ups_commit_with_the_success_and_carry_the_tree() {
-    let db = test_db().await;
-    business_table(&db).await;
-    let system = start(&db).await;
+async fn follow_ups_commit_with_the_success_and_carry_the_tree(setup: Setup) {
+    let db = &setup.db;
+    business_table(db).await;
+    let system = start_on(&setup).await;
     let k = key();
-    let root = publish_one(
-        &db,
-        Work {
+    let root = setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::FollowUp,
-        },
-    )
-    .await;
-    let tx_root = publish_one(
-        &db,
-        Record {
+        })
+        .await;
+    let tx_root = setup
+        .publish_one(Record {
             label: k.clone(),
             behaviour: TxBehaviour::FollowUp,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         4,
         WITHIN,
@@ -423,57 +409,52 @@ async fn follow_ups_commit_with_the_success_and_carry_the_tree() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_one() {
-    let db = test_db().await;
-    let system = start(&db).await;
-    let stalled = publish_one(
-        &db,
-        Sleep {
+async fn a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_one(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
+    let stalled = setup
+        .publish_one(Sleep {
             key: key(),
             ms: 5_000,
-        },
-    )
-    .await;
-    let retried = publish_one(
-        &db,
-        IdempotentSleep {
+        })
+        .await;
+    let retried = setup
+        .publish_one(IdempotentSleep {
             key: key(),
             ms: 5_000,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled'",
         1,
         WITHIN,
     )
     .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'dead'",
         1,
         WITHIN,
     )
     .await;
-    assert_eq!(outcomes(&db, stalled).await, [Some("timed_out".to_owned())]);
+    assert_eq!(outcomes(db, stalled).await, [Some("timed_out".to_owned())]);
     assert_eq!(
-        outcomes(&db, retried).await,
+        outcomes(db, retried).await,
         [Some("timed_out".into()), Some("timed_out".into())]
     );
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn run_at_is_respected() {
-    let db = test_db().await;
-    let system = start(&db).await;
+async fn run_at_is_respected(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
     let k = key();
-    let mut conn = db.pool().acquire().await.unwrap();
-    pgoutbox::Publisher::default()
+    let mut tx = setup.pool().begin().await.unwrap();
+    setup
+        .publisher()
         .publish_with(
-            &mut conn,
+            &mut tx,
             Work {
                 key: k.clone(),
                 behaviour: Behaviour::Succeed,
@@ -482,10 +463,11 @@ async fn run_at_is_respected() {
         )
         .await
         .unwrap();
+    tx.commit().await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(effects(&k).is_empty(), "ran before its run_at");
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
@@ -494,10 +476,9 @@ async fn run_at_is_respected() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn pickup_by_notify_is_faster_than_the_poll() {
-    let db = test_db().await;
-    let mut s = settings(&db);
+async fn pickup_by_notify_is_faster_than_the_poll(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
     s.workflow_system.poll_interval = Duration::from_secs(30);
     let system = WorkflowSystem::builder(s)
         .router(all_test_ops())
@@ -505,16 +486,14 @@ async fn pickup_by_notify_is_faster_than_the_poll() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    publish_one(
-        &db,
-        Work {
+    setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::Succeed,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         Duration::from_secs(5),
@@ -523,10 +502,9 @@ async fn pickup_by_notify_is_faster_than_the_poll() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn pickup_by_polling_with_notify_disabled() {
-    let db = test_db().await;
-    let mut s = settings(&db);
+async fn pickup_by_polling_with_notify_disabled(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
     s.workflow_system.notify = false;
     let publisher = pgoutbox::Publisher::from_settings(&s).unwrap();
     let system = WorkflowSystem::builder(s)
@@ -538,7 +516,7 @@ async fn pickup_by_polling_with_notify_disabled() {
         .await
         .unwrap();
     listener.listen("pgoutbox").await.unwrap();
-    let mut tx = db.pool().begin().await.unwrap();
+    let mut tx = setup.pool().begin().await.unwrap();
     publisher
         .publish(
             &mut tx,
@@ -557,7 +535,7 @@ async fn pickup_by_polling_with_notify_disabled() {
         "no notification was sent"
     );
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
@@ -566,10 +544,9 @@ async fn pickup_by_polling_with_notify_disabled() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_listener_killed_mid_run_does_not_stop_the_work() {
-    let db = test_db().await;
-    let mut s = settings(&db);
+async fn the_listener_killed_mid_run_does_not_stop_the_work(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
     s.database.application_name = "pgoutbox-kill-test".into();
     s.workflow_system.poll_interval = Duration::from_secs(2);
     let system = WorkflowSystem::builder(s)
@@ -599,18 +576,16 @@ async fn the_listener_killed_mid_run_does_not_stop_the_work() {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        publish_one(
-            &db,
-            Work {
+        setup
+            .publish_one(Work {
                 key: key(),
                 behaviour: Behaviour::Succeed,
-            },
-        )
-        .await;
+            })
+            .await;
     }
     assert!(kills >= 5, "the listener was killed {kills} times");
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         5,
         WITHIN,
@@ -619,36 +594,32 @@ async fn the_listener_killed_mid_run_does_not_stop_the_work() {
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn an_operation_no_worker_handles_is_never_claimed() {
-    let db = test_db().await;
-    let id = publish_one(&db, Orphan { n: 1 }).await;
-    let system = start(&db).await;
-    publish_one(
-        &db,
-        Work {
+async fn an_operation_no_worker_handles_is_never_claimed(setup: Setup) {
+    let db = &setup.db;
+    let id = setup.publish_one(Orphan { n: 1 }).await;
+    let system = start_on(&setup).await;
+    setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::Succeed,
-        },
-    )
-    .await;
+        })
+        .await;
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
         1,
         WITHIN,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(status(&db, id).await, "pending");
-    assert!(outcomes(&db, id).await.is_empty());
+    assert_eq!(status(db, id).await, "pending");
+    assert!(outcomes(db, id).await.is_empty());
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts() {
-    let db = test_db().await;
-    let mut s = settings(&db);
+async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
     // Long enough for the quick one even on a loaded machine.
     s.workflow_system.shutdown_wait = Duration::from_secs(2);
     let system = WorkflowSystem::builder(s)
@@ -656,28 +627,24 @@ async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts() {
         .start()
         .await
         .unwrap();
-    let quick = publish_one(
-        &db,
-        Work {
+    let quick = setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::SleepMs(100),
-        },
-    )
-    .await;
-    let slow = publish_one(
-        &db,
-        Work {
+        })
+        .await;
+    let slow = setup
+        .publish_one(Work {
             key: key(),
             behaviour: Behaviour::SleepMs(60_000),
-        },
-    )
-    .await;
-    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 2, WITHIN).await;
+        })
+        .await;
+    wait_for_count(db, "SELECT count(*) FROM pgoutbox.attempts", 2, WITHIN).await;
     let report = system.stop().await.unwrap();
     assert_eq!(report.aborted, 1);
-    assert_eq!(status(&db, quick).await, "succeeded");
-    assert_eq!(status(&db, slow).await, "stalled");
-    assert_eq!(outcomes(&db, slow).await, [Some("aborted".to_owned())]);
+    assert_eq!(status(db, quick).await, "succeeded");
+    assert_eq!(status(db, slow).await, "stalled");
+    assert_eq!(outcomes(db, slow).await, [Some("aborted".to_owned())]);
     let stopped: bool = sqlx::query_scalar("SELECT stopped_at IS NOT NULL FROM pgoutbox.workers")
         .fetch_one(db.pool())
         .await
@@ -733,20 +700,19 @@ async fn start_up_refuses_a_router_that_selects_nothing() {
     assert!(matches!(err, StartError::NoOperations), "{err}");
 }
 
-#[tokio::test]
-async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_included() {
-    let db = test_db().await;
-    business_table(&db).await;
-    let system = start(&db).await;
-    let id = publish_one(
-        &db,
-        Record {
+async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_included(
+    setup: Setup,
+) {
+    let db = &setup.db;
+    business_table(db).await;
+    let system = start_on(&setup).await;
+    let id = setup
+        .publish_one(Record {
             label: "late".into(),
             behaviour: TxBehaviour::SleepMs(700),
-        },
-    )
-    .await;
-    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
+        })
+        .await;
+    wait_for_count(db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
     // Another owner takes the lease while the handler runs (as a rescuer
     // and a second worker would after an expiry).
     let intruder = uuid::Uuid::new_v4();
@@ -761,7 +727,7 @@ async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_inc
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        count(&db, "SELECT count(*) FROM business").await,
+        count(db, "SELECT count(*) FROM business").await,
         0,
         "the stale worker's writes were rolled back"
     );
@@ -777,27 +743,24 @@ async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_inc
         "the newer owner's state stands"
     );
     assert_eq!(
-        outcomes(&db, id).await,
+        outcomes(db, id).await,
         [None],
         "the stale worker recorded nothing"
     );
     system.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers() {
-    let db = test_db().await;
-    let system = start(&db).await;
+async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers(setup: Setup) {
+    let db = &setup.db;
+    let system = start_on(&setup).await;
     let k = key();
-    let id = publish_one(
-        &db,
-        Work {
+    let id = setup
+        .publish_one(Work {
             key: k.clone(),
             behaviour: Behaviour::SleepMs(30_000),
-        },
-    )
-    .await;
-    wait_for_count(&db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
+        })
+        .await;
+    wait_for_count(db, "SELECT count(*) FROM pgoutbox.attempts", 1, WITHIN).await;
     // Hold the worker's row: its heartbeat blocks, so leases are not renewed.
     let mut blocker = db.pool().begin().await.unwrap();
     sqlx::query("SELECT id FROM pgoutbox.workers FOR UPDATE")
@@ -806,13 +769,13 @@ async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers() {
         .unwrap();
     // Lease 1s: the handler is aborted within it, long before its 30s sleep.
     wait_for_count(
-        &db,
+        db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled'",
         1,
         Duration::from_secs(5),
     )
     .await;
-    let outcome = outcomes(&db, id).await;
+    let outcome = outcomes(db, id).await;
     assert!(
         outcome == [Some("aborted".to_owned())] || outcome == [Some("lost".to_owned())],
         "{outcome:?}"
@@ -971,3 +934,107 @@ async fn thousands_of_bad_rows_behind_pgoutboxs_back_disturb_nothing() {
     );
     system.stop().await.unwrap();
 }
+
+async fn three_systems_run_each_operation_exactly_once(setup: Setup) {
+    const N: i64 = 300;
+    let db = &setup.db;
+    let k = key();
+    let mut tx = setup.pool().begin().await.unwrap();
+    let work = (0..N).map(|_| Work {
+        key: k.clone(),
+        behaviour: Behaviour::Succeed,
+    });
+    let ids = setup
+        .publisher()
+        .publish_many(&mut tx, work, PublishOptions::new())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids.len(), 300);
+    let systems = [
+        start_on(&setup).await,
+        start_on(&setup).await,
+        start_on(&setup).await,
+    ];
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        N,
+        Duration::from_mins(1),
+    )
+    .await;
+    for system in systems {
+        system.stop().await.unwrap();
+    }
+    let mut ran = effects(&k);
+    ran.sort_unstable();
+    ran.dedup();
+    assert_eq!(effects(&k).len(), ran.len(), "no operation ran twice");
+    assert_eq!(i64::try_from(ran.len()).unwrap(), N, "every operation ran");
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'succeeded'"
+        )
+        .await,
+        N
+    );
+    assert_eq!(count(db, "SELECT count(*) FROM pgoutbox.attempts").await, N);
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM pgoutbox.workers WHERE stopped_at IS NOT NULL"
+        )
+        .await,
+        3
+    );
+}
+
+/// Each body above that takes a [`Setup`] becomes two tests: `direct::…`
+/// and `through_pgbouncer::…`.
+macro_rules! both_ways {
+    ($($name:ident),* $(,)?) => {
+        mod direct {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::Setup::direct().await).await;
+                }
+            )*
+        }
+
+        /// `database.url` through pgbouncer (transaction pooling),
+        /// `database.listen_url` direct, `database.prepared_statements =
+        /// false`; publishing through pgbouncer too.
+        mod through_pgbouncer {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::Setup::through_pgbouncer().await).await;
+                }
+            )*
+        }
+    };
+}
+
+both_ways!(
+    success_is_recorded_with_its_attempt,
+    retryable_failures_are_retried_with_backoff_and_every_attempt_is_visible,
+    attempts_run_out_then_dead,
+    a_permanent_error_is_dead_at_once,
+    a_panic_is_a_recorded_failure_not_a_crash,
+    a_snooze_does_not_use_up_an_attempt,
+    a_transactional_success_commits_its_writes_and_its_success_together,
+    a_transactional_failure_leaves_neither_its_writes_nor_a_success,
+    follow_ups_commit_with_the_success_and_carry_the_tree,
+    a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_one,
+    run_at_is_respected,
+    pickup_by_notify_is_faster_than_the_poll,
+    pickup_by_polling_with_notify_disabled,
+    the_listener_killed_mid_run_does_not_stop_the_work,
+    an_operation_no_worker_handles_is_never_claimed,
+    graceful_stop_waits_then_aborts_and_records_in_doubt_attempts,
+    a_stolen_lease_rolls_back_the_transactional_handler_business_writes_included,
+    a_worker_that_cannot_renew_its_lease_aborts_its_handlers,
+    three_systems_run_each_operation_exactly_once,
+);

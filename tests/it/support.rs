@@ -96,3 +96,76 @@ pub(crate) async fn outcomes(db: &TestDatabase, id: pgoutbox::OperationId) -> Ve
         .await
         .unwrap()
 }
+
+/// How a test's system and publishers reach PostgreSQL: straight, or
+/// through pgbouncer in transaction pooling mode. The test itself always
+/// counts rows on a direct connection (`db`).
+pub(crate) struct Setup {
+    /// The test's database.
+    pub(crate) db: TestDatabase,
+    /// What the test publishes with.
+    pool: sqlx::PgPool,
+    bouncer: Option<crate::pgbouncer::Pgbouncer>,
+}
+
+impl Setup {
+    /// Everything straight to PostgreSQL.
+    pub(crate) async fn direct() -> Setup {
+        let db = test_db().await;
+        Setup {
+            pool: db.pool().clone(),
+            db,
+            bouncer: None,
+        }
+    }
+
+    /// The system and the publishers through a pgbouncer of the test's own
+    /// (transaction pooling); LISTEN on a direct connection.
+    pub(crate) async fn through_pgbouncer() -> Setup {
+        let db = test_db().await;
+        let bouncer = crate::pgbouncer::Pgbouncer::start().await;
+        let mut setup = Setup {
+            pool: db.pool().clone(),
+            db,
+            bouncer: Some(bouncer),
+        };
+        setup.pool = setup.settings().pool().expect("settings through pgbouncer");
+        setup
+    }
+
+    /// [`settings`] for this setup: behind pgbouncer, `database.url` is
+    /// pgbouncer's, `database.listen_url` PostgreSQL's, and
+    /// `database.prepared_statements` is off.
+    pub(crate) fn settings(&self) -> pgoutbox::Settings {
+        let mut settings = settings(&self.db);
+        if let Some(bouncer) = &self.bouncer {
+            settings.database.url = Some(bouncer.url(self.db.name()));
+            settings.database.listen_url = Some(self.db.url());
+            settings.database.prepared_statements = false;
+        }
+        settings
+    }
+
+    /// The pool the test publishes with: the database's, or one through
+    /// pgbouncer built from [`Setup::settings`].
+    pub(crate) fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+
+    /// A publisher for [`Setup::settings`] (unnamed statements behind
+    /// pgbouncer).
+    pub(crate) fn publisher(&self) -> pgoutbox::Publisher {
+        pgoutbox::Publisher::from_settings(&self.settings()).expect("valid settings")
+    }
+
+    /// Publishes `payload` in its own transaction, through this setup.
+    pub(crate) async fn publish_one<O: pgoutbox::Operation>(
+        &self,
+        payload: O,
+    ) -> pgoutbox::OperationId {
+        let mut tx = self.pool.begin().await.unwrap();
+        let id = self.publisher().publish(&mut tx, payload).await.unwrap();
+        tx.commit().await.unwrap();
+        id
+    }
+}
