@@ -22,6 +22,29 @@ pub(crate) struct AttemptInfo {
 ///
 /// It tells the handler which operation and attempt it runs and gives the
 /// stable idempotency key to hand to external APIs that deduplicate.
+/// Follow-up operations published through it are recorded together with
+/// this attempt's success, or not at all.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// /// Log a delivery.
+/// #[operation("mail.delivered", idempotent)]
+/// async fn delivered(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// /// Send an e-mail through a mail API that deduplicates on a key.
+/// #[operation("mail.send", idempotent)]
+/// async fn send(ctx: &mut Context, to: String) -> Result<()> {
+///     let key = ctx.idempotency_key(); // the same on every attempt
+///     tracing::info!(operation = %ctx.operation_id(), attempt = ctx.attempt(), %key, "sending");
+///     // … mail_api.send(&to, key).await? …
+///     ctx.publish(Delivered { to })?; // runs once this attempt's success is recorded
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Context {
     pub(crate) info: AttemptInfo,
@@ -32,6 +55,34 @@ pub struct Context {
 /// The context of a `transactional` handler: everything [`Context`] gives,
 /// plus the dispatcher-owned transaction in which the handler's writes
 /// commit together with the success record, or not at all.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use sqlx::Row as _;
+///
+/// /// Send the receipt of an invoice.
+/// #[operation("mail.receipt", idempotent)]
+/// async fn receipt(ctx: &mut Context, invoice_id: i64) -> Result<()> {
+///     let _ = (ctx, invoice_id);
+///     Ok(())
+/// }
+///
+/// /// Record an invoice, then send its receipt.
+/// #[operation("billing.invoice", transactional, idempotent)]
+/// async fn invoice(ctx: &mut TxContext<'_>, customer_id: i64, amount_cents: i64) -> Result<()> {
+///     let row = ctx
+///         .fetch_one(
+///             sqlx::query("INSERT INTO invoices (customer_id, amount_cents) VALUES ($1, $2) RETURNING id")
+///                 .bind(customer_id)
+///                 .bind(amount_cents),
+///         )
+///         .await?;
+///     let invoice_id: i64 = row.try_get("id")?;
+///     // Commits with the invoice row and the success, or not at all.
+///     ctx.publish(Receipt { invoice_id }).await?;
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct TxContext<'c> {
     pub(crate) info: AttemptInfo,
@@ -78,6 +129,10 @@ impl Context {
     /// Publishes a follow-up operation, recorded atomically with this
     /// attempt's success (and not at all if it fails). It carries this
     /// operation as its parent and shares its root.
+    ///
+    /// Nothing is written yet: the payload is serialized now (so a
+    /// serialization error is returned here) and inserted when the success
+    /// is recorded. See the example on [`Context`].
     #[allow(clippy::needless_pass_by_value)] // The same shape as `publish`: the payload is given away.
     pub fn publish<O: Operation>(&mut self, payload: O) -> Result<(), PublishError> {
         self.publish_with(payload, PublishOptions::new())
@@ -85,6 +140,25 @@ impl Context {
 
     /// [`Context::publish`] with options; the parent is always this
     /// operation.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.reminder")]
+    /// async fn reminder(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("mail.welcome")]
+    /// async fn welcome(ctx: &mut Context, to: String) -> Result<()> {
+    ///     // … send the welcome mail …
+    ///     let in_a_week = PublishOptions::new().delay(Duration::from_secs(7 * 24 * 3600));
+    ///     ctx.publish_with(Reminder { to }, in_a_week)?;
+    ///     Ok(())
+    /// }
+    /// ```
     #[allow(clippy::needless_pass_by_value)] // As above.
     pub fn publish_with<O: Operation>(
         &mut self,
@@ -104,13 +178,31 @@ impl TxContext<'_> {
 
     /// Publishes a follow-up operation inside the dispatcher's transaction:
     /// it commits with the handler's writes and success, or not at all. It
-    /// carries this operation as its parent and shares its root.
+    /// carries this operation as its parent and shares its root. See the
+    /// example on [`TxContext`].
     pub async fn publish<O: Operation>(&mut self, payload: O) -> Result<OperationId, PublishError> {
         self.publish_with(payload, PublishOptions::new()).await
     }
 
     /// [`TxContext::publish`] with options; the parent is always this
     /// operation.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("ledger.post")]
+    /// async fn post(ctx: &mut Context, entry: i64) -> Result<()> {
+    ///     let _ = (ctx, entry);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("ledger.close", transactional)]
+    /// async fn close(ctx: &mut TxContext<'_>, entry: i64) -> Result<()> {
+    ///     ctx.publish_with(Post { entry }, PublishOptions::new().priority(10).queue("ledger"))
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn publish_with<O: Operation>(
         &mut self,
         payload: O,
@@ -127,6 +219,25 @@ impl TxContext<'_> {
     /// Any of sqlx's `query`, `query_as` or `query_scalar` (with their
     /// binds) is accepted; rows come back as `PgRow`, to read with
     /// `Row::try_get` or `FromRow::from_row`.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("stock.reserve", transactional, idempotent)]
+    /// async fn reserve(ctx: &mut TxContext<'_>, sku: String, quantity: i32) -> Result<()> {
+    ///     let done = ctx
+    ///         .execute(
+    ///             sqlx::query("UPDATE stock SET reserved = reserved + $2 WHERE sku = $1")
+    ///                 .bind(&sku)
+    ///                 .bind(quantity),
+    ///         )
+    ///         .await?;
+    ///     if done.rows_affected() == 0 {
+    ///         return Err(HandlerError::permanent(format!("unknown SKU {sku}")));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn execute<'q, E>(&mut self, query: E) -> Result<PgQueryResult, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
@@ -134,7 +245,8 @@ impl TxContext<'_> {
         self.conn.execute(query).await
     }
 
-    /// Fetches exactly one row inside the transaction.
+    /// Fetches exactly one row inside the transaction (an error if there
+    /// is none). See the example on [`TxContext`].
     pub async fn fetch_one<'q, E>(&mut self, query: E) -> Result<PgRow, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
@@ -143,6 +255,23 @@ impl TxContext<'_> {
     }
 
     /// Fetches at most one row inside the transaction.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("accounts.close", transactional, idempotent)]
+    /// async fn close(ctx: &mut TxContext<'_>, account_id: i64) -> Result<()> {
+    ///     let found = ctx
+    ///         .fetch_optional(sqlx::query("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE").bind(account_id))
+    ///         .await?;
+    ///     if found.is_none() {
+    ///         return Err(HandlerError::permanent(format!("no account {account_id}")));
+    ///     }
+    ///     ctx.execute(sqlx::query("UPDATE accounts SET closed = true WHERE id = $1").bind(account_id))
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn fetch_optional<'q, E>(&mut self, query: E) -> Result<Option<PgRow>, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
@@ -151,6 +280,25 @@ impl TxContext<'_> {
     }
 
     /// Fetches every row inside the transaction.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use sqlx::Row as _;
+    ///
+    /// #[operation("billing.close_month", transactional, idempotent)]
+    /// async fn close_month(ctx: &mut TxContext<'_>, month: String) -> Result<()> {
+    ///     let rows = ctx
+    ///         .fetch_all(sqlx::query("SELECT amount_cents FROM invoices WHERE month = $1").bind(&month))
+    ///         .await?;
+    ///     let mut total = 0i64;
+    ///     for row in &rows {
+    ///         total += row.try_get::<i64, _>("amount_cents")?;
+    ///     }
+    ///     ctx.execute(sqlx::query("INSERT INTO totals (month, cents) VALUES ($1, $2)").bind(&month).bind(total))
+    ///         .await?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn fetch_all<'q, E>(&mut self, query: E) -> Result<Vec<PgRow>, sqlx::Error>
     where
         E: 'q + Execute<'q, Postgres>,
@@ -168,6 +316,21 @@ impl TxContext<'_> {
     /// the one in progress, and fails the attempt (recording no success and
     /// keeping none of the handler's writes it can still roll back) if it is
     /// not.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("crm.touch", transactional, idempotent)]
+    /// async fn touch(ctx: &mut TxContext<'_>, customer_id: i64) -> Result<()> {
+    ///     // A typed scalar, which `fetch_one` (rows as `PgRow`) does not give.
+    ///     let email: String = sqlx::query_scalar("SELECT email FROM customers WHERE id = $1")
+    ///         .bind(customer_id)
+    ///         .fetch_one(ctx.raw_connection())
+    ///         .await?;
+    ///     let _ = email;
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn raw_connection(&mut self) -> &mut PgConnection {
         self.conn
     }

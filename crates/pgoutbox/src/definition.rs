@@ -65,6 +65,32 @@ pub trait Operation: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// | `priority` | `priority = 10` (an `i16`) | `0`; **higher runs first** |
 ///
 /// Durations are an integer and a unit: `ms`, `s`, `m` or `h`.
+///
+/// The attribute builds this value at compile time; the `const` builder
+/// methods build the same value in code, and [`Operation::OPTIONS`] reads
+/// it back:
+///
+/// ```
+/// use std::time::Duration;
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{Backoff, OperationOptions};
+///
+/// /// Send a receipt.
+/// #[operation("mail.receipt", idempotent, max_attempts = 10, queue = "mail", timeout = "30s")]
+/// async fn send_receipt(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// const EXPECTED: OperationOptions = OperationOptions::new()
+///     .idempotent(true)
+///     .max_attempts(10)
+///     .queue("mail")
+///     .timeout(Duration::from_secs(30));
+/// assert_eq!(SendReceipt::OPTIONS, EXPECTED);
+/// assert!(!SendReceipt::OPTIONS.transactional);
+/// assert_eq!(SendReceipt::OPTIONS.backoff, None::<Backoff>); // from the settings
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OperationOptions {
@@ -222,6 +248,19 @@ impl Backoff {
 /// canonical JSON: object keys sorted, no insignificant whitespace. Two
 /// binaries whose payload types have the same schema get the same hash, so
 /// the history in `operation_types` grows only when the schema changes.
+///
+/// ```
+/// use pgoutbox::OperationSchema;
+///
+/// #[derive(schemars::JsonSchema)]
+/// struct Refund {
+///     amount_cents: i64,
+/// }
+///
+/// let schema = OperationSchema::of::<Refund>();
+/// assert_eq!(schema.json()["properties"]["amount_cents"]["type"], "integer");
+/// assert_eq!(schema.hash(), OperationSchema::from_json(schema.json().clone()).hash());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationSchema {
     json: serde_json::Value,
@@ -291,7 +330,16 @@ fn write_canonical(value: &serde_json::Value, out: &mut String) {
     }
 }
 
-/// The id of a published operation.
+/// The id of a published operation, as stored in `operations.id` and
+/// accepted by the `pgoutbox` command (`pgoutbox ops show 42`).
+///
+/// ```
+/// use pgoutbox::OperationId;
+///
+/// let id = OperationId::from_i64(42);
+/// assert_eq!(id.as_i64(), 42);
+/// assert_eq!(id.to_string(), "42");
+/// ```
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
 )]

@@ -5,6 +5,19 @@ use std::fmt;
 use std::time::Duration;
 
 /// The result type of handlers: `Result<()>` is what a handler returns.
+///
+/// Its error type defaults to [`HandlerError`], into which any
+/// `std::error::Error + Send + Sync` converts with `?`:
+///
+/// ```
+/// use pgoutbox::Result;
+///
+/// fn parse(amount: &str) -> Result<i64> {
+///     Ok(amount.parse::<i64>()?) // a `ParseIntError` becomes a retryable `HandlerError`
+/// }
+/// assert!(parse("12").is_ok());
+/// assert!(!parse("twelve").unwrap_err().is_permanent());
+/// ```
 pub type Result<T = (), E = HandlerError> = std::result::Result<T, E>;
 
 /// Why a handler did not succeed, and what should happen next.
@@ -13,6 +26,15 @@ pub type Result<T = (), E = HandlerError> = std::result::Result<T, E>;
 /// operation is retried with backoff until its attempts run out, then it is
 /// `dead`. [`HandlerError::permanent`] makes it `dead` at once, and
 /// [`HandlerError::snooze`] reschedules it without using up an attempt.
+/// The error and its `source()` chain are stored with the attempt
+/// (`attempts.error`, `attempts.error_chain`) and shown by `pgoutbox ops
+/// show`.
+///
+/// A returned error is a *known* outcome: the operation is retried even when
+/// it is not `idempotent`, so return an error only when nothing happened
+/// outside the database, or when doing it again is safe. (An unknown outcome
+/// — a timeout, an abort, a vanished worker — is what `idempotent` governs;
+/// see `docs/consistency.md`.)
 ///
 /// ```
 /// use pgoutbox::HandlerError;
@@ -39,7 +61,17 @@ enum Kind {
 }
 
 impl HandlerError {
-    /// A failure worth retrying (the default for `?`).
+    /// A failure worth retrying (the default for `?`): the operation is
+    /// `retrying` with backoff, or `dead` once its attempts are used up.
+    ///
+    /// ```
+    /// use pgoutbox::HandlerError;
+    ///
+    /// let e = HandlerError::retryable("the provider answered 503");
+    /// assert!(!e.is_permanent());
+    /// assert_eq!(e.snoozed_for(), None);
+    /// assert_eq!(e.to_string(), "the provider answered 503");
+    /// ```
     pub fn retryable(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
         HandlerError {
             kind: Kind::Retryable,
@@ -47,7 +79,15 @@ impl HandlerError {
         }
     }
 
-    /// A failure that no retry can fix: the operation becomes `dead` now.
+    /// A failure that no retry can fix: the operation becomes `dead` now,
+    /// whatever attempts it has left.
+    ///
+    /// ```
+    /// use pgoutbox::HandlerError;
+    ///
+    /// let e = HandlerError::permanent("card declined: stolen card");
+    /// assert!(e.is_permanent());
+    /// ```
     pub fn permanent(error: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
         HandlerError {
             kind: Kind::Permanent,
@@ -56,7 +96,19 @@ impl HandlerError {
     }
 
     /// Not a failure: run the operation again after `delay`, without using
-    /// up an attempt.
+    /// up an attempt. The operation goes back to `pending` with `run_at`
+    /// `delay` after the database's `now()`; the attempt is recorded as
+    /// `snoozed`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::HandlerError;
+    ///
+    /// // The report is not ready yet: look again in a minute.
+    /// let e = HandlerError::snooze(Duration::from_secs(60));
+    /// assert_eq!(e.snoozed_for(), Some(Duration::from_secs(60)));
+    /// assert!(!e.is_permanent());
+    /// ```
     pub fn snooze(delay: Duration) -> Self {
         HandlerError {
             kind: Kind::Snooze(delay),
@@ -79,6 +131,18 @@ impl HandlerError {
 
     /// The error and its `source()` chain, outermost first, as stored in
     /// `attempts.error_chain`.
+    ///
+    /// ```
+    /// use pgoutbox::HandlerError;
+    ///
+    /// #[derive(Debug, thiserror::Error)]
+    /// #[error("cannot charge the card")]
+    /// struct ChargeFailed(#[source] std::io::Error);
+    ///
+    /// let io = std::io::Error::other("connection reset");
+    /// let e = HandlerError::retryable(ChargeFailed(io));
+    /// assert_eq!(e.chain(), ["cannot charge the card", "connection reset"]);
+    /// ```
     pub fn chain(&self) -> Vec<String> {
         let mut chain = vec![self.error.to_string()];
         let mut source = self.error.source();
