@@ -128,7 +128,11 @@ impl PublishOptions {
 /// Publishes operations into one schema, notifying one channel (or none).
 ///
 /// [`publish`] uses the default publisher: schema `pgoutbox`, channel
-/// `pgoutbox`, NOTIFY on.
+/// `pgoutbox`, NOTIFY on, prepared statements. Build one with
+/// [`Publisher::from_settings`] when the settings say otherwise — another
+/// schema or channel, NOTIFY off, or `database.prepared_statements = false`
+/// behind pgbouncer in transaction mode (see `docs/operating.md`). A
+/// publisher is cheap to clone; build it once.
 ///
 /// ```
 /// let mut settings = pgoutbox::Settings::default();
@@ -159,7 +163,18 @@ impl Default for Publisher {
 
 impl Publisher {
     /// A publisher for `schema`, waking workers on `channel` (`None`: no
-    /// NOTIFY; workers find the operations by polling).
+    /// NOTIFY; workers find the operations by polling), giving operations
+    /// whose attribute does not say otherwise `max_attempts` attempts. It
+    /// uses prepared statements.
+    ///
+    /// ```
+    /// use pgoutbox::{Identifier, Publisher};
+    ///
+    /// let schema = Identifier::new("billing_outbox")?;
+    /// let publisher = Publisher::new(&schema, None, 5); // no NOTIFY
+    /// # let _ = publisher;
+    /// # Ok::<(), pgoutbox::InvalidIdentifier>(())
+    /// ```
     pub fn new(schema: &Identifier, channel: Option<&Identifier>, max_attempts: u32) -> Self {
         Publisher {
             store: Store::new(schema, channel, true),
@@ -192,7 +207,34 @@ impl Publisher {
             .await
     }
 
-    /// Publishes `payload` with `options`.
+    /// Publishes `payload` with `options`. Like [`publish`], it never
+    /// commits.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::Publisher;
+    ///
+    /// #[operation("mail.send", idempotent)]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let publisher = Publisher::from_settings(&Settings::load()?)?;
+    /// let mut tx = pool.begin().await?;
+    /// let options = PublishOptions::new()
+    ///     .idempotency_key("welcome-7") // a second publish with this key returns the same id
+    ///     .delay(Duration::from_secs(600));
+    /// let id = publisher
+    ///     .publish_with(&mut tx, SendMail { to: "ada@example.com".into() }, options)
+    ///     .await?;
+    /// tx.commit().await?;
+    /// println!("published operation {id}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish_with<O: Operation>(
         &self,
         conn: &mut PgConnection,
@@ -205,7 +247,31 @@ impl Publisher {
 
     /// Publishes many operations of one type in one statement, sharing
     /// `options` (an idempotency key, being unique, is refused here);
-    /// returns their ids in order. Like [`publish`], it never commits.
+    /// returns their ids in order. Like [`publish`], it never commits; with
+    /// NOTIFY on, the transaction sends one notification however many rows
+    /// it publishes.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::Publisher;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool, publisher: Publisher) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// let mails = ["ada@example.com", "alan@example.com"].map(|to| SendMail { to: to.into() });
+    /// let ids = publisher
+    ///     .publish_many(&mut tx, mails, PublishOptions::new().queue("newsletter"))
+    ///     .await?;
+    /// assert_eq!(ids.len(), 2);
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish_many<O: Operation>(
         &self,
         conn: &mut PgConnection,
@@ -321,7 +387,27 @@ impl Publisher {
 }
 
 /// Publishes many operations of one type in one statement with the default
-/// publisher. See [`Publisher::publish_many`].
+/// publisher, inside the caller's transaction; returns their ids in order.
+/// See [`Publisher::publish_many`] for options.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("billing.charge", transactional, idempotent)]
+/// async fn charge(ctx: &mut TxContext<'_>, customer_id: i64, amount_cents: i64) -> Result<()> {
+///     # let _ = (ctx, customer_id, amount_cents);
+///     Ok(())
+/// }
+///
+/// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// let charges = (1..=100).map(|customer_id| Charge { customer_id, amount_cents: 500 });
+/// let ids = publish_many(&mut tx, charges).await?; // never commits
+/// tx.commit().await?;
+/// assert_eq!(ids.len(), 100);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn publish_many<O: Operation>(
     conn: &mut PgConnection,
     payloads: impl IntoIterator<Item = O>,
@@ -337,9 +423,14 @@ pub async fn publish_many<O: Operation>(
 /// The connection is a `&mut PgConnection`, so `&mut tx` (a sqlx
 /// `Transaction`) and `&mut conn` (a `PoolConnection`) both coerce to it.
 /// (A generic `impl Acquire` parameter would make the returned future fail
-/// `Send` checks, and so `tokio::spawn`, for lack of higher-ranked lifetimes.) It never commits: if the
-/// caller rolls back, nothing was published and nobody is woken; when the
-/// caller commits, the operation is durable and the workers are notified.
+/// `Send` checks, and so `tokio::spawn`, for lack of higher-ranked
+/// lifetimes.) It never commits: if the caller rolls back, nothing was
+/// published and nobody is woken; when the caller commits, the operation is
+/// durable and the workers are notified.
+///
+/// It uses the default [`Publisher`] (schema and channel `pgoutbox`, NOTIFY
+/// on); use [`Publisher::from_settings`] for anything else. What happens to
+/// the operation afterwards is described in `docs/consistency.md`.
 ///
 /// ```no_run
 /// use pgoutbox::prelude::*;

@@ -24,8 +24,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL=500ms
 /// ```
 ///
-/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`). An invalid
-/// value is one error naming its key.
+/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`, `d`). An
+/// invalid value is one error naming its key. Every key, its environment
+/// variable and its default are listed in `docs/operating.md`; what each
+/// costs or buys in `docs/tuning.md`.
 ///
 /// ```
 /// let mut settings = pgoutbox::Settings::default();
@@ -71,10 +73,15 @@ pub struct DatabaseSettings {
     #[serde(with = "duration")]
     pub acquire_timeout: Duration,
     /// A separate URL for the LISTEN connection: behind pgbouncer in
-    /// transaction mode, point it at PostgreSQL directly.
+    /// transaction mode, point it at PostgreSQL directly. The listener is
+    /// one connection per worker process, outside the pool.
     pub listen_url: Option<String>,
     /// Use prepared statements (turn off behind pgbouncer in transaction
-    /// mode, which does not keep them between transactions).
+    /// mode, which does not keep them between transactions). Off, pgoutbox
+    /// sends its statements unnamed and the pools built by
+    /// [`Settings::pool`] keep no statement cache; publish through
+    /// [`Publisher::from_settings`](crate::Publisher::from_settings), not
+    /// the free [`publish`](crate::publish), which prepares.
     pub prepared_statements: bool,
 }
 
@@ -107,13 +114,16 @@ pub struct WorkflowSettings {
     /// Whether publishers send NOTIFY at all; without it workers find work
     /// by polling alone.
     pub notify: bool,
-    /// Handlers a process runs at once.
+    /// Handlers a process runs at once; also the largest claim. The pool
+    /// must allow `n_workers` + 2 connections.
     pub n_workers: usize,
     /// How often workers look for work when no notification arrives; each
     /// wait is jittered by ±20%.
     #[serde(with = "duration")]
     pub poll_interval: Duration,
-    /// How long a claim stays valid without renewal.
+    /// How long a claim stays valid without renewal (at least 300 ms).
+    /// Heartbeats renew it every third of it; a worker that could not renew
+    /// for five sixths of it aborts its handlers.
     #[serde(with = "duration")]
     pub lease: Duration,
     /// How long `stop()` waits for running handlers before aborting them.
@@ -220,6 +230,22 @@ impl Settings {
     /// Defaults, then the file named by `PGOUTBOX_CONFIG_FILE` (`.toml`,
     /// `.yaml` or `.yml`), then `PGOUTBOX_*` environment variables; checked
     /// with [`Settings::validate`].
+    ///
+    /// Only `PGOUTBOX_DATABASE__…` and `PGOUTBOX_WORKFLOW_SYSTEM__…`
+    /// variables are read as settings; an unknown key among them is an
+    /// error.
+    ///
+    /// ```
+    /// // With nothing in the environment, these are the defaults.
+    /// let settings = pgoutbox::Settings::load()?;
+    /// println!(
+    ///     "{} workers, polling every {:?}, schema {}",
+    ///     settings.workflow_system.n_workers,
+    ///     settings.workflow_system.poll_interval,
+    ///     settings.database.schema,
+    /// );
+    /// # Ok::<(), pgoutbox::SettingsError>(())
+    /// ```
     pub fn load() -> Result<Settings, SettingsError> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = std::env::var_os("PGOUTBOX_CONFIG_FILE") {
@@ -265,6 +291,14 @@ impl Settings {
     }
 
     /// Checks every value that the types alone do not.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.workflow_system.n_workers = 0;
+    /// let err = settings.validate().unwrap_err();
+    /// assert_eq!(err.key(), "workflow_system.n_workers");
+    /// assert_eq!(err.to_string(), "invalid setting `workflow_system.n_workers`: must be at least 1");
+    /// ```
     pub fn validate(&self) -> Result<(), SettingsError> {
         let db = &self.database;
         let ws = &self.workflow_system;
@@ -395,6 +429,17 @@ impl Settings {
     /// A pool built from `database`: what the original project's session
     /// manager was; the application keeps using sqlx transactions on it.
     /// Connections open lazily.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let settings = pgoutbox::Settings::load()?;
+    /// let pool = settings.pool()?;
+    /// let mut tx = pool.begin().await?;
+    /// // … the application's writes, and `publish(&mut tx, …)` …
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pool(&self) -> Result<sqlx::PgPool, SettingsError> {
         self.validate()?;
         Ok(PgPoolOptions::new()
