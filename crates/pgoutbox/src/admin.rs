@@ -1,7 +1,8 @@
 //! What operators do: inspect operations, retry, cancel, resolve and replay
 //! them (each action recorded in `operator_actions` in the same statement as
 //! the state change), read statistics, purge old rows. The `pgoutbox`
-//! command is built on this module.
+//! command is built on this module; `docs/operating.md` describes the
+//! states and the state × action table.
 //!
 //! ```no_run
 //! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
@@ -63,6 +64,15 @@ pub enum Resolution {
 impl Action {
     /// The states this action is allowed from (DESIGN's state × action
     /// table).
+    ///
+    /// ```
+    /// use pgoutbox::admin::{Action, Resolution};
+    ///
+    /// assert_eq!(Action::Retry.allowed_from(), ["dead", "stalled", "cancelled"]);
+    /// assert!(!Action::Cancel.allowed_from().contains(&"running"));
+    /// assert_eq!(Action::Resolve(Resolution::Succeeded).target(), Some("succeeded"));
+    /// assert_eq!(Action::Replay.target(), None); // a new operation; the original stays
+    /// ```
     pub fn allowed_from(self) -> &'static [&'static str] {
         match self {
             Action::Retry => &["dead", "stalled", "cancelled"],
@@ -123,6 +133,16 @@ pub enum ActionOutcome {
 
 impl ActionOutcome {
     /// A one-line description for operation `id`.
+    ///
+    /// ```
+    /// use pgoutbox::admin::{Action, ActionOutcome};
+    ///
+    /// let refused = ActionOutcome::Refused { status: "running".into() };
+    /// assert_eq!(
+    ///     refused.message(42, Action::Cancel),
+    ///     "cannot cancel operation 42: it is running (cancel is allowed from pending, retrying, stalled)"
+    /// );
+    /// ```
     pub fn message(&self, id: i64, action: Action) -> String {
         match self {
             ActionOutcome::Applied {
@@ -171,6 +191,28 @@ pub struct Stats {
 }
 
 /// Operators' access to one schema.
+///
+/// It always uses prepared statements: behind pgbouncer in transaction
+/// mode, give it a pool connected to PostgreSQL directly.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::admin::{Admin, OperationFilter};
+///
+/// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
+/// let stalled = admin
+///     .list(&OperationFilter { statuses: vec!["stalled".into()], ..OperationFilter::default() })
+///     .await?;
+/// for op in &stalled {
+///     println!("{} {} {:?}", op.id, op.name, op.last_error);
+/// }
+/// let stats = admin.stats(60_000, 5).await?;
+/// for (name, ready) in &stats.unhandled {
+///     println!("{ready} ready `{name}` operation(s) that no live worker handles");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Admin {
     pool: PgPool,
@@ -214,7 +256,8 @@ impl Admin {
 
     /// Applies `action` to operation `id` if its state allows, recording
     /// it (applied or refused) with `actor` and `reason` in the same
-    /// statement.
+    /// statement. The state is read under a row lock, so concurrent
+    /// operators and workers serialize. See the module's example.
     pub async fn act(
         &self,
         id: i64,

@@ -25,8 +25,69 @@
 //! # let _ = payload;
 //! ```
 //!
-//! Publishing is [`publish`]; which handlers a worker runs is decided by
-//! [`WorkflowRouter`]s resolved against the [`Registry`] of the binary.
+//! # A tour
+//!
+//! - **Declare** operations with [`#[operation]`](operation): a handler
+//!   (`async fn` taking a [`Context`], or a [`TxContext`] with
+//!   `transactional`) or a publish-only contract on a struct. Its options
+//!   ([`OperationOptions`]) say whether it is `idempotent`, how often to try
+//!   ([`Backoff`]) and where it goes (queue, priority).
+//! - **Publish** inside your own transaction with [`publish`] or
+//!   [`publish_many`] (they never commit), or with a [`Publisher`] built
+//!   from [`Settings`] for another schema, NOTIFY off, or pgbouncer;
+//!   [`PublishOptions`] add a delay, an idempotency key, a priority or a
+//!   queue.
+//! - **Handle** them in a worker: a [`WorkflowSystem`] built from
+//!   [`Settings::load`] runs the operations its [`WorkflowRouter`]s select
+//!   (resolved against the binary's [`Registry`]) until
+//!   [`WorkflowSystem::stop`]. Handlers fail with a [`HandlerError`]:
+//!   retryable, permanent, or a snooze.
+//! - **Operate** with [`admin::Admin`] or the `pgoutbox` command (crate
+//!   `pgoutbox-cli`): inspect, retry, cancel, resolve, replay; apply the
+//!   storage's migrations with `pgoutbox_migrate`.
+//! - **Test** with the `testing` feature: `pgoutbox::testing` starts a
+//!   throwaway PostgreSQL and gives each test a fresh database.
+//!
+//! ```no_run
+//! use pgoutbox::prelude::*;
+//!
+//! #[operation("billing.charge", transactional, idempotent)]
+//! async fn charge(ctx: &mut TxContext<'_>, customer_id: i64, amount_cents: i64) -> Result<()> {
+//!     # let _ = (ctx, customer_id, amount_cents);
+//!     Ok(())
+//! }
+//!
+//! # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! let settings = Settings::load()?;
+//! let pool = settings.pool()?;
+//! pgoutbox_migrate::run(&pool, &settings.schema()?).await?;
+//!
+//! // The application: intent recorded in its own transaction.
+//! let mut tx = pool.begin().await?;
+//! publish(&mut tx, Charge { customer_id: 7, amount_cents: 1999 }).await?;
+//! tx.commit().await?;
+//!
+//! // A worker: runs what its router selects until stopped.
+//! let system = WorkflowSystem::builder(settings)
+//!     .router(WorkflowRouter::with_prefix("billing").operation::<Charge>())
+//!     .start()
+//!     .await?;
+//! system.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Further reading
+//!
+//! In the repository's `docs/` directory:
+//!
+//! - `docs/consistency.md` — what is and is not guaranteed, and what
+//!   happens when a worker is killed, a lease expires, a handler times out,
+//!   a commit fails, a notification is lost, or a payload no longer decodes;
+//! - `docs/operating.md` — the `pgoutbox` command, states and operator
+//!   actions, retention, migrations, metrics and traces, pgbouncer;
+//! - `docs/tuning.md` — the settings that change throughput and latency,
+//!   and how to measure with the benchmark.
 
 extern crate self as pgoutbox;
 

@@ -201,8 +201,14 @@ impl WorkflowRouter {
         self
     }
 
-    /// Limits how many of this group's handlers run at once in a process
-    /// (within its `n_workers`).
+    /// Sets a limit on how many of this group's handlers run at once in a
+    /// process (within its `n_workers`); included routers inherit it unless
+    /// they set their own, and [`Route::concurrency`] reports it.
+    ///
+    /// The runtime does not enforce it yet: a process runs up to
+    /// `n_workers` handlers of any of its routes. To bound a group today,
+    /// run it in processes of its own (its own router or
+    /// `workflow_system.queues`).
     #[must_use]
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit);
@@ -215,6 +221,30 @@ impl WorkflowRouter {
     }
 
     /// Checks the routers and finds each selected operation's handler.
+    ///
+    /// [`WorkflowSystemBuilder::start`](crate::WorkflowSystemBuilder::start)
+    /// calls it; calling it in a test finds a misplaced operation without a
+    /// database:
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::RouterError;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    ///
+    /// let ok = WorkflowRouter::with_prefix("mail").operation::<SendMail>();
+    /// assert_eq!(ok.resolve(&registry)?.names().collect::<Vec<_>>(), ["mail.send"]);
+    ///
+    /// let misplaced = WorkflowRouter::with_prefix("billing").operation::<SendMail>();
+    /// assert!(matches!(misplaced.resolve(&registry), Err(RouterError::OutsidePrefix { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn resolve(&self, registry: &Registry) -> Result<Routes, RouterError> {
         let mut routes = Routes::default();
         let mut owners: BTreeMap<&'static str, String> = BTreeMap::new();
