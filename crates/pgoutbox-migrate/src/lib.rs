@@ -17,6 +17,9 @@
 //!   their own tool (the script records its versions too, so [`check`] passes
 //!   afterwards).
 //!
+//! The `pgoutbox migrate up|status|sql` command wraps the same functions;
+//! the repository's `docs/operating.md` describes both.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), pgoutbox_migrate::Error> {
 //! use pgoutbox_migrate::Identifier;
@@ -105,6 +108,12 @@ impl Migration {
 
     /// SHA-256 (hex) of the migration's text before the schema is put in, so
     /// an edited migration is noticed whatever schema it was applied to.
+    ///
+    /// ```
+    /// let first = &pgoutbox_migrate::migrations()[0];
+    /// assert_eq!(first.checksum().len(), 64);
+    /// assert_eq!(first.name(), "storage");
+    /// ```
     pub fn checksum(&self) -> String {
         hex::encode(Sha256::digest(self.template.as_bytes()))
     }
@@ -231,6 +240,20 @@ pub async fn run(pool: &PgPool, schema: &Identifier) -> Result<Vec<i64>, Error> 
 
 /// Reports the applied and pending migrations of `schema` without changing
 /// anything.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), pgoutbox_migrate::Error> {
+/// let schema = pgoutbox_migrate::Identifier::default();
+/// let status = pgoutbox_migrate::status(&pool, &schema).await?;
+/// println!(
+///     "database at version {}, binary at {}, {} pending",
+///     status.database_version(),
+///     status.binary_version,
+///     status.pending.len()
+/// );
+/// # Ok(())
+/// # }
+/// ```
 pub async fn status(pool: &PgPool, schema: &Identifier) -> Result<Status, Error> {
     let mut tx = pool.begin().await?;
     let applied = applied(&mut tx, schema).await?;
