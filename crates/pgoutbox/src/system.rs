@@ -112,7 +112,34 @@ pub enum StartError {
     Database(#[from] sqlx::Error),
 }
 
-/// Builds and starts a [`WorkflowSystem`].
+/// Builds and starts a [`WorkflowSystem`]; made by
+/// [`WorkflowSystem::builder`].
+///
+/// By default the system builds its pool from `settings.database` and finds
+/// its handlers by link-time collection. Both can be given instead:
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("mail.send", idempotent)]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let settings = Settings::load()?;
+/// let pool = settings.pool()?; // shared with the application: size it for both
+/// let system = WorkflowSystem::builder(settings)
+///     .pool(pool)
+///     .registry(Registry::from_registrations(pgoutbox::handlers![send_mail])?)
+///     .router(WorkflowRouter::with_prefix("mail").operation::<SendMail>())
+///     .start()
+///     .await?;
+/// system.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct WorkflowSystemBuilder {
     settings: Settings,
@@ -146,6 +173,16 @@ impl WorkflowSystemBuilder {
     }
 
     /// Checks everything, registers the worker and starts claiming.
+    ///
+    /// It refuses to start, with one [`StartError`], on an invalid setting,
+    /// an unreachable database, a pool smaller than `n_workers` + 2, a
+    /// database at another migration version, a name registered twice, an
+    /// inconsistent router, or routers that select nothing. Then it records
+    /// the worker in `workers` and the payload schemas it handles in
+    /// `operation_types`, warns about ready operations that no live worker
+    /// handles, and starts the producer, the listener (unless
+    /// `workflow_system.notify` is off) and the maintenance task (heartbeat,
+    /// rescuer, janitor). See the example on [`WorkflowSystem`].
     pub async fn start(self) -> Result<WorkflowSystem, StartError> {
         let settings = self.settings;
         settings.validate()?;
@@ -268,6 +305,10 @@ pub struct StopReport {
 /// A running worker process: claims the operations its routers select and
 /// runs them, `n_workers` at a time.
 ///
+/// What it guarantees when handlers fail, time out or the process dies is
+/// in `docs/consistency.md`; running and watching it in
+/// `docs/operating.md`.
+///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use pgoutbox::prelude::*;
@@ -299,7 +340,9 @@ pub struct WorkflowSystem {
 }
 
 impl WorkflowSystem {
-    /// A builder from settings; without a router it handles nothing.
+    /// A builder from settings; without a router it handles nothing (and
+    /// [`WorkflowSystemBuilder::start`] refuses to start). See the example
+    /// on [`WorkflowSystem`].
     pub fn builder(settings: Settings) -> WorkflowSystemBuilder {
         WorkflowSystemBuilder {
             settings,
@@ -324,6 +367,21 @@ impl WorkflowSystem {
     /// the worker stopped. Returns when every attempt it started has an
     /// outcome in the database (or the database is unreachable and the
     /// leases will expire into `lost` attempts).
+    ///
+    /// pgoutbox installs no signal handler: call it when your process is
+    /// told to stop.
+    ///
+    /// ```no_run
+    /// # async fn shutdown_requested() {}
+    /// # async fn example(system: pgoutbox::WorkflowSystem) -> Result<(), Box<dyn std::error::Error>> {
+    /// shutdown_requested().await; // e.g. `tokio::signal::ctrl_c()` or a SIGTERM stream
+    /// let report = system.stop().await?;
+    /// if report.aborted > 0 {
+    ///     eprintln!("{} handler(s) aborted; their attempts are recorded as in doubt", report.aborted);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn stop(mut self) -> Result<StopReport, sqlx::Error> {
         self.rt.stopping.send_replace(true);
         self.rt.wake.notify_one();
