@@ -22,9 +22,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
     report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     report.tick().await;
-    let retention = ws.retention.clone();
-    let mut janitor = tokio::time::interval(retention.interval);
-    janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The janitor runs beside the heartbeat, never in its way: a long purge
+    // (or one stuck on a silent connection) must not delay a renewal. It is
+    // abandoned when this task ends; each of its batches commits alone.
+    let _janitor = AbortOnDrop(
+        ws.retention
+            .enabled
+            .then(|| tokio::spawn(janitor(Arc::clone(&rt), lease))),
+    );
     // Leases were last known good when this instant's renewal was sent.
     let mut renewed_at = Instant::now();
     loop {
@@ -49,6 +54,18 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                                 tracing::error!(aborted = n, "leases could not be renewed; aborted running handlers");
                             }
                         }
+                        // Once the leases have run out, the attempts are the
+                        // rescuer's (another worker's, if this one cannot
+                        // reach the database): executors stop retrying to
+                        // record them, so that `stop()` is not held by a
+                        // database that does not answer.
+                        if renewed_at.elapsed() >= lease {
+                            for id in rt.running_ids() {
+                                if let Some(op) = rt.running_op(id) {
+                                    op.mark_lost();
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -66,13 +83,37 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                     tracing::warn!("checking for unhandled operations timed out");
                 }
             }
-            _ = janitor.tick(), if retention.enabled => {
-                match tokio::time::timeout(retention.interval.min(lease * 10), clean_up(&rt, &retention)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(error = %e, "the janitor failed; it will try again"),
-                    Err(_) => tracing::warn!("the janitor ran out of time; it will go on next time"),
-                }
-            }
+        }
+    }
+}
+
+/// Applies retention every `retention.interval`.
+async fn janitor(rt: Arc<Runtime>, lease: Duration) {
+    let retention = rt.settings.workflow_system.retention.clone();
+    let mut janitor = tokio::time::interval(retention.interval);
+    janitor.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        janitor.tick().await;
+        match tokio::time::timeout(
+            retention.interval.min(lease * 10),
+            clean_up(&rt, &retention),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the janitor failed; it will try again"),
+            Err(_) => tracing::warn!("the janitor ran out of time; it will go on next time"),
+        }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
         }
     }
 }

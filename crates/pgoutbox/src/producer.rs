@@ -21,7 +21,12 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
         let free = rt.slots.available_permits();
         let mut claimed_full_batch = false;
         if free > 0 {
-            match claim(&rt, free, lease_ms, &executors).await {
+            // Bounded: a claim on a connection that went silent must not
+            // stop the producer (and `stop()`) for good.
+            let claimed = tokio::time::timeout(ws.lease, claim(&rt, free, lease_ms, &executors))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+            match claimed {
                 Ok(claimed) => {
                     failures = 0;
                     claimed_full_batch = claimed == free;

@@ -400,15 +400,28 @@ impl WorkflowSystem {
         }
         // Every executor has its answer by now: the completer is idle.
         self.completer.abort();
-        if let Some((maintenance, stop)) = self.maintenance.take() {
+        if let Some((mut maintenance, stop)) = self.maintenance.take() {
             stop.send_replace(true);
-            let _ = maintenance.await;
+            // A step under way (a long janitor batch, a statement on a
+            // silent connection) is abandoned after a lease: each step is a
+            // transaction of its own, and the next worker redoes it.
+            let lease = self.rt.settings.workflow_system.lease;
+            if tokio::time::timeout(lease, &mut maintenance).await.is_err() {
+                maintenance.abort();
+            }
         }
-        let mut conn = self.rt.pool.acquire().await?;
-        self.rt
-            .store
-            .deregister_worker(&mut conn, self.rt.worker_id)
-            .await?;
+        // Bounded like every other statement of the runtime: when the
+        // database does not answer, the worker's row just goes stale.
+        let deregister = async {
+            let mut conn = self.rt.pool.acquire().await?;
+            self.rt
+                .store
+                .deregister_worker(&mut conn, self.rt.worker_id)
+                .await
+        };
+        tokio::time::timeout(self.rt.settings.workflow_system.lease, deregister)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
         tracing::info!(worker_id = %self.rt.worker_id, aborted, "pgoutbox worker stopped");
         Ok(StopReport { aborted })
     }
