@@ -9,4 +9,5 @@ mod processes;
 mod publish;
 mod runtime;
 mod settings;
+mod silent;
 mod support;

@@ -182,3 +182,19 @@ pub(crate) struct Orphan {
     /// Anything.
     pub(crate) n: i64,
 }
+
+/// Idempotent, without a short timeout: sleeps `ms` on its first attempt
+/// only, so that a retry is quick.
+#[operation(
+    "test.idempotent_wait",
+    idempotent,
+    max_attempts = 5,
+    backoff(initial = "50ms", max = "100ms")
+)]
+pub(crate) async fn idempotent_wait(ctx: &mut Context, key: String, ms: u64) -> Result<()> {
+    note(&key, ctx.operation_id());
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
