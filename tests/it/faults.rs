@@ -8,28 +8,29 @@ use pgoutbox::testing::TestDatabase;
 use pgoutbox_tests::{Effect, IdempotentEffect, TxEffect};
 
 use crate::processes::{Worker, create_tables, tables};
-use crate::support::{count, outcomes, publish_one, status, test_db, wait_for_count};
+use crate::support::{count, outcomes, publish_one, soak, status, test_db, wait_for_count};
 
+/// SIGKILLs of the short variant; `PGOUTBOX_SOAK=<n>` multiplies them.
 const KILLS: usize = 20;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
-    const EACH: i64 = 100;
+    let (each, kills) = (100 * i64::from(soak()), KILLS * soak() as usize);
     let db = test_db().await;
     tables(&db).await;
     let mut tx = db.pool().begin().await.unwrap();
-    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| Effect { ms: 30 }))
+    pgoutbox::publish_many(&mut tx, (0..each).map(|_| Effect { ms: 30 }))
         .await
         .unwrap();
-    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| IdempotentEffect { ms: 30 }))
+    pgoutbox::publish_many(&mut tx, (0..each).map(|_| IdempotentEffect { ms: 30 }))
         .await
         .unwrap();
-    pgoutbox::publish_many(&mut tx, (0..EACH).map(|_| TxEffect { ms: 30 }))
+    pgoutbox::publish_many(&mut tx, (0..each).map(|_| TxEffect { ms: 30 }))
         .await
         .unwrap();
     tx.commit().await.unwrap();
 
-    for kill in 0..KILLS {
+    for kill in 0..kills {
         let worker = Worker::start(&db.url(), 4);
         // Somewhere mid-run: 50 to 430 ms after start.
         tokio::time::sleep(Duration::from_millis(50 + (kill as u64 * 97) % 380)).await;
@@ -40,7 +41,7 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')",
         0,
-        Duration::from_mins(1),
+        Duration::from_mins(u64::from(soak())),
     )
     .await;
     assert!(last.terminate().success());
@@ -48,7 +49,7 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
     // Nothing lost: every operation is still there, in a final state.
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
-        3 * EACH
+        3 * each
     );
     assert_eq!(
         count(
@@ -79,12 +80,12 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
     // Idempotent ones were retried to success.
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded' AND name <> 'fault.effect'").await,
-        2 * EACH
+        2 * each
     );
     // Transactional ones: their database write exists exactly once.
     assert_eq!(
         count(&db, "SELECT count(*) FROM business_effects").await,
-        EACH
+        each
     );
     assert_eq!(
         count(
@@ -92,7 +93,7 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
             "SELECT count(DISTINCT operation_id) FROM business_effects"
         )
         .await,
-        EACH
+        each
     );
     // Every succeeded operation has exactly one succeeded attempt.
     assert_eq!(
@@ -112,8 +113,8 @@ async fn repeated_sigkill_loses_nothing_and_doubles_nothing() {
     )
     .await;
     eprintln!(
-        "{KILLS} kills: {} operations, {lost_attempts} lost attempts, {stalled} stalled, 0 lost, 0 doubled",
-        3 * EACH
+        "{kills} kills: {} operations, {lost_attempts} lost attempts, {stalled} stalled, 0 lost, 0 doubled",
+        3 * each
     );
     assert!(lost_attempts >= 1, "no kill hit a running attempt");
     // Every attempt has an outcome.
@@ -181,7 +182,7 @@ async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
 async fn postgres_restarted_mid_drain_fast_then_immediate() {
     use pgoutbox::testing::{Cluster, ShutdownMode};
 
-    const EACH: i64 = 300;
+    let each = 300 * i64::from(soak());
     // A cluster of this test's own: it is restarted under the worker.
     let cluster = tokio::task::spawn_blocking(Cluster::start_private)
         .await
@@ -206,17 +207,18 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         .unwrap();
     create_tables(&pool).await;
     let mut conn = pool.acquire().await.unwrap();
-    pgoutbox::publish_many(&mut conn, (0..EACH).map(|_| IdempotentEffect { ms: 20 }))
+    pgoutbox::publish_many(&mut conn, (0..each).map(|_| IdempotentEffect { ms: 20 }))
         .await
         .unwrap();
-    pgoutbox::publish_many(&mut conn, (0..EACH).map(|_| TxEffect { ms: 20 }))
+    pgoutbox::publish_many(&mut conn, (0..each).map(|_| TxEffect { ms: 20 }))
         .await
         .unwrap();
     drop(conn);
     pool.close().await;
 
     let worker = Worker::start(&url, 4);
-    for mode in [ShutdownMode::Fast, ShutdownMode::Immediate] {
+    let modes = [ShutdownMode::Fast, ShutdownMode::Immediate];
+    for mode in modes.into_iter().cycle().take(2 * soak() as usize) {
         tokio::time::sleep(Duration::from_millis(400)).await;
         // Mid-drain: work is both done and left.
         let probe = sqlx::PgPool::connect(&url).await.unwrap();
@@ -226,7 +228,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         )
         .await;
         probe.close().await;
-        assert!(0 < left && left < 2 * EACH, "{mode:?}: {left} left");
+        assert!(0 < left && left < 2 * each, "{mode:?}: {left} left");
         tokio::task::block_in_place(|| cluster.restart(mode)).unwrap();
     }
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -234,7 +236,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         .connect(&url)
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_mins(1);
+    let deadline = std::time::Instant::now() + Duration::from_mins(u64::from(soak()));
     while count_on(&pool, "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')").await > 0 {
         assert!(std::time::Instant::now() < deadline, "the drain did not finish after the restarts");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,7 +245,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
     assert!(worker.terminate().success());
     assert_eq!(
         count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
-        2 * EACH,
+        2 * each,
         "nothing lost"
     );
     assert_eq!(
@@ -263,7 +265,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
     );
     assert_eq!(
         count_on(&pool, "SELECT count(*) FROM business_effects").await,
-        EACH,
+        each,
         "transactional writes exactly once"
     );
     pool.close().await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox_tests::{Effect, IdempotentEffect, SIDE_EFFECTS_TABLE, TxEffect};
 
-use crate::support::{count, outcomes, publish_one, status, test_db, wait_for_count};
+use crate::support::{count, outcomes, publish_one, soak, status, test_db, wait_for_count};
 
 /// A worker process on `db`, returned once it has started.
 pub(crate) struct Worker {
@@ -80,11 +80,11 @@ pub(crate) async fn create_tables(pool: &sqlx::PgPool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_run_5000_operations_each_exactly_once() {
-    const N: i64 = 5_000;
+    let n = 5_000 * i64::from(soak());
     let db = test_db().await;
     tables(&db).await;
     let mut tx = db.pool().begin().await.unwrap();
-    pgoutbox::publish_many(&mut tx, (0..N).map(|_| Effect { ms: 0 }))
+    pgoutbox::publish_many(&mut tx, (0..n).map(|_| Effect { ms: 0 }))
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -92,8 +92,8 @@ async fn three_worker_processes_run_5000_operations_each_exactly_once() {
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
-        N,
-        Duration::from_mins(3),
+        n,
+        Duration::from_mins(3 * u64::from(soak())),
     )
     .await;
     for worker in workers {
@@ -101,12 +101,12 @@ async fn three_worker_processes_run_5000_operations_each_exactly_once() {
     }
     assert_eq!(
         count(&db, "SELECT count(*) FROM side_effects").await,
-        N,
+        n,
         "each ran once"
     );
     assert_eq!(
         count(&db, "SELECT count(DISTINCT operation_id) FROM side_effects").await,
-        N
+        n
     );
     assert_eq!(
         count(
@@ -114,11 +114,11 @@ async fn three_worker_processes_run_5000_operations_each_exactly_once() {
             "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'succeeded'"
         )
         .await,
-        N
+        n
     );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
-        N
+        n
     );
     assert!(
         count(&db, "SELECT count(DISTINCT pid) FROM side_effects").await >= 2,

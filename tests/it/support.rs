@@ -169,3 +169,14 @@ impl Setup {
         id
     }
 }
+
+/// The soak factor: `PGOUTBOX_SOAK=<n>` multiplies the fault tests' kills,
+/// restarts and operations by `n` (and their time limits with them); unset,
+/// they run their short variant (factor 1).
+pub(crate) fn soak() -> u32 {
+    std::env::var("PGOUTBOX_SOAK")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
