@@ -50,23 +50,27 @@ CREATE INDEX operations_claim_idx ON {schema}.operations (priority DESC, run_at,
 -- that its planner settings travel with it: on a freshly bulk-loaded,
 -- never-analyzed table the planner would otherwise prefer a bitmap scan and
 -- a sort of every claimable row, for every claim, over walking the partial
--- index above in order and stopping after `n` rows.
+-- index above in order and stopping after `n` rows. PL/pgSQL rather than
+-- SQL so that the plan is cached per session instead of made per claim.
 CREATE FUNCTION {schema}.claimable(names text[], queues text[], n integer)
 RETURNS SETOF bigint
 ROWS 10
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 SET enable_sort = off
 AS $$
-    SELECT id FROM {schema}.operations
-    WHERE status IN ('pending', 'retrying')
-      AND run_at <= now()
-      AND name = ANY(names)
-      AND (cardinality(queues) = 0 OR queue = ANY(queues))
-    ORDER BY priority DESC, run_at, id
+BEGIN
+    RETURN QUERY
+    SELECT o.id FROM {schema}.operations o
+    WHERE o.status IN ('pending', 'retrying')
+      AND o.run_at <= now()
+      AND o.name = ANY(names)
+      AND (cardinality(queues) = 0 OR o.queue = ANY(queues))
+    ORDER BY o.priority DESC, o.run_at, o.id
     LIMIT n
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF o SKIP LOCKED;
+END
 $$;
 
 -- The rescuer looks for expired leases.
