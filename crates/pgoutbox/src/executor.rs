@@ -4,12 +4,12 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tracing::Instrument as _;
 
 use crate::context::{AttemptInfo, Context, TxContext};
@@ -17,12 +17,14 @@ use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
-use crate::store::{Claimed, Fence, NewOperation};
+use crate::store::{Claimed, Fence, NewOperation, Store};
 use crate::system::Runtime;
 
 /// A running operation, as the heartbeat and shutdown see it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RunningOp {
+    /// The handler slot, given back once the handler has returned.
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
     abort: Notify,
     reason: OnceLock<&'static str>,
     /// Set when a heartbeat found the lease gone: the fence would refuse
@@ -31,6 +33,20 @@ pub(crate) struct RunningOp {
 }
 
 impl RunningOp {
+    pub(crate) fn new(slot: OwnedSemaphorePermit) -> RunningOp {
+        RunningOp {
+            slot: Mutex::new(Some(slot)),
+            abort: Notify::new(),
+            reason: OnceLock::new(),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    /// Gives the handler slot back (once; later calls do nothing).
+    pub(crate) fn release_slot(&self) {
+        drop(self.slot.lock().expect("slot poisoned").take());
+    }
+
     /// Abandons the handler (if it still runs) for `reason`.
     pub(crate) fn abort(&self, reason: &'static str) {
         let _ = self.reason.set(reason);
@@ -160,6 +176,10 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 registration,
             )
             .await;
+            // The handler is done: its slot may take the next operation
+            // while this outcome is recorded.
+            running.release_slot();
+            rt.wake.notify_one();
             let decision = attempt.decide(end, jitter());
             record(
                 rt,
@@ -257,15 +277,9 @@ async fn run_transactional(
     let retryable = |what: &str, e: &dyn std::fmt::Display| {
         AttemptEnd::Failed(HandlerError::retryable(format!("{what}: {e}")))
     };
-    // The transaction, and its id to check before recording success.
-    let opened = async {
-        let mut tx = rt.pool.begin().await?;
-        let txid = rt.store.current_transaction(&mut tx).await?;
-        Ok::<_, sqlx::Error>((tx, txid))
-    }
-    .await;
-    let (mut tx, txid) = match opened {
-        Ok(opened) => opened,
+    // The transaction, marked with the attempt it serves.
+    let mut tx = match Store::begin_attempt(&rt.pool, fence.attempt_id).await {
+        Ok(tx) => tx,
         Err(e) => {
             let end = retryable("cannot open the handler's transaction", &e);
             return fail(end).await;
@@ -292,7 +306,7 @@ async fn run_transactional(
         let _ = tx.rollback().await;
         return record(rt, &claimed.name, fence, decision, Vec::new(), running).await;
     }
-    match rt.store.complete_success(&mut tx, fence, Some(&txid)).await {
+    match rt.store.complete_success(&mut tx, fence, true).await {
         Ok(true) => match tx.commit().await {
             Ok(()) => {
                 metrics::counter!("pgoutbox_succeeded_total", "name" => claimed.name.clone())
@@ -308,9 +322,9 @@ async fn run_transactional(
         Ok(false) => {
             let ended = rt
                 .store
-                .current_transaction(&mut tx)
+                .transaction_marker(&mut tx)
                 .await
-                .map_or(true, |now| now != txid);
+                .map_or(true, |mark| mark != fence.attempt_id.to_string());
             let _ = tx.rollback().await;
             if ended {
                 let end = AttemptEnd::Failed(HandlerError::permanent(
@@ -400,11 +414,11 @@ async fn try_record(
             }
             // No completer (the system is being dropped): record alone.
             let mut conn = rt.pool.acquire().await?;
-            rt.store.complete_success(&mut conn, fence, None).await
+            rt.store.complete_success(&mut conn, fence, false).await
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
-            if !rt.store.complete_success(&mut tx, fence, None).await? {
+            if !rt.store.complete_success(&mut tx, fence, false).await? {
                 return Ok(false);
             }
             for op in follow_ups {

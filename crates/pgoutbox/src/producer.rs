@@ -1,5 +1,6 @@
 //! The producer: one per process, it claims batches no larger than the free
-//! handler slots and hands each claimed operation to an executor task.
+//! handler slots (and the bounded backlog of outcomes not yet recorded) and
+//! hands each claimed operation to an executor task.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +9,10 @@ use tokio::task::JoinSet;
 
 use crate::executor::{self, RunningOp};
 use crate::system::{Runtime, jittered};
+
+/// The longest a producer waits for more free slots before claiming again
+/// after a full batch.
+const GATHER: Duration = Duration::from_millis(2);
 
 pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
     let ws = &rt.settings.workflow_system;
@@ -18,7 +23,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
         if *stopping.borrow() {
             return;
         }
-        let free = rt.slots.available_permits();
+        let free = rt.free_slots();
         let mut claimed_full_batch = false;
         if free > 0 {
             // Bounded: a claim on a connection that went silent must not
@@ -43,10 +48,23 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
                 }
             }
         }
-        // A full batch suggests more work is ready: claim again as soon as
-        // a slot is free. Otherwise wait for a notification or the poll.
-        if claimed_full_batch && rt.slots.available_permits() > 0 {
-            continue;
+        // A full batch suggests more work is ready: claim again soon, but
+        // give the executors just started a moment to free their slots, so
+        // that the next claim is a batch rather than a trickle (a claim
+        // costs about the same for 1 row as for 10). Otherwise wait for a
+        // notification or the poll.
+        if claimed_full_batch {
+            let enough = ws.n_workers.max(1);
+            let deadline = tokio::time::Instant::now() + GATHER;
+            while rt.free_slots() < enough {
+                tokio::select! {
+                    () = rt.wake.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if rt.free_slots() > 0 {
+                continue;
+            }
         }
         tokio::select! {
             () = rt.wake.notified() => {}
@@ -82,10 +100,13 @@ async fn claim(
     let mut executors = executors.lock().expect("executors poisoned");
     while executors.try_join_next().is_some() {}
     for op in claimed {
-        let permit = Arc::clone(&rt.slots)
+        let slot = Arc::clone(&rt.slots)
             .try_acquire_owned()
             .expect("claims never exceed the free slots");
-        let running = Arc::new(RunningOp::default());
+        let in_flight = Arc::clone(&rt.in_flight)
+            .try_acquire_owned()
+            .expect("claims never exceed the free slots");
+        let running = Arc::new(RunningOp::new(slot));
         let id = op.id.as_i64();
         rt.running
             .lock()
@@ -93,9 +114,10 @@ async fn claim(
             .insert(id, Arc::clone(&running));
         let rt = Arc::clone(rt);
         executors.spawn(async move {
-            executor::execute(Arc::clone(&rt), op, running).await;
+            executor::execute(Arc::clone(&rt), op, Arc::clone(&running)).await;
             rt.running.lock().expect("running map poisoned").remove(&id);
-            drop(permit);
+            drop(in_flight);
+            running.release_slot();
             // A slot is free: the producer may claim again.
             rt.wake.notify_one();
         });

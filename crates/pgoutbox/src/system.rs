@@ -17,6 +17,11 @@ use crate::router::{RouterError, Routes, WorkflowRouter};
 use crate::settings::{Settings, SettingsError};
 use crate::store::Store;
 
+/// Claimed operations per handler slot whose outcomes may wait to be
+/// recorded: enough for a full claim while the previous ones are in the
+/// completer's batches.
+const IN_FLIGHT_PER_SLOT: usize = 4;
+
 /// State shared by the tasks of one running system.
 #[derive(Debug)]
 pub(crate) struct Runtime {
@@ -29,8 +34,14 @@ pub(crate) struct Runtime {
     pub(crate) worker_id: Uuid,
     /// Operations whose handlers run (or whose outcomes are being recorded).
     pub(crate) running: Mutex<HashMap<i64, Arc<RunningOp>>>,
-    /// One permit per handler slot (`n_workers`).
+    /// One permit per handler slot (`n_workers`), held while a handler
+    /// runs.
     pub(crate) slots: Arc<Semaphore>,
+    /// One permit per claimed operation whose outcome is not recorded yet
+    /// (`IN_FLIGHT_PER_SLOT × n_workers`): a plain handler frees its slot
+    /// as soon as it returns and its success waits for the completer's next
+    /// batch, but that backlog stays bounded.
+    pub(crate) in_flight: Arc<Semaphore>,
     /// Wakes the producer: a notification, a listener reconnect, a freed
     /// slot.
     pub(crate) wake: Notify,
@@ -41,6 +52,13 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
+    /// How many operations the producer may claim now.
+    pub(crate) fn free_slots(&self) -> usize {
+        self.slots
+            .available_permits()
+            .min(self.in_flight.available_permits())
+    }
+
     pub(crate) fn running_ids(&self) -> Vec<i64> {
         self.running
             .lock()
@@ -240,7 +258,8 @@ impl WorkflowSystemBuilder {
             }
         }
         let (stopping, _) = watch::channel(false);
-        let (completions, completion_requests) = tokio::sync::mpsc::channel(n_workers.max(1));
+        let (completions, completion_requests) =
+            tokio::sync::mpsc::channel(IN_FLIGHT_PER_SLOT * n_workers.max(1));
         let rt = Arc::new(Runtime {
             pool,
             store,
@@ -251,6 +270,7 @@ impl WorkflowSystemBuilder {
             worker_id,
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(n_workers)),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_SLOT * n_workers)),
             wake: Notify::new(),
             stopping,
             completions,

@@ -43,7 +43,7 @@ statements!(
     complete_successes,
     complete_failure,
     snooze,
-    current_transaction,
+    transaction_marker,
     heartbeat,
     local_timeouts,
     rescue,
@@ -297,7 +297,7 @@ impl Store {
         &self,
         conn: &mut PgConnection,
         fence: Fence,
-        transaction: Option<&str>,
+        transactional: bool,
     ) -> Result<bool, sqlx::Error> {
         let n: i64 = self
             .pinned(conn, async |conn| {
@@ -306,7 +306,7 @@ impl Store {
                     .bind(fence.worker)
                     .bind(fence.attempt)
                     .bind(fence.attempt_id)
-                    .bind(transaction)
+                    .bind(transactional)
                     .fetch_one(conn)
                     .await
             })
@@ -387,12 +387,28 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// The id of the transaction in progress (assigning one).
-    pub(crate) async fn current_transaction(
+    /// Opens a transactional handler's transaction, marked (transaction-
+    /// locally) with its attempt so that `complete_success` can tell it is
+    /// still the same transaction: one round trip, `BEGIN` and the mark
+    /// sent together.
+    pub(crate) async fn begin_attempt(
+        pool: &sqlx::PgPool,
+        attempt_id: i64,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        // An integer formatted into the statement: nothing to escape.
+        pool.begin_with(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT set_config('pgoutbox.attempt', '{attempt_id}', true)"
+        )))
+        .await
+    }
+
+    /// The attempt the transaction in progress was opened for, or '' if
+    /// it is not that transaction any more.
+    pub(crate) async fn transaction_marker(
         &self,
         conn: &mut PgConnection,
     ) -> Result<String, sqlx::Error> {
-        query!(self, query_scalar, current_transaction)
+        query!(self, query_scalar, transaction_marker)
             .fetch_one(&mut *conn)
             .await
     }
