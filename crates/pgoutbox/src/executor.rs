@@ -315,7 +315,8 @@ async fn run_transactional(
             Err(e) => {
                 // If the commit in fact went through, the fenced failure
                 // record below matches nothing: the success stands.
-                let end = retryable("the handler's transaction failed to commit", &e);
+                let end =
+                    AttemptEnd::NotCommitted(format!("its transaction failed to commit: {e}"));
                 fail(end).await;
             }
         },
@@ -341,7 +342,7 @@ async fn run_transactional(
         }
         Err(e) => {
             let _ = tx.rollback().await;
-            let end = retryable("cannot record the success", &e);
+            let end = AttemptEnd::NotCommitted(format!("its success could not be recorded: {e}"));
             fail(end).await;
         }
     }

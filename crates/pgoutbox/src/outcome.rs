@@ -27,6 +27,10 @@ pub(crate) enum AttemptEnd {
     /// The handler was abandoned: shutdown, or a lease that could not be
     /// renewed.
     Aborted(&'static str),
+    /// A transactional handler returned `Ok`, but its transaction (its
+    /// writes and the success) did not commit: the database is settled,
+    /// what the handler did outside it is not.
+    NotCommitted(String),
 }
 
 /// What to record.
@@ -121,6 +125,13 @@ impl Attempt {
                 );
                 failure("aborted", in_doubt, error.clone(), vec![error])
             }
+            AttemptEnd::NotCommitted(reason) => {
+                let error = format!(
+                    "the handler succeeded but {reason}; its database writes were rolled back, \
+                     what it did outside the database is unknown"
+                );
+                failure("failed", in_doubt, error.clone(), vec![error])
+            }
         }
     }
 }
@@ -173,6 +184,15 @@ mod tests {
         assert_eq!(
             next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
             "stalled"
+        );
+        let not_committed = || AttemptEnd::NotCommitted("the commit failed".into());
+        assert_eq!(
+            next(&attempt(1, false).decide(not_committed(), 0.0)),
+            "stalled"
+        );
+        assert_eq!(
+            next(&attempt(1, true).decide(not_committed(), 0.0)),
+            "retrying"
         );
     }
 
