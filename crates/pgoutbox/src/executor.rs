@@ -20,6 +20,23 @@ use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
 use crate::store::{Claimed, Fence, NewOperation, Store};
 use crate::system::Runtime;
 
+/// Where a test makes this worker vanish in the middle of an operation's
+/// first attempt (`pgoutbox::testing::Harness::crash_at`): the attempt is
+/// left as a dead worker leaves it, unrecorded, its lease no longer
+/// renewed, for the rescuer to find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "testing"), allow(dead_code))]
+pub(crate) enum Crash {
+    /// Before the handler is called.
+    BeforeCall,
+    /// After the handler returned, before anything is recorded (a
+    /// transactional handler's transaction is rolled back).
+    AfterCall,
+    /// For a transactional handler, after its success statement, before
+    /// the commit; for a plain one, the same as `AfterCall`.
+    BeforeCommit,
+}
+
 /// A running operation, as the heartbeat and shutdown see it.
 #[derive(Debug)]
 pub(crate) struct RunningOp {
@@ -135,6 +152,10 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         .await;
         return;
     };
+    let crash = rt.crash.filter(|_| claimed.attempt == 1);
+    if crash == Some(Crash::BeforeCall) {
+        return vanish(&claimed, Crash::BeforeCall);
+    }
     let attempt = attempt_of(rt, &claimed, Some(registration));
     let timeout = registration
         .options()
@@ -159,6 +180,7 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 timeout,
                 &attempt,
                 running,
+                crash,
             )
             .await;
         }
@@ -180,6 +202,9 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             // while this outcome is recorded.
             running.release_slot();
             rt.wake.notify_one();
+            if let Some(point) = crash {
+                return vanish(&claimed, point);
+            }
             let decision = attempt.decide(end, jitter());
             record(
                 rt,
@@ -261,6 +286,7 @@ async fn run_transactional(
     timeout: Duration,
     attempt: &Attempt,
     running: &RunningOp,
+    crash: Option<Crash>,
 ) {
     let fence = fence(rt, claimed);
     // Records an attempt that did not end in a committed success.
@@ -301,6 +327,18 @@ async fn run_transactional(
         .await
     };
     let decision = attempt.decide(end, jitter());
+    match (crash, &decision) {
+        (Some(Crash::BeforeCommit), Decision::Success) => {
+            let _ = rt.store.complete_success(&mut tx, fence, true).await;
+            drop(tx); // never committed: rolled back, as by a dead worker
+            return vanish(claimed, Crash::BeforeCommit);
+        }
+        (Some(point), _) => {
+            drop(tx);
+            return vanish(claimed, point);
+        }
+        (None, _) => {}
+    }
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
         let _ = tx.rollback().await;
@@ -346,6 +384,16 @@ async fn run_transactional(
             fail(end).await;
         }
     }
+}
+
+/// A test's crash: the attempt is left unrecorded, as a vanished worker
+/// leaves it (the executor's caller stops renewing its lease).
+fn vanish(claimed: &Claimed, point: Crash) {
+    tracing::warn!(
+        operation_id = %claimed.id,
+        attempt = claimed.attempt,
+        "testing: the worker vanishes ({point:?})"
+    );
 }
 
 /// Records `decision`, retrying while the database is unreachable and the

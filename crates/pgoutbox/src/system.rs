@@ -49,6 +49,8 @@ pub(crate) struct Runtime {
     pub(crate) stopping: watch::Sender<bool>,
     /// Plain successes go to the completer, which records them in batches.
     pub(crate) completions: tokio::sync::mpsc::Sender<crate::completer::Request>,
+    /// A test's injected crash (only `pgoutbox::testing` sets one).
+    pub(crate) crash: Option<crate::executor::Crash>,
 }
 
 impl Runtime {
@@ -164,6 +166,7 @@ pub struct WorkflowSystemBuilder {
     router: WorkflowRouter,
     pool: Option<PgPool>,
     registry: Option<Registry>,
+    crash: Option<crate::executor::Crash>,
 }
 
 impl WorkflowSystemBuilder {
@@ -187,6 +190,14 @@ impl WorkflowSystemBuilder {
     #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
+        self
+    }
+
+    /// Makes every operation's first attempt crash at `point` (see
+    /// `pgoutbox::testing::Harness::crash_at`).
+    #[cfg(feature = "testing")]
+    pub(crate) fn crash_at(mut self, point: crate::executor::Crash) -> Self {
+        self.crash = Some(point);
         self
     }
 
@@ -274,6 +285,7 @@ impl WorkflowSystemBuilder {
             wake: Notify::new(),
             stopping,
             completions,
+            crash: self.crash,
         });
         let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
         crate::maintenance::report_unhandled(&rt).await;
@@ -369,6 +381,7 @@ impl WorkflowSystem {
             router: WorkflowRouter::new(),
             pool: None,
             registry: None,
+            crash: None,
         }
     }
 

@@ -1,5 +1,16 @@
-//! Test support: a PostgreSQL that starts itself, and a fresh database for
-//! every test.
+//! Test support: a PostgreSQL that starts itself, a fresh database for
+//! every test, and a kit for testing an application's operations.
+//!
+//! The kit:
+//! - [`published`] and [`assert_published!`](crate::assert_published): what
+//!   the transaction under test published, typed;
+//! - [`Harness::run_inline`]: one operation through a real worker, with
+//!   everything recorded about it returned;
+//! - [`Harness::run_until_idle`]: a worker run until nothing it handles is
+//!   running or ready, follow-ups included;
+//! - [`Harness::crash_at`]: the worker vanishes before the external call,
+//!   after it, or before the commit, so a test can see the in-doubt path
+//!   (`lost` attempt, then `stalled` or retried) end to end.
 //!
 //! Enabled by the `testing` feature. When `DATABASE_URL` is set, that server
 //! is used. Otherwise the local PostgreSQL installation (`initdb` and
@@ -26,9 +37,12 @@
 //! ```
 
 mod cluster;
+mod kit;
 mod shared;
 
+pub use crate::assert_published;
 pub use cluster::{Cluster, ShutdownMode};
+pub use kit::{CrashPoint, Harness, Idle, KitError, published, published_in};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -1,0 +1,410 @@
+//! The application test kit: what a transaction published, one operation
+//! run inline, a system run until idle, and crashes at chosen points.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row as _};
+
+use crate::admin::{Admin, OperationDetail};
+use crate::executor::Crash;
+use crate::{
+    Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
+    StartError, WorkflowRouter, WorkflowSystem,
+};
+
+use super::TestDatabase;
+
+/// Why a test-kit step failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KitError {
+    /// A statement failed.
+    #[error("test kit: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A published payload does not decode into the type asked for.
+    #[error(
+        "test kit: the payload of `{name}` operation {id} does not decode into {type_name}: {error}"
+    )]
+    Decode {
+        /// The operation's name.
+        name: &'static str,
+        /// The operation.
+        id: i64,
+        /// The type asked for.
+        type_name: &'static str,
+        /// serde's message.
+        error: serde_json::Error,
+    },
+    /// The harness's settings are invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The system refused to start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The system still had work after the harness's time limit.
+    #[error(
+        "test kit: still busy after {waited:?} ({running} running, {ready} ready); \
+         a handler that never returns, or a time limit too short (`Harness::timeout`)"
+    )]
+    StillBusy {
+        /// How long the harness waited.
+        waited: Duration,
+        /// Operations still running.
+        running: i64,
+        /// Operations ready to run.
+        ready: i64,
+    },
+}
+
+/// The payloads of the `O` operations published so far in the transaction
+/// `conn` is in, in publishing order (schema `pgoutbox`). Call it on the
+/// transaction that published, before it commits or rolls back.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("billing.charge")]
+/// async fn charge(ctx: &mut Context, customer_id: i64, amount_cents: i64) -> Result<()> {
+///     # let _ = (ctx, customer_id, amount_cents);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = pgoutbox::testing::TestDatabase::new().await?;
+/// let mut tx = db.pool().begin().await?;
+/// publish(&mut tx, Charge { customer_id: 7, amount_cents: 1999 }).await?;
+///
+/// let charges = pgoutbox::testing::published::<Charge>(&mut tx).await?;
+/// assert_eq!(charges.len(), 1);
+/// assert_eq!(charges[0].amount_cents, 1999);
+/// // or, by pattern:
+/// pgoutbox::assert_published!(&mut tx, Charge { customer_id: 7, .. });
+/// # Ok(())
+/// # }
+/// ```
+pub async fn published<O: Operation>(conn: &mut PgConnection) -> Result<Vec<O>, KitError> {
+    published_in::<O>(conn, &Identifier::default()).await
+}
+
+/// [`published`], for storage in another schema.
+pub async fn published_in<O: Operation>(
+    conn: &mut PgConnection,
+    schema: &Identifier,
+) -> Result<Vec<O>, KitError> {
+    // `xmin` is the transaction that wrote the row version: this one's id
+    // (taken as `xid`, as `xmin` is) picks the rows it inserted.
+    let sql = format!(
+        "SELECT id, payload FROM {}.operations \
+         WHERE name = $1 AND xmin = pg_current_xact_id()::xid ORDER BY id",
+        schema.quoted()
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(O::NAME)
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            let id: i64 = row.try_get("id")?;
+            let payload: serde_json::Value = row.try_get("payload")?;
+            serde_json::from_value(payload).map_err(|error| KitError::Decode {
+                name: O::NAME,
+                id,
+                type_name: std::any::type_name::<O>(),
+                error,
+            })
+        })
+        .collect()
+}
+
+/// Asserts that the transaction published an operation matching a
+/// pattern of its payload type (an optional `if` guard too); on failure it
+/// panics listing what the transaction did publish of that type. It awaits,
+/// so it is used in async tests.
+///
+/// ```no_run
+/// # use pgoutbox::prelude::*;
+/// # #[operation("mail.welcome")]
+/// # async fn welcome(ctx: &mut Context, user_id: i64, email: String) -> Result<()> { let _ = (ctx, user_id, email); Ok(()) }
+/// # async fn example(mut tx: sqlx::Transaction<'_, sqlx::Postgres>) {
+/// pgoutbox::assert_published!(&mut tx, Welcome { user_id: 7, .. });
+/// pgoutbox::assert_published!(&mut tx, Welcome { email, .. } if email.ends_with("@example.com"));
+/// # }
+/// ```
+#[macro_export]
+macro_rules! assert_published {
+    ($conn:expr, $($ty:ident)::+ { $($fields:tt)* } $(if $guard:expr)? $(,)?) => {{
+        let published = $crate::testing::published::<$($ty)::+>($conn)
+            .await
+            .unwrap_or_else(|e| panic!("assert_published!: {e}"));
+        let found = published.iter().any(|payload| {
+            #[allow(unused_variables)]
+            let matched = matches!(payload, $($ty)::+ { $($fields)* } $(if $guard)?);
+            matched
+        });
+        assert!(
+            found,
+            "assert_published!: no {} matching `{}` was published in this transaction; it published {:#?}",
+            <$($ty)::+ as $crate::Operation>::NAME,
+            stringify!($($ty)::+ { $($fields)* } $(if $guard)?),
+            published,
+        );
+    }};
+}
+
+/// Where a worker vanishes in the middle of an operation's first attempt
+/// ([`Harness::crash_at`]). The handler stands for the external call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CrashPoint {
+    /// After the attempt is claimed and recorded as started, before the
+    /// handler (the external call) is called.
+    BeforeExternalCall,
+    /// After the handler returned, before its outcome is recorded; a
+    /// transactional handler's writes are rolled back.
+    AfterExternalCall,
+    /// For a transactional handler: after its writes and its success
+    /// statement, before the commit (which never happens). For a plain
+    /// handler, the same as `AfterExternalCall`.
+    BeforeCommit,
+}
+
+impl From<CrashPoint> for Crash {
+    fn from(point: CrashPoint) -> Crash {
+        match point {
+            CrashPoint::BeforeExternalCall => Crash::BeforeCall,
+            CrashPoint::AfterExternalCall => Crash::AfterCall,
+            CrashPoint::BeforeCommit => Crash::BeforeCommit,
+        }
+    }
+}
+
+/// What a test database holds after [`Harness::run_until_idle`]: how many
+/// operations of the handled names are in each state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Idle {
+    /// State → count (states without operations are absent).
+    pub by_status: BTreeMap<String, i64>,
+}
+
+impl Idle {
+    /// How many operations are in `status`.
+    pub fn count(&self, status: &str) -> i64 {
+        self.by_status.get(status).copied().unwrap_or(0)
+    }
+}
+
+/// Runs real workers on a [`TestDatabase`] for a test, with settings that
+/// keep tests short: polls every 50 ms, 1 s leases (a crashed attempt is
+/// rescued within about 1.5 s), retries after 10–100 ms, 4 handler slots.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+///
+/// /// Not idempotent: an unknown outcome waits for an operator.
+/// #[operation("sms.send")]
+/// async fn send_sms(ctx: &mut Context, to: String) -> Result<()> {
+///     # let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = TestDatabase::new().await?;
+///
+/// // Run one operation through a real worker.
+/// let done = Harness::new(&db).operation::<SendSms>().run_inline(SendSms { to: "+4912".into() }).await?;
+/// assert_eq!(done.operation.status, "succeeded");
+///
+/// // The worker dies after the external call: the attempt is `lost`, and
+/// // the operation, not idempotent, is `stalled` instead of sent twice.
+/// let crashed = Harness::new(&db)
+///     .operation::<SendSms>()
+///     .crash_at(CrashPoint::AfterExternalCall)
+///     .run_inline(SendSms { to: "+4913".into() })
+///     .await?;
+/// assert_eq!(crashed.operation.status, "stalled");
+/// assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct Harness {
+    settings: Settings,
+    pool: PgPool,
+    router: WorkflowRouter,
+    crash: Option<CrashPoint>,
+    timeout: Duration,
+}
+
+impl Harness {
+    /// A harness on `db`, handling nothing yet.
+    pub fn new(db: &TestDatabase) -> Harness {
+        let mut settings = Settings::default();
+        settings.database.url = Some(db.url());
+        let ws = &mut settings.workflow_system;
+        ws.n_workers = 4;
+        ws.poll_interval = Duration::from_millis(50);
+        ws.lease = Duration::from_secs(1);
+        ws.shutdown_wait = Duration::from_secs(1);
+        ws.backoff_initial = Duration::from_millis(10);
+        ws.backoff_max = Duration::from_millis(100);
+        settings.database.pool_max = 8;
+        Harness {
+            settings,
+            pool: db.pool().clone(),
+            router: WorkflowRouter::new(),
+            crash: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Handles `O`.
+    pub fn operation<O: Operation>(mut self) -> Self {
+        self.router = self.router.operation::<O>();
+        self
+    }
+
+    /// Handles a router's operations.
+    pub fn router(mut self, router: WorkflowRouter) -> Self {
+        self.router = self.router.include_router(router);
+        self
+    }
+
+    /// Changes the settings (the database URL is the test database's).
+    pub fn settings(mut self, change: impl FnOnce(&mut Settings)) -> Self {
+        change(&mut self.settings);
+        self
+    }
+
+    /// Makes the worker vanish at `point` in every operation's first
+    /// attempt: nothing more is recorded for it, its lease is no longer
+    /// renewed, and the rescuer (this same system's, once the lease has
+    /// expired) records the attempt as `lost`. The operation then takes
+    /// the in-doubt path: retried if idempotent, `stalled` otherwise.
+    pub fn crash_at(mut self, point: CrashPoint) -> Self {
+        self.crash = Some(point);
+        self
+    }
+
+    /// How long to wait for the work to settle (30 s unless changed).
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.timeout = limit;
+        self
+    }
+
+    /// Starts a worker, waits until no operation it handles is running or
+    /// ready to run (those scheduled for later stay as they are), stops
+    /// it and counts the operations by state.
+    pub async fn run_until_idle(self) -> Result<Idle, KitError> {
+        let (system, names) = self.start().await?;
+        let settled = self.wait(|| self.busy(&names, None)).await;
+        let stopped = system.stop().await;
+        settled?;
+        stopped?;
+        self.count(&names).await
+    }
+
+    /// Publishes `payload`, runs a worker until that operation is settled
+    /// (finished, or waiting for a later `run_at`), stops it and returns
+    /// everything recorded about the operation.
+    pub async fn run_inline<O: Operation>(self, payload: O) -> Result<OperationDetail, KitError> {
+        let id = self.publish(payload).await?;
+        let (system, names) = self.start().await?;
+        let settled = self.wait(|| self.busy(&names, Some(id))).await;
+        let stopped = system.stop().await;
+        settled?;
+        stopped?;
+        let admin = Admin::new(self.pool.clone(), &self.settings.schema()?);
+        Ok(admin
+            .show(id.as_i64())
+            .await?
+            .expect("the operation was published and is never purged in a test"))
+    }
+
+    async fn publish<O: Operation>(&self, payload: O) -> Result<OperationId, KitError> {
+        let publisher = Publisher::from_settings(&self.settings)?;
+        let mut tx = self.pool.begin().await?;
+        let id = publisher.publish(&mut tx, payload).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn start(&self) -> Result<(WorkflowSystem, Vec<String>), KitError> {
+        let mut builder =
+            WorkflowSystem::builder(self.settings.clone()).router(self.router.clone());
+        if let Some(point) = self.crash {
+            builder = builder.crash_at(point.into());
+        }
+        let system = builder.start().await?;
+        let names = system.names().to_vec();
+        Ok((system, names))
+    }
+
+    /// Polls `busy` until it reports nothing running or ready.
+    async fn wait<F, Fut>(&self, busy: F) -> Result<(), KitError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<(i64, i64), KitError>>,
+    {
+        let started = Instant::now();
+        loop {
+            let (running, ready) = busy().await?;
+            if running == 0 && ready == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > self.timeout {
+                return Err(KitError::StillBusy {
+                    waited: started.elapsed(),
+                    running,
+                    ready,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// How many operations of `names` (or only `id`) run or are ready.
+    async fn busy(
+        &self,
+        names: &[String],
+        id: Option<OperationId>,
+    ) -> Result<(i64, i64), KitError> {
+        let sql = format!(
+            "SELECT count(*) FILTER (WHERE status = 'running') AS running, \
+                    count(*) FILTER (WHERE status IN ('pending', 'retrying') AND run_at <= now()) AS ready \
+             FROM {}.operations WHERE name = ANY($1) AND ($2::bigint IS NULL OR id = $2)",
+            self.settings.schema()?.quoted()
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(names)
+            .bind(id.map(OperationId::as_i64))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("running")?, row.try_get("ready")?))
+    }
+
+    async fn count(&self, names: &[String]) -> Result<Idle, KitError> {
+        let sql = format!(
+            "SELECT status, count(*) AS n FROM {}.operations WHERE name = ANY($1) GROUP BY status",
+            self.settings.schema()?.quoted()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(names)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut idle = Idle::default();
+        for row in rows {
+            idle.by_status
+                .insert(row.try_get("status")?, row.try_get("n")?);
+        }
+        Ok(idle)
+    }
+}
