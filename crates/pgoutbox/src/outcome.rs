@@ -72,9 +72,11 @@ impl Attempt {
             })
         };
         let retry_or_dead = if attempts_left { "retrying" } else { "dead" };
-        // Unknown outcome: only an idempotent operation runs again.
-        let in_doubt = if self.idempotent {
-            retry_or_dead
+        // Unknown outcome: only an idempotent operation runs again, while
+        // it has attempts left; otherwise the unknown waits for an
+        // operator (`dead` would claim more than is known).
+        let in_doubt = if self.idempotent && attempts_left {
+            "retrying"
         } else {
             "stalled"
         };
@@ -180,7 +182,11 @@ mod tests {
         let timeout = || AttemptEnd::TimedOut(Duration::from_secs(1));
         assert_eq!(next(&attempt(1, false).decide(timeout(), 0.0)), "stalled");
         assert_eq!(next(&attempt(1, true).decide(timeout(), 0.0)), "retrying");
-        assert_eq!(next(&attempt(3, true).decide(timeout(), 0.0)), "dead");
+        assert_eq!(
+            next(&attempt(3, true).decide(timeout(), 0.0)),
+            "stalled",
+            "an idempotent operation out of attempts waits, in doubt, for an operator"
+        );
         assert_eq!(
             next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
             "stalled"

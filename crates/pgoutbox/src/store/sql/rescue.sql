@@ -1,6 +1,7 @@
 -- Turn up to $1 expired leases into `lost` attempts. The outcome is
--- unknown, so only an idempotent operation is retried (while attempts
--- remain); the others wait, `stalled`, for an operator.
+-- unknown, so only an idempotent operation with attempts left is retried;
+-- the others (an idempotent one out of attempts too) wait, `stalled`, for
+-- an operator.
 WITH expired AS (
     SELECT id FROM {schema}.operations
     WHERE status = 'running' AND lease_expires_at < now()
@@ -11,13 +12,12 @@ WITH expired AS (
     UPDATE {schema}.operations o
     SET status = CASE
             WHEN o.idempotent AND o.attempt < o.max_attempts THEN 'retrying'
-            WHEN o.idempotent THEN 'dead'
             ELSE 'stalled'
         END,
         run_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
         last_error = 'lease expired: the worker running attempt ' || o.attempt
                      || ' stopped renewing it; its outcome is unknown',
-        finished_at = CASE WHEN o.idempotent AND o.attempt >= o.max_attempts THEN now() END
+        finished_at = NULL
     FROM expired e
     WHERE o.id = e.id
     RETURNING o.id, o.attempt, o.status, o.last_error
