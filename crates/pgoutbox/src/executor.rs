@@ -40,8 +40,10 @@ pub(crate) enum Crash {
 /// A running operation, as the heartbeat and shutdown see it.
 #[derive(Debug)]
 pub(crate) struct RunningOp {
-    /// The handler slot, given back once the handler has returned.
-    slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The handler slot and the permits of its limited groups
+    /// (`WorkflowRouter::concurrency`), given back once the handler has
+    /// returned.
+    slot: Mutex<Vec<OwnedSemaphorePermit>>,
     abort: Notify,
     reason: OnceLock<&'static str>,
     /// Set when a heartbeat found the lease gone: the fence would refuse
@@ -50,18 +52,21 @@ pub(crate) struct RunningOp {
 }
 
 impl RunningOp {
-    pub(crate) fn new(slot: OwnedSemaphorePermit) -> RunningOp {
+    pub(crate) fn new(slot: Vec<OwnedSemaphorePermit>) -> RunningOp {
         RunningOp {
-            slot: Mutex::new(Some(slot)),
+            slot: Mutex::new(slot),
             abort: Notify::new(),
             reason: OnceLock::new(),
             lost: AtomicBool::new(false),
         }
     }
 
-    /// Gives the handler slot back (once; later calls do nothing).
+    /// Gives the handler slot and its groups' permits back (once; later
+    /// calls do nothing).
     pub(crate) fn release_slot(&self) {
-        drop(self.slot.lock().expect("slot poisoned").take());
+        drop(std::mem::take(
+            &mut *self.slot.lock().expect("slot poisoned"),
+        ));
     }
 
     /// Abandons the handler (if it still runs) for `reason`.

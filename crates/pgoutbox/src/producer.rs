@@ -1,6 +1,9 @@
 //! The producer: one per process, it claims batches no larger than the free
 //! handler slots (and the bounded backlog of outcomes not yet recorded) and
-//! hands each claimed operation to an executor task.
+//! hands each claimed operation to an executor task. Names under a
+//! concurrency limit (`WorkflowRouter::concurrency`) are claimed apart,
+//! each group's no larger than its free places, so that a group at its
+//! limit neither runs more nor stops the others from being claimed.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +11,8 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::executor::{self, RunningOp};
+use crate::limits::Batch;
+use crate::store::Claimed;
 use crate::system::{Runtime, jittered};
 
 /// The longest a producer waits for more free slots before claiming again
@@ -23,18 +28,17 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
         if *stopping.borrow() {
             return;
         }
-        let free = rt.free_slots();
         let mut claimed_full_batch = false;
-        if free > 0 {
+        if claimable(&rt) > 0 {
             // Bounded: a claim on a connection that went silent must not
             // stop the producer (and `stop()`) for good.
-            let claimed = tokio::time::timeout(ws.lease, claim(&rt, free, lease_ms, &executors))
+            let claimed = tokio::time::timeout(ws.lease, claim(&rt, lease_ms, &executors))
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut));
             match claimed {
-                Ok(claimed) => {
+                Ok(full) => {
                     failures = 0;
-                    claimed_full_batch = claimed == free;
+                    claimed_full_batch = full;
                 }
                 Err(e) => {
                     failures += 1;
@@ -62,7 +66,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
                     () = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            if rt.free_slots() > 0 {
+            if claimable(&rt) > 0 {
                 continue;
             }
         }
@@ -74,29 +78,48 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
     }
 }
 
-/// Claims up to `free` operations and spawns their executors; returns how
-/// many it claimed.
+/// How many operations the producer may claim now: the free slots, if
+/// some name is not held back by its group's limit.
+fn claimable(rt: &Runtime) -> usize {
+    rt.free_slots().min(rt.limits.headroom())
+}
+
+/// Claims, batch by batch, as many operations as the free slots and each
+/// batch's groups allow, and spawns their executors; returns whether a
+/// batch came back full (more may be ready).
 async fn claim(
     rt: &Arc<Runtime>,
-    free: usize,
     lease_ms: i64,
     executors: &Mutex<JoinSet<()>>,
-) -> Result<usize, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut conn = rt.pool.acquire().await?;
-    let limit = i32::try_from(free).unwrap_or(i32::MAX);
-    let claimed = rt
-        .store
-        .claim(
-            &mut conn,
-            &rt.names,
-            limit,
-            rt.worker_id,
-            lease_ms,
-            &rt.settings.workflow_system.queues,
-        )
-        .await?;
-    drop(conn);
-    let count = claimed.len();
+    let mut full = false;
+    for batch in rt.limits.round() {
+        let free = rt.free_slots().min(batch.free());
+        if free == 0 {
+            continue;
+        }
+        let limit = i32::try_from(free).unwrap_or(i32::MAX);
+        let claimed = rt
+            .store
+            .claim(
+                &mut conn,
+                &batch.names,
+                limit,
+                rt.worker_id,
+                lease_ms,
+                &rt.settings.workflow_system.queues,
+            )
+            .await?;
+        full |= claimed.len() >= free;
+        spawn(rt, batch, claimed, executors);
+    }
+    Ok(full)
+}
+
+/// Starts an executor for each operation claimed for `batch`, holding a
+/// handler slot and a place in each of the batch's groups.
+fn spawn(rt: &Arc<Runtime>, batch: &Batch, claimed: Vec<Claimed>, executors: &Mutex<JoinSet<()>>) {
     let mut executors = executors.lock().expect("executors poisoned");
     while executors.try_join_next().is_some() {}
     for op in claimed {
@@ -106,7 +129,13 @@ async fn claim(
         let in_flight = Arc::clone(&rt.in_flight)
             .try_acquire_owned()
             .expect("claims never exceed the free slots");
-        let running = Arc::new(RunningOp::new(slot));
+        let mut permits = vec![slot];
+        permits.extend(
+            batch
+                .try_acquire()
+                .expect("claims never exceed their groups' free places"),
+        );
+        let running = Arc::new(RunningOp::new(permits));
         let id = op.id.as_i64();
         rt.running
             .lock()
@@ -118,9 +147,9 @@ async fn claim(
             rt.running.lock().expect("running map poisoned").remove(&id);
             drop(in_flight);
             running.release_slot();
-            // A slot is free: the producer may claim again.
+            // A slot (and a place in its groups) is free: the producer may
+            // claim again.
             rt.wake.notify_one();
         });
     }
-    Ok(count)
 }

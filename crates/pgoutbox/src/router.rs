@@ -92,6 +92,15 @@ pub enum RouterError {
         /// The second router's prefix.
         second: String,
     },
+    /// A concurrency limit of zero, under which nothing would ever run.
+    #[error(
+        "router {router} has a concurrency limit of 0: its operations would never run; \
+         remove the limit or set one of at least 1"
+    )]
+    ZeroConcurrency {
+        /// The router's prefix, or `(no prefix)`.
+        router: String,
+    },
     /// An operation with no handler in this binary.
     #[error(
         "operation `{name}` (type `{type_name}`) has no handler in this binary: \
@@ -121,6 +130,17 @@ pub enum RouterError {
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     routes: BTreeMap<&'static str, Route>,
+    groups: Vec<Group>,
+}
+
+/// A router that sets a concurrency limit, as the runtime enforces it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Group {
+    /// How many of the group's handlers may run at once.
+    pub(crate) limit: usize,
+    /// The innermost enclosing group, whose limit counts this group's
+    /// handlers too.
+    pub(crate) parent: Option<usize>,
 }
 
 /// One operation a worker handles.
@@ -128,6 +148,7 @@ pub struct Routes {
 pub struct Route {
     registration: &'static Registration,
     concurrency: Option<usize>,
+    group: Option<usize>,
 }
 
 impl Route {
@@ -136,9 +157,17 @@ impl Route {
         self.registration
     }
 
-    /// The concurrency limit of the innermost router that sets one.
+    /// The concurrency limit of the innermost router that sets one (the
+    /// limits of the routers around it apply too: see
+    /// [`WorkflowRouter::concurrency`]).
     pub fn concurrency(&self) -> Option<usize> {
         self.concurrency
+    }
+
+    /// The innermost limited group holding this operation, an index into
+    /// [`Routes::groups`].
+    pub(crate) fn group(&self) -> Option<usize> {
+        self.group
     }
 }
 
@@ -166,6 +195,12 @@ impl Routes {
     /// Whether no operation is handled.
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+
+    /// The routers that set a concurrency limit; an enclosing group comes
+    /// before the groups it includes.
+    pub(crate) fn groups(&self) -> &[Group] {
+        &self.groups
     }
 }
 
@@ -201,14 +236,53 @@ impl WorkflowRouter {
         self
     }
 
-    /// Sets a limit on how many of this group's handlers run at once in a
-    /// process (within its `n_workers`); included routers inherit it unless
-    /// they set their own, and [`Route::concurrency`] reports it.
+    /// Sets a limit on how many of this router's handlers run at once in a
+    /// process, on top of the process-wide `n_workers`.
     ///
-    /// The runtime does not enforce it yet: a process runs up to
-    /// `n_workers` handlers of any of its routes. To bound a group today,
-    /// run it in processes of its own (its own router or
-    /// `workflow_system.queues`).
+    /// The limit counts the handlers of this router's operations and of
+    /// every router it includes, at any depth. An included router without
+    /// a limit of its own shares this one; an included router with its own
+    /// limit is bounded by both: its own limit for its operations, and this
+    /// one for the whole group. [`Route::concurrency`] reports the
+    /// innermost limit. A handler holds its place from the claim until it
+    /// returns (for a transactional handler, until its transaction has
+    /// committed or rolled back), like its `n_workers` slot. A group at its
+    /// limit does not hold back the other operations of the process: they
+    /// are claimed as usual.
+    ///
+    /// The limit is per process: `k` processes running the same router run
+    /// up to `k × limit` of its handlers. A limit of `0` is refused when the
+    /// routers are resolved.
+    ///
+    /// ```standalone_crate
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("partner.sync")]
+    /// async fn sync_account(ctx: &mut Context, account: i64) -> Result<()> {
+    ///     let _ = (ctx, account);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("partner.reports.build")]
+    /// async fn build_report(ctx: &mut Context, account: i64) -> Result<()> {
+    ///     let _ = (ctx, account);
+    ///     Ok(())
+    /// }
+    ///
+    /// // At most 4 calls to the partner at once, of which at most 1 report.
+    /// let reports = WorkflowRouter::with_prefix("partner.reports")
+    ///     .operation::<BuildReport>()
+    ///     .concurrency(1);
+    /// let partner = WorkflowRouter::with_prefix("partner")
+    ///     .operation::<SyncAccount>()
+    ///     .include_router(reports)
+    ///     .concurrency(4);
+    ///
+    /// let routes = partner.resolve(&Registry::from_inventory()?)?;
+    /// assert_eq!(routes.get("partner.sync").unwrap().concurrency(), Some(4));
+    /// assert_eq!(routes.get("partner.reports.build").unwrap().concurrency(), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.concurrency = Some(limit);
@@ -263,7 +337,7 @@ impl WorkflowRouter {
         &self,
         registry: &Registry,
         parent: Option<&str>,
-        inherited_concurrency: Option<usize>,
+        enclosing_group: Option<usize>,
         routes: &mut Routes,
         owners: &mut BTreeMap<&'static str, String>,
     ) -> Result<(), RouterError> {
@@ -281,7 +355,22 @@ impl WorkflowRouter {
             }
         }
         let prefix = self.prefix.as_deref().or(parent);
-        let concurrency = self.concurrency.or(inherited_concurrency);
+        let group = match self.concurrency {
+            Some(0) => {
+                return Err(RouterError::ZeroConcurrency {
+                    router: self.label(),
+                });
+            }
+            Some(limit) => {
+                routes.groups.push(Group {
+                    limit,
+                    parent: enclosing_group,
+                });
+                Some(routes.groups.len() - 1)
+            }
+            None => enclosing_group,
+        };
+        let concurrency = group.map(|g| routes.groups[g].limit);
         for selected in &self.operations {
             if let Some(prefix) = prefix
                 && !crate::name::is_under(selected.name, prefix)
@@ -319,11 +408,12 @@ impl WorkflowRouter {
                 Route {
                     registration: handler,
                     concurrency,
+                    group,
                 },
             );
         }
         for router in &self.routers {
-            router.resolve_into(registry, prefix, concurrency, routes, owners)?;
+            router.resolve_into(registry, prefix, group, routes, owners)?;
         }
         Ok(())
     }

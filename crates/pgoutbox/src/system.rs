@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::executor::RunningOp;
+use crate::limits::Limits;
 use crate::publish::Publisher;
 use crate::registry::{Registry, RegistryError};
 use crate::router::{RouterError, Routes, WorkflowRouter};
@@ -37,6 +38,9 @@ pub(crate) struct Runtime {
     /// One permit per handler slot (`n_workers`), held while a handler
     /// runs.
     pub(crate) slots: Arc<Semaphore>,
+    /// The per-group limits of the routes (`WorkflowRouter::concurrency`)
+    /// and the claim batches they split the names into.
+    pub(crate) limits: Limits,
     /// One permit per claimed operation whose outcome is not recorded yet
     /// (`IN_FLIGHT_PER_SLOT × n_workers`): a plain handler frees its slot
     /// as soon as it returns and its success waits for the completer's next
@@ -246,6 +250,7 @@ impl WorkflowSystemBuilder {
             settings.database.prepared_statements,
         );
         let names: Vec<String> = routes.names().map(str::to_owned).collect();
+        let limits = Limits::new(&routes);
         let worker_id = Uuid::new_v4();
         let n_workers = settings.workflow_system.n_workers;
         {
@@ -281,6 +286,7 @@ impl WorkflowSystemBuilder {
             worker_id,
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(n_workers)),
+            limits,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_SLOT * n_workers)),
             wake: Notify::new(),
             stopping,

@@ -34,6 +34,50 @@ fn routers_compose_with_prefixes_and_select_by_type() {
 }
 
 #[test]
+fn an_included_router_reports_its_own_limit_or_its_enclosing_one() {
+    let refunds = WorkflowRouter::with_prefix("billing.refunds")
+        .operation::<IssueRefund>()
+        .concurrency(1);
+    let billing = WorkflowRouter::with_prefix("billing")
+        .operation::<Charge>()
+        .include_router(refunds)
+        .concurrency(4);
+    let app = WorkflowRouter::new()
+        .include_router(billing)
+        .operation::<SendMail>();
+    let routes = app.resolve(&fixtures::registry()).unwrap();
+    assert_eq!(routes.get("billing.charge").unwrap().concurrency(), Some(4));
+    assert_eq!(
+        routes.get("billing.refunds.issue").unwrap().concurrency(),
+        Some(1)
+    );
+    assert_eq!(routes.get("mail.send").unwrap().concurrency(), None);
+}
+
+#[test]
+fn a_concurrency_limit_of_zero_is_refused() {
+    let err = WorkflowRouter::new()
+        .include_router(
+            WorkflowRouter::with_prefix("mail")
+                .operation::<SendMail>()
+                .concurrency(0),
+        )
+        .resolve(&fixtures::registry())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        RouterError::ZeroConcurrency {
+            router: "`mail`".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "router `mail` has a concurrency limit of 0: its operations would never run; \
+         remove the limit or set one of at least 1"
+    );
+}
+
+#[test]
 fn a_worker_handles_only_what_its_routers_hold() {
     let routes = WorkflowRouter::with_prefix("mail")
         .operation::<SendMail>()
