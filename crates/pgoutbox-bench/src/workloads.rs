@@ -27,6 +27,10 @@ async fn noop_tx(ctx: &mut TxContext<'_>, n: i64) -> Result<()> {
 }
 
 static STARTED: Mutex<Option<HashMap<i64, Instant>>> = Mutex::new(None);
+/// Wakes the measuring loop when a handler has noted its start (the loop
+/// sleeps meanwhile: spinning would take a core from the system measured).
+static STARTED_SIGNAL: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
 
 /// Notes when it started, for pickup latency.
 #[operation("bench.latency")]
@@ -37,6 +41,7 @@ async fn latency(ctx: &mut Context, seq: i64) -> Result<()> {
         .unwrap()
         .get_or_insert_with(HashMap::new)
         .insert(seq, Instant::now());
+    STARTED_SIGNAL.notify_one();
     Ok(())
 }
 
@@ -349,7 +354,9 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
                 {
                     break at;
                 }
-                tokio::task::yield_now().await;
+                tokio::time::timeout(Duration::from_secs(10), STARTED_SIGNAL.notified())
+                    .await
+                    .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
             };
             latencies.push(started.saturating_duration_since(committed).as_secs_f64() * 1000.0);
         }
@@ -361,10 +368,12 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
         listener.listen("bench_raw").await?;
         let mut raw = Vec::new();
         for _ in 0..N {
+            // From sending the NOTIFY (its statement and commit included)
+            // to receiving it.
+            let sent = Instant::now();
             sqlx::query("SELECT pg_notify('bench_raw', 'x')")
                 .execute(db.pool())
                 .await?;
-            let sent = Instant::now();
             listener.recv().await?;
             raw.push(sent.elapsed().as_secs_f64() * 1000.0);
         }
