@@ -264,6 +264,7 @@ impl Backoff {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationSchema {
     json: serde_json::Value,
+    canonical: String,
     hash: String,
 }
 
@@ -282,7 +283,11 @@ impl OperationSchema {
         let mut canonical = String::new();
         write_canonical(&json, &mut canonical);
         let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-        OperationSchema { json, hash }
+        OperationSchema {
+            json,
+            canonical,
+            hash,
+        }
     }
 
     /// The JSON Schema.
@@ -293,6 +298,12 @@ impl OperationSchema {
     /// The schema hash (64 hex digits).
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The canonical JSON text the hash is computed from (keys sorted,
+    /// compact), made once: publishing sends it as text, not re-encoded.
+    pub(crate) fn canonical_json(&self) -> &str {
+        &self.canonical
     }
 }
 

@@ -207,7 +207,7 @@ impl Store {
                     .bind(op.idempotent)
                     .bind(op.idempotency_key.as_deref())
                     .bind(op.parent_id.map(OperationId::as_i64))
-                    .bind(op.schema.json())
+                    .bind(op.schema.canonical_json())
                     .bind(op.delay_micros)
                     .fetch_optional(conn)
                     .await
@@ -230,7 +230,7 @@ impl Store {
                     .bind(op.name)
                     .bind(payloads)
                     .bind(op.schema.hash())
-                    .bind(op.schema.json())
+                    .bind(op.schema.canonical_json())
                     .bind(op.priority)
                     .bind(&op.queue)
                     .bind(op.run_at)

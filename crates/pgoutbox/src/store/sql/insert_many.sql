@@ -3,8 +3,13 @@
 -- per transaction for identical channel and payload, so it costs no more
 -- for a thousand rows than for one.
 WITH known_schema AS (
+    -- Usually known: one index probe, and $4 (the schema's canonical
+    -- JSON, as text) is parsed only when it is not.
     INSERT INTO {schema}.operation_types (name, schema_hash, json_schema)
-    VALUES ($1, $3, $4)
+    SELECT $1, $3, $4::text::jsonb
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.operation_types t WHERE t.name = $1 AND t.schema_hash = $3
+    )
     ON CONFLICT (name, schema_hash) DO NOTHING
 ), inserted AS (
     INSERT INTO {schema}.operations

@@ -5,8 +5,13 @@
 -- An idempotency key already used for this name inserts nothing and returns
 -- no row; `find_by_idempotency_key` then finds the existing operation.
 WITH known_schema AS (
+    -- Usually known: one index probe, and $11 (the schema's canonical
+    -- JSON, as text) is parsed only when it is not.
     INSERT INTO {schema}.operation_types (name, schema_hash, json_schema)
-    VALUES ($1, $3, $11)
+    SELECT $1, $3, $11::text::jsonb
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.operation_types t WHERE t.name = $1 AND t.schema_hash = $3
+    )
     ON CONFLICT (name, schema_hash) DO NOTHING
 ), inserted AS (
     INSERT INTO {schema}.operations
