@@ -107,10 +107,14 @@ CREATE TABLE {schema}.attempts (
     CONSTRAINT attempts_outcome_check CHECK (outcome IN
         ('succeeded', 'failed', 'lost', 'timed_out', 'aborted', 'cancelled', 'snoozed')),
     CONSTRAINT attempts_finished_check CHECK ((outcome IS NULL) = (finished_at IS NULL))
-);
+-- Room on each page, so that an attempt's end (outcome, finished_at,
+-- error: no indexed column) is a HOT update, written beside its start
+-- without touching an index.
+) WITH (fillfactor = 80);
 
 CREATE INDEX attempts_operation_idx ON {schema}.attempts (operation_id, id);
-CREATE INDEX attempts_finished_idx ON {schema}.attempts (finished_at);
+-- Retention of the history reads attempts by start, which never changes.
+CREATE INDEX attempts_started_idx ON {schema}.attempts (started_at);
 
 -- Every operation name and payload schema ever met, by publishers or
 -- workers: the history an auditor needs to read an old payload.

@@ -1,10 +1,10 @@
--- Delete up to $2 attempts and operator actions older than $1 ms whose
--- operation is gone.
+-- Delete up to $2 attempts (started) and operator actions (made) more
+-- than $1 ms ago whose operation is gone.
 WITH attempts AS (
     DELETE FROM {schema}.attempts
     WHERE id IN (
         SELECT a.id FROM {schema}.attempts a
-        WHERE a.finished_at < now() - $1 * interval '1 millisecond'
+        WHERE a.started_at < now() - $1 * interval '1 millisecond'
           AND NOT EXISTS (SELECT 1 FROM {schema}.operations o WHERE o.id = a.operation_id)
         LIMIT $2
         FOR UPDATE SKIP LOCKED
