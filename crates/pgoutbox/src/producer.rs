@@ -17,7 +17,7 @@ use crate::system::{Runtime, jittered};
 
 /// The longest a producer waits for more free slots before claiming again
 /// after a full batch.
-const GATHER: Duration = Duration::from_millis(2);
+const GATHER: Duration = Duration::from_millis(1);
 
 pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
     let ws = &rt.settings.workflow_system;
