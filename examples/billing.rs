@@ -408,29 +408,22 @@ async fn check_what_happened(db: &TestDatabase) -> std::result::Result<Stalled, 
 
     // The external side: each card charged once, each receipt mailed once,
     // one invoice per committed charge, despite the retries.
-    let charges = PROVIDER.charges.lock().unwrap().len();
-    let provider_calls = PROVIDER.calls();
-    let mails = MAILER.sent.lock().unwrap().len();
-    let mail_calls = MAILER.calls.load(Ordering::Relaxed);
-    let invoiced: Vec<i64> =
-        sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY customer_id")
-            .fetch_all(db.pool())
-            .await?;
-    println!(
-        "\nprovider: {charges} cards charged in {provider_calls} calls; mail API: {mails} receipts \
-         sent in {mail_calls} calls; invoiced customers: {invoiced:?}"
-    );
+    let outside = Outside::read(db).await?;
+    println!("\n{outside}");
     // 1 call each for customers 1, 3 and 5, 2 for customer 2, 3 for 4.
     ensure(
-        charges == 4 && provider_calls == 8,
+        outside.charges == 4 && outside.provider_calls == 8,
         "4 charges from 8 provider calls",
     )?;
     ensure(
-        mails == 3 && mail_calls == 4,
+        outside.mails == 3 && outside.mail_calls == 4,
         "3 mails from 4 mail API calls",
     )?;
     // The stalled charge's transactions all rolled back: no invoice.
-    ensure(invoiced == [1, 2, 5], "invoices for customers 1, 2 and 5")?;
+    ensure(
+        outside.invoiced == [1, 2, 5],
+        "invoices for customers 1, 2 and 5",
+    )?;
     expect_outcomes(
         db,
         "billing.charge",
@@ -598,28 +591,18 @@ async fn check_the_end(db: &TestDatabase, stalled: &Stalled) -> std::result::Res
         ],
     )
     .await?;
-    let charges = PROVIDER.charges.lock().unwrap().len();
-    let provider_calls = PROVIDER.calls();
-    let mails = MAILER.sent.lock().unwrap().len();
-    let mail_calls = MAILER.calls.load(Ordering::Relaxed);
-    let invoiced: Vec<i64> =
-        sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY customer_id")
-            .fetch_all(db.pool())
-            .await?;
-    println!(
-        "provider: {charges} cards charged in {provider_calls} calls; mail API: {mails} receipts \
-         sent in {mail_calls} calls; invoiced customers: {invoiced:?}"
-    );
+    let outside = Outside::read(db).await?;
+    println!("{outside}");
     ensure(
-        charges == 4 && provider_calls == 8,
+        outside.charges == 4 && outside.provider_calls == 8,
         "still 4 charges from 8 provider calls",
     )?;
     ensure(
-        mails == 4 && mail_calls == 5,
+        outside.mails == 4 && outside.mail_calls == 5,
         "4 mails from 5 mail API calls",
     )?;
     ensure(
-        invoiced == [1, 2, 4, 5],
+        outside.invoiced == [1, 2, 4, 5],
         "an invoice for every charged customer",
     )?;
     let receipt_parent: i64 = sqlx::query_scalar(
@@ -710,6 +693,40 @@ async fn expect_outcomes(
         outcomes == expected,
         &format!("{name} for customer {customer_id}: attempts {outcomes:?}, expected {expected:?}"),
     )
+}
+
+/// What the fake services and the invoices table say.
+struct Outside {
+    charges: usize,
+    provider_calls: u32,
+    mails: usize,
+    mail_calls: u32,
+    invoiced: Vec<i64>,
+}
+
+impl Outside {
+    async fn read(db: &TestDatabase) -> std::result::Result<Outside, BoxError> {
+        Ok(Outside {
+            charges: PROVIDER.charges.lock().unwrap().len(),
+            provider_calls: PROVIDER.calls(),
+            mails: MAILER.sent.lock().unwrap().len(),
+            mail_calls: MAILER.calls.load(Ordering::Relaxed),
+            invoiced: sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY customer_id")
+                .fetch_all(db.pool())
+                .await?,
+        })
+    }
+}
+
+impl std::fmt::Display for Outside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "provider: {} cards charged in {} calls; mail API: {} receipts sent in {} calls; \
+             invoiced customers: {:?}",
+            self.charges, self.provider_calls, self.mails, self.mail_calls, self.invoiced
+        )
+    }
 }
 
 fn ensure(ok: bool, what: &str) -> std::result::Result<(), BoxError> {
