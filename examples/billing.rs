@@ -706,14 +706,15 @@ struct Outside {
 
 impl Outside {
     async fn read(db: &TestDatabase) -> std::result::Result<Outside, BoxError> {
+        let invoiced = sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY customer_id")
+            .fetch_all(db.pool())
+            .await?;
         Ok(Outside {
             charges: PROVIDER.charges.lock().unwrap().len(),
             provider_calls: PROVIDER.calls(),
             mails: MAILER.sent.lock().unwrap().len(),
             mail_calls: MAILER.calls.load(Ordering::Relaxed),
-            invoiced: sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY customer_id")
-                .fetch_all(db.pool())
-                .await?,
+            invoiced,
         })
     }
 }
