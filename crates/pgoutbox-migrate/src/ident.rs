@@ -5,6 +5,13 @@ use std::str::FromStr;
 
 /// The longest identifier PostgreSQL keeps without truncating it
 /// (`NAMEDATALEN - 1`).
+///
+/// ```
+/// use pgoutbox_migrate::{Identifier, MAX_IDENTIFIER_BYTES};
+///
+/// assert!(Identifier::new("a".repeat(MAX_IDENTIFIER_BYTES)).is_ok());
+/// assert!(Identifier::new("a".repeat(MAX_IDENTIFIER_BYTES + 1)).is_err());
+/// ```
 pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// A PostgreSQL identifier taken from settings, such as a schema or a
@@ -28,6 +35,16 @@ pub const MAX_IDENTIFIER_BYTES: usize = 63;
 pub struct Identifier(String);
 
 /// Why a name is not an acceptable [`Identifier`].
+///
+/// ```
+/// use pgoutbox_migrate::Identifier;
+///
+/// let err = Identifier::new("Billing").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid identifier `Billing`: expected only lower-case letters, digits and `_`"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid identifier `{name}`: {reason}")]
 pub struct InvalidIdentifier {
@@ -37,6 +54,11 @@ pub struct InvalidIdentifier {
 
 impl InvalidIdentifier {
     /// The rejected name, as given.
+    ///
+    /// ```
+    /// let err = pgoutbox_migrate::Identifier::new("pg_outbox").unwrap_err();
+    /// assert_eq!(err.name(), "pg_outbox");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -44,6 +66,15 @@ impl InvalidIdentifier {
 
 impl Identifier {
     /// Checks `name` against the grammar described on [`Identifier`].
+    ///
+    /// ```
+    /// use pgoutbox_migrate::Identifier;
+    ///
+    /// assert!(Identifier::new("outbox_2").is_ok());
+    /// assert!(Identifier::new("").is_err());
+    /// assert!(Identifier::new("2outbox").is_err()); // starts with a digit
+    /// assert!(Identifier::new("pg_outbox").is_err()); // reserved
+    /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, InvalidIdentifier> {
         let name = name.into();
         let reason = if name.is_empty() {
@@ -69,11 +100,24 @@ impl Identifier {
     }
 
     /// The name as given, unquoted.
+    ///
+    /// ```
+    /// let schema = pgoutbox_migrate::Identifier::new("outbox")?;
+    /// assert_eq!(schema.as_str(), "outbox");
+    /// assert_eq!(pgoutbox_migrate::Identifier::default().as_str(), "pgoutbox");
+    /// # Ok::<(), pgoutbox_migrate::InvalidIdentifier>(())
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The name double-quoted, ready to be put into SQL text.
+    ///
+    /// ```
+    /// let schema = pgoutbox_migrate::Identifier::new("outbox")?;
+    /// assert_eq!(format!("SELECT 1 FROM {}.operations", schema.quoted()), r#"SELECT 1 FROM "outbox".operations"#);
+    /// # Ok::<(), pgoutbox_migrate::InvalidIdentifier>(())
+    /// ```
     pub fn quoted(&self) -> String {
         // The grammar admits no `"`, so there is nothing to escape.
         format!("\"{}\"", self.0)

@@ -43,12 +43,30 @@ use sha2::{Digest, Sha256};
 use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
 
 /// The schema pgoutbox uses unless told otherwise.
+///
+/// ```
+/// assert_eq!(pgoutbox_migrate::DEFAULT_SCHEMA, "pgoutbox");
+/// assert_eq!(pgoutbox_migrate::Identifier::default().as_str(), pgoutbox_migrate::DEFAULT_SCHEMA);
+/// ```
 pub const DEFAULT_SCHEMA: &str = "pgoutbox";
 
 /// The table, inside the configured schema, that records applied versions.
+///
+/// ```
+/// let sql = pgoutbox_migrate::script(&pgoutbox_migrate::Identifier::default());
+/// assert!(sql.contains(&format!("\"pgoutbox\".{}", pgoutbox_migrate::VERSION_TABLE)));
+/// ```
 pub const VERSION_TABLE: &str = "pgoutbox_migrations";
 
 /// One numbered SQL migration.
+///
+/// ```
+/// for migration in pgoutbox_migrate::migrations() {
+///     assert!(migration.version() >= 1);
+///     assert_eq!(migration.checksum().len(), 64);
+///     assert!(!migration.sql(&pgoutbox_migrate::Identifier::default()).is_empty());
+/// }
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
     version: i64,
@@ -86,11 +104,20 @@ pub fn latest_version() -> i64 {
 
 impl Migration {
     /// The migration's number; versions start at 1 and have no gaps.
+    ///
+    /// ```
+    /// let versions: Vec<i64> = pgoutbox_migrate::migrations().iter().map(|m| m.version()).collect();
+    /// assert_eq!(versions, (1..=pgoutbox_migrate::latest_version()).collect::<Vec<_>>());
+    /// ```
     pub fn version(&self) -> i64 {
         self.version
     }
 
     /// A short description, the file name without its number.
+    ///
+    /// ```
+    /// assert_eq!(pgoutbox_migrate::migrations()[0].name(), "storage"); // 0001_storage.sql
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -120,6 +147,19 @@ impl Migration {
 }
 
 /// What can go wrong while migrating or checking a database.
+///
+/// ```
+/// use pgoutbox_migrate::{Error, Identifier};
+///
+/// let err = Error::VersionMismatch { schema: Identifier::default(), database: 0, binary: 1 };
+/// assert_eq!(
+///     err.to_string(),
+///     "schema `pgoutbox` is at migration version 0, but this binary expects version 1; \
+///      run `pgoutbox migrate up` (or `pgoutbox_migrate::run`) first"
+/// );
+/// let invalid: Error = Identifier::new("Outbox").unwrap_err().into();
+/// assert!(matches!(invalid, Error::InvalidIdentifier(_)));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -164,6 +204,17 @@ pub enum Error {
 }
 
 /// One row of the version table.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), pgoutbox_migrate::Error> {
+/// let status = pgoutbox_migrate::status(&pool, &pgoutbox_migrate::Identifier::default()).await?;
+/// for (applied, known) in status.applied.iter().zip(pgoutbox_migrate::migrations()) {
+///     assert_eq!(applied.version, known.version());
+///     assert_eq!(applied.checksum, known.checksum(), "migration {} was edited", applied.name);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {
     /// The migration's number.
@@ -175,6 +226,19 @@ pub struct AppliedMigration {
 }
 
 /// Where a database's schema stands relative to this binary.
+///
+/// ```
+/// use pgoutbox_migrate::{AppliedMigration, Status};
+///
+/// // What `status` reports for a database one migration behind a binary at version 2.
+/// let status = Status {
+///     applied: vec![AppliedMigration { version: 1, name: "storage".into(), checksum: "…".into() }],
+///     pending: vec![2],
+///     binary_version: 2,
+/// };
+/// assert_eq!(status.database_version(), 1);
+/// assert!(!status.pending.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     /// The migrations recorded in the database, in version order.
@@ -187,6 +251,11 @@ pub struct Status {
 
 impl Status {
     /// The highest version applied to the database, 0 for none.
+    ///
+    /// ```
+    /// let fresh = pgoutbox_migrate::Status { applied: vec![], pending: vec![1], binary_version: 1 };
+    /// assert_eq!(fresh.database_version(), 0);
+    /// ```
     pub fn database_version(&self) -> i64 {
         self.applied.last().map_or(0, |m| m.version)
     }
@@ -198,6 +267,17 @@ impl Status {
 /// All of it happens in one transaction that first takes an advisory lock
 /// keyed on the schema, so concurrent callers serialize and a failure leaves
 /// the database as it was.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), pgoutbox_migrate::Error> {
+/// let schema = pgoutbox_migrate::Identifier::default();
+/// let applied = pgoutbox_migrate::run(&pool, &schema).await?;
+/// println!("applied {applied:?}");
+/// // A second run finds nothing left to do.
+/// assert!(pgoutbox_migrate::run(&pool, &schema).await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 pub async fn run(pool: &PgPool, schema: &Identifier) -> Result<Vec<i64>, Error> {
     let mut tx = pool.begin().await?;
     lock(&mut tx, schema).await?;
@@ -272,6 +352,19 @@ pub async fn status(pool: &PgPool, schema: &Identifier) -> Result<Status, Error>
 
 /// Succeeds only when `schema` is exactly at this binary's version with the
 /// same migration texts; what a process runs before it uses the storage.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox_migrate::{Error, Identifier};
+///
+/// match pgoutbox_migrate::check(&pool, &Identifier::default()).await {
+///     Ok(()) => println!("storage at version {}", pgoutbox_migrate::latest_version()),
+///     Err(e @ Error::VersionMismatch { .. }) => return Err(format!("not migrated: {e}").into()),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub async fn check(pool: &PgPool, schema: &Identifier) -> Result<(), Error> {
     let status = status(pool, schema).await?;
     verify_applied(schema, &status.applied)?;
