@@ -36,6 +36,7 @@ macro_rules! statements {
 
 statements!(
     insert_operation,
+    insert_operation_keyed,
     insert_many,
     find_by_idempotency_key,
     claim,
@@ -196,7 +197,12 @@ impl Store {
     ) -> Result<Option<OperationId>, sqlx::Error> {
         let row: Option<(i64, Option<String>)> = self
             .pinned(conn, async |conn| {
-                query!(self, query_as, insert_operation)
+                let query = if op.idempotency_key.is_some() {
+                    query!(self, query_as, insert_operation_keyed)
+                } else {
+                    query!(self, query_as, insert_operation)
+                };
+                query
                     .bind(op.name)
                     .bind(&op.payload)
                     .bind(op.schema.hash())

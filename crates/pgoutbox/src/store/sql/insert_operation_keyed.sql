@@ -1,0 +1,24 @@
+-- Publish one operation with an idempotency key ($9): as
+-- insert_operation.sql, but a key already used for this name inserts
+-- nothing and returns no row; `find_by_idempotency_key` then finds the
+-- existing operation.
+WITH known_schema AS (
+    -- Usually known: one index probe, and $11 (the schema's canonical
+    -- JSON, as text) is parsed only when it is not.
+    INSERT INTO {schema}.operation_types (name, schema_hash, json_schema)
+    SELECT $1, $3, $11::text::jsonb
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.operation_types t WHERE t.name = $1 AND t.schema_hash = $3
+    )
+    ON CONFLICT (name, schema_hash) DO NOTHING
+), inserted AS (
+    INSERT INTO {schema}.operations
+        (name, payload, schema_hash, priority, queue, run_at, max_attempts,
+         idempotent, idempotency_key, parent_id, root_id)
+    VALUES ($1, $2, $3, $4, $5, coalesce($6, now() + $12 * interval '1 microsecond', now()),
+            $7, $8, $9, $10,
+            (SELECT coalesce(p.root_id, p.id) FROM {schema}.operations p WHERE p.id = $10))
+    ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING id
+)
+SELECT id, {notify}::text AS notified FROM inserted
