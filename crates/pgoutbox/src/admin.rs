@@ -28,6 +28,16 @@ pub use crate::store::admin::{
 };
 
 /// The states an operation can be in.
+///
+/// ```
+/// use pgoutbox::admin::{Action, STATUSES};
+///
+/// // Every state an action is allowed from is one of them.
+/// for action in [Action::Retry, Action::Cancel, Action::Replay] {
+///     assert!(action.allowed_from().iter().all(|s| STATUSES.contains(s)));
+/// }
+/// assert!(STATUSES.contains(&"stalled"));
+/// ```
 pub const STATUSES: [&str; 7] = [
     "pending",
     "running",
@@ -39,6 +49,14 @@ pub const STATUSES: [&str; 7] = [
 ];
 
 /// An operator's action.
+///
+/// ```
+/// use pgoutbox::admin::{Action, Resolution};
+///
+/// assert_eq!(Action::Retry.to_string(), "retry");
+/// assert_eq!(Action::Resolve(Resolution::Dead).to_string(), "resolve");
+/// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Back to `pending` (attempt count kept): from dead, stalled, cancelled.
@@ -53,6 +71,15 @@ pub enum Action {
 }
 
 /// What an operator found out about a stalled operation.
+///
+/// ```
+/// use pgoutbox::admin::{Action, Resolution};
+///
+/// // The charge did go through at the provider: settle it as succeeded.
+/// let resolve = Action::Resolve(Resolution::Succeeded);
+/// assert_eq!(resolve.allowed_from(), ["stalled"]);
+/// assert_eq!(Action::Resolve(Resolution::Dead).target(), Some("dead"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
     /// It did happen.
@@ -83,6 +110,14 @@ impl Action {
     }
 
     /// The state it leads to (a replay leaves the original as it is).
+    ///
+    /// ```
+    /// use pgoutbox::admin::Action;
+    ///
+    /// assert_eq!(Action::Retry.target(), Some("pending"));
+    /// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+    /// assert_eq!(Action::Replay.target(), None);
+    /// ```
     pub fn target(self) -> Option<&'static str> {
         match self {
             Action::Retry => Some("pending"),
@@ -110,6 +145,17 @@ impl fmt::Display for Action {
 }
 
 /// What became of an action.
+///
+/// ```
+/// use pgoutbox::admin::{Action, ActionOutcome};
+///
+/// let applied = ActionOutcome::Applied { from: "dead".into(), to: "pending".into(), new_operation_id: None };
+/// assert_eq!(applied.message(7, Action::Retry), "retry: operation 7 dead → pending");
+/// assert_eq!(ActionOutcome::NotFound.message(7, Action::Retry), "no operation with id 7");
+/// // As the CLI prints it with `--json`:
+/// let json = serde_json::to_value(&ActionOutcome::Refused { status: "running".into() }).unwrap();
+/// assert_eq!(json, serde_json::json!({ "outcome": "refused", "status": "running" }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ActionOutcome {
@@ -163,6 +209,16 @@ impl ActionOutcome {
 }
 
 /// An operation with everything recorded about it.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let detail = admin.show(42).await?.expect("operation 42 exists");
+/// assert_eq!(detail.operation.id, 42);
+/// assert!(detail.attempts.len() <= usize::try_from(detail.operation.attempt)?);
+/// println!("{} published {:?}", detail.operation.name, detail.children);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OperationDetail {
     /// The operation.
@@ -176,6 +232,22 @@ pub struct OperationDetail {
 }
 
 /// The shape of the system now.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let stats = admin.stats(90_000, 10).await?;
+/// let ready: i64 = stats
+///     .counts
+///     .iter()
+///     .filter(|(status, _, _)| status == "pending" || status == "retrying")
+///     .map(|(_, _, n)| n)
+///     .sum();
+/// println!("{ready} waiting, the oldest for {:?} s", stats.oldest_ready_seconds);
+/// assert_eq!(stats.succeeded_per_minute.len(), 10);
+/// assert!(stats.workers.iter().all(|w| w.live));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     /// (status, name, count).
@@ -221,6 +293,17 @@ pub struct Admin {
 
 impl Admin {
     /// Operators' access to `schema` through `pool`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::Admin;
+    ///
+    /// let settings = pgoutbox::Settings::load()?;
+    /// let admin = Admin::new(settings.pool()?, &settings.schema()?);
+    /// assert!(admin.show(-1).await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(pool: PgPool, schema: &Identifier) -> Self {
         Admin {
             pool,
@@ -229,12 +312,37 @@ impl Admin {
     }
 
     /// Operations matching `filter`, newest first.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::OperationFilter;
+    ///
+    /// let newest = admin.list(&OperationFilter { limit: Some(10), ..OperationFilter::default() }).await?;
+    /// assert!(newest.len() <= 10);
+    /// assert!(newest.windows(2).all(|w| w[0].id > w[1].id)); // newest first
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list(&self, filter: &OperationFilter) -> Result<Vec<OperationRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.list_operations(&mut conn, filter).await
     }
 
     /// One operation with its attempts, actions and children.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// match admin.show(42).await? {
+    ///     Some(detail) => {
+    ///         for attempt in &detail.attempts {
+    ///             println!("#{} {:?} {:?}", attempt.number, attempt.outcome, attempt.error);
+    ///         }
+    ///     }
+    ///     None => println!("no operation 42 (never published, or purged by retention)"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn show(&self, id: i64) -> Result<Option<OperationDetail>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let Some(operation) = self.store.get_operation(&mut conn, id).await? else {
@@ -249,6 +357,18 @@ impl Admin {
     }
 
     /// The whole workflow under `root`, in id order.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// let tree = admin.workflow(42).await?;
+    /// if let Some(root) = tree.first() {
+    ///     assert_eq!(root.id, 42);
+    ///     // Every other member descends from it.
+    ///     assert!(tree[1..].iter().all(|op| op.root_id == Some(42)));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn workflow(&self, root: i64) -> Result<Vec<OperationRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.workflow(&mut conn, root).await
@@ -258,6 +378,21 @@ impl Admin {
     /// it (applied or refused) with `actor` and `reason` in the same
     /// statement. The state is read under a row lock, so concurrent
     /// operators and workers serialize. See the module's example.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::{Action, ActionOutcome, Resolution};
+    ///
+    /// // The provider's dashboard shows the charge: it did happen.
+    /// let resolve = Action::Resolve(Resolution::Succeeded);
+    /// let outcome = admin.act(42, resolve, "alice", "charge ch_123 found at the provider").await?;
+    /// if let ActionOutcome::Applied { from, to, .. } = &outcome {
+    ///     assert_eq!((from.as_str(), to.as_str()), ("stalled", "succeeded"));
+    /// }
+    /// println!("{}", outcome.message(42, resolve));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn act(
         &self,
         id: i64,
@@ -307,6 +442,17 @@ impl Admin {
 
     /// Counts, pace, live workers, unhandled names. A worker is live when
     /// its heartbeat is younger than `live_ms`.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// let lease_ms = 30_000;
+    /// let stats = admin.stats(3 * lease_ms, 5).await?;
+    /// for (name, ready) in &stats.unhandled {
+    ///     eprintln!("{ready} ready `{name}` operation(s), and no live worker handles it");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn stats(&self, live_ms: i64, minutes: i32) -> Result<Stats, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let counts = self.store.counts(&mut conn).await?;
@@ -330,6 +476,16 @@ impl Admin {
     }
 
     /// Workers seen within `recent_ms` (live first).
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Live: a heartbeat within 90 s; listed: seen within the last day.
+    /// let workers = admin.workers(90_000, 86_400_000).await?;
+    /// let live = workers.iter().take_while(|w| w.live).count();
+    /// assert!(workers[live..].iter().all(|w| !w.live)); // live first
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn workers(
         &self,
         live_ms: i64,
@@ -342,6 +498,24 @@ impl Admin {
     /// Deletes one batch (SKIP LOCKED, so several purgers do not collide)
     /// of operations in `statuses` older than `older_than_ms`; returns how
     /// many. Call until it returns less than `batch`.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Delete succeeded and cancelled operations older than 7 days, 1,000 at a time.
+    /// let statuses = ["succeeded".to_owned(), "cancelled".to_owned()];
+    /// let week_ms = 7 * 24 * 3_600_000;
+    /// let mut purged = 0;
+    /// loop {
+    ///     let n = admin.purge_batch(&statuses, week_ms, 1000).await?;
+    ///     purged += n;
+    ///     if n < 1000 {
+    ///         break;
+    ///     }
+    /// }
+    /// println!("purged {purged} operations");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn purge_batch(
         &self,
         statuses: &[String],
@@ -356,6 +530,14 @@ impl Admin {
 
     /// Deletes one batch of attempts and operator actions older than
     /// `older_than_ms` whose operation is gone; returns how many.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// let ninety_days_ms = 90 * 24 * 3_600_000;
+    /// while admin.purge_history_batch(ninety_days_ms, 1000).await? == 1000 {}
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn purge_history_batch(
         &self,
         older_than_ms: i64,
@@ -368,12 +550,44 @@ impl Admin {
     }
 
     /// Every schema version recorded for `name`, oldest first.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// let versions = admin.schema_history("billing.charge").await?;
+    /// assert!(versions.windows(2).all(|w| w[0].first_seen_at <= w[1].first_seen_at));
+    /// for v in &versions {
+    ///     println!("{} first seen {}", &v.schema_hash[..12], v.first_seen_at);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn schema_history(&self, name: &str) -> Result<Vec<SchemaVersion>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.schema_history(&mut conn, name).await
     }
 
     /// The most recently seen schema of every operation name.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// // Does the database know this binary's payload schema?
+    /// let ours = Charge::schema().hash();
+    /// let latest = admin.latest_schemas().await?;
+    /// let known = latest.iter().find(|v| v.name == Charge::NAME);
+    /// if known.is_some_and(|v| v.schema_hash != ours) {
+    ///     println!("the payload of {} changed since it was last seen", Charge::NAME);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn latest_schemas(&self) -> Result<Vec<SchemaVersion>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.latest_schemas(&mut conn).await
@@ -381,6 +595,22 @@ impl Admin {
 
     /// One page of ready operations (id, name, payload) with ids above
     /// `after`, for checks that walk them all.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// // Walk every ready operation, 500 at a time.
+    /// let mut after = 0;
+    /// loop {
+    ///     let page = admin.ready_payloads(after, 500).await?;
+    ///     let Some((last, _, _)) = page.last() else { break };
+    ///     after = *last;
+    ///     for (id, name, payload) in &page {
+    ///         assert!(payload.is_object(), "operation {id} ({name})");
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ready_payloads(
         &self,
         after: i64,

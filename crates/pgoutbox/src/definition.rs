@@ -126,6 +126,15 @@ impl OperationOptions {
     }
 
     /// Sets `transactional`.
+    ///
+    /// ```
+    /// use pgoutbox::OperationOptions;
+    ///
+    /// // What `#[operation("ledger.record", transactional)]` builds.
+    /// const OPTIONS: OperationOptions = OperationOptions::new().transactional(true);
+    /// assert!(OPTIONS.transactional);
+    /// assert!(!OPTIONS.idempotent);
+    /// ```
     #[must_use]
     pub const fn transactional(mut self, on: bool) -> Self {
         self.transactional = on;
@@ -147,6 +156,16 @@ impl OperationOptions {
     }
 
     /// Sets the backoff.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::{Backoff, OperationOptions};
+    ///
+    /// // `backoff(initial = "1s", max = "10m")`
+    /// let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(600));
+    /// let options = OperationOptions::new().backoff(backoff);
+    /// assert_eq!(options.backoff.map(|b| b.max()), Some(Duration::from_secs(600)));
+    /// ```
     #[must_use]
     pub const fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = Some(backoff);
@@ -168,6 +187,14 @@ impl OperationOptions {
     }
 
     /// Sets the priority; higher runs first.
+    ///
+    /// ```
+    /// use pgoutbox::OperationOptions;
+    ///
+    /// let urgent = OperationOptions::new().priority(10);
+    /// assert!(urgent.priority > OperationOptions::new().priority(0).priority);
+    /// assert_eq!(OperationOptions::new().priority, None); // 0 unless published with one
+    /// ```
     #[must_use]
     pub const fn priority(mut self, priority: i16) -> Self {
         self.priority = Some(priority);
@@ -215,11 +242,29 @@ impl Backoff {
     }
 
     /// The first delay.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::Backoff;
+    ///
+    /// let b = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    /// assert_eq!(b.initial(), Duration::from_millis(500));
+    /// assert_eq!(b.delay(1, 0.0), b.initial());
+    /// ```
     pub const fn initial(&self) -> Duration {
         self.initial
     }
 
     /// The largest delay.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::Backoff;
+    ///
+    /// let b = Backoff::new(Duration::from_secs(2), Duration::from_secs(1)); // max below initial
+    /// assert_eq!(b.max(), Duration::from_secs(2)); // raised to initial
+    /// assert_eq!(b.delay(10, 0.9), b.max());
+    /// ```
     pub const fn max(&self) -> Duration {
         self.max
     }

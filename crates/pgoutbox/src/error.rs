@@ -117,11 +117,26 @@ impl HandlerError {
     }
 
     /// Whether the operation should become `dead` without further attempts.
+    ///
+    /// ```
+    /// use pgoutbox::HandlerError;
+    ///
+    /// assert!(HandlerError::permanent("card declined").is_permanent());
+    /// assert!(!HandlerError::retryable("timeout").is_permanent());
+    /// ```
     pub fn is_permanent(&self) -> bool {
         self.kind == Kind::Permanent
     }
 
     /// The delay of a snooze.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pgoutbox::HandlerError;
+    ///
+    /// assert_eq!(HandlerError::snooze(Duration::from_secs(5)).snoozed_for(), Some(Duration::from_secs(5)));
+    /// assert_eq!(HandlerError::permanent("no").snoozed_for(), None);
+    /// ```
     pub fn snoozed_for(&self) -> Option<Duration> {
         match self.kind {
             Kind::Snooze(delay) => Some(delay),
@@ -154,6 +169,13 @@ impl HandlerError {
     }
 
     /// The underlying error.
+    ///
+    /// ```
+    /// use pgoutbox::HandlerError;
+    ///
+    /// let e: HandlerError = "x".parse::<i64>().unwrap_err().into();
+    /// assert!(e.inner().downcast_ref::<std::num::ParseIntError>().is_some());
+    /// ```
     pub fn inner(&self) -> &(dyn StdError + Send + Sync + 'static) {
         &*self.error
     }

@@ -13,12 +13,44 @@ use crate::store::{NewOperation, Store};
 
 /// The attempts an operation gets when neither its attribute nor the
 /// settings say otherwise.
+///
+/// ```
+/// assert_eq!(pgoutbox::DEFAULT_MAX_ATTEMPTS, 5);
+/// assert_eq!(pgoutbox::Settings::default().workflow_system.max_attempts, pgoutbox::DEFAULT_MAX_ATTEMPTS);
+/// ```
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// The NOTIFY channel used when the settings name none.
+///
+/// ```
+/// let settings = pgoutbox::Settings::default();
+/// assert_eq!(settings.channel()?.as_str(), pgoutbox::DEFAULT_CHANNEL);
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
 pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 
 /// Why an operation could not be published.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{PublishError, Publisher};
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let mut tx = pool.begin().await?;
+/// // An idempotency key names one operation: refused before any SQL is sent.
+/// let shared_key = PublishOptions::new().idempotency_key("welcome");
+/// let mails = [SendMail { to: "a@example.com".into() }, SendMail { to: "b@example.com".into() }];
+/// let refused = Publisher::default().publish_many(&mut tx, mails, shared_key).await;
+/// assert!(matches!(refused, Err(PublishError::InvalidOption { name: "mail.send", .. })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {
@@ -73,11 +105,45 @@ pub struct PublishOptions {
 
 impl PublishOptions {
     /// No options.
+    ///
+    /// ```
+    /// use pgoutbox::PublishOptions;
+    ///
+    /// // Everything from the operation's attribute, then the settings.
+    /// let options = PublishOptions::new();
+    /// # let _ = options;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Run no earlier than `at`.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("billing.invoice")]
+    /// async fn invoice(ctx: &mut Context, customer_id: i64) -> Result<()> {
+    ///     let _ = (ctx, customer_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let first_of_month = chrono::DateTime::parse_from_rfc3339("2030-01-01T06:00:00Z")?.to_utc();
+    /// let mut tx = pool.begin().await?;
+    /// let id = pgoutbox::Publisher::default()
+    ///     .publish_with(&mut tx, Invoice { customer_id: 7 }, PublishOptions::new().run_at(first_of_month))
+    ///     .await?;
+    /// let run_at: chrono::DateTime<chrono::Utc> =
+    ///     sqlx::query_scalar("SELECT run_at FROM pgoutbox.operations WHERE id = $1")
+    ///         .bind(id.as_i64())
+    ///         .fetch_one(&mut *tx)
+    ///         .await?;
+    /// assert_eq!(run_at, first_of_month);
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
         self.run_at = Some(at);
@@ -87,6 +153,32 @@ impl PublishOptions {
 
     /// Run no earlier than `delay` after the database's `now()` at publish
     /// (the transaction's start time).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.reminder")]
+    /// async fn remind(ctx: &mut Context, user_id: i64) -> Result<()> {
+    ///     let _ = (ctx, user_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// let in_a_day = PublishOptions::new().delay(Duration::from_secs(24 * 3600));
+    /// let id = pgoutbox::Publisher::default().publish_with(&mut tx, Remind { user_id: 7 }, in_a_day).await?;
+    /// let later: bool = sqlx::query_scalar(
+    ///     "SELECT run_at = now() + interval '1 day' FROM pgoutbox.operations WHERE id = $1",
+    /// )
+    /// .bind(id.as_i64())
+    /// .fetch_one(&mut *tx)
+    /// .await?;
+    /// assert!(later); // `now()` is the transaction's start time
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = Some(delay);
@@ -97,6 +189,27 @@ impl PublishOptions {
     /// A key unique per operation name: publishing again with the same key
     /// creates nothing and returns the existing operation's id, for as long
     /// as that operation is in the table (until retention purges it).
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.welcome")]
+    /// async fn welcome(ctx: &mut Context, user_id: i64) -> Result<()> {
+    ///     let _ = (ctx, user_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let publisher = pgoutbox::Publisher::default();
+    /// let key = || PublishOptions::new().idempotency_key("welcome-7");
+    /// let mut tx = pool.begin().await?;
+    /// let first = publisher.publish_with(&mut tx, Welcome { user_id: 7 }, key()).await?;
+    /// let again = publisher.publish_with(&mut tx, Welcome { user_id: 7 }, key()).await?;
+    /// assert_eq!(first, again); // nothing new was created
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
@@ -104,6 +217,31 @@ impl PublishOptions {
     }
 
     /// Claim order among ready operations; higher runs first.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// let urgent = PublishOptions::new().priority(10); // claimed before priority 0
+    /// let id = pgoutbox::Publisher::default()
+    ///     .publish_with(&mut tx, SendMail { to: "oncall@example.com".into() }, urgent)
+    ///     .await?;
+    /// let priority: i16 = sqlx::query_scalar("SELECT priority FROM pgoutbox.operations WHERE id = $1")
+    ///     .bind(id.as_i64())
+    ///     .fetch_one(&mut *tx)
+    ///     .await?;
+    /// assert_eq!(priority, 10);
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn priority(mut self, priority: i16) -> Self {
         self.priority = Some(priority);
@@ -111,6 +249,30 @@ impl PublishOptions {
     }
 
     /// The queue to publish into.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("reports.build")]
+    /// async fn build_report(ctx: &mut Context, account: i64) -> Result<()> {
+    ///     let _ = (ctx, account);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// // Only workers with `workflow_system.queues` including "bulk" claim it.
+    /// let bulk = PublishOptions::new().queue("bulk");
+    /// let id = pgoutbox::Publisher::default().publish_with(&mut tx, BuildReport { account: 7 }, bulk).await?;
+    /// let queue: String = sqlx::query_scalar("SELECT queue FROM pgoutbox.operations WHERE id = $1")
+    ///     .bind(id.as_i64())
+    ///     .fetch_one(&mut *tx)
+    ///     .await?;
+    /// assert_eq!(queue, "bulk");
+    /// tx.commit().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queue = Some(queue.into());
@@ -118,6 +280,34 @@ impl PublishOptions {
     }
 
     /// The operation this one follows from, for the workflow tree.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("mail.receipt")]
+    /// async fn receipt(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let publisher = pgoutbox::Publisher::default();
+    /// let mut tx = pool.begin().await?;
+    /// let charge = publisher.publish(&mut tx, Charge { amount_cents: 1999 }).await?;
+    /// let options = PublishOptions::new().parent(charge);
+    /// let receipt = publisher.publish_with(&mut tx, Receipt { amount_cents: 1999 }, options).await?;
+    /// tx.commit().await?;
+    /// let tree = pgoutbox::admin::Admin::new(pool, &pgoutbox::Identifier::default()).workflow(charge.as_i64()).await?;
+    /// assert_eq!(tree.iter().map(|op| op.id).collect::<Vec<_>>(), [charge.as_i64(), receipt.as_i64()]);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn parent(mut self, parent: OperationId) -> Self {
         self.parent = Some(parent);
@@ -184,6 +374,13 @@ impl Publisher {
 
     /// A publisher for the schema, channel, NOTIFY choice, default
     /// attempts and statement mode of `settings`.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.database.schema = "Not Valid".into();
+    /// let err = pgoutbox::Publisher::from_settings(&settings).unwrap_err();
+    /// assert_eq!(err.key(), "database.schema");
+    /// ```
     pub fn from_settings(settings: &Settings) -> Result<Self, SettingsError> {
         settings.validate()?;
         let channel = settings.channel()?;
@@ -198,6 +395,26 @@ impl Publisher {
     }
 
     /// Publishes `payload` with default options. See [`publish`].
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::Publisher;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let publisher = Publisher::from_settings(&Settings::load()?)?; // build once, clone freely
+    /// let mut tx = pool.begin().await?;
+    /// let id = publisher.publish(&mut tx, SendMail { to: "ada@example.com".into() }).await?;
+    /// tx.commit().await?;
+    /// assert!(id.as_i64() > 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish<O: Operation>(
         &self,
         conn: &mut PgConnection,

@@ -12,9 +12,31 @@ use crate::definition::{Operation, OperationOptions, OperationSchema};
 use crate::error::HandlerError;
 
 /// A boxed, `Send` future, as type-erased handlers return.
+///
+/// ```
+/// use pgoutbox::BoxFuture;
+///
+/// fn answer() -> BoxFuture<'static, u32> {
+///     Box::pin(async { 42 })
+/// }
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(answer()), 42);
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Why a type-erased handler did not succeed.
+///
+/// ```
+/// use pgoutbox::{HandlerError, HandlerFailure};
+///
+/// let stale = serde_json::from_value::<i64>(serde_json::json!("seven")).unwrap_err();
+/// let failures = [
+///     HandlerFailure::Decode(stale),
+///     HandlerFailure::Failed(HandlerError::permanent("card declined")),
+/// ];
+/// assert!(matches!(&failures[0], HandlerFailure::Decode(e) if e.is_data()));
+/// assert!(matches!(&failures[1], HandlerFailure::Failed(e) if e.is_permanent()));
+/// ```
 #[derive(Debug)]
 pub enum HandlerFailure {
     /// The stored payload no longer decodes into the payload type.
@@ -24,16 +46,73 @@ pub enum HandlerFailure {
 }
 
 /// A plain handler with its payload type erased: decode JSON, call.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{ErasedHandler, PlainHandler};
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+/// let handler = registry.get("mail.send").unwrap().registration().erased_handler();
+/// let Some(ErasedHandler::Plain(plain)) = handler else { panic!("a plain handler") };
+/// let _: PlainHandler = plain;
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 pub type PlainHandler =
     for<'a> fn(&'a mut Context, serde_json::Value) -> BoxFuture<'a, Result<(), HandlerFailure>>;
 
 /// A transactional handler with its payload type erased.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{ErasedHandler, TxHandler};
+///
+/// #[operation("ledger.record", transactional)]
+/// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
+///     let _ = (ctx, amount_cents);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![record])?;
+/// let handler = registry.get("ledger.record").unwrap().registration().erased_handler();
+/// let Some(ErasedHandler::Transactional(tx)) = handler else { panic!("a transactional handler") };
+/// let _: TxHandler = tx;
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 pub type TxHandler = for<'a, 'c> fn(
     &'a mut TxContext<'c>,
     serde_json::Value,
 ) -> BoxFuture<'a, Result<(), HandlerFailure>>;
 
 /// How a registered handler is called.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::ErasedHandler;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// #[operation("ledger.record", transactional)]
+/// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
+///     let _ = (ctx, amount_cents);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail, record])?;
+/// let kind = |name| registry.get(name).unwrap().registration().erased_handler();
+/// assert!(matches!(kind("mail.send"), Some(ErasedHandler::Plain(_))));
+/// assert!(matches!(kind("ledger.record"), Some(ErasedHandler::Transactional(_))));
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 #[derive(Clone, Copy)]
 pub enum ErasedHandler {
     /// Called with a [`Context`].
@@ -55,6 +134,25 @@ impl fmt::Debug for ErasedHandler {
 ///
 /// Built only by the macro (through `pgoutbox::__private`); read through
 /// [`Registry`].
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// /// Send an e-mail.
+/// #[operation("mail.send", idempotent, queue = "mail")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+/// let registration = registry.get("mail.send").unwrap().registration();
+/// assert_eq!(registration.name(), "mail.send");
+/// assert!(registration.is_handler());
+/// assert!(registration.options().idempotent);
+/// assert!(registration.payload_type_name().ends_with("SendMail"));
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 #[derive(Debug)]
 pub struct Registration {
     pub(crate) name: &'static str,
@@ -103,37 +201,135 @@ impl Registration {
     }
 
     /// The operation's name.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registration = <send_mail as pgoutbox::Handler>::REGISTRATION;
+    /// assert_eq!(registration.name(), <SendMail as Operation>::NAME);
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
 
     /// The options in force for this registration (a handler's include the
     /// contract's).
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send", idempotent, max_attempts = 10, queue = "mail")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let options = <send_mail as pgoutbox::Handler>::REGISTRATION.options();
+    /// assert!(options.idempotent);
+    /// assert_eq!(options.max_attempts, Some(10));
+    /// assert_eq!(options.queue, Some("mail"));
+    /// assert!(!options.transactional);
+    /// ```
     pub fn options(&self) -> &OperationOptions {
         &self.options
     }
 
     /// The payload's schema and hash.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let schema = <send_mail as pgoutbox::Handler>::REGISTRATION.schema();
+    /// assert_eq!(schema.hash(), <SendMail as Operation>::schema().hash());
+    /// assert!(schema.json()["properties"]["to"].is_object());
+    /// ```
     pub fn schema(&self) -> &'static OperationSchema {
         (self.schema)()
     }
 
     /// The payload type's name, as `std::any::type_name` gives it.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registration = <send_mail as pgoutbox::Handler>::REGISTRATION;
+    /// assert_eq!(registration.payload_type_name(), std::any::type_name::<SendMail>());
+    /// ```
     pub fn payload_type_name(&self) -> &'static str {
         (self.payload_type_name)()
     }
 
     /// Whether this registers a handler (not only a contract).
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// assert!(<send_mail as pgoutbox::Handler>::REGISTRATION.is_handler());
+    /// ```
     pub fn is_handler(&self) -> bool {
         self.handler.is_some()
     }
 
     /// The handler, if this registers one.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::ErasedHandler;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let handler = <send_mail as pgoutbox::Handler>::REGISTRATION.erased_handler();
+    /// assert!(matches!(handler, Some(ErasedHandler::Plain(_))));
+    /// ```
     pub fn erased_handler(&self) -> Option<ErasedHandler> {
         self.handler.map(|(h, _)| h)
     }
 
     /// Where the `#[operation]` attribute is: `file:line`.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// // Where duplicate-name errors point.
+    /// let location = <send_mail as pgoutbox::Handler>::REGISTRATION.location();
+    /// let (file, line) = location.rsplit_once(':').unwrap();
+    /// assert!(file.ends_with(".rs"));
+    /// assert!(line.parse::<u32>().is_ok());
+    /// ```
     pub fn location(&self) -> String {
         format!("{}:{}", self.file, self.line)
     }
@@ -165,8 +361,35 @@ inventory::collect!(Registered);
 /// `#[operation]` generates beside a handler function (a braced struct with
 /// the function's name, in the type namespace only, as Rocket does for
 /// routes). [`handlers!`](crate::handlers) uses it to list handlers by name.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::Handler;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// // `send_mail` names the function and, in the type namespace, its handle.
+/// assert_eq!(<send_mail as Handler>::REGISTRATION.name(), "mail.send");
+/// ```
 pub trait Handler {
     /// The handler's registration.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("ledger.record", transactional)]
+    /// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registration = <record as pgoutbox::Handler>::REGISTRATION;
+    /// assert!(registration.options().transactional);
+    /// ```
     const REGISTRATION: &'static Registration;
 }
 
@@ -193,6 +416,23 @@ macro_rules! handlers {
 }
 
 /// One operation name and what the binary has for it.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+/// let entry = registry.get("mail.send").unwrap();
+/// assert!(entry.is_handler());
+/// assert_eq!(entry.registration().name(), "mail.send");
+/// assert!(std::ptr::eq(entry.handler().unwrap(), entry.registration()));
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     contract: Option<&'static Registration>,
@@ -202,6 +442,20 @@ pub struct Entry {
 impl Entry {
     /// The registration in force: the handler if there is one, otherwise
     /// the contract.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send", idempotent)]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// assert!(registry.get("mail.send").unwrap().registration().options().idempotent);
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn registration(&self) -> &'static Registration {
         self.handler
             .or(self.contract)
@@ -209,11 +463,40 @@ impl Entry {
     }
 
     /// The handler's registration, if this binary handles the operation.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let handler = registry.get("mail.send").and_then(pgoutbox::Entry::handler);
+    /// assert_eq!(handler.map(|h| h.name()), Some("mail.send"));
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn handler(&self) -> Option<&'static Registration> {
         self.handler
     }
 
     /// Whether this binary handles the operation.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// assert!(registry.get("mail.send").unwrap().is_handler());
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn is_handler(&self) -> bool {
         self.handler.is_some()
     }
@@ -233,6 +516,26 @@ pub struct Registry {
 }
 
 /// Two registrations that cannot both stand.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// #[operation("mail.send")]
+/// async fn send_letter(ctx: &mut Context, address: String) -> Result<()> {
+///     let _ = (ctx, address);
+///     Ok(())
+/// }
+///
+/// let err = Registry::from_registrations(pgoutbox::handlers![send_mail, send_letter]).unwrap_err();
+/// assert_eq!(err.name(), "mail.send");
+/// assert!(err.to_string().starts_with("operation name `mail.send` is registered twice: handler `"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("operation name `{name}` is registered twice: {first} and {second}")]
 pub struct RegistryError {
@@ -243,6 +546,25 @@ pub struct RegistryError {
 
 impl RegistryError {
     /// The duplicated name.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge_again(ctx: &mut Context, cents: u32) -> Result<()> {
+    ///     let _ = (ctx, cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// let err = Registry::from_registrations(pgoutbox::handlers![charge, charge_again]).unwrap_err();
+    /// assert_eq!(err.name(), "billing.charge");
+    /// ```
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -250,11 +572,46 @@ impl RegistryError {
 
 impl Registry {
     /// Every registration linked into the binary.
+    ///
+    /// ```standalone_crate
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// // Every `#[operation]` linked into this binary, without listing any.
+    /// let registry = Registry::from_inventory()?;
+    /// assert!(registry.get("mail.send").is_some_and(pgoutbox::Entry::is_handler));
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn from_inventory() -> Result<Registry, RegistryError> {
         Self::from_registrations(inventory::iter::<Registered>.into_iter().map(|r| r.0))
     }
 
     /// Exactly the given registrations (see [`handlers!`](crate::handlers)).
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("mail.digest")]
+    /// async fn send_digest(ctx: &mut Context, user_id: i64) -> Result<()> {
+    ///     let _ = (ctx, user_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail, send_digest])?;
+    /// assert_eq!(registry.iter().map(|(name, _)| name).collect::<Vec<_>>(), ["mail.digest", "mail.send"]);
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn from_registrations(
         registrations: impl IntoIterator<Item = &'static Registration>,
     ) -> Result<Registry, RegistryError> {
@@ -301,21 +658,71 @@ impl Registry {
     }
 
     /// The entry for `name`.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// assert!(registry.get("mail.send").is_some());
+    /// assert!(registry.get("mail.unknown").is_none());
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.get(name)
     }
 
     /// Every entry, by name.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// for (name, entry) in registry.iter() {
+    ///     assert_eq!(name, entry.registration().name());
+    /// }
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Entry)> {
         self.entries.iter().map(|(name, entry)| (*name, entry))
     }
 
     /// The number of operation names.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// assert_eq!(Registry::from_registrations(pgoutbox::handlers![send_mail])?.len(), 1);
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether no operation is registered.
+    ///
+    /// ```
+    /// assert!(pgoutbox::Registry::default().is_empty());
+    /// assert!(pgoutbox::Registry::from_registrations([])?.is_empty());
+    /// # Ok::<(), pgoutbox::RegistryError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

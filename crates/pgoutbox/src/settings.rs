@@ -45,6 +45,20 @@ pub struct Settings {
 }
 
 /// Where the database is and how to connect to it.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.host = "db.internal".into();
+/// settings.database.database = "app".into();
+/// settings.database.pool_max = 32;
+/// let options = settings.connect_options()?;
+/// assert_eq!(options.get_host(), "db.internal");
+/// assert_eq!(options.get_database(), Some("app"));
+/// // A URL, when set, wins over the separate fields.
+/// settings.database.url = Some("postgres://app@primary:6432/billing".into());
+/// assert_eq!(settings.connect_options()?.get_port(), 6432);
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
@@ -106,6 +120,19 @@ impl Default for DatabaseSettings {
 }
 
 /// How the workflow system behaves.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut settings = pgoutbox::Settings::default();
+/// let ws = &mut settings.workflow_system;
+/// assert_eq!((ws.n_workers, ws.lease), (10, Duration::from_secs(30)));
+/// ws.n_workers = 32;
+/// ws.queues = vec!["mail".into()]; // this process claims only from the `mail` queue
+/// settings.database.pool_max = 34; // `n_workers` + 2
+/// settings.validate()?;
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkflowSettings {
@@ -149,6 +176,18 @@ pub struct WorkflowSettings {
 /// The janitor's settings. Every worker process runs it; batches are taken
 /// with `SKIP LOCKED`, so many janitors share the work without colliding.
 /// `dead` and `stalled` operations are never purged automatically.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut settings = pgoutbox::Settings::default();
+/// let retention = &mut settings.workflow_system.retention;
+/// assert_eq!(retention.operations, Duration::from_secs(7 * 24 * 3600));
+/// retention.operations = Duration::from_secs(24 * 3600); // keep finished operations a day
+/// retention.enabled = false; // and leave the janitor to other processes
+/// settings.validate()?;
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetentionSettings {
@@ -201,6 +240,13 @@ impl Default for WorkflowSettings {
 }
 
 /// An invalid setting, named by its key.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.pool_min = 30; // above `pool_max` (20)
+/// let err = settings.validate().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid setting `database.pool_min`: must not exceed `pool_max`");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid setting `{key}`: {reason}")]
 pub struct SettingsError {
@@ -217,6 +263,12 @@ impl SettingsError {
     }
 
     /// The offending key, such as `workflow_system.n_workers`.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.workflow_system.lease = std::time::Duration::from_millis(100);
+    /// assert_eq!(settings.validate().unwrap_err().key(), "workflow_system.lease");
+    /// ```
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -381,18 +433,45 @@ impl Settings {
     }
 
     /// The validated schema.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// assert_eq!(settings.schema()?.quoted(), "\"pgoutbox\"");
+    /// settings.database.schema = "billing; drop".into();
+    /// assert_eq!(settings.schema().unwrap_err().key(), "database.schema");
+    /// # Ok::<(), pgoutbox::SettingsError>(())
+    /// ```
     pub fn schema(&self) -> Result<Identifier, SettingsError> {
         Identifier::new(self.database.schema.clone())
             .map_err(|e| SettingsError::new("database.schema", e.to_string()))
     }
 
     /// The validated channel.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.workflow_system.channel = "billing_events".into();
+    /// assert_eq!(settings.channel()?.as_str(), "billing_events");
+    /// # Ok::<(), pgoutbox::SettingsError>(())
+    /// ```
     pub fn channel(&self) -> Result<Identifier, SettingsError> {
         Identifier::new(self.workflow_system.channel.clone())
             .map_err(|e| SettingsError::new("workflow_system.channel", e.to_string()))
     }
 
     /// Connection options for the main pool.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.database.url = Some("postgres://app@db:5433/app".into());
+    /// let options = settings.connect_options()?;
+    /// assert_eq!((options.get_host(), options.get_port()), ("db", 5433));
+    /// assert_eq!(options.get_application_name(), Some("pgoutbox"));
+    ///
+    /// settings.database.url = Some("mysql://db/app".into());
+    /// assert_eq!(settings.connect_options().unwrap_err().key(), "database.url");
+    /// # Ok::<(), pgoutbox::SettingsError>(())
+    /// ```
     pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
         let db = &self.database;
         let options = if let Some(url) = &db.url {
@@ -417,6 +496,16 @@ impl Settings {
     }
 
     /// Connection options for the LISTEN connection.
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// // The pool goes through pgbouncer; LISTEN needs PostgreSQL itself.
+    /// settings.database.url = Some("postgres://app@pgbouncer:6432/app".into());
+    /// settings.database.listen_url = Some("postgres://app@db:5432/app".into());
+    /// assert_eq!(settings.connect_options()?.get_port(), 6432);
+    /// assert_eq!(settings.listen_options()?.get_port(), 5432);
+    /// # Ok::<(), pgoutbox::SettingsError>(())
+    /// ```
     pub fn listen_options(&self) -> Result<PgConnectOptions, SettingsError> {
         match &self.database.listen_url {
             Some(url) => Ok(parse_url(url)

@@ -11,6 +11,21 @@ use uuid::Uuid;
 use super::Store;
 
 /// One row of `operations`, as operators see it.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::admin::{Admin, OperationFilter};
+///
+/// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
+/// let dead = OperationFilter { statuses: vec!["dead".into()], ..OperationFilter::default() };
+/// for op in admin.list(&dead).await? {
+///     assert_eq!(op.status, "dead");
+///     assert!(op.finished_at.is_some());
+///     println!("{} {} after {}/{} attempts: {:?}", op.id, op.name, op.attempt, op.max_attempts, op.last_error);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct OperationRow {
     /// Id.
@@ -74,6 +89,21 @@ impl FromRow<'_, PgRow> for OperationRow {
 }
 
 /// One attempt.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// if let Some(detail) = admin.show(42).await? {
+///     for attempt in &detail.attempts {
+///         // `lost`: the worker vanished mid-attempt; the outcome is unknown.
+///         if attempt.outcome.as_deref() == Some("lost") {
+///             println!("attempt {} on worker {} is in doubt", attempt.number, attempt.worker_id);
+///         }
+///     }
+///     assert!(detail.attempts.windows(2).all(|w| w[0].number < w[1].number));
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct AttemptRow {
     /// Attempt number.
@@ -93,6 +123,18 @@ pub struct AttemptRow {
 }
 
 /// One operator action.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::admin::Action;
+///
+/// admin.act(42, Action::Cancel, "alice", "customer asked").await?;
+/// let detail = admin.show(42).await?.expect("operation 42 exists");
+/// let last = detail.actions.last().expect("the action was recorded, applied or refused");
+/// assert_eq!((last.action.as_str(), last.actor.as_str()), ("cancel", "alice"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ActionRow {
     /// The operation acted on.
@@ -116,6 +158,17 @@ pub struct ActionRow {
 }
 
 /// One worker process.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let lease_ms = 30_000;
+/// for worker in admin.workers(3 * lease_ms, 3_600_000).await? {
+///     let state = if worker.live { "live" } else { "gone" };
+///     println!("{} {}:{} {state}, handles {:?}", worker.id, worker.host, worker.pid, worker.names);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerRow {
     /// Id.
@@ -142,6 +195,24 @@ pub struct WorkerRow {
 
 /// Filters of `ops list` and of bulk actions; all optional, combined with
 /// AND.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::admin::OperationFilter;
+///
+/// // The 20 newest stalled or dead charges of the last hour.
+/// let filter = OperationFilter {
+///     statuses: vec!["stalled".into(), "dead".into()],
+///     name: Some("billing.charge".into()),
+///     since_ms: Some(3_600_000),
+///     limit: Some(20),
+///     ..OperationFilter::default()
+/// };
+/// let found = admin.list(&filter).await?;
+/// assert!(found.len() <= 20 && found.iter().all(|op| op.name == "billing.charge"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct OperationFilter {
     /// Only these states.
@@ -532,6 +603,17 @@ impl Store {
 }
 
 /// One recorded version of an operation's payload schema.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let history = admin.schema_history("billing.charge").await?;
+/// if let [.., previous, current] = history.as_slice() {
+///     assert_ne!(previous.schema_hash, current.schema_hash);
+///     println!("payload changed at {}", current.first_seen_at);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SchemaVersion {
     /// The operation's name.
