@@ -1,7 +1,8 @@
 //! The completer: plain handlers' successes (without follow-ups) recorded
-//! in batches, one statement for all that finished together. Each executor
-//! waits for its own answer, so a slot is freed only once the success is in
-//! the database; fencing is per row, as for single completions.
+//! in batches, one statement for all that finished together. The handler's
+//! slot is already free by then; each executor waits for its own answer
+//! (holding its place in the `4 × n_workers` in-flight bound, its lease
+//! still renewed), and fencing is per row, as for single completions.
 
 use std::sync::Arc;
 use std::time::Duration;
