@@ -56,6 +56,25 @@ struct Selected {
 }
 
 /// Why routers cannot be used as given.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::RouterError;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+/// let err = WorkflowRouter::with_prefix("Mail").operation::<SendMail>().resolve(&registry).unwrap_err();
+/// assert_eq!(err, RouterError::InvalidPrefix("Mail".into()));
+/// let err = WorkflowRouter::new().operation::<SendMail>().concurrency(0).resolve(&registry).unwrap_err();
+/// assert!(matches!(err, RouterError::ZeroConcurrency { .. }));
+/// assert!(err.to_string().contains("concurrency limit of 0"));
+/// # Ok::<(), pgoutbox::RegistryError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RouterError {
@@ -127,6 +146,22 @@ pub enum RouterError {
 }
 
 /// The handlers a worker runs, resolved from routers against a registry.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+/// let routes = WorkflowRouter::with_prefix("mail").operation::<SendMail>().resolve(&registry)?;
+/// assert_eq!(routes.len(), 1);
+/// assert_eq!(routes.get("mail.send").unwrap().registration().name(), "mail.send");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     routes: BTreeMap<&'static str, Route>,
@@ -144,6 +179,23 @@ pub(crate) struct Group {
 }
 
 /// One operation a worker handles.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// #[operation("partner.sync")]
+/// async fn sync_account(ctx: &mut Context, account: i64) -> Result<()> {
+///     let _ = (ctx, account);
+///     Ok(())
+/// }
+///
+/// let registry = Registry::from_registrations(pgoutbox::handlers![sync_account])?;
+/// let routes = WorkflowRouter::with_prefix("partner").operation::<SyncAccount>().concurrency(2).resolve(&registry)?;
+/// let route = routes.get("partner.sync").unwrap();
+/// assert_eq!(route.concurrency(), Some(2));
+/// assert!(route.registration().is_handler());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Route {
     registration: &'static Registration,
@@ -153,6 +205,21 @@ pub struct Route {
 
 impl Route {
     /// The handler's registration.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("ledger.record", transactional)]
+    /// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![record])?;
+    /// let routes = WorkflowRouter::new().operation::<Record>().resolve(&registry)?;
+    /// assert!(routes.get("ledger.record").unwrap().registration().options().transactional);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn registration(&self) -> &'static Registration {
         self.registration
     }
@@ -160,6 +227,25 @@ impl Route {
     /// The concurrency limit of the innermost router that sets one (the
     /// limits of the routers around it apply too: see
     /// [`WorkflowRouter::concurrency`]).
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let unlimited = WorkflowRouter::new().operation::<SendMail>().resolve(&registry)?;
+    /// assert_eq!(unlimited.get("mail.send").unwrap().concurrency(), None); // only `n_workers`
+    /// // A limit set on an enclosing router applies to what it includes.
+    /// let inner = WorkflowRouter::with_prefix("mail").operation::<SendMail>();
+    /// let limited = WorkflowRouter::new().include_router(inner).concurrency(3).resolve(&registry)?;
+    /// assert_eq!(limited.get("mail.send").unwrap().concurrency(), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn concurrency(&self) -> Option<usize> {
         self.concurrency
     }
@@ -173,26 +259,104 @@ impl Route {
 
 impl Routes {
     /// The names handled, in order.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("mail.digest")]
+    /// async fn send_digest(ctx: &mut Context, user_id: i64) -> Result<()> {
+    ///     let _ = (ctx, user_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail, send_digest])?;
+    /// let router = WorkflowRouter::with_prefix("mail").operation::<SendMail>().operation::<SendDigest>();
+    /// assert_eq!(router.resolve(&registry)?.names().collect::<Vec<_>>(), ["mail.digest", "mail.send"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.routes.keys().copied()
     }
 
     /// The route for `name`.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let routes = WorkflowRouter::new().operation::<SendMail>().resolve(&registry)?;
+    /// assert!(routes.get("mail.send").is_some());
+    /// assert!(routes.get("billing.charge").is_none()); // never claimed by this process
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, name: &str) -> Option<&Route> {
         self.routes.get(name)
     }
 
     /// Every route, by name.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send", queue = "mail")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let routes = WorkflowRouter::new().operation::<SendMail>().resolve(&registry)?;
+    /// for (name, route) in routes.iter() {
+    ///     assert_eq!(route.registration().name(), name);
+    ///     assert_eq!(route.registration().options().queue, Some("mail"));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Route)> {
         self.routes.iter().map(|(name, route)| (*name, route))
     }
 
     /// The number of operations handled.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// assert_eq!(WorkflowRouter::new().operation::<SendMail>().resolve(&registry)?.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.routes.len()
     }
 
     /// Whether no operation is handled.
+    ///
+    /// ```
+    /// use pgoutbox::{Registry, WorkflowRouter};
+    ///
+    /// // A system refuses to start on routes like these (`StartError::NoOperations`).
+    /// let routes = WorkflowRouter::new().resolve(&Registry::default())?;
+    /// assert!(routes.is_empty());
+    /// # Ok::<(), pgoutbox::RouterError>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }
@@ -206,11 +370,25 @@ impl Routes {
 
 impl WorkflowRouter {
     /// A router without a prefix (the root of an application).
+    ///
+    /// ```
+    /// use pgoutbox::WorkflowRouter;
+    ///
+    /// let root = WorkflowRouter::new();
+    /// assert_eq!(root.prefix(), None); // any operation name may be added
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// A router whose operations must all be named `prefix.…`.
+    ///
+    /// ```
+    /// use pgoutbox::WorkflowRouter;
+    ///
+    /// let billing = WorkflowRouter::with_prefix("billing");
+    /// assert_eq!(billing.prefix(), Some("billing"));
+    /// ```
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         WorkflowRouter {
             prefix: Some(prefix.into()),
@@ -219,6 +397,22 @@ impl WorkflowRouter {
     }
 
     /// Selects the operation whose payload type is `O`.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// // Selected by type: a typo in a name cannot compile.
+    /// let router = WorkflowRouter::with_prefix("billing").operation::<Charge>();
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![charge])?;
+    /// assert_eq!(router.resolve(&registry)?.names().collect::<Vec<_>>(), ["billing.charge"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn operation<O: Operation>(mut self) -> Self {
         self.operations.push(Selected {
@@ -230,6 +424,26 @@ impl WorkflowRouter {
     }
 
     /// Includes another router's operations.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::RouterError;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let mail = || WorkflowRouter::with_prefix("mail").operation::<SendMail>();
+    /// let app = WorkflowRouter::new().include_router(mail());
+    /// assert_eq!(app.resolve(&registry)?.len(), 1);
+    /// // An included router must extend its parent's prefix.
+    /// let misplaced = WorkflowRouter::with_prefix("billing").include_router(mail());
+    /// assert!(matches!(misplaced.resolve(&registry), Err(RouterError::NestedPrefix { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[must_use]
     pub fn include_router(mut self, router: WorkflowRouter) -> Self {
         self.routers.push(router);
@@ -290,6 +504,13 @@ impl WorkflowRouter {
     }
 
     /// The prefix, if any.
+    ///
+    /// ```
+    /// use pgoutbox::WorkflowRouter;
+    ///
+    /// assert_eq!(WorkflowRouter::with_prefix("billing.refunds").prefix(), Some("billing.refunds"));
+    /// assert_eq!(WorkflowRouter::new().prefix(), None);
+    /// ```
     pub fn prefix(&self) -> Option<&str> {
         self.prefix.as_deref()
     }

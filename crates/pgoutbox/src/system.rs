@@ -92,6 +92,18 @@ impl Runtime {
 }
 
 /// Why a system did not start.
+///
+/// ```
+/// use pgoutbox::{Settings, StartError, WorkflowSystem};
+///
+/// let mut settings = Settings::default();
+/// settings.workflow_system.n_workers = 0;
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// // Checked before anything connects.
+/// let err = rt.block_on(WorkflowSystem::builder(settings).start()).unwrap_err();
+/// assert!(matches!(&err, StartError::Settings(e) if e.key() == "workflow_system.n_workers"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
@@ -175,6 +187,26 @@ pub struct WorkflowSystemBuilder {
 
 impl WorkflowSystemBuilder {
     /// The routers whose operations this process handles.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let system = WorkflowSystem::builder(Settings::load()?)
+    ///     .router(WorkflowRouter::with_prefix("mail").operation::<SendMail>())
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(system.names(), ["mail.send"]);
+    /// system.stop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn router(mut self, router: WorkflowRouter) -> Self {
         self.router = router;
@@ -183,6 +215,32 @@ impl WorkflowSystemBuilder {
 
     /// A pool to use instead of one built from `settings.database` (it must
     /// allow `n_workers` + 2 connections).
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let mut settings = Settings::load()?;
+    /// settings.database.pool_max = settings.workflow_system.n_workers as u32 + 2 + 8; // + the application's peak
+    /// let pool = settings.pool()?;
+    /// let system = WorkflowSystem::builder(settings)
+    ///     .pool(pool.clone()) // the application keeps using `pool`
+    ///     .router(WorkflowRouter::new().operation::<SendMail>())
+    ///     .start()
+    ///     .await?;
+    /// let mut tx = pool.begin().await?;
+    /// publish(&mut tx, SendMail { to: "ada@example.com".into() }).await?;
+    /// tx.commit().await?;
+    /// system.stop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn pool(mut self, pool: PgPool) -> Self {
         self.pool = Some(pool);
@@ -191,6 +249,28 @@ impl WorkflowSystemBuilder {
 
     /// An explicit registry instead of link-time collection (see
     /// [`handlers!`](crate::handlers)).
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// // Only the handlers listed here exist for this system, whatever else is linked in.
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let system = WorkflowSystem::builder(Settings::load()?)
+    ///     .registry(registry)
+    ///     .router(WorkflowRouter::new().operation::<SendMail>())
+    ///     .start()
+    ///     .await?;
+    /// system.stop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn registry(mut self, registry: Registry) -> Self {
         self.registry = Some(registry);
@@ -216,6 +296,22 @@ impl WorkflowSystemBuilder {
     /// handles, and starts the producer, the listener (unless
     /// `workflow_system.notify` is off) and the maintenance task (heartbeat,
     /// rescuer, janitor). See the example on [`WorkflowSystem`].
+    ///
+    /// ```
+    /// use pgoutbox::{Settings, StartError, WorkflowSystem};
+    /// use sqlx::postgres::PgPoolOptions;
+    ///
+    /// let settings = Settings::default(); // n_workers = 10
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let err = rt.block_on(async {
+    ///     // Lazy: nothing connects before the size is checked.
+    ///     let pool = PgPoolOptions::new().max_connections(5).connect_lazy_with(settings.connect_options()?);
+    ///     Ok::<_, Box<dyn std::error::Error>>(WorkflowSystem::builder(settings).pool(pool).start().await)
+    /// })?
+    /// .unwrap_err();
+    /// assert!(matches!(err, StartError::PoolTooSmall { pool_max: 5, required: 12, .. }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub async fn start(self) -> Result<WorkflowSystem, StartError> {
         let settings = self.settings;
         settings.validate()?;
@@ -332,6 +428,17 @@ async fn connect(settings: &Settings) -> Result<PgPool, StartError> {
 }
 
 /// What [`WorkflowSystem::stop`] had to do.
+///
+/// ```no_run
+/// # async fn example(system: pgoutbox::WorkflowSystem) -> Result<(), Box<dyn std::error::Error>> {
+/// let report = system.stop().await?;
+/// if report.aborted > 0 {
+///     // Recorded as in-doubt attempts: retried if idempotent, `stalled` otherwise.
+///     eprintln!("{} handler(s) outlived `shutdown_wait`", report.aborted);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StopReport {
@@ -392,11 +499,44 @@ impl WorkflowSystem {
     }
 
     /// This process's id in the `workers` table and in leases.
+    ///
+    /// ```no_run
+    /// # async fn example(system: pgoutbox::WorkflowSystem, pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    /// let running: i64 = sqlx::query_scalar(
+    ///     "SELECT count(*) FROM pgoutbox.operations WHERE status = 'running' AND lease_owner = $1",
+    /// )
+    /// .bind(system.worker_id())
+    /// .fetch_one(&pool)
+    /// .await?;
+    /// println!("worker {} runs {running} operation(s)", system.worker_id());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn worker_id(&self) -> Uuid {
         self.rt.worker_id
     }
 
     /// The names this process handles.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let system = WorkflowSystem::builder(Settings::load()?)
+    ///     .router(WorkflowRouter::new().operation::<SendMail>())
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(system.names(), ["mail.send"]);
+    /// system.stop().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn names(&self) -> &[String] {
         &self.rt.names
     }

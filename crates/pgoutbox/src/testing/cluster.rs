@@ -11,6 +11,16 @@ use std::process::{Command, Stdio};
 use super::TestDbError;
 
 /// How to shut a cluster down, as `pg_ctl stop -m` names it.
+///
+/// ```no_run
+/// use pgoutbox::testing::{Cluster, ShutdownMode};
+///
+/// let cluster = Cluster::start_private()?;
+/// // As a crash would: the server recovers from its WAL on the next start.
+/// cluster.restart(ShutdownMode::Immediate)?;
+/// assert!(cluster.is_running());
+/// # Ok::<(), pgoutbox::testing::TestDbError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Wait for clients to disconnect.
@@ -40,6 +50,21 @@ impl ShutdownMode {
 ///
 /// An owned cluster (see [`Cluster::start_private`]) is stopped and removed
 /// when dropped; fault tests use one to restart the server at will.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::testing::{Cluster, ShutdownMode};
+///
+/// let cluster = Cluster::start_private()?;
+/// let pool = sqlx::PgPool::connect(&cluster.url("postgres")).await?;
+/// pgoutbox_migrate::run(&pool, &pgoutbox::Identifier::default()).await?;
+/// cluster.stop(ShutdownMode::Fast)?;
+/// assert!(sqlx::query("SELECT 1").execute(&pool).await.is_err()); // the server is gone
+/// cluster.start()?;
+/// sqlx::query("SELECT 1").execute(&pool).await?; // the pool reconnects
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Cluster {
     dir: PathBuf,
@@ -59,6 +84,13 @@ struct User {
 impl Cluster {
     /// Initialises and starts a cluster of its own under a fresh temporary
     /// directory; it is stopped and deleted when dropped.
+    ///
+    /// ```no_run
+    /// let cluster = pgoutbox::testing::Cluster::start_private()?;
+    /// assert!(cluster.is_running());
+    /// drop(cluster); // stopped, and its directory deleted
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn start_private() -> Result<Cluster, TestDbError> {
         let dir = std::env::temp_dir().join(format!(
             "pgoutbox-c{}-{}",
@@ -150,6 +182,16 @@ impl Cluster {
     }
 
     /// Starts the server and waits until it accepts connections.
+    ///
+    /// ```no_run
+    /// use pgoutbox::testing::{Cluster, ShutdownMode};
+    ///
+    /// let cluster = Cluster::start_private()?;
+    /// cluster.stop(ShutdownMode::Immediate)?;
+    /// cluster.start()?; // same port, same data
+    /// assert!(cluster.is_running());
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn start(&self) -> Result<(), TestDbError> {
         self.run_pg(
             "pg_ctl",
@@ -167,6 +209,15 @@ impl Cluster {
     }
 
     /// Stops the server.
+    ///
+    /// ```no_run
+    /// use pgoutbox::testing::{Cluster, ShutdownMode};
+    ///
+    /// let cluster = Cluster::start_private()?;
+    /// cluster.stop(ShutdownMode::Fast)?;
+    /// assert!(!cluster.is_running());
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn stop(&self, mode: ShutdownMode) -> Result<(), TestDbError> {
         self.run_pg(
             "pg_ctl",
@@ -184,12 +235,33 @@ impl Cluster {
     }
 
     /// Stops the server in `mode` and starts it again on the same port.
+    ///
+    /// ```no_run
+    /// use pgoutbox::testing::{Cluster, ShutdownMode};
+    ///
+    /// let cluster = Cluster::start_private()?;
+    /// let port = cluster.port();
+    /// cluster.restart(ShutdownMode::Fast)?;
+    /// assert_eq!(cluster.port(), port);
+    /// assert!(cluster.is_running());
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn restart(&self, mode: ShutdownMode) -> Result<(), TestDbError> {
         self.stop(mode)?;
         self.start()
     }
 
     /// Whether the server is running.
+    ///
+    /// ```no_run
+    /// use pgoutbox::testing::{Cluster, ShutdownMode};
+    ///
+    /// let cluster = Cluster::start_private()?;
+    /// assert!(cluster.is_running());
+    /// cluster.stop(ShutdownMode::Smart)?;
+    /// assert!(!cluster.is_running());
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn is_running(&self) -> bool {
         self.pg_command("pg_ctl", &["status", "-D", &self.data_dir()])
             .stdout(Stdio::null())
@@ -199,21 +271,50 @@ impl Cluster {
     }
 
     /// The loopback port the server listens on.
+    ///
+    /// ```no_run
+    /// let cluster = pgoutbox::testing::Cluster::start_private()?;
+    /// assert!(cluster.url("postgres").contains(&format!(":{}/", cluster.port())));
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// A connection URL for `database` as the `postgres` superuser.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let cluster = pgoutbox::testing::Cluster::start_private()?;
+    /// let pool = sqlx::PgPool::connect(&cluster.url("postgres")).await?;
+    /// let user: String = sqlx::query_scalar("SELECT current_user").fetch_one(&pool).await?;
+    /// assert_eq!(user, "postgres");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
     /// The directory of the binaries in use (`initdb`, `pg_ctl`, …).
+    ///
+    /// ```no_run
+    /// let cluster = pgoutbox::testing::Cluster::start_private()?;
+    /// assert!(cluster.bin_dir().join("pg_ctl").exists());
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }
 
     /// The server's log file.
+    ///
+    /// ```no_run
+    /// let cluster = pgoutbox::testing::Cluster::start_private()?;
+    /// let log = std::fs::read_to_string(cluster.log_file()).unwrap_or_default();
+    /// assert!(log.contains("database system is ready to accept connections"));
+    /// # Ok::<(), pgoutbox::testing::TestDbError>(())
+    /// ```
     pub fn log_file(&self) -> PathBuf {
         self.pg_dir().join("server.log")
     }

@@ -16,6 +16,14 @@ use crate::{
 use super::TestDatabase;
 
 /// Why a test-kit step failed.
+///
+/// ```
+/// use std::time::Duration;
+/// use pgoutbox::testing::KitError;
+///
+/// let err = KitError::StillBusy { waited: Duration::from_secs(30), running: 1, ready: 0 };
+/// assert!(err.to_string().starts_with("test kit: still busy after 30s (1 running, 0 ready)"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KitError {
@@ -91,6 +99,28 @@ pub async fn published<O: Operation>(conn: &mut PgConnection) -> Result<Vec<O>, 
 }
 
 /// [`published`], for storage in another schema.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::{Identifier, Publisher};
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = pgoutbox::testing::TestDatabase::empty().await?;
+/// let schema = Identifier::new("outbox")?;
+/// pgoutbox_migrate::run(db.pool(), &schema).await?;
+/// let mut tx = db.pool().begin().await?;
+/// Publisher::new(&schema, None, 5).publish(&mut tx, SendMail { to: "ada@example.com".into() }).await?;
+/// let sent = pgoutbox::testing::published_in::<SendMail>(&mut tx, &schema).await?;
+/// assert_eq!(sent[0].to, "ada@example.com");
+/// # Ok(())
+/// # }
+/// ```
 pub async fn published_in<O: Operation>(
     conn: &mut PgConnection,
     schema: &Identifier,
@@ -158,6 +188,30 @@ macro_rules! assert_published {
 
 /// Where a worker vanishes in the middle of an operation's first attempt
 /// ([`Harness::crash_at`]). The handler stands for the external call.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+///
+/// /// Idempotent: an unknown outcome is simply retried.
+/// #[operation("mail.send", idempotent)]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = TestDatabase::new().await?;
+/// let done = Harness::new(&db)
+///     .operation::<SendMail>()
+///     .crash_at(CrashPoint::BeforeExternalCall)
+///     .run_inline(SendMail { to: "ada@example.com".into() })
+///     .await?;
+/// assert_eq!(done.operation.status, "succeeded"); // on the second attempt
+/// assert_eq!(done.attempts[0].outcome.as_deref(), Some("lost"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CrashPoint {
@@ -185,6 +239,28 @@ impl From<CrashPoint> for Crash {
 
 /// What a test database holds after [`Harness::run_until_idle`]: how many
 /// operations of the handled names are in each state.
+///
+/// ```no_run
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::testing::{Harness, TestDatabase};
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = TestDatabase::new().await?;
+/// let mut tx = db.pool().begin().await?;
+/// publish_many(&mut tx, (0..3).map(|i| SendMail { to: format!("user{i}@example.com") })).await?;
+/// tx.commit().await?;
+/// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
+/// assert_eq!(idle.by_status.get("succeeded"), Some(&3));
+/// assert_eq!(idle.count("dead"), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Idle {
     /// State → count (states without operations are absent).
@@ -193,6 +269,15 @@ pub struct Idle {
 
 impl Idle {
     /// How many operations are in `status`.
+    ///
+    /// ```
+    /// use pgoutbox::testing::Idle;
+    ///
+    /// let mut idle = Idle::default();
+    /// idle.by_status.insert("succeeded".into(), 3);
+    /// assert_eq!(idle.count("succeeded"), 3);
+    /// assert_eq!(idle.count("stalled"), 0); // absent: none
+    /// ```
     pub fn count(&self, status: &str) -> i64 {
         self.by_status.get(status).copied().unwrap_or(0)
     }
@@ -244,6 +329,17 @@ pub struct Harness {
 
 impl Harness {
     /// A harness on `db`, handling nothing yet.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// let db = TestDatabase::new().await?;
+    /// let harness = Harness::new(&db); // add operations or routers before running it
+    /// # let _ = harness;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(db: &TestDatabase) -> Harness {
         let mut settings = Settings::default();
         settings.database.url = Some(db.url());
@@ -265,18 +361,86 @@ impl Harness {
     }
 
     /// Handles `O`.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let done = Harness::new(&db).operation::<SendMail>().run_inline(SendMail { to: "a@example.com".into() }).await?;
+    /// assert_eq!(done.operation.name, "mail.send");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn operation<O: Operation>(mut self) -> Self {
         self.router = self.router.operation::<O>();
         self
     }
 
     /// Handles a router's operations.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// #[operation("billing.charge")]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     ctx.publish(Receipt { amount_cents })?;
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("billing.receipt")]
+    /// async fn receipt(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let billing = WorkflowRouter::with_prefix("billing").operation::<Charge>().operation::<Receipt>();
+    /// let mut tx = db.pool().begin().await?;
+    /// publish(&mut tx, Charge { amount_cents: 1999 }).await?;
+    /// tx.commit().await?;
+    /// let idle = Harness::new(&db).router(billing).run_until_idle().await?;
+    /// assert_eq!(idle.count("succeeded"), 2); // the charge and its follow-up
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn router(mut self, router: WorkflowRouter) -> Self {
         self.router = self.router.include_router(router);
         self
     }
 
     /// Changes the settings (the database URL is the test database's).
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     Err(HandlerError::retryable(format!("mail server down for {to} (attempt {})", ctx.attempt())))
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let done = Harness::new(&db)
+    ///     .settings(|s| s.workflow_system.max_attempts = 2)
+    ///     .operation::<SendMail>()
+    ///     .run_inline(SendMail { to: "a@example.com".into() })
+    ///     .await?;
+    /// assert_eq!(done.operation.status, "dead");
+    /// assert_eq!(done.attempts.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn settings(mut self, change: impl FnOnce(&mut Settings)) -> Self {
         change(&mut self.settings);
         self
@@ -287,12 +451,62 @@ impl Harness {
     /// renewed, and the rescuer (this same system's, once the lease has
     /// expired) records the attempt as `lost`. The operation then takes
     /// the in-doubt path: retried if idempotent, `stalled` otherwise.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+    ///
+    /// #[operation("ledger.record", transactional)]
+    /// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
+    ///     ctx.execute(sqlx::query("INSERT INTO ledger (amount_cents) VALUES ($1)").bind(amount_cents)).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// sqlx::query("CREATE TABLE ledger (amount_cents bigint)").execute(db.pool()).await?;
+    /// let done = Harness::new(&db)
+    ///     .operation::<Record>()
+    ///     .crash_at(CrashPoint::BeforeCommit)
+    ///     .run_inline(Record { amount_cents: 500 })
+    ///     .await?;
+    /// // Not idempotent, outcome unknown: an operator decides. The write never committed.
+    /// assert_eq!(done.operation.status, "stalled");
+    /// let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(db.pool()).await?;
+    /// assert_eq!(rows, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn crash_at(mut self, point: CrashPoint) -> Self {
         self.crash = Some(point);
         self
     }
 
     /// How long to wait for the work to settle (30 s unless changed).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, KitError, TestDatabase};
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     std::future::pending::<()>().await; // never returns
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let result = Harness::new(&db)
+    ///     .operation::<SendMail>()
+    ///     .timeout(Duration::from_secs(2))
+    ///     .run_inline(SendMail { to: "a@example.com".into() })
+    ///     .await;
+    /// assert!(matches!(result, Err(KitError::StillBusy { running: 1, .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.timeout = limit;
         self
@@ -301,6 +515,31 @@ impl Harness {
     /// Starts a worker, waits until no operation it handles is running or
     /// ready to run (those scheduled for later stay as they are), stops
     /// it and counts the operations by state.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     if to.ends_with("@invalid") {
+    ///         return Err(HandlerError::permanent("no such domain"));
+    ///     }
+    ///     let _ = ctx;
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let mut tx = db.pool().begin().await?;
+    /// publish(&mut tx, SendMail { to: "ada@example.com".into() }).await?;
+    /// publish(&mut tx, SendMail { to: "bob@invalid".into() }).await?;
+    /// tx.commit().await?;
+    /// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
+    /// assert_eq!((idle.count("succeeded"), idle.count("dead")), (1, 1));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run_until_idle(self) -> Result<Idle, KitError> {
         let (system, names) = self.start().await?;
         let settled = self.wait(|| self.busy(&names, None)).await;
@@ -313,6 +552,30 @@ impl Harness {
     /// Publishes `payload`, runs a worker until that operation is settled
     /// (finished, or waiting for a later `run_at`), stops it and returns
     /// everything recorded about the operation.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::testing::{Harness, TestDatabase};
+    ///
+    /// #[operation("reports.build")]
+    /// async fn build_report(ctx: &mut Context, account: i64) -> Result<()> {
+    ///     let _ = account;
+    ///     if ctx.attempt() == 1 {
+    ///         return Err(HandlerError::snooze(Duration::from_secs(3600)));
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let db = TestDatabase::new().await?;
+    /// let done = Harness::new(&db).operation::<BuildReport>().run_inline(BuildReport { account: 7 }).await?;
+    /// // Settled: waiting for a later `run_at` counts as settled.
+    /// assert_eq!(done.operation.status, "pending");
+    /// assert_eq!(done.attempts[0].outcome.as_deref(), Some("snoozed"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run_inline<O: Operation>(self, payload: O) -> Result<OperationDetail, KitError> {
         let id = self.publish(payload).await?;
         let (system, names) = self.start().await?;

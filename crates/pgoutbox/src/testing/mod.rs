@@ -53,6 +53,16 @@ use tokio::sync::OnceCell;
 use pgoutbox_migrate::Identifier;
 
 /// Why a test database could not be had.
+///
+/// ```
+/// use pgoutbox::testing::TestDbError;
+///
+/// let err = TestDbError::NoPostgres("no `initdb` on PATH".into());
+/// assert_eq!(
+///     err.to_string(),
+///     "no `initdb` on PATH: install PostgreSQL (`apt-get install postgresql`) or set DATABASE_URL to a server to use"
+/// );
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TestDbError {
@@ -78,6 +88,16 @@ pub enum TestDbError {
 /// The connection URL of the server that test databases are created on:
 /// `DATABASE_URL` when set, otherwise the shared private cluster, started
 /// on first use.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), pgoutbox::testing::TestDbError> {
+/// let url = pgoutbox::testing::server_url().await?;
+/// assert!(url.starts_with("postgres://") || url.starts_with("postgresql://"));
+/// // Started once: every later call names the same server.
+/// assert_eq!(pgoutbox::testing::server_url().await?, url);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn server_url() -> Result<String, TestDbError> {
     static URL: OnceCell<String> = OnceCell::const_new();
     URL.get_or_try_init(|| async {
@@ -97,6 +117,21 @@ pub async fn server_url() -> Result<String, TestDbError> {
 /// Databases are named `pgoutbox_test_…`. On the private cluster they vanish
 /// with it; on a server named by `DATABASE_URL` they stay until dropped (for
 /// example with `dropdb`), so that a failed test can be inspected.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::testing::TestDatabase;
+///
+/// let (a, b) = (TestDatabase::new().await?, TestDatabase::new().await?);
+/// assert_ne!(a.name(), b.name());
+/// sqlx::query("CREATE TABLE invoices (id bigint)").execute(a.pool()).await?;
+/// let seen: Option<String> = sqlx::query_scalar("SELECT to_regclass('invoices')::text")
+///     .fetch_one(b.pool())
+///     .await?;
+/// assert_eq!(seen, None); // tests never see each other's tables or rows
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
     name: String,
@@ -107,6 +142,14 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates a fresh database holding pgoutbox's storage in the default
     /// schema, `pgoutbox`.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let db = pgoutbox::testing::TestDatabase::new().await?;
+    /// pgoutbox_migrate::check(db.pool(), &pgoutbox::Identifier::default()).await?; // already migrated
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn new() -> Result<TestDatabase, TestDbError> {
         let template = template().await?;
         Self::create(Some(template)).await
@@ -114,6 +157,18 @@ impl TestDatabase {
 
     /// Creates a fresh, empty database (cloned from `template0`), for tests of
     /// the migrations themselves.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::Identifier;
+    ///
+    /// let db = pgoutbox::testing::TestDatabase::empty().await?;
+    /// let schema = Identifier::new("outbox")?;
+    /// assert!(pgoutbox_migrate::check(db.pool(), &schema).await.is_err());
+    /// assert_eq!(pgoutbox_migrate::run(db.pool(), &schema).await?, [1]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn empty() -> Result<TestDatabase, TestDbError> {
         Self::create(None).await
     }
@@ -160,21 +215,63 @@ impl TestDatabase {
     }
 
     /// The database's name.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let db = pgoutbox::testing::TestDatabase::new().await?;
+    /// assert!(db.name().starts_with("pgoutbox_test_"));
+    /// let current: String = sqlx::query_scalar("SELECT current_database()").fetch_one(db.pool()).await?;
+    /// assert_eq!(current, db.name());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// A pool of up to 10 connections to the database.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let db = pgoutbox::testing::TestDatabase::new().await?;
+    /// let mut tx = db.pool().begin().await?;
+    /// let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
+    /// assert_eq!(one, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
     /// Connection options for the database, to build pools of other sizes.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sqlx::postgres::PgPoolOptions;
+    ///
+    /// let db = pgoutbox::testing::TestDatabase::new().await?;
+    /// // A pool big enough for a system with 16 workers.
+    /// let pool = PgPoolOptions::new().max_connections(18).connect_with(db.connect_options().clone()).await?;
+    /// assert_eq!(pool.options().get_max_connections(), 18);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connect_options(&self) -> &PgConnectOptions {
         &self.options
     }
 
     /// The database's connection URL.
+    ///
+    /// ```no_run
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let db = pgoutbox::testing::TestDatabase::new().await?;
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.database.url = Some(db.url());
+    /// assert_eq!(settings.connect_options()?.get_database(), Some(db.name()));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn url(&self) -> String {
         self.options.to_url_lossy().to_string()
     }
