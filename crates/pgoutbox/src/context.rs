@@ -93,16 +93,52 @@ pub struct TxContext<'c> {
 macro_rules! attempt_accessors {
     () => {
         /// The operation's id.
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        ///
+        /// #[operation("mail.send")]
+        /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+        ///     // The id `publish` returned, and that `pgoutbox ops show` takes.
+        ///     tracing::info!(operation_id = %ctx.operation_id(), %to, "sending");
+        ///     assert!(ctx.operation_id().as_i64() > 0);
+        ///     Ok(())
+        /// }
+        /// ```
         pub fn operation_id(&self) -> OperationId {
             self.info.id
         }
 
         /// The operation's name.
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        ///
+        /// #[operation("mail.send")]
+        /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+        ///     assert_eq!(ctx.name(), <SendMail as Operation>::NAME);
+        ///     let _ = to;
+        ///     Ok(())
+        /// }
+        /// ```
         pub fn name(&self) -> &'static str {
             self.info.name
         }
 
         /// This attempt's number, from 1.
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        ///
+        /// #[operation("reports.build", max_attempts = 3)]
+        /// async fn build_report(ctx: &mut Context, account: i64) -> Result<()> {
+        ///     assert!((1..=3).contains(&ctx.attempt()));
+        ///     if ctx.attempt() == 3 {
+        ///         tracing::warn!(account, "last attempt");
+        ///     }
+        ///     Ok(())
+        /// }
+        /// ```
         pub fn attempt(&self) -> u32 {
             self.info.attempt
         }
@@ -111,12 +147,39 @@ macro_rules! attempt_accessors {
         /// differs between operations: pass it to external APIs that
         /// deduplicate (a payment provider's idempotency key), so that an
         /// `idempotent` operation can be retried after an unknown outcome.
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        ///
+        /// #[operation("billing.charge", idempotent)]
+        /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+        ///     // The same key on a retry after an unknown outcome: the provider
+        ///     // returns the first charge instead of charging twice.
+        ///     let key = ctx.idempotency_key().to_string();
+        ///     assert_eq!(key.len(), 36);
+        ///     let _ = amount_cents; // provider.charge(amount_cents, &key).await?
+        ///     Ok(())
+        /// }
+        /// ```
         pub fn idempotency_key(&self) -> Uuid {
             self.info.external_key
         }
 
         /// The id of the first operation of the workflow this one belongs to
         /// (its own id when it was published by application code).
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        ///
+        /// #[operation("billing.receipt")]
+        /// async fn receipt(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+        ///     // Published by a charge's handler: the root is the workflow's first operation.
+        ///     if ctx.root_id() != ctx.operation_id() {
+        ///         tracing::info!(workflow = %ctx.root_id(), amount_cents, "a follow-up");
+        ///     }
+        ///     Ok(())
+        /// }
+        /// ```
         pub fn root_id(&self) -> OperationId {
             self.info.root_id
         }
@@ -133,6 +196,23 @@ impl Context {
     /// Nothing is written yet: the payload is serialized now (so a
     /// serialization error is returned here) and inserted when the success
     /// is recorded. See the example on [`Context`].
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.receipt")]
+    /// async fn receipt(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     let _ = (ctx, amount_cents);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("billing.charge", idempotent)]
+    /// async fn charge(ctx: &mut Context, amount_cents: i64) -> Result<()> {
+    ///     // … provider.charge(amount_cents, ctx.idempotency_key()).await? …
+    ///     ctx.publish(Receipt { amount_cents })?; // inserted with this attempt's success
+    ///     Ok(())
+    /// }
+    /// ```
     #[allow(clippy::needless_pass_by_value)] // The same shape as `publish`: the payload is given away.
     pub fn publish<O: Operation>(&mut self, payload: O) -> Result<(), PublishError> {
         self.publish_with(payload, PublishOptions::new())
@@ -180,6 +260,24 @@ impl TxContext<'_> {
     /// it commits with the handler's writes and success, or not at all. It
     /// carries this operation as its parent and shares its root. See the
     /// example on [`TxContext`].
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.receipt")]
+    /// async fn receipt(ctx: &mut Context, invoice_id: i64) -> Result<()> {
+    ///     let _ = (ctx, invoice_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// #[operation("billing.close", transactional)]
+    /// async fn close(ctx: &mut TxContext<'_>, invoice_id: i64) -> Result<()> {
+    ///     ctx.execute(sqlx::query("UPDATE invoices SET closed = true WHERE id = $1").bind(invoice_id)).await?;
+    ///     let id = ctx.publish(Receipt { invoice_id }).await?; // already in the transaction
+    ///     assert_ne!(id, ctx.operation_id());
+    ///     Ok(())
+    /// }
+    /// ```
     pub async fn publish<O: Operation>(&mut self, payload: O) -> Result<OperationId, PublishError> {
         self.publish_with(payload, PublishOptions::new()).await
     }

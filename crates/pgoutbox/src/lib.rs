@@ -206,6 +206,22 @@ pub use settings::{
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// What handlers and publishers need, in one import.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// // Enough for declaring, publishing and routing, with no other import.
+/// #[operation("mail.send", idempotent)]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx.idempotency_key(), to);
+///     Ok(())
+/// }
+///
+/// let router = WorkflowRouter::with_prefix("mail").operation::<SendMail>();
+/// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail]).unwrap();
+/// assert_eq!(router.resolve(&registry).unwrap().len(), 1);
+/// let _options = PublishOptions::new().priority(5);
+/// ```
 pub mod prelude {
     pub use crate::{
         Context, HandlerError, Operation, OperationId, PublishOptions, Registry, Result, Settings,
