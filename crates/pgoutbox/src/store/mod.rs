@@ -36,7 +36,6 @@ macro_rules! statements {
 
 statements!(
     insert_operation,
-    insert_operation_keyed,
     insert_many,
     find_by_idempotency_key,
     claim,
@@ -62,6 +61,9 @@ statements!(
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     sql: Arc<Statements>,
+    /// `insert_operation` with its `ON CONFLICT` clause, for a publish with
+    /// an idempotency key.
+    insert_keyed: Arc<str>,
     persistent: bool,
     schema: Identifier,
 }
@@ -155,14 +157,21 @@ impl Store {
             // Identifier's grammar admits no quote, so the literal is safe.
             |c| format!("pg_notify('{}', $1)", c.as_str()),
         );
-        let sql = Statements::render(|template| {
+        let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)
+                .replace("{on_conflict}", on_conflict)
                 .into()
-        });
+        };
+        let sql = Statements::render(|template| render(template, ""));
+        let insert_keyed = render(
+            include_str!("sql/insert_operation.sql"),
+            "ON CONFLICT (name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+        );
         Store {
             sql: Arc::new(sql),
+            insert_keyed,
             persistent,
             schema: schema.clone(),
         }
@@ -198,7 +207,8 @@ impl Store {
         let row: Option<(i64, Option<String>)> = self
             .pinned(conn, async |conn| {
                 let query = if op.idempotency_key.is_some() {
-                    query!(self, query_as, insert_operation_keyed)
+                    sqlx::query_as(AssertSqlSafe(Arc::clone(&self.insert_keyed)))
+                        .persistent(self.persistent)
                 } else {
                     query!(self, query_as, insert_operation)
                 };

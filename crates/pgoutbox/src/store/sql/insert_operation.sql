@@ -1,10 +1,13 @@
--- Publish one operation without an idempotency key ($9 is NULL),
--- recording its payload schema in the history if this hash is new.
--- `{notify}` is `pg_notify('<channel>', $1)` when the publisher wakes
--- workers (delivered only on commit), `NULL` otherwise. `$12` is a delay in
--- microseconds, added to the database's clock. A plain INSERT: the
--- speculative insertion of `ON CONFLICT` (insert_operation_keyed.sql) costs
--- 10-30% of a publish and is needed only with a key.
+-- Publish one operation, recording its payload schema in the history if
+-- this hash is new. `{notify}` is `pg_notify('<channel>', $1)` when the
+-- publisher wakes workers (delivered only on commit), `NULL` otherwise.
+-- `$12` is a delay in microseconds, added to the database's clock.
+-- `{on_conflict}` is rendered twice (store/mod.rs): empty, a plain INSERT,
+-- for a publish without idempotency key ($9 NULL); and `ON CONFLICT (name,
+-- idempotency_key) … DO NOTHING` for one with a key, which then inserts
+-- nothing and returns no row when the key is taken (`find_by_idempotency_key`
+-- finds the existing operation). The speculative insertion of ON CONFLICT
+-- costs 10-30% of a publish, so only keyed publishes pay it.
 WITH known_schema AS (
     -- Usually known: one index probe, and $11 (the schema's canonical
     -- JSON, as text) is parsed only when it is not.
@@ -21,6 +24,7 @@ WITH known_schema AS (
     VALUES ($1, $2, $3, $4, $5, coalesce($6, now() + $12 * interval '1 microsecond', now()),
             $7, $8, $9, $10,
             (SELECT coalesce(p.root_id, p.id) FROM {schema}.operations p WHERE p.id = $10))
+    {on_conflict}
     RETURNING id
 )
 SELECT id, {notify}::text AS notified FROM inserted
