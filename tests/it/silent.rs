@@ -61,6 +61,11 @@ impl Proxy {
         self.silent.send_replace(true);
     }
 
+    /// Forwards again what was held and what comes next.
+    fn resume(&self) {
+        self.silent.send_replace(false);
+    }
+
     fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
@@ -279,4 +284,107 @@ async fn a_silent_connection_loses_the_leases_to_a_worker_that_can_still_reach_t
     once.dedup();
     assert_eq!(once.len(), usize::try_from(4 + QUICK).unwrap());
     assert_eq!(ran.len(), once.len() + 2, "{ran:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_connection_comes_back_recovers_on_its_own() {
+    const QUICK: i64 = 10;
+    let db = test_db().await;
+    let k = format!("resume-{}", uuid::Uuid::new_v4().simple());
+    let server = db.connect_options();
+    let upstream: SocketAddr = format!("{}:{}", server.get_host(), server.get_port())
+        .parse()
+        .expect("the test server is on a loopback address");
+    let proxy = Proxy::start(upstream).await;
+    // The only worker, and it reaches PostgreSQL only through the proxy.
+    let mut through = settings(&db);
+    through.database.url = Some(proxy.url(db.name()));
+    through.database.acquire_timeout = Duration::from_secs(2);
+    let a = WorkflowSystem::builder(through)
+        .router(router())
+        .start()
+        .await
+        .unwrap();
+    publish_pairs(&db, &k, 2, 60_000).await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        4,
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Silent for three leases: A cannot renew, aborts its handlers and
+    // cannot record them either.
+    proxy.go_silent();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        stale(&db, a.worker_id()).await,
+        "a heartbeat went through the silent proxy"
+    );
+    // Work published meanwhile waits.
+    publish_pairs(&db, &k, QUICK / 2, 0).await;
+
+    // The connection comes back: A settles the in-doubt attempts (its own
+    // rescuer, or its records if they get through first) and does the new
+    // work, with no other worker's help.
+    proxy.resume();
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')",
+        0,
+        Duration::from_secs(30),
+    )
+    .await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), a.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "stop() hung after the connection came back"
+    );
+    stopped.unwrap().unwrap();
+
+    // The in-flight non-idempotent ones are stalled, the idempotent ones
+    // retried to success, the new ones succeeded: once each.
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        4 + QUICK
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled' AND name = 'test.work'").await,
+        2
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'"
+        )
+        .await,
+        2 + QUICK
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL"
+        )
+        .await,
+        0,
+        "every attempt has an outcome"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'succeeded' AND \
+                    (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1").await,
+        0,
+        "no duplicate success"
+    );
+    let ran = effects(&k);
+    let mut once = ran.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(once.len(), usize::try_from(4 + QUICK).unwrap());
+    assert_eq!(
+        ran.len(),
+        once.len() + 2,
+        "only the idempotent in-doubt ones ran twice: {ran:?}"
+    );
+    drop(proxy);
 }
