@@ -541,11 +541,7 @@ impl Harness {
     /// # }
     /// ```
     pub async fn run_until_idle(self) -> Result<Idle, KitError> {
-        let (system, names) = self.start().await?;
-        let settled = self.wait(|| self.busy(&names, None)).await;
-        let stopped = system.stop().await;
-        settled?;
-        stopped?;
+        let names = self.run(None).await?;
         self.count(&names).await
     }
 
@@ -578,11 +574,7 @@ impl Harness {
     /// ```
     pub async fn run_inline<O: Operation>(self, payload: O) -> Result<OperationDetail, KitError> {
         let id = self.publish(payload).await?;
-        let (system, names) = self.start().await?;
-        let settled = self.wait(|| self.busy(&names, Some(id))).await;
-        let stopped = system.stop().await;
-        settled?;
-        stopped?;
+        self.run(Some(id)).await?;
         let admin = Admin::new(self.pool.clone(), &self.settings.schema()?);
         Ok(admin
             .show(id.as_i64())
@@ -598,7 +590,10 @@ impl Harness {
         Ok(id)
     }
 
-    async fn start(&self) -> Result<(WorkflowSystem, Vec<String>), KitError> {
+    /// Starts a worker, waits until none of its names (or only `only`)
+    /// runs or is ready, stops it (also when the wait failed) and returns
+    /// the names it handled.
+    async fn run(&self, only: Option<OperationId>) -> Result<Vec<String>, KitError> {
         let mut builder =
             WorkflowSystem::builder(self.settings.clone()).router(self.router.clone());
         if let Some(point) = self.crash {
@@ -606,18 +601,18 @@ impl Harness {
         }
         let system = builder.start().await?;
         let names = system.names().to_vec();
-        Ok((system, names))
+        let settled = self.wait(&names, only).await;
+        let stopped = system.stop().await;
+        settled?;
+        stopped?;
+        Ok(names)
     }
 
-    /// Polls `busy` until it reports nothing running or ready.
-    async fn wait<F, Fut>(&self, busy: F) -> Result<(), KitError>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = Result<(i64, i64), KitError>>,
-    {
+    /// Polls until nothing of `names` (or only `only`) runs or is ready.
+    async fn wait(&self, names: &[String], only: Option<OperationId>) -> Result<(), KitError> {
         let started = Instant::now();
         loop {
-            let (running, ready) = busy().await?;
+            let (running, ready) = self.busy(names, only).await?;
             if running == 0 && ready == 0 {
                 return Ok(());
             }
