@@ -165,32 +165,8 @@ async fn publish_pairs(db: &pgoutbox::testing::TestDatabase, key: &str, pairs: i
 async fn a_silent_connection_loses_the_leases_to_a_worker_that_can_still_reach_the_database() {
     const QUICK: i64 = 20;
     let db = test_db().await;
-    let server = db.connect_options();
-    let upstream: SocketAddr = format!("{}:{}", server.get_host(), server.get_port())
-        .parse()
-        .expect("the test server is on a loopback address");
-    let proxy = Proxy::start(upstream).await;
     let k = uuid::Uuid::new_v4().to_string();
-
-    // Worker A reaches PostgreSQL only through the proxy: its pool, its
-    // LISTEN connection, its heartbeat.
-    let mut through = settings(&db);
-    through.database.url = Some(proxy.url(db.name()));
-    through.database.acquire_timeout = Duration::from_secs(2);
-    let a = WorkflowSystem::builder(through)
-        .router(router())
-        .start()
-        .await
-        .unwrap();
-    publish_pairs(&db, &k, 2, 60_000).await;
-    // All four run on A (n_workers = 4), so A claims nothing more.
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
-        4,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (proxy, a) = worker_behind_proxy(&db, &k).await;
 
     proxy.go_silent();
     let silent_at = Instant::now();
@@ -240,22 +216,6 @@ async fn a_silent_connection_loses_the_leases_to_a_worker_that_can_still_reach_t
     // (recorded by B's rescuer), the non-idempotent ones stalled, the
     // idempotent ones retried by B; the rest succeeded once.
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
-        4 + QUICK
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled' AND name = 'test.work'").await,
-        2
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'"
-        )
-        .await,
-        2 + QUICK
-    );
-    assert_eq!(
         count(
             &db,
             "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'lost'"
@@ -263,27 +223,7 @@ async fn a_silent_connection_loses_the_leases_to_a_worker_that_can_still_reach_t
         .await,
         4
     );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL"
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'succeeded' AND \
-                    (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1").await,
-        0,
-        "no duplicate success"
-    );
-    // Handlers ran: once each, the idempotent long ones twice (A, then B).
-    let ran = effects(&k);
-    let mut once = ran.clone();
-    once.sort_unstable();
-    once.dedup();
-    assert_eq!(once.len(), usize::try_from(4 + QUICK).unwrap());
-    assert_eq!(ran.len(), once.len() + 2, "{ran:?}");
+    assert_ended_exactly_once(&db, &k, QUICK).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,28 +231,7 @@ async fn a_worker_whose_connection_comes_back_recovers_on_its_own() {
     const QUICK: i64 = 10;
     let db = test_db().await;
     let k = format!("resume-{}", uuid::Uuid::new_v4().simple());
-    let server = db.connect_options();
-    let upstream: SocketAddr = format!("{}:{}", server.get_host(), server.get_port())
-        .parse()
-        .expect("the test server is on a loopback address");
-    let proxy = Proxy::start(upstream).await;
-    // The only worker, and it reaches PostgreSQL only through the proxy.
-    let mut through = settings(&db);
-    through.database.url = Some(proxy.url(db.name()));
-    through.database.acquire_timeout = Duration::from_secs(2);
-    let a = WorkflowSystem::builder(through)
-        .router(router())
-        .start()
-        .await
-        .unwrap();
-    publish_pairs(&db, &k, 2, 60_000).await;
-    wait_for_count(
-        &db,
-        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
-        4,
-        Duration::from_secs(10),
-    )
-    .await;
+    let (proxy, a) = worker_behind_proxy(&db, &k).await;
 
     // Silent for three leases: A cannot renew, aborts its handlers and
     // cannot record them either.
@@ -345,46 +264,82 @@ async fn a_worker_whose_connection_comes_back_recovers_on_its_own() {
 
     // The in-flight non-idempotent ones are stalled, the idempotent ones
     // retried to success, the new ones succeeded: once each.
+    assert_ended_exactly_once(&db, &k, QUICK).await;
+    drop(proxy);
+}
+
+/// Starts a proxy to `db`'s server and worker A behind it (its pool, its
+/// LISTEN connection, its heartbeat all go through the proxy), publishes
+/// two pairs of one-minute operations under `key` and waits until all four
+/// run on A (`n_workers` = 4, so A claims nothing more).
+async fn worker_behind_proxy(
+    db: &pgoutbox::testing::TestDatabase,
+    key: &str,
+) -> (Proxy, WorkflowSystem) {
+    let server = db.connect_options();
+    let upstream: SocketAddr = format!("{}:{}", server.get_host(), server.get_port())
+        .parse()
+        .expect("the test server is on a loopback address");
+    let proxy = Proxy::start(upstream).await;
+    let mut through = settings(db);
+    through.database.url = Some(proxy.url(db.name()));
+    through.database.acquire_timeout = Duration::from_secs(2);
+    let a = WorkflowSystem::builder(through)
+        .router(router())
+        .start()
+        .await
+        .unwrap();
+    publish_pairs(db, key, 2, 60_000).await;
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        4,
+        Duration::from_secs(10),
+    )
+    .await;
+    (proxy, a)
+}
+
+/// Every operation of [`worker_behind_proxy`] plus `quick` published
+/// later ended exactly once: the two in-flight non-idempotent ones
+/// stalled, everything else succeeded once, every attempt has an outcome,
+/// and only the two in-flight idempotent handlers ran twice.
+async fn assert_ended_exactly_once(db: &pgoutbox::testing::TestDatabase, key: &str, quick: i64) {
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
-        4 + QUICK
+        count(db, "SELECT count(*) FROM pgoutbox.operations").await,
+        4 + quick
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled' AND name = 'test.work'").await,
+        count(db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'stalled' AND name = 'test.work'").await,
         2
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'"
         )
         .await,
-        2 + QUICK
+        2 + quick
     );
     assert_eq!(
         count(
-            &db,
+            db,
             "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL"
         )
         .await,
-        0,
-        "every attempt has an outcome"
+        0
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'succeeded' AND \
+        count(db, "SELECT count(*) FROM pgoutbox.operations o WHERE o.status = 'succeeded' AND \
                     (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1").await,
         0,
         "no duplicate success"
     );
-    let ran = effects(&k);
+    // Handlers ran once each, the in-flight idempotent ones twice.
+    let ran = effects(key);
     let mut once = ran.clone();
     once.sort_unstable();
     once.dedup();
-    assert_eq!(once.len(), usize::try_from(4 + QUICK).unwrap());
-    assert_eq!(
-        ran.len(),
-        once.len() + 2,
-        "only the idempotent in-doubt ones ran twice: {ran:?}"
-    );
-    drop(proxy);
+    assert_eq!(once.len(), usize::try_from(4 + quick).unwrap());
+    assert_eq!(ran.len(), once.len() + 2, "{ran:?}");
 }
