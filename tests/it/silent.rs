@@ -271,7 +271,7 @@ async fn a_worker_whose_connection_comes_back_recovers_on_its_own() {
 /// Starts a proxy to `db`'s server and worker A behind it (its pool, its
 /// LISTEN connection, its heartbeat all go through the proxy), publishes
 /// two pairs of one-minute operations under `key` and waits until all four
-/// run on A (`n_workers` = 4, so A claims nothing more).
+/// handlers have started on A (`n_workers` = 4, so A claims nothing more).
 async fn worker_behind_proxy(
     db: &pgoutbox::testing::TestDatabase,
     key: &str,
@@ -297,6 +297,15 @@ async fn worker_behind_proxy(
         Duration::from_secs(10),
     )
     .await;
+    // A committed claim is not yet a started handler: the claim's answer
+    // may still be on its way to A. Go on only once all four handlers have
+    // started, or a silence cutting that answer off leaves operations that
+    // never ran (rightly `stalled`, but not what these tests count).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while effects(key).len() < 4 {
+        assert!(Instant::now() < deadline, "A's four handlers did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     (proxy, a)
 }
 
