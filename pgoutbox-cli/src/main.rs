@@ -1,5 +1,6 @@
-//! The `pgoutbox` command: migrations today; inspection and operator actions
-//! come next.
+//! The `pgoutbox` command: apply the migrations, inspect operations and
+//! workers, steer them (retry, cancel, resolve, replay), purge what
+//! retention allows, and export or check payload schemas.
 
 mod migrate;
 mod ops;

@@ -1002,11 +1002,15 @@ macro_rules! both_ways {
 
         /// `database.url` through pgbouncer (transaction pooling),
         /// `database.listen_url` direct, `database.prepared_statements =
-        /// false`; publishing through pgbouncer too.
+        /// false`; publishing through pgbouncer too. Run only with
+        /// `PGOUTBOX_TEST_PGBOUNCER=1` (see `crate::pgbouncer`).
         mod through_pgbouncer {
             $(
                 #[tokio::test]
                 async fn $name() {
+                    if !crate::pgbouncer::wanted(concat!("through_pgbouncer::", stringify!($name))) {
+                        return;
+                    }
                     super::$name(crate::support::Setup::through_pgbouncer().await).await;
                 }
             )*
