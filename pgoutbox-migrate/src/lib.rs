@@ -77,11 +77,18 @@ pub struct Migration {
 /// The placeholder that migration files use for the schema.
 const SCHEMA_PLACEHOLDER: &str = "{schema}";
 
-static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "storage",
-    template: include_str!("../migrations/0001_storage.sql"),
-}];
+static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "storage",
+        template: include_str!("../migrations/0001_storage.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "hardening",
+        template: include_str!("../migrations/0002_hardening.sql"),
+    },
+];
 
 /// Every migration this binary knows, in version order.
 ///

@@ -13,12 +13,16 @@ const TABLES: [&str; 6] = [
     "workers",
 ];
 
+fn all_versions() -> Vec<i64> {
+    (1..=pgoutbox_migrate::latest_version()).collect()
+}
+
 #[tokio::test]
 async fn applies_on_an_empty_database_then_is_a_no_op() {
     let db = empty_db().await;
     let schema = Identifier::default();
     let applied = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
-    assert_eq!(applied, vec![1]);
+    assert_eq!(applied, all_versions());
     assert_eq!(tables(&db, "pgoutbox").await, TABLES);
     pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
 
@@ -28,7 +32,7 @@ async fn applies_on_an_empty_database_then_is_a_no_op() {
         .fetch_one(db.pool())
         .await
         .unwrap();
-    assert_eq!(rows, 1);
+    assert_eq!(rows, pgoutbox_migrate::latest_version());
     // The application's own sqlx migrations table is never touched.
     let sqlx_table: Option<String> =
         sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
@@ -51,7 +55,11 @@ async fn concurrent_migrators_apply_once() {
     for run in runs {
         applied.extend(run.await.unwrap().unwrap());
     }
-    assert_eq!(applied, vec![1], "exactly one migrator applies version 1");
+    assert_eq!(
+        applied,
+        all_versions(),
+        "exactly one migrator applies each version"
+    );
     pgoutbox_migrate::check(db.pool(), &schema).await.unwrap();
 }
 
@@ -97,6 +105,7 @@ async fn hostile_schema_names_are_rejected_before_any_sql() {
 
 #[tokio::test]
 async fn a_database_at_another_version_is_refused_naming_both() {
+    let binary = pgoutbox_migrate::latest_version();
     let db = empty_db().await;
     let schema = Identifier::default();
     let err = pgoutbox_migrate::check(db.pool(), &schema)
@@ -107,7 +116,7 @@ async fn a_database_at_another_version_is_refused_naming_both() {
             err,
             Error::VersionMismatch {
                 database: 0,
-                binary: 1,
+                binary,
                 ..
             }
         ),
@@ -115,14 +124,18 @@ async fn a_database_at_another_version_is_refused_naming_both() {
     );
     assert_eq!(
         err.to_string(),
-        "schema `pgoutbox` is at migration version 0, but this binary expects version 1; \
-         run `pgoutbox migrate up` (or `pgoutbox_migrate::run`) first"
+        format!(
+            "schema `pgoutbox` is at migration version 0, but this binary expects version {binary}; \
+             run `pgoutbox migrate up` (or `pgoutbox_migrate::run`) first"
+        )
     );
 
     pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    let future = binary + 1;
     sqlx::query(
-        "INSERT INTO pgoutbox.pgoutbox_migrations (version, name, checksum) VALUES (2, 'future', 'x')",
+        "INSERT INTO pgoutbox.pgoutbox_migrations (version, name, checksum) VALUES ($1, 'future', 'x')",
     )
+    .bind(future)
     .execute(db.pool())
     .await
     .unwrap();
@@ -130,19 +143,16 @@ async fn a_database_at_another_version_is_refused_naming_both() {
         .await
         .unwrap_err();
     assert!(
-        err.to_string()
-            .contains("at migration version 2, but this binary expects version 1"),
+        err.to_string().contains(&format!(
+            "at migration version {future}, but this binary expects version {binary}"
+        )),
         "{err}"
     );
     let err = pgoutbox_migrate::run(db.pool(), &schema).await.unwrap_err();
     assert!(
         matches!(
             err,
-            Error::VersionMismatch {
-                database: 2,
-                binary: 1,
-                ..
-            }
+            Error::VersionMismatch { database, binary: b, .. } if database == future && b == binary
         ),
         "{err}"
     );
@@ -185,13 +195,85 @@ async fn the_exported_script_builds_the_same_storage() {
 }
 
 #[tokio::test]
-async fn the_claim_index_is_partial() {
+async fn the_claim_index_is_partial_and_led_by_name() {
     let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
     let def: String = sqlx::query_scalar(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'pgoutbox' AND indexname = 'operations_claim_idx'",
+        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'pgoutbox' AND indexname = 'operations_ready_idx'",
     )
     .fetch_one(db.pool())
     .await
     .unwrap();
     assert!(def.contains("WHERE (status = ANY"), "{def}");
+    assert!(def.contains("(name, priority DESC, run_at, id)"), "{def}");
+}
+
+/// The claim's choice (`claimable`, migration 2): only the names asked
+/// for, in claim order across names, nothing scheduled later, and rows
+/// locked by another claim replaced by the next candidates.
+#[tokio::test]
+async fn claimable_takes_its_names_in_order_and_steps_over_locked_rows() {
+    let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
+    let insert = "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
+                  SELECT $1, '{}', 'h', 3, $2, now() + $3 * interval '1 second' FROM generate_series(1, $4)";
+    for (name, priority, delay, n) in [
+        ("mine.low", 0_i16, -60_i32, 10_i32),
+        ("mine.high", 5, -60, 3),
+        ("mine.later", 9, 3600, 5),
+        ("other.name", 9, -60, 50),
+    ] {
+        sqlx::query(insert)
+            .bind(name)
+            .bind(priority)
+            .bind(delay)
+            .bind(n)
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    let names = ["mine.low", "mine.high", "mine.later"];
+    let ids_of = |name: &'static str| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM pgoutbox.operations WHERE name = $1 ORDER BY id",
+        )
+        .bind(name)
+        .fetch_all(db.pool())
+    };
+    let (low, high) = (
+        ids_of("mine.low").await.unwrap(),
+        ids_of("mine.high").await.unwrap(),
+    );
+
+    // Another claim holds the first four low-priority rows.
+    let mut other = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM pgoutbox.operations WHERE id = ANY($1) FOR UPDATE")
+        .bind(&low[..4])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+
+    let mut tx = db.pool().begin().await.unwrap();
+    let claimed: Vec<i64> = sqlx::query_scalar("SELECT pgoutbox.claimable($1, '{}', 6)")
+        .bind(names)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let mut expected = high.clone();
+    expected.extend(&low[4..7]);
+    expected.sort_unstable();
+    let mut sorted = claimed.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted, expected,
+        "high priority first, locked rows stepped over"
+    );
+    tx.rollback().await.unwrap();
+    other.rollback().await.unwrap();
+
+    // A queue that none of the rows is in: nothing.
+    let none: Vec<i64> = sqlx::query_scalar("SELECT pgoutbox.claimable($1, '{mail}', 6)")
+        .bind(names)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
 }

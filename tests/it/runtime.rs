@@ -662,11 +662,11 @@ async fn start_up_refuses_a_database_at_another_version() {
         .await
         .unwrap_err();
     assert!(matches!(err, StartError::Migration(_)), "{err}");
-    assert!(
-        err.to_string()
-            .contains("at migration version 0, but this binary expects version 1"),
-        "{err}"
+    let expected = format!(
+        "at migration version 0, but this binary expects version {}",
+        pgoutbox_migrate::latest_version()
     );
+    assert!(err.to_string().contains(&expected), "{err}");
 }
 
 #[tokio::test]

@@ -33,11 +33,12 @@ async fn up_then_status_then_up_again() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
         stdout.starts_with(
-            "schema `pgoutbox`: database at version 0, binary at version 1 (1 pending)"
+            "schema `pgoutbox`: database at version 0, binary at version 2 (2 pending)"
         ),
         "{stdout}"
     );
     assert!(stdout.contains("pending     1  storage"), "{stdout}");
+    assert!(stdout.contains("pending     2  hardening"), "{stdout}");
 
     let out = pgoutbox()
         .args(["migrate", "up"])
@@ -47,7 +48,8 @@ async fn up_then_status_then_up_again() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "applied migration 1 (storage) to schema `pgoutbox`\n"
+        "applied migration 1 (storage) to schema `pgoutbox`\n\
+         applied migration 2 (hardening) to schema `pgoutbox`\n"
     );
 
     let out = pgoutbox()
@@ -58,7 +60,7 @@ async fn up_then_status_then_up_again() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "schema `pgoutbox` is up to date at version 1\n"
+        "schema `pgoutbox` is up to date at version 2\n"
     );
 
     let out = pgoutbox()
@@ -67,7 +69,9 @@ async fn up_then_status_then_up_again() {
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
-        stdout.contains("(up to date)") && stdout.contains("applied     1  storage"),
+        stdout.contains("(up to date)")
+            && stdout.contains("applied     1  storage")
+            && stdout.contains("applied     2  hardening"),
         "{stdout}"
     );
 }
