@@ -5,12 +5,21 @@
 //! it starts a private, throwaway PostgreSQL from the local installation
 //! (`apt-get install postgresql` if there is none); with `DATABASE_URL`
 //! set it creates a fresh database on that server.
+//!
+//! What to read in its output: the handlers' lines as the worker runs them
+//! (the account opens and publishes its welcome mail as a follow-up, the
+//! partner call fails twice before it succeeds, the reminder runs once its
+//! 2 s delay has passed), then the record as an operator reads it with
+//! `Admin`: every operation with each of its attempts, and no trace of the
+//! mail published in a transaction that rolled back.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use pgoutbox::Identifier;
+use pgoutbox::admin::{Admin, OperationFilter};
 use pgoutbox::prelude::*;
-use pgoutbox::testing::TestDatabase;
+use pgoutbox::testing::{TestDatabase, wait_until_finished};
 
 /// Send a welcome e-mail (a stand-in for any external call).
 #[operation("mail.welcome")]
@@ -149,43 +158,41 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     tx.rollback().await?;
+    println!("published a welcome mail for user 99, then rolled back: it never existed");
 
-    // Wait until everything has run.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pgoutbox.operations WHERE status NOT IN ('succeeded', 'dead', 'stalled')",
-        )
-        .fetch_one(db.pool())
-        .await?;
-        if open == 0 || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Wait until everything has run, the delayed reminder included.
+    wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
     let report = system.stop().await?;
     println!(
         "worker stopped cleanly ({} handler(s) aborted)",
         report.aborted
     );
 
+    // What the database recorded, as `pgoutbox ops list` and `pgoutbox ops
+    // show <id>` print it.
     println!("\nrecorded attempts:");
-    let rows: Vec<(i64, String, String, i32, String, Option<String>)> = sqlx::query_as(
-        "SELECT o.id, o.name, o.status, a.number, coalesce(a.outcome, 'running'), a.error \
-         FROM pgoutbox.operations o JOIN pgoutbox.attempts a ON a.operation_id = o.id \
-         ORDER BY o.id, a.id",
-    )
-    .fetch_all(db.pool())
-    .await?;
     println!(
         "  {:>3}  {:<16} {:<10} {:>7}  {:<10} error",
         "id", "operation", "status", "attempt", "outcome"
     );
-    for (id, name, status, number, outcome, error) in rows {
-        println!(
-            "  {id:>3}  {name:<16} {status:<10} {number:>7}  {outcome:<10} {}",
-            error.unwrap_or_default()
-        );
+    let admin = Admin::new(db.pool().clone(), &Identifier::default());
+    let mut operations = admin.list(&OperationFilter::default()).await?;
+    operations.reverse(); // oldest first
+    for op in operations {
+        let Some(detail) = admin.show(op.id).await? else {
+            continue;
+        };
+        for attempt in detail.attempts {
+            println!(
+                "  {:>3}  {:<16} {:<10} {:>7}  {:<10} {}",
+                op.id,
+                op.name,
+                op.status,
+                attempt.number,
+                attempt.outcome.as_deref().unwrap_or("running"),
+                attempt.error.unwrap_or_default()
+            );
+        }
     }
     let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
         .fetch_one(db.pool())

@@ -12,21 +12,23 @@
 //! parent's prefix, an operation in two routers) stop the worker at start-up,
 //! before it claims anything. A worker never runs an operation its routers do
 //! not select.
+//!
+//! What to read in its output: the four refused routers, each with the
+//! error `start()` returned; what the composed router selects (name and
+//! source location); the six handlers that ran; and the seventh operation,
+//! which no router selects, still `pending` with no attempt and reported by
+//! `Admin::stats` as waiting with no live worker to run it.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgoutbox::admin::Admin;
 use pgoutbox::prelude::*;
-use pgoutbox::testing::TestDatabase;
-use pgoutbox::{RouterError, StartError};
+use pgoutbox::testing::{TestDatabase, wait_until_finished};
+use pgoutbox::{Identifier, RouterError, StartError};
 
 type BoxError = Box<dyn std::error::Error>;
 
-static HANDLED: AtomicU32 = AtomicU32::new(0);
-
 fn handled(ctx: &Context, what: &str) {
-    HANDLED.fetch_add(1, Ordering::SeqCst);
     println!("  [{} #{}] {what}", ctx.name(), ctx.operation_id());
 }
 
@@ -122,17 +124,13 @@ async fn main() -> std::result::Result<(), BoxError> {
     settings.database.url = Some(db.url());
     settings.workflow_system.n_workers = 4;
     settings.workflow_system.poll_interval = Duration::from_millis(200);
-    refuse_mistakes(&settings, &db).await?;
+    refuse_mistakes(&settings).await?;
     run_composed(settings, &db).await?;
-    println!("\nrouters example: every check passed");
     Ok(())
 }
 
 /// Starts a system from each of four faulty routers: each is refused.
-async fn refuse_mistakes(
-    settings: &Settings,
-    db: &TestDatabase,
-) -> std::result::Result<(), BoxError> {
+async fn refuse_mistakes(settings: &Settings) -> std::result::Result<(), BoxError> {
     // Mistakes first: each is refused by `start()`, with an error that
     // names the operation and the prefixes involved.
     println!("routers that do not start:");
@@ -175,10 +173,7 @@ async fn refuse_mistakes(
             }
         }
     }
-    let workers: i64 = sqlx::query_scalar("SELECT count(*) FROM pgoutbox.workers")
-        .fetch_one(db.pool())
-        .await?;
-    ensure(workers == 0, "no refused system registered a worker")
+    Ok(())
 }
 
 /// Runs a few operations with the composed router, and one it does not
@@ -197,50 +192,29 @@ async fn run_composed(settings: Settings, db: &TestDatabase) -> std::result::Res
     println!("worker {} started\n", system.worker_id());
 
     let report = publish_work(db).await?;
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
-        )
-        .fetch_one(db.pool())
-        .await?;
-        if done == 6 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("only {done} of 6 operations succeeded after 30s").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // A few more polls, to show that the unrouted operation is not claimed.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let stats = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default())
-        .stats(60_000, 1)
-        .await?;
+    let finished = wait_until_finished(db, system.names(), Duration::from_secs(30)).await?;
     println!(
-        "\nwaiting with no live worker to run them: {:?}",
+        "\nthe worker's operations, by state: {:?}",
+        finished.by_status
+    );
+
+    // The worker is still running, and has polled many times: the operation
+    // outside its routers was never claimed.
+    let admin = Admin::new(db.pool().clone(), &Identifier::default());
+    let stats = admin.stats(60_000, 1).await?;
+    println!(
+        "waiting with no live worker to run them: {:?}",
         stats.unhandled
     );
     system.stop().await?;
-
-    let (report_status, report_attempts): (String, i64) = sqlx::query_as(
-        "SELECT status, (SELECT count(*) FROM pgoutbox.attempts WHERE operation_id = o.id) \
-         FROM pgoutbox.operations o WHERE id = $1",
-    )
-    .bind(report.as_i64())
-    .fetch_one(db.pool())
-    .await?;
-    println!("reports.daily (operation {report}): {report_status}, {report_attempts} attempts");
-    ensure(HANDLED.load(Ordering::SeqCst) == 6, "6 handlers ran")?;
-    ensure(
-        report_status == "pending" && report_attempts == 0,
-        "the operation outside the routers was never claimed",
-    )?;
-    ensure(
-        stats.unhandled == [("reports.daily".to_owned(), 1)],
-        "and `stats` reports it as unhandled",
-    )?;
+    if let Some(detail) = admin.show(report.as_i64()).await? {
+        println!(
+            "{} (operation {report}): {}, {} attempts",
+            detail.operation.name,
+            detail.operation.status,
+            detail.attempts.len()
+        );
+    }
     Ok(())
 }
 
@@ -297,13 +271,4 @@ async fn publish_work(db: &TestDatabase) -> std::result::Result<OperationId, Box
     tx.commit().await?;
     println!("published 7 operations (one of them, reports.daily, outside every router)");
     Ok(report)
-}
-
-fn ensure(ok: bool, what: &str) -> std::result::Result<(), BoxError> {
-    if ok {
-        println!("  ✓ {what}");
-        Ok(())
-    } else {
-        Err(format!("check failed: {what}").into())
-    }
 }

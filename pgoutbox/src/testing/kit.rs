@@ -53,17 +53,19 @@ pub enum KitError {
     /// Publishing failed.
     #[error(transparent)]
     Publish(#[from] PublishError),
-    /// The system still had work after the harness's time limit.
+    /// The system still had work after the time limit.
     #[error(
         "test kit: still busy after {waited:?} ({running} running, {ready} ready); \
-         a handler that never returns, or a time limit too short (`Harness::timeout`)"
+         a handler that never returns, or a time limit too short (`Harness::timeout`, \
+         the `limit` of `wait_until_finished`)"
     )]
     StillBusy {
-        /// How long the harness waited.
+        /// How long the kit waited.
         waited: Duration,
         /// Operations still running.
         running: i64,
-        /// Operations ready to run.
+        /// Operations ready to run (for [`wait_until_finished`]: pending or
+        /// retrying, later ones included).
         ready: i64,
     },
 }
@@ -237,8 +239,9 @@ impl From<CrashPoint> for Crash {
     }
 }
 
-/// What a test database holds after [`Harness::run_until_idle`]: how many
-/// operations of the handled names are in each state.
+/// What a test database holds after [`Harness::run_until_idle`] or
+/// [`wait_until_finished`]: how many operations of the handled names are in
+/// each state.
 ///
 /// ```no_run
 /// use pgoutbox::prelude::*;
@@ -649,20 +652,94 @@ impl Harness {
     }
 
     async fn count(&self, names: &[String]) -> Result<Idle, KitError> {
-        let sql = format!(
-            "SELECT status, count(*) AS n FROM {}.operations WHERE name = ANY($1) GROUP BY status",
-            self.settings.schema()?.quoted()
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(names)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut idle = Idle::default();
-        for row in rows {
-            idle.by_status
-                .insert(row.try_get("status")?, row.try_get("n")?);
-        }
-        Ok(idle)
+        count_by_status(&self.pool, &self.settings.schema()?, names).await
     }
+}
+
+/// Waits until every operation of `names` in `db` has finished
+/// (`succeeded`, `dead`, `stalled` or `cancelled`; none `pending`, even for
+/// later, `running` or `retrying`), then counts them by state; at most
+/// `limit`, after which it fails with [`KitError::StillBusy`].
+///
+/// It is for a [`WorkflowSystem`] the program started itself: pass
+/// `system.names()`, so that operations no router of it selects are not
+/// waited for. [`Harness::run_until_idle`] starts and stops a worker of
+/// its own instead, and does not wait for work scheduled later.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use pgoutbox::prelude::*;
+/// use pgoutbox::testing::{TestDatabase, wait_until_finished};
+///
+/// #[operation("mail.send")]
+/// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+///     let _ = (ctx, to);
+///     Ok(())
+/// }
+///
+/// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let db = TestDatabase::new().await?;
+/// let mut settings = Settings::default();
+/// settings.database.url = Some(db.url());
+/// let system = WorkflowSystem::builder(settings)
+///     .router(WorkflowRouter::new().operation::<SendMail>())
+///     .start()
+///     .await?;
+/// let mut tx = db.pool().begin().await?;
+/// pgoutbox::Publisher::default()
+///     .publish_with(&mut tx, SendMail { to: "ada@example.com".into() }, PublishOptions::new().delay(Duration::from_secs(1)))
+///     .await?;
+/// tx.commit().await?;
+/// // Waits for the delayed operation too.
+/// let finished = wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
+/// assert_eq!(finished.count("succeeded"), 1);
+/// system.stop().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn wait_until_finished(
+    db: &TestDatabase,
+    names: &[String],
+    limit: Duration,
+) -> Result<Idle, KitError> {
+    let started = Instant::now();
+    loop {
+        let idle = count_by_status(db.pool(), &Identifier::default(), names).await?;
+        let running = idle.count("running");
+        let waiting = idle.count("pending") + idle.count("retrying");
+        if running == 0 && waiting == 0 {
+            return Ok(idle);
+        }
+        if started.elapsed() > limit {
+            return Err(KitError::StillBusy {
+                waited: started.elapsed(),
+                running,
+                ready: waiting,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many operations of `names` are in each state.
+async fn count_by_status(
+    pool: &PgPool,
+    schema: &Identifier,
+    names: &[String],
+) -> Result<Idle, KitError> {
+    let sql = format!(
+        "SELECT status, count(*) AS n FROM {}.operations WHERE name = ANY($1) GROUP BY status",
+        schema.quoted()
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql))
+        .persistent(false)
+        .bind(names)
+        .fetch_all(pool)
+        .await?;
+    let mut idle = Idle::default();
+    for row in rows {
+        idle.by_status
+            .insert(row.try_get("status")?, row.try_get("n")?);
+    }
+    Ok(idle)
 }

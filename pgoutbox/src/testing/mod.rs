@@ -8,6 +8,8 @@
 //!   everything recorded about it returned;
 //! - [`Harness::run_until_idle`]: a worker run until nothing it handles is
 //!   running or ready, follow-ups included;
+//! - [`wait_until_finished`]: for a system the program started itself,
+//!   a wait until its operations have finished, later ones included;
 //! - [`Harness::crash_at`]: the worker vanishes before the external call,
 //!   after it, or before the commit, so a test can see the in-doubt path
 //!   (`lost` attempt, then `stalled` or retried) end to end.
@@ -42,7 +44,7 @@ mod shared;
 
 pub use crate::assert_published;
 pub use cluster::{Cluster, ShutdownMode};
-pub use kit::{CrashPoint, Harness, Idle, KitError, published, published_in};
+pub use kit::{CrashPoint, Harness, Idle, KitError, published, published_in, wait_until_finished};
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
