@@ -1,7 +1,7 @@
 //! The benchmark program of pgoutbox.
 //!
 //! Run it with `cargo run --release -p pgoutbox-bench -- all` (or one of
-//! `w1`, `w1-tx`, `w2`, `w3`, `w4`; `--json` for machine-readable output).
+//! `w1`, `w1-tx`, `w2`, `w3`, `w4`, `w5`; `--json` for machine-readable output).
 //! It starts (or, with `DATABASE_URL`, uses) a PostgreSQL, creates a fresh
 //! database per run, and measures every workload beside a *baseline*: the
 //! minimal raw SQL the workload must execute, through sqlx, in the same run.
@@ -41,6 +41,7 @@ enum Which {
     W2,
     W3,
     W4,
+    W5,
 }
 
 /// One measured figure beside its baseline.
@@ -142,6 +143,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         w(Which::W2),
         w(Which::W3),
         w(Which::W4),
+        w(Which::W5),
     ]
     .iter()
     .filter(|x| **x)
@@ -172,6 +174,11 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     if w(Which::W4) {
         bar.set_message("W4 growth");
         figures.extend(workloads::w4(args.runs).await?);
+        bar.inc(1);
+    }
+    if w(Which::W5) {
+        bar.set_message("W5 other backlog");
+        figures.extend(workloads::w5(args.runs).await?);
         bar.inc(1);
     }
     bar.finish_and_clear();
