@@ -2,8 +2,10 @@
 
 use std::io::{IsTerminal as _, Write as _};
 
+use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
 use pgoutbox::admin::{Action, ActionOutcome, Admin, OperationFilter, OperationRow, Resolution};
+use pgoutbox::{Outcome, Status};
 
 use crate::{Cli, CliError};
 
@@ -29,28 +31,27 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("invalid duration `{text}`: expected an integer and a unit (`s`, `m`, `h`, `d`), e.g. `7d`"))
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Status {
-    Pending,
-    Running,
-    Succeeded,
-    Retrying,
-    Dead,
-    Stalled,
-    Cancelled,
-}
+/// A state on the command line: `pgoutbox::Status`, with its texts as
+/// clap's possible values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusArg(Status);
 
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Succeeded => "succeeded",
-            Status::Retrying => "retrying",
-            Status::Dead => "dead",
-            Status::Stalled => "stalled",
-            Status::Cancelled => "cancelled",
-        }
+impl ValueEnum for StatusArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const VARIANTS: [StatusArg; Status::ALL.len()] = {
+            let mut variants = [StatusArg(Status::Pending); Status::ALL.len()];
+            let mut i = 0;
+            while i < variants.len() {
+                variants[i] = StatusArg(Status::ALL[i]);
+                i += 1;
+            }
+            variants
+        };
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.as_str()))
     }
 }
 
@@ -59,7 +60,7 @@ impl Status {
 pub(crate) struct Filter {
     /// Only operations in this state (repeatable).
     #[arg(long = "status", value_enum)]
-    statuses: Vec<Status>,
+    statuses: Vec<StatusArg>,
     /// Only operations with this name.
     #[arg(long)]
     name: Option<String>,
@@ -81,11 +82,7 @@ impl Filter {
 
     fn to_filter(&self, limit: Option<i64>) -> OperationFilter {
         OperationFilter {
-            statuses: self
-                .statuses
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
+            statuses: self.statuses.iter().map(|s| s.0).collect(),
             name: self.name.clone(),
             queue: self.queue.clone(),
             since_ms: self.since,
@@ -219,7 +216,7 @@ fn op_row(op: &OperationRow) -> Vec<String> {
     vec![
         op.id.to_string(),
         op.name.clone(),
-        op.status.clone(),
+        op.status.to_string(),
         op.queue.clone(),
         format!("{}/{}", op.attempt, op.max_attempts),
         op.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -319,7 +316,7 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             out,
             "  #{} {} by {} at {}{}",
             a.number,
-            a.outcome.as_deref().unwrap_or("running"),
+            a.outcome.map_or("running", Outcome::as_str),
             a.worker_id,
             a.started_at,
             a.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
@@ -350,7 +347,7 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             a.actor,
             a.created_at,
             a.from_status,
-            a.to_status.as_deref().unwrap_or("-"),
+            a.to_status.map_or("-", Status::as_str),
             a.new_operation_id
                 .map_or(String::new(), |n| format!(", new operation {n}")),
             a.reason
@@ -499,7 +496,7 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let rows: Vec<Vec<String>> = stats
         .counts
         .iter()
-        .map(|(status, name, n)| vec![status.clone(), name.clone(), n.to_string()])
+        .map(|(status, name, n)| vec![status.to_string(), name.clone(), n.to_string()])
         .collect();
     print_table(&["STATUS", "NAME", "COUNT"], &rows)?;
     println!();
@@ -569,12 +566,12 @@ pub(crate) async fn purge(
     batch: i64,
 ) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let mut statuses = vec!["succeeded".to_owned(), "cancelled".to_owned()];
+    let mut statuses = vec![Status::Succeeded, Status::Cancelled];
     if include_dead {
-        statuses.push("dead".to_owned());
+        statuses.push(Status::Dead);
     }
     if include_stalled {
-        statuses.push("stalled".to_owned());
+        statuses.push(Status::Stalled);
     }
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::stderr().is_terminal() {
@@ -596,7 +593,11 @@ pub(crate) async fn purge(
     }
     println!(
         "purged {total} operation(s) ({}); attempts and operator actions are kept",
-        statuses.join(", ")
+        statuses
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

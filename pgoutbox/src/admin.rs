@@ -22,31 +22,11 @@ use std::fmt;
 use pgoutbox_migrate::Identifier;
 use sqlx::PgPool;
 
+use crate::state::Status;
 use crate::store::Store;
 pub use crate::store::admin::{
     ActionRow, AttemptRow, OperationFilter, OperationRow, SchemaVersion, WorkerRow,
 };
-
-/// The states an operation can be in.
-///
-/// ```
-/// use pgoutbox::admin::{Action, STATUSES};
-///
-/// // Every state an action is allowed from is one of them.
-/// for action in [Action::Retry, Action::Cancel, Action::Replay] {
-///     assert!(action.allowed_from().iter().all(|s| STATUSES.contains(s)));
-/// }
-/// assert!(STATUSES.contains(&"stalled"));
-/// ```
-pub const STATUSES: [&str; 7] = [
-    "pending",
-    "running",
-    "succeeded",
-    "retrying",
-    "dead",
-    "stalled",
-    "cancelled",
-];
 
 /// An operator's action.
 ///
@@ -55,7 +35,7 @@ pub const STATUSES: [&str; 7] = [
 ///
 /// assert_eq!(Action::Retry.to_string(), "retry");
 /// assert_eq!(Action::Resolve(Resolution::Dead).to_string(), "resolve");
-/// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+/// assert_eq!(Action::Cancel.target(), Some(pgoutbox::Status::Cancelled));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -73,12 +53,13 @@ pub enum Action {
 /// What an operator found out about a stalled operation.
 ///
 /// ```
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Action, Resolution};
 ///
 /// // The charge did go through at the provider: settle it as succeeded.
 /// let resolve = Action::Resolve(Resolution::Succeeded);
-/// assert_eq!(resolve.allowed_from(), ["stalled"]);
-/// assert_eq!(Action::Resolve(Resolution::Dead).target(), Some("dead"));
+/// assert_eq!(resolve.allowed_from(), [Status::Stalled]);
+/// assert_eq!(Action::Resolve(Resolution::Dead).target(), Some(Status::Dead));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
@@ -93,37 +74,39 @@ impl Action {
     /// table).
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::{Action, Resolution};
     ///
-    /// assert_eq!(Action::Retry.allowed_from(), ["dead", "stalled", "cancelled"]);
-    /// assert!(!Action::Cancel.allowed_from().contains(&"running"));
-    /// assert_eq!(Action::Resolve(Resolution::Succeeded).target(), Some("succeeded"));
+    /// assert_eq!(Action::Retry.allowed_from(), [Status::Dead, Status::Stalled, Status::Cancelled]);
+    /// assert!(!Action::Cancel.allowed_from().contains(&Status::Running));
+    /// assert_eq!(Action::Resolve(Resolution::Succeeded).target(), Some(Status::Succeeded));
     /// assert_eq!(Action::Replay.target(), None); // a new operation; the original stays
     /// ```
-    pub fn allowed_from(self) -> &'static [&'static str] {
+    pub fn allowed_from(self) -> &'static [Status] {
         match self {
-            Action::Retry => &["dead", "stalled", "cancelled"],
-            Action::Cancel => &["pending", "retrying", "stalled"],
-            Action::Resolve(_) => &["stalled"],
-            Action::Replay => &["succeeded", "dead", "cancelled"],
+            Action::Retry => &[Status::Dead, Status::Stalled, Status::Cancelled],
+            Action::Cancel => &[Status::Pending, Status::Retrying, Status::Stalled],
+            Action::Resolve(_) => &[Status::Stalled],
+            Action::Replay => &[Status::Succeeded, Status::Dead, Status::Cancelled],
         }
     }
 
     /// The state it leads to (a replay leaves the original as it is).
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::Action;
     ///
-    /// assert_eq!(Action::Retry.target(), Some("pending"));
-    /// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+    /// assert_eq!(Action::Retry.target(), Some(Status::Pending));
+    /// assert_eq!(Action::Cancel.target(), Some(Status::Cancelled));
     /// assert_eq!(Action::Replay.target(), None);
     /// ```
-    pub fn target(self) -> Option<&'static str> {
+    pub fn target(self) -> Option<Status> {
         match self {
-            Action::Retry => Some("pending"),
-            Action::Cancel => Some("cancelled"),
-            Action::Resolve(Resolution::Succeeded) => Some("succeeded"),
-            Action::Resolve(Resolution::Dead) => Some("dead"),
+            Action::Retry => Some(Status::Pending),
+            Action::Cancel => Some(Status::Cancelled),
+            Action::Resolve(Resolution::Succeeded) => Some(Status::Succeeded),
+            Action::Resolve(Resolution::Dead) => Some(Status::Dead),
             Action::Replay => None,
         }
     }
@@ -147,13 +130,14 @@ impl fmt::Display for Action {
 /// What became of an action.
 ///
 /// ```
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Action, ActionOutcome};
 ///
-/// let applied = ActionOutcome::Applied { from: "dead".into(), to: "pending".into(), new_operation_id: None };
+/// let applied = ActionOutcome::Applied { from: Status::Dead, to: Status::Pending, new_operation_id: None };
 /// assert_eq!(applied.message(7, Action::Retry), "retry: operation 7 dead → pending");
 /// assert_eq!(ActionOutcome::NotFound.message(7, Action::Retry), "no operation with id 7");
 /// // As the CLI prints it with `--json`:
-/// let json = serde_json::to_value(&ActionOutcome::Refused { status: "running".into() }).unwrap();
+/// let json = serde_json::to_value(&ActionOutcome::Refused { status: Status::Running }).unwrap();
 /// assert_eq!(json, serde_json::json!({ "outcome": "refused", "status": "running" }));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -162,16 +146,16 @@ pub enum ActionOutcome {
     /// Done and recorded.
     Applied {
         /// The state before.
-        from: String,
+        from: Status,
         /// The state after.
-        to: String,
+        to: Status,
         /// For a replay: the new operation.
         new_operation_id: Option<i64>,
     },
     /// Refused because of the operation's state, and recorded as refused.
     Refused {
         /// The state that forbids it.
-        status: String,
+        status: Status,
     },
     /// No operation has this id.
     NotFound,
@@ -181,9 +165,10 @@ impl ActionOutcome {
     /// A one-line description for operation `id`.
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::{Action, ActionOutcome};
     ///
-    /// let refused = ActionOutcome::Refused { status: "running".into() };
+    /// let refused = ActionOutcome::Refused { status: Status::Running };
     /// assert_eq!(
     ///     refused.message(42, Action::Cancel),
     ///     "cannot cancel operation 42: it is running (cancel is allowed from pending, retrying, stalled)"
@@ -201,7 +186,12 @@ impl ActionOutcome {
             }
             ActionOutcome::Refused { status } => format!(
                 "cannot {action} operation {id}: it is {status} ({action} is allowed from {})",
-                action.allowed_from().join(", ")
+                action
+                    .allowed_from()
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ActionOutcome::NotFound => format!("no operation with id {id}"),
         }
@@ -235,11 +225,13 @@ pub struct OperationDetail {
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
+///
 /// let stats = admin.stats(90_000, 10).await?;
 /// let ready: i64 = stats
 ///     .counts
 ///     .iter()
-///     .filter(|(status, _, _)| status == "pending" || status == "retrying")
+///     .filter(|(status, _, _)| matches!(status, Status::Pending | Status::Retrying))
 ///     .map(|(_, _, n)| n)
 ///     .sum();
 /// println!("{ready} waiting, the oldest for {:?} s", stats.oldest_ready_seconds);
@@ -251,7 +243,7 @@ pub struct OperationDetail {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     /// (status, name, count).
-    pub counts: Vec<(String, String, i64)>,
+    pub counts: Vec<(Status, String, i64)>,
     /// Age in seconds of the oldest ready operation.
     pub oldest_ready_seconds: Option<f64>,
     /// Successes per minute over the last minutes, oldest first.
@@ -269,11 +261,12 @@ pub struct Stats {
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Admin, OperationFilter};
 ///
 /// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
 /// let stalled = admin
-///     .list(&OperationFilter { statuses: vec!["stalled".into()], ..OperationFilter::default() })
+///     .list(&OperationFilter { statuses: vec![Status::Stalled], ..OperationFilter::default() })
 ///     .await?;
 /// for op in &stalled {
 ///     println!("{} {} {:?}", op.id, op.name, op.last_error);
@@ -387,7 +380,7 @@ impl Admin {
     /// let resolve = Action::Resolve(Resolution::Succeeded);
     /// let outcome = admin.act(42, resolve, "alice", "charge ch_123 found at the provider").await?;
     /// if let ActionOutcome::Applied { from, to, .. } = &outcome {
-    ///     assert_eq!((from.as_str(), to.as_str()), ("stalled", "succeeded"));
+    ///     assert_eq!((*from, *to), (pgoutbox::Status::Stalled, pgoutbox::Status::Succeeded));
     /// }
     /// println!("{}", outcome.message(42, resolve));
     /// # Ok(())
@@ -409,7 +402,7 @@ impl Admin {
             return Ok(match result {
                 None => ActionOutcome::NotFound,
                 Some((status, Some(new))) => ActionOutcome::Applied {
-                    from: status.clone(),
+                    from: status,
                     to: status,
                     new_operation_id: Some(new),
                 },
@@ -433,7 +426,7 @@ impl Admin {
             None => ActionOutcome::NotFound,
             Some((from, true)) => ActionOutcome::Applied {
                 from,
-                to: to.to_owned(),
+                to,
                 new_operation_id: None,
             },
             Some((status, false)) => ActionOutcome::Refused { status },
@@ -502,7 +495,9 @@ impl Admin {
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
     /// // Delete succeeded and cancelled operations older than 7 days, 1,000 at a time.
-    /// let statuses = ["succeeded".to_owned(), "cancelled".to_owned()];
+    /// use pgoutbox::Status;
+    ///
+    /// let statuses = [Status::Succeeded, Status::Cancelled];
     /// let week_ms = 7 * 24 * 3_600_000;
     /// let mut purged = 0;
     /// loop {
@@ -518,7 +513,7 @@ impl Admin {
     /// ```
     pub async fn purge_batch(
         &self,
-        statuses: &[String],
+        statuses: &[Status],
         older_than_ms: i64,
         batch: i64,
     ) -> Result<u64, sqlx::Error> {

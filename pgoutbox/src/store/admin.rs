@@ -9,17 +9,19 @@ use sqlx::{AssertSqlSafe, FromRow, PgConnection, Postgres, QueryBuilder, Row as 
 use uuid::Uuid;
 
 use super::Store;
+use crate::state::{Outcome, Status};
 
 /// One row of `operations`, as operators see it.
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Admin, OperationFilter};
 ///
 /// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
-/// let dead = OperationFilter { statuses: vec!["dead".into()], ..OperationFilter::default() };
+/// let dead = OperationFilter { statuses: vec![Status::Dead], ..OperationFilter::default() };
 /// for op in admin.list(&dead).await? {
-///     assert_eq!(op.status, "dead");
+///     assert_eq!(op.status, Status::Dead);
 ///     assert!(op.finished_at.is_some());
 ///     println!("{} {} after {}/{} attempts: {:?}", op.id, op.name, op.attempt, op.max_attempts, op.last_error);
 /// }
@@ -33,7 +35,7 @@ pub struct OperationRow {
     /// Name.
     pub name: String,
     /// State.
-    pub status: String,
+    pub status: Status,
     /// Queue.
     pub queue: String,
     /// Priority (higher runs first).
@@ -95,7 +97,7 @@ impl FromRow<'_, PgRow> for OperationRow {
 /// if let Some(detail) = admin.show(42).await? {
 ///     for attempt in &detail.attempts {
 ///         // `lost`: the worker vanished mid-attempt; the outcome is unknown.
-///         if attempt.outcome.as_deref() == Some("lost") {
+///         if attempt.outcome == Some(pgoutbox::Outcome::Lost) {
 ///             println!("attempt {} on worker {} is in doubt", attempt.number, attempt.worker_id);
 ///         }
 ///     }
@@ -115,7 +117,7 @@ pub struct AttemptRow {
     /// Finished at.
     pub finished_at: Option<DateTime<Utc>>,
     /// Outcome (`None` while running).
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
     /// Error.
     pub error: Option<String>,
     /// The error's chain, outermost first.
@@ -148,9 +150,9 @@ pub struct ActionRow {
     /// Why.
     pub reason: String,
     /// State before.
-    pub from_status: String,
+    pub from_status: Status,
     /// State after, when applied.
-    pub to_status: Option<String>,
+    pub to_status: Option<Status>,
     /// For a replay: the new operation.
     pub new_operation_id: Option<i64>,
     /// When.
@@ -198,11 +200,12 @@ pub struct WorkerRow {
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::OperationFilter;
 ///
 /// // The 20 newest stalled or dead charges of the last hour.
 /// let filter = OperationFilter {
-///     statuses: vec!["stalled".into(), "dead".into()],
+///     statuses: vec![Status::Stalled, Status::Dead],
 ///     name: Some("billing.charge".into()),
 ///     since_ms: Some(3_600_000),
 ///     limit: Some(20),
@@ -216,7 +219,7 @@ pub struct WorkerRow {
 #[derive(Debug, Clone, Default)]
 pub struct OperationFilter {
     /// Only these states.
-    pub statuses: Vec<String>,
+    pub statuses: Vec<Status>,
     /// Only this name.
     pub name: Option<String>,
     /// Only this queue.
@@ -391,9 +394,9 @@ impl Store {
         action: &str,
         actor: &str,
         reason: &str,
-        allowed: &[&str],
-        to: &str,
-    ) -> Result<Option<(String, bool)>, sqlx::Error> {
+        allowed: &[Status],
+        to: Status,
+    ) -> Result<Option<(Status, bool)>, sqlx::Error> {
         sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql.operator_transition)))
             .persistent(self.persistent)
             .bind(id)
@@ -413,8 +416,8 @@ impl Store {
         id: i64,
         actor: &str,
         reason: &str,
-        allowed: &[&str],
-    ) -> Result<Option<(String, Option<i64>)>, sqlx::Error> {
+        allowed: &[Status],
+    ) -> Result<Option<(Status, Option<i64>)>, sqlx::Error> {
         sqlx::query_as(AssertSqlSafe(Arc::clone(&self.sql.operator_replay)))
             .persistent(self.persistent)
             .bind(id)
@@ -430,7 +433,7 @@ impl Store {
     pub(crate) async fn purge(
         &self,
         conn: &mut PgConnection,
-        statuses: &[String],
+        statuses: &[Status],
         older_than_ms: i64,
         batch: i64,
     ) -> Result<u64, sqlx::Error> {
@@ -469,7 +472,7 @@ impl Store {
     pub(crate) async fn counts(
         &self,
         conn: &mut PgConnection,
-    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    ) -> Result<Vec<(Status, String, i64)>, sqlx::Error> {
         sqlx::query_as(AssertSqlSafe(format!(
             "SELECT status, name, count(*) FROM {} GROUP BY status, name ORDER BY status, name",
             self.table("operations")

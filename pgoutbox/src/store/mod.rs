@@ -13,6 +13,7 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::definition::{OperationId, OperationSchema};
+use crate::state::{Outcome, Status};
 
 pub(crate) mod admin;
 
@@ -133,9 +134,9 @@ pub(crate) struct Fence {
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
     /// The attempt's outcome: `failed`, `timed_out` or `aborted`.
-    pub(crate) outcome: &'static str,
+    pub(crate) outcome: Outcome,
     /// The operation's next status: `retrying`, `dead` or `stalled`.
-    pub(crate) next_status: &'static str,
+    pub(crate) next_status: Status,
     pub(crate) retry_delay_ms: i64,
     pub(crate) error: String,
     pub(crate) chain: Vec<String>,
@@ -464,7 +465,7 @@ impl Store {
         &self,
         conn: &mut PgConnection,
         limit: i32,
-    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    ) -> Result<Vec<(i64, Status)>, sqlx::Error> {
         query!(self, query_as, rescue)
             .bind(limit)
             .fetch_all(&mut *conn)

@@ -10,7 +10,7 @@ use crate::admin::{Admin, OperationDetail};
 use crate::executor::Crash;
 use crate::{
     Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
-    StartError, WorkflowRouter, WorkflowSystem,
+    StartError, Status, WorkflowRouter, WorkflowSystem,
 };
 
 use super::TestDatabase;
@@ -192,6 +192,7 @@ macro_rules! assert_published {
 /// ```no_run
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+/// use pgoutbox::{Outcome, Status};
 ///
 /// /// Idempotent: an unknown outcome is simply retried.
 /// #[operation("mail.send", idempotent)]
@@ -207,8 +208,8 @@ macro_rules! assert_published {
 ///     .crash_at(CrashPoint::BeforeExternalCall)
 ///     .run_inline(SendMail { to: "ada@example.com".into() })
 ///     .await?;
-/// assert_eq!(done.operation.status, "succeeded"); // on the second attempt
-/// assert_eq!(done.attempts[0].outcome.as_deref(), Some("lost"));
+/// assert_eq!(done.operation.status, Status::Succeeded); // on the second attempt
+/// assert_eq!(done.attempts[0].outcome, Some(Outcome::Lost));
 /// # Ok(())
 /// # }
 /// ```
@@ -241,6 +242,7 @@ impl From<CrashPoint> for Crash {
 /// operations of the handled names are in each state.
 ///
 /// ```no_run
+/// use pgoutbox::Status;
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{Harness, TestDatabase};
 ///
@@ -256,30 +258,31 @@ impl From<CrashPoint> for Crash {
 /// publish_many(&mut tx, (0..3).map(|i| SendMail { to: format!("user{i}@example.com") })).await?;
 /// tx.commit().await?;
 /// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
-/// assert_eq!(idle.by_status.get("succeeded"), Some(&3));
-/// assert_eq!(idle.count("dead"), 0);
+/// assert_eq!(idle.by_status.get(&Status::Succeeded), Some(&3));
+/// assert_eq!(idle.count(Status::Dead), 0);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Idle {
     /// State → count (states without operations are absent).
-    pub by_status: BTreeMap<String, i64>,
+    pub by_status: BTreeMap<Status, i64>,
 }
 
 impl Idle {
     /// How many operations are in `status`.
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::testing::Idle;
     ///
     /// let mut idle = Idle::default();
-    /// idle.by_status.insert("succeeded".into(), 3);
-    /// assert_eq!(idle.count("succeeded"), 3);
-    /// assert_eq!(idle.count("stalled"), 0); // absent: none
+    /// idle.by_status.insert(Status::Succeeded, 3);
+    /// assert_eq!(idle.count(Status::Succeeded), 3);
+    /// assert_eq!(idle.count(Status::Stalled), 0); // absent: none
     /// ```
-    pub fn count(&self, status: &str) -> i64 {
-        self.by_status.get(status).copied().unwrap_or(0)
+    pub fn count(&self, status: Status) -> i64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
     }
 }
 
@@ -290,6 +293,7 @@ impl Idle {
 /// ```no_run
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+/// use pgoutbox::{Outcome, Status};
 ///
 /// /// Not idempotent: an unknown outcome waits for an operator.
 /// #[operation("sms.send")]
@@ -303,7 +307,7 @@ impl Idle {
 ///
 /// // Run one operation through a real worker.
 /// let done = Harness::new(&db).operation::<SendSms>().run_inline(SendSms { to: "+4912".into() }).await?;
-/// assert_eq!(done.operation.status, "succeeded");
+/// assert_eq!(done.operation.status, Status::Succeeded);
 ///
 /// // The worker dies after the external call: the attempt is `lost`, and
 /// // the operation, not idempotent, is `stalled` instead of sent twice.
@@ -312,8 +316,8 @@ impl Idle {
 ///     .crash_at(CrashPoint::AfterExternalCall)
 ///     .run_inline(SendSms { to: "+4913".into() })
 ///     .await?;
-/// assert_eq!(crashed.operation.status, "stalled");
-/// assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+/// assert_eq!(crashed.operation.status, Status::Stalled);
+/// assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
 /// # Ok(())
 /// # }
 /// ```
@@ -409,7 +413,7 @@ impl Harness {
     /// publish(&mut tx, Charge { amount_cents: 1999 }).await?;
     /// tx.commit().await?;
     /// let idle = Harness::new(&db).router(billing).run_until_idle().await?;
-    /// assert_eq!(idle.count("succeeded"), 2); // the charge and its follow-up
+    /// assert_eq!(idle.count(pgoutbox::Status::Succeeded), 2); // the charge and its follow-up
     /// # Ok(())
     /// # }
     /// ```
@@ -436,7 +440,7 @@ impl Harness {
     ///     .operation::<SendMail>()
     ///     .run_inline(SendMail { to: "a@example.com".into() })
     ///     .await?;
-    /// assert_eq!(done.operation.status, "dead");
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Dead);
     /// assert_eq!(done.attempts.len(), 2);
     /// # Ok(())
     /// # }
@@ -471,7 +475,7 @@ impl Harness {
     ///     .run_inline(Record { amount_cents: 500 })
     ///     .await?;
     /// // Not idempotent, outcome unknown: an operator decides. The write never committed.
-    /// assert_eq!(done.operation.status, "stalled");
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Stalled);
     /// let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(db.pool()).await?;
     /// assert_eq!(rows, 0);
     /// # Ok(())
@@ -517,6 +521,7 @@ impl Harness {
     /// it and counts the operations by state.
     ///
     /// ```no_run
+    /// use pgoutbox::Status;
     /// use pgoutbox::prelude::*;
     /// use pgoutbox::testing::{Harness, TestDatabase};
     ///
@@ -536,7 +541,7 @@ impl Harness {
     /// publish(&mut tx, SendMail { to: "bob@invalid".into() }).await?;
     /// tx.commit().await?;
     /// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
-    /// assert_eq!((idle.count("succeeded"), idle.count("dead")), (1, 1));
+    /// assert_eq!((idle.count(Status::Succeeded), idle.count(Status::Dead)), (1, 1));
     /// # Ok(())
     /// # }
     /// ```
@@ -567,8 +572,8 @@ impl Harness {
     /// let db = TestDatabase::new().await?;
     /// let done = Harness::new(&db).operation::<BuildReport>().run_inline(BuildReport { account: 7 }).await?;
     /// // Settled: waiting for a later `run_at` counts as settled.
-    /// assert_eq!(done.operation.status, "pending");
-    /// assert_eq!(done.attempts[0].outcome.as_deref(), Some("snoozed"));
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Pending);
+    /// assert_eq!(done.attempts[0].outcome, Some(pgoutbox::Outcome::Snoozed));
     /// # Ok(())
     /// # }
     /// ```
