@@ -1,16 +1,17 @@
 //! `pgoutbox ops …`, `workflow`, `stats`, `workers` and `purge`.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
 
 use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
 use pgoutbox::admin::{Action, ActionOutcome, Admin, OperationFilter, OperationRow, Resolution};
-use pgoutbox::{Outcome, Status};
+use pgoutbox::{OperationId, Outcome, Status};
 
 use crate::{Cli, CliError};
 
 /// A duration on the command line: `90s`, `15m`, `2h`, `7d`.
-pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -28,6 +29,8 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         .ok()
         .filter(|_| factor > 0)
         .and_then(|n| n.checked_mul(factor))
+        // Milliseconds that fit an `i64`, as the statements take them.
+        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
         .ok_or_else(|| format!("invalid duration `{text}`: expected an integer and a unit (`s`, `m`, `h`, `d`), e.g. `7d`"))
 }
 
@@ -69,7 +72,7 @@ pub(crate) struct Filter {
     queue: Option<String>,
     /// Only operations published within this long (e.g. `2h`, `7d`).
     #[arg(long, value_parser = parse_duration)]
-    since: Option<i64>,
+    since: Option<Duration>,
 }
 
 impl Filter {
@@ -85,7 +88,7 @@ impl Filter {
             statuses: self.statuses.iter().map(|s| s.0).collect(),
             name: self.name.clone(),
             queue: self.queue.clone(),
-            since_ms: self.since,
+            since: self.since,
             limit,
         }
     }
@@ -248,7 +251,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
         }
         OpsCommand::Show { id } => {
             let detail = admin
-                .show(*id)
+                .show(OperationId::from_i64(*id))
                 .await?
                 .ok_or_else(|| CliError(format!("no operation with id {id}")))?;
             if cli.json {
@@ -274,10 +277,9 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
                 ResolveAs::Succeeded => Resolution::Succeeded,
                 ResolveAs::Dead => Resolution::Dead,
             });
-            let outcome = admin
-                .act(*id, action, &trail.actor(), &trail.reason)
-                .await?;
-            report_one(cli, *id, action, &outcome)
+            let id = OperationId::from_i64(*id);
+            let outcome = admin.act(id, action, &trail.actor(), &trail.reason).await?;
+            report_one(cli, id, action, &outcome)
         }
     }
 }
@@ -303,7 +305,11 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
         "  parent {}, root {}, children {:?}",
         op.parent_id.map_or("-".to_owned(), |p| p.to_string()),
         op.root_id.map_or("-".to_owned(), |p| p.to_string()),
-        detail.children
+        detail
+            .children
+            .iter()
+            .map(|c| c.as_i64())
+            .collect::<Vec<_>>()
     )?;
     writeln!(out, "  schema hash {}", op.schema_hash)?;
     writeln!(out, "  payload {}", op.payload)?;
@@ -356,7 +362,12 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
     Ok(())
 }
 
-fn report_one(cli: &Cli, id: i64, action: Action, outcome: &ActionOutcome) -> Result<(), CliError> {
+fn report_one(
+    cli: &Cli,
+    id: OperationId,
+    action: Action,
+    outcome: &ActionOutcome,
+) -> Result<(), CliError> {
     if cli.json {
         print_json(outcome)?;
     }
@@ -383,7 +394,7 @@ async fn bulk(
         return Err(CliError("`--reason` must not be empty".to_owned()));
     }
     let actor = trail.actor();
-    if let Some(id) = id {
+    if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
             return Err(CliError(
                 "give an operation id or filters, not both".to_owned(),
@@ -452,6 +463,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
 
 pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
+    let root = OperationId::from_i64(root);
     let ops = admin.workflow(root).await?;
     if ops.is_empty() {
         return Err(CliError(format!("no operation with id {root}")));
@@ -472,7 +484,7 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
                 op.name,
                 op.status
             )?;
-            let mut children: Vec<i64> = ops
+            let mut children: Vec<OperationId> = ops
                 .iter()
                 .filter(|o| o.parent_id == Some(id))
                 .map(|o| o.id)
@@ -485,11 +497,14 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
 }
 
 /// A worker counts as live when its heartbeat is younger than this.
-const LIVE_MS: i64 = 60_000;
+const LIVE: Duration = Duration::from_secs(60);
+
+/// `workers` lists the workers seen within this long.
+const RECENT: Duration = Duration::from_secs(86_400);
 
 pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let stats = admin.stats(LIVE_MS, 5).await?;
+    let stats = admin.stats(LIVE, 5).await?;
     if cli.json {
         return print_json(&stats);
     }
@@ -533,7 +548,7 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
 
 pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let workers = admin.workers(LIVE_MS, 86_400_000).await?;
+    let workers = admin.workers(LIVE, RECENT).await?;
     if cli.json {
         return print_json(&workers);
     }
@@ -560,7 +575,7 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
 
 pub(crate) async fn purge(
     cli: &Cli,
-    older_than_ms: i64,
+    older_than: Duration,
     include_dead: bool,
     include_stalled: bool,
     batch: i64,
@@ -579,7 +594,7 @@ pub(crate) async fn purge(
     }
     let mut total = 0u64;
     loop {
-        let n = admin.purge_batch(&statuses, older_than_ms, batch).await?;
+        let n = admin.purge_batch(&statuses, older_than, batch).await?;
         total += n;
         bar.set_message(format!("{total} deleted"));
         bar.tick();

@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use crate::admin::{Admin, OperationDetail};
 use crate::executor::Crash;
+use crate::store::Store;
 use crate::{
     Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
     StartError, Status, WorkflowRouter, WorkflowSystem,
@@ -38,7 +39,7 @@ pub enum KitError {
         /// The operation's name.
         name: &'static str,
         /// The operation.
-        id: i64,
+        id: OperationId,
         /// The type asked for.
         type_name: &'static str,
         /// serde's message.
@@ -125,22 +126,13 @@ pub async fn published_in<O: Operation>(
     conn: &mut PgConnection,
     schema: &Identifier,
 ) -> Result<Vec<O>, KitError> {
-    // `xmin` is the transaction that wrote the row version: this one's id
-    // (taken as `xid`, as `xmin` is) picks the rows it inserted.
-    let sql = format!(
-        "SELECT id, payload FROM {}.operations \
-         WHERE name = $1 AND xmin = pg_current_xact_id()::xid ORDER BY id",
-        schema.quoted()
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(O::NAME)
-        .fetch_all(conn)
+    // Unnamed statements: the kit leaves nothing in the statement cache of
+    // the application's connection.
+    let rows = Store::new(schema, None, false)
+        .published_in_transaction(conn, O::NAME)
         .await?;
     rows.into_iter()
-        .map(|row| {
-            let id: i64 = row.try_get("id")?;
-            let payload: serde_json::Value = row.try_get("payload")?;
+        .map(|(id, payload)| {
             serde_json::from_value(payload).map_err(|error| KitError::Decode {
                 name: O::NAME,
                 id,
@@ -582,7 +574,7 @@ impl Harness {
         self.run(Some(id)).await?;
         let admin = Admin::new(self.pool.clone(), &self.settings.schema()?);
         Ok(admin
-            .show(id.as_i64())
+            .show(id)
             .await?
             .expect("the operation was published and is never purged in a test"))
     }
@@ -613,11 +605,19 @@ impl Harness {
         Ok(names)
     }
 
+    /// The kit's statements for the harness's schema.
+    fn store(&self) -> Result<Store, KitError> {
+        Ok(Store::new(&self.settings.schema()?, None, false))
+    }
+
     /// Polls until nothing of `names` (or only `only`) runs or is ready.
     async fn wait(&self, names: &[String], only: Option<OperationId>) -> Result<(), KitError> {
+        let store = self.store()?;
         let started = Instant::now();
         loop {
-            let (running, ready) = self.busy(names, only).await?;
+            let mut conn = self.pool.acquire().await?;
+            let (running, ready) = store.busy(&mut conn, names, only).await?;
+            drop(conn);
             if running == 0 && ready == 0 {
                 return Ok(());
             }
@@ -632,42 +632,11 @@ impl Harness {
         }
     }
 
-    /// How many operations of `names` (or only `id`) run or are ready.
-    async fn busy(
-        &self,
-        names: &[String],
-        id: Option<OperationId>,
-    ) -> Result<(i64, i64), KitError> {
-        let sql = format!(
-            "SELECT count(*) FILTER (WHERE status = 'running') AS running, \
-                    count(*) FILTER (WHERE status IN ('pending', 'retrying') AND run_at <= now()) AS ready \
-             FROM {}.operations WHERE name = ANY($1) AND ($2::bigint IS NULL OR id = $2)",
-            self.settings.schema()?.quoted()
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(names)
-            .bind(id.map(OperationId::as_i64))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("running")?, row.try_get("ready")?))
-    }
-
     async fn count(&self, names: &[String]) -> Result<Idle, KitError> {
-        let sql = format!(
-            "SELECT status, count(*) AS n FROM {}.operations WHERE name = ANY($1) GROUP BY status",
-            self.settings.schema()?.quoted()
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(names)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut idle = Idle::default();
-        for row in rows {
-            idle.by_status
-                .insert(row.try_get("status")?, row.try_get("n")?);
-        }
-        Ok(idle)
+        let mut conn = self.pool.acquire().await?;
+        let counts = self.store()?.count_by_status(&mut conn, names).await?;
+        Ok(Idle {
+            by_status: counts.into_iter().collect(),
+        })
     }
 }
