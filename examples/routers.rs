@@ -216,7 +216,7 @@ async fn run_composed(settings: Settings, db: &TestDatabase) -> std::result::Res
     // A few more polls, to show that the unrouted operation is not claimed.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let stats = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default())
-        .stats(Duration::from_secs(60), 1)
+        .stats(Duration::from_mins(1), 1)
         .await?;
     println!(
         "\nwaiting with no live worker to run them: {:?}",

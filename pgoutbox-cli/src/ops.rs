@@ -497,10 +497,10 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
 }
 
 /// A worker counts as live when its heartbeat is younger than this.
-const LIVE: Duration = Duration::from_secs(60);
+const LIVE: Duration = Duration::from_mins(1);
 
 /// `workers` lists the workers seen within this long.
-const RECENT: Duration = Duration::from_secs(86_400);
+const RECENT: Duration = Duration::from_hours(24);
 
 pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);

@@ -217,7 +217,7 @@ impl ActionOutcome {
 /// let filter = OperationFilter {
 ///     statuses: vec![Status::Stalled, Status::Dead],
 ///     name: Some("billing.charge".into()),
-///     since: Some(Duration::from_secs(3600)),
+///     since: Some(Duration::from_hours(1)),
 ///     limit: Some(20),
 ///     ..OperationFilter::default()
 /// };
@@ -375,7 +375,7 @@ pub struct ActionRow {
 /// use std::time::Duration;
 ///
 /// let lease = Duration::from_secs(30);
-/// for worker in admin.workers(3 * lease, Duration::from_secs(3600)).await? {
+/// for worker in admin.workers(3 * lease, Duration::from_hours(1)).await? {
 ///     let state = if worker.live { "live" } else { "gone" };
 ///     println!("{} {}:{} {state}, handles {:?}", worker.id, worker.host, worker.pid, worker.names);
 /// }
@@ -509,7 +509,7 @@ pub struct Stats {
 /// for op in &stalled {
 ///     println!("{} {} {:?}", op.id, op.name, op.last_error);
 /// }
-/// let stats = admin.stats(std::time::Duration::from_secs(60), 5).await?;
+/// let stats = admin.stats(std::time::Duration::from_mins(1), 5).await?;
 /// for (name, ready) in &stats.unhandled {
 ///     println!("{ready} ready `{name}` operation(s) that no live worker handles");
 /// }
@@ -731,7 +731,7 @@ impl Admin {
     /// use std::time::Duration;
     ///
     /// // Live: a heartbeat within 90 s; listed: seen within the last day.
-    /// let workers = admin.workers(Duration::from_secs(90), Duration::from_secs(86_400)).await?;
+    /// let workers = admin.workers(Duration::from_secs(90), Duration::from_hours(24)).await?;
     /// let live = workers.iter().take_while(|w| w.live).count();
     /// assert!(workers[live..].iter().all(|w| !w.live)); // live first
     /// # Ok(())
@@ -760,7 +760,7 @@ impl Admin {
     ///
     /// // Delete succeeded and cancelled operations older than 7 days, 1,000 at a time.
     /// let statuses = [Status::Succeeded, Status::Cancelled];
-    /// let week = Duration::from_secs(7 * 86_400);
+    /// let week = Duration::from_hours(7 * 24);
     /// let mut purged = 0;
     /// loop {
     ///     let n = admin.purge_batch(&statuses, week, 1000).await?;
@@ -790,7 +790,7 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-    /// let ninety_days = std::time::Duration::from_secs(90 * 86_400);
+    /// let ninety_days = std::time::Duration::from_hours(90 * 24);
     /// while admin.purge_history_batch(ninety_days, 1000).await? == 1000 {}
     /// # Ok(())
     /// # }
