@@ -30,7 +30,7 @@ use std::time::Duration;
 use pgoutbox::admin::{Action, Admin, OperationFilter, OperationRow, Resolution};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::{TestDatabase, wait_until_finished};
-use pgoutbox::{Identifier, Publisher};
+use pgoutbox::{Identifier, Publisher, Status};
 use sqlx::Row as _;
 
 /// Close a month: publish a charge for every subscription. Transactional
@@ -189,11 +189,11 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("published billing.close_month as operation {root}");
     wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
-    print_tree(&admin, root.as_i64()).await?;
+    print_tree(&admin, root).await?;
 
     // The operator, with the worker still running, as in production.
     let stalled = OperationFilter {
-        statuses: vec!["stalled".into()],
+        statuses: vec![Status::Stalled],
         ..OperationFilter::default()
     };
     for op in admin.list(&stalled).await? {
@@ -201,13 +201,13 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let outcomes: Vec<_> = attempts
             .iter()
             .flatten()
-            .filter_map(|a| a.outcome.clone())
+            .filter_map(|a| a.outcome)
             .collect();
         println!(
             "\noperator: {} {} is stalled, attempts {outcomes:?}",
             op.name, op.id
         );
-        let Some(charge_id) = charge_booked_for(op.id) else {
+        let Some(charge_id) = charge_booked_for(op.id.as_i64()) else {
             continue; // (it would be resolved `--as dead`)
         };
         let reason = format!("the provider booked {charge_id} for it, once");
@@ -232,7 +232,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
             customer_id,
             charge_id,
         };
-        let options = PublishOptions::new().parent(OperationId::from_i64(op.id));
+        let options = PublishOptions::new().parent(op.id);
         Publisher::default()
             .publish_with(&mut tx, receipt, options)
             .await?;
@@ -241,7 +241,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     }
     wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
     system.stop().await?;
-    print_tree(&admin, root.as_i64()).await?;
+    print_tree(&admin, root).await?;
 
     let invoiced: Vec<i64> = sqlx::query_scalar("SELECT customer_id FROM invoices ORDER BY 1")
         .fetch_all(db.pool())
@@ -256,7 +256,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 
 /// The workflow under `root`, each operation under the one that published
 /// it.
-async fn print_tree(admin: &Admin, root: i64) -> std::result::Result<(), sqlx::Error> {
+async fn print_tree(admin: &Admin, root: OperationId) -> std::result::Result<(), sqlx::Error> {
     fn print(tree: &[OperationRow], op: &OperationRow, depth: usize) {
         println!(
             "{}{} {} {} (attempts: {}) {}",

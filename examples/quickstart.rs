@@ -189,7 +189,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 op.name,
                 op.status,
                 attempt.number,
-                attempt.outcome.as_deref().unwrap_or("running"),
+                attempt.outcome.map_or("running", pgoutbox::Outcome::as_str),
                 attempt.error.unwrap_or_default()
             );
         }

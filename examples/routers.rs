@@ -201,13 +201,13 @@ async fn run_composed(settings: Settings, db: &TestDatabase) -> std::result::Res
     // The worker is still running, and has polled many times: the operation
     // outside its routers was never claimed.
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
-    let stats = admin.stats(60_000, 1).await?;
+    let stats = admin.stats(Duration::from_mins(1), 1).await?;
     println!(
         "waiting with no live worker to run them: {:?}",
         stats.unhandled
     );
     system.stop().await?;
-    if let Some(detail) = admin.show(report.as_i64()).await? {
+    if let Some(detail) = admin.show(report).await? {
         println!(
             "{} (operation {report}): {}, {} attempts",
             detail.operation.name,

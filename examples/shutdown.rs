@@ -24,10 +24,10 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use pgoutbox::Identifier;
 use pgoutbox::admin::{Admin, OperationFilter};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
+use pgoutbox::{Identifier, Outcome, Status};
 use tokio::sync::Notify;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -172,10 +172,10 @@ async fn read_the_record(db: &TestDatabase, aborted: usize) -> std::result::Resu
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
     println!("\noperations by state:");
     let (mut total, mut succeeded) = (0, 0);
-    for (status, name, n) in admin.stats(60_000, 1).await?.counts {
+    for (status, name, n) in admin.stats(Duration::from_mins(1), 1).await?.counts {
         println!("  {status:<10} {name:<16} {n:>4}");
         total += n;
-        if status == "succeeded" {
+        if status == Status::Succeeded {
             succeeded += n;
         }
     }
@@ -183,7 +183,7 @@ async fn read_the_record(db: &TestDatabase, aborted: usize) -> std::result::Resu
 
     println!("\nthe operations whose attempt was aborted:");
     let filter = OperationFilter {
-        statuses: vec!["retrying".into(), "stalled".into()],
+        statuses: vec![Status::Retrying, Status::Stalled],
         ..OperationFilter::default()
     };
     let mut recorded = 0;
@@ -191,8 +191,8 @@ async fn read_the_record(db: &TestDatabase, aborted: usize) -> std::result::Resu
         let Some(last) = admin.show(op.id).await?.and_then(|mut d| d.attempts.pop()) else {
             continue;
         };
-        let outcome = last.outcome.unwrap_or_default();
-        recorded += usize::from(outcome == "aborted");
+        let outcome = last.outcome.map_or("-", Outcome::as_str);
+        recorded += usize::from(last.outcome == Some(Outcome::Aborted));
         println!(
             "  {:>3} {:<16} {:<9} attempt {}: {outcome}",
             op.id, op.name, op.status, last.number

@@ -58,7 +58,7 @@ enum Command {
     Purge {
         /// Only operations finished longer ago than this (e.g. `30d`).
         #[arg(long, value_parser = ops::parse_duration)]
-        older_than: i64,
+        older_than: std::time::Duration,
         /// Also purge `dead` operations.
         #[arg(long)]
         include_dead: bool,

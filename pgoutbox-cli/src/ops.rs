@@ -1,14 +1,17 @@
 //! `pgoutbox ops …`, `workflow`, `stats`, `workers` and `purge`.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
 use pgoutbox::admin::{Action, ActionOutcome, Admin, OperationFilter, OperationRow, Resolution};
+use pgoutbox::{OperationId, Outcome, Status};
 
 use crate::{Cli, CliError};
 
 /// A duration on the command line: `90s`, `15m`, `2h`, `7d`.
-pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -26,31 +29,32 @@ pub(crate) fn parse_duration(text: &str) -> Result<i64, String> {
         .ok()
         .filter(|_| factor > 0)
         .and_then(|n| n.checked_mul(factor))
+        // Milliseconds that fit an `i64`, as the statements take them.
+        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
         .ok_or_else(|| format!("invalid duration `{text}`: expected an integer and a unit (`s`, `m`, `h`, `d`), e.g. `7d`"))
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum Status {
-    Pending,
-    Running,
-    Succeeded,
-    Retrying,
-    Dead,
-    Stalled,
-    Cancelled,
-}
+/// A state on the command line: `pgoutbox::Status`, with its texts as
+/// clap's possible values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusArg(Status);
 
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Running => "running",
-            Status::Succeeded => "succeeded",
-            Status::Retrying => "retrying",
-            Status::Dead => "dead",
-            Status::Stalled => "stalled",
-            Status::Cancelled => "cancelled",
-        }
+impl ValueEnum for StatusArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        const VARIANTS: [StatusArg; Status::ALL.len()] = {
+            let mut variants = [StatusArg(Status::Pending); Status::ALL.len()];
+            let mut i = 0;
+            while i < variants.len() {
+                variants[i] = StatusArg(Status::ALL[i]);
+                i += 1;
+            }
+            variants
+        };
+        &VARIANTS
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.0.as_str()))
     }
 }
 
@@ -59,7 +63,7 @@ impl Status {
 pub(crate) struct Filter {
     /// Only operations in this state (repeatable).
     #[arg(long = "status", value_enum)]
-    statuses: Vec<Status>,
+    statuses: Vec<StatusArg>,
     /// Only operations with this name.
     #[arg(long)]
     name: Option<String>,
@@ -68,7 +72,7 @@ pub(crate) struct Filter {
     queue: Option<String>,
     /// Only operations published within this long (e.g. `2h`, `7d`).
     #[arg(long, value_parser = parse_duration)]
-    since: Option<i64>,
+    since: Option<Duration>,
 }
 
 impl Filter {
@@ -81,14 +85,10 @@ impl Filter {
 
     fn to_filter(&self, limit: Option<i64>) -> OperationFilter {
         OperationFilter {
-            statuses: self
-                .statuses
-                .iter()
-                .map(|s| s.as_str().to_owned())
-                .collect(),
+            statuses: self.statuses.iter().map(|s| s.0).collect(),
             name: self.name.clone(),
             queue: self.queue.clone(),
-            since_ms: self.since,
+            since: self.since,
             limit,
         }
     }
@@ -219,7 +219,7 @@ fn op_row(op: &OperationRow) -> Vec<String> {
     vec![
         op.id.to_string(),
         op.name.clone(),
-        op.status.clone(),
+        op.status.to_string(),
         op.queue.clone(),
         format!("{}/{}", op.attempt, op.max_attempts),
         op.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -251,7 +251,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
         }
         OpsCommand::Show { id } => {
             let detail = admin
-                .show(*id)
+                .show(OperationId::from_i64(*id))
                 .await?
                 .ok_or_else(|| CliError(format!("no operation with id {id}")))?;
             if cli.json {
@@ -277,10 +277,9 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
                 ResolveAs::Succeeded => Resolution::Succeeded,
                 ResolveAs::Dead => Resolution::Dead,
             });
-            let outcome = admin
-                .act(*id, action, &trail.actor(), &trail.reason)
-                .await?;
-            report_one(cli, *id, action, &outcome)
+            let id = OperationId::from_i64(*id);
+            let outcome = admin.act(id, action, &trail.actor(), &trail.reason).await?;
+            report_one(cli, id, action, &outcome)
         }
     }
 }
@@ -306,7 +305,11 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
         "  parent {}, root {}, children {:?}",
         op.parent_id.map_or("-".to_owned(), |p| p.to_string()),
         op.root_id.map_or("-".to_owned(), |p| p.to_string()),
-        detail.children
+        detail
+            .children
+            .iter()
+            .map(|c| c.as_i64())
+            .collect::<Vec<_>>()
     )?;
     writeln!(out, "  schema hash {}", op.schema_hash)?;
     writeln!(out, "  payload {}", op.payload)?;
@@ -319,7 +322,7 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             out,
             "  #{} {} by {} at {}{}",
             a.number,
-            a.outcome.as_deref().unwrap_or("running"),
+            a.outcome.map_or("running", Outcome::as_str),
             a.worker_id,
             a.started_at,
             a.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
@@ -350,7 +353,7 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             a.actor,
             a.created_at,
             a.from_status,
-            a.to_status.as_deref().unwrap_or("-"),
+            a.to_status.map_or("-", Status::as_str),
             a.new_operation_id
                 .map_or(String::new(), |n| format!(", new operation {n}")),
             a.reason
@@ -359,7 +362,12 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
     Ok(())
 }
 
-fn report_one(cli: &Cli, id: i64, action: Action, outcome: &ActionOutcome) -> Result<(), CliError> {
+fn report_one(
+    cli: &Cli,
+    id: OperationId,
+    action: Action,
+    outcome: &ActionOutcome,
+) -> Result<(), CliError> {
     if cli.json {
         print_json(outcome)?;
     }
@@ -386,7 +394,7 @@ async fn bulk(
         return Err(CliError("`--reason` must not be empty".to_owned()));
     }
     let actor = trail.actor();
-    if let Some(id) = id {
+    if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
             return Err(CliError(
                 "give an operation id or filters, not both".to_owned(),
@@ -455,6 +463,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
 
 pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
+    let root = OperationId::from_i64(root);
     let ops = admin.workflow(root).await?;
     if ops.is_empty() {
         return Err(CliError(format!("no operation with id {root}")));
@@ -475,7 +484,7 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
                 op.name,
                 op.status
             )?;
-            let mut children: Vec<i64> = ops
+            let mut children: Vec<OperationId> = ops
                 .iter()
                 .filter(|o| o.parent_id == Some(id))
                 .map(|o| o.id)
@@ -488,18 +497,21 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
 }
 
 /// A worker counts as live when its heartbeat is younger than this.
-const LIVE_MS: i64 = 60_000;
+const LIVE: Duration = Duration::from_mins(1);
+
+/// `workers` lists the workers seen within this long.
+const RECENT: Duration = Duration::from_hours(24);
 
 pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let stats = admin.stats(LIVE_MS, 5).await?;
+    let stats = admin.stats(LIVE, 5).await?;
     if cli.json {
         return print_json(&stats);
     }
     let rows: Vec<Vec<String>> = stats
         .counts
         .iter()
-        .map(|(status, name, n)| vec![status.clone(), name.clone(), n.to_string()])
+        .map(|(status, name, n)| vec![status.to_string(), name.clone(), n.to_string()])
         .collect();
     print_table(&["STATUS", "NAME", "COUNT"], &rows)?;
     println!();
@@ -536,7 +548,7 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
 
 pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let workers = admin.workers(LIVE_MS, 86_400_000).await?;
+    let workers = admin.workers(LIVE, RECENT).await?;
     if cli.json {
         return print_json(&workers);
     }
@@ -563,18 +575,18 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
 
 pub(crate) async fn purge(
     cli: &Cli,
-    older_than_ms: i64,
+    older_than: Duration,
     include_dead: bool,
     include_stalled: bool,
     batch: i64,
 ) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let mut statuses = vec!["succeeded".to_owned(), "cancelled".to_owned()];
+    let mut statuses = vec![Status::Succeeded, Status::Cancelled];
     if include_dead {
-        statuses.push("dead".to_owned());
+        statuses.push(Status::Dead);
     }
     if include_stalled {
-        statuses.push("stalled".to_owned());
+        statuses.push(Status::Stalled);
     }
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::stderr().is_terminal() {
@@ -582,7 +594,7 @@ pub(crate) async fn purge(
     }
     let mut total = 0u64;
     loop {
-        let n = admin.purge_batch(&statuses, older_than_ms, batch).await?;
+        let n = admin.purge_batch(&statuses, older_than, batch).await?;
         total += n;
         bar.set_message(format!("{total} deleted"));
         bar.tick();
@@ -596,7 +608,11 @@ pub(crate) async fn purge(
     }
     println!(
         "purged {total} operation(s) ({}); attempts and operator actions are kept",
-        statuses.join(", ")
+        statuses
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }

@@ -95,11 +95,11 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
         validators.insert(version.name, validator);
     }
     let mut invalid = Vec::new();
-    let (mut after, mut checked) = (0, 0u64);
+    let (mut after, mut checked) = (None, 0u64);
     loop {
         let page = admin.ready_payloads(after, 1000).await?;
         let Some(last) = page.last() else { break };
-        after = last.0;
+        after = Some(last.0);
         for (id, name, payload) in page {
             checked += 1;
             let problem = match validators.get(&name) {

@@ -6,47 +6,32 @@
 //!
 //! ```no_run
 //! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! use pgoutbox::OperationId;
 //! use pgoutbox::admin::{Action, ActionOutcome, Admin};
 //!
 //! let admin = Admin::new(pool, &pgoutbox::Identifier::default());
-//! match admin.act(42, Action::Retry, "alice", "provider fixed the outage").await? {
+//! let id = OperationId::from_i64(42);
+//! match admin.act(id, Action::Retry, "alice", "provider fixed the outage").await? {
 //!     ActionOutcome::Applied { to, .. } => println!("now {to}"),
-//!     refused => println!("{}", refused.message(42, Action::Retry)),
+//!     refused => println!("{}", refused.message(id, Action::Retry)),
 //! }
 //! # Ok(())
 //! # }
 //! ```
 
 use std::fmt;
+use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use pgoutbox_migrate::Identifier;
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Row as _};
+use uuid::Uuid;
 
-use crate::store::Store;
-pub use crate::store::admin::{
-    ActionRow, AttemptRow, OperationFilter, OperationRow, SchemaVersion, WorkerRow,
-};
-
-/// The states an operation can be in.
-///
-/// ```
-/// use pgoutbox::admin::{Action, STATUSES};
-///
-/// // Every state an action is allowed from is one of them.
-/// for action in [Action::Retry, Action::Cancel, Action::Replay] {
-///     assert!(action.allowed_from().iter().all(|s| STATUSES.contains(s)));
-/// }
-/// assert!(STATUSES.contains(&"stalled"));
-/// ```
-pub const STATUSES: [&str; 7] = [
-    "pending",
-    "running",
-    "succeeded",
-    "retrying",
-    "dead",
-    "stalled",
-    "cancelled",
-];
+use crate::definition::OperationId;
+use crate::state::{Outcome, Status};
+use crate::store::admin::ListFilter;
+use crate::store::{Store, millis};
 
 /// An operator's action.
 ///
@@ -55,7 +40,7 @@ pub const STATUSES: [&str; 7] = [
 ///
 /// assert_eq!(Action::Retry.to_string(), "retry");
 /// assert_eq!(Action::Resolve(Resolution::Dead).to_string(), "resolve");
-/// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+/// assert_eq!(Action::Cancel.target(), Some(pgoutbox::Status::Cancelled));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -73,12 +58,13 @@ pub enum Action {
 /// What an operator found out about a stalled operation.
 ///
 /// ```
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Action, Resolution};
 ///
 /// // The charge did go through at the provider: settle it as succeeded.
 /// let resolve = Action::Resolve(Resolution::Succeeded);
-/// assert_eq!(resolve.allowed_from(), ["stalled"]);
-/// assert_eq!(Action::Resolve(Resolution::Dead).target(), Some("dead"));
+/// assert_eq!(resolve.allowed_from(), [Status::Stalled]);
+/// assert_eq!(Action::Resolve(Resolution::Dead).target(), Some(Status::Dead));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolution {
@@ -93,37 +79,39 @@ impl Action {
     /// table).
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::{Action, Resolution};
     ///
-    /// assert_eq!(Action::Retry.allowed_from(), ["dead", "stalled", "cancelled"]);
-    /// assert!(!Action::Cancel.allowed_from().contains(&"running"));
-    /// assert_eq!(Action::Resolve(Resolution::Succeeded).target(), Some("succeeded"));
+    /// assert_eq!(Action::Retry.allowed_from(), [Status::Dead, Status::Stalled, Status::Cancelled]);
+    /// assert!(!Action::Cancel.allowed_from().contains(&Status::Running));
+    /// assert_eq!(Action::Resolve(Resolution::Succeeded).target(), Some(Status::Succeeded));
     /// assert_eq!(Action::Replay.target(), None); // a new operation; the original stays
     /// ```
-    pub fn allowed_from(self) -> &'static [&'static str] {
+    pub fn allowed_from(self) -> &'static [Status] {
         match self {
-            Action::Retry => &["dead", "stalled", "cancelled"],
-            Action::Cancel => &["pending", "retrying", "stalled"],
-            Action::Resolve(_) => &["stalled"],
-            Action::Replay => &["succeeded", "dead", "cancelled"],
+            Action::Retry => &[Status::Dead, Status::Stalled, Status::Cancelled],
+            Action::Cancel => &[Status::Pending, Status::Retrying, Status::Stalled],
+            Action::Resolve(_) => &[Status::Stalled],
+            Action::Replay => &[Status::Succeeded, Status::Dead, Status::Cancelled],
         }
     }
 
     /// The state it leads to (a replay leaves the original as it is).
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::Action;
     ///
-    /// assert_eq!(Action::Retry.target(), Some("pending"));
-    /// assert_eq!(Action::Cancel.target(), Some("cancelled"));
+    /// assert_eq!(Action::Retry.target(), Some(Status::Pending));
+    /// assert_eq!(Action::Cancel.target(), Some(Status::Cancelled));
     /// assert_eq!(Action::Replay.target(), None);
     /// ```
-    pub fn target(self) -> Option<&'static str> {
+    pub fn target(self) -> Option<Status> {
         match self {
-            Action::Retry => Some("pending"),
-            Action::Cancel => Some("cancelled"),
-            Action::Resolve(Resolution::Succeeded) => Some("succeeded"),
-            Action::Resolve(Resolution::Dead) => Some("dead"),
+            Action::Retry => Some(Status::Pending),
+            Action::Cancel => Some(Status::Cancelled),
+            Action::Resolve(Resolution::Succeeded) => Some(Status::Succeeded),
+            Action::Resolve(Resolution::Dead) => Some(Status::Dead),
             Action::Replay => None,
         }
     }
@@ -147,13 +135,15 @@ impl fmt::Display for Action {
 /// What became of an action.
 ///
 /// ```
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Action, ActionOutcome};
 ///
-/// let applied = ActionOutcome::Applied { from: "dead".into(), to: "pending".into(), new_operation_id: None };
-/// assert_eq!(applied.message(7, Action::Retry), "retry: operation 7 dead → pending");
-/// assert_eq!(ActionOutcome::NotFound.message(7, Action::Retry), "no operation with id 7");
+/// let id = pgoutbox::OperationId::from_i64(7);
+/// let applied = ActionOutcome::Applied { from: Status::Dead, to: Status::Pending, new_operation_id: None };
+/// assert_eq!(applied.message(id, Action::Retry), "retry: operation 7 dead → pending");
+/// assert_eq!(ActionOutcome::NotFound.message(id, Action::Retry), "no operation with id 7");
 /// // As the CLI prints it with `--json`:
-/// let json = serde_json::to_value(&ActionOutcome::Refused { status: "running".into() }).unwrap();
+/// let json = serde_json::to_value(&ActionOutcome::Refused { status: Status::Running }).unwrap();
 /// assert_eq!(json, serde_json::json!({ "outcome": "refused", "status": "running" }));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -162,16 +152,16 @@ pub enum ActionOutcome {
     /// Done and recorded.
     Applied {
         /// The state before.
-        from: String,
+        from: Status,
         /// The state after.
-        to: String,
+        to: Status,
         /// For a replay: the new operation.
-        new_operation_id: Option<i64>,
+        new_operation_id: Option<OperationId>,
     },
     /// Refused because of the operation's state, and recorded as refused.
     Refused {
         /// The state that forbids it.
-        status: String,
+        status: Status,
     },
     /// No operation has this id.
     NotFound,
@@ -181,15 +171,16 @@ impl ActionOutcome {
     /// A one-line description for operation `id`.
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::admin::{Action, ActionOutcome};
     ///
-    /// let refused = ActionOutcome::Refused { status: "running".into() };
+    /// let refused = ActionOutcome::Refused { status: Status::Running };
     /// assert_eq!(
-    ///     refused.message(42, Action::Cancel),
+    ///     refused.message(pgoutbox::OperationId::from_i64(42), Action::Cancel),
     ///     "cannot cancel operation 42: it is running (cancel is allowed from pending, retrying, stalled)"
     /// );
     /// ```
-    pub fn message(&self, id: i64, action: Action) -> String {
+    pub fn message(&self, id: OperationId, action: Action) -> String {
         match self {
             ActionOutcome::Applied {
                 from,
@@ -201,19 +192,255 @@ impl ActionOutcome {
             }
             ActionOutcome::Refused { status } => format!(
                 "cannot {action} operation {id}: it is {status} ({action} is allowed from {})",
-                action.allowed_from().join(", ")
+                action
+                    .allowed_from()
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ActionOutcome::NotFound => format!("no operation with id {id}"),
         }
     }
 }
 
+/// Filters of `ops list` and of bulk actions; all optional, combined with
+/// AND.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use pgoutbox::Status;
+/// use pgoutbox::admin::OperationFilter;
+///
+/// // The 20 newest stalled or dead charges of the last hour.
+/// let filter = OperationFilter {
+///     statuses: vec![Status::Stalled, Status::Dead],
+///     name: Some("billing.charge".into()),
+///     since: Some(Duration::from_hours(1)),
+///     limit: Some(20),
+///     ..OperationFilter::default()
+/// };
+/// let found = admin.list(&filter).await?;
+/// assert!(found.len() <= 20 && found.iter().all(|op| op.name == "billing.charge"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    /// Only these states.
+    pub statuses: Vec<Status>,
+    /// Only this name.
+    pub name: Option<String>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only operations published within this long.
+    pub since: Option<Duration>,
+    /// At most this many (newest first).
+    pub limit: Option<i64>,
+}
+
+/// One row of `operations`, as operators see it.
+///
+/// ```no_run
+/// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
+/// use pgoutbox::admin::{Admin, OperationFilter};
+///
+/// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
+/// let dead = OperationFilter { statuses: vec![Status::Dead], ..OperationFilter::default() };
+/// for op in admin.list(&dead).await? {
+///     assert_eq!(op.status, Status::Dead);
+///     assert!(op.finished_at.is_some());
+///     println!("{} {} after {}/{} attempts: {:?}", op.id, op.name, op.attempt, op.max_attempts, op.last_error);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OperationRow {
+    /// Id.
+    pub id: OperationId,
+    /// Name.
+    pub name: String,
+    /// State.
+    pub status: Status,
+    /// Queue.
+    pub queue: String,
+    /// Priority (higher runs first).
+    pub priority: i16,
+    /// Attempts started.
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Declared idempotent.
+    pub idempotent: bool,
+    /// Not before.
+    pub run_at: DateTime<Utc>,
+    /// Parent in the workflow tree.
+    pub parent_id: Option<OperationId>,
+    /// Root of the workflow tree (`None`: it is a root).
+    pub root_id: Option<OperationId>,
+    /// The last error recorded.
+    pub last_error: Option<String>,
+    /// Published at.
+    pub created_at: DateTime<Utc>,
+    /// Last changed at.
+    pub updated_at: DateTime<Utc>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The payload.
+    pub payload: serde_json::Value,
+    /// The payload's schema hash.
+    pub schema_hash: String,
+}
+
+/// One attempt.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::{OperationId, Outcome};
+///
+/// if let Some(detail) = admin.show(OperationId::from_i64(42)).await? {
+///     for attempt in &detail.attempts {
+///         // `lost`: the worker vanished mid-attempt; the outcome is unknown.
+///         if attempt.outcome == Some(Outcome::Lost) {
+///             println!("attempt {} on worker {} is in doubt", attempt.number, attempt.worker_id);
+///         }
+///     }
+///     assert!(detail.attempts.windows(2).all(|w| w[0].number < w[1].number));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttemptRow {
+    /// Attempt number.
+    pub number: i32,
+    /// The worker that ran it.
+    pub worker_id: Uuid,
+    /// Started at.
+    pub started_at: DateTime<Utc>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Outcome (`None` while running).
+    pub outcome: Option<Outcome>,
+    /// Error.
+    pub error: Option<String>,
+    /// The error's chain, outermost first.
+    pub error_chain: Option<serde_json::Value>,
+}
+
+/// One operator action.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::OperationId;
+/// use pgoutbox::admin::Action;
+///
+/// let id = OperationId::from_i64(42);
+/// admin.act(id, Action::Cancel, "alice", "customer asked").await?;
+/// let detail = admin.show(id).await?.expect("operation 42 exists");
+/// let last = detail.actions.last().expect("the action was recorded, applied or refused");
+/// assert_eq!((last.action.as_str(), last.actor.as_str()), ("cancel", "alice"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActionRow {
+    /// The operation acted on.
+    pub operation_id: OperationId,
+    /// `retry`, `cancel`, `resolve` or `replay`.
+    pub action: String,
+    /// `applied` or `refused`.
+    pub outcome: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// State before.
+    pub from_status: Status,
+    /// State after, when applied.
+    pub to_status: Option<Status>,
+    /// For a replay: the new operation.
+    pub new_operation_id: Option<OperationId>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One worker process.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+///
+/// let lease = Duration::from_secs(30);
+/// for worker in admin.workers(3 * lease, Duration::from_hours(1)).await? {
+///     let state = if worker.live { "live" } else { "gone" };
+///     println!("{} {}:{} {state}, handles {:?}", worker.id, worker.host, worker.pid, worker.names);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct WorkerRow {
+    /// Id.
+    pub id: Uuid,
+    /// Host.
+    pub host: String,
+    /// Process id.
+    pub pid: i32,
+    /// pgoutbox version.
+    pub version: String,
+    /// Names handled.
+    pub names: Vec<String>,
+    /// Handler concurrency.
+    pub n_workers: i32,
+    /// Started at.
+    pub started_at: DateTime<Utc>,
+    /// Last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Stopped at (a clean stop).
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Heartbeat within the liveness window and not stopped.
+    pub live: bool,
+}
+
+/// One recorded version of an operation's payload schema.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let history = admin.schema_history("billing.charge").await?;
+/// if let [.., previous, current] = history.as_slice() {
+///     assert_ne!(previous.schema_hash, current.schema_hash);
+///     println!("payload changed at {}", current.first_seen_at);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SchemaVersion {
+    /// The operation's name.
+    pub name: String,
+    /// The schema hash.
+    pub schema_hash: String,
+    /// The JSON Schema.
+    pub json_schema: serde_json::Value,
+    /// First recorded.
+    pub first_seen_at: DateTime<Utc>,
+    /// Last met by a worker or publisher.
+    pub last_seen_at: DateTime<Utc>,
+}
+
 /// An operation with everything recorded about it.
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-/// let detail = admin.show(42).await?.expect("operation 42 exists");
-/// assert_eq!(detail.operation.id, 42);
+/// use pgoutbox::OperationId;
+///
+/// let id = OperationId::from_i64(42);
+/// let detail = admin.show(id).await?.expect("operation 42 exists");
+/// assert_eq!(detail.operation.id, id);
 /// assert!(detail.attempts.len() <= usize::try_from(detail.operation.attempt)?);
 /// println!("{} published {:?}", detail.operation.name, detail.children);
 /// # Ok(())
@@ -228,18 +455,21 @@ pub struct OperationDetail {
     /// Operators' actions on it, in order.
     pub actions: Vec<ActionRow>,
     /// Operations it published (or that replayed it).
-    pub children: Vec<i64>,
+    pub children: Vec<OperationId>,
 }
 
 /// The shape of the system now.
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-/// let stats = admin.stats(90_000, 10).await?;
+/// use std::time::Duration;
+/// use pgoutbox::Status;
+///
+/// let stats = admin.stats(Duration::from_secs(90), 10).await?;
 /// let ready: i64 = stats
 ///     .counts
 ///     .iter()
-///     .filter(|(status, _, _)| status == "pending" || status == "retrying")
+///     .filter(|(status, _, _)| matches!(status, Status::Pending | Status::Retrying))
 ///     .map(|(_, _, n)| n)
 ///     .sum();
 /// println!("{ready} waiting, the oldest for {:?} s", stats.oldest_ready_seconds);
@@ -251,7 +481,7 @@ pub struct OperationDetail {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
     /// (status, name, count).
-    pub counts: Vec<(String, String, i64)>,
+    pub counts: Vec<(Status, String, i64)>,
     /// Age in seconds of the oldest ready operation.
     pub oldest_ready_seconds: Option<f64>,
     /// Successes per minute over the last minutes, oldest first.
@@ -269,16 +499,17 @@ pub struct Stats {
 ///
 /// ```no_run
 /// # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
 /// use pgoutbox::admin::{Admin, OperationFilter};
 ///
 /// let admin = Admin::new(pool, &pgoutbox::Identifier::default());
 /// let stalled = admin
-///     .list(&OperationFilter { statuses: vec!["stalled".into()], ..OperationFilter::default() })
+///     .list(&OperationFilter { statuses: vec![Status::Stalled], ..OperationFilter::default() })
 ///     .await?;
 /// for op in &stalled {
 ///     println!("{} {} {:?}", op.id, op.name, op.last_error);
 /// }
-/// let stats = admin.stats(60_000, 5).await?;
+/// let stats = admin.stats(std::time::Duration::from_mins(1), 5).await?;
 /// for (name, ready) in &stats.unhandled {
 ///     println!("{ready} ready `{name}` operation(s) that no live worker handles");
 /// }
@@ -296,11 +527,12 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::OperationId;
     /// use pgoutbox::admin::Admin;
     ///
     /// let settings = pgoutbox::Settings::load()?;
     /// let admin = Admin::new(settings.pool()?, &settings.schema()?);
-    /// assert!(admin.show(-1).await?.is_none());
+    /// assert!(admin.show(OperationId::from_i64(-1)).await?.is_none());
     /// # Ok(())
     /// # }
     /// ```
@@ -325,6 +557,13 @@ impl Admin {
     /// ```
     pub async fn list(&self, filter: &OperationFilter) -> Result<Vec<OperationRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
+        let filter = ListFilter {
+            statuses: &filter.statuses,
+            name: filter.name.as_deref(),
+            queue: filter.queue.as_deref(),
+            since_ms: filter.since.map(millis),
+            limit: filter.limit,
+        };
         self.store.list_operations(&mut conn, filter).await
     }
 
@@ -332,7 +571,7 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-    /// match admin.show(42).await? {
+    /// match admin.show(pgoutbox::OperationId::from_i64(42)).await? {
     ///     Some(detail) => {
     ///         for attempt in &detail.attempts {
     ///             println!("#{} {:?} {:?}", attempt.number, attempt.outcome, attempt.error);
@@ -343,14 +582,14 @@ impl Admin {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn show(&self, id: i64) -> Result<Option<OperationDetail>, sqlx::Error> {
+    pub async fn show(&self, id: OperationId) -> Result<Option<OperationDetail>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let Some(operation) = self.store.get_operation(&mut conn, id).await? else {
+        let Some(operation) = self.store.operation(&mut conn, id).await? else {
             return Ok(None);
         };
         Ok(Some(OperationDetail {
             attempts: self.store.attempts(&mut conn, id).await?,
-            actions: self.store.actions(&mut conn, id).await?,
+            actions: self.store.operator_actions(&mut conn, id).await?,
             children: self.store.children(&mut conn, id).await?,
             operation,
         }))
@@ -360,16 +599,19 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-    /// let tree = admin.workflow(42).await?;
-    /// if let Some(root) = tree.first() {
-    ///     assert_eq!(root.id, 42);
+    /// use pgoutbox::OperationId;
+    ///
+    /// let root = OperationId::from_i64(42);
+    /// let tree = admin.workflow(root).await?;
+    /// if let Some(first) = tree.first() {
+    ///     assert_eq!(first.id, root);
     ///     // Every other member descends from it.
-    ///     assert!(tree[1..].iter().all(|op| op.root_id == Some(42)));
+    ///     assert!(tree[1..].iter().all(|op| op.root_id == Some(root)));
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn workflow(&self, root: i64) -> Result<Vec<OperationRow>, sqlx::Error> {
+    pub async fn workflow(&self, root: OperationId) -> Result<Vec<OperationRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.workflow(&mut conn, root).await
     }
@@ -381,21 +623,23 @@ impl Admin {
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::{OperationId, Status};
     /// use pgoutbox::admin::{Action, ActionOutcome, Resolution};
     ///
     /// // The provider's dashboard shows the charge: it did happen.
+    /// let id = OperationId::from_i64(42);
     /// let resolve = Action::Resolve(Resolution::Succeeded);
-    /// let outcome = admin.act(42, resolve, "alice", "charge ch_123 found at the provider").await?;
+    /// let outcome = admin.act(id, resolve, "alice", "charge ch_123 found at the provider").await?;
     /// if let ActionOutcome::Applied { from, to, .. } = &outcome {
-    ///     assert_eq!((from.as_str(), to.as_str()), ("stalled", "succeeded"));
+    ///     assert_eq!((*from, *to), (Status::Stalled, Status::Succeeded));
     /// }
-    /// println!("{}", outcome.message(42, resolve));
+    /// println!("{}", outcome.message(id, resolve));
     /// # Ok(())
     /// # }
     /// ```
     pub async fn act(
         &self,
-        id: i64,
+        id: OperationId,
         action: Action,
         actor: &str,
         reason: &str,
@@ -409,7 +653,7 @@ impl Admin {
             return Ok(match result {
                 None => ActionOutcome::NotFound,
                 Some((status, Some(new))) => ActionOutcome::Applied {
-                    from: status.clone(),
+                    from: status,
                     to: status,
                     new_operation_id: Some(new),
                 },
@@ -433,34 +677,38 @@ impl Admin {
             None => ActionOutcome::NotFound,
             Some((from, true)) => ActionOutcome::Applied {
                 from,
-                to: to.to_owned(),
+                to,
                 new_operation_id: None,
             },
             Some((status, false)) => ActionOutcome::Refused { status },
         })
     }
 
-    /// Counts, pace, live workers, unhandled names. A worker is live when
-    /// its heartbeat is younger than `live_ms`.
+    /// Counts, pace over the last `minutes` minutes, live workers,
+    /// unhandled names. A worker is live when its heartbeat is younger
+    /// than `live`.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-    /// let lease_ms = 30_000;
-    /// let stats = admin.stats(3 * lease_ms, 5).await?;
+    /// use std::time::Duration;
+    ///
+    /// let lease = Duration::from_secs(30);
+    /// let stats = admin.stats(3 * lease, 5).await?;
     /// for (name, ready) in &stats.unhandled {
     ///     eprintln!("{ready} ready `{name}` operation(s), and no live worker handles it");
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn stats(&self, live_ms: i64, minutes: i32) -> Result<Stats, sqlx::Error> {
+    pub async fn stats(&self, live: Duration, minutes: i32) -> Result<Stats, sqlx::Error> {
+        let live_ms = millis(live);
         let mut conn = self.pool.acquire().await?;
         let counts = self.store.counts(&mut conn).await?;
-        let (oldest_ready_seconds, succeeded_per_minute) =
-            self.store.pace(&mut conn, minutes).await?;
+        let oldest_ready_seconds = self.store.oldest_ready(&mut conn).await?;
+        let succeeded_per_minute = self.store.succeeded_per_minute(&mut conn, minutes).await?;
         let workers = self
             .store
-            .workers(&mut conn, live_ms, live_ms)
+            .workers::<WorkerRow>(&mut conn, live_ms, live_ms)
             .await?
             .into_iter()
             .filter(|w| w.live)
@@ -475,12 +723,15 @@ impl Admin {
         })
     }
 
-    /// Workers seen within `recent_ms` (live first).
+    /// Workers seen within `recent` (live first); live: a heartbeat
+    /// younger than `live` and no stop.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
     /// // Live: a heartbeat within 90 s; listed: seen within the last day.
-    /// let workers = admin.workers(90_000, 86_400_000).await?;
+    /// let workers = admin.workers(Duration::from_secs(90), Duration::from_hours(24)).await?;
     /// let live = workers.iter().take_while(|w| w.live).count();
     /// assert!(workers[live..].iter().all(|w| !w.live)); // live first
     /// # Ok(())
@@ -488,25 +739,31 @@ impl Admin {
     /// ```
     pub async fn workers(
         &self,
-        live_ms: i64,
-        recent_ms: i64,
+        live: Duration,
+        recent: Duration,
     ) -> Result<Vec<WorkerRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        self.store.workers(&mut conn, live_ms, recent_ms).await
+        self.store
+            .workers(&mut conn, millis(live), millis(recent))
+            .await
     }
 
     /// Deletes one batch (SKIP LOCKED, so several purgers do not collide)
-    /// of operations in `statuses` older than `older_than_ms`; returns how
-    /// many. Call until it returns less than `batch`.
+    /// of operations in `statuses` that finished (or, not finished, last
+    /// changed) longer than `older_than` ago; returns how many. Call until
+    /// it returns less than `batch`.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use pgoutbox::Status;
+    ///
     /// // Delete succeeded and cancelled operations older than 7 days, 1,000 at a time.
-    /// let statuses = ["succeeded".to_owned(), "cancelled".to_owned()];
-    /// let week_ms = 7 * 24 * 3_600_000;
+    /// let statuses = [Status::Succeeded, Status::Cancelled];
+    /// let week = Duration::from_hours(7 * 24);
     /// let mut purged = 0;
     /// loop {
-    ///     let n = admin.purge_batch(&statuses, week_ms, 1000).await?;
+    ///     let n = admin.purge_batch(&statuses, week, 1000).await?;
     ///     purged += n;
     ///     if n < 1000 {
     ///         break;
@@ -518,34 +775,34 @@ impl Admin {
     /// ```
     pub async fn purge_batch(
         &self,
-        statuses: &[String],
-        older_than_ms: i64,
+        statuses: &[Status],
+        older_than: Duration,
         batch: i64,
     ) -> Result<u64, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store
-            .purge(&mut conn, statuses, older_than_ms, batch)
+            .purge(&mut conn, statuses, millis(older_than), batch)
             .await
     }
 
     /// Deletes one batch of attempts and operator actions older than
-    /// `older_than_ms` whose operation is gone; returns how many.
+    /// `older_than` whose operation is gone; returns how many.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
-    /// let ninety_days_ms = 90 * 24 * 3_600_000;
-    /// while admin.purge_history_batch(ninety_days_ms, 1000).await? == 1000 {}
+    /// let ninety_days = std::time::Duration::from_hours(90 * 24);
+    /// while admin.purge_history_batch(ninety_days, 1000).await? == 1000 {}
     /// # Ok(())
     /// # }
     /// ```
     pub async fn purge_history_batch(
         &self,
-        older_than_ms: i64,
+        older_than: Duration,
         batch: i64,
     ) -> Result<i64, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store
-            .purge_history(&mut conn, older_than_ms, batch)
+            .purge_history(&mut conn, millis(older_than), batch)
             .await
     }
 
@@ -593,17 +850,18 @@ impl Admin {
         self.store.latest_schemas(&mut conn).await
     }
 
-    /// One page of ready operations (id, name, payload) with ids above
-    /// `after`, for checks that walk them all.
+    /// One page of up to `limit` ready operations (id, name, payload) with
+    /// ids above `after` (from the first when `None`), for checks that walk
+    /// them all.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
     /// // Walk every ready operation, 500 at a time.
-    /// let mut after = 0;
+    /// let mut after = None;
     /// loop {
     ///     let page = admin.ready_payloads(after, 500).await?;
     ///     let Some((last, _, _)) = page.last() else { break };
-    ///     after = *last;
+    ///     after = Some(*last);
     ///     for (id, name, payload) in &page {
     ///         assert!(payload.is_object(), "operation {id} ({name})");
     ///     }
@@ -613,10 +871,102 @@ impl Admin {
     /// ```
     pub async fn ready_payloads(
         &self,
-        after: i64,
+        after: Option<OperationId>,
         limit: i64,
-    ) -> Result<Vec<(i64, String, serde_json::Value)>, sqlx::Error> {
+    ) -> Result<Vec<(OperationId, String, serde_json::Value)>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.ready_payloads(&mut conn, after, limit).await
+    }
+}
+
+// How the rows of the store's statements (`store/sql/*.sql`) decode into
+// the API's row types, by column name.
+
+fn operation_id(row: &PgRow, column: &str) -> Result<Option<OperationId>, sqlx::Error> {
+    Ok(row
+        .try_get::<Option<i64>, _>(column)?
+        .map(OperationId::from_i64))
+}
+
+impl FromRow<'_, PgRow> for OperationRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(OperationRow {
+            id: OperationId::from_i64(row.try_get("id")?),
+            name: row.try_get("name")?,
+            status: row.try_get("status")?,
+            queue: row.try_get("queue")?,
+            priority: row.try_get("priority")?,
+            attempt: row.try_get("attempt")?,
+            max_attempts: row.try_get("max_attempts")?,
+            idempotent: row.try_get("idempotent")?,
+            run_at: row.try_get("run_at")?,
+            parent_id: operation_id(row, "parent_id")?,
+            root_id: operation_id(row, "root_id")?,
+            last_error: row.try_get("last_error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            finished_at: row.try_get("finished_at")?,
+            payload: row.try_get("payload")?,
+            schema_hash: row.try_get("schema_hash")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for AttemptRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(AttemptRow {
+            number: row.try_get("number")?,
+            worker_id: row.try_get("worker_id")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            outcome: row.try_get("outcome")?,
+            error: row.try_get("error")?,
+            error_chain: row.try_get("error_chain")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for ActionRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(ActionRow {
+            operation_id: OperationId::from_i64(row.try_get("operation_id")?),
+            action: row.try_get("action")?,
+            outcome: row.try_get("outcome")?,
+            actor: row.try_get("actor")?,
+            reason: row.try_get("reason")?,
+            from_status: row.try_get("from_status")?,
+            to_status: row.try_get("to_status")?,
+            new_operation_id: operation_id(row, "new_operation_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for WorkerRow {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(WorkerRow {
+            id: row.try_get("id")?,
+            host: row.try_get("host")?,
+            pid: row.try_get("pid")?,
+            version: row.try_get("version")?,
+            names: row.try_get("names")?,
+            n_workers: row.try_get("n_workers")?,
+            started_at: row.try_get("started_at")?,
+            heartbeat_at: row.try_get("heartbeat_at")?,
+            stopped_at: row.try_get("stopped_at")?,
+            live: row.try_get("live")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for SchemaVersion {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(SchemaVersion {
+            name: row.try_get("name")?,
+            schema_hash: row.try_get("schema_hash")?,
+            json_schema: row.try_get("json_schema")?,
+            first_seen_at: row.try_get("first_seen_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+        })
     }
 }

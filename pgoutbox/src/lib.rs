@@ -107,6 +107,7 @@ mod publish;
 mod registry;
 mod router;
 mod settings;
+mod state;
 mod store;
 mod system;
 
@@ -203,6 +204,7 @@ pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
     DatabaseSettings, RetentionSettings, Settings, SettingsError, WorkflowSettings,
 };
+pub use state::{Outcome, ParseStateError, Status};
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// What handlers and publishers need, in one import.

@@ -145,7 +145,7 @@ async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error
         tx.commit().await?;
         for (id, status) in &rescued {
             tracing::warn!(operation_id = id, status = %status, "expired lease rescued: attempt recorded as lost");
-            metrics::counter!("pgoutbox_lost_total", "status" => status.clone()).increment(1);
+            metrics::counter!("pgoutbox_lost_total", "status" => status.as_str()).increment(1);
         }
         if rescued.len() < usize::try_from(BATCH).unwrap_or(usize::MAX) {
             return Ok(());
@@ -183,7 +183,7 @@ async fn clean_up(
     rt: &Runtime,
     retention: &crate::settings::RetentionSettings,
 ) -> Result<(), sqlx::Error> {
-    let statuses = ["succeeded".to_owned(), "cancelled".to_owned()];
+    let statuses = [crate::Status::Succeeded, crate::Status::Cancelled];
     let batch = i64::from(retention.batch_size);
     let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut conn = rt.pool.acquire().await?;

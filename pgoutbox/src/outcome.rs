@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::definition::Backoff;
 use crate::error::HandlerError;
+use crate::state::{Outcome, Status};
 use crate::store::Failure;
 
 /// How an attempt ended, as the executor saw it.
@@ -71,14 +72,18 @@ impl Attempt {
                 chain,
             })
         };
-        let retry_or_dead = if attempts_left { "retrying" } else { "dead" };
+        let retry_or_dead = if attempts_left {
+            Status::Retrying
+        } else {
+            Status::Dead
+        };
         // Unknown outcome: only an idempotent operation runs again, while
         // it has attempts left; otherwise the unknown waits for an
         // operator (`dead` would claim more than is known).
         let in_doubt = if self.idempotent && attempts_left {
-            "retrying"
+            Status::Retrying
         } else {
-            "stalled"
+            Status::Stalled
         };
         match end {
             AttemptEnd::Succeeded => Decision::Success,
@@ -94,7 +99,7 @@ impl Attempt {
                     short(&stored_hash),
                     short(current_hash),
                 );
-                failure("failed", "dead", error.clone(), vec![error])
+                failure(Outcome::Failed, Status::Dead, error.clone(), vec![error])
             }
             AttemptEnd::Failed(error) => {
                 if let Some(delay) = error.snoozed_for() {
@@ -104,35 +109,35 @@ impl Attempt {
                     };
                 }
                 let next = if error.is_permanent() {
-                    "dead"
+                    Status::Dead
                 } else {
                     retry_or_dead
                 };
-                failure("failed", next, error.to_string(), error.chain())
+                failure(Outcome::Failed, next, error.to_string(), error.chain())
             }
             AttemptEnd::Panicked(message) => {
                 let error = format!("the handler panicked: {message}");
-                failure("failed", retry_or_dead, error.clone(), vec![error])
+                failure(Outcome::Failed, retry_or_dead, error.clone(), vec![error])
             }
             AttemptEnd::TimedOut(after) => {
                 let error = format!(
                     "the handler did not finish within {after:?} and was abandoned; what it did \
                      outside the database is unknown"
                 );
-                failure("timed_out", in_doubt, error.clone(), vec![error])
+                failure(Outcome::TimedOut, in_doubt, error.clone(), vec![error])
             }
             AttemptEnd::Aborted(reason) => {
                 let error = format!(
                     "the handler was aborted ({reason}); what it did outside the database is unknown"
                 );
-                failure("aborted", in_doubt, error.clone(), vec![error])
+                failure(Outcome::Aborted, in_doubt, error.clone(), vec![error])
             }
             AttemptEnd::NotCommitted(reason) => {
                 let error = format!(
                     "the handler succeeded but {reason}; its database writes were rolled back, \
                      what it did outside the database is unknown"
                 );
-                failure("failed", in_doubt, error.clone(), vec![error])
+                failure(Outcome::Failed, in_doubt, error.clone(), vec![error])
             }
         }
     }
@@ -156,10 +161,10 @@ mod tests {
         }
     }
 
-    fn next(decision: &Decision) -> &'static str {
+    fn next(decision: &Decision) -> Status {
         match decision {
-            Decision::Success => "succeeded",
-            Decision::Snooze { .. } => "pending",
+            Decision::Success => Status::Succeeded,
+            Decision::Snooze { .. } => Status::Pending,
             Decision::Failure(f) => f.next_status,
         }
     }
@@ -167,38 +172,50 @@ mod tests {
     #[test]
     fn failures_retry_until_attempts_run_out() {
         let err = || AttemptEnd::Failed(HandlerError::retryable("boom"));
-        assert_eq!(next(&attempt(1, false).decide(err(), 0.0)), "retrying");
-        assert_eq!(next(&attempt(3, false).decide(err(), 0.0)), "dead");
+        assert_eq!(
+            next(&attempt(1, false).decide(err(), 0.0)),
+            Status::Retrying
+        );
+        assert_eq!(next(&attempt(3, false).decide(err(), 0.0)), Status::Dead);
         let permanent = AttemptEnd::Failed(HandlerError::permanent("no"));
-        assert_eq!(next(&attempt(1, false).decide(permanent, 0.0)), "dead");
+        assert_eq!(
+            next(&attempt(1, false).decide(permanent, 0.0)),
+            Status::Dead
+        );
         assert_eq!(
             next(&attempt(1, false).decide(AttemptEnd::Panicked("x".into()), 0.0)),
-            "retrying"
+            Status::Retrying
         );
     }
 
     #[test]
     fn unknown_outcomes_stall_unless_idempotent() {
         let timeout = || AttemptEnd::TimedOut(Duration::from_secs(1));
-        assert_eq!(next(&attempt(1, false).decide(timeout(), 0.0)), "stalled");
-        assert_eq!(next(&attempt(1, true).decide(timeout(), 0.0)), "retrying");
+        assert_eq!(
+            next(&attempt(1, false).decide(timeout(), 0.0)),
+            Status::Stalled
+        );
+        assert_eq!(
+            next(&attempt(1, true).decide(timeout(), 0.0)),
+            Status::Retrying
+        );
         assert_eq!(
             next(&attempt(3, true).decide(timeout(), 0.0)),
-            "stalled",
+            Status::Stalled,
             "an idempotent operation out of attempts waits, in doubt, for an operator"
         );
         assert_eq!(
             next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
-            "stalled"
+            Status::Stalled
         );
         let not_committed = || AttemptEnd::NotCommitted("the commit failed".into());
         assert_eq!(
             next(&attempt(1, false).decide(not_committed(), 0.0)),
-            "stalled"
+            Status::Stalled
         );
         assert_eq!(
             next(&attempt(1, true).decide(not_committed(), 0.0)),
-            "retrying"
+            Status::Retrying
         );
     }
 

@@ -303,8 +303,8 @@ impl PublishOptions {
     /// let options = PublishOptions::new().parent(charge);
     /// let receipt = publisher.publish_with(&mut tx, Receipt { amount_cents: 1999 }, options).await?;
     /// tx.commit().await?;
-    /// let tree = pgoutbox::admin::Admin::new(pool, &pgoutbox::Identifier::default()).workflow(charge.as_i64()).await?;
-    /// assert_eq!(tree.iter().map(|op| op.id).collect::<Vec<_>>(), [charge.as_i64(), receipt.as_i64()]);
+    /// let tree = pgoutbox::admin::Admin::new(pool, &pgoutbox::Identifier::default()).workflow(charge).await?;
+    /// assert_eq!(tree.iter().map(|op| op.id).collect::<Vec<_>>(), [charge, receipt]);
     /// # Ok(())
     /// # }
     /// ```

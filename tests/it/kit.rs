@@ -8,6 +8,7 @@ use std::sync::{LazyLock, Mutex};
 
 use pgoutbox::prelude::*;
 use pgoutbox::testing::{CrashPoint, Harness, published};
+use pgoutbox::{Outcome, Status};
 
 use crate::support::{count, test_db};
 
@@ -147,9 +148,9 @@ async fn run_inline_runs_one_operation_through_a_real_worker() {
         .run_inline(KitSms { key: key.clone() })
         .await
         .unwrap();
-    assert_eq!(done.operation.status, "succeeded");
+    assert_eq!(done.operation.status, Status::Succeeded);
     assert_eq!(done.attempts.len(), 1);
-    assert_eq!(done.attempts[0].outcome.as_deref(), Some("succeeded"));
+    assert_eq!(done.attempts[0].outcome, Some(Outcome::Succeeded));
     assert_eq!(calls(&key), 1);
 }
 
@@ -174,7 +175,7 @@ async fn run_until_idle_runs_follow_ups_too_and_counts_by_state() {
         .run_until_idle()
         .await
         .unwrap();
-    assert_eq!(idle.count("succeeded"), 6, "{idle:?}");
+    assert_eq!(idle.count(Status::Succeeded), 6, "{idle:?}");
     assert_eq!(idle.by_status.len(), 1, "{idle:?}");
     assert_eq!(calls(&format!("{key}-4")), 1);
 }
@@ -191,9 +192,9 @@ async fn a_crash_before_the_external_call_leaves_a_lost_attempt_and_no_call() {
         .await
         .unwrap();
     // Nobody can know the call did not happen: it waits for an operator.
-    assert_eq!(crashed.operation.status, "stalled");
+    assert_eq!(crashed.operation.status, Status::Stalled);
     assert_eq!(crashed.attempts.len(), 1);
-    assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
     assert_eq!(calls(&key), 0);
 }
 
@@ -207,8 +208,8 @@ async fn a_crash_after_the_external_call_stalls_a_non_idempotent_operation() {
         .run_inline(KitSms { key: key.clone() })
         .await
         .unwrap();
-    assert_eq!(crashed.operation.status, "stalled");
-    assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(crashed.operation.status, Status::Stalled);
+    assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
     assert_eq!(
         calls(&key),
         1,
@@ -226,13 +227,9 @@ async fn a_crash_after_the_external_call_retries_an_idempotent_operation() {
         .run_inline(KitCharge { key: key.clone() })
         .await
         .unwrap();
-    assert_eq!(crashed.operation.status, "succeeded");
-    let outcomes: Vec<_> = crashed
-        .attempts
-        .iter()
-        .map(|a| a.outcome.as_deref())
-        .collect();
-    assert_eq!(outcomes, [Some("lost"), Some("succeeded")]);
+    assert_eq!(crashed.operation.status, Status::Succeeded);
+    let outcomes: Vec<_> = crashed.attempts.iter().map(|a| a.outcome).collect();
+    assert_eq!(outcomes, [Some(Outcome::Lost), Some(Outcome::Succeeded)]);
     assert_eq!(calls(&key), 2, "at least once: the provider deduplicates");
 }
 
@@ -246,8 +243,8 @@ async fn a_crash_before_the_commit_keeps_a_transactional_write_exactly_once() {
         .run_inline(KitLedger { key: key.clone() })
         .await
         .unwrap();
-    assert_eq!(crashed.operation.status, "succeeded");
-    assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(crashed.operation.status, Status::Succeeded);
+    assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
     assert_eq!(calls(&key), 2, "the handler ran twice");
     assert_eq!(
         count(&db, "SELECT count(*) FROM kit_ledger").await,
@@ -266,8 +263,8 @@ async fn a_crash_before_the_commit_stalls_a_transactional_operation_with_an_exte
         .run_inline(KitTransfer { key: key.clone() })
         .await
         .unwrap();
-    assert_eq!(crashed.operation.status, "stalled");
-    assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+    assert_eq!(crashed.operation.status, Status::Stalled);
+    assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
     assert_eq!(calls(&key), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM kit_ledger").await, 0);
 }

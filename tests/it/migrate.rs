@@ -1,5 +1,8 @@
 //! `pgoutbox-migrate` against a real database.
 
+use std::collections::BTreeSet;
+
+use pgoutbox::{Outcome, Status};
 use pgoutbox_migrate::{Error, Identifier};
 
 use crate::support::{empty_db, tables};
@@ -114,11 +117,7 @@ async fn a_database_at_another_version_is_refused_naming_both() {
     assert!(
         matches!(
             err,
-            Error::VersionMismatch {
-                database: 0,
-                binary,
-                ..
-            }
+            Error::VersionMismatch { database: 0, binary: b, .. } if b == binary
         ),
         "{err}"
     );
@@ -276,4 +275,35 @@ async fn claimable_takes_its_names_in_order_and_steps_over_locked_rows() {
         .await
         .unwrap();
     assert!(none.is_empty(), "{none:?}");
+}
+
+/// The texts a `CHECK` constraint of the migrated storage admits, read
+/// back from `pg_constraint` (`… = ANY (ARRAY['a'::text, 'b'::text])`).
+async fn admitted(db: &pgoutbox::testing::TestDatabase, constraint: &str) -> BTreeSet<String> {
+    let def: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c \
+         WHERE c.conname = $1 AND c.connamespace = 'pgoutbox'::regnamespace",
+    )
+    .bind(constraint)
+    .fetch_one(db.pool())
+    .await
+    .unwrap_or_else(|e| panic!("{constraint}: {e}"));
+    // Every other piece between quotes is a literal.
+    let admitted: BTreeSet<String> = def
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(!admitted.is_empty(), "no literal in {def}");
+    admitted
+}
+
+#[tokio::test]
+async fn the_state_types_are_the_check_constraints() {
+    let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
+    let statuses: BTreeSet<String> = Status::ALL.iter().map(|s| s.as_str().to_owned()).collect();
+    assert_eq!(admitted(&db, "operations_status_check").await, statuses);
+    let outcomes: BTreeSet<String> = Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect();
+    assert_eq!(admitted(&db, "attempts_outcome_check").await, outcomes);
 }

@@ -193,8 +193,8 @@ pub(crate) fn wanted(test: &str) -> bool {
             false
         }
         Ok(other) => panic!("{SWITCH} must be `1` or `0`, not {other:?}"),
-        Err(std::env::VarError::NotUnicode(other)) => {
-            panic!("{SWITCH} must be `1` or `0`, not {other:?}")
+        Err(std::env::VarError::NotUnicode(_)) => {
+            panic!("{SWITCH} must be `1` or `0`, not a value that is not UTF-8")
         }
     }
 }

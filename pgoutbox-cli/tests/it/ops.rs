@@ -1,6 +1,7 @@
 //! `pgoutbox ops …`, `workflow`, `stats`, `workers`, `purge`.
 
 use assert_cmd::Command;
+use pgoutbox::Status;
 use pgoutbox::testing::TestDatabase;
 
 fn pgoutbox(db: &TestDatabase) -> Command {
@@ -42,16 +43,6 @@ async fn count(db: &TestDatabase, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
 }
 
-const STATUSES: [&str; 7] = [
-    "pending",
-    "running",
-    "succeeded",
-    "retrying",
-    "dead",
-    "stalled",
-    "cancelled",
-];
-
 #[tokio::test]
 async fn the_state_by_action_table_cell_by_cell() {
     let db = TestDatabase::new().await.unwrap();
@@ -76,7 +67,7 @@ async fn the_state_by_action_table_cell_by_cell() {
         (&["replay"], &["succeeded", "dead", "cancelled"], None),
     ];
     for (args, allowed, to) in actions {
-        for from in STATUSES {
+        for from in Status::ALL.map(Status::as_str) {
             let id = op(&db, "cell.test", from).await;
             let mut cmd = pgoutbox(&db);
             cmd.arg("ops")
@@ -358,7 +349,7 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
 async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     let db = TestDatabase::new().await.unwrap();
     let mut ids = Vec::new();
-    for s in STATUSES {
+    for s in Status::ALL.map(Status::as_str) {
         ids.push((s, op(&db, "purge.test", s).await));
     }
     sqlx::query("UPDATE pgoutbox.operations SET finished_at = now() - interval '10 days', updated_at = now() - interval '10 days'")

@@ -1,9 +1,12 @@
-//! Every SQL statement of the runtime, one function per named statement,
-//! the text in `sql/*.sql`.
+//! Every SQL statement of the runtime, of operators' tools and of the test
+//! kit, one function per named statement, the text in `sql/*.sql`.
 //!
 //! Statements name the schema as `{schema}`; a [`Store`] renders them once
 //! for its validated, quoted schema (and channel), so no other module builds
-//! SQL text.
+//! SQL text. The other placeholders: `{notify}` and `{on_conflict}` (see
+//! `insert_operation.sql`), `{operation_columns}` (the columns of an
+//! operation as operators see it, [`admin::OPERATION_COLUMNS`]) and
+//! `{attempt_id}` (`begin_attempt.sql`, put in when it is sent).
 
 use std::sync::Arc;
 
@@ -13,21 +16,20 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row as _};
 use uuid::Uuid;
 
 use crate::definition::{OperationId, OperationSchema};
-
-pub(crate) mod admin;
+use crate::state::{Outcome, Status};
 
 macro_rules! statements {
-    ($($name:ident),* $(,)?) => {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {
         /// The rendered statements for one schema and channel.
         #[derive(Debug)]
         pub(crate) struct Statements {
-            $($name: Arc<str>,)*
+            $($(#[$attr])* $name: Arc<str>,)*
         }
 
         impl Statements {
             fn render(render: impl Fn(&str) -> Arc<str>) -> Self {
                 Statements {
-                    $($name: render(include_str!(concat!("sql/", stringify!($name), ".sql"))),)*
+                    $($(#[$attr])* $name: render(include_str!(concat!("sql/", stringify!($name), ".sql"))),)*
                 }
             }
         }
@@ -51,11 +53,37 @@ statements!(
     deregister_worker,
     record_schema,
     unhandled_names,
+    // Operators' (`admin`).
+    list_operations,
+    operation,
+    workflow,
+    children,
+    attempts,
+    operator_actions,
     operator_transition,
     operator_replay,
     purge,
     purge_history,
+    counts,
+    oldest_ready,
+    succeeded_per_minute,
+    workers,
+    schema_history,
+    latest_schemas,
+    ready_payloads,
+    // The test kit's (`testing`).
+    #[cfg(feature = "testing")]
+    published_in_transaction,
+    #[cfg(feature = "testing")]
+    busy,
+    #[cfg(feature = "testing")]
+    count_by_status,
 );
+
+/// Milliseconds, as statements take durations; saturates.
+pub(crate) fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
 
 /// The statements of one schema, cheap to clone.
 #[derive(Debug, Clone)]
@@ -65,7 +93,6 @@ pub(crate) struct Store {
     /// an idempotency key.
     insert_keyed: Arc<str>,
     persistent: bool,
-    schema: Identifier,
 }
 
 /// A row to insert into `operations`.
@@ -133,19 +160,35 @@ pub(crate) struct Fence {
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
     /// The attempt's outcome: `failed`, `timed_out` or `aborted`.
-    pub(crate) outcome: &'static str,
+    pub(crate) outcome: Outcome,
     /// The operation's next status: `retrying`, `dead` or `stalled`.
-    pub(crate) next_status: &'static str,
+    pub(crate) next_status: Status,
     pub(crate) retry_delay_ms: i64,
     pub(crate) error: String,
     pub(crate) chain: Vec<String>,
 }
 
+/// A statement of `$store` by name, as `sqlx::$kind` (`query`, `query_as`,
+/// `query_scalar`; `query_as::<Row>` names the row type).
 macro_rules! query {
     ($store:expr, $kind:ident, $name:ident) => {
-        sqlx::$kind(AssertSqlSafe(Arc::clone(&$store.sql.$name))).persistent($store.persistent)
+        sqlx::$kind(sqlx::AssertSqlSafe(std::sync::Arc::clone(
+            &$store.sql.$name,
+        )))
+        .persistent($store.persistent)
+    };
+    ($store:expr, $kind:ident::<$row:ty>, $name:ident) => {
+        sqlx::$kind::<_, $row>(sqlx::AssertSqlSafe(std::sync::Arc::clone(
+            &$store.sql.$name,
+        )))
+        .persistent($store.persistent)
     };
 }
+
+// After `query!`, which they use.
+pub(crate) mod admin;
+#[cfg(feature = "testing")]
+mod testing;
 
 impl Store {
     /// Renders every statement for `schema`, notifying on `channel` when
@@ -159,6 +202,7 @@ impl Store {
         );
         let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
+                .replace("{operation_columns}", admin::OPERATION_COLUMNS)
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)
                 .replace("{on_conflict}", on_conflict)
@@ -173,7 +217,6 @@ impl Store {
             sql: Arc::new(sql),
             insert_keyed,
             persistent,
-            schema: schema.clone(),
         }
     }
 
@@ -406,16 +449,15 @@ impl Store {
     /// Opens a transactional handler's transaction, marked (transaction-
     /// locally) with its attempt so that `complete_success` can tell it is
     /// still the same transaction: one round trip, `BEGIN` and the mark
-    /// sent together.
+    /// sent together. It names no schema, so it needs no rendered `Store`.
     pub(crate) async fn begin_attempt(
         pool: &sqlx::PgPool,
         attempt_id: i64,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        // An integer formatted into the statement: nothing to escape.
-        pool.begin_with(sqlx::AssertSqlSafe(format!(
-            "BEGIN; SELECT set_config('pgoutbox.attempt', '{attempt_id}', true)"
-        )))
-        .await
+        // An integer put into the statement: nothing to escape.
+        let sql =
+            include_str!("sql/begin_attempt.sql").replace("{attempt_id}", &attempt_id.to_string());
+        pool.begin_with(AssertSqlSafe(sql)).await
     }
 
     /// The attempt the transaction in progress was opened for, or '' if
@@ -464,7 +506,7 @@ impl Store {
         &self,
         conn: &mut PgConnection,
         limit: i32,
-    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    ) -> Result<Vec<(i64, Status)>, sqlx::Error> {
         query!(self, query_as, rescue)
             .bind(limit)
             .fetch_all(&mut *conn)

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row as _};
+use sqlx::{PgConnection, PgPool};
 
 use crate::admin::{Admin, OperationDetail};
 use crate::executor::Crash;
+use crate::store::Store;
 use crate::{
     Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
-    StartError, WorkflowRouter, WorkflowSystem,
+    StartError, Status, WorkflowRouter, WorkflowSystem,
 };
 
 use super::TestDatabase;
@@ -38,7 +39,7 @@ pub enum KitError {
         /// The operation's name.
         name: &'static str,
         /// The operation.
-        id: i64,
+        id: OperationId,
         /// The type asked for.
         type_name: &'static str,
         /// serde's message.
@@ -127,22 +128,13 @@ pub async fn published_in<O: Operation>(
     conn: &mut PgConnection,
     schema: &Identifier,
 ) -> Result<Vec<O>, KitError> {
-    // `xmin` is the transaction that wrote the row version: this one's id
-    // (taken as `xid`, as `xmin` is) picks the rows it inserted.
-    let sql = format!(
-        "SELECT id, payload FROM {}.operations \
-         WHERE name = $1 AND xmin = pg_current_xact_id()::xid ORDER BY id",
-        schema.quoted()
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(O::NAME)
-        .fetch_all(conn)
+    // Unnamed statements: the kit leaves nothing in the statement cache of
+    // the application's connection.
+    let rows = Store::new(schema, None, false)
+        .published_in_transaction(conn, O::NAME)
         .await?;
     rows.into_iter()
-        .map(|row| {
-            let id: i64 = row.try_get("id")?;
-            let payload: serde_json::Value = row.try_get("payload")?;
+        .map(|(id, payload)| {
             serde_json::from_value(payload).map_err(|error| KitError::Decode {
                 name: O::NAME,
                 id,
@@ -194,6 +186,7 @@ macro_rules! assert_published {
 /// ```no_run
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+/// use pgoutbox::{Outcome, Status};
 ///
 /// /// Idempotent: an unknown outcome is simply retried.
 /// #[operation("mail.send", idempotent)]
@@ -209,8 +202,8 @@ macro_rules! assert_published {
 ///     .crash_at(CrashPoint::BeforeExternalCall)
 ///     .run_inline(SendMail { to: "ada@example.com".into() })
 ///     .await?;
-/// assert_eq!(done.operation.status, "succeeded"); // on the second attempt
-/// assert_eq!(done.attempts[0].outcome.as_deref(), Some("lost"));
+/// assert_eq!(done.operation.status, Status::Succeeded); // on the second attempt
+/// assert_eq!(done.attempts[0].outcome, Some(Outcome::Lost));
 /// # Ok(())
 /// # }
 /// ```
@@ -244,6 +237,7 @@ impl From<CrashPoint> for Crash {
 /// each state.
 ///
 /// ```no_run
+/// use pgoutbox::Status;
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{Harness, TestDatabase};
 ///
@@ -259,30 +253,31 @@ impl From<CrashPoint> for Crash {
 /// publish_many(&mut tx, (0..3).map(|i| SendMail { to: format!("user{i}@example.com") })).await?;
 /// tx.commit().await?;
 /// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
-/// assert_eq!(idle.by_status.get("succeeded"), Some(&3));
-/// assert_eq!(idle.count("dead"), 0);
+/// assert_eq!(idle.by_status.get(&Status::Succeeded), Some(&3));
+/// assert_eq!(idle.count(Status::Dead), 0);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Idle {
     /// State → count (states without operations are absent).
-    pub by_status: BTreeMap<String, i64>,
+    pub by_status: BTreeMap<Status, i64>,
 }
 
 impl Idle {
     /// How many operations are in `status`.
     ///
     /// ```
+    /// use pgoutbox::Status;
     /// use pgoutbox::testing::Idle;
     ///
     /// let mut idle = Idle::default();
-    /// idle.by_status.insert("succeeded".into(), 3);
-    /// assert_eq!(idle.count("succeeded"), 3);
-    /// assert_eq!(idle.count("stalled"), 0); // absent: none
+    /// idle.by_status.insert(Status::Succeeded, 3);
+    /// assert_eq!(idle.count(Status::Succeeded), 3);
+    /// assert_eq!(idle.count(Status::Stalled), 0); // absent: none
     /// ```
-    pub fn count(&self, status: &str) -> i64 {
-        self.by_status.get(status).copied().unwrap_or(0)
+    pub fn count(&self, status: Status) -> i64 {
+        self.by_status.get(&status).copied().unwrap_or(0)
     }
 }
 
@@ -293,6 +288,7 @@ impl Idle {
 /// ```no_run
 /// use pgoutbox::prelude::*;
 /// use pgoutbox::testing::{CrashPoint, Harness, TestDatabase};
+/// use pgoutbox::{Outcome, Status};
 ///
 /// /// Not idempotent: an unknown outcome waits for an operator.
 /// #[operation("sms.send")]
@@ -306,7 +302,7 @@ impl Idle {
 ///
 /// // Run one operation through a real worker.
 /// let done = Harness::new(&db).operation::<SendSms>().run_inline(SendSms { to: "+4912".into() }).await?;
-/// assert_eq!(done.operation.status, "succeeded");
+/// assert_eq!(done.operation.status, Status::Succeeded);
 ///
 /// // The worker dies after the external call: the attempt is `lost`, and
 /// // the operation, not idempotent, is `stalled` instead of sent twice.
@@ -315,8 +311,8 @@ impl Idle {
 ///     .crash_at(CrashPoint::AfterExternalCall)
 ///     .run_inline(SendSms { to: "+4913".into() })
 ///     .await?;
-/// assert_eq!(crashed.operation.status, "stalled");
-/// assert_eq!(crashed.attempts[0].outcome.as_deref(), Some("lost"));
+/// assert_eq!(crashed.operation.status, Status::Stalled);
+/// assert_eq!(crashed.attempts[0].outcome, Some(Outcome::Lost));
 /// # Ok(())
 /// # }
 /// ```
@@ -412,7 +408,7 @@ impl Harness {
     /// publish(&mut tx, Charge { amount_cents: 1999 }).await?;
     /// tx.commit().await?;
     /// let idle = Harness::new(&db).router(billing).run_until_idle().await?;
-    /// assert_eq!(idle.count("succeeded"), 2); // the charge and its follow-up
+    /// assert_eq!(idle.count(pgoutbox::Status::Succeeded), 2); // the charge and its follow-up
     /// # Ok(())
     /// # }
     /// ```
@@ -439,7 +435,7 @@ impl Harness {
     ///     .operation::<SendMail>()
     ///     .run_inline(SendMail { to: "a@example.com".into() })
     ///     .await?;
-    /// assert_eq!(done.operation.status, "dead");
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Dead);
     /// assert_eq!(done.attempts.len(), 2);
     /// # Ok(())
     /// # }
@@ -474,7 +470,7 @@ impl Harness {
     ///     .run_inline(Record { amount_cents: 500 })
     ///     .await?;
     /// // Not idempotent, outcome unknown: an operator decides. The write never committed.
-    /// assert_eq!(done.operation.status, "stalled");
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Stalled);
     /// let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger").fetch_one(db.pool()).await?;
     /// assert_eq!(rows, 0);
     /// # Ok(())
@@ -520,6 +516,7 @@ impl Harness {
     /// it and counts the operations by state.
     ///
     /// ```no_run
+    /// use pgoutbox::Status;
     /// use pgoutbox::prelude::*;
     /// use pgoutbox::testing::{Harness, TestDatabase};
     ///
@@ -539,7 +536,7 @@ impl Harness {
     /// publish(&mut tx, SendMail { to: "bob@invalid".into() }).await?;
     /// tx.commit().await?;
     /// let idle = Harness::new(&db).operation::<SendMail>().run_until_idle().await?;
-    /// assert_eq!((idle.count("succeeded"), idle.count("dead")), (1, 1));
+    /// assert_eq!((idle.count(Status::Succeeded), idle.count(Status::Dead)), (1, 1));
     /// # Ok(())
     /// # }
     /// ```
@@ -570,8 +567,8 @@ impl Harness {
     /// let db = TestDatabase::new().await?;
     /// let done = Harness::new(&db).operation::<BuildReport>().run_inline(BuildReport { account: 7 }).await?;
     /// // Settled: waiting for a later `run_at` counts as settled.
-    /// assert_eq!(done.operation.status, "pending");
-    /// assert_eq!(done.attempts[0].outcome.as_deref(), Some("snoozed"));
+    /// assert_eq!(done.operation.status, pgoutbox::Status::Pending);
+    /// assert_eq!(done.attempts[0].outcome, Some(pgoutbox::Outcome::Snoozed));
     /// # Ok(())
     /// # }
     /// ```
@@ -580,7 +577,7 @@ impl Harness {
         self.run(Some(id)).await?;
         let admin = Admin::new(self.pool.clone(), &self.settings.schema()?);
         Ok(admin
-            .show(id.as_i64())
+            .show(id)
             .await?
             .expect("the operation was published and is never purged in a test"))
     }
@@ -611,11 +608,19 @@ impl Harness {
         Ok(names)
     }
 
+    /// The kit's statements for the harness's schema.
+    fn store(&self) -> Result<Store, KitError> {
+        Ok(Store::new(&self.settings.schema()?, None, false))
+    }
+
     /// Polls until nothing of `names` (or only `only`) runs or is ready.
     async fn wait(&self, names: &[String], only: Option<OperationId>) -> Result<(), KitError> {
+        let store = self.store()?;
         let started = Instant::now();
         loop {
-            let (running, ready) = self.busy(names, only).await?;
+            let mut conn = self.pool.acquire().await?;
+            let (running, ready) = store.busy(&mut conn, names, only).await?;
+            drop(conn);
             if running == 0 && ready == 0 {
                 return Ok(());
             }
@@ -628,27 +633,6 @@ impl Harness {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// How many operations of `names` (or only `id`) run or are ready.
-    async fn busy(
-        &self,
-        names: &[String],
-        id: Option<OperationId>,
-    ) -> Result<(i64, i64), KitError> {
-        let sql = format!(
-            "SELECT count(*) FILTER (WHERE status = 'running') AS running, \
-                    count(*) FILTER (WHERE status IN ('pending', 'retrying') AND run_at <= now()) AS ready \
-             FROM {}.operations WHERE name = ANY($1) AND ($2::bigint IS NULL OR id = $2)",
-            self.settings.schema()?.quoted()
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .persistent(false)
-            .bind(names)
-            .bind(id.map(OperationId::as_i64))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("running")?, row.try_get("ready")?))
     }
 
     async fn count(&self, names: &[String]) -> Result<Idle, KitError> {
@@ -692,7 +676,7 @@ impl Harness {
 /// tx.commit().await?;
 /// // Waits for the delayed operation too.
 /// let finished = wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
-/// assert_eq!(finished.count("succeeded"), 1);
+/// assert_eq!(finished.count(pgoutbox::Status::Succeeded), 1);
 /// system.stop().await?;
 /// # Ok(())
 /// # }
@@ -705,8 +689,8 @@ pub async fn wait_until_finished(
     let started = Instant::now();
     loop {
         let idle = count_by_status(db.pool(), &Identifier::default(), names).await?;
-        let running = idle.count("running");
-        let waiting = idle.count("pending") + idle.count("retrying");
+        let running = idle.count(Status::Running);
+        let waiting = idle.count(Status::Pending) + idle.count(Status::Retrying);
         if running == 0 && waiting == 0 {
             return Ok(idle);
         }
@@ -727,19 +711,11 @@ async fn count_by_status(
     schema: &Identifier,
     names: &[String],
 ) -> Result<Idle, KitError> {
-    let sql = format!(
-        "SELECT status, count(*) AS n FROM {}.operations WHERE name = ANY($1) GROUP BY status",
-        schema.quoted()
-    );
-    let rows = sqlx::query(AssertSqlSafe(sql))
-        .persistent(false)
-        .bind(names)
-        .fetch_all(pool)
+    let mut conn = pool.acquire().await?;
+    let counts = Store::new(schema, None, false)
+        .count_by_status(&mut conn, names)
         .await?;
-    let mut idle = Idle::default();
-    for row in rows {
-        idle.by_status
-            .insert(row.try_get("status")?, row.try_get("n")?);
-    }
-    Ok(idle)
+    Ok(Idle {
+        by_status: counts.into_iter().collect(),
+    })
 }

@@ -1,0 +1,2 @@
+-- One operation, as operators see it.
+SELECT {operation_columns} FROM {schema}.operations WHERE id = $1
