@@ -191,17 +191,15 @@ pub use error::{HandlerError, Result};
 /// path; `PGOUTBOX_MACROS_DEBUG=1` prints the expansion.
 pub use pgoutbox_macros::operation;
 pub use pgoutbox_migrate::{Identifier, InvalidIdentifier};
-pub use publish::{
-    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, PublishError, PublishOptions, Publisher, publish,
-    publish_many,
-};
+pub use publish::{PublishError, PublishOptions, Publisher, publish, publish_many};
 pub use registry::{
     BoxFuture, Entry, ErasedHandler, Handler, HandlerFailure, PlainHandler, Registration, Registry,
     RegistryError, TxHandler,
 };
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
-    DatabaseSettings, RetentionSettings, Settings, SettingsError, WorkflowSettings,
+    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, RetentionSettings, Settings,
+    SettingsError, WorkflowSettings,
 };
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 

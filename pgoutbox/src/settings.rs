@@ -10,6 +10,24 @@ use pgoutbox_migrate::Identifier;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+/// The attempts an operation gets when neither its attribute nor the
+/// settings say otherwise.
+///
+/// ```
+/// assert_eq!(pgoutbox::DEFAULT_MAX_ATTEMPTS, 5);
+/// assert_eq!(pgoutbox::Settings::default().workflow_system.max_attempts, pgoutbox::DEFAULT_MAX_ATTEMPTS);
+/// ```
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// The NOTIFY channel used when the settings name none.
+///
+/// ```
+/// let settings = pgoutbox::Settings::default();
+/// assert_eq!(settings.channel()?.as_str(), pgoutbox::DEFAULT_CHANNEL);
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
+pub const DEFAULT_CHANNEL: &str = "pgoutbox";
+
 /// Everything pgoutbox can be told, in two groups as in the original
 /// project.
 ///
@@ -223,13 +241,13 @@ impl Default for RetentionSettings {
 impl Default for WorkflowSettings {
     fn default() -> Self {
         WorkflowSettings {
-            channel: crate::publish::DEFAULT_CHANNEL.to_owned(),
+            channel: DEFAULT_CHANNEL.to_owned(),
             notify: true,
             n_workers: 10,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             shutdown_wait: Duration::from_secs(30),
-            max_attempts: crate::publish::DEFAULT_MAX_ATTEMPTS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_hours(1),
             handler_timeout: Duration::from_mins(5),
