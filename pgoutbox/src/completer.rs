@@ -7,20 +7,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::runtime::{Completion, Runtime};
 use crate::store::Fence;
-use crate::system::Runtime;
 
 /// Most successes per statement.
 const BATCH: usize = 100;
 
-/// A success waiting to be recorded, and where to say whether it was.
-pub(crate) type Request = (Fence, oneshot::Sender<Result<bool, String>>);
-
 /// Records batches until every sender is gone.
-pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>) {
-    let mut batch: Vec<Request> = Vec::with_capacity(BATCH);
+pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Completion>) {
+    let mut batch: Vec<Completion> = Vec::with_capacity(BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
         while batch.len() < BATCH {
@@ -33,7 +30,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>)
     }
 }
 
-async fn flush(rt: &Runtime, batch: &mut Vec<Request>) {
+async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     let fences: Vec<Fence> = batch.iter().map(|(fence, _)| *fence).collect();
     let result = async {
         let mut conn = rt.pool.acquire().await?;

@@ -4,12 +4,9 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tracing::Instrument as _;
 
 use crate::context::{AttemptInfo, Context, TxContext};
@@ -17,79 +14,8 @@ use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
+use crate::runtime::{Crash, RunningOp, Runtime};
 use crate::store::{Claimed, Fence, NewOperation, Store};
-use crate::system::Runtime;
-
-/// Where a test makes this worker vanish in the middle of an operation's
-/// first attempt (`pgoutbox::testing::Harness::crash_at`): the attempt is
-/// left as a dead worker leaves it, unrecorded, its lease no longer
-/// renewed, for the rescuer to find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
-pub(crate) enum Crash {
-    /// Before the handler is called.
-    BeforeCall,
-    /// After the handler returned, before anything is recorded (a
-    /// transactional handler's transaction is rolled back).
-    AfterCall,
-    /// For a transactional handler, after its success statement, before
-    /// the commit; for a plain one, the same as `AfterCall`.
-    BeforeCommit,
-}
-
-/// A running operation, as the heartbeat and shutdown see it.
-#[derive(Debug)]
-pub(crate) struct RunningOp {
-    /// The handler slot and the permits of its limited groups
-    /// (`WorkflowRouter::concurrency`), given back once the handler has
-    /// returned.
-    slot: Mutex<Vec<OwnedSemaphorePermit>>,
-    abort: Notify,
-    reason: OnceLock<&'static str>,
-    /// Set when a heartbeat found the lease gone: the fence would refuse
-    /// any record, so recording stops trying.
-    lost: AtomicBool,
-}
-
-impl RunningOp {
-    pub(crate) fn new(slot: Vec<OwnedSemaphorePermit>) -> RunningOp {
-        RunningOp {
-            slot: Mutex::new(slot),
-            abort: Notify::new(),
-            reason: OnceLock::new(),
-            lost: AtomicBool::new(false),
-        }
-    }
-
-    /// Gives the handler slot and its groups' permits back (once; later
-    /// calls do nothing).
-    pub(crate) fn release_slot(&self) {
-        drop(std::mem::take(
-            &mut *self.slot.lock().expect("slot poisoned"),
-        ));
-    }
-
-    /// Abandons the handler (if it still runs) for `reason`.
-    pub(crate) fn abort(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
-        self.abort.notify_one();
-    }
-
-    /// Marks the lease as taken away.
-    pub(crate) fn mark_lost(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-        self.abort("its lease was lost");
-    }
-
-    async fn aborted(&self) -> &'static str {
-        self.abort.notified().await;
-        self.reason.get().copied().unwrap_or("aborted")
-    }
-
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
 
 /// Polls a boxed future, turning a panic into an error message.
 struct CatchUnwind<'a, T>(BoxFuture<'a, T>);

@@ -106,6 +106,7 @@ mod producer;
 mod publish;
 mod registry;
 mod router;
+mod runtime;
 mod settings;
 mod store;
 mod system;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::system::Runtime;
+use crate::runtime::Runtime;
 
 pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let ws = &rt.settings.workflow_system;

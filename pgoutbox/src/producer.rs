@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::executor::{self, RunningOp};
+use crate::executor;
 use crate::limits::Batch;
+use crate::runtime::{RunningOp, Runtime};
 use crate::store::Claimed;
-use crate::system::{Runtime, jittered};
+use crate::system::jittered;
 
 /// The longest a producer waits for more free slots before claiming again
 /// after a full batch.

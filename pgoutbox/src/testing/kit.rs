@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row as _};
 
 use crate::admin::{Admin, OperationDetail};
-use crate::executor::Crash;
+use crate::runtime::Crash;
 use crate::{
     Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
     StartError, WorkflowRouter, WorkflowSystem,
