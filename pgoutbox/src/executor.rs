@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 use crate::context::{AttemptInfo, Context, TxContext};
 use crate::definition::Backoff;
 use crate::error::HandlerError;
+use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
 use crate::runtime::{Crash, RunningOp, Runtime};
@@ -172,14 +173,6 @@ fn fence(rt: &Runtime, claimed: &Claimed) -> Fence {
         attempt: claimed.attempt,
         attempt_id: claimed.attempt_id,
     }
-}
-
-fn jitter() -> f64 {
-    // uuid's v4 draws from the OS's generator; plenty for jitter.
-    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
-    #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly.
-    let value = bits as f64 / (1u64 << 53) as f64;
-    value
 }
 
 /// Runs a handler future to its end: result, panic, timeout or abort.

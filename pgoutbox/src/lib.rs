@@ -97,6 +97,7 @@ mod context;
 mod definition;
 mod error;
 mod executor;
+mod jitter;
 mod limits;
 mod maintenance;
 mod name;

@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use crate::executor;
+use crate::jitter::jittered;
 use crate::limits::Batch;
 use crate::runtime::{RunningOp, Runtime};
 use crate::store::Claimed;
-use crate::system::jittered;
 
 /// The longest a producer waits for more free slots before claiming again
 /// after a full batch.

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -560,12 +559,4 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// How long the producer waits between polls: `poll_interval` ± 20%.
-pub(crate) fn jittered(interval: Duration) -> Duration {
-    let jitter = uuid::Uuid::new_v4().as_u128() % 401;
-    #[allow(clippy::cast_precision_loss)]
-    let factor = 0.8 + (jitter as f64) / 1000.0;
-    interval.mul_f64(factor)
 }
