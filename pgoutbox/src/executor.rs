@@ -15,7 +15,7 @@ use crate::error::HandlerError;
 use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
-use crate::runtime::{Crash, RunningOp, Runtime};
+use crate::runtime::{Completion, Crash, RecordError, RunningOp, Runtime};
 use crate::store::{Claimed, Fence, NewOperation, Store};
 
 /// Polls a boxed future, turning a panic into an error message.
@@ -338,7 +338,7 @@ async fn record(
         let limit = rt.settings.workflow_system.lease;
         let tried = tokio::time::timeout(limit, try_record(rt, fence, &decision, &follow_ups))
             .await
-            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            .unwrap_or(Err(RecordError::TimedOut(limit)));
         match tried {
             Ok(true) => {
                 count_outcome(name, &decision);
@@ -376,18 +376,22 @@ async fn try_record(
     fence: Fence,
     decision: &Decision,
     follow_ups: &[NewOperation],
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, RecordError> {
     match decision {
         Decision::Success if follow_ups.is_empty() => {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            if rt.completions.send((fence, reply)).await.is_ok()
+            if rt
+                .completions
+                .send(Completion { fence, reply })
+                .await
+                .is_ok()
                 && let Ok(answer) = answer.await
             {
-                return answer.map_err(sqlx::Error::Protocol);
+                return answer;
             }
             // No completer (the system is being dropped): record alone.
             let mut conn = rt.pool.acquire().await?;
-            rt.store.complete_success(&mut conn, fence, false).await
+            Ok(rt.store.complete_success(&mut conn, fence, false).await?)
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
@@ -395,21 +399,18 @@ async fn try_record(
                 return Ok(false);
             }
             for op in follow_ups {
-                rt.publisher
-                    .insert(&mut tx, op)
-                    .await
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                rt.publisher.insert(&mut tx, op).await?;
             }
             tx.commit().await?;
             Ok(true)
         }
         Decision::Snooze { delay_ms, note } => {
             let mut conn = rt.pool.acquire().await?;
-            rt.store.snooze(&mut conn, fence, *delay_ms, note).await
+            Ok(rt.store.snooze(&mut conn, fence, *delay_ms, note).await?)
         }
         Decision::Failure(failure) => {
             let mut conn = rt.pool.acquire().await?;
-            rt.store.complete_failure(&mut conn, fence, failure).await
+            Ok(rt.store.complete_failure(&mut conn, fence, failure).await?)
         }
     }
 }

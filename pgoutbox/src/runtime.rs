@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::limits::Limits;
-use crate::publish::Publisher;
+use crate::publish::{PublishError, Publisher};
 use crate::router::Routes;
 use crate::settings::Settings;
 use crate::store::{Fence, Store};
@@ -163,4 +164,53 @@ impl RunningOp {
 
 /// A plain success waiting for the completer to record it, and where to
 /// say whether it was.
-pub(crate) type Completion = (Fence, oneshot::Sender<Result<bool, String>>);
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub(crate) fence: Fence,
+    pub(crate) reply: oneshot::Sender<Result<bool, RecordError>>,
+}
+
+/// Why an outcome could not be recorded: the executor tries again while
+/// the lease is its own. Cloneable, because the completer answers every
+/// request of a failed batch with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// The database refused the statement or could not be reached.
+    #[error(transparent)]
+    Database(Arc<sqlx::Error>),
+    /// A follow-up could not be published with the success.
+    #[error(transparent)]
+    FollowUp(Arc<PublishError>),
+    /// The database did not answer in time.
+    #[error("recording timed out after {0:?}")]
+    TimedOut(Duration),
+}
+
+impl From<sqlx::Error> for RecordError {
+    fn from(e: sqlx::Error) -> Self {
+        RecordError::Database(Arc::new(e))
+    }
+}
+
+impl From<PublishError> for RecordError {
+    fn from(e: PublishError) -> Self {
+        RecordError::FollowUp(Arc::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RecordError;
+
+    #[test]
+    fn a_record_error_keeps_its_type_across_the_completer_channel() {
+        let (reply, mut answer) = tokio::sync::oneshot::channel::<Result<bool, RecordError>>();
+        let error = RecordError::from(sqlx::Error::PoolTimedOut);
+        reply.send(Err(error.clone())).unwrap();
+        let received = answer.try_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&received, RecordError::Database(e) if matches!(**e, sqlx::Error::PoolTimedOut))
+        );
+        assert_eq!(received.to_string(), error.to_string());
+    }
+}
