@@ -95,6 +95,7 @@ pub mod admin;
 mod completer;
 mod context;
 mod definition;
+mod duration;
 mod error;
 mod executor;
 mod jitter;

@@ -10,6 +10,8 @@ use pgoutbox_migrate::Identifier;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::duration;
+
 /// The attempts an operation gets when neither its attribute nor the
 /// settings say otherwise.
 ///
@@ -42,7 +44,9 @@ pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 /// PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL=500ms
 /// ```
 ///
-/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`, `d`). An
+/// Durations are written as `humantime` reads them: an integer and a unit
+/// (`ms`, `s`, `m`, `h`, `d`, or longer names such as `minutes`), several
+/// of them adding up (`1h 30m`), or a bare number of milliseconds. An
 /// invalid value is one error naming its key. Every key, its environment
 /// variable and its default are listed in `docs/operating.md`; what each
 /// costs or buys in `docs/tuning.md`.
@@ -567,51 +571,4 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
         return Err("expected a `postgres://` or `postgresql://` URL".to_owned());
     }
     url.parse::<PgConnectOptions>().map_err(|e| e.to_string())
-}
-
-/// Durations as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, or a number of
-/// milliseconds.
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => parse(&text).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{text}`: expected an integer and a unit (`ms`, `s`, `m`, `h` or `d`), e.g. `30s`"
-                ))
-            }),
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<Duration> {
-        let text = text.trim();
-        let end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(end);
-        let n: u64 = digits.parse().ok()?;
-        let ms = match unit {
-            "ms" => n,
-            "s" => n.checked_mul(1_000)?,
-            "m" => n.checked_mul(60_000)?,
-            "h" => n.checked_mul(3_600_000)?,
-            "d" => n.checked_mul(86_400_000)?,
-            _ => return None,
-        };
-        Some(Duration::from_millis(ms))
-    }
 }
