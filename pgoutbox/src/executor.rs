@@ -15,7 +15,9 @@ use crate::error::HandlerError;
 use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
-use crate::runtime::{Completion, Crash, RecordError, RunningOp, Runtime};
+#[cfg(feature = "testing")]
+use crate::runtime::Crash;
+use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
 use crate::store::{Claimed, Fence, NewOperation, Store};
 
 /// Polls a boxed future, turning a panic into an error message.
@@ -84,8 +86,8 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         .await;
         return;
     };
-    let crash = rt.crash.filter(|_| claimed.attempt == 1);
-    if crash == Some(Crash::BeforeCall) {
+    #[cfg(feature = "testing")]
+    if rt.crash_for(claimed.attempt) == Some(Crash::BeforeCall) {
         return vanish(&claimed, Crash::BeforeCall);
     }
     let attempt = attempt_of(rt, &claimed, Some(registration));
@@ -112,7 +114,6 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 timeout,
                 &attempt,
                 running,
-                crash,
             )
             .await;
         }
@@ -134,7 +135,8 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             // while this outcome is recorded.
             running.release_slot();
             rt.wake.notify_one();
-            if let Some(point) = crash {
+            #[cfg(feature = "testing")]
+            if let Some(point) = rt.crash_for(claimed.attempt) {
                 return vanish(&claimed, point);
             }
             let decision = attempt.decide(end, jitter());
@@ -210,7 +212,6 @@ async fn run_transactional(
     timeout: Duration,
     attempt: &Attempt,
     running: &RunningOp,
-    crash: Option<Crash>,
 ) {
     let fence = fence(rt, claimed);
     // Records an attempt that did not end in a committed success.
@@ -251,17 +252,13 @@ async fn run_transactional(
         .await
     };
     let decision = attempt.decide(end, jitter());
-    match (crash, &decision) {
-        (Some(Crash::BeforeCommit), Decision::Success) => {
+    #[cfg(feature = "testing")]
+    if let Some(point) = rt.crash_for(claimed.attempt) {
+        if point == Crash::BeforeCommit && matches!(decision, Decision::Success) {
             let _ = rt.store.complete_success(&mut tx, fence, true).await;
-            drop(tx); // never committed: rolled back, as by a dead worker
-            return vanish(claimed, Crash::BeforeCommit);
         }
-        (Some(point), _) => {
-            drop(tx);
-            return vanish(claimed, point);
-        }
-        (None, _) => {}
+        drop(tx); // never committed: rolled back, as by a dead worker
+        return vanish(claimed, point);
     }
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
@@ -312,6 +309,7 @@ async fn run_transactional(
 
 /// A test's crash: the attempt is left unrecorded, as a vanished worker
 /// leaves it (the executor's caller stops renewing its lease).
+#[cfg(feature = "testing")]
 fn vanish(claimed: &Claimed, point: Crash) {
     tracing::warn!(
         operation_id = %claimed.id,

@@ -52,10 +52,18 @@ pub(crate) struct Runtime {
     /// Plain successes go to the completer, which records them in batches.
     pub(crate) completions: mpsc::Sender<Completion>,
     /// A test's injected crash (only `pgoutbox::testing` sets one).
+    #[cfg(feature = "testing")]
     pub(crate) crash: Option<Crash>,
 }
 
 impl Runtime {
+    /// Where a test makes attempt number `attempt` crash: only first
+    /// attempts do, so that the retry shows what a real worker does next.
+    #[cfg(feature = "testing")]
+    pub(crate) fn crash_for(&self, attempt: i32) -> Option<Crash> {
+        self.crash.filter(|_| attempt == 1)
+    }
+
     /// How many operations the producer may claim now.
     pub(crate) fn free_slots(&self) -> usize {
         self.slots
@@ -93,8 +101,10 @@ impl Runtime {
 /// first attempt (`pgoutbox::testing::Harness::crash_at`): the attempt is
 /// left as a dead worker leaves it, unrecorded, its lease no longer
 /// renewed, for the rescuer to find.
+/// Only the `testing` feature compiles it: production builds carry no
+/// such seam.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
 pub(crate) enum Crash {
     /// Before the handler is called.
     BeforeCall,

@@ -13,7 +13,9 @@ use crate::limits::Limits;
 use crate::publish::Publisher;
 use crate::registry::{Registry, RegistryError};
 use crate::router::{RouterError, WorkflowRouter};
-use crate::runtime::{Crash, Runtime};
+#[cfg(feature = "testing")]
+use crate::runtime::Crash;
+use crate::runtime::Runtime;
 use crate::settings::{Settings, SettingsError};
 use crate::store::Store;
 
@@ -113,6 +115,7 @@ pub struct WorkflowSystemBuilder {
     router: WorkflowRouter,
     pool: Option<PgPool>,
     registry: Option<Registry>,
+    #[cfg(feature = "testing")]
     crash: Option<Crash>,
 }
 
@@ -318,6 +321,7 @@ impl WorkflowSystemBuilder {
             wake: Notify::new(),
             stopping,
             completions,
+            #[cfg(feature = "testing")]
             crash: self.crash,
         });
         let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
@@ -425,6 +429,7 @@ impl WorkflowSystem {
             router: WorkflowRouter::new(),
             pool: None,
             registry: None,
+            #[cfg(feature = "testing")]
             crash: None,
         }
     }
