@@ -44,7 +44,7 @@
 //!   retryable, permanent, or a snooze.
 //! - **Operate** with [`admin::Admin`] or the `pgoutbox` command (crate
 //!   `pgoutbox-cli`): inspect, retry, cancel, resolve, replay; apply the
-//!   storage's migrations with `pgoutbox_migrate`.
+//!   storage's migrations with [`migrate::run`].
 //! - **Test** with the `testing` feature: `pgoutbox::testing` starts a
 //!   throwaway PostgreSQL and gives each test a fresh database.
 //!
@@ -60,7 +60,7 @@
 //! # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
 //! let settings = Settings::load()?;
 //! let pool = settings.pool()?;
-//! pgoutbox_migrate::run(&pool, &settings.schema()?).await?;
+//! pgoutbox::migrate::run(&pool, &settings.schema()?).await?;
 //!
 //! // The application: intent recorded in its own transaction.
 //! let mut tx = pool.begin().await?;
@@ -202,6 +202,31 @@ pub use settings::{
     SettingsError, WorkflowSettings,
 };
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
+
+/// The storage's migrations (the `pgoutbox-migrate` crate, re-exported so
+/// that an application depends on `pgoutbox` alone): apply them with
+/// [`run`](migrate::run), check a database's version with
+/// [`check`](migrate::check) (a worker does at start-up), or export the
+/// SQL with [`script`](migrate::script) for your own migration tool.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = pgoutbox::Settings::load()?;
+/// let pool = settings.pool()?;
+/// let schema = settings.schema()?;
+/// let applied = pgoutbox::migrate::run(&pool, &schema).await?;
+/// println!("applied {} migration(s)", applied.len());
+/// pgoutbox::migrate::check(&pool, &schema).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub mod migrate {
+    pub use pgoutbox_migrate::{
+        AppliedMigration, DEFAULT_SCHEMA, Error, Identifier, InvalidIdentifier,
+        MAX_IDENTIFIER_BYTES, Migration, Status, VERSION_TABLE, check, latest_version, migrations,
+        run, script, status,
+    };
+}
 
 /// What handlers and publishers need, in one import.
 ///
