@@ -94,7 +94,7 @@ async fn send_reminder(ctx: &mut Context, user_id: i64) -> Result<()> {
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // A fresh database with pgoutbox's migrations applied (in an
-    // application: `pgoutbox_migrate::run(&pool, &schema)` or
+    // application: `pgoutbox::migrate::run(&pool, &schema)` or
     // `pgoutbox migrate up`).
     let db = TestDatabase::new().await?;
     sqlx::query("CREATE TABLE accounts (user_id bigint PRIMARY KEY, plan text NOT NULL)")

@@ -9,7 +9,7 @@ mod schema;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgoutbox_migrate::Identifier;
+use pgoutbox::migrate::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
@@ -22,7 +22,7 @@ struct Cli {
     database_url: Option<String>,
 
     /// The schema that holds pgoutbox's tables.
-    #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox_migrate::DEFAULT_SCHEMA)]
+    #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox::migrate::DEFAULT_SCHEMA)]
     schema: Identifier,
 
     /// Print JSON instead of tables.

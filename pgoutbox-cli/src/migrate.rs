@@ -21,20 +21,20 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
     let mut out = std::io::stdout().lock();
     match command {
         MigrateCommand::Sql => {
-            out.write_all(pgoutbox_migrate::script(schema).as_bytes())?;
+            out.write_all(pgoutbox::migrate::script(schema).as_bytes())?;
         }
         MigrateCommand::Up => {
             let pool = cli.pool().await?;
-            let applied = pgoutbox_migrate::run(&pool, schema).await?;
+            let applied = pgoutbox::migrate::run(&pool, schema).await?;
             if applied.is_empty() {
                 writeln!(
                     out,
                     "schema `{schema}` is up to date at version {}",
-                    pgoutbox_migrate::latest_version()
+                    pgoutbox::migrate::latest_version()
                 )?;
             }
             for version in applied {
-                let name = pgoutbox_migrate::migrations()
+                let name = pgoutbox::migrate::migrations()
                     .iter()
                     .find(|m| m.version() == version)
                     .map_or("", |m| m.name());
@@ -47,7 +47,7 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
         }
         MigrateCommand::Status => {
             let pool = cli.pool().await?;
-            let status = pgoutbox_migrate::status(&pool, schema).await?;
+            let status = pgoutbox::migrate::status(&pool, schema).await?;
             pool.close().await;
             let state = match status.database_version().cmp(&status.binary_version) {
                 std::cmp::Ordering::Equal => "up to date".to_owned(),
@@ -63,7 +63,7 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
             for applied in &status.applied {
                 writeln!(out, "  applied  {:>4}  {}", applied.version, applied.name)?;
             }
-            for migration in pgoutbox_migrate::migrations()
+            for migration in pgoutbox::migrate::migrations()
                 .iter()
                 .filter(|m| status.pending.contains(&m.version()))
             {

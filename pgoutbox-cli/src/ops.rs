@@ -10,28 +10,16 @@ use pgoutbox::{OperationId, Outcome, Status};
 
 use crate::{Cli, CliError};
 
-/// A duration on the command line: `90s`, `15m`, `2h`, `7d`.
+/// A duration on the command line: `90s`, `15m`, `2h`, `7d`, `1h 30m` (as
+/// `humantime` reads them, like the settings).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(end);
-    let factor: i64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => 0,
-    };
-    digits
-        .parse::<i64>()
-        .ok()
-        .filter(|_| factor > 0)
-        .and_then(|n| n.checked_mul(factor))
-        // Milliseconds that fit an `i64`, as the statements take them.
-        .map(|ms| Duration::from_millis(ms.unsigned_abs()))
-        .ok_or_else(|| format!("invalid duration `{text}`: expected an integer and a unit (`s`, `m`, `h`, `d`), e.g. `7d`"))
+    let expected = "expected an integer and a unit (`s`, `m`, `h`, `d`), e.g. `7d`";
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration `{text}`: {e}; {expected}"))?;
+    // Milliseconds that fit an `i64`, as the statements take them.
+    i64::try_from(duration.as_millis())
+        .map(|_| duration)
+        .map_err(|_| format!("invalid duration `{text}`: too long; {expected}"))
 }
 
 /// A state on the command line: `pgoutbox::Status`, with its texts as

@@ -7,20 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
+use crate::runtime::{Completion, RecordError, Runtime};
 use crate::store::Fence;
-use crate::system::Runtime;
 
 /// Most successes per statement.
 const BATCH: usize = 100;
 
-/// A success waiting to be recorded, and where to say whether it was.
-pub(crate) type Request = (Fence, oneshot::Sender<Result<bool, String>>);
+/// How long one batch may take to record.
+const LIMIT: Duration = Duration::from_secs(30);
 
 /// Records batches until every sender is gone.
-pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>) {
-    let mut batch: Vec<Request> = Vec::with_capacity(BATCH);
+pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Completion>) {
+    let mut batch: Vec<Completion> = Vec::with_capacity(BATCH);
     while let Some(first) = requests.recv().await {
         batch.push(first);
         while batch.len() < BATCH {
@@ -33,8 +33,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Request>)
     }
 }
 
-async fn flush(rt: &Runtime, batch: &mut Vec<Request>) {
-    let fences: Vec<Fence> = batch.iter().map(|(fence, _)| *fence).collect();
+async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
+    let fences: Vec<Fence> = batch.iter().map(|c| c.fence).collect();
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store
@@ -43,21 +43,19 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Request>) {
     };
     // A failed flush is answered as an error: each executor then retries on
     // its own, as it does for any record that fails.
-    match tokio::time::timeout(Duration::from_secs(30), result).await {
+    match tokio::time::timeout(LIMIT, result).await {
         Ok(Ok(done)) => {
-            for (fence, reply) in batch.drain(..) {
+            for Completion { fence, reply } in batch.drain(..) {
                 let _ = reply.send(Ok(done.contains(&fence.id.as_i64())));
             }
         }
-        Ok(Err(e)) => {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err(e.to_string()));
-            }
-        }
-        Err(_) => {
-            for (_, reply) in batch.drain(..) {
-                let _ = reply.send(Err("recording timed out".to_owned()));
-            }
-        }
+        Ok(Err(e)) => answer_all(batch, &RecordError::from(e)),
+        Err(_) => answer_all(batch, &RecordError::TimedOut(LIMIT)),
+    }
+}
+
+fn answer_all(batch: &mut Vec<Completion>, error: &RecordError) {
+    for Completion { reply, .. } in batch.drain(..) {
+        let _ = reply.send(Err(error.clone()));
     }
 }

@@ -4,92 +4,21 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tracing::Instrument as _;
 
 use crate::context::{AttemptInfo, Context, TxContext};
 use crate::definition::Backoff;
 use crate::error::HandlerError;
+use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
+#[cfg(feature = "testing")]
+use crate::runtime::Crash;
+use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
 use crate::store::{Claimed, Fence, NewOperation, Store};
-use crate::system::Runtime;
-
-/// Where a test makes this worker vanish in the middle of an operation's
-/// first attempt (`pgoutbox::testing::Harness::crash_at`): the attempt is
-/// left as a dead worker leaves it, unrecorded, its lease no longer
-/// renewed, for the rescuer to find.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "testing"), allow(dead_code))]
-pub(crate) enum Crash {
-    /// Before the handler is called.
-    BeforeCall,
-    /// After the handler returned, before anything is recorded (a
-    /// transactional handler's transaction is rolled back).
-    AfterCall,
-    /// For a transactional handler, after its success statement, before
-    /// the commit; for a plain one, the same as `AfterCall`.
-    BeforeCommit,
-}
-
-/// A running operation, as the heartbeat and shutdown see it.
-#[derive(Debug)]
-pub(crate) struct RunningOp {
-    /// The handler slot and the permits of its limited groups
-    /// (`WorkflowRouter::concurrency`), given back once the handler has
-    /// returned.
-    slot: Mutex<Vec<OwnedSemaphorePermit>>,
-    abort: Notify,
-    reason: OnceLock<&'static str>,
-    /// Set when a heartbeat found the lease gone: the fence would refuse
-    /// any record, so recording stops trying.
-    lost: AtomicBool,
-}
-
-impl RunningOp {
-    pub(crate) fn new(slot: Vec<OwnedSemaphorePermit>) -> RunningOp {
-        RunningOp {
-            slot: Mutex::new(slot),
-            abort: Notify::new(),
-            reason: OnceLock::new(),
-            lost: AtomicBool::new(false),
-        }
-    }
-
-    /// Gives the handler slot and its groups' permits back (once; later
-    /// calls do nothing).
-    pub(crate) fn release_slot(&self) {
-        drop(std::mem::take(
-            &mut *self.slot.lock().expect("slot poisoned"),
-        ));
-    }
-
-    /// Abandons the handler (if it still runs) for `reason`.
-    pub(crate) fn abort(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
-        self.abort.notify_one();
-    }
-
-    /// Marks the lease as taken away.
-    pub(crate) fn mark_lost(&self) {
-        self.lost.store(true, Ordering::SeqCst);
-        self.abort("its lease was lost");
-    }
-
-    async fn aborted(&self) -> &'static str {
-        self.abort.notified().await;
-        self.reason.get().copied().unwrap_or("aborted")
-    }
-
-    fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-}
 
 /// Polls a boxed future, turning a panic into an error message.
 struct CatchUnwind<'a, T>(BoxFuture<'a, T>);
@@ -157,8 +86,8 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         .await;
         return;
     };
-    let crash = rt.crash.filter(|_| claimed.attempt == 1);
-    if crash == Some(Crash::BeforeCall) {
+    #[cfg(feature = "testing")]
+    if rt.crash_for(claimed.attempt) == Some(Crash::BeforeCall) {
         return vanish(&claimed, Crash::BeforeCall);
     }
     let attempt = attempt_of(rt, &claimed, Some(registration));
@@ -185,7 +114,6 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 timeout,
                 &attempt,
                 running,
-                crash,
             )
             .await;
         }
@@ -207,7 +135,8 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             // while this outcome is recorded.
             running.release_slot();
             rt.wake.notify_one();
-            if let Some(point) = crash {
+            #[cfg(feature = "testing")]
+            if let Some(point) = rt.crash_for(claimed.attempt) {
                 return vanish(&claimed, point);
             }
             let decision = attempt.decide(end, jitter());
@@ -248,14 +177,6 @@ fn fence(rt: &Runtime, claimed: &Claimed) -> Fence {
     }
 }
 
-fn jitter() -> f64 {
-    // uuid's v4 draws from the OS's generator; plenty for jitter.
-    let bits = uuid::Uuid::new_v4().as_u128() >> 75;
-    #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly.
-    let value = bits as f64 / (1u64 << 53) as f64;
-    value
-}
-
 /// Runs a handler future to its end: result, panic, timeout or abort.
 async fn drive(
     future: BoxFuture<'_, Result<(), HandlerFailure>>,
@@ -291,7 +212,6 @@ async fn run_transactional(
     timeout: Duration,
     attempt: &Attempt,
     running: &RunningOp,
-    crash: Option<Crash>,
 ) {
     let fence = fence(rt, claimed);
     // Records an attempt that did not end in a committed success.
@@ -332,17 +252,13 @@ async fn run_transactional(
         .await
     };
     let decision = attempt.decide(end, jitter());
-    match (crash, &decision) {
-        (Some(Crash::BeforeCommit), Decision::Success) => {
+    #[cfg(feature = "testing")]
+    if let Some(point) = rt.crash_for(claimed.attempt) {
+        if point == Crash::BeforeCommit && matches!(decision, Decision::Success) {
             let _ = rt.store.complete_success(&mut tx, fence, true).await;
-            drop(tx); // never committed: rolled back, as by a dead worker
-            return vanish(claimed, Crash::BeforeCommit);
         }
-        (Some(point), _) => {
-            drop(tx);
-            return vanish(claimed, point);
-        }
-        (None, _) => {}
+        drop(tx); // never committed: rolled back, as by a dead worker
+        return vanish(claimed, point);
     }
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
@@ -393,6 +309,7 @@ async fn run_transactional(
 
 /// A test's crash: the attempt is left unrecorded, as a vanished worker
 /// leaves it (the executor's caller stops renewing its lease).
+#[cfg(feature = "testing")]
 fn vanish(claimed: &Claimed, point: Crash) {
     tracing::warn!(
         operation_id = %claimed.id,
@@ -419,7 +336,7 @@ async fn record(
         let limit = rt.settings.workflow_system.lease;
         let tried = tokio::time::timeout(limit, try_record(rt, fence, &decision, &follow_ups))
             .await
-            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+            .unwrap_or(Err(RecordError::TimedOut(limit)));
         match tried {
             Ok(true) => {
                 count_outcome(name, &decision);
@@ -457,18 +374,22 @@ async fn try_record(
     fence: Fence,
     decision: &Decision,
     follow_ups: &[NewOperation],
-) -> Result<bool, sqlx::Error> {
+) -> Result<bool, RecordError> {
     match decision {
         Decision::Success if follow_ups.is_empty() => {
             let (reply, answer) = tokio::sync::oneshot::channel();
-            if rt.completions.send((fence, reply)).await.is_ok()
+            if rt
+                .completions
+                .send(Completion { fence, reply })
+                .await
+                .is_ok()
                 && let Ok(answer) = answer.await
             {
-                return answer.map_err(sqlx::Error::Protocol);
+                return answer;
             }
             // No completer (the system is being dropped): record alone.
             let mut conn = rt.pool.acquire().await?;
-            rt.store.complete_success(&mut conn, fence, false).await
+            Ok(rt.store.complete_success(&mut conn, fence, false).await?)
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
@@ -476,21 +397,18 @@ async fn try_record(
                 return Ok(false);
             }
             for op in follow_ups {
-                rt.publisher
-                    .insert(&mut tx, op)
-                    .await
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                rt.publisher.insert(&mut tx, op).await?;
             }
             tx.commit().await?;
             Ok(true)
         }
         Decision::Snooze { delay_ms, note } => {
             let mut conn = rt.pool.acquire().await?;
-            rt.store.snooze(&mut conn, fence, *delay_ms, note).await
+            Ok(rt.store.snooze(&mut conn, fence, *delay_ms, note).await?)
         }
         Decision::Failure(failure) => {
             let mut conn = rt.pool.acquire().await?;
-            rt.store.complete_failure(&mut conn, fence, failure).await
+            Ok(rt.store.complete_failure(&mut conn, fence, failure).await?)
         }
     }
 }

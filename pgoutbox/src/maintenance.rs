@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::system::Runtime;
+use crate::duration::millis;
+use crate::runtime::Runtime;
 
 pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let ws = &rt.settings.workflow_system;
     let lease = ws.lease;
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = millis(lease);
     let heartbeat_every = lease / 3;
     let rescue_every = lease.max(Duration::from_secs(1)) / 2;
     let mut heartbeat = tokio::time::interval(heartbeat_every);
@@ -156,8 +157,7 @@ async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error
 /// Logs and exports (gauge `pgoutbox_unhandled_operations`) the ready
 /// operations whose name no live worker handles: they are never claimed.
 pub(crate) async fn report_unhandled(rt: &Runtime) {
-    let live_within =
-        i64::try_from((rt.settings.workflow_system.lease * 3).as_millis()).unwrap_or(i64::MAX);
+    let live_within = millis(rt.settings.workflow_system.lease * 3);
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store.unhandled_names(&mut conn, live_within).await
@@ -185,13 +185,12 @@ async fn clean_up(
 ) -> Result<(), sqlx::Error> {
     let statuses = [crate::Status::Succeeded, crate::Status::Cancelled];
     let batch = i64::from(retention.batch_size);
-    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut conn = rt.pool.acquire().await?;
     let mut deleted = 0;
     loop {
         let n = rt
             .store
-            .purge(&mut conn, &statuses, ms(retention.operations), batch)
+            .purge(&mut conn, &statuses, millis(retention.operations), batch)
             .await?;
         deleted += n;
         if n < u64::from(retention.batch_size) {
@@ -202,7 +201,7 @@ async fn clean_up(
     loop {
         let n = rt
             .store
-            .purge_history(&mut conn, ms(retention.history), batch)
+            .purge_history(&mut conn, millis(retention.history), batch)
             .await?;
         history += n;
         if n < batch {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use crate::system::Runtime;
+use crate::runtime::Runtime;
 
 pub(crate) async fn run(rt: Arc<Runtime>) {
     let mut stopping = rt.stopping.subscribe();

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::definition::Backoff;
+use crate::duration::millis;
 use crate::error::HandlerError;
 use crate::state::{Outcome, Status};
 use crate::store::Failure;
@@ -49,10 +50,6 @@ pub(crate) struct Attempt {
     pub(crate) max_attempts: i32,
     pub(crate) idempotent: bool,
     pub(crate) backoff: Backoff,
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Attempt {

@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::executor::{self, RunningOp};
+use crate::duration::millis;
+use crate::executor;
+use crate::jitter::jittered;
 use crate::limits::Batch;
+use crate::runtime::{RunningOp, Runtime};
 use crate::store::Claimed;
-use crate::system::{Runtime, jittered};
 
 /// The longest a producer waits for more free slots before claiming again
 /// after a full batch.
@@ -21,7 +23,7 @@ const GATHER: Duration = Duration::from_millis(1);
 
 pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
     let ws = &rt.settings.workflow_system;
-    let lease_ms = i64::try_from(ws.lease.as_millis()).unwrap_or(i64::MAX);
+    let lease_ms = millis(ws.lease);
     let mut stopping = rt.stopping.subscribe();
     let mut failures = 0u32;
     loop {

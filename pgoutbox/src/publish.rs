@@ -8,26 +8,8 @@ use pgoutbox_migrate::Identifier;
 use sqlx::PgConnection;
 
 use crate::definition::{Operation, OperationId};
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, Settings, SettingsError};
 use crate::store::{NewOperation, Store};
-
-/// The attempts an operation gets when neither its attribute nor the
-/// settings say otherwise.
-///
-/// ```
-/// assert_eq!(pgoutbox::DEFAULT_MAX_ATTEMPTS, 5);
-/// assert_eq!(pgoutbox::Settings::default().workflow_system.max_attempts, pgoutbox::DEFAULT_MAX_ATTEMPTS);
-/// ```
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-
-/// The NOTIFY channel used when the settings name none.
-///
-/// ```
-/// let settings = pgoutbox::Settings::default();
-/// assert_eq!(settings.channel()?.as_str(), pgoutbox::DEFAULT_CHANNEL);
-/// # Ok::<(), pgoutbox::SettingsError>(())
-/// ```
-pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 
 /// Why an operation could not be published.
 ///

@@ -14,7 +14,7 @@ use crate::error::HandlerError;
 /// A boxed, `Send` future, as type-erased handlers return.
 ///
 /// ```
-/// use pgoutbox::BoxFuture;
+/// use pgoutbox::__private::BoxFuture;
 ///
 /// fn answer() -> BoxFuture<'static, u32> {
 ///     Box::pin(async { 42 })
@@ -27,7 +27,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Why a type-erased handler did not succeed.
 ///
 /// ```
-/// use pgoutbox::{HandlerError, HandlerFailure};
+/// use pgoutbox::HandlerError;
+/// use pgoutbox::__private::HandlerFailure;
 ///
 /// let stale = serde_json::from_value::<i64>(serde_json::json!("seven")).unwrap_err();
 /// let failures = [
@@ -49,7 +50,7 @@ pub enum HandlerFailure {
 ///
 /// ```
 /// use pgoutbox::prelude::*;
-/// use pgoutbox::{ErasedHandler, PlainHandler};
+/// use pgoutbox::__private::{ErasedHandler, PlainHandler};
 ///
 /// #[operation("mail.send")]
 /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
@@ -70,7 +71,7 @@ pub type PlainHandler =
 ///
 /// ```
 /// use pgoutbox::prelude::*;
-/// use pgoutbox::{ErasedHandler, TxHandler};
+/// use pgoutbox::__private::{ErasedHandler, TxHandler};
 ///
 /// #[operation("ledger.record", transactional)]
 /// async fn record(ctx: &mut TxContext<'_>, amount_cents: i64) -> Result<()> {
@@ -93,7 +94,7 @@ pub type TxHandler = for<'a, 'c> fn(
 ///
 /// ```
 /// use pgoutbox::prelude::*;
-/// use pgoutbox::ErasedHandler;
+/// use pgoutbox::__private::ErasedHandler;
 ///
 /// #[operation("mail.send")]
 /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
@@ -294,11 +295,12 @@ impl Registration {
         self.handler.is_some()
     }
 
-    /// The handler, if this registers one.
+    /// The handler, if this registers one. Plumbing of the dispatcher and
+    /// of generated code, as its type says (`pgoutbox::__private`).
     ///
     /// ```
     /// use pgoutbox::prelude::*;
-    /// use pgoutbox::ErasedHandler;
+    /// use pgoutbox::__private::ErasedHandler;
     ///
     /// #[operation("mail.send")]
     /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
@@ -309,6 +311,7 @@ impl Registration {
     /// let handler = <send_mail as pgoutbox::Handler>::REGISTRATION.erased_handler();
     /// assert!(matches!(handler, Some(ErasedHandler::Plain(_))));
     /// ```
+    #[doc(hidden)]
     pub fn erased_handler(&self) -> Option<ErasedHandler> {
         self.handler.map(|(h, _)| h)
     }

@@ -10,6 +10,26 @@ use pgoutbox_migrate::Identifier;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
+use crate::duration;
+
+/// The attempts an operation gets when neither its attribute nor the
+/// settings say otherwise.
+///
+/// ```
+/// assert_eq!(pgoutbox::DEFAULT_MAX_ATTEMPTS, 5);
+/// assert_eq!(pgoutbox::Settings::default().workflow_system.max_attempts, pgoutbox::DEFAULT_MAX_ATTEMPTS);
+/// ```
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// The NOTIFY channel used when the settings name none.
+///
+/// ```
+/// let settings = pgoutbox::Settings::default();
+/// assert_eq!(settings.channel()?.as_str(), pgoutbox::DEFAULT_CHANNEL);
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
+pub const DEFAULT_CHANNEL: &str = "pgoutbox";
+
 /// Everything pgoutbox can be told, in two groups as in the original
 /// project.
 ///
@@ -24,7 +44,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL=500ms
 /// ```
 ///
-/// Durations are an integer and a unit (`ms`, `s`, `m`, `h`, `d`). An
+/// Durations are written as `humantime` reads them: an integer and a unit
+/// (`ms`, `s`, `m`, `h`, `d`, or longer names such as `minutes`), several
+/// of them adding up (`1h 30m`), or a bare number of milliseconds. An
 /// invalid value is one error naming its key. Every key, its environment
 /// variable and its default are listed in `docs/operating.md`; what each
 /// costs or buys in `docs/tuning.md`.
@@ -223,13 +245,13 @@ impl Default for RetentionSettings {
 impl Default for WorkflowSettings {
     fn default() -> Self {
         WorkflowSettings {
-            channel: crate::publish::DEFAULT_CHANNEL.to_owned(),
+            channel: DEFAULT_CHANNEL.to_owned(),
             notify: true,
             n_workers: 10,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             shutdown_wait: Duration::from_secs(30),
-            max_attempts: crate::publish::DEFAULT_MAX_ATTEMPTS,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_hours(1),
             handler_timeout: Duration::from_mins(5),
@@ -549,51 +571,4 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, String> {
         return Err("expected a `postgres://` or `postgresql://` URL".to_owned());
     }
     url.parse::<PgConnectOptions>().map_err(|e| e.to_string())
-}
-
-/// Durations as `"250ms"`, `"30s"`, `"5m"`, `"2h"`, `"7d"`, or a number of
-/// milliseconds.
-pub(crate) mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Millis(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
-            Raw::Text(text) => parse(&text).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "invalid duration `{text}`: expected an integer and a unit (`ms`, `s`, `m`, `h` or `d`), e.g. `30s`"
-                ))
-            }),
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<Duration> {
-        let text = text.trim();
-        let end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
-        let (digits, unit) = text.split_at(end);
-        let n: u64 = digits.parse().ok()?;
-        let ms = match unit {
-            "ms" => n,
-            "s" => n.checked_mul(1_000)?,
-            "m" => n.checked_mul(60_000)?,
-            "h" => n.checked_mul(3_600_000)?,
-            "d" => n.checked_mul(86_400_000)?,
-            _ => return None,
-        };
-        Some(Duration::from_millis(ms))
-    }
 }

@@ -3,18 +3,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::executor::RunningOp;
 use crate::limits::Limits;
 use crate::publish::Publisher;
 use crate::registry::{Registry, RegistryError};
-use crate::router::{RouterError, Routes, WorkflowRouter};
+use crate::router::{RouterError, WorkflowRouter};
+#[cfg(feature = "testing")]
+use crate::runtime::Crash;
+use crate::runtime::Runtime;
 use crate::settings::{Settings, SettingsError};
 use crate::store::Store;
 
@@ -22,74 +23,6 @@ use crate::store::Store;
 /// recorded: enough for a full claim while the previous ones are in the
 /// completer's batches.
 const IN_FLIGHT_PER_SLOT: usize = 4;
-
-/// State shared by the tasks of one running system.
-#[derive(Debug)]
-pub(crate) struct Runtime {
-    pub(crate) pool: PgPool,
-    pub(crate) store: Store,
-    pub(crate) publisher: Publisher,
-    pub(crate) settings: Settings,
-    pub(crate) routes: Routes,
-    pub(crate) names: Vec<String>,
-    pub(crate) worker_id: Uuid,
-    /// Operations whose handlers run (or whose outcomes are being recorded).
-    pub(crate) running: Mutex<HashMap<i64, Arc<RunningOp>>>,
-    /// One permit per handler slot (`n_workers`), held while a handler
-    /// runs.
-    pub(crate) slots: Arc<Semaphore>,
-    /// The per-group limits of the routes (`WorkflowRouter::concurrency`)
-    /// and the claim batches they split the names into.
-    pub(crate) limits: Limits,
-    /// One permit per claimed operation whose outcome is not recorded yet
-    /// (`IN_FLIGHT_PER_SLOT × n_workers`): a plain handler frees its slot
-    /// as soon as it returns and its success waits for the completer's next
-    /// batch, but that backlog stays bounded.
-    pub(crate) in_flight: Arc<Semaphore>,
-    /// Wakes the producer: a notification, a listener reconnect, a freed
-    /// slot.
-    pub(crate) wake: Notify,
-    /// `true` once the system stops claiming.
-    pub(crate) stopping: watch::Sender<bool>,
-    /// Plain successes go to the completer, which records them in batches.
-    pub(crate) completions: tokio::sync::mpsc::Sender<crate::completer::Request>,
-    /// A test's injected crash (only `pgoutbox::testing` sets one).
-    pub(crate) crash: Option<crate::executor::Crash>,
-}
-
-impl Runtime {
-    /// How many operations the producer may claim now.
-    pub(crate) fn free_slots(&self) -> usize {
-        self.slots
-            .available_permits()
-            .min(self.in_flight.available_permits())
-    }
-
-    pub(crate) fn running_ids(&self) -> Vec<i64> {
-        self.running
-            .lock()
-            .expect("running map poisoned")
-            .keys()
-            .copied()
-            .collect()
-    }
-
-    pub(crate) fn running_op(&self, id: i64) -> Option<Arc<RunningOp>> {
-        self.running
-            .lock()
-            .expect("running map poisoned")
-            .get(&id)
-            .cloned()
-    }
-
-    pub(crate) fn abort_all(&self, reason: &'static str) -> usize {
-        let running = self.running.lock().expect("running map poisoned");
-        for op in running.values() {
-            op.abort(reason);
-        }
-        running.len()
-    }
-}
 
 /// Why a system did not start.
 ///
@@ -182,7 +115,8 @@ pub struct WorkflowSystemBuilder {
     router: WorkflowRouter,
     pool: Option<PgPool>,
     registry: Option<Registry>,
-    crash: Option<crate::executor::Crash>,
+    #[cfg(feature = "testing")]
+    crash: Option<Crash>,
 }
 
 impl WorkflowSystemBuilder {
@@ -280,7 +214,7 @@ impl WorkflowSystemBuilder {
     /// Makes every operation's first attempt crash at `point` (see
     /// `pgoutbox::testing::Harness::crash_at`).
     #[cfg(feature = "testing")]
-    pub(crate) fn crash_at(mut self, point: crate::executor::Crash) -> Self {
+    pub(crate) fn crash_at(mut self, point: Crash) -> Self {
         self.crash = Some(point);
         self
     }
@@ -387,6 +321,7 @@ impl WorkflowSystemBuilder {
             wake: Notify::new(),
             stopping,
             completions,
+            #[cfg(feature = "testing")]
             crash: self.crash,
         });
         let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
@@ -494,6 +429,7 @@ impl WorkflowSystem {
             router: WorkflowRouter::new(),
             pool: None,
             registry: None,
+            #[cfg(feature = "testing")]
             crash: None,
         }
     }
@@ -628,12 +564,4 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-/// How long the producer waits between polls: `poll_interval` ± 20%.
-pub(crate) fn jittered(interval: Duration) -> Duration {
-    let jitter = uuid::Uuid::new_v4().as_u128() % 401;
-    #[allow(clippy::cast_precision_loss)]
-    let factor = 0.8 + (jitter as f64) / 1000.0;
-    interval.mul_f64(factor)
 }

@@ -202,7 +202,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         .connect(&url)
         .await
         .unwrap();
-    pgoutbox_migrate::run(&pool, &pgoutbox::Identifier::default())
+    pgoutbox::migrate::run(&pool, &pgoutbox::Identifier::default())
         .await
         .unwrap();
     create_tables(&pool).await;

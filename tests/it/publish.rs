@@ -210,7 +210,7 @@ async fn options_override_the_attribute() {
 async fn a_publisher_for_another_schema_without_notify() {
     let db = test_db().await;
     let schema = Identifier::new("outbox_two").unwrap();
-    pgoutbox_migrate::run(db.pool(), &schema).await.unwrap();
+    pgoutbox::migrate::run(db.pool(), &schema).await.unwrap();
     let mut listener = listener(&db, "pgoutbox").await;
     let publisher = Publisher::new(&schema, None, 4);
     let mut tx = db.pool().begin().await.unwrap();

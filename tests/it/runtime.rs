@@ -30,17 +30,11 @@ fn all_test_ops() -> WorkflowRouter {
         .operation::<IdempotentSleep>()
 }
 
-async fn start(db: &pgoutbox::testing::TestDatabase) -> WorkflowSystem {
-    WorkflowSystem::builder(settings(db))
-        .router(all_test_ops())
-        .start()
-        .await
-        .expect("system starts")
-}
-
-/// A system connected as `setup` says.
-async fn start_on(setup: &Setup) -> WorkflowSystem {
-    WorkflowSystem::builder(setup.settings())
+/// A system running every test operation with `settings`: those of a
+/// [`Setup`] (`setup.settings()`) or of a bare database (`settings(&db)`),
+/// changed as the test needs.
+async fn start(settings: pgoutbox::Settings) -> WorkflowSystem {
+    WorkflowSystem::builder(settings)
         .router(all_test_ops())
         .start()
         .await
@@ -60,7 +54,7 @@ fn key() -> String {
 
 async fn success_is_recorded_with_its_attempt(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let id = setup
         .publish_one(Work {
@@ -90,7 +84,7 @@ async fn success_is_recorded_with_its_attempt(setup: Setup) {
 
 async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visible(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let id = setup
         .publish_one(Work {
@@ -127,7 +121,7 @@ async fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_visibl
 
 async fn attempts_run_out_then_dead(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Work {
             key: key(),
@@ -147,7 +141,7 @@ async fn attempts_run_out_then_dead(setup: Setup) {
 
 async fn a_permanent_error_is_dead_at_once(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Work {
             key: key(),
@@ -174,7 +168,7 @@ async fn a_permanent_error_is_dead_at_once(setup: Setup) {
 
 async fn a_panic_is_a_recorded_failure_not_a_crash(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Work {
             key: key(),
@@ -222,7 +216,7 @@ async fn a_panic_is_a_recorded_failure_not_a_crash(setup: Setup) {
 
 async fn a_snooze_does_not_use_up_an_attempt(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let id = setup
         .publish_one(Work {
@@ -253,7 +247,7 @@ async fn a_snooze_does_not_use_up_an_attempt(setup: Setup) {
 #[tokio::test]
 async fn a_payload_that_no_longer_decodes_is_dead_at_once_naming_the_schema() {
     let db = test_db().await;
-    let system = start(&db).await;
+    let system = start(settings(&db)).await;
     // Inserted behind pgoutbox's back, as an older binary might have.
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
@@ -288,7 +282,7 @@ async fn a_payload_that_no_longer_decodes_is_dead_at_once_naming_the_schema() {
 async fn a_transactional_success_commits_its_writes_and_its_success_together(setup: Setup) {
     let db = &setup.db;
     business_table(db).await;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Record {
             label: "ok".into(),
@@ -313,7 +307,7 @@ async fn a_transactional_success_commits_its_writes_and_its_success_together(set
 async fn a_transactional_failure_leaves_neither_its_writes_nor_a_success(setup: Setup) {
     let db = &setup.db;
     business_table(db).await;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Record {
             label: "x".into(),
@@ -339,7 +333,7 @@ async fn a_transactional_failure_leaves_neither_its_writes_nor_a_success(setup: 
 async fn a_handler_that_commits_behind_the_dispatchers_back_is_not_a_success() {
     let db = test_db().await;
     business_table(&db).await;
-    let system = start(&db).await;
+    let system = start(settings(&db)).await;
     let id = publish_one(
         &db,
         Record {
@@ -372,7 +366,7 @@ async fn a_handler_that_commits_behind_the_dispatchers_back_is_not_a_success() {
 async fn follow_ups_commit_with_the_success_and_carry_the_tree(setup: Setup) {
     let db = &setup.db;
     business_table(db).await;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let root = setup
         .publish_one(Work {
@@ -413,7 +407,7 @@ async fn a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_o
     setup: Setup,
 ) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let stalled = setup
         .publish_one(Sleep {
             key: key(),
@@ -445,7 +439,7 @@ async fn a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_o
 
 async fn run_at_is_respected(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let mut tx = setup.pool().begin().await.unwrap();
     setup
@@ -477,11 +471,7 @@ async fn pickup_by_notify_is_faster_than_the_poll(setup: Setup) {
     let db = &setup.db;
     let mut s = setup.settings();
     s.workflow_system.poll_interval = Duration::from_secs(30);
-    let system = WorkflowSystem::builder(s)
-        .router(all_test_ops())
-        .start()
-        .await
-        .unwrap();
+    let system = start(s).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     setup
         .publish_one(Work {
@@ -504,11 +494,7 @@ async fn pickup_by_polling_with_notify_disabled(setup: Setup) {
     let mut s = setup.settings();
     s.workflow_system.notify = false;
     let publisher = pgoutbox::Publisher::from_settings(&s).unwrap();
-    let system = WorkflowSystem::builder(s)
-        .router(all_test_ops())
-        .start()
-        .await
-        .unwrap();
+    let system = start(s).await;
     let mut listener = sqlx::postgres::PgListener::connect(&db.url())
         .await
         .unwrap();
@@ -546,11 +532,7 @@ async fn the_listener_killed_mid_run_does_not_stop_the_work(setup: Setup) {
     let mut s = setup.settings();
     s.database.application_name = "pgoutbox-kill-test".into();
     s.workflow_system.poll_interval = Duration::from_secs(2);
-    let system = WorkflowSystem::builder(s)
-        .router(all_test_ops())
-        .start()
-        .await
-        .unwrap();
+    let system = start(s).await;
     let mut kills = 0;
     for _ in 0..5 {
         // Wait for the listener to be (re)connected, then kill it.
@@ -594,7 +576,7 @@ async fn the_listener_killed_mid_run_does_not_stop_the_work(setup: Setup) {
 async fn an_operation_no_worker_handles_is_never_claimed(setup: Setup) {
     let db = &setup.db;
     let id = setup.publish_one(Orphan { n: 1 }).await;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     setup
         .publish_one(Work {
             key: key(),
@@ -619,11 +601,7 @@ async fn graceful_stop_waits_then_aborts_and_records_in_doubt_attempts(setup: Se
     let mut s = setup.settings();
     // Long enough for the quick one even on a loaded machine.
     s.workflow_system.shutdown_wait = Duration::from_secs(2);
-    let system = WorkflowSystem::builder(s)
-        .router(all_test_ops())
-        .start()
-        .await
-        .unwrap();
+    let system = start(s).await;
     let quick = setup
         .publish_one(Work {
             key: key(),
@@ -702,7 +680,7 @@ async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_inc
 ) {
     let db = &setup.db;
     business_table(db).await;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let id = setup
         .publish_one(Record {
             label: "late".into(),
@@ -749,7 +727,7 @@ async fn a_stolen_lease_rolls_back_the_transactional_handler_business_writes_inc
 
 async fn a_worker_that_cannot_renew_its_lease_aborts_its_handlers(setup: Setup) {
     let db = &setup.db;
-    let system = start_on(&setup).await;
+    let system = start(setup.settings()).await;
     let k = key();
     let id = setup
         .publish_one(Work {
@@ -820,11 +798,7 @@ async fn the_janitor_purges_old_finished_operations_and_keeps_the_rest() {
     s.workflow_system.retention.operations = Duration::from_hours(24);
     s.workflow_system.retention.interval = Duration::from_millis(200);
     s.workflow_system.retention.batch_size = 1;
-    let system = WorkflowSystem::builder(s)
-        .router(all_test_ops())
-        .start()
-        .await
-        .unwrap();
+    let system = start(s).await;
     wait_for_count(&db, "SELECT count(*) FROM pgoutbox.operations", 2, WITHIN).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(status(&db, waiting).await, "pending");
@@ -872,7 +846,7 @@ async fn thousands_of_bad_rows_behind_pgoutboxs_back_disturb_nothing() {
     .execute(db.pool())
     .await
     .unwrap();
-    let system = start(&db).await;
+    let system = start(settings(&db)).await;
     let k = key();
     for _ in 0..10 {
         publish_one(
@@ -949,9 +923,9 @@ async fn three_systems_run_each_operation_exactly_once(setup: Setup) {
     tx.commit().await.unwrap();
     assert_eq!(ids.len(), 300);
     let systems = [
-        start_on(&setup).await,
-        start_on(&setup).await,
-        start_on(&setup).await,
+        start(setup.settings()).await,
+        start(setup.settings()).await,
+        start(setup.settings()).await,
     ];
     wait_for_count(
         db,

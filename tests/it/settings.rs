@@ -99,7 +99,7 @@ fn hostile_schema_and_channel_names_are_refused() {
 
 #[test]
 fn a_bad_duration_and_a_bad_url_name_their_keys() {
-    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "10 minutes")]);
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "ten minutes")]);
     assert!(!ok);
     assert!(
         stderr.contains("`workflow_system.lease`") && stderr.contains("invalid duration"),

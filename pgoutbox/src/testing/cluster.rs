@@ -57,7 +57,7 @@ impl ShutdownMode {
 ///
 /// let cluster = Cluster::start_private()?;
 /// let pool = sqlx::PgPool::connect(&cluster.url("postgres")).await?;
-/// pgoutbox_migrate::run(&pool, &pgoutbox::Identifier::default()).await?;
+/// pgoutbox::migrate::run(&pool, &pgoutbox::Identifier::default()).await?;
 /// cluster.stop(ShutdownMode::Fast)?;
 /// assert!(sqlx::query("SELECT 1").execute(&pool).await.is_err()); // the server is gone
 /// cluster.start()?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use sqlx::{PgConnection, PgPool};
 
 use crate::admin::{Admin, OperationDetail};
-use crate::executor::Crash;
+use crate::runtime::Crash;
 use crate::store::Store;
 use crate::{
     Identifier, Operation, OperationId, PublishError, Publisher, Settings, SettingsError,
@@ -116,7 +116,7 @@ pub async fn published<O: Operation>(conn: &mut PgConnection) -> Result<Vec<O>, 
 /// # async fn example() -> std::result::Result<(), Box<dyn std::error::Error>> {
 /// let db = pgoutbox::testing::TestDatabase::empty().await?;
 /// let schema = Identifier::new("outbox")?;
-/// pgoutbox_migrate::run(db.pool(), &schema).await?;
+/// pgoutbox::migrate::run(db.pool(), &schema).await?;
 /// let mut tx = db.pool().begin().await?;
 /// Publisher::new(&schema, None, 5).publish(&mut tx, SendMail { to: "ada@example.com".into() }).await?;
 /// let sent = pgoutbox::testing::published_in::<SendMail>(&mut tx, &schema).await?;

@@ -148,7 +148,7 @@ impl TestDatabase {
     /// ```no_run
     /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
     /// let db = pgoutbox::testing::TestDatabase::new().await?;
-    /// pgoutbox_migrate::check(db.pool(), &pgoutbox::Identifier::default()).await?; // already migrated
+    /// pgoutbox::migrate::check(db.pool(), &pgoutbox::Identifier::default()).await?; // already migrated
     /// # Ok(())
     /// # }
     /// ```
@@ -166,8 +166,8 @@ impl TestDatabase {
     ///
     /// let db = pgoutbox::testing::TestDatabase::empty().await?;
     /// let schema = Identifier::new("outbox")?;
-    /// assert!(pgoutbox_migrate::check(db.pool(), &schema).await.is_err());
-    /// assert_eq!(pgoutbox_migrate::run(db.pool(), &schema).await?, [1]);
+    /// assert!(pgoutbox::migrate::check(db.pool(), &schema).await.is_err());
+    /// assert_eq!(pgoutbox::migrate::run(db.pool(), &schema).await?, [1]);
     /// # Ok(())
     /// # }
     /// ```

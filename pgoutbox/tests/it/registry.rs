@@ -1,4 +1,4 @@
-use pgoutbox::ErasedHandler;
+use pgoutbox::__private::ErasedHandler;
 use pgoutbox::prelude::*;
 
 use crate::fixtures::{self, Charge, RecordEntry, duplicate};

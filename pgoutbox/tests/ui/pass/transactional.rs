@@ -32,6 +32,6 @@ fn main() {
     let entry = registry.get("billing.charge").unwrap();
     assert!(matches!(
         entry.handler().unwrap().erased_handler(),
-        Some(pgoutbox::ErasedHandler::Transactional(_))
+        Some(pgoutbox::__private::ErasedHandler::Transactional(_))
     ));
 }
