@@ -1,5 +1,5 @@
-//! Parsing the attribute's arguments: `#[operation("name", option, option =
-//! value, …)]`.
+//! Parsing the attributes' arguments: `#[operation("name", option, option =
+//! value, …)]` and `#[payload(crate = path)]`.
 //!
 //! Only the syntax is checked here (and that no option is given twice);
 //! the values stay as the user's literals, for `valid` to check with their
@@ -100,6 +100,30 @@ impl Args {
 /// duplicate option is collected.
 pub(crate) fn parse(tokens: proc_macro2::TokenStream, cx: &Ctxt) -> syn::Result<Args> {
     let parser = |input: ParseStream| parse_args(input, cx);
+    parser.parse2(tokens)
+}
+
+/// Parses the arguments of `#[payload]`: nothing, or `crate = path`.
+pub(crate) fn parse_payload(
+    tokens: proc_macro2::TokenStream,
+    cx: &Ctxt,
+) -> syn::Result<Option<Opt<Path>>> {
+    let parser = |input: ParseStream| {
+        let mut krate = None;
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(Token![crate]) {
+                let kw: Token![crate] = input.parse()?;
+                set(&mut krate, kw.span, value_after_eq(input)?, "crate", cx);
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(krate)
+    };
     parser.parse2(tokens)
 }
 

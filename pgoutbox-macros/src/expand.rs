@@ -1,14 +1,18 @@
-//! Runs the pipeline (parse → check) and generates the payload struct, the
-//! `Operation` impl and the registration from the checked model.
+//! Runs the pipeline (parse → check) and generates from the checked model:
+//! for `#[operation]` the payload struct, the `Operation` impl and the
+//! registration; for `#[payload]` the derives a nested payload type needs.
 
 use proc_macro2::TokenStream;
+use proc_macro2::TokenTree;
 use quote::{ToTokens as _, quote, quote_spanned};
-use syn::{Attribute, Ident, ItemStruct, Path, Visibility};
+use syn::{Attribute, Fields, Ident, Item, ItemStruct, Path, Type, Visibility};
 
 use crate::ast;
 use crate::attr;
 use crate::ctxt::Ctxt;
-use crate::valid::{self, Handler, HandlerPayload, Operation, Options, PayloadField, Target};
+use crate::valid::{
+    self, Handler, HandlerPayload, Operation, Options, Payload, PayloadField, Target,
+};
 
 /// Parses, checks and expands `#[operation]`; `Err` carries every error
 /// found.
@@ -27,6 +31,93 @@ pub(crate) fn operation(args: TokenStream, item: TokenStream) -> syn::Result<Tok
     cx.check()?;
     // Every check that yields no model reported an error.
     Ok(checked.map(expand_operation).unwrap_or_default())
+}
+
+/// Parses, checks and expands `#[payload]`.
+pub(crate) fn payload(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let cx = Ctxt::default();
+    let parsed = attr::parse_payload(args, &cx).and_then(|krate| Ok((krate, ast::parse(item)?)));
+    let checked = match parsed {
+        Ok((krate, input)) => valid::payload(krate.as_ref(), input, &cx),
+        Err(error) => {
+            cx.syn_error(error);
+            None
+        }
+    };
+    cx.check()?;
+    Ok(checked.map(expand_payload).unwrap_or_default())
+}
+
+fn expand_payload(payload: Payload) -> TokenStream {
+    let Payload { krate, item } = payload;
+    let derives = payload_derives(&krate);
+    let checks = match &item {
+        // A generic type's fields name its parameters, which the checks,
+        // outside the type, cannot; serde's own errors remain.
+        Item::Struct(item) if item.generics.params.is_empty() => {
+            field_checks(&krate, fields_of(std::slice::from_ref(&item.fields)))
+        }
+        Item::Enum(item) if item.generics.params.is_empty() => {
+            let variants: Vec<Fields> = item
+                .variants
+                .iter()
+                .filter(|v| !v.attrs.iter().any(is_serde_attr))
+                .map(|v| v.fields.clone())
+                .collect();
+            field_checks(&krate, fields_of(&variants))
+        }
+        _ => TokenStream::new(),
+    };
+    quote! {
+        #checks
+        #derives
+        #item
+    }
+}
+
+fn fields_of(fields: &[Fields]) -> impl Iterator<Item = (&[Attribute], &Type)> {
+    fields
+        .iter()
+        .flat_map(|fields| fields.iter().map(|f| (f.attrs.as_slice(), &f.ty)))
+}
+
+/// `#[serde(…)]` or `#[schemars(…)]`.
+fn is_serde_attr(attr: &Attribute) -> bool {
+    ast::is_field_attr(attr) && !ast::is_doc(attr)
+}
+
+/// Checks, spanned on each field's type, that the type can be part of a
+/// payload: `Serialize`, `Deserialize` and `JsonSchema`. The derives
+/// already require as much, but their errors name hidden paths; the
+/// `PayloadField` bound says to add `#[pgoutbox::payload]`. Fields with
+/// `#[serde]` or `#[schemars]` attributes are left to the derives, since
+/// `with`, `skip` and the like change what the field needs; so are types
+/// naming `Self`, which a check outside the type cannot.
+fn field_checks<'a>(
+    krate: &Path,
+    fields: impl IntoIterator<Item = (&'a [Attribute], &'a Type)>,
+) -> TokenStream {
+    let p = quote!(#krate::__private);
+    let checks: TokenStream = fields
+        .into_iter()
+        .filter(|(attrs, ty)| !attrs.iter().any(is_serde_attr) && !names_self(ty.to_token_stream()))
+        .map(|(_, ty)| {
+            let span = ast::first_span(ty);
+            quote_spanned!(span=> #p::assert_payload_field::<#ty>();)
+        })
+        .collect();
+    if checks.is_empty() {
+        return checks;
+    }
+    quote!(const _: () = { #checks };)
+}
+
+fn names_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "Self",
+        TokenTree::Group(group) => names_self(group.stream()),
+        _ => false,
+    })
 }
 
 fn expand_operation(operation: Operation) -> TokenStream {
@@ -135,10 +226,12 @@ fn expand_contract(
     let options = options_expr(options, krate, quote!(#p::OperationOptions::new()));
     let derives = payload_derives(krate);
     let operation = operation_impl(krate, &payload, name, &options);
+    let checks = field_checks(krate, fields_of(std::slice::from_ref(&item.fields)));
     if !has_docs(&item.attrs) {
         item.attrs.insert(0, default_doc(name));
     }
     quote! {
+        #checks
         #derives
         #item
 
@@ -188,9 +281,14 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
         } => {
             let payload = quote!(#ident);
             let options = options_expr(options, krate, quote!(#p::OperationOptions::new()));
+            let checks = field_checks(krate, fields.iter().map(|f| (f.attrs.as_slice(), &f.ty)));
             (
                 payload.clone(),
-                payload_struct(krate, &item.attrs, vis, ident, name, fields),
+                {
+                    let payload_struct =
+                        payload_struct(krate, &item.attrs, vis, ident, name, fields);
+                    quote!(#checks #payload_struct)
+                },
                 operation_impl(krate, &payload, name, &options),
                 quote!(<#payload as #p::Operation>::OPTIONS),
                 fields

@@ -1,5 +1,6 @@
-//! The `#[operation]` attribute of pgoutbox. Use it through `pgoutbox`,
-//! which re-exports it and documents it as `pgoutbox::operation`.
+//! The `#[operation]` and `#[payload]` attributes of pgoutbox. Use them
+//! through `pgoutbox`, which re-exports and documents them as
+//! `pgoutbox::operation` and `pgoutbox::payload`.
 //!
 //! The pipeline is parse (`attr`, `ast`: a typed model that keeps the
 //! user's tokens) → check (`valid`: values, shapes and how they fit,
@@ -26,6 +27,23 @@ pub fn operation(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(error) => {
             let mut output = error.into_compile_error();
             output.extend(expand::fallback(item));
+            output
+        }
+    };
+    expand::debug(&output);
+    output.into()
+}
+
+/// Derives what a type used inside an operation payload needs. See
+/// `pgoutbox::payload`.
+#[proc_macro_attribute]
+pub fn payload(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let output = match expand::payload(args.into(), item.clone()) {
+        Ok(output) => output,
+        Err(error) => {
+            let mut output = error.into_compile_error();
+            output.extend(item);
             output
         }
     };

@@ -91,6 +91,12 @@ pub(crate) struct PayloadField {
     pub(crate) ty: Type,
 }
 
+/// A checked `#[payload]`.
+pub(crate) struct Payload {
+    pub(crate) krate: Path,
+    pub(crate) item: Item,
+}
+
 /// Checks `#[operation]`; `None` when something was reported.
 pub(crate) fn operation(args: &Args, input: Input, cx: &Ctxt) -> Option<Operation> {
     if let Some(name) = &args.name {
@@ -122,6 +128,37 @@ pub(crate) fn operation(args: &Args, input: Input, cx: &Ctxt) -> Option<Operatio
         options: options?,
         target: target?,
     })
+}
+
+/// Checks `#[payload]`.
+pub(crate) fn payload(krate: Option<&Opt<Path>>, input: Input, cx: &Ctxt) -> Option<Payload> {
+    let item = match input {
+        Input::Struct(item) => Item::Struct(*item),
+        Input::Other(item) if matches!(*item, Item::Enum(_)) => *item,
+        Input::Other(item) => {
+            report_payload_target(&item, cx);
+            return None;
+        }
+        Input::Handler(handler) => {
+            report_payload_target(&Item::Fn(handler.item), cx);
+            return None;
+        }
+    };
+    Some(Payload {
+        krate: self::krate(krate),
+        item,
+    })
+}
+
+fn report_payload_target(item: &Item, cx: &Ctxt) {
+    cx.error_at(
+        ast::first_span(item),
+        format!(
+            "`#[payload]` applies to a struct or an enum used inside an operation payload, \
+             not to {}",
+            what(item)
+        ),
+    );
 }
 
 fn what(item: &Item) -> &'static str {
