@@ -1,4 +1,9 @@
-//! Parsing the attribute's arguments: `"name", option, option = value, …`.
+//! Parsing the attributes' arguments: `#[operation("name", option, option =
+//! value, …)]` and `#[payload(crate = path)]`.
+//!
+//! Only the syntax is checked here (and that no option is given twice);
+//! the values stay as the user's literals, for `valid` to check with their
+//! spans.
 
 use proc_macro2::Span;
 use syn::ext::IdentExt as _;
@@ -6,7 +11,6 @@ use syn::parse::{ParseStream, Parser as _};
 use syn::{Ident, LitInt, LitStr, Path, Token};
 
 use crate::ctxt::Ctxt;
-use crate::valid;
 
 mod kw {
     syn::custom_keyword!(transactional);
@@ -22,170 +26,176 @@ mod kw {
     syn::custom_keyword!(contract);
 }
 
-/// A duration option, validated, with the literal it came from.
+/// An option's value and the span of its keyword, which errors about the
+/// option as a whole point at.
 #[derive(Clone)]
-pub(crate) struct DurationArg {
-    pub(crate) lit: LitStr,
-    pub(crate) millis: u64,
+pub(crate) struct Opt<T> {
+    pub(crate) span: Span,
+    pub(crate) value: T,
 }
 
-/// The parsed arguments. Each option keeps the span of its keyword so that
-/// later checks can point at it.
+/// `backoff(initial = "…", max = "…")`; a missing bound is `None`.
+#[derive(Clone)]
+pub(crate) struct BackoffArg {
+    pub(crate) initial: Option<LitStr>,
+    pub(crate) max: Option<LitStr>,
+}
+
+/// `priority = -5`: the sign is a separate token.
+#[derive(Clone)]
+pub(crate) struct PriorityArg {
+    pub(crate) negative: bool,
+    pub(crate) lit: LitInt,
+}
+
+/// The arguments of `#[operation]`, as written.
 #[derive(Default)]
 pub(crate) struct Args {
     pub(crate) name: Option<LitStr>,
-    pub(crate) contract: Option<(Span, Path)>,
-    pub(crate) transactional: Option<Span>,
-    pub(crate) idempotent: Option<Span>,
-    pub(crate) max_attempts: Option<(Span, u32)>,
-    pub(crate) backoff: Option<(Span, DurationArg, DurationArg)>,
-    pub(crate) timeout: Option<(Span, DurationArg)>,
-    pub(crate) queue: Option<(Span, LitStr)>,
-    pub(crate) priority: Option<(Span, i16)>,
-    pub(crate) payload: Option<(Span, Ident)>,
-    pub(crate) krate: Option<(Span, Path)>,
+    pub(crate) contract: Option<Opt<Path>>,
+    pub(crate) transactional: Option<Opt<()>>,
+    pub(crate) idempotent: Option<Opt<()>>,
+    pub(crate) max_attempts: Option<Opt<LitInt>>,
+    pub(crate) backoff: Option<Opt<BackoffArg>>,
+    pub(crate) timeout: Option<Opt<LitStr>>,
+    pub(crate) queue: Option<Opt<LitStr>>,
+    pub(crate) priority: Option<Opt<PriorityArg>>,
+    pub(crate) payload: Option<Opt<Ident>>,
+    pub(crate) krate: Option<Opt<Path>>,
+}
+
+fn span_of<T>(option: Option<&Opt<T>>) -> Option<Span> {
+    option.map(|o| o.span)
 }
 
 impl Args {
     /// The options that belong to the published row (and so to a contract).
     pub(crate) fn publish_side(&self) -> Vec<(&'static str, Span)> {
-        let mut out = Vec::new();
-        if let Some(span) = self.idempotent {
-            out.push(("idempotent", span));
-        }
-        if let Some((span, _)) = self.max_attempts {
-            out.push(("max_attempts", span));
-        }
-        if let Some((span, _)) = &self.queue {
-            out.push(("queue", *span));
-        }
-        if let Some((span, _)) = self.priority {
-            out.push(("priority", span));
-        }
-        out
+        [
+            ("idempotent", span_of(self.idempotent.as_ref())),
+            ("max_attempts", span_of(self.max_attempts.as_ref())),
+            ("queue", span_of(self.queue.as_ref())),
+            ("priority", span_of(self.priority.as_ref())),
+        ]
+        .into_iter()
+        .filter_map(|(option, span)| Some((option, span?)))
+        .collect()
     }
 
     /// The options that only a handler can honour.
     pub(crate) fn handler_side(&self) -> Vec<(&'static str, Span)> {
-        let mut out = Vec::new();
-        if let Some(span) = self.transactional {
-            out.push(("transactional", span));
-        }
-        if let Some((span, ..)) = &self.backoff {
-            out.push(("backoff", *span));
-        }
-        if let Some((span, _)) = &self.timeout {
-            out.push(("timeout", *span));
-        }
-        if let Some((span, _)) = &self.payload {
-            out.push(("payload", *span));
-        }
-        out
+        [
+            ("transactional", span_of(self.transactional.as_ref())),
+            ("backoff", span_of(self.backoff.as_ref())),
+            ("timeout", span_of(self.timeout.as_ref())),
+            ("payload", span_of(self.payload.as_ref())),
+        ]
+        .into_iter()
+        .filter_map(|(option, span)| Some((option, span?)))
+        .collect()
     }
 }
 
-/// Parses the arguments; syntax errors abort, value errors are collected.
+/// Parses the arguments of `#[operation]`; a syntax error aborts, a
+/// duplicate option is collected.
 pub(crate) fn parse(tokens: proc_macro2::TokenStream, cx: &Ctxt) -> syn::Result<Args> {
     let parser = |input: ParseStream| parse_args(input, cx);
     parser.parse2(tokens)
 }
 
-fn duplicate<T>(slot: Option<&T>, span: Span, option: &str, cx: &Ctxt) {
+/// Parses the arguments of `#[payload]`: nothing, or `crate = path`.
+pub(crate) fn parse_payload(
+    tokens: proc_macro2::TokenStream,
+    cx: &Ctxt,
+) -> syn::Result<Option<Opt<Path>>> {
+    let parser = |input: ParseStream| {
+        let mut krate = None;
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            if lookahead.peek(Token![crate]) {
+                let kw: Token![crate] = input.parse()?;
+                set(&mut krate, kw.span, value_after_eq(input)?, "crate", cx);
+            } else {
+                return Err(lookahead.error());
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(krate)
+    };
+    parser.parse2(tokens)
+}
+
+/// Stores an option, or reports it as a duplicate (keeping the first).
+fn set<T>(slot: &mut Option<Opt<T>>, span: Span, value: T, option: &str, cx: &Ctxt) {
     if slot.is_some() {
         cx.error_at(span, format!("duplicate option `{option}`"));
+    } else {
+        *slot = Some(Opt { span, value });
     }
 }
 
-#[allow(clippy::too_many_lines)] // One arm per option reads better than a table of closures.
+fn value_after_eq<T: syn::parse::Parse>(input: ParseStream) -> syn::Result<T> {
+    input.parse::<Token![=]>()?;
+    input.parse()
+}
+
 fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
     let mut args = Args::default();
     let mut first = true;
     while !input.is_empty() {
         let lookahead = input.lookahead1();
         if first && lookahead.peek(LitStr) {
-            let name: LitStr = input.parse()?;
-            valid::check_name(&name, cx);
-            args.name = Some(name);
+            args.name = Some(input.parse()?);
         } else if lookahead.peek(kw::transactional) {
             let kw: kw::transactional = input.parse()?;
-            duplicate(args.transactional.as_ref(), kw.span, "transactional", cx);
-            args.transactional = Some(kw.span);
+            set(&mut args.transactional, kw.span, (), "transactional", cx);
         } else if lookahead.peek(kw::idempotent) {
             let kw: kw::idempotent = input.parse()?;
-            duplicate(args.idempotent.as_ref(), kw.span, "idempotent", cx);
-            args.idempotent = Some(kw.span);
+            set(&mut args.idempotent, kw.span, (), "idempotent", cx);
         } else if lookahead.peek(kw::max_attempts) {
             let kw: kw::max_attempts = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let lit: LitInt = input.parse()?;
-            duplicate(args.max_attempts.as_ref(), kw.span, "max_attempts", cx);
-            match lit.base10_parse::<u32>() {
-                Ok(n) if n >= 1 && i32::try_from(n).is_ok() => {
-                    args.max_attempts = Some((kw.span, n));
-                }
-                _ => cx.error_spanned_by(
-                    &lit,
-                    "`max_attempts` must be an integer from 1 to 2147483647",
-                ),
-            }
+            let lit = value_after_eq(input)?;
+            set(&mut args.max_attempts, kw.span, lit, "max_attempts", cx);
         } else if lookahead.peek(kw::backoff) {
             let kw: kw::backoff = input.parse()?;
             let content;
             syn::parenthesized!(content in input);
-            duplicate(args.backoff.as_ref(), kw.span, "backoff", cx);
-            if let Some((initial, max)) = parse_backoff(&content, kw.span, cx)? {
-                args.backoff = Some((kw.span, initial, max));
-            }
+            let backoff = parse_backoff(&content, cx)?;
+            set(&mut args.backoff, kw.span, backoff, "backoff", cx);
         } else if lookahead.peek(kw::timeout) {
             let kw: kw::timeout = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let lit: LitStr = input.parse()?;
-            duplicate(args.timeout.as_ref(), kw.span, "timeout", cx);
-            if let Some(d) = valid::duration(&lit, cx) {
-                args.timeout = Some((kw.span, d));
-            }
+            let lit = value_after_eq(input)?;
+            set(&mut args.timeout, kw.span, lit, "timeout", cx);
         } else if lookahead.peek(kw::queue) {
             let kw: kw::queue = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let lit: LitStr = input.parse()?;
-            duplicate(args.queue.as_ref(), kw.span, "queue", cx);
-            valid::check_queue(&lit, cx);
-            args.queue = Some((kw.span, lit));
+            let lit = value_after_eq(input)?;
+            set(&mut args.queue, kw.span, lit, "queue", cx);
         } else if lookahead.peek(kw::priority) {
             let kw: kw::priority = input.parse()?;
             input.parse::<Token![=]>()?;
             let negative = input.parse::<Option<Token![-]>>()?.is_some();
-            let lit: LitInt = input.parse()?;
-            duplicate(args.priority.as_ref(), kw.span, "priority", cx);
-            let value = lit
-                .base10_parse::<i32>()
-                .ok()
-                .map(|v| if negative { -v } else { v })
-                .and_then(|v| i16::try_from(v).ok());
-            match value {
-                Some(v) => args.priority = Some((kw.span, v)),
-                None => {
-                    cx.error_spanned_by(&lit, "`priority` must be an integer from -32768 to 32767");
-                }
-            }
+            let lit = input.parse()?;
+            set(
+                &mut args.priority,
+                kw.span,
+                PriorityArg { negative, lit },
+                "priority",
+                cx,
+            );
         } else if lookahead.peek(kw::payload) {
             let kw: kw::payload = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let ident: Ident = input.parse()?;
-            duplicate(args.payload.as_ref(), kw.span, "payload", cx);
-            args.payload = Some((kw.span, ident));
+            let ident = value_after_eq(input)?;
+            set(&mut args.payload, kw.span, ident, "payload", cx);
         } else if lookahead.peek(kw::contract) {
             let kw: kw::contract = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let path: Path = input.parse()?;
-            duplicate(args.contract.as_ref(), kw.span, "contract", cx);
-            args.contract = Some((kw.span, path));
+            let path = value_after_eq(input)?;
+            set(&mut args.contract, kw.span, path, "contract", cx);
         } else if lookahead.peek(Token![crate]) {
             let kw: Token![crate] = input.parse()?;
-            input.parse::<Token![=]>()?;
-            let path: Path = input.parse()?;
-            duplicate(args.krate.as_ref(), kw.span, "crate", cx);
-            args.krate = Some((kw.span, path));
+            let path = value_after_eq(input)?;
+            set(&mut args.krate, kw.span, path, "crate", cx);
         } else if first && looks_like_a_non_literal_name(input) {
             return Err(syn::Error::new(
                 input.span(),
@@ -220,27 +230,19 @@ fn looks_like_a_non_literal_name(input: ParseStream) -> bool {
     !option_like
 }
 
-fn parse_backoff(
-    content: ParseStream,
-    span: Span,
-    cx: &Ctxt,
-) -> syn::Result<Option<(DurationArg, DurationArg)>> {
+fn parse_backoff(content: ParseStream, cx: &Ctxt) -> syn::Result<BackoffArg> {
     let mut initial = None;
     let mut max = None;
     while !content.is_empty() {
         let lookahead = content.lookahead1();
         if lookahead.peek(kw::initial) {
             let kw: kw::initial = content.parse()?;
-            content.parse::<Token![=]>()?;
-            let lit: LitStr = content.parse()?;
-            duplicate(initial.as_ref(), kw.span, "initial", cx);
-            initial = Some(valid::duration(&lit, cx));
+            let lit = value_after_eq(content)?;
+            set(&mut initial, kw.span, lit, "initial", cx);
         } else if lookahead.peek(kw::max) {
             let kw: kw::max = content.parse()?;
-            content.parse::<Token![=]>()?;
-            let lit: LitStr = content.parse()?;
-            duplicate(max.as_ref(), kw.span, "max", cx);
-            max = Some(valid::duration(&lit, cx));
+            let lit = value_after_eq(content)?;
+            set(&mut max, kw.span, lit, "max", cx);
         } else {
             return Err(lookahead.error());
         }
@@ -249,21 +251,8 @@ fn parse_backoff(
         }
         content.parse::<Token![,]>()?;
     }
-    match (initial, max) {
-        (Some(Some(initial)), Some(Some(max))) => {
-            if max.millis < initial.millis {
-                cx.error_spanned_by(&max.lit, "`max` must not be shorter than `initial`");
-                return Ok(None);
-            }
-            Ok(Some((initial, max)))
-        }
-        (Some(_), Some(_)) => Ok(None),
-        _ => {
-            cx.error_at(
-                span,
-                "`backoff` needs both bounds: `backoff(initial = \"1s\", max = \"10m\")`",
-            );
-            Ok(None)
-        }
-    }
+    Ok(BackoffArg {
+        initial: initial.map(|o| o.value),
+        max: max.map(|o| o.value),
+    })
 }

@@ -1,79 +1,176 @@
-//! Generating the payload struct, the `Operation` impl and the registration.
+//! Runs the pipeline (parse → check) and generates from the checked model:
+//! for `#[operation]` the payload struct, the `Operation` impl and the
+//! registration; for `#[payload]` the derives a nested payload type needs.
 
-use proc_macro2::{Span, TokenStream};
+use proc_macro2::TokenStream;
+use proc_macro2::TokenTree;
 use quote::{ToTokens as _, quote, quote_spanned};
-use syn::{Attribute, Ident, ItemStruct, Path, Visibility};
+use syn::{Attribute, Fields, Ident, Item, ItemStruct, Path, Type, Visibility};
 
-use crate::ast::{self, HandlerFn, Input};
-use crate::attr::Args;
+use crate::ast;
+use crate::attr;
 use crate::ctxt::Ctxt;
+use crate::valid::{
+    self, Handler, HandlerPayload, Operation, Options, Payload, PayloadField, Target,
+};
 
-/// Parses, checks and expands; `Err` carries every error found.
-pub(crate) fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+/// Parses, checks and expands `#[operation]`; `Err` carries every error
+/// found.
+pub(crate) fn operation(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let cx = Ctxt::default();
     // A syntax error in the arguments leaves nothing to check the item
-    // against: report it (and any value errors before it) alone.
-    let args = match crate::attr::parse(args, &cx) {
-        Ok(args) => args,
+    // against: report it (and any duplicate before it) alone.
+    let parsed = attr::parse(args, &cx).and_then(|args| Ok((args, ast::parse(item)?)));
+    let checked = match parsed {
+        Ok((args, input)) => valid::operation(&args, input, &cx),
         Err(error) => {
             cx.syn_error(error);
-            return Err(cx.check().expect_err("an error was just recorded"));
+            None
         }
     };
-    let input = ast::parse(item, &args, &cx)?;
     cx.check()?;
-    let Some(input) = input else {
-        // Every path that yields no model reported an error above.
-        return Ok(TokenStream::new());
+    // Every check that yields no model reported an error.
+    Ok(checked.map(expand_operation).unwrap_or_default())
+}
+
+/// Parses, checks and expands `#[payload]`.
+pub(crate) fn payload(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
+    let cx = Ctxt::default();
+    let parsed = attr::parse_payload(args, &cx).and_then(|krate| Ok((krate, ast::parse(item)?)));
+    let checked = match parsed {
+        Ok((krate, input)) => valid::payload(krate.as_ref(), input, &cx),
+        Err(error) => {
+            cx.syn_error(error);
+            None
+        }
     };
-    let krate: Path = args
-        .krate
-        .as_ref()
-        .map_or_else(|| syn::parse_quote!(::pgoutbox), |(_, path)| path.clone());
-    Ok(match input {
-        Input::Handler(handler) => expand_handler(&args, &krate, *handler),
-        Input::Contract(item) => expand_contract(&args, &krate, *item),
+    cx.check()?;
+    Ok(checked.map(expand_payload).unwrap_or_default())
+}
+
+fn expand_payload(payload: Payload) -> TokenStream {
+    let Payload { krate, item } = payload;
+    let derives = payload_derives(&krate);
+    let checks = match &item {
+        // A generic type's fields name its parameters, which the checks,
+        // outside the type, cannot; serde's own errors remain.
+        Item::Struct(item) if item.generics.params.is_empty() => {
+            field_checks(&krate, fields_of(std::slice::from_ref(&item.fields)))
+        }
+        Item::Enum(item) if item.generics.params.is_empty() => {
+            let variants: Vec<Fields> = item
+                .variants
+                .iter()
+                .filter(|v| !v.attrs.iter().any(is_serde_attr))
+                .map(|v| v.fields.clone())
+                .collect();
+            field_checks(&krate, fields_of(&variants))
+        }
+        _ => TokenStream::new(),
+    };
+    quote! {
+        #checks
+        #derives
+        #item
+    }
+}
+
+fn fields_of(fields: &[Fields]) -> impl Iterator<Item = (&[Attribute], &Type)> {
+    fields
+        .iter()
+        .flat_map(|fields| fields.iter().map(|f| (f.attrs.as_slice(), &f.ty)))
+}
+
+/// `#[serde(…)]` or `#[schemars(…)]`.
+fn is_serde_attr(attr: &Attribute) -> bool {
+    ast::is_field_attr(attr) && !ast::is_doc(attr)
+}
+
+/// Checks, spanned on each field's type, that the type can be part of a
+/// payload: `Serialize`, `Deserialize` and `JsonSchema`. The derives
+/// already require as much, but their errors name hidden paths; the
+/// `PayloadField` bound says to add `#[pgoutbox::payload]`. Fields with
+/// `#[serde]` or `#[schemars]` attributes are left to the derives, since
+/// `with`, `skip` and the like change what the field needs; so are types
+/// naming `Self`, which a check outside the type cannot.
+fn field_checks<'a>(
+    krate: &Path,
+    fields: impl IntoIterator<Item = (&'a [Attribute], &'a Type)>,
+) -> TokenStream {
+    let p = quote!(#krate::__private);
+    let checks: TokenStream = fields
+        .into_iter()
+        .filter(|(attrs, ty)| !attrs.iter().any(is_serde_attr) && !names_self(ty.to_token_stream()))
+        .map(|(_, ty)| {
+            let span = ast::first_span(ty);
+            quote_spanned!(span=> #p::assert_payload_field::<#ty>();)
+        })
+        .collect();
+    if checks.is_empty() {
+        return checks;
+    }
+    quote!(const _: () = { #checks };)
+}
+
+fn names_self(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == "Self",
+        TokenTree::Group(group) => names_self(group.stream()),
+        _ => false,
     })
 }
 
-/// `OperationOptions::new().option(value)…` for the options in `args`.
-fn options_expr(args: &Args, krate: &Path, base: TokenStream) -> TokenStream {
+fn expand_operation(operation: Operation) -> TokenStream {
+    let Operation {
+        krate,
+        options,
+        target,
+    } = operation;
+    match target {
+        Target::Handler(handler) => expand_handler(&options, &krate, *handler),
+        Target::Contract { name, item } => expand_contract(&options, &krate, &name, *item),
+    }
+}
+
+/// `OperationOptions::new().option(value)…` for the options given.
+fn options_expr(options: &Options, krate: &Path, base: TokenStream) -> TokenStream {
     let p = quote!(#krate::__private);
+    let duration = |d: std::time::Duration| {
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        quote!(#p::Duration::new(#secs, #nanos))
+    };
     let mut expr = base;
-    if args.transactional.is_some() {
+    if options.transactional {
         expr = quote!(#expr.transactional(true));
     }
-    if args.idempotent.is_some() {
+    if options.idempotent {
         expr = quote!(#expr.idempotent(true));
     }
-    if let Some((_, n)) = args.max_attempts {
+    if let Some(n) = options.max_attempts {
         expr = quote!(#expr.max_attempts(#n));
     }
-    if let Some((_, initial, max)) = &args.backoff {
-        let (initial, max) = (initial.millis, max.millis);
-        expr = quote!(#expr.backoff(#p::Backoff::new(
-            #p::Duration::from_millis(#initial),
-            #p::Duration::from_millis(#max),
-        )));
+    if let Some((initial, max)) = options.backoff {
+        let (initial, max) = (duration(initial), duration(max));
+        expr = quote!(#expr.backoff(#p::Backoff::new(#initial, #max)));
     }
-    if let Some((_, timeout)) = &args.timeout {
-        let millis = timeout.millis;
-        expr = quote!(#expr.timeout(#p::Duration::from_millis(#millis)));
+    if let Some(timeout) = options.timeout {
+        let timeout = duration(timeout);
+        expr = quote!(#expr.timeout(#timeout));
     }
-    if let Some((_, queue)) = &args.queue {
+    if let Some(queue) = &options.queue {
         expr = quote!(#expr.queue(#queue));
     }
-    if let Some((_, priority)) = args.priority {
+    if let Some(priority) = options.priority {
         expr = quote!(#expr.priority(#priority));
     }
     expr
 }
 
-/// The derives and crate paths every payload struct gets.
+/// The derives and crate paths every payload type gets.
 fn payload_derives(krate: &Path) -> TokenStream {
     let p = quote!(#krate::__private);
-    let serde_crate = format!("{}::__private::serde", path_string(krate));
-    let schemars_crate = format!("{}::__private::schemars", path_string(krate));
+    let serde_crate = format!("{}::__private::serde", ast::path_string(krate));
+    let schemars_crate = format!("{}::__private::schemars", ast::path_string(krate));
     quote! {
         #[derive(
             #p::serde::Serialize,
@@ -87,8 +184,14 @@ fn payload_derives(krate: &Path) -> TokenStream {
     }
 }
 
-fn path_string(path: &Path) -> String {
-    path.to_token_stream().to_string().replace(' ', "")
+/// The doc comment of a payload struct whose author wrote none.
+fn default_doc(name: &str) -> Attribute {
+    let doc = format!(" Payload of the `{name}` operation.");
+    syn::parse_quote!(#[doc = #doc])
+}
+
+fn has_docs(attrs: &[Attribute]) -> bool {
+    attrs.iter().any(ast::is_doc)
 }
 
 /// `impl Operation for #payload`.
@@ -111,23 +214,24 @@ fn operation_impl(
     }
 }
 
-fn expand_contract(args: &Args, krate: &Path, mut item: ItemStruct) -> TokenStream {
+fn expand_contract(
+    options: &Options,
+    krate: &Path,
+    name: &str,
+    mut item: ItemStruct,
+) -> TokenStream {
     let p = quote!(#krate::__private);
-    let name = args
-        .name
-        .as_ref()
-        .map(syn::LitStr::value)
-        .unwrap_or_default();
     let ident = &item.ident;
     let payload = quote!(#ident);
-    let options = options_expr(args, krate, quote!(#p::OperationOptions::new()));
+    let options = options_expr(options, krate, quote!(#p::OperationOptions::new()));
     let derives = payload_derives(krate);
-    let operation = operation_impl(krate, &payload, &name, &options);
+    let operation = operation_impl(krate, &payload, name, &options);
+    let checks = field_checks(krate, fields_of(std::slice::from_ref(&item.fields)));
     if !has_docs(&item.attrs) {
-        let doc = format!(" Payload of the `{name}` operation.");
-        item.attrs.insert(0, syn::parse_quote!(#[doc = #doc]));
+        item.attrs.insert(0, default_doc(name));
     }
     quote! {
+        #checks
         #derives
         #item
 
@@ -141,17 +245,13 @@ fn expand_contract(args: &Args, krate: &Path, mut item: ItemStruct) -> TokenStre
     }
 }
 
-fn has_docs(attrs: &[Attribute]) -> bool {
-    attrs.iter().any(|a| a.path().is_ident("doc"))
-}
-
 #[allow(clippy::too_many_lines)] // One template, read top to bottom.
-fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream {
+fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStream {
     let p = quote!(#krate::__private);
-    let HandlerFn {
+    let Handler {
         item,
-        context_ty,
-        fields,
+        payload,
+        context_span,
         ident_span,
         output_span,
     } = handler;
@@ -159,66 +259,57 @@ fn expand_handler(args: &Args, krate: &Path, handler: HandlerFn) -> TokenStream 
     let vis = &item.vis;
     let fn_name = fn_ident.to_string();
 
-    // The payload type: generated here, or the contract's.
-    let (payload_ty, payload_struct, operation, base_options) = if let Some((_, path)) =
-        &args.contract
-    {
-        (
+    // The payload type: generated here, or the contract's. A contract
+    // handler adds its own (handler-side) options to the contract's; a
+    // generated payload's options are all in `OPTIONS`.
+    let (payload_ty, payload_struct, operation, handler_options, field_args) = match &payload {
+        HandlerPayload::Contract(path) => (
             quote!(#path),
             TokenStream::new(),
             TokenStream::new(),
-            quote!(<#path as #p::Operation>::OPTIONS),
-        )
-    } else {
-        {
-            let ident = args
-                .payload
-                .as_ref()
-                .map_or_else(|| ast::upper_camel(fn_ident), |(_, ident)| ident.clone());
-            let name = args
-                .name
-                .as_ref()
-                .map(syn::LitStr::value)
-                .unwrap_or_default();
+            options_expr(
+                &options.handler_side(),
+                krate,
+                quote!(<#path as #p::Operation>::OPTIONS),
+            ),
+            vec![quote!(payload)],
+        ),
+        HandlerPayload::Generated {
+            ident,
+            name,
+            fields,
+        } => {
             let payload = quote!(#ident);
-            let options = options_expr(args, krate, quote!(#p::OperationOptions::new()));
-            let operation = operation_impl(krate, &payload, &name, &options);
-            let payload_struct = payload_struct(krate, &item.attrs, vis, &ident, &name, &fields);
-            (payload, payload_struct, operation, TokenStream::new())
+            let options = options_expr(options, krate, quote!(#p::OperationOptions::new()));
+            let checks = field_checks(krate, fields.iter().map(|f| (f.attrs.as_slice(), &f.ty)));
+            (
+                payload.clone(),
+                {
+                    let payload_struct =
+                        payload_struct(krate, &item.attrs, vis, ident, name, fields);
+                    quote!(#checks #payload_struct)
+                },
+                operation_impl(krate, &payload, name, &options),
+                quote!(<#payload as #p::Operation>::OPTIONS),
+                fields
+                    .iter()
+                    .map(|field| {
+                        let ident = &field.ident;
+                        quote!(payload.#ident)
+                    })
+                    .collect(),
+            )
         }
     };
 
-    // A contract handler adds its own (handler-side) options to the
-    // contract's; a generated payload's options are all in `OPTIONS`.
-    let handler_options = if args.contract.is_some() {
-        let only_handler_side = Args {
-            transactional: args.transactional,
-            backoff: args.backoff.clone(),
-            timeout: args.timeout.clone(),
-            ..Args::default()
-        };
-        options_expr(&only_handler_side, krate, base_options)
-    } else {
-        quote!(<#payload_ty as #p::Operation>::OPTIONS)
-    };
-
-    let context_span = first_token_span(&context_ty);
     let ctx_arg = quote_spanned!(context_span=> ctx);
-    let field_args = fields.iter().map(|field| {
-        let ident = &field.ident;
-        if args.contract.is_some() {
-            quote!(payload)
-        } else {
-            quote!(payload.#ident)
-        }
-    });
     let call = quote_spanned! {ident_span=>
         #p::assert_send(#fn_ident(#ctx_arg, #(#field_args),*))
     };
     let result_binding = quote_spanned! {output_span=>
         let result: ::core::result::Result<(), _> = future.await;
     };
-    let (lifetimes, context, erased) = if args.transactional.is_some() {
+    let (lifetimes, context, erased) = if options.transactional {
         (
             quote!(<'a, 'c>),
             quote!(&'a mut #p::TxContext<'c>),
@@ -285,18 +376,16 @@ fn payload_struct(
     vis: &Visibility,
     ident: &Ident,
     name: &str,
-    fields: &[ast::PayloadField],
+    fields: &[PayloadField],
 ) -> TokenStream {
     let derives = payload_derives(krate);
-    let mut docs: Vec<&Attribute> = fn_attrs
+    let mut docs: Vec<Attribute> = fn_attrs
         .iter()
-        .filter(|a| a.path().is_ident("doc"))
+        .filter(|a| ast::is_doc(a))
+        .cloned()
         .collect();
-    let default_doc: Attribute;
     if docs.is_empty() {
-        let doc = format!(" Payload of the `{name}` operation.");
-        default_doc = syn::parse_quote!(#[doc = #doc]);
-        docs.push(&default_doc);
+        docs.push(default_doc(name));
     }
     let fields = fields.iter().map(|field| {
         let attrs = &field.attrs;
@@ -304,7 +393,7 @@ fn payload_struct(
         let ty = &field.ty;
         // Spanned on the type, so that errors about the field (a missing
         // `Serialize`, say) point at the user's type, not at the attribute.
-        let ty_span = first_token_span(ty);
+        let ty_span = ast::first_span(ty);
         let allow = if has_docs(attrs) {
             TokenStream::new()
         } else {
@@ -321,14 +410,6 @@ fn payload_struct(
     }
 }
 
-fn first_token_span(tokens: &impl quote::ToTokens) -> Span {
-    tokens
-        .to_token_stream()
-        .into_iter()
-        .next()
-        .map_or_else(Span::call_site, |t| t.span())
-}
-
 /// The item without what `#[operation]` would have consumed, emitted beside
 /// `compile_error!` when expansion fails, so that the rest of the crate (and
 /// the IDE) still sees the function or struct.
@@ -337,11 +418,7 @@ pub(crate) fn fallback(item: TokenStream) -> TokenStream {
         Ok(mut function) => {
             for input in &mut function.sig.inputs {
                 if let syn::FnArg::Typed(pat_type) = input {
-                    pat_type.attrs.retain(|a| {
-                        !(a.path().is_ident("doc")
-                            || a.path().is_ident("serde")
-                            || a.path().is_ident("schemars"))
-                    });
+                    ast::take_field_attrs(&mut pat_type.attrs);
                 }
             }
             function.into_token_stream()

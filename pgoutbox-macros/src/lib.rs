@@ -1,10 +1,13 @@
-//! The `#[operation]` attribute of pgoutbox. Use it through `pgoutbox`,
-//! which re-exports it and documents it as `pgoutbox::operation`.
+//! The `#[operation]` and `#[payload]` attributes of pgoutbox. Use them
+//! through `pgoutbox`, which re-exports and documents them as
+//! `pgoutbox::operation` and `pgoutbox::payload`.
 //!
-//! The pipeline is parse (`attr`, `ast`) → validate (`valid`, and the shape
-//! checks in `ast`) → expand (`expand`); every user mistake is a
-//! `syn::Error` on the offending tokens, collected so one compile shows
-//! them all.
+//! The pipeline is parse (`attr`, `ast`: a typed model that keeps the
+//! user's tokens) → check (`valid`: values, shapes and how they fit,
+//! yielding the checked model) → generate (`expand`). Imports go one way,
+//! `expand` → `valid` → `ast`, `attr` → `ctxt`; every user mistake is a
+//! `syn::Error` on the offending tokens, collected in `ctxt` so one compile
+//! shows them all.
 
 mod ast;
 mod attr;
@@ -19,11 +22,28 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn operation(args: TokenStream, item: TokenStream) -> TokenStream {
     let item = proc_macro2::TokenStream::from(item);
-    let output = match expand::expand(args.into(), item.clone()) {
+    let output = match expand::operation(args.into(), item.clone()) {
         Ok(output) => output,
         Err(error) => {
             let mut output = error.into_compile_error();
             output.extend(expand::fallback(item));
+            output
+        }
+    };
+    expand::debug(&output);
+    output.into()
+}
+
+/// Derives what a type used inside an operation payload needs. See
+/// `pgoutbox::payload`.
+#[proc_macro_attribute]
+pub fn payload(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item = proc_macro2::TokenStream::from(item);
+    let output = match expand::payload(args.into(), item.clone()) {
+        Ok(output) => output,
+        Err(error) => {
+            let mut output = error.into_compile_error();
+            output.extend(item);
             output
         }
     };

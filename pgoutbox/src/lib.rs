@@ -31,7 +31,8 @@
 //!   (`async fn` taking a [`Context`], or a [`TxContext`] with
 //!   `transactional`) or a publish-only contract on a struct. Its options
 //!   ([`OperationOptions`]) say whether it is `idempotent`, how often to try
-//!   ([`Backoff`]) and where it goes (queue, priority).
+//!   ([`Backoff`]) and where it goes (queue, priority). Your own types
+//!   inside a payload get [`#[payload]`](payload).
 //! - **Publish** inside your own transaction with [`publish`] or
 //!   [`publish_many`] (they never commit), or with a [`Publisher`] built
 //!   from [`Settings`] for another schema, NOTIFY off, or pgbouncer;
@@ -153,7 +154,8 @@ pub use error::{HandlerError, Result};
 ///   `JsonSchema`, `Debug` and `Clone`. Doc comments on the function and its
 ///   parameters, and `#[serde(…)]` / `#[schemars(…)]` attributes on
 ///   parameters, move to the struct and its fields (and so into the JSON
-///   Schema). Parameters must be plain names of owned types.
+///   Schema). Parameters must be plain names of owned types; a type of
+///   your own used in a parameter is annotated [`#[payload]`](payload).
 /// - The function must return `Result<()>` (any `Result<(), E>` whose `E`
 ///   converts into [`HandlerError`]) and its future must be `Send`.
 /// - Also generated: `impl Operation for SendReceipt`, a link-time
@@ -194,6 +196,46 @@ pub use error::{HandlerError, Result};
 /// path` names the `pgoutbox` crate when it is re-exported under another
 /// path; `PGOUTBOX_MACROS_DEBUG=1` prints the expansion.
 pub use pgoutbox_macros::operation;
+/// Makes a struct or an enum of your own usable inside an operation payload.
+///
+/// A payload's fields must implement `Serialize`, `Deserialize` and
+/// `JsonSchema`. `#[payload]` derives them (with `Debug` and `Clone`)
+/// through pgoutbox's own copies of serde and schemars, so the application
+/// needs neither as a dependency. A field whose type lacks them is a
+/// compile error on that type saying to add `#[payload]`.
+///
+/// ```
+/// use pgoutbox::prelude::*;
+///
+/// /// A postal address.
+/// #[payload]
+/// pub struct Address {
+///     pub street: String,
+///     pub city: String,
+/// }
+///
+/// /// How the letter travels.
+/// #[payload]
+/// pub enum Service {
+///     Standard,
+///     Registered { signature: bool },
+/// }
+///
+/// #[operation("mail.post")]
+/// async fn post(ctx: &mut Context, to: Address, service: Service) -> Result<()> {
+///     let _ = (ctx, to.city, service);
+///     Ok(())
+/// }
+///
+/// // `Address` and `Service` are in the payload's JSON Schema.
+/// let schema = <Post as Operation>::schema().json().to_string();
+/// assert!(schema.contains("Address") && schema.contains("Registered"));
+/// ```
+///
+/// Field attributes of serde and schemars (`#[serde(rename = "…")]`,
+/// `#[schemars(…)]`) work as with the derives. `crate = path` names the
+/// `pgoutbox` crate when it is re-exported under another path.
+pub use pgoutbox_macros::payload;
 pub use pgoutbox_migrate::{Identifier, InvalidIdentifier};
 pub use publish::{PublishError, PublishOptions, Publisher, publish, publish_many};
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
@@ -250,7 +292,7 @@ pub mod migrate {
 pub mod prelude {
     pub use crate::{
         Context, HandlerError, Operation, OperationId, PublishOptions, Registry, Result, Settings,
-        TxContext, WorkflowRouter, WorkflowSystem, operation, publish, publish_many,
+        TxContext, WorkflowRouter, WorkflowSystem, operation, payload, publish, publish_many,
     };
 }
 
@@ -287,6 +329,23 @@ pub mod __private {
     pub fn finish<E: Into<HandlerError>>(result: Result<(), E>) -> Result<(), HandlerFailure> {
         result.map_err(|e| HandlerFailure::Failed(e.into()))
     }
+
+    /// What a type needs to be part of an operation payload. Generated code
+    /// checks it on each field's type; the message says what to add.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be part of an operation payload",
+        label = "needs `Serialize`, `Deserialize` and `JsonSchema`",
+        note = "annotate the type with `#[pgoutbox::payload]`, which derives all three; for a type from another crate, look for its `serde` and `schemars` features"
+    )]
+    pub trait PayloadField {}
+
+    // `do_not_recommend` makes rustc report the unmet `PayloadField` bound,
+    // with the message above, rather than the unmet bound of this impl.
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema> PayloadField for T {}
+
+    /// Fails to compile, on the field's type, when it is no [`PayloadField`].
+    pub const fn assert_payload_field<T: PayloadField>() {}
 
     /// Fails to compile, on the handler's signature, when its future is not
     /// `Send` (workers run handlers on a multi-threaded runtime).

@@ -4,7 +4,7 @@ use pgoutbox::prelude::*;
     "mail.send",
     max_attempts = 0,
     priority = 40000,
-    timeout = "30 seconds",
+    timeout = "ten seconds",
     queue = "Mail Queue",
     backoff(initial = "1m", max = "1s")
 )]

@@ -5,9 +5,14 @@ mod outbox {
 
 use outbox::engine::{Context, Result};
 
+#[outbox::engine::payload(crate = crate::outbox::engine)]
+pub struct Address {
+    pub street: String,
+}
+
 #[outbox::engine::operation("mail.send", crate = crate::outbox::engine)]
-async fn send(ctx: &mut Context, to: String) -> Result<()> {
-    let _ = (ctx, to);
+async fn send(ctx: &mut Context, to: String, address: Address) -> Result<()> {
+    let _ = (ctx, to, address.street);
     Ok(())
 }
 

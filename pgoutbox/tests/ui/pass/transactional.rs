@@ -7,7 +7,7 @@ use pgoutbox::prelude::*;
     transactional,
     idempotent,
     max_attempts = 7,
-    backoff(initial = "500ms", max = "10m"),
+    backoff(initial = "500ms", max = "2d"),
     timeout = "30s",
     queue = "billing",
     priority = -5,
@@ -23,7 +23,7 @@ fn main() {
     assert_eq!(options.max_attempts, Some(7));
     assert_eq!(
         options.backoff,
-        Some(pgoutbox::Backoff::new(Duration::from_millis(500), Duration::from_secs(600)))
+        Some(pgoutbox::Backoff::new(Duration::from_millis(500), Duration::from_secs(2 * 86_400)))
     );
     assert_eq!(options.timeout, Some(Duration::from_secs(30)));
     assert_eq!(options.queue, Some("billing"));
