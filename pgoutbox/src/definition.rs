@@ -64,7 +64,8 @@ pub trait Operation: Serialize + DeserializeOwned + Send + Sync + 'static {
 /// | `queue` | `queue = "billing"` | `"default"` |
 /// | `priority` | `priority = 10` (an `i16`) | `0`; **higher runs first** |
 ///
-/// Durations are an integer and a unit: `ms`, `s`, `m` or `h`.
+/// Durations are written as the settings write them (`humantime`): a number
+/// and a unit, `250ms`, `30s`, `5m`, `1h` or `2d`, or a sum such as `1h 30m`.
 ///
 /// The attribute builds this value at compile time; the `const` builder
 /// methods build the same value in code, and [`Operation::OPTIONS`] reads
