@@ -31,7 +31,8 @@ use uuid::Uuid;
 use crate::definition::OperationId;
 use crate::state::{Outcome, Status};
 use crate::store::admin::ListFilter;
-use crate::store::{Store, millis};
+use crate::duration::millis;
+use crate::store::Store;
 
 /// An operator's action.
 ///

@@ -363,7 +363,9 @@ fn count_outcome(name: &str, decision: &Decision) {
     let metric = match decision {
         Decision::Success => "pgoutbox_succeeded_total",
         Decision::Snooze { .. } => "pgoutbox_snoozed_total",
-        Decision::Failure(f) if f.next_status == crate::Status::Stalled => "pgoutbox_stalled_total",
+        Decision::Failure(f) if f.next_status == crate::state::Status::Stalled => {
+            "pgoutbox_stalled_total"
+        }
         Decision::Failure(_) => "pgoutbox_failed_total",
     };
     metrics::counter!(metric, "name" => name.to_owned()).increment(1);

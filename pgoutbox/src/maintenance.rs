@@ -183,7 +183,10 @@ async fn clean_up(
     rt: &Runtime,
     retention: &crate::settings::RetentionSettings,
 ) -> Result<(), sqlx::Error> {
-    let statuses = [crate::Status::Succeeded, crate::Status::Cancelled];
+    let statuses = [
+        crate::state::Status::Succeeded,
+        crate::state::Status::Cancelled,
+    ];
     let batch = i64::from(retention.batch_size);
     let mut conn = rt.pool.acquire().await?;
     let mut deleted = 0;

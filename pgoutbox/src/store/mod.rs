@@ -80,10 +80,6 @@ statements!(
     count_by_status,
 );
 
-/// Milliseconds, as statements take durations; saturates.
-pub(crate) fn millis(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
 
 /// The statements of one schema, cheap to clone.
 #[derive(Debug, Clone)]

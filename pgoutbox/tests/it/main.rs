@@ -3,6 +3,7 @@
 //! `tests` crate; compile-time behaviour in `tests/ui`.)
 
 mod fixtures;
+mod imports;
 mod registry;
 mod router;
 mod schema;
