@@ -2,11 +2,17 @@
 //!
 //! Run it with `cargo run --release -p pgoutbox-bench -- all` (or one of
 //! `w1`, `w1-tx`, `w2`, `w3`, `w4`, `w5`; `--json` for machine-readable output).
-//! It starts (or, with `DATABASE_URL`, uses) a PostgreSQL, creates a fresh
-//! database per run, and measures every workload beside a *baseline*: the
-//! minimal raw SQL the workload must execute, through sqlx, in the same run.
+//! It starts a private PostgreSQL (or, with `DATABASE_URL`, uses a server
+//! as it is configured), creates a fresh database per run, and measures
+//! every workload beside a *baseline*: the minimal raw SQL the workload
+//! must execute, through sqlx, in the same run and on the same server.
 //! Figures are reported as ratios to that baseline, because the machines
 //! are shared and noisy; results are appended to a history file.
+//!
+//! Every workload runs twice on its private server: at PostgreSQL's
+//! default durability (`fsync`, `full_page_writes`, `synchronous_commit`
+//! on), the headline, and with `fsync = off`, the second column; both sides
+//! of a ratio always at the same durability.
 
 mod workloads;
 
@@ -14,6 +20,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use workloads::Durability;
 
 /// Measure pgoutbox against the raw SQL it must run.
 #[derive(Debug, Parser)]
@@ -28,9 +35,20 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Which durability columns (a server named by `DATABASE_URL` is
+    /// measured as it is, once).
+    #[arg(long, value_enum, default_value = "both")]
+    durability: Columns,
     /// The history file results are appended to (JSON lines).
     #[arg(long, default_value = "target/bench-history.jsonl")]
     history: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Columns {
+    Both,
+    Production,
+    FsyncOff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -48,6 +66,8 @@ enum Which {
 #[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Figure {
     workload: String,
+    /// The server's durability when it was measured.
+    durability: &'static str,
     unit: &'static str,
     /// Higher is better for throughput; for latency the ratio is inverted.
     higher_is_better: bool,
@@ -91,6 +111,7 @@ impl Figure {
         };
         Figure {
             workload: workload.to_owned(),
+            durability: "",
             unit,
             higher_is_better,
             target: format!("≥ {target_ratio}×"),
@@ -99,6 +120,19 @@ impl Figure {
             baseline,
             ratio,
         }
+    }
+
+    /// A ratio reported for reference, with no target (what a raw baseline
+    /// costs beside another, say).
+    pub(crate) fn reference(
+        workload: &str,
+        unit: &'static str,
+        values: Vec<f64>,
+        reference: Vec<f64>,
+    ) -> Self {
+        let mut figure = Figure::new(workload, unit, true, values, reference, 0.0);
+        "—".clone_into(&mut figure.target);
+        figure
     }
 
     /// A figure checked against an absolute bound (latency targets).
@@ -112,6 +146,7 @@ impl Figure {
         let (pgoutbox, baseline) = (summarize(values), summarize(reference));
         Figure {
             workload: workload.to_owned(),
+            durability: "",
             unit,
             higher_is_better: false,
             ratio: pgoutbox.median / baseline.median,
@@ -137,54 +172,54 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let w = |x| args.which == Which::All || args.which == x;
-    let steps = [
-        w(Which::W1),
-        w(Which::W1Tx),
-        w(Which::W2),
-        w(Which::W3),
-        w(Which::W4),
-        w(Which::W5),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
+    let which = [
+        Which::W1,
+        Which::W1Tx,
+        Which::W2,
+        Which::W3,
+        Which::W4,
+        Which::W5,
+    ];
+    let cluster = workloads::server().await?;
+    let columns: Vec<Option<Durability>> = match (&cluster, args.durability) {
+        (None, _) => vec![None],
+        (Some(_), Columns::Both) => vec![Some(Durability::Production), Some(Durability::FsyncOff)],
+        (Some(_), Columns::Production) => vec![Some(Durability::Production)],
+        (Some(_), Columns::FsyncOff) => vec![Some(Durability::FsyncOff)],
+    };
+    let steps = which.iter().filter(|x| w(**x)).count() * columns.len();
     let bar = indicatif::ProgressBar::new(steps as u64);
-    let env = workloads::environment().await?;
     let mut figures = Vec::new();
-    if w(Which::W1) {
-        bar.set_message("W1 drain");
-        figures.extend(workloads::w1(args.runs, false).await?);
-        bar.inc(1);
-    }
-    if w(Which::W1Tx) {
-        bar.set_message("W1-tx drain");
-        figures.extend(workloads::w1(args.runs, true).await?);
-        bar.inc(1);
-    }
-    if w(Which::W2) {
-        bar.set_message("W2 publish");
-        figures.extend(workloads::w2(args.runs).await?);
-        bar.inc(1);
-    }
-    if w(Which::W3) {
-        bar.set_message("W3 pickup latency");
-        figures.extend(workloads::w3(args.runs).await?);
-        bar.inc(1);
-    }
-    if w(Which::W4) {
-        bar.set_message("W4 growth");
-        figures.extend(workloads::w4(args.runs).await?);
-        bar.inc(1);
-    }
-    if w(Which::W5) {
-        bar.set_message("W5 other backlog");
-        figures.extend(workloads::w5(args.runs).await?);
-        bar.inc(1);
+    let mut environments = Vec::new();
+    for durability in &columns {
+        let label = durability.map_or("as configured", Durability::label);
+        if let Some(d) = durability {
+            workloads::set_durability(*d).await?;
+        }
+        environments.push(format!("{label}: {}", workloads::environment().await?));
+        for x in which.into_iter().filter(|x| w(*x)) {
+            bar.set_message(format!("{x:?} ({label})"));
+            let mut measured = match x {
+                Which::W1 => workloads::w1(args.runs).await?,
+                Which::W1Tx => workloads::w1_tx(args.runs).await?,
+                Which::W2 => workloads::w2(args.runs).await?,
+                Which::W3 => workloads::w3(args.runs).await?,
+                Which::W4 => workloads::w4(args.runs).await?,
+                Which::W5 => workloads::w5(args.runs).await?,
+                Which::All => unreachable!("not a workload"),
+            };
+            for figure in &mut measured {
+                figure.durability = label;
+            }
+            figures.extend(measured);
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
+    drop(cluster);
     let report = serde_json::json!({
         "at": chrono::Utc::now().to_rfc3339(),
-        "environment": env,
+        "environment": environments,
         "runs": args.runs,
         "figures": figures,
     });
@@ -200,14 +235,41 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("{env}");
-    println!(
-        "{:<28} {:>24} {:>24} {:>7} {:>10} met",
-        "workload", "pgoutbox median [range]", "baseline median [range]", "ratio", "target"
+    for environment in &environments {
+        println!("{environment}");
+    }
+    print_table(&figures);
+    println!("(results appended to {})", args.history.display());
+    Ok(())
+}
+
+/// One row per workload: the first durability's figures in full, each
+/// other durability's ratio and verdict beside them.
+fn print_table(figures: &[Figure]) {
+    let mut durabilities: Vec<&str> = Vec::new();
+    for f in figures {
+        if !durabilities.contains(&f.durability) {
+            durabilities.push(f.durability);
+        }
+    }
+    let Some((first, others)) = durabilities.split_first() else {
+        return;
+    };
+    print!(
+        "{:<46} {:>24} {:>24} {:>7} {:>10} met",
+        format!("workload [{first}]"),
+        "pgoutbox median [range]",
+        "baseline median [range]",
+        "ratio",
+        "target"
     );
-    for f in &figures {
-        println!(
-            "{:<28} {:>24} {:>24} {:>6.2}× {:>10} {}",
+    for other in others {
+        print!(" | {other:>10} met");
+    }
+    println!();
+    for f in figures.iter().filter(|f| f.durability == *first) {
+        print!(
+            "{:<46} {:>24} {:>24} {:>6.2}× {:>10} {:>3}",
             format!("{} ({})", f.workload, f.unit),
             format!(
                 "{:.1} [{:.1}–{:.1}]",
@@ -219,9 +281,25 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             ),
             f.ratio,
             f.target,
-            if f.met { "yes" } else { "NO" }
+            verdict(f)
         );
+        for other in others {
+            match figures
+                .iter()
+                .find(|o| o.durability == *other && o.workload == f.workload)
+            {
+                Some(o) => print!(" | {:>9.2}× {:>3}", o.ratio, verdict(o)),
+                None => print!(" | {:>10} {:>3}", "", ""),
+            }
+        }
+        println!();
     }
-    println!("(results appended to {})", args.history.display());
-    Ok(())
+}
+
+fn verdict(f: &Figure) -> &'static str {
+    match (f.target.as_str(), f.met) {
+        ("—", _) => "",
+        (_, true) => "yes",
+        (_, false) => "NO",
+    }
 }

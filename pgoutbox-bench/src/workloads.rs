@@ -5,8 +5,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pgoutbox::prelude::*;
-use pgoutbox::testing::TestDatabase;
+use pgoutbox::testing::{Cluster, TestDatabase, server_url, use_server};
 use pgoutbox::{Identifier, Publisher};
+use sqlx::Connection as _;
 
 use crate::Figure;
 
@@ -15,6 +16,13 @@ type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 /// A handler that does nothing.
 #[operation("bench.noop")]
 async fn noop(ctx: &mut Context, n: i64) -> Result<()> {
+    let _ = (ctx, n);
+    Ok(())
+}
+
+/// A handler that does nothing, declared `idempotent` (W1-idem).
+#[operation("bench.noop_idem", idempotent)]
+async fn noop_idem(ctx: &mut Context, n: i64) -> Result<()> {
     let _ = (ctx, n);
     Ok(())
 }
@@ -43,6 +51,81 @@ async fn latency(ctx: &mut Context, seq: i64) -> Result<()> {
         .insert(seq, Instant::now());
     STARTED_SIGNAL.notify_one();
     Ok(())
+}
+
+/// The server the benchmark measures: `DATABASE_URL` when set (its
+/// settings as they are), otherwise a private cluster started here and
+/// stopped when the returned value is dropped, whose durability
+/// [`set_durability`] sets.
+pub(crate) async fn server() -> Res<Option<Cluster>> {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        return Ok(None);
+    }
+    let cluster = tokio::task::spawn_blocking(Cluster::start_private).await??;
+    use_server(cluster.url("postgres"))?;
+    Ok(Some(cluster))
+}
+
+/// How durable the server's commits are, for a column of figures. Both
+/// sides of every ratio run at the same durability, on the same server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Durability {
+    /// PostgreSQL's defaults: `fsync`, `full_page_writes` and
+    /// `synchronous_commit` on. The headline.
+    Production,
+    /// `fsync = off` (the rest as in production): what the WAL flush of
+    /// each commit costs, by difference.
+    FsyncOff,
+}
+
+impl Durability {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Durability::Production => "production",
+            Durability::FsyncOff => "fsync=off",
+        }
+    }
+}
+
+/// Sets the server's durability (`ALTER SYSTEM`, then a reload) and waits
+/// until new connections see it.
+pub(crate) async fn set_durability(durability: Durability) -> Res<()> {
+    let fsync = match durability {
+        Durability::Production => "on",
+        Durability::FsyncOff => "off",
+    };
+    let url = server_url().await?;
+    let mut conn = sqlx::postgres::PgConnection::connect(&url).await?;
+    for statement in [
+        format!("ALTER SYSTEM SET fsync = {fsync}"),
+        "ALTER SYSTEM SET full_page_writes = on".to_owned(),
+        "ALTER SYSTEM SET synchronous_commit = on".to_owned(),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| format!("setting the durability needs a superuser: {e}"))?;
+    }
+    sqlx::query("SELECT pg_reload_conf()")
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = sqlx::postgres::PgConnection::connect(&url).await?;
+        let seen: String = sqlx::query_scalar("SHOW fsync")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await?;
+        if seen == fsync {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("fsync is still {seen} 10 s after the reload").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The server's durability settings and version: identical for pgoutbox
@@ -110,18 +193,29 @@ fn per_second(n: i64, elapsed: Duration) -> f64 {
     n as f64 / elapsed.as_secs_f64()
 }
 
-/// Drains what is ready with pgoutbox (10 workers); ops/s.
+/// Which no-op a drain runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Plain,
+    Tx,
+    Idempotent,
+}
+
+/// Drains what is ready with pgoutbox (`workers` handler slots); ops/s.
 ///
 /// Timed by the database's clock, from the first attempt's start to the
 /// last attempt's end: the system's start-up (connections, checks,
 /// registration) is not drain time, and the 20 ms polling of the end is not
 /// either. The baseline is timed by the client from its first claim to its
 /// last completion, which can only flatter pgoutbox's ratio by a round trip.
-async fn drain_pgoutbox(db: &TestDatabase, n: i64, transactional: bool) -> Res<f64> {
-    let (router, name) = if transactional {
-        (WorkflowRouter::new().operation::<NoopTx>(), NoopTx::NAME)
-    } else {
-        (WorkflowRouter::new().operation::<Noop>(), Noop::NAME)
+async fn drain_pgoutbox(db: &TestDatabase, n: i64, kind: Kind, workers: usize) -> Res<f64> {
+    let (router, name) = match kind {
+        Kind::Tx => (WorkflowRouter::new().operation::<NoopTx>(), NoopTx::NAME),
+        Kind::Plain => (WorkflowRouter::new().operation::<Noop>(), Noop::NAME),
+        Kind::Idempotent => (
+            WorkflowRouter::new().operation::<NoopIdem>(),
+            NoopIdem::NAME,
+        ),
     };
     let already = count(
         db,
@@ -129,7 +223,7 @@ async fn drain_pgoutbox(db: &TestDatabase, n: i64, transactional: bool) -> Res<f
     )
     .await?;
     let attempts_before = count(db, "SELECT coalesce(max(id), 0) FROM pgoutbox.attempts").await?;
-    let system = WorkflowSystem::builder(settings(db, 10))
+    let system = WorkflowSystem::builder(settings(db, workers))
         .router(router)
         .start()
         .await?;
@@ -170,9 +264,12 @@ async fn baseline_pool(db: &TestDatabase, size: u32) -> Res<sqlx::PgPool> {
     Ok(pool)
 }
 
-/// The baseline drain: 10 loops of batched claim + completion (batch 100),
-/// or, for the transactional variant, one transaction per completion.
-async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool) -> Res<f64> {
+/// The baseline drain: 10 loops of a claim of `batch` rows, committed, then
+/// their completion in one statement, or, for the transactional variant,
+/// one transaction per completion. With `batch = 10` it is the structural
+/// bound of a 10-slot worker that commits each attempt's start before its
+/// handler runs (invariant 3).
+async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool, batch: i64) -> Res<f64> {
     let pool = baseline_pool(db, 10).await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -184,9 +281,10 @@ async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool) -> Res<f
                     "UPDATE pgoutbox.operations SET status = 'running', attempt = attempt + 1, \
                         lease_owner = gen_random_uuid(), lease_expires_at = now() + interval '30 seconds' \
                      WHERE id IN (SELECT id FROM pgoutbox.operations WHERE status IN ('pending', 'retrying') \
-                        AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT 100 FOR UPDATE SKIP LOCKED) \
+                        AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
                      RETURNING id",
                 )
+                .bind(batch)
                 .fetch_all(&pool)
                 .await?;
                 if ids.is_empty() {
@@ -222,74 +320,166 @@ async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool) -> Res<f
     Ok(per_second(n, start.elapsed()))
 }
 
-async fn fill(db: &TestDatabase, n: i64, transactional: bool) -> Res<()> {
+async fn fill(db: &TestDatabase, n: i64, kind: Kind) -> Res<()> {
     let mut conn = db.pool().acquire().await?;
     for chunk in 0..(n + 4_999) / 5_000 {
         let range = (chunk * 5_000)..((chunk + 1) * 5_000).min(n);
-        if transactional {
-            publish_many(&mut conn, range.map(|n| NoopTx { n })).await?;
-        } else {
-            publish_many(&mut conn, range.map(|n| Noop { n })).await?;
-        }
+        match kind {
+            Kind::Tx => publish_many(&mut conn, range.map(|n| NoopTx { n })).await?,
+            Kind::Plain => publish_many(&mut conn, range.map(|n| Noop { n })).await?,
+            Kind::Idempotent => publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?,
+        };
     }
     Ok(())
 }
 
-/// W1 (and W1-tx): 20,000 operations drained by 10 workers.
-pub(crate) async fn w1(runs: usize, transactional: bool) -> Res<Vec<Figure>> {
-    const N: i64 = 20_000;
-    let (mut ours, mut base, mut analyzed) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let db = TestDatabase::new().await?;
-        fill(&db, N, transactional).await?;
-        ours.push(drain_pgoutbox(&db, N, transactional).await?);
-        let db = TestDatabase::new().await?;
-        fill(&db, N, transactional).await?;
-        base.push(drain_baseline(&db, N, transactional).await?);
-        if !transactional {
-            let db = TestDatabase::new().await?;
-            fill(&db, N, false).await?;
-            sqlx::query("ANALYZE pgoutbox.operations")
-                .execute(db.pool())
-                .await?;
-            analyzed.push(drain_pgoutbox(&db, N, false).await?);
-        }
+/// One drain of `n` fresh operations of `kind` by pgoutbox.
+async fn pgoutbox_run(n: i64, kind: Kind, workers: usize, analyze: bool) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    fill(&db, n, kind).await?;
+    if analyze {
+        sqlx::query("ANALYZE pgoutbox.operations")
+            .execute(db.pool())
+            .await?;
     }
-    Ok(if transactional {
-        vec![Figure::new("W1-tx drain", "ops/s", true, ours, base, 0.8)]
-    } else {
-        vec![
-            Figure::new("W1 drain", "ops/s", true, ours, base.clone(), 0.6),
-            Figure::new("W1 drain, analyzed", "ops/s", true, analyzed, base, 0.6),
-        ]
-    })
+    drain_pgoutbox(&db, n, kind, workers).await
+}
+
+/// One drain of `n` fresh operations by a raw baseline.
+async fn baseline_run(n: i64, transactional: bool, batch: i64) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    fill(&db, n, Kind::Plain).await?;
+    drain_baseline(&db, n, transactional, batch).await
+}
+
+/// W1: 20,000 operations drained by 10 workers (and by 64), beside the
+/// claim-10 bound; W1-idem, the same with an `idempotent` no-op, beside the
+/// claim-100 one.
+pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
+    const N: i64 = 20_000;
+    let mut m: HashMap<&str, Vec<f64>> = HashMap::new();
+    for _ in 0..runs {
+        m.entry("ours")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::Plain, 10, false).await?);
+        m.entry("claim10")
+            .or_default()
+            .push(baseline_run(N, false, 10).await?);
+        m.entry("analyzed")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::Plain, 10, true).await?);
+        m.entry("wide")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::Plain, 64, false).await?);
+        m.entry("idem")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::Idempotent, 10, false).await?);
+        m.entry("claim100")
+            .or_default()
+            .push(baseline_run(N, false, 100).await?);
+    }
+    Ok(vec![
+        Figure::new(
+            "W1 drain (vs claim-10 bound)",
+            "ops/s",
+            true,
+            m["ours"].clone(),
+            m["claim10"].clone(),
+            0.7,
+        ),
+        Figure::new(
+            "W1 drain, analyzed",
+            "ops/s",
+            true,
+            m["analyzed"].clone(),
+            m["claim10"].clone(),
+            0.7,
+        ),
+        Figure::new(
+            "W1 drain, 64 workers",
+            "ops/s",
+            true,
+            m["wide"].clone(),
+            m["claim10"].clone(),
+            0.7,
+        ),
+        Figure::new(
+            "W1-idem drain (vs claim-100)",
+            "ops/s",
+            true,
+            m["idem"].clone(),
+            m["claim100"].clone(),
+            0.6,
+        ),
+    ])
+}
+
+/// W1-tx: 20,000 transactional no-ops drained by 10 workers, beside a raw
+/// drain that claims 10 rows per transaction and then commits one
+/// transaction per operation (the shape of a transactional handler's work).
+pub(crate) async fn w1_tx(runs: usize) -> Res<Vec<Figure>> {
+    const N: i64 = 20_000;
+    let (mut ours, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(pgoutbox_run(N, Kind::Tx, 10, false).await?);
+        base.push(baseline_run(N, true, 10).await?);
+    }
+    Ok(vec![Figure::new(
+        "W1-tx drain (vs its bound)",
+        "ops/s",
+        true,
+        ours,
+        base,
+        0.8,
+    )])
 }
 
 /// Publishes `n` operations, one transaction each, from `clients` tasks.
-async fn publish_rate(db: &TestDatabase, n: i64, clients: i64, mode: Option<bool>) -> Res<f64> {
+/// How a W2 client publishes.
+#[derive(Debug, Clone, Copy)]
+enum Publish {
+    /// pgoutbox's `Publisher`, NOTIFY on or off.
+    Pgoutbox { notify: bool },
+    /// `BEGIN; INSERT; [SELECT pg_notify(…);] COMMIT` in raw SQL.
+    Raw { notify: bool },
+}
+
+async fn publish_rate(db: &TestDatabase, n: i64, clients: i64, mode: Publish) -> Res<f64> {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..clients {
         let pool = db.pool().clone();
-        let publisher = mode.map(|notify| {
-            let channel = Identifier::new("pgoutbox").expect("valid");
-            Publisher::new(&Identifier::default(), notify.then_some(&channel), 5)
-        });
+        let (publisher, raw_notify) = match mode {
+            Publish::Pgoutbox { notify } => {
+                let channel = Identifier::new("pgoutbox").expect("valid");
+                (
+                    Some(Publisher::new(
+                        &Identifier::default(),
+                        notify.then_some(&channel),
+                        5,
+                    )),
+                    false,
+                )
+            }
+            Publish::Raw { notify } => (None, notify),
+        };
         tasks.push(tokio::spawn(async move {
             for i in 0..n / clients {
                 let mut tx = pool.begin().await?;
-                match &publisher {
-                    Some(p) => {
-                        p.publish(&mut tx, Noop { n: c * n + i }).await?;
-                    }
-                    None => {
-                        sqlx::query(
-                            "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
-                             VALUES ('bench.noop', $1, 'h', 5)",
-                        )
-                        .bind(serde_json::json!({ "n": c * n + i }))
-                        .execute(&mut *tx)
-                        .await?;
+                if let Some(p) = &publisher {
+                    p.publish(&mut tx, Noop { n: c * n + i }).await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts) \
+                         VALUES ('bench.noop', $1, 'h', 5)",
+                    )
+                    .bind(serde_json::json!({ "n": c * n + i }))
+                    .execute(&mut *tx)
+                    .await?;
+                    if raw_notify {
+                        sqlx::query("SELECT pg_notify('pgoutbox', '')")
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -303,17 +493,21 @@ async fn publish_rate(db: &TestDatabase, n: i64, clients: i64, mode: Option<bool
     Ok(per_second(n, start.elapsed()))
 }
 
-/// W2: 5,000 publishes, one transaction each.
+/// W2: 5,000 publishes, one transaction each, from 1 and from 16 clients,
+/// beside the raw `BEGIN; INSERT; pg_notify; COMMIT` and the same without
+/// `pg_notify`.
 pub(crate) async fn w2(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 5_000;
     let mut m: HashMap<&str, Vec<f64>> = HashMap::new();
     for _ in 0..runs {
         for (key, clients, mode) in [
-            ("one", 1, Some(true)),
-            ("one_raw", 1, None),
-            ("many_notify", 16, Some(true)),
-            ("many_quiet", 16, Some(false)),
-            ("many_raw", 16, None),
+            ("one", 1, Publish::Pgoutbox { notify: true }),
+            ("one_raw_notify", 1, Publish::Raw { notify: true }),
+            ("one_raw", 1, Publish::Raw { notify: false }),
+            ("many_notify", 16, Publish::Pgoutbox { notify: true }),
+            ("many_quiet", 16, Publish::Pgoutbox { notify: false }),
+            ("many_raw_notify", 16, Publish::Raw { notify: true }),
+            ("many_raw", 16, Publish::Raw { notify: false }),
         ] {
             let db = TestDatabase::new().await?;
             m.entry(key)
@@ -321,30 +515,47 @@ pub(crate) async fn w2(runs: usize) -> Res<Vec<Figure>> {
                 .push(publish_rate(&db, N, clients, mode).await?);
         }
     }
+    let f = |name, ours: &str, base: &str, target| {
+        Figure::new(
+            name,
+            "ops/s",
+            true,
+            m[ours].clone(),
+            m[base].clone(),
+            target,
+        )
+    };
+    let reference = |name, ours: &str, base: &str| {
+        Figure::reference(name, "ops/s", m[ours].clone(), m[base].clone())
+    };
     Ok(vec![
-        Figure::new(
-            "W2 publish, 1 client",
-            "ops/s",
-            true,
-            m["one"].clone(),
-            m["one_raw"].clone(),
+        f(
+            "W2 publish, 1 client (vs raw + pg_notify)",
+            "one",
+            "one_raw_notify",
+            0.85,
+        ),
+        reference(
+            "W2 raw, 1 client: pg_notify on/off",
+            "one_raw_notify",
+            "one_raw",
+        ),
+        f(
+            "W2 publish, 16, NOTIFY off (vs raw)",
+            "many_quiet",
+            "many_raw",
             0.8,
         ),
-        Figure::new(
-            "W2 publish, 16, NOTIFY off",
-            "ops/s",
-            true,
-            m["many_quiet"].clone(),
-            m["many_raw"].clone(),
-            0.8,
-        ),
-        Figure::new(
+        f(
             "W2 16 clients: NOTIFY on/off",
-            "ops/s",
-            true,
-            m["many_notify"].clone(),
-            m["many_quiet"].clone(),
-            0.9,
+            "many_notify",
+            "many_quiet",
+            0.85,
+        ),
+        reference(
+            "W2 raw, 16 clients: pg_notify on/off",
+            "many_raw_notify",
+            "many_raw",
         ),
     ])
 }
@@ -449,8 +660,8 @@ pub(crate) async fn w4(runs: usize) -> Res<Vec<Figure>> {
             } else {
                 (&empty, &mut with_empty)
             };
-            fill(db, N, false).await?;
-            figures.push(drain_pgoutbox(db, N, false).await?);
+            fill(db, N, Kind::Plain).await?;
+            figures.push(drain_pgoutbox(db, N, Kind::Plain, 10).await?);
         }
     }
     Ok(vec![Figure::new(
@@ -506,8 +717,8 @@ pub(crate) async fn w5(runs: usize) -> Res<Vec<Figure>> {
                 1 => (&unhandled, &mut with_unhandled),
                 _ => (&scheduled, &mut with_scheduled),
             };
-            fill(db, N, false).await?;
-            figures.push(drain_pgoutbox(db, N, false).await?);
+            fill(db, N, Kind::Plain).await?;
+            figures.push(drain_pgoutbox(db, N, Kind::Plain, 10).await?);
         }
     }
     Ok(vec![

@@ -29,10 +29,10 @@ use sqlx::{FromRow, PgPool, Row as _};
 use uuid::Uuid;
 
 use crate::definition::OperationId;
-use crate::state::{Outcome, Status};
-use crate::store::admin::ListFilter;
 use crate::duration::millis;
+use crate::state::{Outcome, Status};
 use crate::store::Store;
+use crate::store::admin::ListFilter;
 
 /// An operator's action.
 ///

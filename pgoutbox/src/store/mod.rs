@@ -80,7 +80,6 @@ statements!(
     count_by_status,
 );
 
-
 /// The statements of one schema, cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {

@@ -87,9 +87,36 @@ pub enum TestDbError {
     Migrate(#[from] pgoutbox_migrate::Error),
 }
 
+/// The server that test databases are created on, once chosen.
+static SERVER_URL: OnceCell<String> = OnceCell::const_new();
+
+/// Chooses the server that every later [`TestDatabase`] of this process is
+/// created on, instead of `DATABASE_URL` or the shared private cluster: for
+/// a program that starts a [`Cluster`] of its own, such as the benchmark,
+/// which needs PostgreSQL's default durability rather than the tests'
+/// `fsync = off`. Fails if a server was already chosen (by this function or
+/// by a first [`TestDatabase`]).
+///
+/// ```no_run
+/// use pgoutbox::testing::{Cluster, TestDatabase, use_server};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let cluster = Cluster::start_private()?;
+/// use_server(cluster.url("postgres"))?;
+/// let db = TestDatabase::new().await?; // on `cluster`
+/// # let _ = db;
+/// # Ok(())
+/// # }
+/// ```
+pub fn use_server(url: String) -> Result<(), TestDbError> {
+    SERVER_URL.set(url).map_err(|_| {
+        TestDbError::Cluster("the test server was already chosen for this process".to_owned())
+    })
+}
+
 /// The connection URL of the server that test databases are created on:
-/// `DATABASE_URL` when set, otherwise the shared private cluster, started
-/// on first use.
+/// the one named by [`use_server`], else `DATABASE_URL` when set, otherwise
+/// the shared private cluster, started on first use.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), pgoutbox::testing::TestDbError> {
@@ -101,17 +128,17 @@ pub enum TestDbError {
 /// # }
 /// ```
 pub async fn server_url() -> Result<String, TestDbError> {
-    static URL: OnceCell<String> = OnceCell::const_new();
-    URL.get_or_try_init(|| async {
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Ok(url),
-            _ => tokio::task::spawn_blocking(shared::shared_cluster_url)
-                .await
-                .map_err(|e| TestDbError::Cluster(format!("cluster start-up panicked: {e}")))?,
-        }
-    })
-    .await
-    .cloned()
+    SERVER_URL
+        .get_or_try_init(|| async {
+            match std::env::var("DATABASE_URL") {
+                Ok(url) if !url.is_empty() => Ok(url),
+                _ => tokio::task::spawn_blocking(shared::shared_cluster_url)
+                    .await
+                    .map_err(|e| TestDbError::Cluster(format!("cluster start-up panicked: {e}")))?,
+            }
+        })
+        .await
+        .cloned()
 }
 
 /// A database of its own for one test, cloned from a migrated template.
