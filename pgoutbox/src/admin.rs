@@ -33,6 +33,10 @@ use crate::state::{Outcome, Status};
 use crate::store::admin::ListFilter;
 use crate::store::{Store, millis};
 
+mod bulk;
+
+pub use bulk::{BulkPreview, BulkStep, BulkTarget};
+
 /// An operator's action.
 ///
 /// ```

@@ -220,7 +220,7 @@ async fn bulk_actions_confirm_first() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "retry: 3 applied, 0 refused\n"
+        "retry: 3 applied, 0 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
     );
     assert_eq!(
         count(
@@ -435,5 +435,262 @@ async fn stats_and_workers() {
     assert!(
         stdout.contains("live") && stdout.contains("host-a:42"),
         "{stdout}"
+    );
+}
+
+/// Waits until a `pgoutbox` command's session waits for a row lock.
+async fn until_the_command_waits_for_a_lock(db: &TestDatabase) {
+    for _ in 0..600 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'pgoutbox-cli' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the command never waited for the row lock");
+}
+
+#[tokio::test]
+async fn bulk_actions_act_only_on_rows_that_still_match() {
+    // (command, listed state, the state a worker leaves it in meanwhile):
+    // a replay of a dead operation that has since succeeded would charge
+    // twice; a cancel of a pending one that has since stalled would settle
+    // an unknown outcome without anyone deciding.
+    let cases: [(&str, &str, &str); 2] = [
+        ("replay", "dead", "succeeded"),
+        ("cancel", "pending", "stalled"),
+    ];
+    for (action, listed, meanwhile) in cases {
+        let db = TestDatabase::new().await.unwrap();
+        let ids = [
+            op(&db, "race.bulk", listed).await,
+            op(&db, "race.bulk", listed).await,
+            op(&db, "race.bulk", listed).await,
+        ];
+        let moved = ids[1];
+        // The worker finishing operation `moved` holds its row lock.
+        let mut worker = db.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM pgoutbox.operations WHERE id = $1 FOR UPDATE")
+            .bind(moved)
+            .execute(&mut *worker)
+            .await
+            .unwrap();
+        let command = std::process::Command::new(assert_cmd::cargo::cargo_bin("pgoutbox"))
+            .env("DATABASE_URL", db.url())
+            .env_remove("PGOUTBOX_SCHEMA")
+            .args([
+                "ops",
+                action,
+                "--status",
+                listed,
+                "--name",
+                "race.bulk",
+                "--reason",
+                "race",
+                "--yes",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        until_the_command_waits_for_a_lock(&db).await;
+        sqlx::query(
+            "UPDATE pgoutbox.operations SET status = $2, \
+                 finished_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(moved)
+        .bind(meanwhile)
+        .execute(&mut *worker)
+        .await
+        .unwrap();
+        worker.commit().await.unwrap();
+        let out = command.wait_with_output().unwrap();
+        assert_eq!(status(&db, moved).await, meanwhile, "{action}: left alone");
+        let actions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.operator_actions WHERE operation_id = $1",
+        )
+        .bind(moved)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(actions, 0, "{action}: nothing recorded for the skipped row");
+        let replays: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgoutbox.operations WHERE parent_id = $1")
+                .bind(moved)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(replays, 0, "{action}: no second run");
+        for id in [ids[0], ids[2]] {
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pgoutbox.operator_actions WHERE operation_id = $1 AND outcome = 'applied'",
+            )
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            assert_eq!(applied, 1, "{action} of {id}");
+        }
+        assert!(out.status.success(), "{action}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "{action}: 2 applied, 0 refused (state not allowed), 1 skipped (no longer matched), 0 failed\n"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn bulk_actions_page_count_and_preview() {
+    let db = TestDatabase::new().await.unwrap();
+    // More than a page of dead ones, and some the action does not allow.
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, status, max_attempts, attempt, finished_at) \
+         SELECT 'page.test', '{}', 'h', 'dead', 3, 3, now() FROM generate_series(1, 1100)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let pending = op(&db, "page.test", "pending").await;
+    let succeeded = op(&db, "page.test", "succeeded").await;
+
+    // The prompt shows a sample, not only a count.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--name",
+            "page.test",
+            "--reason",
+            "outage over",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "retry would touch 1100 operation(s) in state(s) dead, stalled, cancelled, for example:\n  "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches(" page.test dead queue default published ")
+            .count(),
+        5,
+        "{stderr}"
+    );
+    assert!(stderr.contains("  … and 1095 more\n"), "{stderr}");
+
+    // A dry run lists and changes nothing.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "cancel",
+            "--name",
+            "page.test",
+            "--status",
+            "pending",
+            "--status",
+            "succeeded",
+            "--reason",
+            "x",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(" queue ").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            format!("would cancel {pending} page.test pending"),
+            format!("cannot cancel {succeeded} page.test succeeded"),
+            "dry run: cancel would apply to 1 operation(s), 1 refused (state not allowed); nothing changed".to_owned(),
+        ]
+    );
+    assert_eq!(status(&db, pending).await, "pending");
+
+    // Without `--status`, only the states the action allows: the pending
+    // and succeeded ones are not touched, nor counted.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--name",
+            "page.test",
+            "--reason",
+            "outage over",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "retry: 1100 applied, 0 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
+    );
+    assert_eq!(status(&db, succeeded).await, "succeeded");
+
+    // States named but not allowed are counted, not recorded one by one,
+    // and the run exits non-zero (the 1,100 retried ones are pending now).
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "cancel",
+            "--name",
+            "page.test",
+            "--status",
+            "pending",
+            "--status",
+            "succeeded",
+            "--reason",
+            "x",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cancel: 1101 applied, 1 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operator_actions WHERE outcome = 'refused'"
+        )
+        .await,
+        0
+    );
+
+    // `resolve` needs a reason that says something.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "resolve",
+            &pending.to_string(),
+            "--as",
+            "dead",
+            "--reason",
+            " ",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `--reason` must not be empty\n"
     );
 }

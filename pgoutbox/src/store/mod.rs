@@ -71,6 +71,11 @@ statements!(
     schema_history,
     latest_schemas,
     ready_payloads,
+    // Operators' bulk actions (`admin::bulk`).
+    bulk_count,
+    bulk_targets,
+    bulk_transition,
+    bulk_replay,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
@@ -187,6 +192,7 @@ macro_rules! query {
 
 // After `query!`, which they use.
 pub(crate) mod admin;
+pub(crate) mod bulk;
 #[cfg(feature = "testing")]
 mod testing;
 
