@@ -109,12 +109,15 @@ impl Trail {
     }
 
     fn actor(&self) -> String {
-        self.actor.clone().unwrap_or_else(|| {
-            std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| "unknown".to_owned())
-        })
+        self.actor.clone().unwrap_or_else(os_user)
     }
+}
+
+/// The default actor: the OS user.
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -739,32 +742,85 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     print_table(&["ID", "STATE", "PROCESS", "HEARTBEAT", "NAMES"], &rows)
 }
 
-pub(crate) async fn purge(
-    cli: &Cli,
-    older_than: Duration,
-    include_dead: bool,
-    include_stalled: bool,
-    batch: i64,
-) -> Result<(), CliError> {
-    let admin = admin(cli, cli.pool().await?);
+/// What `pgoutbox purge` was asked to do.
+#[derive(Debug)]
+pub(crate) struct Purge<'a> {
+    pub(crate) older_than: Duration,
+    pub(crate) include_dead: bool,
+    pub(crate) include_stalled: bool,
+    pub(crate) batch: i64,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) yes: bool,
+}
+
+/// What the janitor's history retention keeps by default
+/// (`workflow_system.retention.history`).
+const HISTORY_DEFAULT: &str = "90d";
+
+pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> {
+    if purge.batch < 1 {
+        return Err(CliError("`--batch` must be at least 1".to_owned()));
+    }
     let mut statuses = vec![Status::Succeeded, Status::Cancelled];
-    if include_dead {
+    if purge.include_dead {
         statuses.push(Status::Dead);
     }
-    if include_stalled {
+    if purge.include_stalled {
         statuses.push(Status::Stalled);
     }
+    let names = statuses
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Dead and stalled operations leave only by an operator's recorded
+    // decision: ask, and record who and why.
+    let decided = purge.include_dead || purge.include_stalled;
+    let trail = if decided {
+        let reason = purge.reason.map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            return Err(CliError(
+                "`--include-dead` and `--include-stalled` need a `--reason` (it is recorded)"
+                    .to_owned(),
+            ));
+        }
+        confirm(
+            &format!(
+                "purge {names} operations finished more than {} ago, dead and stalled ones included?",
+                humantime::format_duration(purge.older_than)
+            ),
+            purge.yes,
+        )?;
+        let actor = purge.actor.map_or_else(os_user, str::to_owned);
+        Some((actor, reason.to_owned()))
+    } else {
+        None
+    };
+    let admin = admin(cli, cli.pool().await?);
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let batch = u64::try_from(purge.batch).unwrap_or(u64::MAX);
     let mut total = 0u64;
     loop {
-        let n = admin.purge_batch(&statuses, older_than, batch).await?;
+        let n = match &trail {
+            Some((actor, reason)) => {
+                admin
+                    .purge_batch_recorded(&statuses, purge.older_than, purge.batch, actor, reason)
+                    .await?
+            }
+            None => {
+                admin
+                    .purge_batch(&statuses, purge.older_than, purge.batch)
+                    .await?
+            }
+        };
         total += n;
         bar.set_message(format!("{total} deleted"));
         bar.tick();
-        if n < u64::try_from(batch).unwrap_or(u64::MAX) {
+        if n < batch {
             break;
         }
     }
@@ -773,12 +829,14 @@ pub(crate) async fn purge(
         return print_json(&serde_json::json!({"deleted": total, "statuses": statuses}));
     }
     println!(
-        "purged {total} operation(s) ({}); attempts and operator actions are kept",
-        statuses
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "purged {total} operation(s) ({names}); their attempts and operator actions stay until \
+         the history retention (`workflow_system.retention.history`, default {HISTORY_DEFAULT}) \
+         removes them{}",
+        if decided {
+            "; each purged dead or stalled operation is recorded as a `purge` action"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

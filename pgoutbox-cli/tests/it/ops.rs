@@ -368,7 +368,8 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "purged 2 operation(s) (succeeded, cancelled); attempts and operator actions are kept\n"
+        "purged 2 operation(s) (succeeded, cancelled); their attempts and operator actions stay \
+         until the history retention (`workflow_system.retention.history`, default 90d) removes them\n"
     );
     let left: Vec<String> =
         sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id <> $1 ORDER BY id")
@@ -387,21 +388,99 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
         8,
         "the audit trail outlives the operations"
     );
+    // Dead and stalled ones: asked for (refused without a terminal unless
+    // `--yes`), with a reason, and recorded.
+    let dead_and_stalled = [
+        "purge",
+        "--older-than",
+        "7d",
+        "--include-dead",
+        "--include-stalled",
+    ];
     let out = pgoutbox(&db)
-        .args([
-            "purge",
-            "--older-than",
-            "7d",
-            "--include-dead",
-            "--include-stalled",
-        ])
+        .args(dead_and_stalled)
+        .args(["--reason", "tickets closed"])
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
+        "{out:?}"
+    );
+    let out = pgoutbox(&db)
+        .args(dead_and_stalled)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `--include-dead` and `--include-stalled` need a `--reason` (it is recorded)\n"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        6
+    );
+    let out = pgoutbox(&db)
+        .args(dead_and_stalled)
+        .args(["--reason", "tickets closed", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("; each purged dead or stalled operation is recorded as a `purge` action\n"),
+        "{out:?}"
+    );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
         4
     );
+    let recorded: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT operation_id, from_status, actor, reason FROM pgoutbox.operator_actions \
+         WHERE action = 'purge' AND outcome = 'applied' ORDER BY operation_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let id_of = |s: &str| ids.iter().find(|(status, _)| *status == s).unwrap().1;
+    assert_eq!(
+        recorded,
+        [
+            (
+                id_of("dead"),
+                "dead".to_owned(),
+                "test-operator".to_owned(),
+                "tickets closed".to_owned()
+            ),
+            (
+                id_of("stalled"),
+                "stalled".to_owned(),
+                "test-operator".to_owned(),
+                "tickets closed".to_owned()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn purge_refuses_a_batch_below_one() {
+    let db = TestDatabase::new().await.unwrap();
+    for batch in ["0", "-1"] {
+        let out = pgoutbox(&db)
+            .args(["purge", "--older-than", "7d", &format!("--batch={batch}")])
+            // On main `--batch 0` looped for ever.
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--batch {batch}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+                "error: invalid value '{batch}' for '--batch <BATCH>'"
+            )),
+            "{out:?}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -303,4 +303,43 @@ impl Admin {
             Some((status, true, None)) => BulkStep::NotAllowed { status },
         })
     }
+
+    /// Like [`Admin::purge_batch`], and records a `purge` action (with
+    /// `actor` and `reason`) for every deleted `dead` or `stalled`
+    /// operation, in the same statement: for the purges that an operator
+    /// decides. `batch` must be at least 1.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use pgoutbox::Status;
+    ///
+    /// let statuses = [Status::Dead];
+    /// let quarter = Duration::from_hours(90 * 24);
+    /// while admin.purge_batch_recorded(&statuses, quarter, 1000, "alice", "tickets closed").await? == 1000 {}
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn purge_batch_recorded(
+        &self,
+        statuses: &[Status],
+        older_than: std::time::Duration,
+        batch: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let n = self
+            .store
+            .purge_recorded(
+                &mut conn,
+                statuses,
+                millis(older_than),
+                batch,
+                actor,
+                reason,
+            )
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
 }

@@ -1,7 +1,8 @@
 //! The statements of operators' bulk actions: count and page through the
 //! rows a filter selects (ids and a few columns, never payloads), and act
 //! on one row only when, under its row lock, it still matches the whole
-//! filter.
+//! filter. And the operator's purge of `dead` and `stalled` operations,
+//! recorded.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -119,5 +120,30 @@ impl Store {
             .fetch_optional(&mut *conn)
             .await?;
         Ok(row.map(|(status, matches, new)| (status, matches, new.map(OperationId::from_i64))))
+    }
+
+    /// Deletes one batch of old operations in `statuses`, recording a
+    /// `purge` action for each deleted `dead` or `stalled` one; returns how
+    /// many operations were deleted.
+    pub(crate) async fn purge_recorded(
+        &self,
+        conn: &mut PgConnection,
+        statuses: &[Status],
+        older_than_ms: i64,
+        batch: i64,
+        actor: &str,
+        reason: &str,
+    ) -> Result<i64, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query_scalar, purge_recorded)
+                .bind(statuses)
+                .bind(older_than_ms)
+                .bind(batch)
+                .bind(actor)
+                .bind(reason)
+                .fetch_one(conn)
+                .await
+        })
+        .await
     }
 }

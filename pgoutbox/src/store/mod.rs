@@ -76,6 +76,7 @@ statements!(
     bulk_targets,
     bulk_transition,
     bulk_replay,
+    purge_recorded,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
