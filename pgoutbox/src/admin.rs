@@ -35,6 +35,7 @@ use crate::store::{Store, millis};
 
 mod bulk;
 
+pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
 
 /// An operator's action.
