@@ -30,6 +30,36 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// ```
 pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 
+/// The most handlers one process runs at once (`workflow_system.n_workers`):
+/// each holds a connection, and a process with more is better split.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.workflow_system.n_workers = pgoutbox::MAX_N_WORKERS + 1;
+/// assert_eq!(settings.validate().unwrap_err().key(), "workflow_system.n_workers");
+/// ```
+pub const MAX_N_WORKERS: usize = 1024;
+
+/// The largest connection pool (`database.pool_min`, `database.pool_max`):
+/// the pool allocates room for all of them up front.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.pool_max = pgoutbox::MAX_POOL + 1;
+/// assert_eq!(settings.validate().unwrap_err().key(), "database.pool_max");
+/// ```
+pub const MAX_POOL: u32 = 4096;
+
+/// The longest duration any setting takes (ten years): beyond it, timers
+/// and the database's intervals could overflow.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.workflow_system.lease = pgoutbox::MAX_DURATION * 2;
+/// assert_eq!(settings.validate().unwrap_err().key(), "workflow_system.lease");
+/// ```
+pub const MAX_DURATION: Duration = Duration::from_hours(24 * 3650);
+
 /// Everything pgoutbox can be told, in two groups as in the original
 /// project.
 ///
@@ -390,6 +420,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if db.pool_max > MAX_POOL {
+            return Err(SettingsError::new(
+                "database.pool_max",
+                format!("must be at most {MAX_POOL}"),
+            ));
+        }
         if db.pool_min > db.pool_max {
             return Err(SettingsError::new(
                 "database.pool_min",
@@ -402,7 +438,15 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if ws.n_workers > MAX_N_WORKERS {
+            return Err(SettingsError::new(
+                "workflow_system.n_workers",
+                format!("must be at most {MAX_N_WORKERS}"),
+            ));
+        }
         for (key, value) in [
+            ("workflow_system.shutdown_wait", ws.shutdown_wait),
+            ("workflow_system.backoff_max", ws.backoff_max),
             ("workflow_system.poll_interval", ws.poll_interval),
             ("workflow_system.lease", ws.lease),
             ("workflow_system.backoff_initial", ws.backoff_initial),
@@ -415,8 +459,16 @@ impl Settings {
             ("workflow_system.retention.history", ws.retention.history),
             ("workflow_system.retention.interval", ws.retention.interval),
         ] {
-            if value.is_zero() {
+            if value.is_zero()
+                && !matches!(
+                    key,
+                    "workflow_system.shutdown_wait" | "workflow_system.backoff_max"
+                )
+            {
                 return Err(SettingsError::new(key, "must be longer than zero"));
+            }
+            if value > MAX_DURATION {
+                return Err(SettingsError::new(key, "must be at most 3650d (ten years)"));
             }
         }
         if ws.lease < Duration::from_millis(300) {
@@ -435,6 +487,13 @@ impl Settings {
             return Err(SettingsError::new(
                 "workflow_system.max_attempts",
                 "must be from 1 to 2147483647",
+            ));
+        }
+        if ws.retention.history < ws.retention.operations {
+            return Err(SettingsError::new(
+                "workflow_system.retention.history",
+                "must not be shorter than `retention.operations` (attempts and actions would go \
+                 before their operations)",
             ));
         }
         if ws.backoff_max < ws.backoff_initial {
