@@ -477,24 +477,7 @@ async fn bulk(
         return dry_run_list(admin, cli, action, &filter, upto).await;
     }
     if !trail.yes {
-        let mut err = std::io::stderr().lock();
-        writeln!(
-            err,
-            "{action} would touch {} operation(s) in state(s) {}, for example:",
-            preview.count,
-            action
-                .bulk_statuses(&filter)
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )?;
-        for t in &preview.sample {
-            writeln!(err, "  {}", target_line(t))?;
-        }
-        if preview.count > BULK_SAMPLE {
-            writeln!(err, "  … and {} more", preview.count - BULK_SAMPLE)?;
-        }
+        print_preview(action, &filter, &preview)?;
     }
     confirm(
         &format!("{action} {} operation(s)?", preview.count),
@@ -553,6 +536,34 @@ async fn bulk(
     } else {
         Err(CliError(line))
     }
+}
+
+/// What a bulk action will touch, before it asks: how many, in which
+/// states, and the first few.
+fn print_preview(
+    action: Action,
+    filter: &OperationFilter,
+    preview: &pgoutbox::admin::BulkPreview,
+) -> Result<(), CliError> {
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{action} would touch {} operation(s) in state(s) {}, for example:",
+        preview.count,
+        action
+            .bulk_statuses(filter)
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for t in &preview.sample {
+        writeln!(err, "  {}", target_line(t))?;
+    }
+    if preview.count > BULK_SAMPLE {
+        writeln!(err, "  … and {} more", preview.count - BULK_SAMPLE)?;
+    }
+    Ok(())
 }
 
 /// `--dry-run`: every target, and whether the action would apply to it

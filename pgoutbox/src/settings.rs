@@ -444,6 +444,48 @@ impl Settings {
                 format!("must be at most {MAX_N_WORKERS}"),
             ));
         }
+        self.validate_durations()?;
+        if ws.lease < Duration::from_millis(300) {
+            return Err(SettingsError::new(
+                "workflow_system.lease",
+                "must be at least 300ms (heartbeats renew it every third of it)",
+            ));
+        }
+        if ws.retention.batch_size == 0 {
+            return Err(SettingsError::new(
+                "workflow_system.retention.batch_size",
+                "must be at least 1",
+            ));
+        }
+        if ws.max_attempts == 0 || i32::try_from(ws.max_attempts).is_err() {
+            return Err(SettingsError::new(
+                "workflow_system.max_attempts",
+                "must be from 1 to 2147483647",
+            ));
+        }
+        if ws.backoff_max < ws.backoff_initial {
+            return Err(SettingsError::new(
+                "workflow_system.backoff_max",
+                "must not be shorter than `backoff_initial`",
+            ));
+        }
+        for queue in &ws.queues {
+            if !crate::name::is_valid(queue) {
+                return Err(SettingsError::new(
+                    "workflow_system.queues",
+                    format!("invalid queue name `{queue}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every duration: longer than zero (where zero makes no sense), at
+    /// most [`MAX_DURATION`]; the history kept at least as long as the
+    /// operations.
+    fn validate_durations(&self) -> Result<(), SettingsError> {
+        let db = &self.database;
+        let ws = &self.workflow_system;
         for (key, value) in [
             ("workflow_system.shutdown_wait", ws.shutdown_wait),
             ("workflow_system.backoff_max", ws.backoff_max),
@@ -471,44 +513,12 @@ impl Settings {
                 return Err(SettingsError::new(key, "must be at most 3650d (ten years)"));
             }
         }
-        if ws.lease < Duration::from_millis(300) {
-            return Err(SettingsError::new(
-                "workflow_system.lease",
-                "must be at least 300ms (heartbeats renew it every third of it)",
-            ));
-        }
-        if ws.retention.batch_size == 0 {
-            return Err(SettingsError::new(
-                "workflow_system.retention.batch_size",
-                "must be at least 1",
-            ));
-        }
-        if ws.max_attempts == 0 || i32::try_from(ws.max_attempts).is_err() {
-            return Err(SettingsError::new(
-                "workflow_system.max_attempts",
-                "must be from 1 to 2147483647",
-            ));
-        }
         if ws.retention.history < ws.retention.operations {
             return Err(SettingsError::new(
                 "workflow_system.retention.history",
                 "must not be shorter than `retention.operations` (attempts and actions would go \
                  before their operations)",
             ));
-        }
-        if ws.backoff_max < ws.backoff_initial {
-            return Err(SettingsError::new(
-                "workflow_system.backoff_max",
-                "must not be shorter than `backoff_initial`",
-            ));
-        }
-        for queue in &ws.queues {
-            if !crate::name::is_valid(queue) {
-                return Err(SettingsError::new(
-                    "workflow_system.queues",
-                    format!("invalid queue name `{queue}`"),
-                ));
-            }
         }
         Ok(())
     }

@@ -346,6 +346,7 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom, on one database.
 async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     let db = TestDatabase::new().await.unwrap();
     let mut ids = Vec::new();
@@ -628,6 +629,7 @@ async fn bulk_actions_act_only_on_rows_that_still_match() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom, on one database.
 async fn bulk_actions_page_count_and_preview() {
     let db = TestDatabase::new().await.unwrap();
     // More than a page of dead ones, and some the action does not allow.
