@@ -54,7 +54,8 @@ enum Command {
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     /// Delete old succeeded and cancelled operations (dead and stalled only
-    /// when named); attempts and operator actions are kept.
+    /// when named, asking first, recorded); their attempts and operator
+    /// actions stay until the history retention removes them.
     Purge {
         /// Only operations finished longer ago than this (e.g. `30d`).
         #[arg(long, value_parser = ops::parse_duration)]
@@ -65,9 +66,19 @@ enum Command {
         /// Also purge `stalled` operations.
         #[arg(long)]
         include_stalled: bool,
-        /// Rows per batch.
-        #[arg(long, default_value_t = 1000)]
+        /// Rows per batch (at least 1).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..))]
         batch: i64,
+        /// Why (recorded for each purged dead or stalled operation; needed
+        /// with `--include-dead` or `--include-stalled`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who (recorded with the reason); default: the OS user.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Purge dead or stalled operations without asking.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -169,6 +180,20 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             include_dead,
             include_stalled,
             batch,
-        } => ops::purge(cli, *older_than, *include_dead, *include_stalled, *batch).await,
+            reason,
+            actor,
+            yes,
+        } => {
+            let purge = ops::Purge {
+                older_than: *older_than,
+                include_dead: *include_dead,
+                include_stalled: *include_stalled,
+                batch: *batch,
+                reason: reason.as_deref(),
+                actor: actor.as_deref(),
+                yes: *yes,
+            };
+            ops::purge(cli, &purge).await
+        }
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::builder::PossibleValue;
 use clap::{Args, Subcommand, ValueEnum};
-use pgoutbox::admin::{Action, ActionOutcome, Admin, OperationFilter, OperationRow, Resolution};
+use pgoutbox::admin::{
+    Action, ActionOutcome, Admin, BulkStep, BulkTarget, OperationFilter, OperationRow, Resolution,
+};
 use pgoutbox::{OperationId, Outcome, Status};
 
 use crate::{Cli, CliError};
@@ -97,13 +99,25 @@ pub(crate) struct Trail {
 }
 
 impl Trail {
-    fn actor(&self) -> String {
-        self.actor.clone().unwrap_or_else(|| {
-            std::env::var("USER")
-                .or_else(|_| std::env::var("LOGNAME"))
-                .unwrap_or_else(|_| "unknown".to_owned())
-        })
+    /// The reason, which must say something.
+    fn reason(&self) -> Result<&str, CliError> {
+        let reason = self.reason.trim();
+        if reason.is_empty() {
+            return Err(CliError("`--reason` must not be empty".to_owned()));
+        }
+        Ok(reason)
     }
+
+    fn actor(&self) -> String {
+        self.actor.clone().unwrap_or_else(os_user)
+    }
+}
+
+/// The default actor: the OS user.
+fn os_user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -135,6 +149,9 @@ pub(crate) enum OpsCommand {
         filter: Filter,
         #[command(flatten)]
         trail: Trail,
+        /// List what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Cancel pending, retrying or stalled operations.
     Cancel {
@@ -144,6 +161,9 @@ pub(crate) enum OpsCommand {
         filter: Filter,
         #[command(flatten)]
         trail: Trail,
+        /// List what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Settle a stalled operation's unknown outcome.
     Resolve {
@@ -164,6 +184,9 @@ pub(crate) enum OpsCommand {
         filter: Filter,
         #[command(flatten)]
         trail: Trail,
+        /// List what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -247,15 +270,24 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
             }
             print_detail(&detail)
         }
-        OpsCommand::Retry { id, filter, trail } => {
-            bulk(&admin, cli, Action::Retry, *id, filter, trail).await
-        }
-        OpsCommand::Cancel { id, filter, trail } => {
-            bulk(&admin, cli, Action::Cancel, *id, filter, trail).await
-        }
-        OpsCommand::Replay { id, filter, trail } => {
-            bulk(&admin, cli, Action::Replay, *id, filter, trail).await
-        }
+        OpsCommand::Retry {
+            id,
+            filter,
+            trail,
+            dry_run,
+        } => bulk(&admin, cli, Action::Retry, *id, filter, trail, *dry_run).await,
+        OpsCommand::Cancel {
+            id,
+            filter,
+            trail,
+            dry_run,
+        } => bulk(&admin, cli, Action::Cancel, *id, filter, trail, *dry_run).await,
+        OpsCommand::Replay {
+            id,
+            filter,
+            trail,
+            dry_run,
+        } => bulk(&admin, cli, Action::Replay, *id, filter, trail, *dry_run).await,
         OpsCommand::Resolve {
             id,
             resolution,
@@ -266,7 +298,9 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
                 ResolveAs::Dead => Resolution::Dead,
             });
             let id = OperationId::from_i64(*id);
-            let outcome = admin.act(id, action, &trail.actor(), &trail.reason).await?;
+            let outcome = admin
+                .act(id, action, &trail.actor(), trail.reason()?)
+                .await?;
             report_one(cli, id, action, &outcome)
         }
     }
@@ -370,6 +404,37 @@ fn report_one(
     }
 }
 
+/// How many ids a bulk action reads and acts on at a time.
+const BULK_PAGE: i64 = 500;
+
+/// How many targets the confirmation prompt shows.
+const BULK_SAMPLE: i64 = 5;
+
+/// What a bulk run did, operation by operation.
+#[derive(Debug, Default, serde::Serialize)]
+struct BulkSummary {
+    /// Changed and recorded.
+    applied: u64,
+    /// Matched the filter, but the action is not allowed from their state.
+    refused: u64,
+    /// Changed since they were listed and no longer matched the filter.
+    skipped: u64,
+    /// Statements that failed, with their error.
+    errors: Vec<String>,
+}
+
+fn target_line(t: &BulkTarget) -> String {
+    format!(
+        "{} {} {} queue {} published {}",
+        t.id,
+        t.name,
+        t.status,
+        t.queue,
+        t.created_at.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // The command's arguments, as parsed.
 async fn bulk(
     admin: &Admin,
     cli: &Cli,
@@ -377,10 +442,9 @@ async fn bulk(
     id: Option<i64>,
     filter: &Filter,
     trail: &Trail,
+    dry_run: bool,
 ) -> Result<(), CliError> {
-    if trail.reason.trim().is_empty() {
-        return Err(CliError("`--reason` must not be empty".to_owned()));
-    }
+    let reason = trail.reason()?;
     let actor = trail.actor();
     if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
@@ -388,7 +452,13 @@ async fn bulk(
                 "give an operation id or filters, not both".to_owned(),
             ));
         }
-        let outcome = admin.act(id, action, &actor, &trail.reason).await?;
+        if dry_run {
+            return Err(CliError(
+                "`--dry-run` lists what filters select; `ops show ID` shows one operation"
+                    .to_owned(),
+            ));
+        }
+        let outcome = admin.act(id, action, &actor, reason).await?;
         return report_one(cli, id, action, &outcome);
     }
     if filter.is_empty() {
@@ -396,35 +466,157 @@ async fn bulk(
             "{action} needs an operation id or at least one filter (--status, --name, --queue, --since)"
         )));
     }
-    let targets = admin.list(&filter.to_filter(None)).await?;
-    if targets.is_empty() {
+    let filter = filter.to_filter(None);
+    let allowed = action.allowed_from();
+    let preview = admin.bulk_preview(action, &filter, BULK_SAMPLE).await?;
+    let Some(upto) = preview.upto else {
         println!("no operation matches");
         return Ok(());
+    };
+    if dry_run {
+        return dry_run_list(admin, cli, action, &filter, upto).await;
+    }
+    if !trail.yes {
+        print_preview(action, &filter, &preview)?;
     }
     confirm(
-        &format!("{action} {} operation(s)?", targets.len()),
+        &format!("{action} {} operation(s)?", preview.count),
         trail.yes,
     )?;
-    let bar = indicatif::ProgressBar::new(targets.len() as u64);
+    let bar = indicatif::ProgressBar::new(u64::try_from(preview.count).unwrap_or(0));
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (mut applied, mut refused) = (0, Vec::new());
-    for op in &targets {
-        match admin.act(op.id, action, &actor, &trail.reason).await? {
-            ActionOutcome::Applied { .. } => applied += 1,
-            other => refused.push(other.message(op.id, action)),
+    let mut summary = BulkSummary::default();
+    let mut after = None;
+    loop {
+        let page = admin
+            .bulk_targets(action, &filter, after, upto, BULK_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for t in &page {
+            // Listed rows in a state the action does not allow (named with
+            // `--status`) are counted, not sent and not recorded one by one.
+            if !allowed.contains(&t.status) {
+                summary.refused += 1;
+                bar.inc(1);
+                continue;
+            }
+            match admin
+                .act_if_matching(t.id, action, &filter, &actor, reason)
+                .await
+            {
+                Ok(BulkStep::Applied { .. }) => summary.applied += 1,
+                Ok(BulkStep::NotAllowed { .. }) => summary.refused += 1,
+                Ok(BulkStep::NoLongerMatches { .. }) => summary.skipped += 1,
+                Err(e) => summary.errors.push(format!("operation {}: {e}", t.id)),
+            }
+            bar.inc(1);
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
+    let line = format!(
+        "{action}: {} applied, {} refused (state not allowed), {} skipped (no longer matched), {} failed",
+        summary.applied,
+        summary.refused,
+        summary.skipped,
+        summary.errors.len()
+    );
     if cli.json {
-        return print_json(&serde_json::json!({"applied": applied, "refused": refused}));
+        print_json(&summary)?;
+    } else {
+        println!("{line}");
+        for error in &summary.errors {
+            println!("  {error}");
+        }
     }
-    println!("{action}: {applied} applied, {} refused", refused.len());
-    for line in refused {
-        println!("  {line}");
+    if summary.errors.is_empty() && summary.refused == 0 {
+        Ok(())
+    } else {
+        Err(CliError(line))
     }
+}
+
+/// What a bulk action will touch, before it asks: how many, in which
+/// states, and the first few.
+fn print_preview(
+    action: Action,
+    filter: &OperationFilter,
+    preview: &pgoutbox::admin::BulkPreview,
+) -> Result<(), CliError> {
+    let mut err = std::io::stderr().lock();
+    writeln!(
+        err,
+        "{action} would touch {} operation(s) in state(s) {}, for example:",
+        preview.count,
+        action
+            .bulk_statuses(filter)
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    for t in &preview.sample {
+        writeln!(err, "  {}", target_line(t))?;
+    }
+    if preview.count > BULK_SAMPLE {
+        writeln!(err, "  … and {} more", preview.count - BULK_SAMPLE)?;
+    }
+    Ok(())
+}
+
+/// `--dry-run`: every target, and whether the action would apply to it
+/// now.
+async fn dry_run_list(
+    admin: &Admin,
+    cli: &Cli,
+    action: Action,
+    filter: &OperationFilter,
+    upto: OperationId,
+) -> Result<(), CliError> {
+    let allowed = action.allowed_from();
+    let (mut would, mut refused) = (Vec::new(), Vec::new());
+    let mut after = None;
+    loop {
+        let page = admin
+            .bulk_targets(action, filter, after, upto, BULK_PAGE)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for t in page {
+            if allowed.contains(&t.status) {
+                would.push(t);
+            } else {
+                refused.push(t);
+            }
+        }
+    }
+    if cli.json {
+        return print_json(&serde_json::json!({
+            "dry_run": true,
+            "would_apply": would,
+            "not_allowed": refused,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    for t in &would {
+        writeln!(out, "would {action} {}", target_line(t))?;
+    }
+    for t in &refused {
+        writeln!(
+            out,
+            "cannot {action} {}: not allowed from {}",
+            target_line(t),
+            t.status
+        )?;
+    }
+    writeln!(
+        out,
+        "dry run: {action} would apply to {} operation(s), {} refused (state not allowed); nothing changed",
+        would.len(),
+        refused.len()
+    )?;
     Ok(())
 }
 
@@ -561,32 +753,85 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     print_table(&["ID", "STATE", "PROCESS", "HEARTBEAT", "NAMES"], &rows)
 }
 
-pub(crate) async fn purge(
-    cli: &Cli,
-    older_than: Duration,
-    include_dead: bool,
-    include_stalled: bool,
-    batch: i64,
-) -> Result<(), CliError> {
-    let admin = admin(cli, cli.pool().await?);
+/// What `pgoutbox purge` was asked to do.
+#[derive(Debug)]
+pub(crate) struct Purge<'a> {
+    pub(crate) older_than: Duration,
+    pub(crate) include_dead: bool,
+    pub(crate) include_stalled: bool,
+    pub(crate) batch: i64,
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) actor: Option<&'a str>,
+    pub(crate) yes: bool,
+}
+
+/// What the janitor's history retention keeps by default
+/// (`workflow_system.retention.history`).
+const HISTORY_DEFAULT: &str = "90d";
+
+pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> {
+    if purge.batch < 1 {
+        return Err(CliError("`--batch` must be at least 1".to_owned()));
+    }
     let mut statuses = vec![Status::Succeeded, Status::Cancelled];
-    if include_dead {
+    if purge.include_dead {
         statuses.push(Status::Dead);
     }
-    if include_stalled {
+    if purge.include_stalled {
         statuses.push(Status::Stalled);
     }
+    let names = statuses
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Dead and stalled operations leave only by an operator's recorded
+    // decision: ask, and record who and why.
+    let decided = purge.include_dead || purge.include_stalled;
+    let trail = if decided {
+        let reason = purge.reason.map(str::trim).unwrap_or_default();
+        if reason.is_empty() {
+            return Err(CliError(
+                "`--include-dead` and `--include-stalled` need a `--reason` (it is recorded)"
+                    .to_owned(),
+            ));
+        }
+        confirm(
+            &format!(
+                "purge {names} operations finished more than {} ago, dead and stalled ones included?",
+                humantime::format_duration(purge.older_than)
+            ),
+            purge.yes,
+        )?;
+        let actor = purge.actor.map_or_else(os_user, str::to_owned);
+        Some((actor, reason.to_owned()))
+    } else {
+        None
+    };
+    let admin = admin(cli, cli.pool().await?);
     let bar = indicatif::ProgressBar::new_spinner();
     if !std::io::stderr().is_terminal() {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let batch = u64::try_from(purge.batch).unwrap_or(u64::MAX);
     let mut total = 0u64;
     loop {
-        let n = admin.purge_batch(&statuses, older_than, batch).await?;
+        let n = match &trail {
+            Some((actor, reason)) => {
+                admin
+                    .purge_batch_recorded(&statuses, purge.older_than, purge.batch, actor, reason)
+                    .await?
+            }
+            None => {
+                admin
+                    .purge_batch(&statuses, purge.older_than, purge.batch)
+                    .await?
+            }
+        };
         total += n;
         bar.set_message(format!("{total} deleted"));
         bar.tick();
-        if n < u64::try_from(batch).unwrap_or(u64::MAX) {
+        if n < batch {
             break;
         }
     }
@@ -595,12 +840,14 @@ pub(crate) async fn purge(
         return print_json(&serde_json::json!({"deleted": total, "statuses": statuses}));
     }
     println!(
-        "purged {total} operation(s) ({}); attempts and operator actions are kept",
-        statuses
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        "purged {total} operation(s) ({names}); their attempts and operator actions stay until \
+         the history retention (`workflow_system.retention.history`, default {HISTORY_DEFAULT}) \
+         removes them{}",
+        if decided {
+            "; each purged dead or stalled operation is recorded as a `purge` action"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

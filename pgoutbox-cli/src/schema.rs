@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use pgoutbox::admin::Admin;
+use pgoutbox::admin::{Admin, is_operation_name};
 
 use crate::{Cli, CliError};
 
@@ -47,13 +47,30 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
                 Some(dir) => {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
-                    for version in &latest {
+                    // A name becomes a file name only when it follows the
+                    // operation-name grammar (no `/`, no `..`): a row
+                    // recorded before migration 2 checked names could
+                    // otherwise write outside `dir`.
+                    let (valid, refused): (Vec<_>, Vec<_>) =
+                        latest.iter().partition(|v| is_operation_name(&v.name));
+                    for version in &valid {
                         let path = dir.join(format!("{}.json", version.name));
                         let text = serde_json::to_string_pretty(&version.json_schema)? + "\n";
                         std::fs::write(&path, text)
                             .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
                     }
-                    println!("wrote {} schema(s) to {}", latest.len(), dir.display());
+                    println!("wrote {} schema(s) to {}", valid.len(), dir.display());
+                    if !refused.is_empty() {
+                        return Err(CliError(format!(
+                            "refused {} schema(s) whose name is not a valid operation name: {}",
+                            refused.len(),
+                            refused
+                                .iter()
+                                .map(|v| format!("{:?}", v.name))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
                 }
             }
             Ok(())

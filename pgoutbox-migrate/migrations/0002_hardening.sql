@@ -72,3 +72,20 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Operators (issue 13, item 9): `pgoutbox purge --include-dead` and
+-- `--include-stalled` delete operations that only an operator may let go,
+-- so each deleted `dead` or `stalled` operation gets a `purge` action in
+-- the audit trail. The widened check is added NOT VALID (no long lock) and
+-- then validated: every existing row already satisfies it.
+ALTER TABLE {schema}.operator_actions DROP CONSTRAINT operator_actions_action_check;
+ALTER TABLE {schema}.operator_actions ADD CONSTRAINT operator_actions_action_check CHECK (action IN
+    ('retry', 'cancel', 'resolve', 'replay', 'purge')) NOT VALID;
+ALTER TABLE {schema}.operator_actions VALIDATE CONSTRAINT operator_actions_action_check;
+
+-- `operation_types` names follow the same grammar as `operations` names:
+-- `schema export --out DIR` makes file names of them. NOT VALID: rows
+-- recorded before this migration are left as they are (the command refuses
+-- a name outside the grammar), every new row is checked.
+ALTER TABLE {schema}.operation_types ADD CONSTRAINT operation_types_name_check
+    CHECK (name ~ '^[a-z0-9_]+(\.[a-z0-9_]+)*$') NOT VALID;

@@ -34,6 +34,11 @@ use crate::state::{Outcome, Status};
 use crate::store::Store;
 use crate::store::admin::ListFilter;
 
+mod bulk;
+
+pub use crate::name::is_valid as is_operation_name;
+pub use bulk::{BulkPreview, BulkStep, BulkTarget};
+
 /// An operator's action.
 ///
 /// ```

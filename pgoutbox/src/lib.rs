@@ -241,8 +241,8 @@ pub use publish::{PublishError, PublishOptions, Publisher, publish, publish_many
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
-    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, RetentionSettings, Settings,
-    SettingsError, WorkflowSettings,
+    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
+    RetentionSettings, Settings, SettingsError, WorkflowSettings,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

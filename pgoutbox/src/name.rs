@@ -2,8 +2,17 @@
 //! joined by dots. The macro checks it at compile time; this module checks
 //! names and prefixes that arrive at run time.
 
-/// Whether `name` follows the grammar.
-pub(crate) fn is_valid(name: &str) -> bool {
+/// Whether `name` follows the grammar of operation (and queue) names:
+/// lower-case segments of `[a-z0-9_]` joined by dots. Re-exported as
+/// `pgoutbox::admin::is_operation_name`.
+///
+/// ```
+/// use pgoutbox::admin::is_operation_name;
+///
+/// assert!(is_operation_name("billing.charge"));
+/// assert!(!is_operation_name("../billing"));
+/// ```
+pub fn is_valid(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|segment| {
             !segment.is_empty()

@@ -30,6 +30,36 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// ```
 pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 
+/// The most handlers one process runs at once (`workflow_system.n_workers`):
+/// each holds a connection, and a process with more is better split.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.workflow_system.n_workers = pgoutbox::MAX_N_WORKERS + 1;
+/// assert_eq!(settings.validate().unwrap_err().key(), "workflow_system.n_workers");
+/// ```
+pub const MAX_N_WORKERS: usize = 1024;
+
+/// The largest connection pool (`database.pool_min`, `database.pool_max`):
+/// the pool allocates room for all of them up front.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.pool_max = pgoutbox::MAX_POOL + 1;
+/// assert_eq!(settings.validate().unwrap_err().key(), "database.pool_max");
+/// ```
+pub const MAX_POOL: u32 = 4096;
+
+/// The longest duration any setting takes (ten years): beyond it, timers
+/// and the database's intervals could overflow.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.workflow_system.lease = pgoutbox::MAX_DURATION * 2;
+/// assert_eq!(settings.validate().unwrap_err().key(), "workflow_system.lease");
+/// ```
+pub const MAX_DURATION: Duration = Duration::from_hours(24 * 3650);
+
 /// Everything pgoutbox can be told, in two groups as in the original
 /// project.
 ///
@@ -390,6 +420,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if db.pool_max > MAX_POOL {
+            return Err(SettingsError::new(
+                "database.pool_max",
+                format!("must be at most {MAX_POOL}"),
+            ));
+        }
         if db.pool_min > db.pool_max {
             return Err(SettingsError::new(
                 "database.pool_min",
@@ -402,23 +438,13 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        for (key, value) in [
-            ("workflow_system.poll_interval", ws.poll_interval),
-            ("workflow_system.lease", ws.lease),
-            ("workflow_system.backoff_initial", ws.backoff_initial),
-            ("workflow_system.handler_timeout", ws.handler_timeout),
-            ("database.acquire_timeout", db.acquire_timeout),
-            (
-                "workflow_system.retention.operations",
-                ws.retention.operations,
-            ),
-            ("workflow_system.retention.history", ws.retention.history),
-            ("workflow_system.retention.interval", ws.retention.interval),
-        ] {
-            if value.is_zero() {
-                return Err(SettingsError::new(key, "must be longer than zero"));
-            }
+        if ws.n_workers > MAX_N_WORKERS {
+            return Err(SettingsError::new(
+                "workflow_system.n_workers",
+                format!("must be at most {MAX_N_WORKERS}"),
+            ));
         }
+        self.validate_durations()?;
         if ws.lease < Duration::from_millis(300) {
             return Err(SettingsError::new(
                 "workflow_system.lease",
@@ -450,6 +476,49 @@ impl Settings {
                     format!("invalid queue name `{queue}`"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Every duration: longer than zero (where zero makes no sense), at
+    /// most [`MAX_DURATION`]; the history kept at least as long as the
+    /// operations.
+    fn validate_durations(&self) -> Result<(), SettingsError> {
+        let db = &self.database;
+        let ws = &self.workflow_system;
+        for (key, value) in [
+            ("workflow_system.shutdown_wait", ws.shutdown_wait),
+            ("workflow_system.backoff_max", ws.backoff_max),
+            ("workflow_system.poll_interval", ws.poll_interval),
+            ("workflow_system.lease", ws.lease),
+            ("workflow_system.backoff_initial", ws.backoff_initial),
+            ("workflow_system.handler_timeout", ws.handler_timeout),
+            ("database.acquire_timeout", db.acquire_timeout),
+            (
+                "workflow_system.retention.operations",
+                ws.retention.operations,
+            ),
+            ("workflow_system.retention.history", ws.retention.history),
+            ("workflow_system.retention.interval", ws.retention.interval),
+        ] {
+            if value.is_zero()
+                && !matches!(
+                    key,
+                    "workflow_system.shutdown_wait" | "workflow_system.backoff_max"
+                )
+            {
+                return Err(SettingsError::new(key, "must be longer than zero"));
+            }
+            if value > MAX_DURATION {
+                return Err(SettingsError::new(key, "must be at most 3650d (ten years)"));
+            }
+        }
+        if ws.retention.history < ws.retention.operations {
+            return Err(SettingsError::new(
+                "workflow_system.retention.history",
+                "must not be shorter than `retention.operations` (attempts and actions would go \
+                 before their operations)",
+            ));
         }
         Ok(())
     }

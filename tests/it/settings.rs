@@ -184,3 +184,76 @@ fn an_unreachable_database_is_one_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn no_setting_value_makes_start_up_panic() {
+    let db = test_db().await;
+    let url = &*db.url();
+    let huge = "18446744073709551615s";
+    let cases: &[(&str, &[&str])] = &[
+        ("PGOUTBOX_DATABASE__PORT", &["0", "65535"]),
+        ("PGOUTBOX_DATABASE__POOL_MIN", &["0", "4294967295"]),
+        ("PGOUTBOX_DATABASE__POOL_MAX", &["0", "4294967295"]),
+        ("PGOUTBOX_DATABASE__ACQUIRE_TIMEOUT", &["0s", huge]),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS",
+            &["0", "1025", "18446744073709551615"],
+        ),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL", &["0s", huge]),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", &["0s", huge]),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__SHUTDOWN_WAIT", &["0s", huge]),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__MAX_ATTEMPTS",
+            &["0", "4294967295"],
+        ),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__BACKOFF_INITIAL", &["0s", huge]),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__BACKOFF_MAX", &["0s", huge]),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__HANDLER_TIMEOUT", &["0s", huge]),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__OPERATIONS",
+            &["0s", huge],
+        ),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__HISTORY",
+            &["0s", huge],
+        ),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__INTERVAL",
+            &["0s", huge],
+        ),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__BATCH_SIZE",
+            &["0", "4294967295"],
+        ),
+    ];
+    for (key, values) in cases {
+        for value in *values {
+            let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE__URL", url), (key, value)]);
+            assert!(!stderr.contains("panicked"), "{key}={value}: {stderr}");
+            assert!(
+                ok || (stderr.starts_with("error: ") && stderr.lines().count() == 1),
+                "{key}={value}: {stderr}"
+            );
+        }
+    }
+    // The limits named in docs/operating.md.
+    let (ok, _, stderr) = worker(&[
+        ("PGOUTBOX_DATABASE__URL", url),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", "1025"),
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        "error: invalid setting `workflow_system.n_workers`: must be at most 1024\n"
+    );
+    let (ok, _, stderr) = worker(&[
+        ("PGOUTBOX_DATABASE__URL", url),
+        ("PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__HISTORY", "1d"),
+    ]);
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        "error: invalid setting `workflow_system.retention.history`: must not be shorter than \
+         `retention.operations` (attempts and actions would go before their operations)\n"
+    );
+}

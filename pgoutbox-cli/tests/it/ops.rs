@@ -220,7 +220,7 @@ async fn bulk_actions_confirm_first() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "retry: 3 applied, 0 refused\n"
+        "retry: 3 applied, 0 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
     );
     assert_eq!(
         count(
@@ -346,6 +346,7 @@ async fn bad_input_is_one_line_and_a_non_zero_exit() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom, on one database.
 async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     let db = TestDatabase::new().await.unwrap();
     let mut ids = Vec::new();
@@ -368,7 +369,8 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "purged 2 operation(s) (succeeded, cancelled); attempts and operator actions are kept\n"
+        "purged 2 operation(s) (succeeded, cancelled); their attempts and operator actions stay \
+         until the history retention (`workflow_system.retention.history`, default 90d) removes them\n"
     );
     let left: Vec<String> =
         sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id <> $1 ORDER BY id")
@@ -387,21 +389,99 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
         8,
         "the audit trail outlives the operations"
     );
+    // Dead and stalled ones: asked for (refused without a terminal unless
+    // `--yes`), with a reason, and recorded.
+    let dead_and_stalled = [
+        "purge",
+        "--older-than",
+        "7d",
+        "--include-dead",
+        "--include-stalled",
+    ];
     let out = pgoutbox(&db)
-        .args([
-            "purge",
-            "--older-than",
-            "7d",
-            "--include-dead",
-            "--include-stalled",
-        ])
+        .args(dead_and_stalled)
+        .args(["--reason", "tickets closed"])
         .output()
         .unwrap();
-    assert!(out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --yes"),
+        "{out:?}"
+    );
+    let out = pgoutbox(&db)
+        .args(dead_and_stalled)
+        .arg("--yes")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `--include-dead` and `--include-stalled` need a `--reason` (it is recorded)\n"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        6
+    );
+    let out = pgoutbox(&db)
+        .args(dead_and_stalled)
+        .args(["--reason", "tickets closed", "--yes"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .ends_with("; each purged dead or stalled operation is recorded as a `purge` action\n"),
+        "{out:?}"
+    );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
         4
     );
+    let recorded: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT operation_id, from_status, actor, reason FROM pgoutbox.operator_actions \
+         WHERE action = 'purge' AND outcome = 'applied' ORDER BY operation_id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let id_of = |s: &str| ids.iter().find(|(status, _)| *status == s).unwrap().1;
+    assert_eq!(
+        recorded,
+        [
+            (
+                id_of("dead"),
+                "dead".to_owned(),
+                "test-operator".to_owned(),
+                "tickets closed".to_owned()
+            ),
+            (
+                id_of("stalled"),
+                "stalled".to_owned(),
+                "test-operator".to_owned(),
+                "tickets closed".to_owned()
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn purge_refuses_a_batch_below_one() {
+    let db = TestDatabase::new().await.unwrap();
+    for batch in ["0", "-1"] {
+        let out = pgoutbox(&db)
+            .args(["purge", "--older-than", "7d", &format!("--batch={batch}")])
+            // On main `--batch 0` looped for ever.
+            .timeout(std::time::Duration::from_secs(20))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--batch {batch}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+                "error: invalid value '{batch}' for '--batch <BATCH>'"
+            )),
+            "{out:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -435,5 +515,263 @@ async fn stats_and_workers() {
     assert!(
         stdout.contains("live") && stdout.contains("host-a:42"),
         "{stdout}"
+    );
+}
+
+/// Waits until a `pgoutbox` command's session waits for a row lock.
+async fn until_the_command_waits_for_a_lock(db: &TestDatabase) {
+    for _ in 0..600 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'pgoutbox-cli' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the command never waited for the row lock");
+}
+
+#[tokio::test]
+async fn bulk_actions_act_only_on_rows_that_still_match() {
+    // (command, listed state, the state a worker leaves it in meanwhile):
+    // a replay of a dead operation that has since succeeded would charge
+    // twice; a cancel of a pending one that has since stalled would settle
+    // an unknown outcome without anyone deciding.
+    let cases: [(&str, &str, &str); 2] = [
+        ("replay", "dead", "succeeded"),
+        ("cancel", "pending", "stalled"),
+    ];
+    for (action, listed, meanwhile) in cases {
+        let db = TestDatabase::new().await.unwrap();
+        let ids = [
+            op(&db, "race.bulk", listed).await,
+            op(&db, "race.bulk", listed).await,
+            op(&db, "race.bulk", listed).await,
+        ];
+        let moved = ids[1];
+        // The worker finishing operation `moved` holds its row lock.
+        let mut worker = db.pool().begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM pgoutbox.operations WHERE id = $1 FOR UPDATE")
+            .bind(moved)
+            .execute(&mut *worker)
+            .await
+            .unwrap();
+        let command = std::process::Command::new(assert_cmd::cargo::cargo_bin("pgoutbox"))
+            .env("DATABASE_URL", db.url())
+            .env_remove("PGOUTBOX_SCHEMA")
+            .args([
+                "ops",
+                action,
+                "--status",
+                listed,
+                "--name",
+                "race.bulk",
+                "--reason",
+                "race",
+                "--yes",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        until_the_command_waits_for_a_lock(&db).await;
+        sqlx::query(
+            "UPDATE pgoutbox.operations SET status = $2, \
+                 finished_at = CASE WHEN $2 = 'succeeded' THEN now() END, updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(moved)
+        .bind(meanwhile)
+        .execute(&mut *worker)
+        .await
+        .unwrap();
+        worker.commit().await.unwrap();
+        let out = command.wait_with_output().unwrap();
+        assert_eq!(status(&db, moved).await, meanwhile, "{action}: left alone");
+        let actions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.operator_actions WHERE operation_id = $1",
+        )
+        .bind(moved)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(actions, 0, "{action}: nothing recorded for the skipped row");
+        let replays: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgoutbox.operations WHERE parent_id = $1")
+                .bind(moved)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(replays, 0, "{action}: no second run");
+        for id in [ids[0], ids[2]] {
+            let applied: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pgoutbox.operator_actions WHERE operation_id = $1 AND outcome = 'applied'",
+            )
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            assert_eq!(applied, 1, "{action} of {id}");
+        }
+        assert!(out.status.success(), "{action}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!(
+                "{action}: 2 applied, 0 refused (state not allowed), 1 skipped (no longer matched), 0 failed\n"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom, on one database.
+async fn bulk_actions_page_count_and_preview() {
+    let db = TestDatabase::new().await.unwrap();
+    // More than a page of dead ones, and some the action does not allow.
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, status, max_attempts, attempt, finished_at) \
+         SELECT 'page.test', '{}', 'h', 'dead', 3, 3, now() FROM generate_series(1, 1100)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let pending = op(&db, "page.test", "pending").await;
+    let succeeded = op(&db, "page.test", "succeeded").await;
+
+    // The prompt shows a sample, not only a count.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--name",
+            "page.test",
+            "--reason",
+            "outage over",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "retry would touch 1100 operation(s) in state(s) dead, stalled, cancelled, for example:\n  "
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches(" page.test dead queue default published ")
+            .count(),
+        5,
+        "{stderr}"
+    );
+    assert!(stderr.contains("  … and 1095 more\n"), "{stderr}");
+
+    // A dry run lists and changes nothing.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "cancel",
+            "--name",
+            "page.test",
+            "--status",
+            "pending",
+            "--status",
+            "succeeded",
+            "--reason",
+            "x",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split(" queue ").next().unwrap())
+            .collect::<Vec<_>>(),
+        [
+            format!("would cancel {pending} page.test pending"),
+            format!("cannot cancel {succeeded} page.test succeeded"),
+            "dry run: cancel would apply to 1 operation(s), 1 refused (state not allowed); nothing changed".to_owned(),
+        ]
+    );
+    assert_eq!(status(&db, pending).await, "pending");
+
+    // Without `--status`, only the states the action allows: the pending
+    // and succeeded ones are not touched, nor counted.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            "--name",
+            "page.test",
+            "--reason",
+            "outage over",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "retry: 1100 applied, 0 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
+    );
+    assert_eq!(status(&db, succeeded).await, "succeeded");
+
+    // States named but not allowed are counted, not recorded one by one,
+    // and the run exits non-zero (the 1,100 retried ones are pending now).
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "cancel",
+            "--name",
+            "page.test",
+            "--status",
+            "pending",
+            "--status",
+            "succeeded",
+            "--reason",
+            "x",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: cancel: 1101 applied, 1 refused (state not allowed), 0 skipped (no longer matched), 0 failed\n"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operator_actions WHERE outcome = 'refused'"
+        )
+        .await,
+        0
+    );
+
+    // `resolve` needs a reason that says something.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "resolve",
+            &pending.to_string(),
+            "--as",
+            "dead",
+            "--reason",
+            " ",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: `--reason` must not be empty\n"
     );
 }

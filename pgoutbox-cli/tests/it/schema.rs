@@ -120,3 +120,42 @@ async fn check_reports_ready_payloads_that_no_longer_validate() {
         "error: 2 ready payload(s) do not validate against their latest schema\n"
     );
 }
+
+#[tokio::test]
+async fn export_refuses_names_that_are_not_operation_names() {
+    let db = setup().await;
+    // Migration 2 checks new names; a row recorded before it is not checked.
+    let err = sqlx::query(
+        "INSERT INTO pgoutbox.operation_types (name, schema_hash, json_schema) VALUES ('../evil', 'h', '{}')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("operation_types_name_check"),
+        "{err}"
+    );
+    for sql in [
+        "ALTER TABLE pgoutbox.operation_types DROP CONSTRAINT operation_types_name_check",
+        "INSERT INTO pgoutbox.operation_types (name, schema_hash, json_schema) VALUES ('../evil', 'h', '{}')",
+    ] {
+        sqlx::query(sql).execute(db.pool()).await.unwrap();
+    }
+    let base = std::env::temp_dir().join(format!("pgoutbox-hostile-{}", std::process::id()));
+    let dir = base.join("out");
+    let out = pgoutbox(&db)
+        .args(["schema", "export", "--out"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let escaped = base.join("evil.json").exists();
+    let written = dir.join("mail.send.json").exists();
+    std::fs::remove_dir_all(&base).unwrap();
+    assert!(!escaped, "a name became a path outside the directory");
+    assert!(written, "the valid names are still written");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: refused 1 schema(s) whose name is not a valid operation name: \"../evil\"\n"
+    );
+}

@@ -71,6 +71,12 @@ statements!(
     schema_history,
     latest_schemas,
     ready_payloads,
+    // Operators' bulk actions (`admin::bulk`).
+    bulk_count,
+    bulk_targets,
+    bulk_transition,
+    bulk_replay,
+    purge_recorded,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
@@ -182,6 +188,7 @@ macro_rules! query {
 
 // After `query!`, which they use.
 pub(crate) mod admin;
+pub(crate) mod bulk;
 #[cfg(feature = "testing")]
 mod testing;
 
