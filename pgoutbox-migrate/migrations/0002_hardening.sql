@@ -72,3 +72,14 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Attempt numbers only grow (issue 13, item 3). Migration 1's snooze gave
+-- its attempt back (`attempt = attempt - 1`), so the next claim reused the
+-- number, and a late snooze or failure write of attempt n, fenced by the
+-- number, matched attempt n + 1 of the same worker. A snooze now leaves
+-- `attempt` alone and counts itself here instead: the attempts that count
+-- against `max_attempts` are `attempt - snoozes`. From this migration on,
+-- each of an operation's attempts has its own `attempts.number` (migration
+-- 1's comment on that column describes the old rule).
+ALTER TABLE {schema}.operations ADD COLUMN snoozes integer NOT NULL DEFAULT 0
+    CONSTRAINT operations_snoozes_check CHECK (snoozes >= 0);

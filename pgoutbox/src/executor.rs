@@ -160,6 +160,7 @@ fn attempt_of(rt: &Runtime, claimed: &Claimed, registration: Option<&Registratio
     Attempt {
         name: claimed.name.clone(),
         number: claimed.attempt,
+        snoozes: claimed.snoozes,
         max_attempts: claimed.max_attempts,
         idempotent: claimed.idempotent,
         backoff: registration

@@ -47,6 +47,8 @@ pub(crate) enum Decision {
 pub(crate) struct Attempt {
     pub(crate) name: String,
     pub(crate) number: i32,
+    /// How many earlier attempts were snoozed: they do not count.
+    pub(crate) snoozes: i32,
     pub(crate) max_attempts: i32,
     pub(crate) idempotent: bool,
     pub(crate) backoff: Backoff,
@@ -55,10 +57,12 @@ pub(crate) struct Attempt {
 impl Attempt {
     /// Decides; `jitter` in `[0, 1)` places the retry delay in its band.
     pub(crate) fn decide(&self, end: AttemptEnd, jitter: f64) -> Decision {
-        let attempts_left = self.number < self.max_attempts;
+        // Attempt numbers only grow; snoozed attempts do not count.
+        let counted = self.number.saturating_sub(self.snoozes);
+        let attempts_left = counted < self.max_attempts;
         let retry_delay_ms = millis(
             self.backoff
-                .delay(u32::try_from(self.number).unwrap_or(u32::MAX), jitter),
+                .delay(u32::try_from(counted).unwrap_or(u32::MAX), jitter),
         );
         let failure = |outcome, next_status, error: String, chain: Vec<String>| {
             Decision::Failure(Failure {
@@ -152,6 +156,7 @@ mod tests {
         Attempt {
             name: "t.op".into(),
             number,
+            snoozes: 0,
             max_attempts: 3,
             idempotent,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_mins(1)),
@@ -223,5 +228,15 @@ mod tests {
             0.0,
         );
         assert!(matches!(d, Decision::Snooze { delay_ms: 2000, .. }));
+    }
+
+    #[test]
+    fn snoozed_attempts_do_not_count() {
+        let err = || AttemptEnd::Failed(HandlerError::retryable("boom"));
+        let mut a = attempt(4, false);
+        a.snoozes = 2;
+        assert_eq!(next(&a.decide(err(), 0.0)), Status::Retrying);
+        a.snoozes = 1;
+        assert_eq!(next(&a.decide(err(), 0.0)), Status::Dead);
     }
 }
