@@ -252,6 +252,19 @@ async fn run_transactional(
         )
         .await
     };
+    // A handler that returned (an error, a snooze, a panic) may have ended
+    // the dispatcher's transaction first: its writes may be committed.
+    let end = match end {
+        AttemptEnd::Failed(error) if ended_by_handler(rt, &mut tx, fence).await => {
+            AttemptEnd::EndedTransaction(error)
+        }
+        AttemptEnd::Panicked(message) if ended_by_handler(rt, &mut tx, fence).await => {
+            AttemptEnd::EndedTransaction(HandlerError::retryable(format!(
+                "the handler panicked: {message}"
+            )))
+        }
+        end => end,
+    };
     let decision = attempt.decide(end, jitter());
     #[cfg(feature = "testing")]
     if let Some(point) = rt.crash_for(claimed.attempt) {
@@ -305,6 +318,23 @@ async fn run_transactional(
             let end = AttemptEnd::NotCommitted(format!("its success could not be recorded: {e}"));
             fail(end).await;
         }
+    }
+}
+
+/// Whether the transaction `Store::begin_attempt` opened for this attempt
+/// is no longer the one in progress on `tx`: the handler ended it. When
+/// the mark cannot be read, the transaction is taken for still ours: a
+/// failed statement aborted it (SQLSTATE 25P02, nothing commits), or the
+/// connection broke, and the server rolls back what was not committed.
+async fn ended_by_handler(rt: &Runtime, tx: &mut sqlx::PgConnection, fence: Fence) -> bool {
+    let mark = tokio::time::timeout(
+        rt.settings.workflow_system.lease,
+        rt.store.transaction_marker(tx),
+    )
+    .await;
+    match mark {
+        Ok(Ok(mark)) => mark != fence.attempt_id.to_string(),
+        Ok(Err(_)) | Err(_) => false,
     }
 }
 

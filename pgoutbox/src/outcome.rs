@@ -33,6 +33,10 @@ pub(crate) enum AttemptEnd {
     /// writes and the success) did not commit: the database is settled,
     /// what the handler did outside it is not.
     NotCommitted(String),
+    /// A transactional handler ended the dispatcher's transaction (raw
+    /// `COMMIT` or `ROLLBACK`), then did not succeed: what it wrote may be
+    /// committed, so its failure is not a plain one.
+    EndedTransaction(HandlerError),
 }
 
 /// What to record.
@@ -133,6 +137,16 @@ impl Attempt {
                 );
                 failure(Outcome::Aborted, in_doubt, error.clone(), vec![error])
             }
+            AttemptEnd::EndedTransaction(error) => {
+                let message = format!(
+                    "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
+                     raw SQL), then failed: {error}; what it committed stays committed, so the \
+                     attempt is in doubt"
+                );
+                let mut chain = vec![message.clone()];
+                chain.extend(error.chain());
+                failure(Outcome::Failed, in_doubt, message, chain)
+            }
             AttemptEnd::NotCommitted(reason) => {
                 let error = format!(
                     "the handler succeeded but {reason}; its database writes were rolled back, \
@@ -210,6 +224,9 @@ mod tests {
             next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
             Status::Stalled
         );
+        let ended = || AttemptEnd::EndedTransaction(HandlerError::retryable("boom"));
+        assert_eq!(next(&attempt(1, false).decide(ended(), 0.0)), Status::Stalled);
+        assert_eq!(next(&attempt(1, true).decide(ended(), 0.0)), Status::Retrying);
         let not_committed = || AttemptEnd::NotCommitted("the commit failed".into());
         assert_eq!(
             next(&attempt(1, false).decide(not_committed(), 0.0)),

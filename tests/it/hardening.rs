@@ -138,3 +138,66 @@ async fn a_stale_snooze_or_failure_write_of_an_earlier_attempt_is_refused() {
     );
     system.stop().await.unwrap();
 }
+
+/// Writes a business row, commits the dispatcher's transaction through raw
+/// SQL, then fails.
+#[operation(
+    "hardening.commit_then_fail",
+    transactional,
+    max_attempts = 3,
+    backoff(initial = "10ms", max = "10ms")
+)]
+pub(crate) async fn commit_then_fail(ctx: &mut TxContext<'_>, label: String) -> Result<()> {
+    ctx.execute(sqlx::query("INSERT INTO business (label) VALUES ($1)").bind(&label))
+        .await?;
+    ctx.execute(sqlx::raw_sql("COMMIT")).await?;
+    Err(HandlerError::retryable("failed after committing"))
+}
+
+#[tokio::test]
+async fn a_handler_that_commits_behind_the_dispatchers_back_then_fails_is_in_doubt() {
+    let db = test_db().await;
+    sqlx::query("CREATE TABLE business (label text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let system = start(
+        settings(&db),
+        WorkflowRouter::new().operation::<CommitThenFail>(),
+    )
+    .await;
+    let id = publish_one(
+        &db,
+        CommitThenFail {
+            label: "committed".into(),
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NOT NULL",
+        1,
+        WITHIN,
+    )
+    .await;
+    // Time for a (wrong) retry to be claimed, were there one.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(&db, id).await, "stalled");
+    assert_eq!(outcomes(&db, id).await, [Some("failed".into())]);
+    let error: String =
+        sqlx::query_scalar("SELECT error FROM pgoutbox.attempts WHERE operation_id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(
+        error.contains("ended the dispatcher's transaction") && error.contains("in doubt"),
+        "{error}"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM business").await,
+        1,
+        "its write stays committed, and it was not run again"
+    );
+    system.stop().await.unwrap();
+}
