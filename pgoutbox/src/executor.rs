@@ -14,10 +14,12 @@ use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
+use crate::publish::PublishError;
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
 #[cfg(feature = "testing")]
 use crate::runtime::Crash;
 use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
+use crate::storable;
 use crate::store::{Claimed, Fence, NewOperation, Store};
 
 /// Polls a boxed future, turning a panic into an error message.
@@ -74,11 +76,13 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             "no handler for `{}` in this process",
             claimed.name
         )));
-        let decision = attempt_of(rt, &claimed, None).decide(end, jitter());
+        let attempt = attempt_of(rt, &claimed, None);
+        let decision = attempt.decide(end, jitter());
         record(
             rt,
             &claimed.name,
             fence(rt, &claimed),
+            &attempt,
             decision,
             Vec::new(),
             running,
@@ -144,6 +148,7 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 rt,
                 &claimed.name,
                 fence(rt, &claimed),
+                &attempt,
                 decision,
                 ctx.follow_ups,
                 running,
@@ -221,6 +226,7 @@ async fn run_transactional(
             rt,
             &claimed.name,
             fence,
+            attempt,
             attempt.decide(end, jitter()),
             Vec::new(),
             running,
@@ -277,7 +283,16 @@ async fn run_transactional(
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
         let _ = tx.rollback().await;
-        return record(rt, &claimed.name, fence, decision, Vec::new(), running).await;
+        return record(
+            rt,
+            &claimed.name,
+            fence,
+            attempt,
+            decision,
+            Vec::new(),
+            running,
+        )
+        .await;
     }
     match rt.store.complete_success(&mut tx, fence, true).await {
         Ok(true) => match tx.commit().await {
@@ -351,16 +366,22 @@ fn vanish(claimed: &Claimed, point: Crash) {
 
 /// Records `decision`, retrying while the database is unreachable and the
 /// lease is still ours. Gives up (leaving the attempt to the rescuer, which
-/// records it as `lost`) only when the lease is gone.
+/// records it as `lost`) only when the lease is gone. An outcome that
+/// PostgreSQL refuses as data (SQLSTATE class 22 or 23: retrying cannot
+/// cure it) is replaced by a `failed` attempt naming what could not be
+/// stored (`Attempt::unstorable`), then by one naming only the SQLSTATE;
+/// if even that is refused, the attempt is left to the rescuer.
 async fn record(
     rt: &Runtime,
     name: &str,
     fence: Fence,
-    decision: Decision,
-    follow_ups: Vec<NewOperation>,
+    attempt: &Attempt,
+    mut decision: Decision,
+    mut follow_ups: Vec<NewOperation>,
     running: &RunningOp,
 ) {
     let mut wait = Duration::from_millis(50);
+    let mut refused = 0;
     loop {
         // Bounded: a connection that went silent must not hold the attempt
         // (and `stop()`) forever; the next try takes another connection.
@@ -378,6 +399,20 @@ async fn record(
                 return;
             }
             Err(e) => {
+                if let Some((code, message)) = refused_as_data(&e) {
+                    refused += 1;
+                    tracing::error!(operation_id = %fence.id, error = %e, "the outcome cannot be stored; recording a failure that says so");
+                    decision = match refused {
+                        1 => attempt.unstorable(
+                            &decision,
+                            &format!("PostgreSQL refused it (SQLSTATE {code}): {message}"),
+                        ),
+                        2 => attempt.unstorable(&decision, &format!("SQLSTATE {code}")),
+                        _ => return,
+                    };
+                    follow_ups.clear();
+                    continue;
+                }
                 if running.is_lost() {
                     tracing::error!(operation_id = %fence.id, error = %e, "cannot record the outcome and the lease is gone");
                     return;
@@ -387,6 +422,18 @@ async fn record(
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// The SQLSTATE and message of a record that PostgreSQL refused as data.
+fn refused_as_data(error: &RecordError) -> Option<(String, String)> {
+    match error {
+        RecordError::Database(e) => storable::data_error(e),
+        RecordError::FollowUp(e) => match &**e {
+            PublishError::Database { source, .. } => storable::data_error(source),
+            _ => None,
+        },
+        RecordError::TimedOut(_) => None,
     }
 }
 

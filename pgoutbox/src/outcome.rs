@@ -7,6 +7,7 @@ use crate::definition::Backoff;
 use crate::duration::millis;
 use crate::error::HandlerError;
 use crate::state::{Outcome, Status};
+use crate::storable;
 use crate::store::Failure;
 
 /// How an attempt ended, as the executor saw it.
@@ -64,17 +65,24 @@ impl Attempt {
         // Attempt numbers only grow; snoozed attempts do not count.
         let counted = self.number.saturating_sub(self.snoozes);
         let attempts_left = counted < self.max_attempts;
-        let retry_delay_ms = millis(
+        let (retry_delay, retry_clamped) = storable::delay(
             self.backoff
                 .delay(u32::try_from(counted).unwrap_or(u32::MAX), jitter),
         );
+        let retry_delay_ms = millis(retry_delay);
+        // Every value is made storable here (issue 13): an outcome that
+        // cannot be written would leave its operation `running`.
         let failure = |outcome, next_status, error: String, chain: Vec<String>| {
+            let mut error = storable::text(&error);
+            if let (Status::Retrying, Some(note)) = (next_status, &retry_clamped) {
+                error.push_str(&format!(" (retry delay: {note})"));
+            }
             Decision::Failure(Failure {
                 outcome,
                 next_status,
                 retry_delay_ms,
                 error,
-                chain,
+                chain: storable::chain(&chain),
             })
         };
         let retry_or_dead = if attempts_left {
@@ -108,9 +116,14 @@ impl Attempt {
             }
             AttemptEnd::Failed(error) => {
                 if let Some(delay) = error.snoozed_for() {
+                    let (delay, clamped) = storable::delay(delay);
+                    let mut note = storable::text(&error.to_string());
+                    if let Some(clamped) = clamped {
+                        note.push_str(&format!(" (the snooze of {clamped})"));
+                    }
                     return Decision::Snooze {
                         delay_ms: millis(delay),
-                        note: error.to_string(),
+                        note,
                     };
                 }
                 let next = if error.is_permanent() {
@@ -154,6 +167,47 @@ impl Attempt {
                 );
                 failure(Outcome::Failed, in_doubt, error.clone(), vec![error])
             }
+        }
+    }
+}
+
+impl Attempt {
+    /// What to record instead of `decision` when PostgreSQL refused to
+    /// store it for a reason that retrying cannot cure (`why`, see
+    /// `storable::data_error`): a `failed` attempt whose error names what
+    /// could not be stored. The operation follows the rules of the outcome
+    /// it replaces: a failure keeps its next state; a snooze is a retryable
+    /// failure; a success (whose follow-ups could not be stored) is a
+    /// permanent one, since running the handler again is not what it asked
+    /// for.
+    pub(crate) fn unstorable(&self, decision: &Decision, why: &str) -> Decision {
+        let (what, end) = match decision {
+            Decision::Success => (
+                "the success and its follow-up operations",
+                AttemptEnd::Failed(HandlerError::permanent(String::new())),
+            ),
+            Decision::Snooze { .. } => (
+                "the snooze",
+                AttemptEnd::Failed(HandlerError::retryable(String::new())),
+            ),
+            Decision::Failure(_) => (
+                "the failure",
+                AttemptEnd::Failed(HandlerError::retryable(String::new())),
+            ),
+        };
+        let error = format!("pgoutbox could not store the outcome of this attempt ({what}): {why}");
+        match (self.decide(end, 0.0), decision) {
+            (Decision::Failure(mut failure), previous) => {
+                if let Decision::Failure(previous) = previous {
+                    failure.next_status = previous.next_status;
+                    failure.retry_delay_ms = previous.retry_delay_ms;
+                }
+                failure.outcome = Outcome::Failed;
+                failure.error = storable::text(&error);
+                failure.chain = vec![failure.error.clone()];
+                Decision::Failure(failure)
+            }
+            (other, _) => other,
         }
     }
 }
@@ -225,8 +279,14 @@ mod tests {
             Status::Stalled
         );
         let ended = || AttemptEnd::EndedTransaction(HandlerError::retryable("boom"));
-        assert_eq!(next(&attempt(1, false).decide(ended(), 0.0)), Status::Stalled);
-        assert_eq!(next(&attempt(1, true).decide(ended(), 0.0)), Status::Retrying);
+        assert_eq!(
+            next(&attempt(1, false).decide(ended(), 0.0)),
+            Status::Stalled
+        );
+        assert_eq!(
+            next(&attempt(1, true).decide(ended(), 0.0)),
+            Status::Retrying
+        );
         let not_committed = || AttemptEnd::NotCommitted("the commit failed".into());
         assert_eq!(
             next(&attempt(1, false).decide(not_committed(), 0.0)),
