@@ -1,6 +1,7 @@
 //! What an attempt's end means for its operation (invariant 5: an unknown
 //! outcome re-runs only an idempotent operation).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::definition::Backoff;
@@ -75,7 +76,7 @@ impl Attempt {
         let failure = |outcome, next_status, error: String, chain: Vec<String>| {
             let mut error = storable::text(&error);
             if let (Status::Retrying, Some(note)) = (next_status, &retry_clamped) {
-                error.push_str(&format!(" (retry delay: {note})"));
+                let _ = write!(error, " (retry delay: {note})");
             }
             Decision::Failure(Failure {
                 outcome,
@@ -119,7 +120,7 @@ impl Attempt {
                     let (delay, clamped) = storable::delay(delay);
                     let mut note = storable::text(&error.to_string());
                     if let Some(clamped) = clamped {
-                        note.push_str(&format!(" (the snooze of {clamped})"));
+                        let _ = write!(note, " (the snooze of {clamped})");
                     }
                     return Decision::Snooze {
                         delay_ms: millis(delay),

@@ -5,13 +5,14 @@
 //! durations clamped; payloads, which are the application's data, are
 //! refused at publish time instead (`publish.rs`).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 /// The longest delay pgoutbox writes: a snooze, a retry's backoff or a
 /// publish delay (100 × 365 days). A longer snooze or backoff is clamped
 /// (and the clamp noted in the attempt's error); a longer publish delay is
 /// refused.
-pub(crate) const MAX_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub(crate) const MAX_DELAY: Duration = Duration::from_hours(100 * 365 * 24);
 
 /// The most bytes of one stored text (an error, each entry of its chain);
 /// a longer one is cut at a character boundary and marked.
@@ -79,7 +80,7 @@ pub(crate) fn unstorable_json(value: &serde_json::Value) -> Option<String> {
             serde_json::Value::String(s) => s.contains('\0'),
             serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
                 let len = path.len();
-                path.push_str(&format!("[{i}]"));
+                let _ = write!(path, "[{i}]");
                 let found = walk(item, path);
                 if !found {
                     path.truncate(len);
@@ -128,7 +129,7 @@ mod tests {
         let long = "é".repeat(MAX_TEXT); // two bytes each
         let cut = text(&long);
         assert!(cut.len() < MAX_TEXT + 60, "{}", cut.len());
-        assert!(cut.ends_with(&format!("[truncated by pgoutbox: {} more bytes]", MAX_TEXT)));
+        assert!(cut.ends_with(&format!("[truncated by pgoutbox: {MAX_TEXT} more bytes]")));
         let many: Vec<String> = (0..MAX_CHAIN + 5).map(|i| i.to_string()).collect();
         let kept = chain(&many);
         assert_eq!(kept.len(), MAX_CHAIN + 1);
