@@ -144,7 +144,8 @@ impl PublishOptions {
     }
 
     /// Run no earlier than `delay` after the database's `now()` at publish
-    /// (the transaction's start time).
+    /// (the transaction's start time). A delay longer than 100 × 365 days
+    /// is refused with [`PublishError::InvalidOption`].
     ///
     /// ```no_run
     /// use std::time::Duration;
