@@ -1,4 +1,5 @@
--- Migration 2: claims that read only their own names' ready rows.
+-- Migration 2: hardening. Claims that read only their own names' ready
+-- rows, attempt numbers that only grow, operator purges in the audit trail.
 
 -- Claims cost the same whatever other names or far-future rows the table
 -- holds. Migration 1's claim walked one index in (priority, run_at, id)
@@ -73,7 +74,7 @@ BEGIN
 END
 $$;
 
--- Operators (issue 13, item 9): `pgoutbox purge --include-dead` and
+-- Operators: `pgoutbox purge --include-dead` and
 -- `--include-stalled` delete operations that only an operator may let go,
 -- so each deleted `dead` or `stalled` operation gets a `purge` action in
 -- the audit trail. The widened check is added NOT VALID (no long lock) and
@@ -89,3 +90,14 @@ ALTER TABLE {schema}.operator_actions VALIDATE CONSTRAINT operator_actions_actio
 -- a name outside the grammar), every new row is checked.
 ALTER TABLE {schema}.operation_types ADD CONSTRAINT operation_types_name_check
     CHECK (name ~ '^[a-z0-9_]+(\.[a-z0-9_]+)*$') NOT VALID;
+
+-- Attempt numbers only grow. Migration 1's snooze gave
+-- its attempt back (`attempt = attempt - 1`), so the next claim reused the
+-- number, and a late snooze or failure write of attempt n, fenced by the
+-- number, matched attempt n + 1 of the same worker. A snooze now leaves
+-- `attempt` alone and counts itself here instead: the attempts that count
+-- against `max_attempts` are `attempt - snoozes`. From this migration on,
+-- each of an operation's attempts has its own `attempts.number` (migration
+-- 1's comment on that column describes the old rule).
+ALTER TABLE {schema}.operations ADD COLUMN snoozes integer NOT NULL DEFAULT 0
+    CONSTRAINT operations_snoozes_check CHECK (snoozes >= 0);

@@ -98,7 +98,8 @@ impl HandlerError {
     /// Not a failure: run the operation again after `delay`, without using
     /// up an attempt. The operation goes back to `pending` with `run_at`
     /// `delay` after the database's `now()`; the attempt is recorded as
-    /// `snoozed`.
+    /// `snoozed`. A delay longer than 100 × 365 days is clamped to that,
+    /// and the attempt's error says so.
     ///
     /// ```
     /// use std::time::Duration;
@@ -145,7 +146,9 @@ impl HandlerError {
     }
 
     /// The error and its `source()` chain, outermost first, as stored in
-    /// `attempts.error_chain`.
+    /// `attempts.error_chain` (where a NUL byte is written `\0` and a
+    /// text longer than 16 KiB is cut and marked; see
+    /// `docs/consistency.md`).
     ///
     /// ```
     /// use pgoutbox::HandlerError;

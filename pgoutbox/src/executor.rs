@@ -14,10 +14,12 @@ use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::jitter::jitter;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
+use crate::publish::PublishError;
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
 #[cfg(feature = "testing")]
 use crate::runtime::Crash;
 use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
+use crate::storable;
 use crate::store::{Claimed, Fence, NewOperation, Store};
 
 /// Polls a boxed future, turning a panic into an error message.
@@ -74,11 +76,13 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             "no handler for `{}` in this process",
             claimed.name
         )));
-        let decision = attempt_of(rt, &claimed, None).decide(end, jitter());
+        let attempt = attempt_of(rt, &claimed, None);
+        let decision = attempt.decide(end, jitter());
         record(
             rt,
             &claimed.name,
             fence(rt, &claimed),
+            &attempt,
             decision,
             Vec::new(),
             running,
@@ -144,6 +148,7 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 rt,
                 &claimed.name,
                 fence(rt, &claimed),
+                &attempt,
                 decision,
                 ctx.follow_ups,
                 running,
@@ -160,6 +165,7 @@ fn attempt_of(rt: &Runtime, claimed: &Claimed, registration: Option<&Registratio
     Attempt {
         name: claimed.name.clone(),
         number: claimed.attempt,
+        snoozes: claimed.snoozes,
         max_attempts: claimed.max_attempts,
         idempotent: claimed.idempotent,
         backoff: registration
@@ -220,6 +226,7 @@ async fn run_transactional(
             rt,
             &claimed.name,
             fence,
+            attempt,
             attempt.decide(end, jitter()),
             Vec::new(),
             running,
@@ -251,6 +258,19 @@ async fn run_transactional(
         )
         .await
     };
+    // A handler that returned (an error, a snooze, a panic) may have ended
+    // the dispatcher's transaction first: its writes may be committed.
+    let end = match end {
+        AttemptEnd::Failed(error) if ended_by_handler(rt, &mut tx, fence).await => {
+            AttemptEnd::EndedTransaction(error)
+        }
+        AttemptEnd::Panicked(message) if ended_by_handler(rt, &mut tx, fence).await => {
+            AttemptEnd::EndedTransaction(HandlerError::retryable(format!(
+                "the handler panicked: {message}"
+            )))
+        }
+        end => end,
+    };
     let decision = attempt.decide(end, jitter());
     #[cfg(feature = "testing")]
     if let Some(point) = rt.crash_for(claimed.attempt) {
@@ -263,7 +283,16 @@ async fn run_transactional(
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
         let _ = tx.rollback().await;
-        return record(rt, &claimed.name, fence, decision, Vec::new(), running).await;
+        return record(
+            rt,
+            &claimed.name,
+            fence,
+            attempt,
+            decision,
+            Vec::new(),
+            running,
+        )
+        .await;
     }
     match rt.store.complete_success(&mut tx, fence, true).await {
         Ok(true) => match tx.commit().await {
@@ -307,6 +336,23 @@ async fn run_transactional(
     }
 }
 
+/// Whether the transaction `Store::begin_attempt` opened for this attempt
+/// is no longer the one in progress on `tx`: the handler ended it. When
+/// the mark cannot be read, the transaction is taken for still ours: a
+/// failed statement aborted it (SQLSTATE 25P02, nothing commits), or the
+/// connection broke, and the server rolls back what was not committed.
+async fn ended_by_handler(rt: &Runtime, tx: &mut sqlx::PgConnection, fence: Fence) -> bool {
+    let mark = tokio::time::timeout(
+        rt.settings.workflow_system.lease,
+        rt.store.transaction_marker(tx),
+    )
+    .await;
+    match mark {
+        Ok(Ok(mark)) => mark != fence.attempt_id.to_string(),
+        Ok(Err(_)) | Err(_) => false,
+    }
+}
+
 /// A test's crash: the attempt is left unrecorded, as a vanished worker
 /// leaves it (the executor's caller stops renewing its lease).
 #[cfg(feature = "testing")]
@@ -320,16 +366,22 @@ fn vanish(claimed: &Claimed, point: Crash) {
 
 /// Records `decision`, retrying while the database is unreachable and the
 /// lease is still ours. Gives up (leaving the attempt to the rescuer, which
-/// records it as `lost`) only when the lease is gone.
+/// records it as `lost`) only when the lease is gone. An outcome that
+/// PostgreSQL refuses as data (SQLSTATE class 22 or 23: retrying cannot
+/// cure it) is replaced by a `failed` attempt naming what could not be
+/// stored (`Attempt::unstorable`), then by one naming only the SQLSTATE;
+/// if even that is refused, the attempt is left to the rescuer.
 async fn record(
     rt: &Runtime,
     name: &str,
     fence: Fence,
-    decision: Decision,
-    follow_ups: Vec<NewOperation>,
+    attempt: &Attempt,
+    mut decision: Decision,
+    mut follow_ups: Vec<NewOperation>,
     running: &RunningOp,
 ) {
     let mut wait = Duration::from_millis(50);
+    let mut refused = 0;
     loop {
         // Bounded: a connection that went silent must not hold the attempt
         // (and `stop()`) forever; the next try takes another connection.
@@ -347,6 +399,20 @@ async fn record(
                 return;
             }
             Err(e) => {
+                if let Some((code, message)) = refused_as_data(&e) {
+                    refused += 1;
+                    tracing::error!(operation_id = %fence.id, error = %e, "the outcome cannot be stored; recording a failure that says so");
+                    decision = match refused {
+                        1 => attempt.unstorable(
+                            &decision,
+                            &format!("PostgreSQL refused it (SQLSTATE {code}): {message}"),
+                        ),
+                        2 => attempt.unstorable(&decision, &format!("SQLSTATE {code}")),
+                        _ => return,
+                    };
+                    follow_ups.clear();
+                    continue;
+                }
                 if running.is_lost() {
                     tracing::error!(operation_id = %fence.id, error = %e, "cannot record the outcome and the lease is gone");
                     return;
@@ -356,6 +422,18 @@ async fn record(
                 wait = (wait * 2).min(Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// The SQLSTATE and message of a record that PostgreSQL refused as data.
+fn refused_as_data(error: &RecordError) -> Option<(String, String)> {
+    match error {
+        RecordError::Database(e) => storable::data_error(e),
+        RecordError::FollowUp(e) => match &**e {
+            PublishError::Database { source, .. } => storable::data_error(source),
+            _ => None,
+        },
+        RecordError::TimedOut(_) => None,
     }
 }
 

@@ -112,6 +112,7 @@ mod router;
 mod runtime;
 mod settings;
 mod state;
+mod storable;
 mod store;
 mod system;
 
@@ -245,7 +246,7 @@ pub use settings::{
     RetentionSettings, Settings, SettingsError, WorkflowSettings,
 };
 pub use state::{Outcome, ParseStateError, Status};
-pub use system::{StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
+pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// The storage's migrations (the `pgoutbox-migrate` crate, re-exported so
 /// that an application depends on `pgoutbox` alone): apply them with

@@ -1,12 +1,14 @@
 //! What an attempt's end means for its operation (invariant 5: an unknown
 //! outcome re-runs only an idempotent operation).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::definition::Backoff;
 use crate::duration::millis;
 use crate::error::HandlerError;
 use crate::state::{Outcome, Status};
+use crate::storable;
 use crate::store::Failure;
 
 /// How an attempt ended, as the executor saw it.
@@ -33,6 +35,10 @@ pub(crate) enum AttemptEnd {
     /// writes and the success) did not commit: the database is settled,
     /// what the handler did outside it is not.
     NotCommitted(String),
+    /// A transactional handler ended the dispatcher's transaction (raw
+    /// `COMMIT` or `ROLLBACK`), then did not succeed: what it wrote may be
+    /// committed, so its failure is not a plain one.
+    EndedTransaction(HandlerError),
 }
 
 /// What to record.
@@ -47,6 +53,8 @@ pub(crate) enum Decision {
 pub(crate) struct Attempt {
     pub(crate) name: String,
     pub(crate) number: i32,
+    /// How many earlier attempts were snoozed: they do not count.
+    pub(crate) snoozes: i32,
     pub(crate) max_attempts: i32,
     pub(crate) idempotent: bool,
     pub(crate) backoff: Backoff,
@@ -55,18 +63,27 @@ pub(crate) struct Attempt {
 impl Attempt {
     /// Decides; `jitter` in `[0, 1)` places the retry delay in its band.
     pub(crate) fn decide(&self, end: AttemptEnd, jitter: f64) -> Decision {
-        let attempts_left = self.number < self.max_attempts;
-        let retry_delay_ms = millis(
+        // Attempt numbers only grow; snoozed attempts do not count.
+        let counted = self.number.saturating_sub(self.snoozes);
+        let attempts_left = counted < self.max_attempts;
+        let (retry_delay, retry_clamped) = storable::delay(
             self.backoff
-                .delay(u32::try_from(self.number).unwrap_or(u32::MAX), jitter),
+                .delay(u32::try_from(counted).unwrap_or(u32::MAX), jitter),
         );
+        let retry_delay_ms = millis(retry_delay);
+        // Every value is made storable here (issue 13): an outcome that
+        // cannot be written would leave its operation `running`.
         let failure = |outcome, next_status, error: String, chain: Vec<String>| {
+            let mut error = storable::text(&error);
+            if let (Status::Retrying, Some(note)) = (next_status, &retry_clamped) {
+                let _ = write!(error, " (retry delay: {note})");
+            }
             Decision::Failure(Failure {
                 outcome,
                 next_status,
                 retry_delay_ms,
                 error,
-                chain,
+                chain: storable::chain(&chain),
             })
         };
         let retry_or_dead = if attempts_left {
@@ -100,9 +117,14 @@ impl Attempt {
             }
             AttemptEnd::Failed(error) => {
                 if let Some(delay) = error.snoozed_for() {
+                    let (delay, clamped) = storable::delay(delay);
+                    let mut note = storable::text(&error.to_string());
+                    if let Some(clamped) = clamped {
+                        let _ = write!(note, " (the snooze of {clamped})");
+                    }
                     return Decision::Snooze {
                         delay_ms: millis(delay),
-                        note: error.to_string(),
+                        note,
                     };
                 }
                 let next = if error.is_permanent() {
@@ -129,6 +151,16 @@ impl Attempt {
                 );
                 failure(Outcome::Aborted, in_doubt, error.clone(), vec![error])
             }
+            AttemptEnd::EndedTransaction(error) => {
+                let message = format!(
+                    "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
+                     raw SQL), then failed: {error}; what it committed stays committed, so the \
+                     attempt is in doubt"
+                );
+                let mut chain = vec![message.clone()];
+                chain.extend(error.chain());
+                failure(Outcome::Failed, in_doubt, message, chain)
+            }
             AttemptEnd::NotCommitted(reason) => {
                 let error = format!(
                     "the handler succeeded but {reason}; its database writes were rolled back, \
@@ -136,6 +168,47 @@ impl Attempt {
                 );
                 failure(Outcome::Failed, in_doubt, error.clone(), vec![error])
             }
+        }
+    }
+}
+
+impl Attempt {
+    /// What to record instead of `decision` when PostgreSQL refused to
+    /// store it for a reason that retrying cannot cure (`why`, see
+    /// `storable::data_error`): a `failed` attempt whose error names what
+    /// could not be stored. The operation follows the rules of the outcome
+    /// it replaces: a failure keeps its next state; a snooze is a retryable
+    /// failure; a success (whose follow-ups could not be stored) is a
+    /// permanent one, since running the handler again is not what it asked
+    /// for.
+    pub(crate) fn unstorable(&self, decision: &Decision, why: &str) -> Decision {
+        let (what, end) = match decision {
+            Decision::Success => (
+                "the success and its follow-up operations",
+                AttemptEnd::Failed(HandlerError::permanent(String::new())),
+            ),
+            Decision::Snooze { .. } => (
+                "the snooze",
+                AttemptEnd::Failed(HandlerError::retryable(String::new())),
+            ),
+            Decision::Failure(_) => (
+                "the failure",
+                AttemptEnd::Failed(HandlerError::retryable(String::new())),
+            ),
+        };
+        let error = format!("pgoutbox could not store the outcome of this attempt ({what}): {why}");
+        match (self.decide(end, 0.0), decision) {
+            (Decision::Failure(mut failure), previous) => {
+                if let Decision::Failure(previous) = previous {
+                    failure.next_status = previous.next_status;
+                    failure.retry_delay_ms = previous.retry_delay_ms;
+                }
+                failure.outcome = Outcome::Failed;
+                failure.error = storable::text(&error);
+                failure.chain = vec![failure.error.clone()];
+                Decision::Failure(failure)
+            }
+            (other, _) => other,
         }
     }
 }
@@ -152,6 +225,7 @@ mod tests {
         Attempt {
             name: "t.op".into(),
             number,
+            snoozes: 0,
             max_attempts: 3,
             idempotent,
             backoff: Backoff::new(Duration::from_secs(1), Duration::from_mins(1)),
@@ -205,6 +279,15 @@ mod tests {
             next(&attempt(1, false).decide(AttemptEnd::Aborted("shutdown"), 0.0)),
             Status::Stalled
         );
+        let ended = || AttemptEnd::EndedTransaction(HandlerError::retryable("boom"));
+        assert_eq!(
+            next(&attempt(1, false).decide(ended(), 0.0)),
+            Status::Stalled
+        );
+        assert_eq!(
+            next(&attempt(1, true).decide(ended(), 0.0)),
+            Status::Retrying
+        );
         let not_committed = || AttemptEnd::NotCommitted("the commit failed".into());
         assert_eq!(
             next(&attempt(1, false).decide(not_committed(), 0.0)),
@@ -223,5 +306,15 @@ mod tests {
             0.0,
         );
         assert!(matches!(d, Decision::Snooze { delay_ms: 2000, .. }));
+    }
+
+    #[test]
+    fn snoozed_attempts_do_not_count() {
+        let err = || AttemptEnd::Failed(HandlerError::retryable("boom"));
+        let mut a = attempt(4, false);
+        a.snoozes = 2;
+        assert_eq!(next(&a.decide(err(), 0.0)), Status::Retrying);
+        a.snoozes = 1;
+        assert_eq!(next(&a.decide(err(), 0.0)), Status::Dead);
     }
 }

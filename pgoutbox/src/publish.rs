@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 
 use crate::definition::{Operation, OperationId};
 use crate::settings::{DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, Settings, SettingsError};
+use crate::storable;
 use crate::store::{NewOperation, Store};
 
 /// Why an operation could not be published.
@@ -50,6 +51,15 @@ pub enum PublishError {
         /// The operation's name.
         name: &'static str,
         /// What is wrong.
+        reason: String,
+    },
+    /// The payload holds what PostgreSQL cannot store (a NUL character,
+    /// `\u0000`, which `jsonb` rejects); nothing was sent to the database.
+    #[error("cannot store the payload of `{name}`: {reason}")]
+    Unstorable {
+        /// The operation's name.
+        name: &'static str,
+        /// What cannot be stored, and where.
         reason: String,
     },
     /// The database refused the insert.
@@ -134,7 +144,8 @@ impl PublishOptions {
     }
 
     /// Run no earlier than `delay` after the database's `now()` at publish
-    /// (the transaction's start time).
+    /// (the transaction's start time). A delay longer than 100 × 365 days
+    /// is refused with [`PublishError::InvalidOption`].
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -491,10 +502,10 @@ impl Publisher {
             if template.is_none() {
                 template = Some(self.prepare(&payload, options.clone())?);
             }
-            json.push(
-                serde_json::to_value(&payload)
-                    .map_err(|source| PublishError::Serialize { name, source })?,
-            );
+            let value = serde_json::to_value(&payload)
+                .map_err(|source| PublishError::Serialize { name, source })?;
+            check_storable(name, &value)?;
+            json.push(value);
         }
         let Some(template) = template else {
             return Ok(Vec::new());
@@ -515,6 +526,7 @@ impl Publisher {
         let name = O::NAME;
         let json = serde_json::to_value(payload)
             .map_err(|source| PublishError::Serialize { name, source })?;
+        check_storable(name, &json)?;
         let max_attempts = O::OPTIONS.max_attempts.unwrap_or(self.max_attempts);
         let max_attempts = i32::try_from(max_attempts)
             .ok()
@@ -527,12 +539,34 @@ impl Publisher {
         let delay_micros = options
             .delay
             .map(|delay| {
+                if delay > storable::MAX_DELAY {
+                    return Err(PublishError::InvalidOption {
+                        name,
+                        reason: format!(
+                            "delay {delay:?} is longer than the longest pgoutbox stores, \
+                             {:?} (100 × 365 days)",
+                            storable::MAX_DELAY
+                        ),
+                    });
+                }
                 i64::try_from(delay.as_micros()).map_err(|_| PublishError::InvalidOption {
                     name,
                     reason: format!("delay {delay:?} is too long"),
                 })
             })
             .transpose()?;
+        if options
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.contains('\0'))
+        {
+            return Err(PublishError::InvalidOption {
+                name,
+                reason: "the idempotency key holds a NUL character, which PostgreSQL cannot \
+                         store"
+                    .to_owned(),
+            });
+        }
         let queue = options
             .queue
             .or_else(|| O::OPTIONS.queue.map(str::to_owned))
@@ -653,4 +687,18 @@ pub async fn publish<O: Operation>(
     payload: O,
 ) -> Result<OperationId, PublishError> {
     Publisher::default().publish(conn, payload).await
+}
+
+/// Refuses a payload that `jsonb` cannot store, naming where it is wrong.
+fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<(), PublishError> {
+    match storable::unstorable_json(payload) {
+        None => Ok(()),
+        Some(path) => Err(PublishError::Unstorable {
+            name,
+            reason: format!(
+                "it holds a NUL character (`\\u0000`) at `{path}`, which PostgreSQL's jsonb \
+                 cannot store"
+            ),
+        }),
+    }
 }

@@ -480,8 +480,9 @@ impl WorkflowSystem {
     /// Stops claiming, waits up to `shutdown_wait` for running handlers,
     /// aborts the rest and records their attempts as in-doubt, then marks
     /// the worker stopped. Returns when every attempt it started has an
-    /// outcome in the database (or the database is unreachable and the
-    /// leases will expire into `lost` attempts).
+    /// outcome in the database, and in any case within `shutdown_wait` plus
+    /// [`STOP_MARGIN`]: an outcome still unrecorded then (the database does
+    /// not answer) is left to expire into a `lost` attempt.
     ///
     /// pgoutbox installs no signal handler: call it when your process is
     /// told to stop.
@@ -498,30 +499,59 @@ impl WorkflowSystem {
     /// # }
     /// ```
     pub async fn stop(mut self) -> Result<StopReport, sqlx::Error> {
+        // Every step has a deadline, so that `stop()` returns within
+        // `shutdown_wait + STOP_MARGIN` whatever the handlers and the
+        // database do (issue 13): anything still unrecorded then is left
+        // to the rescuer, as a vanished worker leaves it.
+        let started = tokio::time::Instant::now();
+        let wait = self.rt.settings.workflow_system.shutdown_wait;
+        let handlers_done = started + wait;
+        let records_done = handlers_done + STOP_MARGIN / 2;
+        let maintenance_done = handlers_done + STOP_MARGIN * 7 / 10;
+        let deadline = handlers_done + STOP_MARGIN;
         self.rt.stopping.send_replace(true);
         self.rt.wake.notify_one();
-        while self.tasks.join_next().await.is_some() {}
+        // A claim stuck on a silent connection is abandoned: what it
+        // claimed is rescued once its leases expire.
+        if tokio::time::timeout_at(handlers_done, drain(&mut self.tasks))
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
         let mut executors =
             std::mem::take(&mut *self.executors.lock().expect("executors poisoned"));
-        let wait = self.rt.settings.workflow_system.shutdown_wait;
         let mut aborted = 0;
-        if tokio::time::timeout(wait, drain(&mut executors))
+        if tokio::time::timeout_at(handlers_done, drain(&mut executors))
             .await
             .is_err()
         {
             aborted = self.rt.abort_all("the worker is shutting down");
             tracing::warn!(aborted, "shutdown wait elapsed; aborting running handlers");
-            drain(&mut executors).await;
+            if tokio::time::timeout_at(records_done, drain(&mut executors))
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    left = executors.len(),
+                    "outcomes still unrecorded at the shutdown deadline; their leases will \
+                     expire into `lost` attempts"
+                );
+                // Dropping the set aborts the rest without waiting for a
+                // handler that blocks its thread.
+                drop(executors);
+            }
         }
-        // Every executor has its answer by now: the completer is idle.
         self.completer.abort();
         if let Some((mut maintenance, stop)) = self.maintenance.take() {
             stop.send_replace(true);
             // A step under way (a long janitor batch, a statement on a
-            // silent connection) is abandoned after a lease: each step is a
-            // transaction of its own, and the next worker redoes it.
-            let lease = self.rt.settings.workflow_system.lease;
-            if tokio::time::timeout(lease, &mut maintenance).await.is_err() {
+            // silent connection) is abandoned: each step is a transaction
+            // of its own, and the next worker redoes it.
+            if tokio::time::timeout_at(maintenance_done, &mut maintenance)
+                .await
+                .is_err()
+            {
                 maintenance.abort();
             }
         }
@@ -534,13 +564,24 @@ impl WorkflowSystem {
                 .deregister_worker(&mut conn, self.rt.worker_id)
                 .await
         };
-        tokio::time::timeout(self.rt.settings.workflow_system.lease, deregister)
+        tokio::time::timeout_at(deadline, deregister)
             .await
             .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
         tracing::info!(worker_id = %self.rt.worker_id, aborted, "pgoutbox worker stopped");
         Ok(StopReport { aborted })
     }
 }
+
+/// How long [`WorkflowSystem::stop`] may take beyond
+/// `workflow_system.shutdown_wait`, whatever the handlers and the database
+/// do: half of it for aborted handlers' outcomes to be recorded, the rest
+/// for the maintenance tasks to stop and the worker's row to be marked
+/// stopped.
+///
+/// ```
+/// assert_eq!(pgoutbox::STOP_MARGIN, std::time::Duration::from_secs(10));
+/// ```
+pub const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn drain(set: &mut JoinSet<()>) {
     while set.join_next().await.is_some() {}

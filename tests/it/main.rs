@@ -2,6 +2,7 @@
 //! self-starting test database, or the server named by `DATABASE_URL`.
 
 mod faults;
+mod hardening;
 mod kit;
 mod limits;
 mod migrate;

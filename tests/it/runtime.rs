@@ -235,12 +235,15 @@ async fn a_snooze_does_not_use_up_an_attempt(setup: Setup) {
         outcomes(db, id).await,
         [Some("snoozed".into()), Some("succeeded".into())]
     );
-    let attempt: i32 = sqlx::query_scalar("SELECT attempt FROM pgoutbox.operations WHERE id = $1")
-        .bind(id.as_i64())
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert_eq!(attempt, 1);
+    // Two attempts, numbered 1 and 2 (numbers are never reused), of which
+    // one was snoozed: one counts against `max_attempts`.
+    let (attempt, snoozes): (i32, i32) =
+        sqlx::query_as("SELECT attempt, snoozes FROM pgoutbox.operations WHERE id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!((attempt, snoozes), (2, 1));
     system.stop().await.unwrap();
 }
 

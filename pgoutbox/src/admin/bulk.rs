@@ -17,7 +17,7 @@ use super::{Action, Admin, OperationFilter};
 use crate::definition::OperationId;
 use crate::state::Status;
 use crate::store::bulk::BulkFilter;
-use crate::store::millis;
+use crate::duration::millis;
 
 /// One operation a bulk action would touch (no payload).
 ///

@@ -120,6 +120,9 @@ pub(crate) struct Claimed {
     pub(crate) payload: serde_json::Value,
     pub(crate) schema_hash: String,
     pub(crate) attempt: i32,
+    /// How many of its attempts were snoozed (they do not count against
+    /// `max_attempts`).
+    pub(crate) snoozes: i32,
     pub(crate) max_attempts: i32,
     pub(crate) idempotent: bool,
     pub(crate) external_key: Uuid,
@@ -136,6 +139,7 @@ impl Claimed {
             payload: row.try_get("payload")?,
             schema_hash: row.try_get("schema_hash")?,
             attempt: row.try_get("attempt")?,
+            snoozes: row.try_get("snoozes")?,
             max_attempts: row.try_get("max_attempts")?,
             idempotent: row.try_get("idempotent")?,
             external_key: row.try_get("external_key")?,

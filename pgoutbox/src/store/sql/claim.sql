@@ -11,14 +11,14 @@ WITH claimed AS (
         lease_expires_at = now() + $4 * interval '1 millisecond',
         updated_at = now()
     WHERE o.id IN (SELECT {schema}.claimable($1, $5::text[], $2))
-    RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.max_attempts,
+    RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.snoozes, o.max_attempts,
               o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at
 ), started AS (
     INSERT INTO {schema}.attempts (operation_id, operation_name, number, worker_id)
     SELECT id, name, attempt, $3 FROM claimed
     RETURNING id, operation_id
 )
-SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.max_attempts, c.idempotent,
+SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attempts, c.idempotent,
        c.external_key, c.root_id,
        extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
        s.id AS attempt_id

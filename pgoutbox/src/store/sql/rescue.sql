@@ -1,7 +1,7 @@
 -- Turn up to $1 expired leases into `lost` attempts. The outcome is
 -- unknown, so only an idempotent operation with attempts left is retried;
 -- the others (an idempotent one out of attempts too) wait, `stalled`, for
--- an operator.
+-- an operator. Snoozed attempts do not count (`attempt - snoozes`).
 WITH expired AS (
     SELECT id FROM {schema}.operations
     WHERE status = 'running' AND lease_expires_at < now()
@@ -11,7 +11,7 @@ WITH expired AS (
 ), rescued AS (
     UPDATE {schema}.operations o
     SET status = CASE
-            WHEN o.idempotent AND o.attempt < o.max_attempts THEN 'retrying'
+            WHEN o.idempotent AND o.attempt - o.snoozes < o.max_attempts THEN 'retrying'
             ELSE 'stalled'
         END,
         run_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
