@@ -146,6 +146,10 @@ fn spawn(rt: &Arc<Runtime>, batch: &Batch, claimed: Vec<Claimed>, executors: &Mu
         let rt = Arc::clone(rt);
         executors.spawn(async move {
             executor::execute(Arc::clone(&rt), op, Arc::clone(&running)).await;
+            #[cfg(feature = "testing")]
+            if let Some(delay) = rt.linger {
+                tokio::time::sleep(delay).await;
+            }
             rt.running.lock().expect("running map poisoned").remove(&id);
             drop(in_flight);
             running.release_slot();

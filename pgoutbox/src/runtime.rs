@@ -54,6 +54,10 @@ pub(crate) struct Runtime {
     /// A test's injected crash (only `pgoutbox::testing` sets one).
     #[cfg(feature = "testing")]
     pub(crate) crash: Option<Crash>,
+    /// How long a test makes each executor linger after its outcome is
+    /// recorded (`WorkflowSystemBuilder::linger_after_record`).
+    #[cfg(feature = "testing")]
+    pub(crate) linger: Option<Duration>,
 }
 
 impl Runtime {

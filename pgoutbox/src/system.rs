@@ -117,6 +117,8 @@ pub struct WorkflowSystemBuilder {
     registry: Option<Registry>,
     #[cfg(feature = "testing")]
     crash: Option<Crash>,
+    #[cfg(feature = "testing")]
+    linger: Option<std::time::Duration>,
 }
 
 impl WorkflowSystemBuilder {
@@ -216,6 +218,19 @@ impl WorkflowSystemBuilder {
     #[cfg(feature = "testing")]
     pub(crate) fn crash_at(mut self, point: Crash) -> Self {
         self.crash = Some(point);
+        self
+    }
+
+    /// Makes every executor linger for `delay` after its attempt's
+    /// outcome is recorded, before it leaves the in-flight bookkeeping: a
+    /// descheduled task on a loaded machine, made long enough for a test
+    /// to re-claim the operation meanwhile. Only the `testing` feature
+    /// compiles it.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn linger_after_record(mut self, delay: std::time::Duration) -> Self {
+        self.linger = Some(delay);
         self
     }
 
@@ -323,6 +338,8 @@ impl WorkflowSystemBuilder {
             completions,
             #[cfg(feature = "testing")]
             crash: self.crash,
+            #[cfg(feature = "testing")]
+            linger: self.linger,
         });
         let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
         crate::maintenance::report_unhandled(&rt).await;
@@ -431,6 +448,8 @@ impl WorkflowSystem {
             registry: None,
             #[cfg(feature = "testing")]
             crash: None,
+            #[cfg(feature = "testing")]
+            linger: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod faults;
 mod kit;
+mod leases;
 mod limits;
 mod migrate;
 mod ops;

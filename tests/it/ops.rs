@@ -74,6 +74,9 @@ pub(crate) enum Behaviour {
     SnoozeOnce,
     /// Publish a follow-up `mail.send` to `key`, then succeed.
     FollowUp,
+    /// Snooze for 10 ms on the first attempt; on the next, sleep this many
+    /// milliseconds, then succeed.
+    SnoozeThenSleepMs(u64),
 }
 
 /// A plain operation whose behaviour the test chooses.
@@ -95,6 +98,13 @@ pub(crate) async fn work(ctx: &mut Context, key: String, behaviour: Behaviour) -
         Behaviour::Permanent => Err(HandlerError::permanent("the card number is invalid")),
         Behaviour::Panic => panic!("handler exploded on purpose"),
         Behaviour::SleepMs(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(())
+        }
+        Behaviour::SnoozeThenSleepMs(_) if effects(&key).len() == 1 => {
+            Err(HandlerError::snooze(Duration::from_millis(10)))
+        }
+        Behaviour::SnoozeThenSleepMs(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }
