@@ -61,10 +61,8 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                         // record them, so that `stop()` is not held by a
                         // database that does not answer.
                         if renewed_at.elapsed() >= lease {
-                            for id in rt.running_ids() {
-                                if let Some(op) = rt.running_op(id) {
-                                    op.mark_lost();
-                                }
+                            for op in rt.running_ops() {
+                                op.mark_lost();
                             }
                         }
                     }
@@ -120,19 +118,34 @@ impl Drop for AbortOnDrop {
 }
 
 async fn beat(rt: &Runtime, lease_ms: i64, limit: Duration) -> Result<(), sqlx::Error> {
-    let running = rt.running_ids();
+    // The verdict applies to these very attempts, not to whatever runs
+    // under the same operation id once the statement returns.
+    let running = rt.running_ops();
+    let fences: Vec<(i64, i32, i64)> = running
+        .iter()
+        .map(|op| (op.operation, op.attempt, op.attempt_id))
+        .collect();
+    let sent = Instant::now();
     let mut tx = rt.pool.begin().await?;
     rt.store.local_timeouts(&mut tx, limit).await?;
-    let held = rt
+    let renewed = rt
         .store
-        .heartbeat(&mut tx, rt.worker_id, lease_ms, &running)
+        .heartbeat(&mut tx, rt.worker_id, lease_ms, &fences)
         .await?;
     tx.commit().await?;
-    for id in running.iter().filter(|id| !held.contains(id)) {
-        if let Some(op) = rt.running_op(*id) {
-            tracing::warn!(operation_id = id, "lease taken away; aborting the handler");
-            op.mark_lost();
-        }
+    for op in running.iter().filter(|op| renewed.contains(&op.attempt_id)) {
+        op.renewed(sent);
+    }
+    for op in running
+        .iter()
+        .filter(|op| !renewed.contains(&op.attempt_id))
+    {
+        tracing::warn!(
+            operation_id = op.operation,
+            attempt = op.attempt,
+            "lease taken away; aborting the handler"
+        );
+        op.mark_lost();
     }
     Ok(())
 }

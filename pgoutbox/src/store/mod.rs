@@ -471,19 +471,25 @@ impl Store {
             .await
     }
 
-    /// Renews the worker's heartbeat and its leases; returns the ids it
-    /// still owns.
+    /// Renews the worker's heartbeat and the leases of its attempts
+    /// (operation id, attempt number, attempt id); returns the attempt ids
+    /// whose lease it renewed.
     pub(crate) async fn heartbeat(
         &self,
         conn: &mut PgConnection,
         worker: Uuid,
         lease_ms: i64,
-        running: &[i64],
+        running: &[(i64, i32, i64)],
     ) -> Result<Vec<i64>, sqlx::Error> {
+        let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
+        let numbers: Vec<i32> = running.iter().map(|r| r.1).collect();
+        let attempt_ids: Vec<i64> = running.iter().map(|r| r.2).collect();
         query!(self, query_scalar, heartbeat)
             .bind(worker)
             .bind(lease_ms)
-            .bind(running)
+            .bind(ids)
+            .bind(numbers)
+            .bind(attempt_ids)
             .fetch_all(&mut *conn)
             .await
     }
