@@ -57,3 +57,87 @@ async fn a_reclaim_while_the_previous_executor_is_still_finishing_keeps_its_leas
     assert_eq!(status(&db, id).await, "succeeded");
     system.stop().await.unwrap();
 }
+
+/// A heartbeat that stalls (its `workers` row locked by another session)
+/// renews nothing; the handler must be aborted, and its attempt recorded,
+/// with time to spare before its lease expires as the database has it, not
+/// at or after the expiry, when another worker may already run it.
+#[tokio::test]
+async fn a_stalled_heartbeat_aborts_the_handler_before_its_lease_expires() {
+    let db = test_db().await;
+    let lease = Duration::from_secs(2);
+    let mut s = settings(&db);
+    s.workflow_system.lease = lease;
+    let system = WorkflowSystem::builder(s)
+        .router(router())
+        .start()
+        .await
+        .expect("system starts");
+    let id = publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::SleepMs(60_000),
+        },
+    )
+    .await;
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Let a renewal or two land, then stall every later one.
+    tokio::time::sleep(lease).await;
+    let mut blocker = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM pgoutbox.workers FOR UPDATE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    // The lease as the database has it: no renewal commits past the lock.
+    let mut expiry = None;
+    let deadline = std::time::Instant::now() + lease * 3;
+    loop {
+        let (state, expires): (String, Option<f64>) = sqlx::query_as(
+            "SELECT status, extract(epoch FROM lease_expires_at)::float8 \
+             FROM pgoutbox.operations WHERE id = $1",
+        )
+        .bind(id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if state != "running" {
+            break;
+        }
+        expiry = expires.or(expiry);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running three leases after the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let expiry = expiry.expect("a lease was seen");
+    let (outcome, finished): (Option<String>, Option<f64>) = sqlx::query_as(
+        "SELECT outcome, extract(epoch FROM finished_at)::float8 \
+         FROM pgoutbox.attempts WHERE operation_id = $1",
+    )
+    .bind(id.as_i64())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome.as_deref(),
+        Some("aborted"),
+        "aborted, not rescued as lost"
+    );
+    let finished = finished.expect("the attempt ended");
+    let spare = expiry - finished;
+    assert!(
+        spare >= (lease / 10).as_secs_f64(),
+        "aborted and recorded {spare:.3} s before the lease's expiry; wanted at least a tenth of the lease"
+    );
+    assert_eq!(status(&db, id).await, "stalled");
+    blocker.rollback().await.unwrap();
+    system.stop().await.unwrap();
+}
