@@ -1,6 +1,8 @@
-//! Heartbeat (renew the worker row and the leases of running operations),
-//! rescuer (expired leases become `lost` attempts) and the report of names
-//! no live worker handles. One task, so one pooled connection at a time.
+//! Heartbeat (renew the worker row and the leases of running attempts),
+//! the watchdog that aborts attempts whose leases were not renewed in
+//! time, rescuer (expired leases become `lost` attempts), the report of
+//! operations no live worker would claim, and the janitor. Each on a task
+//! of its own, so that none delays another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,64 +15,101 @@ use crate::runtime::Runtime;
 pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let ws = &rt.settings.workflow_system;
     let lease = ws.lease;
-    let lease_ms = millis(lease);
-    let heartbeat_every = lease / 3;
-    let rescue_every = lease.max(Duration::from_secs(1)) / 2;
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rescue = tokio::time::interval(rescue_every);
-    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    report.tick().await;
-    // The janitor runs beside the heartbeat, never in its way: a long purge
-    // (or one stuck on a silent connection) must not delay a renewal. It is
-    // abandoned when this task ends; each of its batches commits alone.
+    // Each role on its own task (and its own pooled connection), so that
+    // none waits for another: a rescue or a report stuck on a slow
+    // statement must not delay a renewal, and a renewal stuck on a lock
+    // must not delay the aborts that keep a second runner away. The
+    // janitor's long purges run beside them too; each of its batches
+    // commits alone. All are abandoned when this task ends.
+    let _heartbeat = AbortOnDrop(Some(tokio::spawn(heartbeat(Arc::clone(&rt)))));
+    let _watchdog = AbortOnDrop(Some(tokio::spawn(watchdog(Arc::clone(&rt)))));
+    let _rescuer = AbortOnDrop(Some(tokio::spawn(rescue_and_report(Arc::clone(&rt)))));
     let _janitor = AbortOnDrop(
         ws.retention
             .enabled
             .then(|| tokio::spawn(janitor(Arc::clone(&rt), lease))),
     );
-    // Leases were last known good when this instant's renewal was sent.
-    let mut renewed_at = Instant::now();
+    let _ = stop.changed().await;
+}
+
+/// Renews the worker's heartbeat and its attempts' leases every
+/// `lease / 3`, each try bounded by `lease / 3`.
+async fn heartbeat(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let lease_ms = millis(lease);
+    let every = lease / 3;
+    let mut heartbeat = tokio::time::interval(every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        heartbeat.tick().await;
+        // A heartbeat that hangs (a silent connection, a lock) counts as
+        // failed; the watchdog aborts what it could not renew in time.
+        let result = tokio::time::timeout(every, beat(&rt, lease_ms, every))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Aborts each attempt whose lease was not renewed within `5/6` of a
+/// lease of its last successful renewal (or its claim), on a timer of its
+/// own: the abort lands before the lease can expire, whatever the heartbeat
+/// is waiting for, so that no other worker runs the operation while this
+/// one still does. Once a whole lease has passed, the attempt is the
+/// rescuer's: its executor stops retrying to record it, so that `stop()`
+/// is not held by a database that does not answer.
+///
+/// What this cannot cover: a process that is frozen (stopped, swapped out,
+/// a blocked runtime) cannot abort anything; when it wakes, its late writes
+/// are refused by the fences.
+async fn watchdog(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let abort_after = lease.saturating_sub(lease / 6);
+    loop {
+        let now = Instant::now();
+        let mut next = now + abort_after;
+        let mut aborted = 0;
+        for op in rt.running_ops() {
+            let renewed_at = op.renewed_at();
+            if now >= renewed_at + lease {
+                op.mark_lost();
+            } else if now >= renewed_at + abort_after {
+                if op.abort("its lease could not be renewed") {
+                    aborted += 1;
+                }
+                next = next.min(renewed_at + lease);
+            } else {
+                next = next.min(renewed_at + abort_after);
+            }
+        }
+        if aborted > 0 {
+            tracing::error!(
+                aborted,
+                "leases could not be renewed in time; aborted running handlers"
+            );
+        }
+        // An attempt claimed while this sleeps has a later deadline than
+        // `next`, so none is missed.
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// Turns expired leases into `lost` attempts every `max(lease, 1s) / 2`,
+/// and reports operations no live worker would claim every
+/// `max(1 min, lease)`.
+async fn rescue_and_report(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let rescue_every = lease.max(Duration::from_secs(1)) / 2;
+    let mut rescue = tokio::time::interval(rescue_every);
+    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    report.tick().await;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = heartbeat.tick() => {
-                let sent = Instant::now();
-                // A heartbeat that hangs (a silent connection, a lock) counts
-                // as failed: it must not keep the aborts below from running.
-                let result = tokio::time::timeout(heartbeat_every, beat(&rt, lease_ms, heartbeat_every))
-                    .await
-                    .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
-                match result {
-                    Ok(()) => renewed_at = sent,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        // Abort before the leases can expire, so that no other
-                        // worker runs these operations while ours still do.
-                        if renewed_at.elapsed() >= lease.saturating_sub(lease / 6) {
-                            let n = rt.abort_all("its lease could not be renewed");
-                            if n > 0 {
-                                tracing::error!(aborted = n, "leases could not be renewed; aborted running handlers");
-                            }
-                        }
-                        // Once the leases have run out, the attempts are the
-                        // rescuer's (another worker's, if this one cannot
-                        // reach the database): executors stop retrying to
-                        // record them, so that `stop()` is not held by a
-                        // database that does not answer.
-                        if renewed_at.elapsed() >= lease {
-                            for op in rt.running_ops() {
-                                op.mark_lost();
-                            }
-                        }
-                    }
-                }
-            }
             _ = rescue.tick() => {
-                // Bounded on the client too: a silent connection must not
-                // stop the heartbeat that shares this task.
                 match tokio::time::timeout(rescue_every, rescue_expired(&rt, rescue_every)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "rescuing expired leases failed"),
@@ -78,7 +117,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = report.tick() => {
-                if tokio::time::timeout(heartbeat_every, report_unhandled(&rt)).await.is_err() {
+                if tokio::time::timeout(lease / 3, report_unhandled(&rt)).await.is_err() {
                     tracing::warn!("checking for unhandled operations timed out");
                 }
             }
