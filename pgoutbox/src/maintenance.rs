@@ -167,24 +167,33 @@ async fn beat(rt: &Runtime, lease_ms: i64, limit: Duration) -> Result<(), sqlx::
     let sent = Instant::now();
     let mut tx = rt.pool.begin().await?;
     rt.store.local_timeouts(&mut tx, limit).await?;
-    let renewed = rt
+    let held: std::collections::HashMap<i64, bool> = rt
         .store
         .heartbeat(&mut tx, rt.worker_id, lease_ms, &fences)
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
     tx.commit().await?;
-    for op in running.iter().filter(|op| renewed.contains(&op.attempt_id)) {
-        op.renewed(sent);
-    }
-    for op in running
-        .iter()
-        .filter(|op| !renewed.contains(&op.attempt_id))
-    {
-        tracing::warn!(
-            operation_id = op.operation,
-            attempt = op.attempt,
-            "lease taken away; aborting the handler"
-        );
-        op.mark_lost();
+    for op in &running {
+        match held.get(&op.attempt_id) {
+            Some(true) => op.renewed(sent),
+            // Its row is locked elsewhere: not renewed this time. If that
+            // lasts, the watchdog aborts the handler before its lease runs
+            // out; the others are renewed meanwhile.
+            Some(false) => tracing::warn!(
+                operation_id = op.operation,
+                attempt = op.attempt,
+                "lease not renewed: the operation's row is locked by another session"
+            ),
+            None => {
+                tracing::warn!(
+                    operation_id = op.operation,
+                    attempt = op.attempt,
+                    "lease taken away; aborting the handler"
+                );
+                op.mark_lost();
+            }
+        }
     }
     Ok(())
 }

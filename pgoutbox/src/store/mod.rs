@@ -472,19 +472,20 @@ impl Store {
     }
 
     /// Renews the worker's heartbeat and the leases of its attempts
-    /// (operation id, attempt number, attempt id); returns the attempt ids
-    /// whose lease it renewed.
+    /// (operation id, attempt number, attempt id) whose rows are not
+    /// locked elsewhere; returns, for each attempt still this worker's, its
+    /// id and whether its lease was renewed.
     pub(crate) async fn heartbeat(
         &self,
         conn: &mut PgConnection,
         worker: Uuid,
         lease_ms: i64,
         running: &[(i64, i32, i64)],
-    ) -> Result<Vec<i64>, sqlx::Error> {
+    ) -> Result<Vec<(i64, bool)>, sqlx::Error> {
         let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
         let numbers: Vec<i32> = running.iter().map(|r| r.1).collect();
         let attempt_ids: Vec<i64> = running.iter().map(|r| r.2).collect();
-        query!(self, query_scalar, heartbeat)
+        query!(self, query_as, heartbeat)
             .bind(worker)
             .bind(lease_ms)
             .bind(ids)
