@@ -206,3 +206,45 @@ async fn one_locked_row_does_not_stop_the_renewal_of_the_other_leases() {
     assert_eq!(status(&db, locked).await, "stalled");
     system.stop().await.unwrap();
 }
+
+/// The janitor removes `workers` rows that stopped, or whose heartbeat
+/// went silent, longer ago than the history retention, and keeps the rest.
+#[tokio::test]
+async fn the_janitor_removes_workers_gone_longer_than_the_history_retention() {
+    let db = test_db().await;
+    sqlx::query(
+        "INSERT INTO pgoutbox.workers (id, host, pid, version, names, queues, n_workers, \
+                                       heartbeat_at, stopped_at) \
+         VALUES (gen_random_uuid(), 'old-stopped', 1, 'x', '{}', '{}', 1, \
+                 now() - interval '10 days', now() - interval '10 days'), \
+                (gen_random_uuid(), 'old-silent', 2, 'x', '{}', '{}', 1, \
+                 now() - interval '10 days', NULL), \
+                (gen_random_uuid(), 'recent-stopped', 3, 'x', '{}', '{}', 1, \
+                 now() - interval '1 hour', now() - interval '1 hour')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let mut s = settings(&db);
+    s.workflow_system.retention.history = Duration::from_hours(24);
+    s.workflow_system.retention.interval = Duration::from_millis(200);
+    let system = WorkflowSystem::builder(s)
+        .router(router())
+        .start()
+        .await
+        .expect("system starts");
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.workers",
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    let hosts: Vec<String> =
+        sqlx::query_scalar("SELECT host FROM pgoutbox.workers WHERE host LIKE '%-%' ORDER BY host")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(hosts, ["recent-stopped"]);
+    system.stop().await.unwrap();
+}
