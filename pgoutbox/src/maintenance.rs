@@ -215,17 +215,21 @@ async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error
     }
 }
 
-/// Logs and exports (gauge `pgoutbox_unhandled_operations`) the ready
-/// operations whose name no live worker handles: they are never claimed.
+/// Logs and exports the ready operations that no live worker would
+/// claim: those whose name no live worker handles (gauge
+/// `pgoutbox_unhandled_operations`) and those in a queue that no live
+/// worker handling their name serves (gauge `pgoutbox_unserved_operations`).
 pub(crate) async fn report_unhandled(rt: &Runtime) {
     let live_within = millis(rt.settings.workflow_system.lease * 3);
     let result = async {
         let mut conn = rt.pool.acquire().await?;
-        rt.store.unhandled_names(&mut conn, live_within).await
+        let unhandled = rt.store.unhandled_names(&mut conn, live_within).await?;
+        let unserved = rt.store.unserved_queues(&mut conn, live_within).await?;
+        Ok::<_, sqlx::Error>((unhandled, unserved))
     }
     .await;
     match result {
-        Ok(unhandled) => {
+        Ok((unhandled, unserved)) => {
             let mut total = 0;
             for (name, count) in &unhandled {
                 total += count;
@@ -233,6 +237,13 @@ pub(crate) async fn report_unhandled(rt: &Runtime) {
             }
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("pgoutbox_unhandled_operations").set(total as f64);
+            let mut total = 0;
+            for (queue, name, count) in &unserved {
+                total += count;
+                tracing::warn!(queue = %queue, name = %name, ready = count, "ready operations in a queue that no live worker serves");
+            }
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("pgoutbox_unserved_operations").set(total as f64);
         }
         Err(e) => tracing::warn!(error = %e, "cannot check for unhandled operations"),
     }
@@ -269,10 +280,23 @@ async fn clean_up(
             break;
         }
     }
-    if deleted > 0 || history > 0 {
+    // Workers gone (stopped, or silent) longer than the history retention.
+    let mut workers = 0;
+    loop {
+        let n = rt
+            .store
+            .purge_workers(&mut conn, millis(retention.history), batch)
+            .await?;
+        workers += n;
+        if n < u64::from(retention.batch_size) {
+            break;
+        }
+    }
+    if deleted > 0 || history > 0 || workers > 0 {
         tracing::info!(
             operations = deleted,
             history_rows = history,
+            workers,
             "janitor purged old rows"
         );
     }

@@ -248,3 +248,42 @@ async fn the_janitor_removes_workers_gone_longer_than_the_history_retention() {
     assert_eq!(hosts, ["recent-stopped"]);
     system.stop().await.unwrap();
 }
+
+/// An operation in a queue that no live worker handling its name serves is
+/// never claimed, and `stats` reports it, by queue and name, beside the
+/// names no live worker handles.
+#[tokio::test]
+async fn operations_in_a_queue_no_live_worker_serves_are_reported() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.workflow_system.queues = vec!["served".into()];
+    let system = WorkflowSystem::builder(s)
+        .router(router())
+        .start()
+        .await
+        .expect("system starts");
+    let mut conn = db.pool().acquire().await.unwrap();
+    pgoutbox::Publisher::default()
+        .publish_with(
+            &mut conn,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+            pgoutbox::PublishOptions::new().queue("forgotten"),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let admin = pgoutbox::admin::Admin::new(
+        db.pool().clone(),
+        &pgoutbox::Identifier::new("pgoutbox").unwrap(),
+    );
+    let stats = admin.stats(Duration::from_secs(3), 1).await.unwrap();
+    assert!(stats.unhandled.is_empty(), "{:?}", stats.unhandled);
+    assert_eq!(
+        stats.unserved,
+        [("forgotten".to_owned(), "test.work".to_owned(), 1)]
+    );
+    system.stop().await.unwrap();
+}

@@ -53,6 +53,8 @@ statements!(
     deregister_worker,
     record_schema,
     unhandled_names,
+    unserved_queues,
+    purge_workers,
     // Operators' (`admin`).
     list_operations,
     operation,
@@ -597,5 +599,39 @@ impl Store {
                 .await
         })
         .await
+    }
+
+    /// Ready operations whose name some live worker handles but in a
+    /// queue that none of those serves, with counts by queue and name.
+    pub(crate) async fn unserved_queues(
+        &self,
+        conn: &mut PgConnection,
+        live_within_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query_as, unserved_queues)
+                .bind(live_within_ms)
+                .fetch_all(conn)
+                .await
+        })
+        .await
+    }
+
+    /// Deletes one batch of `workers` rows gone longer than `older_than_ms`.
+    pub(crate) async fn purge_workers(
+        &self,
+        conn: &mut PgConnection,
+        older_than_ms: i64,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query, purge_workers)
+                .bind(older_than_ms)
+                .bind(batch)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(|r| r.rows_affected())
     }
 }
