@@ -261,6 +261,7 @@ impl WorkflowSystemBuilder {
     /// assert!(matches!(err, StartError::PoolTooSmall { pool_max: 5, required: 12, .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[allow(clippy::too_many_lines)] // The checks in order, then the wiring; the testing seams add two fields.
     pub async fn start(self) -> Result<WorkflowSystem, StartError> {
         let settings = self.settings;
         settings.validate()?;

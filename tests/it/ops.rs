@@ -97,14 +97,10 @@ pub(crate) async fn work(ctx: &mut Context, key: String, behaviour: Behaviour) -
         Behaviour::Succeed | Behaviour::FailUntil(_) | Behaviour::SnoozeOnce => Ok(()),
         Behaviour::Permanent => Err(HandlerError::permanent("the card number is invalid")),
         Behaviour::Panic => panic!("handler exploded on purpose"),
-        Behaviour::SleepMs(ms) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok(())
-        }
         Behaviour::SnoozeThenSleepMs(_) if effects(&key).len() == 1 => {
             Err(HandlerError::snooze(Duration::from_millis(10)))
         }
-        Behaviour::SnoozeThenSleepMs(ms) => {
+        Behaviour::SleepMs(ms) | Behaviour::SnoozeThenSleepMs(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }
