@@ -723,6 +723,12 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
             println!("  {name}: {n}");
         }
     }
+    if !stats.unserved.is_empty() {
+        println!("ready operations in a queue that no live worker handling them serves:");
+        for (queue, name, n) in &stats.unserved {
+            println!("  {queue} / {name}: {n}");
+        }
+    }
     Ok(())
 }
 

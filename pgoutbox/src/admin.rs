@@ -496,6 +496,10 @@ pub struct Stats {
     pub workers: Vec<WorkerRow>,
     /// Ready operations whose name no live worker handles: (name, count).
     pub unhandled: Vec<(String, i64)>,
+    /// Ready operations whose name some live worker handles, but in a
+    /// queue that none of those serves: (queue, name, count). They are
+    /// never claimed either.
+    pub unserved: Vec<(String, String, i64)>,
 }
 
 /// Operators' access to one schema.
@@ -691,7 +695,7 @@ impl Admin {
     }
 
     /// Counts, pace over the last `minutes` minutes, live workers,
-    /// unhandled names. A worker is live when its heartbeat is younger
+    /// unhandled names and unserved queues. A worker is live when its heartbeat is younger
     /// than `live`.
     ///
     /// ```no_run
@@ -720,12 +724,14 @@ impl Admin {
             .filter(|w| w.live)
             .collect();
         let unhandled = self.store.unhandled_names(&mut conn, live_ms).await?;
+        let unserved = self.store.unserved_queues(&mut conn, live_ms).await?;
         Ok(Stats {
             counts,
             oldest_ready_seconds,
             succeeded_per_minute,
             workers,
             unhandled,
+            unserved,
         })
     }
 

@@ -294,8 +294,27 @@ async fn run_transactional(
         )
         .await;
     }
-    match rt.store.complete_success(&mut tx, fence, true).await {
-        Ok(true) => match tx.commit().await {
+    // A commit that hangs (the row locked elsewhere, a half-open
+    // connection) is in doubt, not a hung worker: the success statement is
+    // bounded on the server (`lock_timeout`, `statement_timeout`) and, with
+    // the commit, on the client, each by a lease. If a commit that timed
+    // out went through after all, the fenced failure record below matches
+    // nothing and the success stands.
+    let limit = rt.settings.workflow_system.lease;
+    let no_answer = || format!("no answer within {limit:?}");
+    let success = tokio::time::timeout(limit, async {
+        rt.store.local_timeouts(&mut tx, limit).await?;
+        rt.store.complete_success(&mut tx, fence, true).await
+    })
+    .await
+    .map_err(|_| no_answer())
+    .and_then(|r| r.map_err(|e| e.to_string()));
+    match success {
+        Ok(true) => match tokio::time::timeout(limit, tx.commit())
+            .await
+            .map_err(|_| no_answer())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             Ok(()) => {
                 metrics::counter!("pgoutbox_succeeded_total", "name" => claimed.name.clone())
                     .increment(1);
@@ -309,12 +328,11 @@ async fn run_transactional(
             }
         },
         Ok(false) => {
-            let ended = rt
-                .store
-                .transaction_marker(&mut tx)
+            // No answer in time: nothing is recorded, the rescuer decides.
+            let ended = tokio::time::timeout(limit, rt.store.transaction_marker(&mut tx))
                 .await
-                .map_or(true, |mark| mark != fence.attempt_id.to_string());
-            let _ = tx.rollback().await;
+                .is_ok_and(|r| r.map_or(true, |mark| mark != fence.attempt_id.to_string()));
+            let _ = tokio::time::timeout(limit, tx.rollback()).await;
             if ended {
                 let end = AttemptEnd::Failed(HandlerError::permanent(
                     "the handler ended the dispatcher's transaction (COMMIT or ROLLBACK through \
@@ -329,7 +347,7 @@ async fn run_transactional(
             }
         }
         Err(e) => {
-            let _ = tx.rollback().await;
+            let _ = tokio::time::timeout(limit, tx.rollback()).await;
             let end = AttemptEnd::NotCommitted(format!("its success could not be recorded: {e}"));
             fail(end).await;
         }

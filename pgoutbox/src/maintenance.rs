@@ -1,6 +1,8 @@
-//! Heartbeat (renew the worker row and the leases of running operations),
-//! rescuer (expired leases become `lost` attempts) and the report of names
-//! no live worker handles. One task, so one pooled connection at a time.
+//! Heartbeat (renew the worker row and the leases of running attempts),
+//! the watchdog that aborts attempts whose leases were not renewed in
+//! time, rescuer (expired leases become `lost` attempts), the report of
+//! operations no live worker would claim, and the janitor. Each on a task
+//! of its own, so that none delays another.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,66 +15,101 @@ use crate::runtime::Runtime;
 pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     let ws = &rt.settings.workflow_system;
     let lease = ws.lease;
-    let lease_ms = millis(lease);
-    let heartbeat_every = lease / 3;
-    let rescue_every = lease.max(Duration::from_secs(1)) / 2;
-    let mut heartbeat = tokio::time::interval(heartbeat_every);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut rescue = tokio::time::interval(rescue_every);
-    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
-    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    report.tick().await;
-    // The janitor runs beside the heartbeat, never in its way: a long purge
-    // (or one stuck on a silent connection) must not delay a renewal. It is
-    // abandoned when this task ends; each of its batches commits alone.
+    // Each role on its own task (and its own pooled connection), so that
+    // none waits for another: a rescue or a report stuck on a slow
+    // statement must not delay a renewal, and a renewal stuck on a lock
+    // must not delay the aborts that keep a second runner away. The
+    // janitor's long purges run beside them too; each of its batches
+    // commits alone. All are abandoned when this task ends.
+    let _heartbeat = AbortOnDrop(Some(tokio::spawn(heartbeat(Arc::clone(&rt)))));
+    let _watchdog = AbortOnDrop(Some(tokio::spawn(watchdog(Arc::clone(&rt)))));
+    let _rescuer = AbortOnDrop(Some(tokio::spawn(rescue_and_report(Arc::clone(&rt)))));
     let _janitor = AbortOnDrop(
         ws.retention
             .enabled
             .then(|| tokio::spawn(janitor(Arc::clone(&rt), lease))),
     );
-    // Leases were last known good when this instant's renewal was sent.
-    let mut renewed_at = Instant::now();
+    let _ = stop.changed().await;
+}
+
+/// Renews the worker's heartbeat and its attempts' leases every
+/// `lease / 3`, each try bounded by `lease / 3`.
+async fn heartbeat(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let lease_ms = millis(lease);
+    let every = lease / 3;
+    let mut heartbeat = tokio::time::interval(every);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        heartbeat.tick().await;
+        // A heartbeat that hangs (a silent connection, a lock) counts as
+        // failed; the watchdog aborts what it could not renew in time.
+        let result = tokio::time::timeout(every, beat(&rt, lease_ms, every))
+            .await
+            .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Aborts each attempt whose lease was not renewed within `5/6` of a
+/// lease of its last successful renewal (or its claim), on a timer of its
+/// own: the abort lands before the lease can expire, whatever the heartbeat
+/// is waiting for, so that no other worker runs the operation while this
+/// one still does. Once a whole lease has passed, the attempt is the
+/// rescuer's: its executor stops retrying to record it, so that `stop()`
+/// is not held by a database that does not answer.
+///
+/// What this cannot cover: a process that is frozen (stopped, swapped out,
+/// a blocked runtime) cannot abort anything; when it wakes, its late writes
+/// are refused by the fences.
+async fn watchdog(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let abort_after = lease.saturating_sub(lease / 6);
+    loop {
+        let now = Instant::now();
+        let mut next = now + abort_after;
+        let mut aborted = 0;
+        for op in rt.running_ops() {
+            let renewed_at = op.renewed_at();
+            if now >= renewed_at + lease {
+                op.mark_lost();
+            } else if now >= renewed_at + abort_after {
+                if op.abort("its lease could not be renewed") {
+                    aborted += 1;
+                }
+                next = next.min(renewed_at + lease);
+            } else {
+                next = next.min(renewed_at + abort_after);
+            }
+        }
+        if aborted > 0 {
+            tracing::error!(
+                aborted,
+                "leases could not be renewed in time; aborted running handlers"
+            );
+        }
+        // An attempt claimed while this sleeps has a later deadline than
+        // `next`, so none is missed.
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+/// Turns expired leases into `lost` attempts every `max(lease, 1s) / 2`,
+/// and reports operations no live worker would claim every
+/// `max(1 min, lease)`.
+async fn rescue_and_report(rt: Arc<Runtime>) {
+    let lease = rt.settings.workflow_system.lease;
+    let rescue_every = lease.max(Duration::from_secs(1)) / 2;
+    let mut rescue = tokio::time::interval(rescue_every);
+    rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_mins(1).max(lease));
+    report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    report.tick().await;
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = heartbeat.tick() => {
-                let sent = Instant::now();
-                // A heartbeat that hangs (a silent connection, a lock) counts
-                // as failed: it must not keep the aborts below from running.
-                let result = tokio::time::timeout(heartbeat_every, beat(&rt, lease_ms, heartbeat_every))
-                    .await
-                    .unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut));
-                match result {
-                    Ok(()) => renewed_at = sent,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "heartbeat failed");
-                        // Abort before the leases can expire, so that no other
-                        // worker runs these operations while ours still do.
-                        if renewed_at.elapsed() >= lease.saturating_sub(lease / 6) {
-                            let n = rt.abort_all("its lease could not be renewed");
-                            if n > 0 {
-                                tracing::error!(aborted = n, "leases could not be renewed; aborted running handlers");
-                            }
-                        }
-                        // Once the leases have run out, the attempts are the
-                        // rescuer's (another worker's, if this one cannot
-                        // reach the database): executors stop retrying to
-                        // record them, so that `stop()` is not held by a
-                        // database that does not answer.
-                        if renewed_at.elapsed() >= lease {
-                            for id in rt.running_ids() {
-                                if let Some(op) = rt.running_op(id) {
-                                    op.mark_lost();
-                                }
-                            }
-                        }
-                    }
-                }
-            }
             _ = rescue.tick() => {
-                // Bounded on the client too: a silent connection must not
-                // stop the heartbeat that shares this task.
                 match tokio::time::timeout(rescue_every, rescue_expired(&rt, rescue_every)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "rescuing expired leases failed"),
@@ -80,7 +117,7 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = report.tick() => {
-                if tokio::time::timeout(heartbeat_every, report_unhandled(&rt)).await.is_err() {
+                if tokio::time::timeout(lease / 3, report_unhandled(&rt)).await.is_err() {
                     tracing::warn!("checking for unhandled operations timed out");
                 }
             }
@@ -120,18 +157,42 @@ impl Drop for AbortOnDrop {
 }
 
 async fn beat(rt: &Runtime, lease_ms: i64, limit: Duration) -> Result<(), sqlx::Error> {
-    let running = rt.running_ids();
+    // The verdict applies to these very attempts, not to whatever runs
+    // under the same operation id once the statement returns.
+    let running = rt.running_ops();
+    let fences: Vec<(i64, i32, i64)> = running
+        .iter()
+        .map(|op| (op.operation, op.attempt, op.attempt_id))
+        .collect();
+    let sent = Instant::now();
     let mut tx = rt.pool.begin().await?;
     rt.store.local_timeouts(&mut tx, limit).await?;
-    let held = rt
+    let held: std::collections::HashMap<i64, bool> = rt
         .store
-        .heartbeat(&mut tx, rt.worker_id, lease_ms, &running)
-        .await?;
+        .heartbeat(&mut tx, rt.worker_id, lease_ms, &fences)
+        .await?
+        .into_iter()
+        .collect();
     tx.commit().await?;
-    for id in running.iter().filter(|id| !held.contains(id)) {
-        if let Some(op) = rt.running_op(*id) {
-            tracing::warn!(operation_id = id, "lease taken away; aborting the handler");
-            op.mark_lost();
+    for op in &running {
+        match held.get(&op.attempt_id) {
+            Some(true) => op.renewed(sent),
+            // Its row is locked elsewhere: not renewed this time. If that
+            // lasts, the watchdog aborts the handler before its lease runs
+            // out; the others are renewed meanwhile.
+            Some(false) => tracing::warn!(
+                operation_id = op.operation,
+                attempt = op.attempt,
+                "lease not renewed: the operation's row is locked by another session"
+            ),
+            None => {
+                tracing::warn!(
+                    operation_id = op.operation,
+                    attempt = op.attempt,
+                    "lease taken away; aborting the handler"
+                );
+                op.mark_lost();
+            }
         }
     }
     Ok(())
@@ -154,17 +215,21 @@ async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error
     }
 }
 
-/// Logs and exports (gauge `pgoutbox_unhandled_operations`) the ready
-/// operations whose name no live worker handles: they are never claimed.
+/// Logs and exports the ready operations that no live worker would
+/// claim: those whose name no live worker handles (gauge
+/// `pgoutbox_unhandled_operations`) and those in a queue that no live
+/// worker handling their name serves (gauge `pgoutbox_unserved_operations`).
 pub(crate) async fn report_unhandled(rt: &Runtime) {
     let live_within = millis(rt.settings.workflow_system.lease * 3);
     let result = async {
         let mut conn = rt.pool.acquire().await?;
-        rt.store.unhandled_names(&mut conn, live_within).await
+        let unhandled = rt.store.unhandled_names(&mut conn, live_within).await?;
+        let unserved = rt.store.unserved_queues(&mut conn, live_within).await?;
+        Ok::<_, sqlx::Error>((unhandled, unserved))
     }
     .await;
     match result {
-        Ok(unhandled) => {
+        Ok((unhandled, unserved)) => {
             let mut total = 0;
             for (name, count) in &unhandled {
                 total += count;
@@ -172,6 +237,13 @@ pub(crate) async fn report_unhandled(rt: &Runtime) {
             }
             #[allow(clippy::cast_precision_loss)]
             metrics::gauge!("pgoutbox_unhandled_operations").set(total as f64);
+            let mut total = 0;
+            for (queue, name, count) in &unserved {
+                total += count;
+                tracing::warn!(queue = %queue, name = %name, ready = count, "ready operations in a queue that no live worker serves");
+            }
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("pgoutbox_unserved_operations").set(total as f64);
         }
         Err(e) => tracing::warn!(error = %e, "cannot check for unhandled operations"),
     }
@@ -211,10 +283,23 @@ async fn clean_up(
             break;
         }
     }
-    if deleted > 0 || history > 0 {
+    // Workers gone (stopped, or silent) longer than the history retention.
+    let mut workers = 0;
+    loop {
+        let n = rt
+            .store
+            .purge_workers(&mut conn, millis(retention.history), batch)
+            .await?;
+        workers += n;
+        if n < u64::from(retention.batch_size) {
+            break;
+        }
+    }
+    if deleted > 0 || history > 0 || workers > 0 {
         tracing::info!(
             operations = deleted,
             history_rows = history,
+            workers,
             "janitor purged old rows"
         );
     }

@@ -102,6 +102,8 @@ async fn claim(
             continue;
         }
         let limit = i32::try_from(free).unwrap_or(i32::MAX);
+        // The leases run from the claim's `now()`, which is after this.
+        let sent = std::time::Instant::now();
         let claimed = rt
             .store
             .claim(
@@ -114,14 +116,20 @@ async fn claim(
             )
             .await?;
         full |= claimed.len() >= free;
-        spawn(rt, batch, claimed, executors);
+        spawn(rt, batch, claimed, sent, executors);
     }
     Ok(full)
 }
 
 /// Starts an executor for each operation claimed for `batch`, holding a
 /// handler slot and a place in each of the batch's groups.
-fn spawn(rt: &Arc<Runtime>, batch: &Batch, claimed: Vec<Claimed>, executors: &Mutex<JoinSet<()>>) {
+fn spawn(
+    rt: &Arc<Runtime>,
+    batch: &Batch,
+    claimed: Vec<Claimed>,
+    sent: std::time::Instant,
+    executors: &Mutex<JoinSet<()>>,
+) {
     let mut executors = executors.lock().expect("executors poisoned");
     while executors.try_join_next().is_some() {}
     for op in claimed {
@@ -137,16 +145,17 @@ fn spawn(rt: &Arc<Runtime>, batch: &Batch, claimed: Vec<Claimed>, executors: &Mu
                 .try_acquire()
                 .expect("claims never exceed their groups' free places"),
         );
-        let running = Arc::new(RunningOp::new(permits));
-        let id = op.id.as_i64();
-        rt.running
-            .lock()
-            .expect("running map poisoned")
-            .insert(id, Arc::clone(&running));
+        let running = Arc::new(RunningOp::new(&op, sent, permits));
+        let attempt_id = running.attempt_id;
+        rt.start_running(Arc::clone(&running));
         let rt = Arc::clone(rt);
         executors.spawn(async move {
             executor::execute(Arc::clone(&rt), op, Arc::clone(&running)).await;
-            rt.running.lock().expect("running map poisoned").remove(&id);
+            #[cfg(feature = "testing")]
+            if let Some(delay) = rt.linger {
+                tokio::time::sleep(delay).await;
+            }
+            rt.stop_running(attempt_id);
             drop(in_flight);
             running.release_slot();
             // A slot (and a place in its groups) is free: the producer may

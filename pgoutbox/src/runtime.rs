@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -19,7 +19,7 @@ use crate::limits::Limits;
 use crate::publish::{PublishError, Publisher};
 use crate::router::Routes;
 use crate::settings::Settings;
-use crate::store::{Fence, Store};
+use crate::store::{Claimed, Fence, Store};
 
 /// State shared by the tasks of one running system.
 #[derive(Debug)]
@@ -31,7 +31,11 @@ pub(crate) struct Runtime {
     pub(crate) routes: Routes,
     pub(crate) names: Vec<String>,
     pub(crate) worker_id: Uuid,
-    /// Operations whose handlers run (or whose outcomes are being recorded).
+    /// Attempts whose handlers run (or whose outcomes are being recorded),
+    /// by attempt id: an operation that snoozed or failed with a short
+    /// backoff can be claimed again by this process while the executor of
+    /// its previous attempt is still finishing, and each attempt keeps its
+    /// own entry.
     pub(crate) running: Mutex<HashMap<i64, Arc<RunningOp>>>,
     /// One permit per handler slot (`n_workers`), held while a handler
     /// runs.
@@ -54,6 +58,10 @@ pub(crate) struct Runtime {
     /// A test's injected crash (only `pgoutbox::testing` sets one).
     #[cfg(feature = "testing")]
     pub(crate) crash: Option<Crash>,
+    /// How long a test makes each executor linger after its outcome is
+    /// recorded (`WorkflowSystemBuilder::linger_after_record`).
+    #[cfg(feature = "testing")]
+    pub(crate) linger: Option<Duration>,
 }
 
 impl Runtime {
@@ -71,21 +79,30 @@ impl Runtime {
             .min(self.in_flight.available_permits())
     }
 
-    pub(crate) fn running_ids(&self) -> Vec<i64> {
+    /// The attempts in flight now.
+    pub(crate) fn running_ops(&self) -> Vec<Arc<RunningOp>> {
         self.running
             .lock()
             .expect("running map poisoned")
-            .keys()
-            .copied()
+            .values()
+            .cloned()
             .collect()
     }
 
-    pub(crate) fn running_op(&self, id: i64) -> Option<Arc<RunningOp>> {
+    /// Adds an attempt to the set in flight.
+    pub(crate) fn start_running(&self, op: Arc<RunningOp>) {
         self.running
             .lock()
             .expect("running map poisoned")
-            .get(&id)
-            .cloned()
+            .insert(op.attempt_id, op);
+    }
+
+    /// Removes an attempt (and only that attempt) from the set in flight.
+    pub(crate) fn stop_running(&self, attempt_id: i64) {
+        self.running
+            .lock()
+            .expect("running map poisoned")
+            .remove(&attempt_id);
     }
 
     pub(crate) fn abort_all(&self, reason: &'static str) -> usize {
@@ -116,9 +133,20 @@ pub(crate) enum Crash {
     BeforeCommit,
 }
 
-/// A running operation, as the heartbeat and shutdown see it.
+/// A running attempt, as the heartbeat and shutdown see it.
 #[derive(Debug)]
 pub(crate) struct RunningOp {
+    /// The operation's id.
+    pub(crate) operation: i64,
+    /// The attempt's number (which a snooze gives back: the next claim
+    /// reuses it).
+    pub(crate) attempt: i32,
+    /// The attempt's row in `attempts`: unique, never reused.
+    pub(crate) attempt_id: i64,
+    /// When the last renewal of this attempt's lease that succeeded was
+    /// sent (at first, when its claim was sent): the lease runs until at
+    /// least one lease later.
+    renewed_at: Mutex<Instant>,
     /// The handler slot and the permits of its limited groups
     /// (`WorkflowRouter::concurrency`), given back once the handler has
     /// returned.
@@ -131,8 +159,16 @@ pub(crate) struct RunningOp {
 }
 
 impl RunningOp {
-    pub(crate) fn new(slot: Vec<OwnedSemaphorePermit>) -> RunningOp {
+    pub(crate) fn new(
+        claimed: &Claimed,
+        claim_sent: Instant,
+        slot: Vec<OwnedSemaphorePermit>,
+    ) -> RunningOp {
         RunningOp {
+            operation: claimed.id.as_i64(),
+            attempt: claimed.attempt,
+            attempt_id: claimed.attempt_id,
+            renewed_at: Mutex::new(claim_sent),
             slot: Mutex::new(slot),
             abort: Notify::new(),
             reason: OnceLock::new(),
@@ -148,16 +184,30 @@ impl RunningOp {
         ));
     }
 
-    /// Abandons the handler (if it still runs) for `reason`.
-    pub(crate) fn abort(&self, reason: &'static str) {
-        let _ = self.reason.set(reason);
+    /// Abandons the handler (if it still runs) for `reason`; `false` if
+    /// it was abandoned before.
+    pub(crate) fn abort(&self, reason: &'static str) -> bool {
+        let first = self.reason.set(reason).is_ok();
         self.abort.notify_one();
+        first
+    }
+
+    /// Notes that a renewal of this attempt's lease, sent at `sent`,
+    /// succeeded.
+    pub(crate) fn renewed(&self, sent: Instant) {
+        let mut renewed_at = self.renewed_at.lock().expect("renewal poisoned");
+        *renewed_at = (*renewed_at).max(sent);
+    }
+
+    /// When the last successful renewal (or the claim) was sent.
+    pub(crate) fn renewed_at(&self) -> Instant {
+        *self.renewed_at.lock().expect("renewal poisoned")
     }
 
     /// Marks the lease as taken away.
     pub(crate) fn mark_lost(&self) {
         self.lost.store(true, Ordering::SeqCst);
-        self.abort("its lease was lost");
+        let _ = self.abort("its lease was lost");
     }
 
     /// The reason, once the handler is to be abandoned.

@@ -117,6 +117,8 @@ pub struct WorkflowSystemBuilder {
     registry: Option<Registry>,
     #[cfg(feature = "testing")]
     crash: Option<Crash>,
+    #[cfg(feature = "testing")]
+    linger: Option<std::time::Duration>,
 }
 
 impl WorkflowSystemBuilder {
@@ -219,6 +221,19 @@ impl WorkflowSystemBuilder {
         self
     }
 
+    /// Makes every executor linger for `delay` after its attempt's
+    /// outcome is recorded, before it leaves the in-flight bookkeeping: a
+    /// descheduled task on a loaded machine, made long enough for a test
+    /// to re-claim the operation meanwhile. Only the `testing` feature
+    /// compiles it.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn linger_after_record(mut self, delay: std::time::Duration) -> Self {
+        self.linger = Some(delay);
+        self
+    }
+
     /// Checks everything, registers the worker and starts claiming.
     ///
     /// It refuses to start, with one [`StartError`], on an invalid setting,
@@ -246,6 +261,7 @@ impl WorkflowSystemBuilder {
     /// assert!(matches!(err, StartError::PoolTooSmall { pool_max: 5, required: 12, .. }));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[allow(clippy::too_many_lines)] // The checks in order, then the wiring; the testing seams add two fields.
     pub async fn start(self) -> Result<WorkflowSystem, StartError> {
         let settings = self.settings;
         settings.validate()?;
@@ -323,6 +339,8 @@ impl WorkflowSystemBuilder {
             completions,
             #[cfg(feature = "testing")]
             crash: self.crash,
+            #[cfg(feature = "testing")]
+            linger: self.linger,
         });
         let completer = tokio::spawn(crate::completer::run(Arc::clone(&rt), completion_requests));
         crate::maintenance::report_unhandled(&rt).await;
@@ -431,6 +449,8 @@ impl WorkflowSystem {
             registry: None,
             #[cfg(feature = "testing")]
             crash: None,
+            #[cfg(feature = "testing")]
+            linger: None,
         }
     }
 

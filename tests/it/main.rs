@@ -4,6 +4,7 @@
 mod faults;
 mod hardening;
 mod kit;
+mod leases;
 mod limits;
 mod migrate;
 mod ops;

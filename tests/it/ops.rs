@@ -74,6 +74,9 @@ pub(crate) enum Behaviour {
     SnoozeOnce,
     /// Publish a follow-up `mail.send` to `key`, then succeed.
     FollowUp,
+    /// Snooze for 10 ms on the first attempt; on the next, sleep this many
+    /// milliseconds, then succeed.
+    SnoozeThenSleepMs(u64),
 }
 
 /// A plain operation whose behaviour the test chooses.
@@ -94,7 +97,10 @@ pub(crate) async fn work(ctx: &mut Context, key: String, behaviour: Behaviour) -
         Behaviour::Succeed | Behaviour::FailUntil(_) | Behaviour::SnoozeOnce => Ok(()),
         Behaviour::Permanent => Err(HandlerError::permanent("the card number is invalid")),
         Behaviour::Panic => panic!("handler exploded on purpose"),
-        Behaviour::SleepMs(ms) => {
+        Behaviour::SnoozeThenSleepMs(_) if effects(&key).len() == 1 => {
+            Err(HandlerError::snooze(Duration::from_millis(10)))
+        }
+        Behaviour::SleepMs(ms) | Behaviour::SnoozeThenSleepMs(ms) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             Ok(())
         }

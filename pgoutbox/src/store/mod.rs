@@ -53,6 +53,8 @@ statements!(
     deregister_worker,
     record_schema,
     unhandled_names,
+    unserved_queues,
+    purge_workers,
     // Operators' (`admin`).
     list_operations,
     operation,
@@ -477,19 +479,26 @@ impl Store {
             .await
     }
 
-    /// Renews the worker's heartbeat and its leases; returns the ids it
-    /// still owns.
+    /// Renews the worker's heartbeat and the leases of its attempts
+    /// (operation id, attempt number, attempt id) whose rows are not
+    /// locked elsewhere; returns, for each attempt still this worker's, its
+    /// id and whether its lease was renewed.
     pub(crate) async fn heartbeat(
         &self,
         conn: &mut PgConnection,
         worker: Uuid,
         lease_ms: i64,
-        running: &[i64],
-    ) -> Result<Vec<i64>, sqlx::Error> {
-        query!(self, query_scalar, heartbeat)
+        running: &[(i64, i32, i64)],
+    ) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+        let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
+        let numbers: Vec<i32> = running.iter().map(|r| r.1).collect();
+        let attempt_ids: Vec<i64> = running.iter().map(|r| r.2).collect();
+        query!(self, query_as, heartbeat)
             .bind(worker)
             .bind(lease_ms)
-            .bind(running)
+            .bind(ids)
+            .bind(numbers)
+            .bind(attempt_ids)
             .fetch_all(&mut *conn)
             .await
     }
@@ -596,5 +605,39 @@ impl Store {
                 .await
         })
         .await
+    }
+
+    /// Ready operations whose name some live worker handles but in a
+    /// queue that none of those serves, with counts by queue and name.
+    pub(crate) async fn unserved_queues(
+        &self,
+        conn: &mut PgConnection,
+        live_within_ms: i64,
+    ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query_as, unserved_queues)
+                .bind(live_within_ms)
+                .fetch_all(conn)
+                .await
+        })
+        .await
+    }
+
+    /// Deletes one batch of `workers` rows gone longer than `older_than_ms`.
+    pub(crate) async fn purge_workers(
+        &self,
+        conn: &mut PgConnection,
+        older_than_ms: i64,
+        batch: i64,
+    ) -> Result<u64, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query, purge_workers)
+                .bind(older_than_ms)
+                .bind(batch)
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(|r| r.rows_affected())
     }
 }

@@ -1,0 +1,22 @@
+-- Ready or retrying operations whose name some live worker handles, but in
+-- a queue that none of those serves (a worker with no queues serves them
+-- all); by queue and name. $1: how recent a heartbeat must be, in ms.
+-- Names no live worker handles are `unhandled_names.sql`'s.
+SELECT o.queue, o.name, count(*)
+FROM {schema}.operations o
+WHERE o.status IN ('pending', 'retrying')
+  AND EXISTS (
+      SELECT 1 FROM {schema}.workers w
+      WHERE w.stopped_at IS NULL
+        AND w.heartbeat_at > now() - $1 * interval '1 millisecond'
+        AND o.name = ANY(w.names)
+  )
+  AND NOT EXISTS (
+      SELECT 1 FROM {schema}.workers w
+      WHERE w.stopped_at IS NULL
+        AND w.heartbeat_at > now() - $1 * interval '1 millisecond'
+        AND o.name = ANY(w.names)
+        AND (cardinality(w.queues) = 0 OR o.queue = ANY(w.queues))
+  )
+GROUP BY o.queue, o.name
+ORDER BY o.queue, o.name
