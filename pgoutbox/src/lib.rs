@@ -238,7 +238,10 @@ pub use pgoutbox_macros::operation;
 /// `pgoutbox` crate when it is re-exported under another path.
 pub use pgoutbox_macros::payload;
 pub use pgoutbox_migrate::{Identifier, InvalidIdentifier};
-pub use publish::{PublishError, PublishOptions, Publisher, publish, publish_many};
+pub use publish::{
+    MAX_PAYLOAD_BYTES, PUBLISH_MANY_CHUNK, PUBLISH_MANY_CHUNK_BYTES, PublishError, PublishOptions,
+    Publisher, publish, publish_many,
+};
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{

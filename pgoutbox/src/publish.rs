@@ -455,11 +455,15 @@ impl Publisher {
         self.insert(conn, &op).await
     }
 
-    /// Publishes many operations of one type in one statement, sharing
-    /// `options` (an idempotency key, being unique, is refused here);
-    /// returns their ids in order. Like [`publish`], it never commits; with
+    /// Publishes many operations of one type, sharing `options` (an
+    /// idempotency key, being unique, is refused here); returns their ids in
+    /// order. One statement per [`PUBLISH_MANY_CHUNK`] payloads (or
+    /// [`PUBLISH_MANY_CHUNK_BYTES`] of JSON), so a large input is never one
+    /// statement of unbounded size. Like [`publish`], it never commits; with
     /// NOTIFY on, the transaction sends one notification however many rows
-    /// it publishes.
+    /// it publishes. On an error, chunks sent before it may be written in
+    /// the caller's transaction: roll it back. A payload over
+    /// [`MAX_PAYLOAD_BYTES`] is refused with [`PublishError::Unstorable`].
     ///
     /// ```no_run
     /// use pgoutbox::prelude::*;
@@ -497,23 +501,42 @@ impl Publisher {
             });
         }
         let mut template: Option<NewOperation> = None;
-        let mut json = Vec::new();
+        let mut ids = Vec::new();
+        let (mut chunk, mut chunk_bytes) = (Vec::new(), 0);
         for payload in payloads {
             if template.is_none() {
                 template = Some(self.prepare(&payload, options.clone())?);
             }
             let value = serde_json::to_value(&payload)
                 .map_err(|source| PublishError::Serialize { name, source })?;
-            check_storable(name, &value)?;
-            json.push(value);
+            chunk_bytes += check_storable(name, &value)?;
+            chunk.push(value);
+            if chunk.len() >= PUBLISH_MANY_CHUNK || chunk_bytes >= PUBLISH_MANY_CHUNK_BYTES {
+                let template = template.as_ref().expect("prepared with the first payload");
+                ids.extend(self.insert_chunk(conn, template, &chunk).await?);
+                chunk.clear();
+                chunk_bytes = 0;
+            }
         }
-        let Some(template) = template else {
-            return Ok(Vec::new());
-        };
+        if let (Some(template), false) = (&template, chunk.is_empty()) {
+            ids.extend(self.insert_chunk(conn, template, &chunk).await?);
+        }
+        Ok(ids)
+    }
+
+    async fn insert_chunk(
+        &self,
+        conn: &mut PgConnection,
+        template: &NewOperation,
+        chunk: &[serde_json::Value],
+    ) -> Result<Vec<OperationId>, PublishError> {
         self.store
-            .insert_many(conn, &template, &json)
+            .insert_many(conn, template, chunk)
             .await
-            .map_err(|source| PublishError::Database { name, source })
+            .map_err(|source| PublishError::Database {
+                name: template.name,
+                source,
+            })
     }
 
     /// Builds the row for `payload`: options, then the attribute, then the
@@ -619,8 +642,8 @@ impl Publisher {
     }
 }
 
-/// Publishes many operations of one type in one statement with the default
-/// publisher, inside the caller's transaction; returns their ids in order.
+/// Publishes many operations of one type (in chunks of
+/// [`PUBLISH_MANY_CHUNK`]) with the default publisher, inside the caller's transaction; returns their ids in order.
 /// See [`Publisher::publish_many`] for options.
 ///
 /// ```no_run
@@ -689,10 +712,53 @@ pub async fn publish<O: Operation>(
     Publisher::default().publish(conn, payload).await
 }
 
-/// Refuses a payload that `jsonb` cannot store, naming where it is wrong.
-fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<(), PublishError> {
+/// The largest payload a publish accepts, as JSON text: 1 MiB. A larger one
+/// is refused with [`PublishError::Unstorable`] before anything is sent.
+/// Operations carry intent, not documents: store a large document in the
+/// application's own tables and publish its key.
+pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// [`publish_many`] sends its payloads in statements of at most this many
+/// operations (and at most [`PUBLISH_MANY_CHUNK_BYTES`] of JSON), all in the
+/// caller's transaction: one statement for a small batch, several for a
+/// large one, never one statement of unbounded size.
+pub const PUBLISH_MANY_CHUNK: usize = 1_000;
+
+/// The most JSON one [`publish_many`] statement carries: 16 MiB.
+pub const PUBLISH_MANY_CHUNK_BYTES: usize = 16 << 20;
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuses a payload that `jsonb` cannot store, naming where it is wrong,
+/// or that is larger than [`MAX_PAYLOAD_BYTES`]; returns its size as JSON
+/// text.
+fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<usize, PublishError> {
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, payload).expect("a JSON value serializes");
+    if size.0 > MAX_PAYLOAD_BYTES {
+        return Err(PublishError::Unstorable {
+            name,
+            reason: format!(
+                "it is {} bytes of JSON, over the {MAX_PAYLOAD_BYTES}-byte limit of a payload \
+                 (keep large documents in your own tables and publish their key)",
+                size.0
+            ),
+        });
+    }
     match storable::unstorable_json(payload) {
-        None => Ok(()),
+        None => Ok(size.0),
         Some(path) => Err(PublishError::Unstorable {
             name,
             reason: format!(

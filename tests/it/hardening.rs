@@ -58,10 +58,12 @@ async fn a_stale_snooze_or_failure_write_of_an_earlier_attempt_is_refused() {
         },
     )
     .await;
-    // Claimed, snoozed, claimed again: the second attempt is running.
+    // Claimed, snoozed, claimed again: the second attempt is running (the
+    // first one, running too, must not be mistaken for it).
     wait_for_count(
         &db,
-        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL \
+         AND EXISTS (SELECT 1 FROM pgoutbox.attempts WHERE outcome = 'snoozed')",
         1,
         WITHIN,
     )
@@ -375,7 +377,11 @@ async fn an_outcome_postgres_refuses_is_recorded_as_a_failure_naming_why() {
 #[tokio::test]
 async fn stop_returns_within_shutdown_wait_and_its_margin_whatever_the_database_does() {
     let db = test_db().await;
-    let s = settings(&db);
+    let mut s = settings(&db);
+    // A lease longer than the whole stop: the lock below also stops lease
+    // renewal, and with a short lease the handler would be aborted (rightly)
+    // before its lease expired, before `shutdown_wait` was up.
+    s.workflow_system.lease = Duration::from_secs(30);
     let wait = s.workflow_system.shutdown_wait;
     let system = start(s, WorkflowRouter::new().operation::<SnoozeThenRun>()).await;
     let k = key();

@@ -226,6 +226,7 @@ async fn the_janitor_removes_workers_gone_longer_than_the_history_retention() {
     .await
     .unwrap();
     let mut s = settings(&db);
+    s.workflow_system.retention.operations = Duration::from_hours(24);
     s.workflow_system.retention.history = Duration::from_hours(24);
     s.workflow_system.retention.interval = Duration::from_millis(200);
     let system = WorkflowSystem::builder(s)

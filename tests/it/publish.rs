@@ -236,3 +236,56 @@ async fn a_publisher_for_another_schema_without_notify() {
         None
     );
 }
+
+/// `publish_many` sends a large input in chunks of `PUBLISH_MANY_CHUNK`,
+/// all in the caller's transaction, and refuses a payload over
+/// `MAX_PAYLOAD_BYTES` before sending anything.
+#[tokio::test]
+async fn publish_many_sends_chunks_and_refuses_an_oversized_payload() {
+    let db = test_db().await;
+    let n = pgoutbox::PUBLISH_MANY_CHUNK * 2 + 7;
+    let mut tx = db.pool().begin().await.unwrap();
+    let ids = publish_many(
+        &mut tx,
+        (0..n).map(|i| SendMail {
+            to: format!("user{i}@example.com"),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ids.len(), n);
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), n, "every operation its own id");
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        0,
+        "the chunks were all in the caller's transaction"
+    );
+
+    let huge = "x".repeat(pgoutbox::MAX_PAYLOAD_BYTES);
+    let mut tx = db.pool().begin().await.unwrap();
+    let err = publish_many(
+        &mut tx,
+        [
+            SendMail {
+                to: "a@example.com".into(),
+            },
+            SendMail { to: huge.clone() },
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, pgoutbox::PublishError::Unstorable { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1048576-byte limit"), "{err}");
+    let err = publish(&mut tx, SendMail { to: huge }).await.unwrap_err();
+    assert!(err.to_string().contains("over the"), "{err}");
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        0
+    );
+}

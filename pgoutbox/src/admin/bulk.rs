@@ -15,9 +15,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Action, Admin, OperationFilter};
 use crate::definition::OperationId;
+use crate::duration::millis;
 use crate::state::Status;
 use crate::store::bulk::BulkFilter;
-use crate::duration::millis;
 
 /// One operation a bulk action would touch (no payload).
 ///
