@@ -47,6 +47,16 @@ async fn kit_ledger(ctx: &mut TxContext<'_>, key: String) -> Result<()> {
     Ok(())
 }
 
+/// Fails its first two attempts, then succeeds.
+#[operation("kit.flaky", max_attempts = 5)]
+async fn kit_flaky(ctx: &mut Context, key: String) -> Result<()> {
+    external_call(&key);
+    if ctx.attempt() <= 2 {
+        return Err(HandlerError::retryable("not yet"));
+    }
+    Ok(())
+}
+
 /// Transactional but with an external call: not idempotent.
 #[operation("kit.transfer", transactional)]
 async fn kit_transfer(ctx: &mut TxContext<'_>, key: String) -> Result<()> {
@@ -288,4 +298,31 @@ async fn a_handler_that_never_returns_is_reported_not_waited_for_forever() {
         err.to_string().contains("still busy after") && err.to_string().contains("1 running"),
         "{err}"
     );
+}
+
+/// A retry waiting out the harness's short backoff is not idleness: the
+/// kit waits for it (it used to stop in that gap, now and then, and report
+/// the operation `retrying`).
+#[tokio::test]
+async fn run_inline_waits_for_retries_within_the_harness_backoff() {
+    let db = test_db().await;
+    for round in 0..5 {
+        let key = key(&format!("flaky-{round}"));
+        let done = Harness::new(&db)
+            .operation::<KitFlaky>()
+            .run_inline(KitFlaky { key: key.clone() })
+            .await
+            .unwrap();
+        assert_eq!(done.operation.status, Status::Succeeded);
+        let outcomes: Vec<_> = done.attempts.iter().map(|a| a.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [
+                Some(Outcome::Failed),
+                Some(Outcome::Failed),
+                Some(Outcome::Succeeded)
+            ]
+        );
+        assert_eq!(calls(&key), 3);
+    }
 }

@@ -26,16 +26,18 @@ impl Store {
     }
 
     /// How many operations of `names` (or only `id`) run, and how many
-    /// are ready to run.
+    /// are ready to run, counting retries due within `retry_horizon_ms`.
     pub(crate) async fn busy(
         &self,
         conn: &mut PgConnection,
         names: &[String],
         id: Option<OperationId>,
+        retry_horizon_ms: i64,
     ) -> Result<(i64, i64), sqlx::Error> {
         query!(self, query_as, busy)
             .bind(names)
             .bind(id.map(OperationId::as_i64))
+            .bind(retry_horizon_ms)
             .fetch_one(&mut *conn)
             .await
     }

@@ -512,8 +512,9 @@ impl Harness {
     }
 
     /// Starts a worker, waits until no operation it handles is running or
-    /// ready to run (those scheduled for later stay as they are), stops
-    /// it and counts the operations by state.
+    /// ready to run (those scheduled for later stay as they are; a retry
+    /// due within the harness's `backoff_max`, 100 ms by default, is waited
+    /// for), stops it and counts the operations by state.
     ///
     /// ```no_run
     /// use pgoutbox::Status;
@@ -546,7 +547,8 @@ impl Harness {
     }
 
     /// Publishes `payload`, runs a worker until that operation is settled
-    /// (finished, or waiting for a later `run_at`), stops it and returns
+    /// (finished, or waiting for a later `run_at`; a retry due within the
+    /// harness's `backoff_max` is waited for), stops it and returns
     /// everything recorded about the operation.
     ///
     /// ```no_run
@@ -619,7 +621,9 @@ impl Harness {
         let started = Instant::now();
         loop {
             let mut conn = self.pool.acquire().await?;
-            let (running, ready) = store.busy(&mut conn, names, only).await?;
+            // A retry waiting out the harness's backoff is not idleness.
+            let horizon = crate::duration::millis(self.settings.workflow_system.backoff_max);
+            let (running, ready) = store.busy(&mut conn, names, only, horizon).await?;
             drop(conn);
             if running == 0 && ready == 0 {
                 return Ok(());
