@@ -10,7 +10,7 @@ use pgoutbox::admin::{
 };
 use pgoutbox::{OperationId, Outcome, Status};
 
-use crate::{Cli, CliError};
+use crate::{Cli, CliError, outln};
 
 /// A duration on the command line: `90s`, `15m`, `2h`, `7d`, `1h 30m` (as
 /// `humantime` reads them, like the settings).
@@ -103,7 +103,7 @@ impl Trail {
     fn reason(&self) -> Result<&str, CliError> {
         let reason = self.reason.trim();
         if reason.is_empty() {
-            return Err(CliError("`--reason` must not be empty".to_owned()));
+            return Err(CliError::msg("`--reason` must not be empty".to_owned()));
         }
         Ok(reason)
     }
@@ -129,6 +129,7 @@ pub(crate) enum ResolveAs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum OpsCommand {
     /// List operations, newest first.
+    #[command(after_help = "Examples:\n  pgoutbox ops list --status stalled --status dead\n  pgoutbox ops list --name billing.charge --limit 20 --after-id 1200")]
     List {
         #[command(flatten)]
         filter: Filter,
@@ -137,11 +138,13 @@ pub(crate) enum OpsCommand {
         limit: i64,
     },
     /// Show an operation: payload, attempts, operator actions, parent and children.
+    #[command(after_help = "Examples:\n  pgoutbox ops show 42\n  pgoutbox ops show 42 --json")]
     Show {
         /// The operation's id.
         id: i64,
     },
     /// Retry dead, stalled or cancelled operations (attempt count kept).
+    #[command(after_help = "Examples:\n  pgoutbox ops retry 42 --reason \"provider outage over\"\n  pgoutbox ops retry --status dead --name mail.send --reason \"SMTP fixed\" --dry-run")]
     Retry {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -154,6 +157,7 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Cancel pending, retrying or stalled operations.
+    #[command(after_help = "Examples:\n  pgoutbox ops cancel 42 --reason \"customer withdrew the order\"\n  pgoutbox ops cancel --status retrying --queue mail --reason \"campaign stopped\" --yes")]
     Cancel {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -166,6 +170,7 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Settle a stalled operation's unknown outcome.
+    #[command(after_help = "Examples:\n  pgoutbox ops resolve 42 --as succeeded --reason \"charge ch_123 found at the provider\"\n  pgoutbox ops resolve 42 --as dead --reason \"no charge at the provider\"")]
     Resolve {
         /// The operation's id.
         id: i64,
@@ -177,6 +182,7 @@ pub(crate) enum OpsCommand {
     },
     /// Publish succeeded, dead or cancelled operations again, as new
     /// operations linked to the originals.
+    #[command(after_help = "Examples:\n  pgoutbox ops replay 42 --reason \"resend the receipt\"\n  pgoutbox ops replay --status dead --since 2h --reason \"bug 77 fixed\" --dry-run")]
     Replay {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -264,7 +270,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
             let detail = admin
                 .show(OperationId::from_i64(*id))
                 .await?
-                .ok_or_else(|| CliError(format!("no operation with id {id}")))?;
+                .ok_or_else(|| CliError::msg(format!("no operation with id {id}")))?;
             if cli.json {
                 return print_json(&detail);
             }
@@ -396,11 +402,11 @@ fn report_one(
     match outcome {
         ActionOutcome::Applied { .. } => {
             if !cli.json {
-                println!("{}", outcome.message(id, action));
+                outln!("{}", outcome.message(id, action));
             }
             Ok(())
         }
-        _ => Err(CliError(outcome.message(id, action))),
+        _ => Err(CliError::msg(outcome.message(id, action))),
     }
 }
 
@@ -448,12 +454,12 @@ async fn bulk(
     let actor = trail.actor();
     if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "give an operation id or filters, not both".to_owned(),
             ));
         }
         if dry_run {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "`--dry-run` lists what filters select; `ops show ID` shows one operation"
                     .to_owned(),
             ));
@@ -462,7 +468,7 @@ async fn bulk(
         return report_one(cli, id, action, &outcome);
     }
     if filter.is_empty() {
-        return Err(CliError(format!(
+        return Err(CliError::msg(format!(
             "{action} needs an operation id or at least one filter (--status, --name, --queue, --since)"
         )));
     }
@@ -470,7 +476,7 @@ async fn bulk(
     let allowed = action.allowed_from();
     let preview = admin.bulk_preview(action, &filter, BULK_SAMPLE).await?;
     let Some(upto) = preview.upto else {
-        println!("no operation matches");
+        outln!("no operation matches");
         return Ok(());
     };
     if dry_run {
@@ -526,15 +532,15 @@ async fn bulk(
     if cli.json {
         print_json(&summary)?;
     } else {
-        println!("{line}");
+        outln!("{line}");
         for error in &summary.errors {
-            println!("  {error}");
+            outln!("  {error}");
         }
     }
     if summary.errors.is_empty() && summary.refused == 0 {
         Ok(())
     } else {
-        Err(CliError(line))
+        Err(CliError::msg(line))
     }
 }
 
@@ -626,7 +632,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError(format!(
+        return Err(CliError::msg(format!(
             "{question} refusing without confirmation on a non-interactive input: pass --yes"
         )));
     }
@@ -637,7 +643,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
-        Err(CliError("not confirmed; nothing done".to_owned()))
+        Err(CliError::msg("not confirmed; nothing done".to_owned()))
     }
 }
 
@@ -646,7 +652,7 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
     let root = OperationId::from_i64(root);
     let ops = admin.workflow(root).await?;
     if ops.is_empty() {
-        return Err(CliError(format!("no operation with id {root}")));
+        return Err(CliError::msg(format!("no operation with id {root}")));
     }
     if cli.json {
         return print_json(&ops);
@@ -694,19 +700,19 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
         .map(|(status, name, n)| vec![status.to_string(), name.clone(), n.to_string()])
         .collect();
     print_table(&["STATUS", "NAME", "COUNT"], &rows)?;
-    println!();
+    outln!();
     match stats.oldest_ready_seconds {
-        Some(s) => println!("oldest ready operation: waiting {s:.1}s"),
-        None => println!("oldest ready operation: none waiting"),
+        Some(s) => outln!("oldest ready operation: waiting {s:.1}s"),
+        None => outln!("oldest ready operation: none waiting"),
     }
-    println!(
+    outln!(
         "succeeded per minute (last {} minutes, oldest first): {:?}",
         stats.succeeded_per_minute.len(),
         stats.succeeded_per_minute
     );
-    println!("live workers: {}", stats.workers.len());
+    outln!("live workers: {}", stats.workers.len());
     for w in &stats.workers {
-        println!(
+        outln!(
             "  {} {}:{} ×{} handles {}",
             w.id,
             w.host,
@@ -716,17 +722,17 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
         );
     }
     if stats.unhandled.is_empty() {
-        println!("every ready operation has a live worker");
+        outln!("every ready operation has a live worker");
     } else {
-        println!("ready operations that no live worker handles:");
+        outln!("ready operations that no live worker handles:");
         for (name, n) in &stats.unhandled {
-            println!("  {name}: {n}");
+            outln!("  {name}: {n}");
         }
     }
     if !stats.unserved.is_empty() {
-        println!("ready operations in a queue that no live worker handling them serves:");
+        outln!("ready operations in a queue that no live worker handling them serves:");
         for (queue, name, n) in &stats.unserved {
-            println!("  {queue} / {name}: {n}");
+            outln!("  {queue} / {name}: {n}");
         }
     }
     Ok(())
@@ -777,7 +783,7 @@ const HISTORY_DEFAULT: &str = "90d";
 
 pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> {
     if purge.batch < 1 {
-        return Err(CliError("`--batch` must be at least 1".to_owned()));
+        return Err(CliError::msg("`--batch` must be at least 1".to_owned()));
     }
     let mut statuses = vec![Status::Succeeded, Status::Cancelled];
     if purge.include_dead {
@@ -797,7 +803,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
     let trail = if decided {
         let reason = purge.reason.map(str::trim).unwrap_or_default();
         if reason.is_empty() {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "`--include-dead` and `--include-stalled` need a `--reason` (it is recorded)"
                     .to_owned(),
             ));
@@ -845,7 +851,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
     if cli.json {
         return print_json(&serde_json::json!({"deleted": total, "statuses": statuses}));
     }
-    println!(
+    outln!(
         "purged {total} operation(s) ({names}); their attempts and operator actions stay until \
          the history retention (`workflow_system.retention.history`, default {HISTORY_DEFAULT}) \
          removes them{}",

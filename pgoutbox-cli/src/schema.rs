@@ -8,24 +8,27 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use pgoutbox::admin::{Admin, is_operation_name};
 
-use crate::{Cli, CliError};
+use crate::{Cli, CliError, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum SchemaCommand {
     /// The latest JSON Schema of every operation, from the database's
     /// history (as printed JSON, or one `<name>.json` per operation).
+    #[command(after_help = "Examples:\n  pgoutbox schema export\n  pgoutbox schema export --out schemas/")]
     Export {
         /// Write one file per operation into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Every recorded schema version of one operation.
+    #[command(after_help = "Examples:\n  pgoutbox schema history billing.charge\n  pgoutbox schema history billing.charge --json")]
     History {
         /// The operation's name.
         name: String,
     },
     /// Ready payloads that no longer validate against their operation's
     /// latest schema (exit 1 when there are any).
+    #[command(after_help = "Examples:\n  pgoutbox schema check\n  pgoutbox schema check --json")]
     Check,
 }
 
@@ -46,7 +49,7 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
                 }
                 Some(dir) => {
                     std::fs::create_dir_all(dir)
-                        .map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+                        .map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
                     // A name becomes a file name only when it follows the
                     // operation-name grammar (no `/`, no `..`): a row
                     // recorded before migration 2 checked names could
@@ -57,11 +60,11 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
                         let path = dir.join(format!("{}.json", version.name));
                         let text = serde_json::to_string_pretty(&version.json_schema)? + "\n";
                         std::fs::write(&path, text)
-                            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+                            .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
                     }
-                    println!("wrote {} schema(s) to {}", valid.len(), dir.display());
+                    outln!("wrote {} schema(s) to {}", valid.len(), dir.display());
                     if !refused.is_empty() {
-                        return Err(CliError(format!(
+                        return Err(CliError::msg(format!(
                             "refused {} schema(s) whose name is not a valid operation name: {}",
                             refused.len(),
                             refused
@@ -78,7 +81,7 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
         SchemaCommand::History { name } => {
             let history = admin.schema_history(name).await?;
             if history.is_empty() {
-                return Err(CliError(format!("no schema recorded for `{name}`")));
+                return Err(CliError::msg(format!("no schema recorded for `{name}`")));
             }
             if cli.json {
                 let mut stdout = std::io::stdout().lock();
@@ -87,7 +90,7 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
                 return Ok(());
             }
             for v in &history {
-                println!(
+                outln!(
                     "{}  first seen {}  last seen {}",
                     v.schema_hash,
                     v.first_seen_at.format("%Y-%m-%d %H:%M:%S"),
@@ -104,7 +107,7 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
     let mut validators = BTreeMap::new();
     for version in admin.latest_schemas().await? {
         let validator = jsonschema::validator_for(&version.json_schema).map_err(|e| {
-            CliError(format!(
+            CliError::msg(format!(
                 "the recorded schema of `{}` is not a valid JSON Schema: {e}",
                 version.name
             ))
@@ -137,14 +140,14 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
         writeln!(stdout)?;
     } else {
         for entry in &invalid {
-            println!(
+            outln!(
                 "{} {}: {}",
                 entry["id"],
                 entry["name"].as_str().unwrap_or_default(),
                 entry["error"].as_str().unwrap_or_default()
             );
         }
-        println!(
+        outln!(
             "checked {checked} ready payload(s): {} do not validate",
             invalid.len()
         );
@@ -152,7 +155,7 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
     if invalid.is_empty() {
         Ok(())
     } else {
-        Err(CliError(format!(
+        Err(CliError::msg(format!(
             "{} ready payload(s) do not validate against their latest schema",
             invalid.len()
         )))

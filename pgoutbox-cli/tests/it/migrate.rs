@@ -111,7 +111,7 @@ fn sql_needs_no_database() {
 }
 
 #[test]
-fn a_hostile_schema_name_is_one_line_and_exit_2() {
+fn a_hostile_schema_name_is_clap_message_and_exit_2() {
     let out = pgoutbox()
         .args([
             "migrate",
@@ -124,7 +124,7 @@ fn a_hostile_schema_name_is_one_line_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let line = stderr_line(&out);
+    let line = String::from_utf8(out.stderr).unwrap();
     assert!(
         line.starts_with("error: invalid value 'x; drop table y' for '--schema <SCHEMA>'"),
         "{line}"
@@ -172,8 +172,10 @@ fn an_unreachable_server_is_one_line_and_exit_1() {
 }
 
 #[test]
-fn an_unknown_subcommand_is_one_line_and_exit_2() {
+fn an_unknown_subcommand_is_clap_message_and_exit_2() {
     let out = pgoutbox().args(["migrate", "sideways"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_line(&out).starts_with("error: unrecognized subcommand 'sideways'"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("error: unrecognized subcommand 'sideways'"), "{err}");
+    assert!(err.contains("Usage: pgoutbox migrate"), "{err}");
 }
