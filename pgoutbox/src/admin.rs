@@ -244,6 +244,10 @@ pub struct OperationFilter {
     pub since: Option<Duration>,
     /// At most this many (newest first).
     pub limit: Option<i64>,
+    /// Only operations older than this one (`id < after_id`): the next
+    /// page of a list, after the last id of the previous one. Bulk actions
+    /// ignore it, as they ignore `limit`.
+    pub after_id: Option<OperationId>,
 }
 
 /// One row of `operations`, as operators see it.
@@ -299,6 +303,10 @@ pub struct OperationRow {
     pub payload: serde_json::Value,
     /// The payload's schema hash.
     pub schema_hash: String,
+    /// The idempotency key handed to its handler
+    /// (`ctx.idempotency_key()`): the key to look the side effect up by
+    /// at an external service that deduplicates on it.
+    pub external_key: Uuid,
 }
 
 /// One attempt.
@@ -573,6 +581,7 @@ impl Admin {
             queue: filter.queue.as_deref(),
             since_ms: filter.since.map(millis),
             limit: filter.limit,
+            before_id: filter.after_id.map(OperationId::as_i64),
         };
         self.store.list_operations(&mut conn, filter).await
     }
@@ -920,6 +929,7 @@ impl FromRow<'_, PgRow> for OperationRow {
             finished_at: row.try_get("finished_at")?,
             payload: row.try_get("payload")?,
             schema_hash: row.try_get("schema_hash")?,
+            external_key: row.try_get("external_key")?,
         })
     }
 }
