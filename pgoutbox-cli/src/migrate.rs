@@ -29,6 +29,19 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
         MigrateCommand::Up => {
             let pool = cli.pool().await?;
             let applied = pgoutbox::migrate::run(&pool, schema).await?;
+            if cli.json {
+                pool.close().await;
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({
+                        "schema": schema.as_str(),
+                        "applied": applied,
+                        "version": pgoutbox::migrate::latest_version(),
+                    }),
+                )?;
+                writeln!(out)?;
+                return Ok(());
+            }
             if applied.is_empty() {
                 writeln!(
                     out,
@@ -57,6 +70,30 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
                 std::cmp::Ordering::Less => format!("{} pending", status.pending.len()),
                 std::cmp::Ordering::Greater => "database is newer than this binary".to_owned(),
             };
+            if cli.json {
+                let pending: Vec<_> = pgoutbox::migrate::migrations()
+                    .iter()
+                    .filter(|m| status.pending.contains(&m.version()))
+                    .map(|m| serde_json::json!({"version": m.version(), "name": m.name()}))
+                    .collect();
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({
+                        "schema": schema.as_str(),
+                        "database_version": status.database_version(),
+                        "binary_version": status.binary_version,
+                        "state": state,
+                        "applied": status.applied.iter().map(|a| serde_json::json!({
+                            "version": a.version,
+                            "name": a.name,
+                            "checksum": a.checksum,
+                        })).collect::<Vec<_>>(),
+                        "pending": pending,
+                    }),
+                )?;
+                writeln!(out)?;
+                return Ok(());
+            }
             writeln!(
                 out,
                 "schema `{schema}`: database at version {}, binary at version {} ({state})",

@@ -80,6 +80,7 @@ impl Filter {
             queue: self.queue.clone(),
             since: self.since,
             limit,
+            after_id: None,
         }
     }
 }
@@ -108,16 +109,58 @@ impl Trail {
         Ok(reason)
     }
 
-    fn actor(&self) -> String {
-        self.actor.clone().unwrap_or_else(os_user)
+    fn actor(&self) -> Result<String, CliError> {
+        actor(self.actor.as_deref())
     }
 }
 
-/// The default actor: the OS user.
-fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+/// Who acts: `--actor`, else the OS user; refused when neither is known,
+/// since an action recorded as done by nobody in particular is no trail.
+pub(crate) fn actor(given: Option<&str>) -> Result<String, CliError> {
+    if let Some(actor) = given {
+        let actor = actor.trim();
+        if actor.is_empty() {
+            return Err(CliError::msg("`--actor` must not be empty"));
+        }
+        return Ok(actor.to_owned());
+    }
+    os_user().ok_or_else(|| {
+        CliError::msg(
+            "cannot tell who is acting ($USER and $LOGNAME are unset and the OS user has no name): \
+             pass `--actor`",
+        )
+    })
+}
+
+/// The OS user: `$USER`, else `$LOGNAME`, else the name of the process's
+/// user id in `/etc/passwd` (containers and cron jobs often set neither
+/// variable).
+fn os_user() -> Option<String> {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty());
+    from_env.or_else(passwd_user)
+}
+
+#[cfg(unix)]
+fn passwd_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    // The owner of `/proc/self` is the process's user id.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == uid)
+        .map(|fields| fields[0].to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+#[cfg(not(unix))]
+fn passwd_user() -> Option<String> {
+    None
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -133,9 +176,13 @@ pub(crate) enum OpsCommand {
     List {
         #[command(flatten)]
         filter: Filter,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (a page; the next one starts with `--after-id`).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
+        /// Only operations older than this id: the next page after the
+        /// last id shown.
+        #[arg(long)]
+        after_id: Option<i64>,
     },
     /// Show an operation: payload, attempts, operator actions, parent and children.
     #[command(after_help = "Examples:\n  pgoutbox ops show 42\n  pgoutbox ops show 42 --json")]
@@ -240,31 +287,89 @@ fn op_row(op: &OperationRow) -> Vec<String> {
         op.queue.clone(),
         format!("{}/{}", op.attempt, op.max_attempts),
         op.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-        op.last_error.clone().unwrap_or_default(),
+        op.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        // One line per operation: a multi-line error would break the table.
+        op.last_error
+            .as_deref()
+            .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
     ]
 }
 
-const OP_HEADER: [&str; 7] = [
+const OP_HEADER: [&str; 8] = [
     "ID",
     "NAME",
     "STATUS",
     "QUEUE",
     "ATTEMPTS",
     "CREATED",
+    "RUN AT",
     "LAST ERROR",
 ];
+
+/// The width `ops list` fits its last column into: `$COLUMNS`, else this.
+const DEFAULT_WIDTH: usize = 120;
+
+/// The terminal's width as the shell exports it (`$COLUMNS`), else
+/// [`DEFAULT_WIDTH`].
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|w: &usize| *w > 0)
+        .unwrap_or(DEFAULT_WIDTH)
+}
+
+/// Cuts the last cell of each row so that the row fits `width` columns
+/// (keeping at least 20 characters of it), marking the cut with `…`.
+fn fit_last_column(header: &[&str], rows: &mut [Vec<String>], width: usize) {
+    let n = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows.iter() {
+        for (w, cell) in widths.iter_mut().zip(row).take(n - 1) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let used: usize = widths[..n - 1].iter().map(|w| w + 2).sum();
+    let room = width.saturating_sub(used).max(20);
+    for row in rows.iter_mut() {
+        if let Some(last) = row.last_mut()
+            && last.chars().count() > room
+        {
+            *last = last.chars().take(room - 1).collect::<String>() + "…";
+        }
+    }
+}
 
 pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError> {
     let pool = cli.pool().await?;
     let admin = admin(cli, pool);
     match command {
-        OpsCommand::List { filter, limit } => {
-            let ops = admin.list(&filter.to_filter(Some(*limit))).await?;
+        OpsCommand::List {
+            filter,
+            limit,
+            after_id,
+        } => {
+            let mut query = filter.to_filter(Some(*limit));
+            query.after_id = after_id.map(OperationId::from_i64);
+            let ops = admin.list(&query).await?;
+            // A full page may have a next one.
+            let next = (i64::try_from(ops.len()).ok() == Some(*limit))
+                .then(|| ops.last().map(|o| o.id))
+                .flatten();
             if cli.json {
-                print_json(&ops)
-            } else {
-                print_table(&OP_HEADER, &ops.iter().map(op_row).collect::<Vec<_>>())
+                return print_json(&serde_json::json!({
+                    "operations": ops,
+                    "next_after_id": next,
+                }));
             }
+            let mut rows = ops.iter().map(op_row).collect::<Vec<_>>();
+            fit_last_column(&OP_HEADER, &mut rows, terminal_width());
+            print_table(&OP_HEADER, &rows)?;
+            if let Some(next) = next {
+                eprintln!("more may follow: add `--after-id {next}` for the next page");
+            }
+            Ok(())
         }
         OpsCommand::Show { id } => {
             let detail = admin
@@ -305,7 +410,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
             });
             let id = OperationId::from_i64(*id);
             let outcome = admin
-                .act(id, action, &trail.actor(), trail.reason()?)
+                .act(id, action, &trail.actor()?, trail.reason()?)
                 .await?;
             report_one(cli, id, action, &outcome)
         }
@@ -338,6 +443,11 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             .iter()
             .map(|c| c.as_i64())
             .collect::<Vec<_>>()
+    )?;
+    writeln!(
+        out,
+        "  idempotency key {} (the handler's `ctx.idempotency_key()`)",
+        op.external_key
     )?;
     writeln!(out, "  schema hash {}", op.schema_hash)?;
     writeln!(out, "  payload {}", op.payload)?;
@@ -451,7 +561,7 @@ async fn bulk(
     dry_run: bool,
 ) -> Result<(), CliError> {
     let reason = trail.reason()?;
-    let actor = trail.actor();
+    let actor = trail.actor()?;
     if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
             return Err(CliError::msg(
@@ -647,15 +757,24 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
     }
 }
 
-pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
+pub(crate) async fn workflow(cli: &Cli, id: i64) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let root = OperationId::from_i64(root);
-    let ops = admin.workflow(root).await?;
-    if ops.is_empty() {
-        return Err(CliError::msg(format!("no operation with id {root}")));
+    let asked = OperationId::from_i64(id);
+    let mut ops = admin.workflow(asked).await?;
+    // A descendant names its root: show the whole tree from there.
+    let root = match ops.iter().find(|o| o.id == asked) {
+        None => return Err(CliError::msg(format!("no operation with id {asked}"))),
+        Some(op) => op.root_id.unwrap_or(asked),
+    };
+    if root != asked {
+        ops = admin.workflow(root).await?;
     }
     if cli.json {
-        return print_json(&ops);
+        return print_json(&serde_json::json!({
+            "root": root,
+            "requested": asked,
+            "operations": ops,
+        }));
     }
     // Depth-first from the root, children in id order.
     let mut out = std::io::stdout().lock();
@@ -664,11 +783,16 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
         if let Some(op) = ops.iter().find(|o| o.id == id) {
             writeln!(
                 out,
-                "{}{} {} {}",
+                "{}{} {} {}{}",
                 "  ".repeat(depth),
                 op.id,
                 op.name,
-                op.status
+                op.status,
+                if id == asked && root != asked {
+                    "  <- requested"
+                } else {
+                    ""
+                }
             )?;
             let mut children: Vec<OperationId> = ops
                 .iter()
@@ -692,7 +816,24 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
     let stats = admin.stats(LIVE, 5).await?;
     if cli.json {
-        return print_json(&stats);
+        // Named fields, never positional tuples.
+        return print_json(&serde_json::json!({
+            "counts": stats.counts.iter().map(|(status, name, count)| {
+                serde_json::json!({"status": status, "name": name, "count": count})
+            }).collect::<Vec<_>>(),
+            "oldest_ready_seconds": stats.oldest_ready_seconds,
+            "succeeded_per_minute": stats.succeeded_per_minute.iter().enumerate().map(|(i, count)| {
+                // Oldest first: the first of n is n minutes ago.
+                serde_json::json!({"minutes_ago": stats.succeeded_per_minute.len() - i, "count": count})
+            }).collect::<Vec<_>>(),
+            "workers": stats.workers,
+            "unhandled": stats.unhandled.iter().map(|(name, count)| {
+                serde_json::json!({"name": name, "count": count})
+            }).collect::<Vec<_>>(),
+            "unserved": stats.unserved.iter().map(|(queue, name, count)| {
+                serde_json::json!({"queue": queue, "name": name, "count": count})
+            }).collect::<Vec<_>>(),
+        }));
     }
     let rows: Vec<Vec<String>> = stats
         .counts
@@ -742,7 +883,7 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
     let workers = admin.workers(LIVE, RECENT).await?;
     if cli.json {
-        return print_json(&workers);
+        return print_json(&serde_json::json!({"workers": workers}));
     }
     let rows: Vec<Vec<String>> = workers
         .iter()
@@ -815,7 +956,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
             ),
             purge.yes,
         )?;
-        let actor = purge.actor.map_or_else(os_user, str::to_owned);
+        let actor = actor(purge.actor)?;
         Some((actor, reason.to_owned()))
     } else {
         None

@@ -85,7 +85,10 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
             }
             if cli.json {
                 let mut stdout = std::io::stdout().lock();
-                serde_json::to_writer_pretty(&mut stdout, &history)?;
+                serde_json::to_writer_pretty(
+                    &mut stdout,
+                    &serde_json::json!({"name": name, "versions": history}),
+                )?;
                 writeln!(stdout)?;
                 return Ok(());
             }
