@@ -250,6 +250,42 @@ pub struct OperationFilter {
     pub after_id: Option<OperationId>,
 }
 
+/// Writes the payload schema of every operation in `registry` into `dir`,
+/// one `<name>.json` per operation (the layout `pgoutbox schema export
+/// --out` writes and `pgoutbox schema check --against` reads), and
+/// returns the files written.
+///
+/// An application calls it from its own `main` or a test, so the schemas
+/// of the binary about to be deployed can be checked against the payloads
+/// waiting in the database before the deploy:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// pgoutbox::admin::export_schemas(&pgoutbox::Registry::from_inventory()?, "target/pgoutbox-schemas")?;
+/// // then: pgoutbox schema check --against target/pgoutbox-schemas
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// The first file or directory that cannot be written.
+pub fn export_schemas(
+    registry: &crate::Registry,
+    dir: impl AsRef<std::path::Path>,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, entry) in registry.iter() {
+        let path = dir.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(entry.registration().schema().json())? + "\n";
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 /// One row of `operations`, as operators see it.
 ///
 /// ```no_run
