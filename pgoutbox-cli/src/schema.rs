@@ -27,9 +27,17 @@ pub(crate) enum SchemaCommand {
         name: String,
     },
     /// Ready payloads that no longer validate against their operation's
-    /// latest schema (exit 1 when there are any).
-    #[command(after_help = "Examples:\n  pgoutbox schema check\n  pgoutbox schema check --json")]
-    Check,
+    /// latest schema, or against the schemas of a new binary (exit 1 when
+    /// there are any).
+    #[command(after_help = "Examples:\n  pgoutbox schema check\n  pgoutbox schema check --against target/pgoutbox-schemas   # before a deploy")]
+    Check {
+        /// Check against the `<name>.json` files in this directory, as
+        /// `pgoutbox::admin::export_schemas` writes them from the new
+        /// binary's registry, instead of the schemas recorded in the
+        /// database.
+        #[arg(long, value_name = "DIR")]
+        against: Option<PathBuf>,
+    },
 }
 
 pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliError> {
@@ -102,20 +110,64 @@ pub(crate) async fn run(cli: &Cli, command: &SchemaCommand) -> Result<(), CliErr
             }
             Ok(())
         }
-        SchemaCommand::Check => check(cli, &admin).await,
+        SchemaCommand::Check { against } => check(cli, &admin, against.as_deref()).await,
     }
 }
 
-async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
+/// The schemas exported into `dir`: `<name>.json` each.
+fn schemas_in(dir: &std::path::Path) -> Result<Vec<(String, serde_json::Value)>, CliError> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| CliError::msg(format!("{}: {e}", dir.display())))?;
+    let mut schemas = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::msg(format!("{}: {e}", path.display())))?;
+        let json = serde_json::from_str(&text)
+            .map_err(|e| CliError::msg(format!("{}: not JSON: {e}", path.display())))?;
+        schemas.push((name.to_owned(), json));
+    }
+    if schemas.is_empty() {
+        return Err(CliError::msg(format!(
+            "no `<name>.json` schema in {}: export them with `pgoutbox::admin::export_schemas`",
+            dir.display()
+        )));
+    }
+    Ok(schemas)
+}
+
+async fn check(
+    cli: &Cli,
+    admin: &Admin,
+    against: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    let (schemas, source) = match against {
+        Some(dir) => (schemas_in(dir)?, format!("the schemas in {}", dir.display())),
+        None => (
+            admin
+                .latest_schemas()
+                .await?
+                .into_iter()
+                .map(|v| (v.name, v.json_schema))
+                .collect(),
+            "their latest schema".to_owned(),
+        ),
+    };
     let mut validators = BTreeMap::new();
-    for version in admin.latest_schemas().await? {
-        let validator = jsonschema::validator_for(&version.json_schema).map_err(|e| {
+    for (name, schema) in schemas {
+        let validator = jsonschema::validator_for(&schema).map_err(|e| {
             CliError::msg(format!(
-                "the recorded schema of `{}` is not a valid JSON Schema: {e}",
-                version.name
+                "the schema of `{name}` is not a valid JSON Schema: {e}"
             ))
         })?;
-        validators.insert(version.name, validator);
+        validators.insert(name, validator);
     }
     let mut invalid = Vec::new();
     let (mut after, mut checked) = (None, 0u64);
@@ -126,6 +178,9 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
         for (id, name, payload) in page {
             checked += 1;
             let problem = match validators.get(&name) {
+                None if against.is_some() => {
+                    Some("no schema for this name in the new binary's export".to_owned())
+                }
                 None => Some("no schema recorded for this name".to_owned()),
                 Some(validator) => validator.validate(&payload).err().map(|e| e.to_string()),
             };
@@ -159,7 +214,7 @@ async fn check(cli: &Cli, admin: &Admin) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::msg(format!(
-            "{} ready payload(s) do not validate against their latest schema",
+            "{} ready payload(s) do not validate against {source}",
             invalid.len()
         )))
     }
