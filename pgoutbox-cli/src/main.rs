@@ -77,7 +77,9 @@ enum Command {
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
     /// Print a shell completion script.
-    #[command(after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\"")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
+    )]
     Completions {
         /// The shell.
         #[arg(value_enum)]
@@ -86,7 +88,9 @@ enum Command {
     /// Delete old succeeded and cancelled operations (dead and stalled only
     /// when named, asking first, recorded); their attempts and operator
     /// actions stay until the history retention removes them.
-    #[command(after_help = "Examples:\n  pgoutbox purge --older-than 30d\n  pgoutbox purge --older-than 90d --include-dead --reason \"ticket 123\" --yes")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox purge --older-than 30d\n  pgoutbox purge --older-than 90d --include-dead --reason \"ticket 123\" --yes"
+    )]
     Purge {
         /// Only operations finished longer ago than this (e.g. `30d`).
         #[arg(long, value_parser = ops::parse_duration)]
@@ -184,7 +188,7 @@ impl<E: std::error::Error + 'static> From<E> for CliError {
                 }
                 if db.code() == "42P01" {
                     cause = Cause::MissingRelation;
-                    message = db.message().to_owned();
+                    db.message().clone_into(&mut message);
                 }
             }
             source = current.source();

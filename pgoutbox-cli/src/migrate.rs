@@ -9,13 +9,19 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub(crate) enum MigrateCommand {
     /// Apply the pending migrations (safe to run from several processes).
-    #[command(after_help = "Examples:\n  pgoutbox migrate up\n  pgoutbox migrate up --schema billing_outbox")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate up\n  pgoutbox migrate up --schema billing_outbox"
+    )]
     Up,
     /// Show the applied and pending migrations.
-    #[command(after_help = "Examples:\n  pgoutbox migrate status\n  pgoutbox migrate status --json")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate status\n  pgoutbox migrate status --json"
+    )]
     Status,
     /// Print the whole SQL, for teams that apply migrations with their own tool.
-    #[command(after_help = "Examples:\n  pgoutbox migrate sql > pgoutbox.sql\n  psql \"$DATABASE_URL\" -f pgoutbox.sql")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate sql > pgoutbox.sql\n  psql \"$DATABASE_URL\" -f pgoutbox.sql"
+    )]
     Sql,
 }
 

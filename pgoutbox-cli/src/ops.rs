@@ -172,7 +172,9 @@ pub(crate) enum ResolveAs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum OpsCommand {
     /// List operations, newest first.
-    #[command(after_help = "Examples:\n  pgoutbox ops list --status stalled --status dead\n  pgoutbox ops list --name billing.charge --limit 20 --after-id 1200")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops list --status stalled --status dead\n  pgoutbox ops list --name billing.charge --limit 20 --after-id 1200"
+    )]
     List {
         #[command(flatten)]
         filter: Filter,
@@ -191,7 +193,9 @@ pub(crate) enum OpsCommand {
         id: i64,
     },
     /// Retry dead, stalled or cancelled operations (attempt count kept).
-    #[command(after_help = "Examples:\n  pgoutbox ops retry 42 --reason \"provider outage over\"\n  pgoutbox ops retry --status dead --name mail.send --reason \"SMTP fixed\" --dry-run")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops retry 42 --reason \"provider outage over\"\n  pgoutbox ops retry --status dead --name mail.send --reason \"SMTP fixed\" --dry-run"
+    )]
     Retry {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -204,7 +208,9 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Cancel pending, retrying or stalled operations.
-    #[command(after_help = "Examples:\n  pgoutbox ops cancel 42 --reason \"customer withdrew the order\"\n  pgoutbox ops cancel --status retrying --queue mail --reason \"campaign stopped\" --yes")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops cancel 42 --reason \"customer withdrew the order\"\n  pgoutbox ops cancel --status retrying --queue mail --reason \"campaign stopped\" --yes"
+    )]
     Cancel {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -217,7 +223,9 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Settle a stalled operation's unknown outcome.
-    #[command(after_help = "Examples:\n  pgoutbox ops resolve 42 --as succeeded --reason \"charge ch_123 found at the provider\"\n  pgoutbox ops resolve 42 --as dead --reason \"no charge at the provider\"")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops resolve 42 --as succeeded --reason \"charge ch_123 found at the provider\"\n  pgoutbox ops resolve 42 --as dead --reason \"no charge at the provider\""
+    )]
     Resolve {
         /// The operation's id.
         id: i64,
@@ -229,7 +237,9 @@ pub(crate) enum OpsCommand {
     },
     /// Publish succeeded, dead or cancelled operations again, as new
     /// operations linked to the originals.
-    #[command(after_help = "Examples:\n  pgoutbox ops replay 42 --reason \"resend the receipt\"\n  pgoutbox ops replay --status dead --since 2h --reason \"bug 77 fixed\" --dry-run")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops replay 42 --reason \"resend the receipt\"\n  pgoutbox ops replay --status dead --since 2h --reason \"bug 77 fixed\" --dry-run"
+    )]
     Replay {
         /// One operation (or use filters).
         id: Option<i64>,

@@ -14,14 +14,18 @@ use crate::{Cli, CliError, outln};
 pub(crate) enum SchemaCommand {
     /// The latest JSON Schema of every operation, from the database's
     /// history (as printed JSON, or one `<name>.json` per operation).
-    #[command(after_help = "Examples:\n  pgoutbox schema export\n  pgoutbox schema export --out schemas/")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox schema export\n  pgoutbox schema export --out schemas/"
+    )]
     Export {
         /// Write one file per operation into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },
     /// Every recorded schema version of one operation.
-    #[command(after_help = "Examples:\n  pgoutbox schema history billing.charge\n  pgoutbox schema history billing.charge --json")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox schema history billing.charge\n  pgoutbox schema history billing.charge --json"
+    )]
     History {
         /// The operation's name.
         name: String,
@@ -29,7 +33,9 @@ pub(crate) enum SchemaCommand {
     /// Ready payloads that no longer validate against their operation's
     /// latest schema, or against the schemas of a new binary (exit 1 when
     /// there are any).
-    #[command(after_help = "Examples:\n  pgoutbox schema check\n  pgoutbox schema check --against target/pgoutbox-schemas   # before a deploy")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox schema check\n  pgoutbox schema check --against target/pgoutbox-schemas   # before a deploy"
+    )]
     Check {
         /// Check against the `<name>.json` files in this directory, as
         /// `pgoutbox::admin::export_schemas` writes them from the new
@@ -149,7 +155,10 @@ async fn check(
     against: Option<&std::path::Path>,
 ) -> Result<(), CliError> {
     let (schemas, source) = match against {
-        Some(dir) => (schemas_in(dir)?, format!("the schemas in {}", dir.display())),
+        Some(dir) => (
+            schemas_in(dir)?,
+            format!("the schemas in {}", dir.display()),
+        ),
         None => (
             admin
                 .latest_schemas()

@@ -572,7 +572,10 @@ mod tests {
             "-- `{schema}` stands for the schema\nCREATE TABLE \"s\".t (a text DEFAULT '--\"s\"'); -- in {schema}\n"
         );
         let script = script(&Identifier::new("exported").unwrap());
-        assert!(script.contains("-- `{schema}` stands for the configured schema"), "{script}");
+        assert!(
+            script.contains("-- `{schema}` stands for the configured schema"),
+            "{script}"
+        );
     }
 
     #[test]

@@ -34,17 +34,25 @@ fn usage_errors_show_clap_whole_message() {
     let (code, _, err) = run(&["ops", "list", "--status", "nope"]);
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("[possible values: pending, running, succeeded, retrying, dead, stalled, cancelled]"),
+        err.contains(
+            "[possible values: pending, running, succeeded, retrying, dead, stalled, cancelled]"
+        ),
         "{err}"
     );
     let (code, _, err) = run(&["stast"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("a similar subcommand exists: 'stats'"), "{err}");
+    assert!(
+        err.contains("a similar subcommand exists: 'stats'"),
+        "{err}"
+    );
     // A bare `pgoutbox` prints the help.
     let (code, out, err) = run(&[]);
     assert_eq!(code, Some(2));
     let help = out + &err;
-    assert!(help.contains("Usage: pgoutbox") && help.contains("Commands:"), "{help}");
+    assert!(
+        help.contains("Usage: pgoutbox") && help.contains("Commands:"),
+        "{help}"
+    );
 }
 
 #[test]
@@ -72,11 +80,22 @@ fn help_has_examples_and_global_options_apart() {
     for command in commands {
         let (code, help, _) = run(&[*command, &["--help"][..]].concat());
         assert_eq!(code, Some(0), "{command:?}");
-        assert!(help.contains("\nExamples:\n  pgoutbox "), "{command:?}:\n{help}");
-        let (own, global) = help.split_once("Global options:\n").expect("a global heading");
-        assert!(global.contains("--database-url") && global.contains("--json"), "{help}");
+        assert!(
+            help.contains("\nExamples:\n  pgoutbox "),
+            "{command:?}:\n{help}"
+        );
+        let (own, global) = help
+            .split_once("Global options:\n")
+            .expect("a global heading");
+        assert!(
+            global.contains("--database-url") && global.contains("--json"),
+            "{help}"
+        );
         assert!(!own.contains("--database-url"), "{command:?}:\n{help}");
-        assert!(!help.contains("=]"), "an unset variable shown as empty:\n{help}");
+        assert!(
+            !help.contains("=]"),
+            "an unset variable shown as empty:\n{help}"
+        );
         assert!(help.contains("[env: PGOUTBOX_SCHEMA]"), "{help}");
     }
     // A set variable shows its value.
@@ -85,7 +104,11 @@ fn help_has_examples_and_global_options_apart() {
         .args(["stats", "--help"])
         .output()
         .unwrap();
-    assert!(String::from_utf8(out.stdout).unwrap().contains("[env: PGOUTBOX_SCHEMA=billing]"));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("[env: PGOUTBOX_SCHEMA=billing]")
+    );
 }
 
 #[test]
@@ -93,11 +116,17 @@ fn completions_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, script, err) = run(&["completions", shell]);
         assert_eq!(code, Some(0), "{shell}: {err}");
-        assert!(script.contains("pgoutbox") && script.contains("resolve"), "{shell}");
+        assert!(
+            script.contains("pgoutbox") && script.contains("resolve"),
+            "{shell}"
+        );
     }
     let (code, _, err) = run(&["completions", "tcsh"]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("[possible values: bash, elvish, fish, powershell, zsh]"), "{err}");
+    assert!(
+        err.contains("[possible values: bash, elvish, fish, powershell, zsh]"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -108,12 +137,22 @@ async fn a_wrong_schema_says_what_to_run() {
         &["stats", "--schema", "nosuch"],
         &["ops", "show", "1", "--schema", "nosuch"],
     ] {
-        let out = pgoutbox().env("DATABASE_URL", db.url()).args(args).output().unwrap();
+        let out = pgoutbox()
+            .env("DATABASE_URL", db.url())
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.starts_with("error: schema `nosuch` has no pgoutbox tables"), "{err}");
-        assert!(err.contains("`pgoutbox migrate up --schema nosuch`"), "{err}");
+        assert!(
+            err.starts_with("error: schema `nosuch` has no pgoutbox tables"),
+            "{err}"
+        );
+        assert!(
+            err.contains("`pgoutbox migrate up --schema nosuch`"),
+            "{err}"
+        );
         assert!(!err.contains(" at line "), "{err}");
     }
 }

@@ -176,7 +176,10 @@ fn an_unknown_subcommand_is_clap_message_and_exit_2() {
     let out = pgoutbox().args(["migrate", "sideways"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.starts_with("error: unrecognized subcommand 'sideways'"), "{err}");
+    assert!(
+        err.starts_with("error: unrecognized subcommand 'sideways'"),
+        "{err}"
+    );
     assert!(err.contains("Usage: pgoutbox migrate"), "{err}");
 }
 

@@ -792,7 +792,10 @@ async fn show_prints_the_idempotency_key() {
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains(&format!("idempotency key {key}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("idempotency key {key}")),
+        "{stdout}"
+    );
     let out = pgoutbox(&db)
         .args(["ops", "show", &id.to_string(), "--json"])
         .output()
@@ -826,7 +829,10 @@ async fn list_truncates_errors_shows_run_at_and_pages() {
     assert_eq!(lines.len(), 3, "{stdout}");
     for line in &lines[1..] {
         assert_eq!(line.chars().count(), 120, "{line}");
-        assert!(line.ends_with('…') && line.contains("provider said: xx"), "{line}");
+        assert!(
+            line.ends_with('…') && line.contains("provider said: xx"),
+            "{line}"
+        );
     }
     // A delayed operation shows when it will run: tomorrow, not at creation.
     let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
@@ -838,7 +844,15 @@ async fn list_truncates_errors_shows_run_at_and_pages() {
     assert!(stderr.contains(&format!("--after-id {next}")), "{stderr}");
     // The next page, as JSON, carries the whole error.
     let out = pgoutbox(&db)
-        .args(["ops", "list", "--limit", "2", "--after-id", &next.to_string(), "--json"])
+        .args([
+            "ops",
+            "list",
+            "--limit",
+            "2",
+            "--after-id",
+            &next.to_string(),
+            "--json",
+        ])
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -873,7 +887,10 @@ async fn json_outputs_are_objects_with_named_fields() {
     assert_eq!(json["counts"][0]["status"], "pending");
     assert_eq!(json["counts"][0]["name"], "json.test");
     assert_eq!(json["counts"][0]["count"], 1);
-    assert!(json["succeeded_per_minute"][0]["count"].is_number(), "{json}");
+    assert!(
+        json["succeeded_per_minute"][0]["count"].is_number(),
+        "{json}"
+    );
     let out = pgoutbox(&db)
         .args(["migrate", "status", "--json"])
         .output()
@@ -895,19 +912,37 @@ async fn actions_record_the_os_user_without_user_and_refuse_an_empty_actor() {
         .args(["ops", "retry", &id.to_string(), "--reason", "no USER"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let actor: String =
         sqlx::query_scalar("SELECT actor FROM pgoutbox.operator_actions WHERE operation_id = $1")
             .bind(id)
             .fetch_one(db.pool())
             .await
             .unwrap();
-    let me = String::from_utf8(std::process::Command::new("id").arg("-un").output().unwrap().stdout)
-        .unwrap();
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(actor, me.trim());
     let id = op(&db, "actor.test", "dead").await;
     let out = pgoutbox(&db)
-        .args(["ops", "retry", &id.to_string(), "--reason", "r", "--actor", " "])
+        .args([
+            "ops",
+            "retry",
+            &id.to_string(),
+            "--reason",
+            "r",
+            "--actor",
+            " ",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

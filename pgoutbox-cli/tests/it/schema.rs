@@ -177,8 +177,8 @@ async fn check_against_the_schemas_a_new_binary_exports() {
     let dir = std::env::temp_dir().join(format!("pgoutbox-against-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // What an application does from its own main or test: one line.
-    let registry = pgoutbox::Registry::from_registrations(pgoutbox::handlers![new_binary::send_mail])
-        .unwrap();
+    let registry =
+        pgoutbox::Registry::from_registrations(pgoutbox::handlers![new_binary::send_mail]).unwrap();
     let written = pgoutbox::admin::export_schemas(&registry, &dir).unwrap();
     assert_eq!(written, vec![dir.join("mail.send.json")]);
 
@@ -197,12 +197,17 @@ async fn check_against_the_schemas_a_new_binary_exports() {
         "{stdout}"
     );
     assert!(
-        stdout.contains(&format!("{gone} mail.legacy: no schema for this name in the new binary's export")),
+        stdout.contains(&format!(
+            "{gone} mail.legacy: no schema for this name in the new binary's export"
+        )),
         "{stdout}"
     );
     assert!(!stdout.contains(&format!("\n{ok} ")), "{stdout}");
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("2 ready payload(s) do not validate against the schemas in"), "{stderr}");
+    assert!(
+        stderr.contains("2 ready payload(s) do not validate against the schemas in"),
+        "{stderr}"
+    );
 
     // Once the stale payloads are settled the check passes.
     sqlx::query("DELETE FROM pgoutbox.operations WHERE id <> $1")
@@ -215,6 +220,10 @@ async fn check_against_the_schemas_a_new_binary_exports() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
