@@ -8,30 +8,50 @@ mod schema;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::io::Write as _;
+
+use clap::error::ErrorKind;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use pgoutbox::migrate::Identifier;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 
 /// Operate pgoutbox: apply its migrations, inspect and steer operations.
 #[derive(Debug, Parser)]
-#[command(name = "pgoutbox", version, about, long_about = None)]
+#[command(
+    name = "pgoutbox",
+    version,
+    about,
+    long_about = None,
+    arg_required_else_help = true,
+    after_help = "Examples:\n  pgoutbox migrate up --database-url postgres://app@db/app\n  pgoutbox ops list --status stalled"
+)]
 struct Cli {
     /// PostgreSQL connection URL.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        hide_env_values = true,
+        help_heading = GLOBAL
+    )]
     database_url: Option<String>,
 
     /// The schema that holds pgoutbox's tables.
-    #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox::migrate::DEFAULT_SCHEMA)]
+    #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox::migrate::DEFAULT_SCHEMA, help_heading = GLOBAL)]
     schema: Identifier,
 
     /// Print JSON instead of tables.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
 
     #[command(subcommand)]
     command: Command,
 }
+
+/// The heading of the options every command accepts, listed apart from
+/// each command's own.
+const GLOBAL: &str = "Global options";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -41,21 +61,36 @@ enum Command {
     /// Inspect and act on operations (every action is recorded).
     #[command(subcommand)]
     Ops(ops::OpsCommand),
-    /// Show a whole workflow tree under a root operation.
+    /// Show the whole workflow tree an operation belongs to, from its root.
+    #[command(after_help = "Examples:\n  pgoutbox workflow 42\n  pgoutbox workflow 42 --json")]
     Workflow {
-        /// The root operation's id.
+        /// Any operation of the workflow (the root or a descendant, which is marked).
         id: i64,
     },
     /// Counts by state and name, pace, live workers, unhandled names.
+    #[command(after_help = "Examples:\n  pgoutbox stats\n  pgoutbox stats --json")]
     Stats,
     /// Live and recently dead workers.
+    #[command(after_help = "Examples:\n  pgoutbox workers\n  pgoutbox workers --json")]
     Workers,
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Delete old succeeded and cancelled operations (dead and stalled only
     /// when named, asking first, recorded); their attempts and operator
     /// actions stay until the history retention removes them.
+    #[command(
+        after_help = "Examples:\n  pgoutbox purge --older-than 30d\n  pgoutbox purge --older-than 90d --include-dead --reason \"ticket 123\" --yes"
+    )]
     Purge {
         /// Only operations finished longer ago than this (e.g. `30d`).
         #[arg(long, value_parser = ops::parse_duration)]
@@ -87,40 +122,119 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A failure to report: one line on stderr and a non-zero exit.
 #[derive(Debug)]
-struct CliError(String);
+struct CliError {
+    message: String,
+    cause: Cause,
+}
 
-impl<E: std::fmt::Display> From<E> for CliError {
-    fn from(e: E) -> Self {
-        CliError(e.to_string())
+/// What the error turned out to be, where it changes what is said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cause {
+    Other,
+    /// Our output's reader went away (`pgoutbox ops list | head`): not an
+    /// error at all.
+    BrokenPipe,
+    /// A relation the statement names does not exist: the schema has not
+    /// been migrated.
+    MissingRelation,
+}
+
+impl CliError {
+    fn msg(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            cause: Cause::Other,
+        }
+    }
+
+    /// The line to print, given the schema the command was pointed at.
+    fn render(&self, schema: &Identifier) -> String {
+        match self.cause {
+            Cause::MissingRelation => format!(
+                "schema `{schema}` has no pgoutbox tables ({}): create them with \
+                 `pgoutbox migrate up --schema {schema}`, or name the right schema with `--schema`",
+                self.message
+            ),
+            _ => self.message.clone(),
+        }
     }
 }
+
+impl<E: std::error::Error + 'static> From<E> for CliError {
+    fn from(e: E) -> Self {
+        let mut message = e.to_string();
+        let mut cause = Cause::Other;
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(current) = source {
+            if let Some(io) = current.downcast_ref::<std::io::Error>()
+                && io.kind() == std::io::ErrorKind::BrokenPipe
+            {
+                cause = Cause::BrokenPipe;
+            }
+            if let Some(json) = current.downcast_ref::<serde_json::Error>()
+                && json.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe)
+            {
+                cause = Cause::BrokenPipe;
+            }
+            let db = current
+                .downcast_ref::<sqlx::Error>()
+                .and_then(sqlx::Error::as_database_error)
+                .and_then(|d| d.try_downcast_ref::<PgDatabaseError>())
+                .or_else(|| current.downcast_ref::<PgDatabaseError>());
+            if let Some(db) = db {
+                // PostgreSQL's own source line is noise to an operator.
+                if let Some(line) = db.line() {
+                    message = message.replace(&format!(" at line {line}"), "");
+                }
+                if db.code() == "42P01" {
+                    cause = Cause::MissingRelation;
+                    db.message().clone_into(&mut message);
+                }
+            }
+            source = current.source();
+        }
+        CliError { message, cause }
+    }
+}
+
+/// Writes a line to stdout, as `println!` does, but returns the error
+/// (a closed pipe among them) instead of panicking.
+macro_rules! outln {
+    () => {
+        std::io::Write::write_all(&mut std::io::stdout().lock(), b"\n")?
+    };
+    ($($arg:tt)*) => {
+        std::io::Write::write_fmt(&mut std::io::stdout().lock(), format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+pub(crate) use outln;
 
 impl Cli {
     /// Connects to the database named by `--database-url` / `DATABASE_URL`.
     async fn pool(&self) -> Result<PgPool, CliError> {
         let url = self.database_url.as_deref().ok_or_else(|| {
-            CliError("no database given: pass `--database-url` or set DATABASE_URL".to_owned())
+            CliError::msg("no database given: pass `--database-url` or set DATABASE_URL".to_owned())
         })?;
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
             ));
         }
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
-            .map_err(|e| CliError(format!("invalid database URL: {e}")))?
+            .map_err(|e| CliError::msg(format!("invalid database URL: {e}")))?
             .application_name("pgoutbox-cli");
         // One direct connection first: a pool would retry until its timeout
         // and then report only "pool timed out", hiding the real cause.
         let first = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
             .await
             .map_err(|_| {
-                CliError(format!(
+                CliError::msg(format!(
                     "cannot connect to the database: no answer within {}s",
                     CONNECT_TIMEOUT.as_secs()
                 ))
             })?
-            .map_err(|e| CliError(format!("cannot connect to the database: {e}")))?;
+            .map_err(|e| CliError::msg(format!("cannot connect to the database: {e}")))?;
         first.close().await?;
         Ok(PgPoolOptions::new()
             .max_connections(2)
@@ -129,24 +243,29 @@ impl Cli {
     }
 }
 
+/// Parses the command line: the whole of clap's message on a usage error
+/// (exit 2), help on stdout for `--help` and for a bare `pgoutbox`.
+fn parse() -> Result<Cli, ExitCode> {
+    // An unset variable is shown as `[env: PGOUTBOX_SCHEMA]`, not as an
+    // empty value; a set one with its value.
+    let schema_unset = std::env::var_os("PGOUTBOX_SCHEMA").is_none();
+    let command = Cli::command().mut_arg("schema", |a| a.hide_env_values(schema_unset));
+    let parsed = command
+        .try_get_matches()
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
+    parsed.map_err(|e| {
+        let _ = e.print();
+        match e.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+            _ => ExitCode::from(2),
+        }
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help and --version.
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            // clap's own message, without the usage and tip that follow it.
-            let rendered = e.render().to_string();
-            let line = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{line}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -160,8 +279,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(CliError(message)) => {
-            eprintln!("error: {message}");
+        Err(e) if e.cause == Cause::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.render(&cli.schema));
             ExitCode::FAILURE
         }
     }
@@ -174,6 +294,16 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Workflow { id } => ops::workflow(cli, *id).await,
         Command::Stats => ops::stats(cli).await,
         Command::Workers => ops::workers(cli).await,
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a failed write,
+            // and a closed pipe must end quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "pgoutbox", &mut script);
+            let mut out = std::io::stdout().lock();
+            out.write_all(&script)?;
+            out.flush()?;
+            Ok(())
+        }
         Command::Schema(command) => schema::run(cli, command).await,
         Command::Purge {
             older_than,

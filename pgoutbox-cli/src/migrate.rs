@@ -9,10 +9,19 @@ use crate::{Cli, CliError};
 #[derive(Debug, Subcommand)]
 pub(crate) enum MigrateCommand {
     /// Apply the pending migrations (safe to run from several processes).
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate up\n  pgoutbox migrate up --schema billing_outbox"
+    )]
     Up,
     /// Show the applied and pending migrations.
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate status\n  pgoutbox migrate status --json"
+    )]
     Status,
     /// Print the whole SQL, for teams that apply migrations with their own tool.
+    #[command(
+        after_help = "Examples:\n  pgoutbox migrate sql > pgoutbox.sql\n  psql \"$DATABASE_URL\" -f pgoutbox.sql"
+    )]
     Sql,
 }
 
@@ -26,6 +35,19 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
         MigrateCommand::Up => {
             let pool = cli.pool().await?;
             let applied = pgoutbox::migrate::run(&pool, schema).await?;
+            if cli.json {
+                pool.close().await;
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({
+                        "schema": schema.as_str(),
+                        "applied": applied,
+                        "version": pgoutbox::migrate::latest_version(),
+                    }),
+                )?;
+                writeln!(out)?;
+                return Ok(());
+            }
             if applied.is_empty() {
                 writeln!(
                     out,
@@ -54,6 +76,30 @@ pub(crate) async fn run(cli: &Cli, command: &MigrateCommand) -> Result<(), CliEr
                 std::cmp::Ordering::Less => format!("{} pending", status.pending.len()),
                 std::cmp::Ordering::Greater => "database is newer than this binary".to_owned(),
             };
+            if cli.json {
+                let pending: Vec<_> = pgoutbox::migrate::migrations()
+                    .iter()
+                    .filter(|m| status.pending.contains(&m.version()))
+                    .map(|m| serde_json::json!({"version": m.version(), "name": m.name()}))
+                    .collect();
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({
+                        "schema": schema.as_str(),
+                        "database_version": status.database_version(),
+                        "binary_version": status.binary_version,
+                        "state": state,
+                        "applied": status.applied.iter().map(|a| serde_json::json!({
+                            "version": a.version,
+                            "name": a.name,
+                            "checksum": a.checksum,
+                        })).collect::<Vec<_>>(),
+                        "pending": pending,
+                    }),
+                )?;
+                writeln!(out)?;
+                return Ok(());
+            }
             writeln!(
                 out,
                 "schema `{schema}`: database at version {}, binary at version {} ({state})",

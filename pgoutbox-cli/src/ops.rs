@@ -10,7 +10,7 @@ use pgoutbox::admin::{
 };
 use pgoutbox::{OperationId, Outcome, Status};
 
-use crate::{Cli, CliError};
+use crate::{Cli, CliError, outln};
 
 /// A duration on the command line: `90s`, `15m`, `2h`, `7d`, `1h 30m` (as
 /// `humantime` reads them, like the settings).
@@ -80,6 +80,7 @@ impl Filter {
             queue: self.queue.clone(),
             since: self.since,
             limit,
+            after_id: None,
         }
     }
 }
@@ -103,21 +104,63 @@ impl Trail {
     fn reason(&self) -> Result<&str, CliError> {
         let reason = self.reason.trim();
         if reason.is_empty() {
-            return Err(CliError("`--reason` must not be empty".to_owned()));
+            return Err(CliError::msg("`--reason` must not be empty".to_owned()));
         }
         Ok(reason)
     }
 
-    fn actor(&self) -> String {
-        self.actor.clone().unwrap_or_else(os_user)
+    fn actor(&self) -> Result<String, CliError> {
+        actor(self.actor.as_deref())
     }
 }
 
-/// The default actor: the OS user.
-fn os_user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned())
+/// Who acts: `--actor`, else the OS user; refused when neither is known,
+/// since an action recorded as done by nobody in particular is no trail.
+pub(crate) fn actor(given: Option<&str>) -> Result<String, CliError> {
+    if let Some(actor) = given {
+        let actor = actor.trim();
+        if actor.is_empty() {
+            return Err(CliError::msg("`--actor` must not be empty"));
+        }
+        return Ok(actor.to_owned());
+    }
+    os_user().ok_or_else(|| {
+        CliError::msg(
+            "cannot tell who is acting ($USER and $LOGNAME are unset and the OS user has no name): \
+             pass `--actor`",
+        )
+    })
+}
+
+/// The OS user: `$USER`, else `$LOGNAME`, else the name of the process's
+/// user id in `/etc/passwd` (containers and cron jobs often set neither
+/// variable).
+fn os_user() -> Option<String> {
+    let from_env = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .map(|v| v.trim().to_owned())
+        .find(|v| !v.is_empty());
+    from_env.or_else(passwd_user)
+}
+
+#[cfg(unix)]
+fn passwd_user() -> Option<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    // The owner of `/proc/self` is the process's user id.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()?
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == uid)
+        .map(|fields| fields[0].to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+#[cfg(not(unix))]
+fn passwd_user() -> Option<String> {
+    None
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -129,19 +172,30 @@ pub(crate) enum ResolveAs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum OpsCommand {
     /// List operations, newest first.
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops list --status stalled --status dead\n  pgoutbox ops list --name billing.charge --limit 20 --after-id 1200"
+    )]
     List {
         #[command(flatten)]
         filter: Filter,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (a page; the next one starts with `--after-id`).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
+        /// Only operations older than this id: the next page after the
+        /// last id shown.
+        #[arg(long)]
+        after_id: Option<i64>,
     },
     /// Show an operation: payload, attempts, operator actions, parent and children.
+    #[command(after_help = "Examples:\n  pgoutbox ops show 42\n  pgoutbox ops show 42 --json")]
     Show {
         /// The operation's id.
         id: i64,
     },
     /// Retry dead, stalled or cancelled operations (attempt count kept).
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops retry 42 --reason \"provider outage over\"\n  pgoutbox ops retry --status dead --name mail.send --reason \"SMTP fixed\" --dry-run"
+    )]
     Retry {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -154,6 +208,9 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Cancel pending, retrying or stalled operations.
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops cancel 42 --reason \"customer withdrew the order\"\n  pgoutbox ops cancel --status retrying --queue mail --reason \"campaign stopped\" --yes"
+    )]
     Cancel {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -166,6 +223,9 @@ pub(crate) enum OpsCommand {
         dry_run: bool,
     },
     /// Settle a stalled operation's unknown outcome.
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops resolve 42 --as succeeded --reason \"charge ch_123 found at the provider\"\n  pgoutbox ops resolve 42 --as dead --reason \"no charge at the provider\""
+    )]
     Resolve {
         /// The operation's id.
         id: i64,
@@ -177,6 +237,9 @@ pub(crate) enum OpsCommand {
     },
     /// Publish succeeded, dead or cancelled operations again, as new
     /// operations linked to the originals.
+    #[command(
+        after_help = "Examples:\n  pgoutbox ops replay 42 --reason \"resend the receipt\"\n  pgoutbox ops replay --status dead --since 2h --reason \"bug 77 fixed\" --dry-run"
+    )]
     Replay {
         /// One operation (or use filters).
         id: Option<i64>,
@@ -234,37 +297,95 @@ fn op_row(op: &OperationRow) -> Vec<String> {
         op.queue.clone(),
         format!("{}/{}", op.attempt, op.max_attempts),
         op.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-        op.last_error.clone().unwrap_or_default(),
+        op.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        // One line per operation: a multi-line error would break the table.
+        op.last_error
+            .as_deref()
+            .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default(),
     ]
 }
 
-const OP_HEADER: [&str; 7] = [
+const OP_HEADER: [&str; 8] = [
     "ID",
     "NAME",
     "STATUS",
     "QUEUE",
     "ATTEMPTS",
     "CREATED",
+    "RUN AT",
     "LAST ERROR",
 ];
+
+/// The width `ops list` fits its last column into: `$COLUMNS`, else this.
+const DEFAULT_WIDTH: usize = 120;
+
+/// The terminal's width as the shell exports it (`$COLUMNS`), else
+/// [`DEFAULT_WIDTH`].
+fn terminal_width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|w: &usize| *w > 0)
+        .unwrap_or(DEFAULT_WIDTH)
+}
+
+/// Cuts the last cell of each row so that the row fits `width` columns
+/// (keeping at least 20 characters of it), marking the cut with `…`.
+fn fit_last_column(header: &[&str], rows: &mut [Vec<String>], width: usize) {
+    let n = header.len();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows.iter() {
+        for (w, cell) in widths.iter_mut().zip(row).take(n - 1) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let used: usize = widths[..n - 1].iter().map(|w| w + 2).sum();
+    let room = width.saturating_sub(used).max(20);
+    for row in rows.iter_mut() {
+        if let Some(last) = row.last_mut()
+            && last.chars().count() > room
+        {
+            *last = last.chars().take(room - 1).collect::<String>() + "…";
+        }
+    }
+}
 
 pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError> {
     let pool = cli.pool().await?;
     let admin = admin(cli, pool);
     match command {
-        OpsCommand::List { filter, limit } => {
-            let ops = admin.list(&filter.to_filter(Some(*limit))).await?;
+        OpsCommand::List {
+            filter,
+            limit,
+            after_id,
+        } => {
+            let mut query = filter.to_filter(Some(*limit));
+            query.after_id = after_id.map(OperationId::from_i64);
+            let ops = admin.list(&query).await?;
+            // A full page may have a next one.
+            let next = (i64::try_from(ops.len()).ok() == Some(*limit))
+                .then(|| ops.last().map(|o| o.id))
+                .flatten();
             if cli.json {
-                print_json(&ops)
-            } else {
-                print_table(&OP_HEADER, &ops.iter().map(op_row).collect::<Vec<_>>())
+                return print_json(&serde_json::json!({
+                    "operations": ops,
+                    "next_after_id": next,
+                }));
             }
+            let mut rows = ops.iter().map(op_row).collect::<Vec<_>>();
+            fit_last_column(&OP_HEADER, &mut rows, terminal_width());
+            print_table(&OP_HEADER, &rows)?;
+            if let Some(next) = next {
+                eprintln!("more may follow: add `--after-id {next}` for the next page");
+            }
+            Ok(())
         }
         OpsCommand::Show { id } => {
             let detail = admin
                 .show(OperationId::from_i64(*id))
                 .await?
-                .ok_or_else(|| CliError(format!("no operation with id {id}")))?;
+                .ok_or_else(|| CliError::msg(format!("no operation with id {id}")))?;
             if cli.json {
                 return print_json(&detail);
             }
@@ -299,7 +420,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
             });
             let id = OperationId::from_i64(*id);
             let outcome = admin
-                .act(id, action, &trail.actor(), trail.reason()?)
+                .act(id, action, &trail.actor()?, trail.reason()?)
                 .await?;
             report_one(cli, id, action, &outcome)
         }
@@ -332,6 +453,11 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             .iter()
             .map(|c| c.as_i64())
             .collect::<Vec<_>>()
+    )?;
+    writeln!(
+        out,
+        "  idempotency key {} (the handler's `ctx.idempotency_key()`)",
+        op.external_key
     )?;
     writeln!(out, "  schema hash {}", op.schema_hash)?;
     writeln!(out, "  payload {}", op.payload)?;
@@ -396,11 +522,11 @@ fn report_one(
     match outcome {
         ActionOutcome::Applied { .. } => {
             if !cli.json {
-                println!("{}", outcome.message(id, action));
+                outln!("{}", outcome.message(id, action));
             }
             Ok(())
         }
-        _ => Err(CliError(outcome.message(id, action))),
+        _ => Err(CliError::msg(outcome.message(id, action))),
     }
 }
 
@@ -445,15 +571,15 @@ async fn bulk(
     dry_run: bool,
 ) -> Result<(), CliError> {
     let reason = trail.reason()?;
-    let actor = trail.actor();
+    let actor = trail.actor()?;
     if let Some(id) = id.map(OperationId::from_i64) {
         if !filter.is_empty() {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "give an operation id or filters, not both".to_owned(),
             ));
         }
         if dry_run {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "`--dry-run` lists what filters select; `ops show ID` shows one operation"
                     .to_owned(),
             ));
@@ -462,7 +588,7 @@ async fn bulk(
         return report_one(cli, id, action, &outcome);
     }
     if filter.is_empty() {
-        return Err(CliError(format!(
+        return Err(CliError::msg(format!(
             "{action} needs an operation id or at least one filter (--status, --name, --queue, --since)"
         )));
     }
@@ -470,7 +596,7 @@ async fn bulk(
     let allowed = action.allowed_from();
     let preview = admin.bulk_preview(action, &filter, BULK_SAMPLE).await?;
     let Some(upto) = preview.upto else {
-        println!("no operation matches");
+        outln!("no operation matches");
         return Ok(());
     };
     if dry_run {
@@ -526,15 +652,15 @@ async fn bulk(
     if cli.json {
         print_json(&summary)?;
     } else {
-        println!("{line}");
+        outln!("{line}");
         for error in &summary.errors {
-            println!("  {error}");
+            outln!("  {error}");
         }
     }
     if summary.errors.is_empty() && summary.refused == 0 {
         Ok(())
     } else {
-        Err(CliError(line))
+        Err(CliError::msg(line))
     }
 }
 
@@ -626,7 +752,7 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(CliError(format!(
+        return Err(CliError::msg(format!(
             "{question} refusing without confirmation on a non-interactive input: pass --yes"
         )));
     }
@@ -637,19 +763,28 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
     if matches!(answer.trim(), "y" | "Y" | "yes") {
         Ok(())
     } else {
-        Err(CliError("not confirmed; nothing done".to_owned()))
+        Err(CliError::msg("not confirmed; nothing done".to_owned()))
     }
 }
 
-pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
+pub(crate) async fn workflow(cli: &Cli, id: i64) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
-    let root = OperationId::from_i64(root);
-    let ops = admin.workflow(root).await?;
-    if ops.is_empty() {
-        return Err(CliError(format!("no operation with id {root}")));
+    let asked = OperationId::from_i64(id);
+    let mut ops = admin.workflow(asked).await?;
+    // A descendant names its root: show the whole tree from there.
+    let root = match ops.iter().find(|o| o.id == asked) {
+        None => return Err(CliError::msg(format!("no operation with id {asked}"))),
+        Some(op) => op.root_id.unwrap_or(asked),
+    };
+    if root != asked {
+        ops = admin.workflow(root).await?;
     }
     if cli.json {
-        return print_json(&ops);
+        return print_json(&serde_json::json!({
+            "root": root,
+            "requested": asked,
+            "operations": ops,
+        }));
     }
     // Depth-first from the root, children in id order.
     let mut out = std::io::stdout().lock();
@@ -658,11 +793,16 @@ pub(crate) async fn workflow(cli: &Cli, root: i64) -> Result<(), CliError> {
         if let Some(op) = ops.iter().find(|o| o.id == id) {
             writeln!(
                 out,
-                "{}{} {} {}",
+                "{}{} {} {}{}",
                 "  ".repeat(depth),
                 op.id,
                 op.name,
-                op.status
+                op.status,
+                if id == asked && root != asked {
+                    "  <- requested"
+                } else {
+                    ""
+                }
             )?;
             let mut children: Vec<OperationId> = ops
                 .iter()
@@ -686,7 +826,24 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
     let stats = admin.stats(LIVE, 5).await?;
     if cli.json {
-        return print_json(&stats);
+        // Named fields, never positional tuples.
+        return print_json(&serde_json::json!({
+            "counts": stats.counts.iter().map(|(status, name, count)| {
+                serde_json::json!({"status": status, "name": name, "count": count})
+            }).collect::<Vec<_>>(),
+            "oldest_ready_seconds": stats.oldest_ready_seconds,
+            "succeeded_per_minute": stats.succeeded_per_minute.iter().enumerate().map(|(i, count)| {
+                // Oldest first: the first of n is n minutes ago.
+                serde_json::json!({"minutes_ago": stats.succeeded_per_minute.len() - i, "count": count})
+            }).collect::<Vec<_>>(),
+            "workers": stats.workers,
+            "unhandled": stats.unhandled.iter().map(|(name, count)| {
+                serde_json::json!({"name": name, "count": count})
+            }).collect::<Vec<_>>(),
+            "unserved": stats.unserved.iter().map(|(queue, name, count)| {
+                serde_json::json!({"queue": queue, "name": name, "count": count})
+            }).collect::<Vec<_>>(),
+        }));
     }
     let rows: Vec<Vec<String>> = stats
         .counts
@@ -694,19 +851,19 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
         .map(|(status, name, n)| vec![status.to_string(), name.clone(), n.to_string()])
         .collect();
     print_table(&["STATUS", "NAME", "COUNT"], &rows)?;
-    println!();
+    outln!();
     match stats.oldest_ready_seconds {
-        Some(s) => println!("oldest ready operation: waiting {s:.1}s"),
-        None => println!("oldest ready operation: none waiting"),
+        Some(s) => outln!("oldest ready operation: waiting {s:.1}s"),
+        None => outln!("oldest ready operation: none waiting"),
     }
-    println!(
+    outln!(
         "succeeded per minute (last {} minutes, oldest first): {:?}",
         stats.succeeded_per_minute.len(),
         stats.succeeded_per_minute
     );
-    println!("live workers: {}", stats.workers.len());
+    outln!("live workers: {}", stats.workers.len());
     for w in &stats.workers {
-        println!(
+        outln!(
             "  {} {}:{} ×{} handles {}",
             w.id,
             w.host,
@@ -716,17 +873,17 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
         );
     }
     if stats.unhandled.is_empty() {
-        println!("every ready operation has a live worker");
+        outln!("every ready operation has a live worker");
     } else {
-        println!("ready operations that no live worker handles:");
+        outln!("ready operations that no live worker handles:");
         for (name, n) in &stats.unhandled {
-            println!("  {name}: {n}");
+            outln!("  {name}: {n}");
         }
     }
     if !stats.unserved.is_empty() {
-        println!("ready operations in a queue that no live worker handling them serves:");
+        outln!("ready operations in a queue that no live worker handling them serves:");
         for (queue, name, n) in &stats.unserved {
-            println!("  {queue} / {name}: {n}");
+            outln!("  {queue} / {name}: {n}");
         }
     }
     Ok(())
@@ -736,7 +893,7 @@ pub(crate) async fn workers(cli: &Cli) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
     let workers = admin.workers(LIVE, RECENT).await?;
     if cli.json {
-        return print_json(&workers);
+        return print_json(&serde_json::json!({"workers": workers}));
     }
     let rows: Vec<Vec<String>> = workers
         .iter()
@@ -777,7 +934,7 @@ const HISTORY_DEFAULT: &str = "90d";
 
 pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> {
     if purge.batch < 1 {
-        return Err(CliError("`--batch` must be at least 1".to_owned()));
+        return Err(CliError::msg("`--batch` must be at least 1".to_owned()));
     }
     let mut statuses = vec![Status::Succeeded, Status::Cancelled];
     if purge.include_dead {
@@ -797,7 +954,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
     let trail = if decided {
         let reason = purge.reason.map(str::trim).unwrap_or_default();
         if reason.is_empty() {
-            return Err(CliError(
+            return Err(CliError::msg(
                 "`--include-dead` and `--include-stalled` need a `--reason` (it is recorded)"
                     .to_owned(),
             ));
@@ -809,7 +966,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
             ),
             purge.yes,
         )?;
-        let actor = purge.actor.map_or_else(os_user, str::to_owned);
+        let actor = actor(purge.actor)?;
         Some((actor, reason.to_owned()))
     } else {
         None
@@ -845,7 +1002,7 @@ pub(crate) async fn purge(cli: &Cli, purge: &Purge<'_>) -> Result<(), CliError> 
     if cli.json {
         return print_json(&serde_json::json!({"deleted": total, "statuses": statuses}));
     }
-    println!(
+    outln!(
         "purged {total} operation(s) ({names}); their attempts and operator actions stay until \
          the history retention (`workflow_system.retention.history`, default {HISTORY_DEFAULT}) \
          removes them{}",

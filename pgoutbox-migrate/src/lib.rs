@@ -137,7 +137,7 @@ impl Migration {
     /// assert!(sql.contains("CREATE TABLE \"outbox\".operations"));
     /// ```
     pub fn sql(&self, schema: &Identifier) -> String {
-        self.template.replace(SCHEMA_PLACEHOLDER, &schema.quoted())
+        substitute_schema(self.template, &schema.quoted())
     }
 
     /// SHA-256 (hex) of the migration's text before the schema is put in, so
@@ -388,6 +388,9 @@ pub async fn check(pool: &PgPool, schema: &Identifier) -> Result<(), Error> {
 
 /// The whole SQL that [`run`] would apply to an empty database, as one
 /// transaction, for teams that apply migrations with their own tool.
+/// Each migration is guarded by the version table, so the script applies
+/// twice (or over a database [`run`] migrated) without error; the
+/// migrations' comments are left as written.
 ///
 /// ```
 /// let schema = pgoutbox_migrate::Identifier::default();
@@ -406,23 +409,59 @@ pub fn script(schema: &Identifier) -> String {
         prelude = prelude_sql(schema),
     );
     for migration in MIGRATIONS {
-        // Writing to a String cannot fail.
+        // Each migration runs only when the version table does not record
+        // it yet, so the script applies twice, or over a database that
+        // `run` migrated, without error.
         let _ = write!(
             out,
-            "\n-- migration {:04}_{}\n{}\nINSERT INTO {}.{VERSION_TABLE} (version, name, checksum) \
-             VALUES ({}, '{}', '{}');\n",
-            migration.version,
-            migration.name,
-            migration.sql(schema),
-            schema.quoted(),
-            migration.version,
-            migration.name,
-            migration.checksum()
+            "\n-- migration {version:04}_{name}\n\
+             DO {SCRIPT_QUOTE}\nBEGIN\n\
+             IF NOT EXISTS (SELECT 1 FROM {quoted}.{VERSION_TABLE} WHERE version = {version}) THEN\n\
+             EXECUTE {tag}\n{sql}\n{tag};\n\
+             INSERT INTO {quoted}.{VERSION_TABLE} (version, name, checksum) \
+             VALUES ({version}, '{name}', '{checksum}');\n\
+             END IF;\nEND\n{SCRIPT_QUOTE};\n",
+            version = migration.version,
+            name = migration.name,
+            quoted = schema.quoted(),
+            tag = "$pgoutbox_sql$",
+            sql = migration.sql(schema),
+            checksum = migration.checksum()
         );
     }
     out.push_str("\nCOMMIT;\n");
     out
 }
+
+/// Puts `quoted` in for the schema placeholder in SQL code, leaving `--`
+/// comments as written (they explain the placeholder itself). A `--` inside
+/// a single-quoted literal does not start a comment.
+fn substitute_schema(template: &str, quoted: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    for line in template.split_inclusive('\n') {
+        let mut in_literal = false;
+        let mut comment_at = line.len();
+        let bytes = line.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            match b {
+                b'\'' => in_literal = !in_literal,
+                b'-' if !in_literal && bytes.get(i + 1) == Some(&b'-') => {
+                    comment_at = i;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let (code, comment) = line.split_at(comment_at);
+        out.push_str(&code.replace(SCHEMA_PLACEHOLDER, quoted));
+        out.push_str(comment);
+    }
+    out
+}
+
+/// The dollar-quote tag that wraps a migration's text in [`script`]; no
+/// migration may contain it (a unit test checks).
+const SCRIPT_QUOTE: &str = "$pgoutbox_migration$";
 
 fn prelude_sql(schema: &Identifier) -> String {
     format!(
@@ -515,11 +554,37 @@ mod tests {
     }
 
     #[test]
+    fn no_migration_contains_the_script_quotes() {
+        for m in migrations() {
+            assert!(!m.template.contains(SCRIPT_QUOTE), "{}", m.name());
+            assert!(!m.template.contains("$pgoutbox_sql$"), "{}", m.name());
+        }
+    }
+
+    #[test]
+    fn comments_keep_the_placeholder() {
+        let sql = substitute_schema(
+            "-- `{schema}` stands for the schema\nCREATE TABLE {schema}.t (a text DEFAULT '--{schema}'); -- in {schema}\n",
+            "\"s\"",
+        );
+        assert_eq!(
+            sql,
+            "-- `{schema}` stands for the schema\nCREATE TABLE \"s\".t (a text DEFAULT '--\"s\"'); -- in {schema}\n"
+        );
+        let script = script(&Identifier::new("exported").unwrap());
+        assert!(
+            script.contains("-- `{schema}` stands for the configured schema"),
+            "{script}"
+        );
+    }
+
+    #[test]
     fn every_statement_is_schema_qualified() {
         let sql = script(&Identifier::new("s").unwrap());
-        assert!(!sql.contains(SCHEMA_PLACEHOLDER));
         for line in sql.lines() {
-            let line = line.trim_start();
+            // Comments keep the placeholder: they explain it.
+            let line = line.split("--").next().unwrap_or_default().trim_start();
+            assert!(!line.contains(SCHEMA_PLACEHOLDER), "{line}");
             if line.starts_with("CREATE TABLE") || line.starts_with("CREATE INDEX") {
                 assert!(line.contains("\"s\"."), "unqualified: {line}");
             }

@@ -244,6 +244,46 @@ pub struct OperationFilter {
     pub since: Option<Duration>,
     /// At most this many (newest first).
     pub limit: Option<i64>,
+    /// Only operations older than this one (`id < after_id`): the next
+    /// page of a list, after the last id of the previous one. Bulk actions
+    /// ignore it, as they ignore `limit`.
+    pub after_id: Option<OperationId>,
+}
+
+/// Writes the payload schema of every operation in `registry` into `dir`,
+/// one `<name>.json` per operation (the layout `pgoutbox schema export
+/// --out` writes and `pgoutbox schema check --against` reads), and
+/// returns the files written.
+///
+/// An application calls it from its own `main` or a test, so the schemas
+/// of the binary about to be deployed can be checked against the payloads
+/// waiting in the database before the deploy:
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// pgoutbox::admin::export_schemas(&pgoutbox::Registry::from_inventory()?, "target/pgoutbox-schemas")?;
+/// // then: pgoutbox schema check --against target/pgoutbox-schemas
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// The first file or directory that cannot be written.
+pub fn export_schemas(
+    registry: &crate::Registry,
+    dir: impl AsRef<std::path::Path>,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    for (name, entry) in registry.iter() {
+        let path = dir.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(entry.registration().schema().json())? + "\n";
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// One row of `operations`, as operators see it.
@@ -299,6 +339,10 @@ pub struct OperationRow {
     pub payload: serde_json::Value,
     /// The payload's schema hash.
     pub schema_hash: String,
+    /// The idempotency key handed to its handler
+    /// (`ctx.idempotency_key()`): the key to look the side effect up by
+    /// at an external service that deduplicates on it.
+    pub external_key: Uuid,
 }
 
 /// One attempt.
@@ -573,6 +617,7 @@ impl Admin {
             queue: filter.queue.as_deref(),
             since_ms: filter.since.map(millis),
             limit: filter.limit,
+            before_id: filter.after_id.map(OperationId::as_i64),
         };
         self.store.list_operations(&mut conn, filter).await
     }
@@ -920,6 +965,7 @@ impl FromRow<'_, PgRow> for OperationRow {
             finished_at: row.try_get("finished_at")?,
             payload: row.try_get("payload")?,
             schema_hash: row.try_get("schema_hash")?,
+            external_key: row.try_get("external_key")?,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The `pgoutbox` command end to end, against a real database.
 
+mod cli;
 mod migrate;
 mod ops;
 mod schema;

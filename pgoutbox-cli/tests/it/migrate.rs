@@ -111,7 +111,7 @@ fn sql_needs_no_database() {
 }
 
 #[test]
-fn a_hostile_schema_name_is_one_line_and_exit_2() {
+fn a_hostile_schema_name_is_clap_message_and_exit_2() {
     let out = pgoutbox()
         .args([
             "migrate",
@@ -124,7 +124,7 @@ fn a_hostile_schema_name_is_one_line_and_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let line = stderr_line(&out);
+    let line = String::from_utf8(out.stderr).unwrap();
     assert!(
         line.starts_with("error: invalid value 'x; drop table y' for '--schema <SCHEMA>'"),
         "{line}"
@@ -172,8 +172,51 @@ fn an_unreachable_server_is_one_line_and_exit_1() {
 }
 
 #[test]
-fn an_unknown_subcommand_is_one_line_and_exit_2() {
+fn an_unknown_subcommand_is_clap_message_and_exit_2() {
     let out = pgoutbox().args(["migrate", "sideways"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_line(&out).starts_with("error: unrecognized subcommand 'sideways'"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.starts_with("error: unrecognized subcommand 'sideways'"),
+        "{err}"
+    );
+    assert!(err.contains("Usage: pgoutbox migrate"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_sql_applies_twice_and_keeps_its_comments() {
+    let db = TestDatabase::new().await.unwrap();
+    for schema in ["exported", "pgoutbox"] {
+        let out = pgoutbox()
+            .args(["migrate", "sql", "--schema", schema])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let sql = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            sql.contains("-- `{schema}` stands for the configured schema"),
+            "comments are left as written"
+        );
+        // Twice on a fresh schema, and over one that `migrate up` made.
+        for _ in 0..2 {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(db.pool())
+                .await
+                .unwrap_or_else(|e| panic!("{schema}: {e}"));
+        }
+        let versions: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".pgoutbox_migrations"
+        )))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(versions, pgoutbox::migrate::latest_version());
+        let out = pgoutbox()
+            .env("DATABASE_URL", db.url())
+            .args(["migrate", "status", "--schema", schema])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains("(up to date)"), "{stdout}");
+    }
 }

@@ -286,8 +286,8 @@ async fn list_show_and_workflow() {
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json[0]["id"], root);
-    assert_eq!(json[0]["status"], "succeeded");
+    assert_eq!(json["operations"][0]["id"], root);
+    assert_eq!(json["operations"][0]["status"], "succeeded");
 
     let out = pgoutbox(&db)
         .args(["ops", "show", &root.to_string()])
@@ -509,7 +509,8 @@ async fn stats_and_workers() {
     );
     let out = pgoutbox(&db).args(["stats", "--json"]).output().unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["unhandled"][0][0], "stats.unhandled");
+    assert_eq!(json["unhandled"][0]["name"], "stats.unhandled");
+    assert_eq!(json["unhandled"][0]["count"], 1);
     let out = pgoutbox(&db).arg("workers").output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -774,4 +775,216 @@ async fn bulk_actions_page_count_and_preview() {
         String::from_utf8_lossy(&out.stderr),
         "error: `--reason` must not be empty\n"
     );
+}
+
+#[tokio::test]
+async fn show_prints_the_idempotency_key() {
+    let db = TestDatabase::new().await.unwrap();
+    let id = op(&db, "key.test", "stalled").await;
+    let key: String =
+        sqlx::query_scalar("SELECT external_key::text FROM pgoutbox.operations WHERE id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let out = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("idempotency key {key}")),
+        "{stdout}"
+    );
+    let out = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string(), "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["operation"]["external_key"], key.as_str());
+}
+
+#[tokio::test]
+async fn list_truncates_errors_shows_run_at_and_pages() {
+    let db = TestDatabase::new().await.unwrap();
+    let long_error = format!("provider said: {}", "x".repeat(300));
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, status, run_at, last_error) \
+         SELECT 'page.test', '{}', 'h', 3, 'retrying', now() + interval '1 day', $1 \
+         FROM generate_series(1, 5) RETURNING id",
+    )
+    .bind(&long_error)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let out = pgoutbox(&db)
+        .env("COLUMNS", "120")
+        .args(["ops", "list", "--limit", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].contains("RUN AT"), "{stdout}");
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for line in &lines[1..] {
+        assert_eq!(line.chars().count(), 120, "{line}");
+        assert!(
+            line.ends_with('…') && line.contains("provider said: xx"),
+            "{line}"
+        );
+    }
+    // A delayed operation shows when it will run: tomorrow, not at creation.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert!(lines[1].contains(&tomorrow), "{stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let next = ids[3];
+    assert!(stderr.contains(&format!("--after-id {next}")), "{stderr}");
+    // The next page, as JSON, carries the whole error.
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "list",
+            "--limit",
+            "2",
+            "--after-id",
+            &next.to_string(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let page: Vec<i64> = json["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(page, vec![ids[2], ids[1]]);
+    assert_eq!(json["operations"][0]["last_error"], long_error.as_str());
+    assert_eq!(json["next_after_id"], ids[1]);
+}
+
+#[tokio::test]
+async fn json_outputs_are_objects_with_named_fields() {
+    let db = TestDatabase::new().await.unwrap();
+    op(&db, "json.test", "pending").await;
+    for args in [
+        &["ops", "list"][..],
+        &["stats"],
+        &["workers"],
+        &["migrate", "status"],
+    ] {
+        let out = pgoutbox(&db).args(args).arg("--json").output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(json.is_object(), "{args:?}: {json}");
+    }
+    let out = pgoutbox(&db).args(["stats", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["counts"][0]["status"], "pending");
+    assert_eq!(json["counts"][0]["name"], "json.test");
+    assert_eq!(json["counts"][0]["count"], 1);
+    assert!(
+        json["succeeded_per_minute"][0]["count"].is_number(),
+        "{json}"
+    );
+    let out = pgoutbox(&db)
+        .args(["migrate", "status", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["schema"], "pgoutbox");
+    assert_eq!(json["database_version"], json["binary_version"]);
+    assert_eq!(json["pending"].as_array().map(Vec::len), Some(0));
+    assert!(json["applied"][0]["version"].is_number(), "{json}");
+}
+
+#[tokio::test]
+async fn actions_record_the_os_user_without_user_and_refuse_an_empty_actor() {
+    let db = TestDatabase::new().await.unwrap();
+    let id = op(&db, "actor.test", "dead").await;
+    let out = pgoutbox(&db)
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args(["ops", "retry", &id.to_string(), "--reason", "no USER"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let actor: String =
+        sqlx::query_scalar("SELECT actor FROM pgoutbox.operator_actions WHERE operation_id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let me = String::from_utf8(
+        std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(actor, me.trim());
+    let id = op(&db, "actor.test", "dead").await;
+    let out = pgoutbox(&db)
+        .args([
+            "ops",
+            "retry",
+            &id.to_string(),
+            "--reason",
+            "r",
+            "--actor",
+            " ",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--actor` must not be empty"));
+    assert_eq!(status(&db, id).await, "dead");
+}
+
+#[tokio::test]
+async fn workflow_of_a_child_shows_the_tree_from_its_root() {
+    let db = TestDatabase::new().await.unwrap();
+    let root = op(&db, "tree.root", "succeeded").await;
+    let insert = |parent: i64| {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, parent_id, root_id) \
+             VALUES ('tree.child', '{}', 'h', 3, $1, $2) RETURNING id",
+        )
+        .bind(parent)
+        .bind(root)
+        .fetch_one(db.pool())
+    };
+    let child = insert(root).await.unwrap();
+    let grandchild = insert(child).await.unwrap();
+    let sibling = insert(root).await.unwrap();
+    let out = pgoutbox(&db)
+        .args(["workflow", &child.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!(
+            "{root} tree.root succeeded\n  {child} tree.child pending  <- requested\n    \
+             {grandchild} tree.child pending\n  {sibling} tree.child pending\n"
+        )
+    );
+    let out = pgoutbox(&db)
+        .args(["workflow", &grandchild.to_string(), "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["root"], root);
+    assert_eq!(json["requested"], grandchild);
+    assert_eq!(json["operations"].as_array().map(Vec::len), Some(4));
 }

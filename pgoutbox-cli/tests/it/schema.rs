@@ -159,3 +159,71 @@ async fn export_refuses_names_that_are_not_operation_names() {
         "error: refused 1 schema(s) whose name is not a valid operation name: \"../evil\"\n"
     );
 }
+
+mod new_binary {
+    use pgoutbox::prelude::*;
+
+    /// The new binary's version of `mail.send`: `cc` became required.
+    #[operation("mail.send")]
+    pub(super) async fn send_mail(ctx: &mut Context, to: String, cc: String) -> Result<()> {
+        let _ = (ctx, to, cc);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn check_against_the_schemas_a_new_binary_exports() {
+    let db = TestDatabase::new().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("pgoutbox-against-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // What an application does from its own main or test: one line.
+    let registry =
+        pgoutbox::Registry::from_registrations(pgoutbox::handlers![new_binary::send_mail]).unwrap();
+    let written = pgoutbox::admin::export_schemas(&registry, &dir).unwrap();
+    assert_eq!(written, vec![dir.join("mail.send.json")]);
+
+    let ok = publish_raw(&db, "mail.send", r#"{"to": "a", "cc": "b"}"#, "pending").await;
+    let stale = publish_raw(&db, "mail.send", r#"{"to": "a"}"#, "retrying").await;
+    let gone = publish_raw(&db, "mail.legacy", "{}", "pending").await;
+    let out = pgoutbox(&db)
+        .args(["schema", "check", "--against"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(&format!("{stale} mail.send: ")) && stdout.contains("cc"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{gone} mail.legacy: no schema for this name in the new binary's export"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&format!("\n{ok} ")), "{stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("2 ready payload(s) do not validate against the schemas in"),
+        "{stderr}"
+    );
+
+    // Once the stale payloads are settled the check passes.
+    sqlx::query("DELETE FROM pgoutbox.operations WHERE id <> $1")
+        .bind(ok)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let out = pgoutbox(&db)
+        .args(["schema", "check", "--against"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

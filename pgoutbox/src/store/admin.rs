@@ -15,7 +15,7 @@ use crate::state::Status;
 /// in `operation.sql`, `workflow.sql` and `list_operations.sql`).
 pub(super) const OPERATION_COLUMNS: &str = "id, name, status, queue, priority, attempt, \
      max_attempts, idempotent, run_at, parent_id, root_id, last_error, created_at, updated_at, \
-     finished_at, payload, schema_hash";
+     finished_at, payload, schema_hash, external_key";
 
 /// A row type a statement's rows decode into.
 pub(crate) trait FromPgRow: for<'r> FromRow<'r, PgRow> + Send + Unpin {}
@@ -30,6 +30,8 @@ pub(crate) struct ListFilter<'a> {
     pub(crate) queue: Option<&'a str>,
     pub(crate) since_ms: Option<i64>,
     pub(crate) limit: Option<i64>,
+    /// Only ids below this one (the list is newest first).
+    pub(crate) before_id: Option<i64>,
 }
 
 impl Store {
@@ -57,6 +59,9 @@ impl Store {
             q.push(" AND created_at >= now() - ")
                 .push_bind(ms)
                 .push(" * interval '1 millisecond'");
+        }
+        if let Some(id) = filter.before_id {
+            q.push(" AND id < ").push_bind(id);
         }
         q.push(" ORDER BY id DESC");
         if let Some(limit) = filter.limit {
