@@ -311,6 +311,7 @@ impl WorkflowSystemBuilder {
                     &names,
                     &settings.workflow_system.queues,
                     i32::try_from(n_workers).unwrap_or(i32::MAX),
+                    crate::duration::millis(settings.workflow_system.lease),
                 )
                 .await?;
             for (name, route) in routes.iter() {
