@@ -8,7 +8,8 @@ mod schema;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use pgoutbox::migrate::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _, PgPool};
@@ -17,11 +18,13 @@ use sqlx::{ConnectOptions as _, Connection as _, PgPool};
 #[derive(Debug, Parser)]
 #[command(name = "pgoutbox", version, about, long_about = None)]
 struct Cli {
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL; without it, the workers' configuration
+    /// (`PGOUTBOX_CONFIG_FILE`, `PGOUTBOX_DATABASE__*`).
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     database_url: Option<String>,
 
-    /// The schema that holds pgoutbox's tables.
+    /// The schema that holds pgoutbox's tables (default: the workers'
+    /// `database.schema`, else `pgoutbox`).
     #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox::migrate::DEFAULT_SCHEMA)]
     schema: Identifier,
 
@@ -31,6 +34,10 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+
+    /// The workers' settings, when the environment configures them.
+    #[arg(skip)]
+    settings: Option<pgoutbox::Settings>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,20 +103,62 @@ impl<E: std::fmt::Display> From<E> for CliError {
 }
 
 impl Cli {
-    /// Connects to the database named by `--database-url` / `DATABASE_URL`.
-    async fn pool(&self) -> Result<PgPool, CliError> {
-        let url = self.database_url.as_deref().ok_or_else(|| {
-            CliError("no database given: pass `--database-url` or set DATABASE_URL".to_owned())
-        })?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(CliError(
-                "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
-            ));
+    /// Reads the workers' configuration, as workers do, when the
+    /// environment gives one (`PGOUTBOX_CONFIG_FILE` or any setting
+    /// variable): the schema comes from it unless `--schema` or
+    /// `PGOUTBOX_SCHEMA` is given.
+    fn configure(&mut self, matches: &clap::ArgMatches) -> Result<(), CliError> {
+        let configured = std::env::vars_os().any(|(name, _)| {
+            name.to_str()
+                .is_some_and(|n| n.starts_with("PGOUTBOX_") && n != "PGOUTBOX_SCHEMA")
+        });
+        if !configured {
+            return Ok(());
         }
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()
-            .map_err(|e| CliError(format!("invalid database URL: {e}")))?
-            .application_name("pgoutbox-cli");
+        let settings = pgoutbox::Settings::load()?;
+        if matches.value_source("schema") == Some(ValueSource::DefaultValue) {
+            self.schema = settings.schema()?;
+        }
+        self.settings = Some(settings);
+        Ok(())
+    }
+
+    /// The database to use: `--database-url` / `DATABASE_URL` win; else
+    /// the workers' `database` settings, when a file or a
+    /// `PGOUTBOX_DATABASE__*` variable gives them (their defaults alone
+    /// would quietly mean a server on localhost).
+    fn connect_options(&self) -> Result<PgConnectOptions, CliError> {
+        if let Some(url) = self.database_url.as_deref() {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(CliError(
+                    "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
+                ));
+            }
+            return Ok(url
+                .parse::<PgConnectOptions>()
+                .map_err(|e| CliError(format!("invalid database URL: {e}")))?
+                .application_name("pgoutbox-cli"));
+        }
+        let database_configured = std::env::var_os("PGOUTBOX_CONFIG_FILE").is_some()
+            || std::env::vars_os().any(|(name, _)| {
+                name.to_str()
+                    .is_some_and(|n| n.starts_with("PGOUTBOX_DATABASE__"))
+            });
+        match &self.settings {
+            Some(settings) if database_configured => {
+                Ok(settings.connect_options()?.application_name("pgoutbox-cli"))
+            }
+            _ => Err(CliError(
+                "no database given: pass `--database-url`, set DATABASE_URL, or configure the \
+                 workers' `PGOUTBOX_DATABASE__URL` or `PGOUTBOX_CONFIG_FILE`"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Connects to the database named by [`Cli::connect_options`].
+    async fn pool(&self) -> Result<PgPool, CliError> {
+        let options = self.connect_options()?;
         // One direct connection first: a pool would retry until its timeout
         // and then report only "pool timed out", hiding the real cause.
         let first = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
@@ -130,8 +179,18 @@ impl Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let cli = match parsed {
+        Ok((cli, matches)) => {
+            let mut cli = cli;
+            if let Err(CliError(message)) = cli.configure(&matches) {
+                eprintln!("error: {message}");
+                return ExitCode::FAILURE;
+            }
+            cli
+        }
         Err(e) if !e.use_stderr() => {
             // --help and --version.
             let _ = e.print();
