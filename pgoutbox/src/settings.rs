@@ -325,6 +325,10 @@ pub struct WorkflowSettings {
     pub queues: Vec<String>,
     /// The janitor: how long finished operations and their history stay.
     pub retention: RetentionSettings,
+    /// Serve Prometheus metrics on `http://ADDRESS/metrics` (for example
+    /// `127.0.0.1:9187`); off when unset. Needs the `prometheus` feature;
+    /// the metrics are listed in `docs/operating.md`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The janitor's settings. Every worker process runs it; batches are taken
@@ -389,6 +393,7 @@ impl Default for WorkflowSettings {
             handler_timeout: Duration::from_mins(5),
             queues: Vec::new(),
             retention: RetentionSettings::default(),
+            metrics_listen: None,
         }
     }
 }

@@ -68,6 +68,10 @@ pub enum StartError {
     /// The routers are inconsistent.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// The metrics endpoint (`workflow_system.metrics_listen`) cannot be
+    /// served.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(String),
     /// The routers select nothing to run.
     #[error(
         "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
@@ -288,6 +292,9 @@ impl WorkflowSystemBuilder {
         let routes = self.router.resolve(&registry)?;
         if routes.is_empty() {
             return Err(StartError::NoOperations);
+        }
+        if let Some(addr) = settings.workflow_system.metrics_listen {
+            crate::exporter::serve(addr).map_err(StartError::Metrics)?;
         }
         let publisher = Publisher::from_settings(&settings)?;
         let store = Store::new(

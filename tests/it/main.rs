@@ -6,6 +6,7 @@ mod hardening;
 mod kit;
 mod leases;
 mod limits;
+mod metrics;
 mod migrate;
 mod ops;
 mod pgbouncer;
