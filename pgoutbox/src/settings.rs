@@ -128,6 +128,7 @@ pub struct Settings {
 pub struct DatabaseSettings {
     /// A full connection URL; when set, `host`, `port`, `user`, `password`
     /// and `database` are ignored.
+    #[serde(deserialize_with = "secret_text")]
     pub url: Option<String>,
     /// Server host name or address.
     pub host: String,
@@ -135,7 +136,9 @@ pub struct DatabaseSettings {
     pub port: u16,
     /// User name.
     pub user: String,
-    /// Password, if any.
+    /// Password, if any. A password of digits only (`123456`) is read as
+    /// text too.
+    #[serde(deserialize_with = "secret_text")]
     pub password: Option<String>,
     /// Database name.
     pub database: String,
@@ -153,6 +156,7 @@ pub struct DatabaseSettings {
     /// A separate URL for the LISTEN connection: behind pgbouncer in
     /// transaction mode, point it at PostgreSQL directly. The listener is
     /// one connection per worker process, outside the pool.
+    #[serde(deserialize_with = "secret_text")]
     pub listen_url: Option<String>,
     /// Use prepared statements (turn off behind pgbouncer in transaction
     /// mode, which does not keep them between transactions). Off, pgoutbox
@@ -877,6 +881,20 @@ fn source_of(metadata: &figment::Metadata, path: &[&str]) -> Option<String> {
 /// from; for a list, the forms it accepts.
 fn figment_error(figment: &Figment, e: &figment::Error) -> SettingsError {
     let key = e.path.join(".");
+    if SECRET_KEYS.contains(&key.as_str()) {
+        // Whatever the value was, it is not repeated.
+        let mut reason = "expected text (the value is not shown: it is a secret)".to_owned();
+        let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+        if let Some(source) = e
+            .metadata
+            .as_ref()
+            .or_else(|| figment.find_metadata(&key))
+            .and_then(|m| source_of(m, &path))
+        {
+            reason = format!("{reason} (from {source})");
+        }
+        return SettingsError::new(&key, reason);
+    }
     // A TOML syntax error comes in several lines: where (line and
     // column), the offending line with a caret under it (left out: the
     // error stays one line), and what was expected.
@@ -900,6 +918,64 @@ fn figment_error(figment: &Figment, e: &figment::Error) -> SettingsError {
         (true, false) => "settings".to_owned(),
     };
     SettingsError::new(&key, reason)
+}
+
+/// The settings that hold secrets: their values never appear in errors.
+const SECRET_KEYS: &[&str] = &["database.password", "database.url", "database.listen_url"];
+
+/// A secret as text, whatever scalar the file or the environment made of
+/// it: figment reads `PGOUTBOX_DATABASE__PASSWORD=123456` as a number, and
+/// refusing it would print the password in the error.
+fn secret_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct Text(String);
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Text;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("text")
+                }
+
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                    Ok(Text(v.to_owned()))
+                }
+
+                fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
+    }
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|t| t.0))
 }
 
 /// A list of names, from a list or from a comma list (`mail,sms`): in an

@@ -383,3 +383,34 @@ async fn queues_take_a_list_or_a_comma_list() {
         assert_eq!(queues, ["mail", "sms"], "{value}");
     }
 }
+
+/// Errors never repeat a secret: a password of digits is read as text
+/// (not refused with its value in the message), a password that is not
+/// text is refused without its value, and a failed connection does not
+/// print the URL's password.
+#[test]
+fn secrets_do_not_appear_in_errors() {
+    let (ok, _, stderr) = worker(&[
+        ("PGOUTBOX_DATABASE__HOST", "127.0.0.1"),
+        ("PGOUTBOX_DATABASE__PORT", "1"),
+        ("PGOUTBOX_DATABASE__PASSWORD", "987654"),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: cannot connect to the database: ") && !stderr.contains("987654"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE__PASSWORD", "[987654]")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `database.password`: ")
+            && !stderr.contains("987654"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[(
+        "PGOUTBOX_DATABASE__URL",
+        "postgres://app:pw-url-secret@127.0.0.1:1/x",
+    )]);
+    assert!(!ok);
+    assert!(!stderr.contains("pw-url-secret"), "{stderr}");
+}
