@@ -330,11 +330,11 @@ async fn a_worker_with_a_long_lease_is_live_between_its_heartbeats() {
         db.pool().clone(),
         &pgoutbox::Identifier::new("pgoutbox").unwrap(),
     );
-    let stats = admin.stats(Duration::from_secs(60), 1).await.unwrap();
+    let stats = admin.stats(Duration::from_mins(1), 1).await.unwrap();
     assert_eq!(stats.workers.len(), 1, "{:?}", stats.workers);
     assert!(stats.unhandled.is_empty(), "{:?}", stats.unhandled);
     let workers = admin
-        .workers(Duration::from_secs(60), Duration::from_secs(60))
+        .workers(Duration::from_mins(1), Duration::from_mins(1))
         .await
         .unwrap();
     assert!(workers.len() == 1 && workers[0].live, "{workers:?}");
@@ -357,7 +357,7 @@ async fn a_worker_with_a_long_lease_is_live_between_its_heartbeats() {
         },
     )
     .await;
-    let stats = admin.stats(Duration::from_secs(3600), 1).await.unwrap();
+    let stats = admin.stats(Duration::from_hours(1), 1).await.unwrap();
     assert!(stats.workers.is_empty(), "{:?}", stats.workers);
     assert_eq!(stats.unhandled, [("test.work".to_owned(), 1)]);
 }
