@@ -446,9 +446,14 @@ impl Settings {
     /// `.yaml` or `.yml`), then `PGOUTBOX_*` environment variables; checked
     /// with [`Settings::validate`].
     ///
-    /// Only `PGOUTBOX_DATABASE__…` and `PGOUTBOX_WORKFLOW_SYSTEM__…`
-    /// variables are read as settings; an unknown key among them is an
-    /// error.
+    /// `PGOUTBOX_DATABASE__…` and `PGOUTBOX_WORKFLOW_SYSTEM__…` variables
+    /// are read as settings. Any other `PGOUTBOX_…` variable is an error
+    /// naming the variable it probably meant (`PGOUTBOX_DATABASE_URL`: did
+    /// you mean `PGOUTBOX_DATABASE__URL`?), except the few that are not
+    /// settings (`PGOUTBOX_CONFIG_FILE`, the command's `PGOUTBOX_SCHEMA`,
+    /// the test support's). Every error says where the value came from
+    /// (the variable, or the file); a value of `password`, `url` or
+    /// `listen_url` is never repeated.
     ///
     /// ```
     /// // With nothing in the environment, these are the defaults.
