@@ -807,7 +807,9 @@ fn check_environment(names: impl Iterator<Item = String>) -> Result<(), Settings
             continue;
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
-        if keys.contains(&key) {
+        // A group's own name (`PGOUTBOX_DATABASE`) is not read: figment
+        // takes only the keys under the two groups.
+        if key.contains('.') && keys.contains(&key) {
             continue;
         }
         let hint = suggest(&name, &keys)

@@ -307,6 +307,13 @@ fn unknown_variables_are_refused_with_a_suggestion() {
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+    // A group's own name is not a setting either: it would be ignored.
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE", "{url=\"postgres://app@db/app\"}")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `PGOUTBOX_DATABASE`: no setting `database`"),
+        "{stderr}"
+    );
 }
 
 /// Errors name where the value came from: the variable, or the file (with
