@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::io::Write as _;
 
 use clap::error::ErrorKind;
+use clap::parser::ValueSource;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use pgoutbox::migrate::Identifier;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
@@ -27,7 +28,8 @@ use sqlx::{ConnectOptions as _, Connection as _, PgPool};
     after_help = "Examples:\n  pgoutbox migrate up --database-url postgres://app@db/app\n  pgoutbox ops list --status stalled"
 )]
 struct Cli {
-    /// PostgreSQL connection URL.
+    /// PostgreSQL connection URL; without it, the workers' configuration
+    /// (`PGOUTBOX_CONFIG_FILE`, `PGOUTBOX_DATABASE__*`).
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -37,7 +39,8 @@ struct Cli {
     )]
     database_url: Option<String>,
 
-    /// The schema that holds pgoutbox's tables.
+    /// The schema that holds pgoutbox's tables (default: the workers'
+    /// `database.schema`, else `pgoutbox`).
     #[arg(long, env = "PGOUTBOX_SCHEMA", global = true, default_value = pgoutbox::migrate::DEFAULT_SCHEMA, help_heading = GLOBAL)]
     schema: Identifier,
 
@@ -47,6 +50,10 @@ struct Cli {
 
     #[command(subcommand)]
     command: Command,
+
+    /// The workers' settings, when the environment configures them.
+    #[arg(skip)]
+    settings: Option<pgoutbox::Settings>,
 }
 
 /// The heading of the options every command accepts, listed apart from
@@ -210,20 +217,62 @@ macro_rules! outln {
 pub(crate) use outln;
 
 impl Cli {
-    /// Connects to the database named by `--database-url` / `DATABASE_URL`.
-    async fn pool(&self) -> Result<PgPool, CliError> {
-        let url = self.database_url.as_deref().ok_or_else(|| {
-            CliError::msg("no database given: pass `--database-url` or set DATABASE_URL".to_owned())
-        })?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(CliError::msg(
-                "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
-            ));
+    /// Reads the workers' configuration, as workers do, when the
+    /// environment gives one (`PGOUTBOX_CONFIG_FILE` or any setting
+    /// variable): the schema comes from it unless `--schema` or
+    /// `PGOUTBOX_SCHEMA` is given.
+    fn configure(&mut self, schema_defaulted: bool) -> Result<(), CliError> {
+        let configured = std::env::vars_os().any(|(name, _)| {
+            name.to_str()
+                .is_some_and(|n| n.starts_with("PGOUTBOX_") && n != "PGOUTBOX_SCHEMA")
+        });
+        if !configured {
+            return Ok(());
         }
-        let options: PgConnectOptions = url
-            .parse::<PgConnectOptions>()
-            .map_err(|e| CliError::msg(format!("invalid database URL: {e}")))?
-            .application_name("pgoutbox-cli");
+        let settings = pgoutbox::Settings::load()?;
+        if schema_defaulted {
+            self.schema = settings.schema()?;
+        }
+        self.settings = Some(settings);
+        Ok(())
+    }
+
+    /// The database to use: `--database-url` / `DATABASE_URL` win; else
+    /// the workers' `database` settings, when a file or a
+    /// `PGOUTBOX_DATABASE__*` variable gives them (their defaults alone
+    /// would quietly mean a server on localhost).
+    fn connect_options(&self) -> Result<PgConnectOptions, CliError> {
+        if let Some(url) = self.database_url.as_deref() {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(CliError::msg(
+                    "invalid database URL: expected `postgres://` or `postgresql://`".to_owned(),
+                ));
+            }
+            return Ok(url
+                .parse::<PgConnectOptions>()
+                .map_err(|e| CliError::msg(format!("invalid database URL: {e}")))?
+                .application_name("pgoutbox-cli"));
+        }
+        let database_configured = std::env::var_os("PGOUTBOX_CONFIG_FILE").is_some()
+            || std::env::vars_os().any(|(name, _)| {
+                name.to_str()
+                    .is_some_and(|n| n.starts_with("PGOUTBOX_DATABASE__"))
+            });
+        match &self.settings {
+            Some(settings) if database_configured => {
+                Ok(settings.connect_options()?.application_name("pgoutbox-cli"))
+            }
+            _ => Err(CliError::msg(
+                "no database given: pass `--database-url`, set DATABASE_URL, or configure the \
+                 workers' `PGOUTBOX_DATABASE__URL` or `PGOUTBOX_CONFIG_FILE`"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// Connects to the database named by [`Cli::connect_options`].
+    async fn pool(&self) -> Result<PgPool, CliError> {
+        let options = self.connect_options()?;
         // One direct connection first: a pool would retry until its timeout
         // and then report only "pool timed out", hiding the real cause.
         let first = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
@@ -250,16 +299,23 @@ fn parse() -> Result<Cli, ExitCode> {
     // empty value; a set one with its value.
     let schema_unset = std::env::var_os("PGOUTBOX_SCHEMA").is_none();
     let command = Cli::command().mut_arg("schema", |a| a.hide_env_values(schema_unset));
-    let parsed = command
-        .try_get_matches()
-        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches));
-    parsed.map_err(|e| {
+    let parsed = command.try_get_matches().and_then(|mut matches| {
+        let schema_defaulted = matches.value_source("schema") == Some(ValueSource::DefaultValue);
+        Cli::from_arg_matches_mut(&mut matches).map(|cli| (cli, schema_defaulted))
+    });
+    let (mut cli, schema_defaulted) = parsed.map_err(|e| {
         let _ = e.print();
         match e.kind() {
             ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
             _ => ExitCode::from(2),
         }
-    })
+    })?;
+    // The workers' configuration, read as workers read it.
+    if let Err(e) = cli.configure(schema_defaulted) {
+        eprintln!("error: {}", e.render(&cli.schema));
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(cli)
 }
 
 fn main() -> ExitCode {

@@ -101,3 +101,12 @@ ALTER TABLE {schema}.operation_types ADD CONSTRAINT operation_types_name_check
 -- 1's comment on that column describes the old rule).
 ALTER TABLE {schema}.operations ADD COLUMN snoozes integer NOT NULL DEFAULT 0
     CONSTRAINT operations_snoozes_check CHECK (snoozes >= 0);
+
+-- Each worker records its own lease. `stats`, `workers` and the start-up
+-- report judge a worker live by a heartbeat younger than that lease (its
+-- heartbeat renews every third of it), not by one fixed window: a worker
+-- with `lease = 6m` beats every two minutes and is healthy all the while.
+-- NULL for workers registered before this migration; readers then fall
+-- back to the window they were given.
+ALTER TABLE {schema}.workers ADD COLUMN lease_ms bigint
+    CONSTRAINT workers_lease_ms_check CHECK (lease_ms > 0);

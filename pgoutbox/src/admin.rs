@@ -740,8 +740,11 @@ impl Admin {
     }
 
     /// Counts, pace over the last `minutes` minutes, live workers,
-    /// unhandled names and unserved queues. A worker is live when its heartbeat is younger
-    /// than `live`.
+    /// unhandled names and unserved queues (counting only ready operations:
+    /// pending or retrying, their run-at come). A worker is live when it
+    /// has not stopped and its heartbeat is younger than its own lease, as
+    /// it recorded it at start-up; `live` is the window for workers that
+    /// recorded none (started by a version before migration 2).
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
@@ -780,8 +783,9 @@ impl Admin {
         })
     }
 
-    /// Workers seen within `recent` (live first); live: a heartbeat
-    /// younger than `live` and no stop.
+    /// Workers seen within `recent` (live first); live: no stop and a
+    /// heartbeat younger than the worker's own lease (`live` for a worker
+    /// that recorded none).
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {

@@ -89,6 +89,7 @@
 //!   actions, retention, migrations, metrics and traces, pgbouncer;
 //! - `docs/tuning.md` — the settings that change throughput and latency,
 //!   and how to measure with the benchmark.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 extern crate self as pgoutbox;
 
@@ -99,6 +100,7 @@ mod definition;
 mod duration;
 mod error;
 mod executor;
+mod exporter;
 mod jitter;
 mod limits;
 mod maintenance;
@@ -117,6 +119,7 @@ mod store;
 mod system;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use context::{Context, TxContext};
@@ -246,7 +249,7 @@ pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
     DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
-    RetentionSettings, Settings, SettingsError, WorkflowSettings,
+    RetentionSettings, Settings, SettingsError, WorkflowSettings, redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

@@ -111,11 +111,24 @@ pub struct Settings {
 /// assert_eq!(settings.connect_options()?.get_port(), 6432);
 /// # Ok::<(), pgoutbox::SettingsError>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `Debug` masks the password, and the password inside `url` and
+/// `listen_url`, so `tracing::info!(?settings)` keeps secrets out of logs:
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.database.password = Some("hunter2".into());
+/// settings.database.url = Some("postgres://app:s3cret@db/app".into());
+/// let printed = format!("{settings:?}");
+/// assert!(!printed.contains("hunter2") && !printed.contains("s3cret"));
+/// assert!(printed.contains("postgres://app:***@db/app"));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// A full connection URL; when set, `host`, `port`, `user`, `password`
     /// and `database` are ignored.
+    #[serde(deserialize_with = "secret_text")]
     pub url: Option<String>,
     /// Server host name or address.
     pub host: String,
@@ -123,7 +136,9 @@ pub struct DatabaseSettings {
     pub port: u16,
     /// User name.
     pub user: String,
-    /// Password, if any.
+    /// Password, if any. A password of digits only (`123456`) is read as
+    /// text too.
+    #[serde(deserialize_with = "secret_text")]
     pub password: Option<String>,
     /// Database name.
     pub database: String,
@@ -141,6 +156,7 @@ pub struct DatabaseSettings {
     /// A separate URL for the LISTEN connection: behind pgbouncer in
     /// transaction mode, point it at PostgreSQL directly. The listener is
     /// one connection per worker process, outside the pool.
+    #[serde(deserialize_with = "secret_text")]
     pub listen_url: Option<String>,
     /// Use prepared statements (turn off behind pgbouncer in transaction
     /// mode, which does not keep them between transactions). Off, pgoutbox
@@ -149,6 +165,93 @@ pub struct DatabaseSettings {
     /// [`Publisher::from_settings`](crate::Publisher::from_settings), not
     /// the free [`publish`](crate::publish), which prepares.
     pub prepared_statements: bool,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field but the secrets as derived; keep this list in step
+        // with the struct (the destructuring makes a new field a compile
+        // error here).
+        let DatabaseSettings {
+            url,
+            host,
+            port,
+            user,
+            password,
+            database,
+            application_name,
+            schema,
+            pool_min,
+            pool_max,
+            acquire_timeout,
+            listen_url,
+            prepared_statements,
+        } = self;
+        f.debug_struct("DatabaseSettings")
+            .field("url", &url.as_deref().map(redact_url))
+            .field("host", host)
+            .field("port", port)
+            .field("user", user)
+            .field("password", &password.as_ref().map(|_| REDACTED))
+            .field("database", database)
+            .field("application_name", application_name)
+            .field("schema", schema)
+            .field("pool_min", pool_min)
+            .field("pool_max", pool_max)
+            .field("acquire_timeout", acquire_timeout)
+            .field("listen_url", &listen_url.as_deref().map(redact_url))
+            .field("prepared_statements", prepared_statements)
+            .finish()
+    }
+}
+
+/// What a secret is printed as.
+const REDACTED: &str = "***";
+
+/// `url` with its password (in the user info, or a `password=` query
+/// parameter) replaced by `***`; everything else kept, so a log still
+/// says which server and database.
+///
+/// ```
+/// use pgoutbox::redact_url;
+///
+/// assert_eq!(redact_url("postgres://app:pw@db:5432/app"), "postgres://app:***@db:5432/app");
+/// assert_eq!(redact_url("postgres://db/app?user=a&password=pw&sslmode=require"), "postgres://db/app?user=a&password=***&sslmode=require");
+/// assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:{REDACTED}{host}", &userinfo[..colon]),
+                None => authority.to_owned(),
+            }
+        }
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) if key.eq_ignore_ascii_case("password") => {
+                        format!("{key}={REDACTED}")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 impl Default for DatabaseSettings {
@@ -219,10 +322,17 @@ pub struct WorkflowSettings {
     /// How long one attempt may run, unless its attribute says otherwise.
     #[serde(with = "duration")]
     pub handler_timeout: Duration,
-    /// Claim only from these queues (all queues when empty).
+    /// Claim only from these queues (all queues when empty). In the
+    /// environment a list (`PGOUTBOX_WORKFLOW_SYSTEM__QUEUES='["mail"]'`)
+    /// or a comma list (`mail,sms`).
+    #[serde(deserialize_with = "name_list")]
     pub queues: Vec<String>,
     /// The janitor: how long finished operations and their history stay.
     pub retention: RetentionSettings,
+    /// Serve Prometheus metrics on `http://ADDRESS/metrics` (for example
+    /// `127.0.0.1:9187`); off when unset. Needs the `prometheus` feature;
+    /// the metrics are listed in `docs/operating.md`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The janitor's settings. Every worker process runs it; batches are taken
@@ -287,6 +397,7 @@ impl Default for WorkflowSettings {
             handler_timeout: Duration::from_mins(5),
             queues: Vec::new(),
             retention: RetentionSettings::default(),
+            metrics_listen: None,
         }
     }
 }
@@ -335,9 +446,14 @@ impl Settings {
     /// `.yaml` or `.yml`), then `PGOUTBOX_*` environment variables; checked
     /// with [`Settings::validate`].
     ///
-    /// Only `PGOUTBOX_DATABASE__…` and `PGOUTBOX_WORKFLOW_SYSTEM__…`
-    /// variables are read as settings; an unknown key among them is an
-    /// error.
+    /// `PGOUTBOX_DATABASE__…` and `PGOUTBOX_WORKFLOW_SYSTEM__…` variables
+    /// are read as settings. Any other `PGOUTBOX_…` variable is an error
+    /// naming the variable it probably meant (`PGOUTBOX_DATABASE_URL`: did
+    /// you mean `PGOUTBOX_DATABASE__URL`?), except the few that are not
+    /// settings (`PGOUTBOX_CONFIG_FILE`, the command's `PGOUTBOX_SCHEMA`,
+    /// the test support's). Every error says where the value came from
+    /// (the variable, or the file); a value of `password`, `url` or
+    /// `listen_url` is never repeated.
     ///
     /// ```
     /// // With nothing in the environment, these are the defaults.
@@ -351,6 +467,7 @@ impl Settings {
     /// # Ok::<(), pgoutbox::SettingsError>(())
     /// ```
     pub fn load() -> Result<Settings, SettingsError> {
+        check_environment(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))?;
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Some(file) = std::env::var_os("PGOUTBOX_CONFIG_FILE") {
             let path = Path::new(&file);
@@ -374,23 +491,24 @@ impl Settings {
                 }
             };
         }
-        // Only the two groups: other PGOUTBOX_* variables (the test
-        // support's, the CLI's) are not settings.
+        // Only the two groups: the other PGOUTBOX_* variables (the CLI's,
+        // the test support's) were checked above and are not settings.
         figment = figment.merge(
             Env::prefixed("PGOUTBOX_")
                 .split("__")
                 .filter(|k| k.starts_with("database.") || k.starts_with("workflow_system.")),
         );
-        let settings: Settings = figment.extract().map_err(|e| {
-            let key = e.path.join(".");
-            let key = if key.is_empty() {
-                "settings".to_owned()
-            } else {
-                key
-            };
-            SettingsError::new(&key, e.kind.to_string())
+        let settings: Settings = figment.extract().map_err(|e| figment_error(&figment, &e))?;
+        settings.validate().map_err(|mut e| {
+            // Say where the offending value came from.
+            if let Some(source) = figment.find_metadata(&e.key).and_then(|m| {
+                let path: Vec<&str> = e.key.split('.').collect();
+                source_of(m, &path)
+            }) {
+                e.reason = format!("{} (from {source})", e.reason);
+            }
+            e
         })?;
-        settings.validate()?;
         Ok(settings)
     }
 
@@ -633,6 +751,275 @@ impl Settings {
     pub(crate) fn required_connections(&self) -> u64 {
         self.workflow_system.n_workers as u64 + u64::from(RUNTIME_CONNECTIONS)
     }
+}
+
+/// Variables named `PGOUTBOX_…` that are not settings: the file to read,
+/// the command's schema, the test support's and the macro's switches.
+/// Any other `PGOUTBOX_…` variable must name a setting.
+const OTHER_VARIABLES: &[&str] = &[
+    "PGOUTBOX_CONFIG_FILE",
+    "PGOUTBOX_SCHEMA",
+    "PGOUTBOX_MACROS_DEBUG",
+    "PGOUTBOX_PG_BIN",
+    "PGOUTBOX_SOAK",
+    "PGOUTBOX_TEST_CLUSTER_DIR",
+    "PGOUTBOX_TEST_PGBOUNCER",
+    "PGOUTBOX_UPDATE_SNAPSHOTS",
+];
+
+/// Every setting's key (`workflow_system.retention.enabled`), groups
+/// included (a whole group may be given as one dictionary).
+fn setting_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &serde_json::Value, keys: &mut Vec<String>) {
+        if let serde_json::Value::Object(map) = value {
+            for (name, value) in map {
+                let key = if prefix.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{prefix}.{name}")
+                };
+                walk(&key, value, keys);
+                keys.push(key);
+            }
+        }
+    }
+    let mut keys = Vec::new();
+    let defaults = serde_json::to_value(Settings::default()).expect("settings serialize");
+    walk("", &defaults, &mut keys);
+    keys
+}
+
+/// The environment variable of a setting's key.
+fn variable_of(key: &str) -> String {
+    format!("PGOUTBOX_{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+/// Refuses `PGOUTBOX_…` variables that name no setting: silently ignored,
+/// a mistyped `PGOUTBOX_DATABASE_URL` once left a worker on the default
+/// server on localhost.
+fn check_environment(names: impl Iterator<Item = String>) -> Result<(), SettingsError> {
+    let keys = setting_keys();
+    for name in names {
+        let Some(rest) = name.strip_prefix("PGOUTBOX_") else {
+            continue;
+        };
+        if OTHER_VARIABLES.contains(&name.as_str()) {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        // A group's own name (`PGOUTBOX_DATABASE`) is not read: figment
+        // takes only the keys under the two groups.
+        if key.contains('.') && keys.contains(&key) {
+            continue;
+        }
+        let hint = suggest(&name, &keys)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(SettingsError::new(
+            &name,
+            format!(
+                "no setting `{key}`{hint} (settings are `PGOUTBOX_DATABASE__…` and \
+                 `PGOUTBOX_WORKFLOW_SYSTEM__…`, with `__` between levels)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The variable `name` was probably meant to be: the same letters with
+/// other underscores, the only setting with its last part, or one a few
+/// typing mistakes away.
+fn suggest(name: &str, keys: &[String]) -> Option<String> {
+    let candidates: Vec<String> = keys
+        .iter()
+        .map(|k| variable_of(k))
+        .chain(OTHER_VARIABLES.iter().map(|&v| v.to_owned()))
+        .collect();
+    let upper = name.to_ascii_uppercase();
+    let squash = |s: &str| s.replace('_', "");
+    if let Some(c) = candidates.iter().find(|c| squash(c) == squash(&upper)) {
+        return Some(c.clone());
+    }
+    let rest = &upper["PGOUTBOX_".len()..];
+    let last = rest.rsplit("__").next().unwrap_or(rest);
+    let same_last: Vec<&String> = candidates
+        .iter()
+        .filter(|c| c.rsplit("__").next() == Some(last))
+        .collect();
+    if let [only] = same_last[..] {
+        return Some(only.clone());
+    }
+    candidates
+        .iter()
+        .map(|c| (levenshtein(c, &upper), c))
+        .filter(|(d, _)| *d <= 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.clone())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// Where a value came from: the file, or the environment variable.
+fn source_of(metadata: &figment::Metadata, path: &[&str]) -> Option<String> {
+    match &metadata.source {
+        Some(figment::Source::File(file)) => Some(format!("`{}`", file.display())),
+        // Env's own interpolation knows neither the prefix nor the `__`.
+        _ if metadata.name.contains("environment") => {
+            Some(format!("`{}`", variable_of(&path.join("."))))
+        }
+        _ => None,
+    }
+}
+
+/// One line naming the key, what is wrong, and where the value came
+/// from; for a list, the forms it accepts.
+fn figment_error(figment: &Figment, e: &figment::Error) -> SettingsError {
+    let key = e.path.join(".");
+    if SECRET_KEYS.contains(&key.as_str()) {
+        // Whatever the value was, it is not repeated.
+        let mut reason = "expected text (the value is not shown: it is a secret)".to_owned();
+        let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+        if let Some(source) = e
+            .metadata
+            .as_ref()
+            .or_else(|| figment.find_metadata(&key))
+            .and_then(|m| source_of(m, &path))
+        {
+            reason = format!("{reason} (from {source})");
+        }
+        return SettingsError::new(&key, reason);
+    }
+    // A TOML syntax error comes in several lines: where (line and
+    // column), the offending line with a caret under it (left out: the
+    // error stays one line), and what was expected.
+    let mut reason = e
+        .kind
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.contains('|'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let metadata = e.metadata.as_ref().or_else(|| figment.find_metadata(&key));
+    let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+    if let Some(source) = metadata.and_then(|m| source_of(m, &path)) {
+        reason = format!("{reason} (from {source})");
+    }
+    let from_file = metadata.is_some_and(|m| matches!(m.source, Some(figment::Source::File(_))));
+    let key = match (key.is_empty(), from_file) {
+        (false, _) => key,
+        (true, true) => "PGOUTBOX_CONFIG_FILE".to_owned(),
+        (true, false) => "settings".to_owned(),
+    };
+    SettingsError::new(&key, reason)
+}
+
+/// The settings that hold secrets: their values never appear in errors.
+const SECRET_KEYS: &[&str] = &["database.password", "database.url", "database.listen_url"];
+
+/// A secret as text, whatever scalar the file or the environment made of
+/// it: figment reads `PGOUTBOX_DATABASE__PASSWORD=123456` as a number, and
+/// refusing it would print the password in the error.
+fn secret_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    struct Text(String);
+    impl<'de> Deserialize<'de> for Text {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Text;
+
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("text")
+                }
+
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                    Ok(Text(v.to_owned()))
+                }
+
+                fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+
+                fn visit_char<E: serde::de::Error>(self, v: char) -> Result<Text, E> {
+                    Ok(Text(v.to_string()))
+                }
+            }
+            deserializer.deserialize_any(Visitor)
+        }
+    }
+    Ok(Option::<Text>::deserialize(deserializer)?.map(|t| t.0))
+}
+
+/// A list of names, from a list or from a comma list (`mail,sms`): in an
+/// environment variable the comma list is the natural form.
+fn name_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(
+                "a list of names: `[\"mail\", \"sms\"]`, or in the environment \
+                 `PGOUTBOX_WORKFLOW_SYSTEM__QUEUES='[\"mail\"]'` or a comma list `mail,sms`",
+            )
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(text
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut names = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                names.push(name);
+            }
+            Ok(names)
+        }
+    }
+    deserializer.deserialize_any(Visitor)
 }
 
 fn parse_url(url: &str) -> Result<PgConnectOptions, String> {

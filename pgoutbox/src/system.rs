@@ -68,6 +68,10 @@ pub enum StartError {
     /// The routers are inconsistent.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// The metrics endpoint (`workflow_system.metrics_listen`) cannot be
+    /// served.
+    #[error("cannot serve metrics: {0}")]
+    Metrics(String),
     /// The routers select nothing to run.
     #[error(
         "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
@@ -289,6 +293,9 @@ impl WorkflowSystemBuilder {
         if routes.is_empty() {
             return Err(StartError::NoOperations);
         }
+        if let Some(addr) = settings.workflow_system.metrics_listen {
+            crate::exporter::serve(addr).map_err(StartError::Metrics)?;
+        }
         let publisher = Publisher::from_settings(&settings)?;
         let store = Store::new(
             &schema,
@@ -311,6 +318,7 @@ impl WorkflowSystemBuilder {
                     &names,
                     &settings.workflow_system.queues,
                     i32::try_from(n_workers).unwrap_or(i32::MAX),
+                    crate::duration::millis(settings.workflow_system.lease),
                 )
                 .await?;
             for (name, route) in routes.iter() {

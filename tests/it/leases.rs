@@ -288,3 +288,76 @@ async fn operations_in_a_queue_no_live_worker_serves_are_reported() {
     );
     system.stop().await.unwrap();
 }
+
+/// A worker is judged live by its own lease, which it records: with
+/// `lease = 6m` it beats every two minutes, and a heartbeat 90 s old is
+/// healthy, whatever window the caller passes for workers that recorded
+/// none. "Ready" counts only operations whose run-at has come.
+#[tokio::test]
+async fn a_worker_with_a_long_lease_is_live_between_its_heartbeats() {
+    let db = test_db().await;
+    let mut s = settings(&db);
+    s.workflow_system.lease = Duration::from_mins(6);
+    let system = WorkflowSystem::builder(s)
+        .router(router())
+        .start()
+        .await
+        .expect("system starts");
+    let lease_ms: Option<i64> = sqlx::query_scalar("SELECT lease_ms FROM pgoutbox.workers")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(lease_ms, Some(360_000));
+    // Its last heartbeat 90 s ago: more than the fixed 60 s of old, less
+    // than its lease.
+    sqlx::query("UPDATE pgoutbox.workers SET heartbeat_at = now() - interval '90 seconds'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    // A `test.work` waiting in the past (handled), a `mail.send` due in an
+    // hour (handled by no one, but not ready yet).
+    pgoutbox::Publisher::default()
+        .publish_with(
+            &mut conn,
+            crate::ops::SendMail { to: key() },
+            pgoutbox::PublishOptions::new().delay(Duration::from_hours(1)),
+        )
+        .await
+        .unwrap();
+    drop(conn);
+    let admin = pgoutbox::admin::Admin::new(
+        db.pool().clone(),
+        &pgoutbox::Identifier::new("pgoutbox").unwrap(),
+    );
+    let stats = admin.stats(Duration::from_mins(1), 1).await.unwrap();
+    assert_eq!(stats.workers.len(), 1, "{:?}", stats.workers);
+    assert!(stats.unhandled.is_empty(), "{:?}", stats.unhandled);
+    let workers = admin
+        .workers(Duration::from_mins(1), Duration::from_mins(1))
+        .await
+        .unwrap();
+    assert!(workers.len() == 1 && workers[0].live, "{workers:?}");
+    system.stop().await.unwrap();
+    // A worker whose heartbeat is older than its lease is dead, and the
+    // names it handled are reported unhandled.
+    sqlx::query(
+        "INSERT INTO pgoutbox.workers (id, host, pid, version, names, queues, n_workers, \
+         heartbeat_at, lease_ms) VALUES (gen_random_uuid(), 'gone', 1, 'x', '{test.work}', '{}', \
+         1, now() - interval '7 minutes', 360000)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    publish_one(
+        &db,
+        Work {
+            key: key(),
+            behaviour: Behaviour::Succeed,
+        },
+    )
+    .await;
+    let stats = admin.stats(Duration::from_hours(1), 1).await.unwrap();
+    assert!(stats.workers.is_empty(), "{:?}", stats.workers);
+    assert_eq!(stats.unhandled, [("test.work".to_owned(), 1)]);
+}

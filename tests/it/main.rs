@@ -1,11 +1,13 @@
 //! End-to-end tests of pgoutbox against a real PostgreSQL: the
 //! self-starting test database, or the server named by `DATABASE_URL`.
 
+mod docs;
 mod faults;
 mod hardening;
 mod kit;
 mod leases;
 mod limits;
+mod metrics;
 mod migrate;
 mod ops;
 mod pgbouncer;

@@ -244,7 +244,8 @@ async fn no_setting_value_makes_start_up_panic() {
     assert!(!ok);
     assert_eq!(
         stderr,
-        "error: invalid setting `workflow_system.n_workers`: must be at most 1024\n"
+        "error: invalid setting `workflow_system.n_workers`: must be at most 1024 (from \
+         `PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS`)\n"
     );
     let (ok, _, stderr) = worker(&[
         ("PGOUTBOX_DATABASE__URL", url),
@@ -254,6 +255,169 @@ async fn no_setting_value_makes_start_up_panic() {
     assert_eq!(
         stderr,
         "error: invalid setting `workflow_system.retention.history`: must not be shorter than \
-         `retention.operations` (attempts and actions would go before their operations)\n"
+         `retention.operations` (attempts and actions would go before their operations) (from \
+         `PGOUTBOX_WORKFLOW_SYSTEM__RETENTION__HISTORY`)\n"
     );
+}
+
+/// `Debug` of settings holding secrets (what `tracing::info!(?settings)`
+/// logs) shows neither the password nor the passwords inside the URLs.
+#[test]
+fn secrets_do_not_appear_when_settings_are_printed() {
+    let mut settings = pgoutbox::Settings::default();
+    settings.database.password = Some("pw-field-secret".into());
+    settings.database.url = Some("postgres://app:pw-url-secret@db:5432/app".into());
+    settings.database.listen_url =
+        Some("postgresql://listener@db/app?password=pw-query-secret&sslmode=prefer".into());
+    for printed in [format!("{settings:?}"), format!("{settings:#?}")] {
+        for secret in ["pw-field-secret", "pw-url-secret", "pw-query-secret"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        assert!(
+            printed.contains("postgres://app:***@db:5432/app"),
+            "{printed}"
+        );
+        assert!(printed.contains("sslmode=prefer"), "{printed}");
+    }
+}
+
+/// A `PGOUTBOX_…` variable that names no setting is refused, with the
+/// variable it probably meant: ignored, a mistyped URL variable once left
+/// a worker on the default server on localhost.
+#[test]
+fn unknown_variables_are_refused_with_a_suggestion() {
+    for (variable, meant) in [
+        ("PGOUTBOX_DATABASE_URL", "PGOUTBOX_DATABASE__URL"),
+        (
+            "PGOUTBOX_WORKFLOW__N_WORKERS",
+            "PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS",
+        ),
+        (
+            "PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVALL",
+            "PGOUTBOX_WORKFLOW_SYSTEM__POLL_INTERVAL",
+        ),
+        ("PGOUTBOX_CONFIG_FIEL", "PGOUTBOX_CONFIG_FILE"),
+    ] {
+        let (ok, _, stderr) = worker(&[(variable, "postgres://app@db/app")]);
+        assert!(!ok, "{variable}");
+        assert!(
+            stderr.starts_with(&format!("error: invalid setting `{variable}`: no setting"))
+                && stderr.contains(&format!("did you mean `{meant}`?")),
+            "{variable}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // A group's own name is not a setting either: it would be ignored.
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE", "{url=\"postgres://app@db/app\"}")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `PGOUTBOX_DATABASE`: no setting `database`"),
+        "{stderr}"
+    );
+}
+
+/// Errors name where the value came from: the variable, or the file (with
+/// the line of a syntax error).
+#[test]
+fn errors_name_their_source_and_a_syntax_error_its_line() {
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__LEASE", "100ms")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("(from `PGOUTBOX_WORKFLOW_SYSTEM__LEASE`)"),
+        "{stderr}"
+    );
+    let toml = temp_file(
+        "broken.toml",
+        "[database]\npool_max = 3\n\n[workflow_system\nn_workers = 2\n",
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", toml.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `PGOUTBOX_CONFIG_FILE`: ")
+            && stderr.contains("line 4")
+            && stderr.contains(&format!("(from `{}`)", toml.display())),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let yaml = temp_file(
+        "broken.yaml",
+        "database:\n  pool_max: 3\n workflow_system: x\n",
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", yaml.to_str().unwrap())]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("line 3") && stderr.contains(&format!("(from `{}`)", yaml.display())),
+        "{stderr}"
+    );
+    let toml = temp_file("values.toml", "[database]\npool_min = 40\n");
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_CONFIG_FILE", toml.to_str().unwrap())]);
+    assert!(!ok);
+    assert_eq!(
+        stderr,
+        format!(
+            "error: invalid setting `database.pool_min`: must not exceed `pool_max` (from `{}`)\n",
+            toml.display()
+        )
+    );
+}
+
+/// A list setting takes a list or a comma list; anything else is refused
+/// with the forms it accepts.
+#[tokio::test]
+async fn queues_take_a_list_or_a_comma_list() {
+    let db = test_db().await;
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_WORKFLOW_SYSTEM__QUEUES", "5")]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`PGOUTBOX_WORKFLOW_SYSTEM__QUEUES='[\"mail\"]'` or a comma list"),
+        "{stderr}"
+    );
+    for value in ["mail, sms", "[\"mail\", \"sms\"]"] {
+        let (ok, stdout, stderr) = worker(&[
+            ("PGOUTBOX_DATABASE__URL", &*db.url()),
+            ("PGOUTBOX_WORKFLOW_SYSTEM__QUEUES", value),
+        ]);
+        assert!(ok && stdout.starts_with("ready "), "{value}: {stderr}");
+        let worker_id: uuid::Uuid = stdout.lines().next().unwrap()["ready ".len()..]
+            .parse()
+            .unwrap();
+        let queues: Vec<String> =
+            sqlx::query_scalar("SELECT queues FROM pgoutbox.workers WHERE id = $1")
+                .bind(worker_id)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(queues, ["mail", "sms"], "{value}");
+    }
+}
+
+/// Errors never repeat a secret: a password of digits is read as text
+/// (not refused with its value in the message), a password that is not
+/// text is refused without its value, and a failed connection does not
+/// print the URL's password.
+#[test]
+fn secrets_do_not_appear_in_errors() {
+    let (ok, _, stderr) = worker(&[
+        ("PGOUTBOX_DATABASE__HOST", "127.0.0.1"),
+        ("PGOUTBOX_DATABASE__PORT", "1"),
+        ("PGOUTBOX_DATABASE__PASSWORD", "987654"),
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: cannot connect to the database: ") && !stderr.contains("987654"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[("PGOUTBOX_DATABASE__PASSWORD", "[987654]")]);
+    assert!(!ok);
+    assert!(
+        stderr.starts_with("error: invalid setting `database.password`: ")
+            && !stderr.contains("987654"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = worker(&[(
+        "PGOUTBOX_DATABASE__URL",
+        "postgres://app:pw-url-secret@127.0.0.1:1/x",
+    )]);
+    assert!(!ok);
+    assert!(!stderr.contains("pw-url-secret"), "{stderr}");
 }

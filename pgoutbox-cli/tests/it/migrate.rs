@@ -141,7 +141,8 @@ fn a_missing_database_url_is_one_line_and_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr_line(&out),
-        "error: no database given: pass `--database-url` or set DATABASE_URL"
+        "error: no database given: pass `--database-url`, set DATABASE_URL, or configure the \
+         workers' `PGOUTBOX_DATABASE__URL` or `PGOUTBOX_CONFIG_FILE`"
     );
 }
 
@@ -219,4 +220,67 @@ async fn migrate_sql_applies_twice_and_keeps_its_comments() {
         let stdout = String::from_utf8(out.stdout).unwrap();
         assert!(stdout.contains("(up to date)"), "{stdout}");
     }
+}
+
+/// The command reads the workers' configuration: `PGOUTBOX_DATABASE__*`
+/// and the file named by `PGOUTBOX_CONFIG_FILE` (its schema too), with
+/// `--database-url` / `DATABASE_URL` still winning; an unknown
+/// `PGOUTBOX_*` variable is refused as it is by workers.
+#[tokio::test]
+async fn the_command_reads_the_workers_configuration() {
+    let db = TestDatabase::empty().await.unwrap();
+    let url = db.url();
+    let out = pgoutbox()
+        .args(["migrate", "status"])
+        .env("PGOUTBOX_DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("schema `pgoutbox`: database at version 0"),
+    );
+
+    let dir = std::env::temp_dir().join(format!("pgoutbox-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("workers.toml");
+    std::fs::write(
+        &file,
+        format!("[database]\nurl = \"{url}\"\nschema = \"billing_outbox\"\n"),
+    )
+    .unwrap();
+    let out = pgoutbox()
+        .args(["migrate", "up"])
+        .env("PGOUTBOX_CONFIG_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("applied migration 1 (storage) to schema `billing_outbox`"),
+    );
+
+    // The URL option wins over the workers' (unreachable) URL.
+    let out = pgoutbox()
+        .args(["migrate", "status", "--database-url", &url])
+        .env(
+            "PGOUTBOX_DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/x",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    let out = pgoutbox()
+        .args(["migrate", "status"])
+        .env("PGOUTBOX_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_line(&out).contains("did you mean `PGOUTBOX_DATABASE__URL`?"),
+        "{out:?}"
+    );
 }

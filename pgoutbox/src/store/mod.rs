@@ -540,6 +540,7 @@ impl Store {
         names: &[String],
         queues: &[String],
         n_workers: i32,
+        lease_ms: i64,
     ) -> Result<(), sqlx::Error> {
         self.pinned(conn, async |conn| {
             query!(self, query, register_worker)
@@ -550,6 +551,7 @@ impl Store {
                 .bind(names)
                 .bind(queues)
                 .bind(n_workers)
+                .bind(lease_ms)
                 .execute(conn)
                 .await
         })
