@@ -317,16 +317,23 @@ const OP_HEADER: [&str; 8] = [
     "LAST ERROR",
 ];
 
-/// The width `ops list` fits its last column into: `$COLUMNS`, else this.
+/// The width `ops list` fits its last column into when neither the
+/// terminal nor `$COLUMNS` says.
 const DEFAULT_WIDTH: usize = 120;
 
-/// The terminal's width as the shell exports it (`$COLUMNS`), else
-/// [`DEFAULT_WIDTH`].
+/// The width of the terminal standard output is, else `$COLUMNS` (piped
+/// output), else [`DEFAULT_WIDTH`].
 fn terminal_width() -> usize {
-    std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.trim().parse().ok())
-        .filter(|w: &usize| *w > 0)
+    console::Term::stdout()
+        .size_checked()
+        .map(|(_, columns)| usize::from(columns))
+        .filter(|w| *w > 0)
+        .or_else(|| {
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse().ok())
+                .filter(|w: &usize| *w > 0)
+        })
         .unwrap_or(DEFAULT_WIDTH)
 }
 
