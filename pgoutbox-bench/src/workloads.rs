@@ -1,7 +1,8 @@
 //! The workloads and their baselines.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgoutbox::prelude::*;
@@ -44,6 +45,10 @@ static STARTED_SIGNAL: std::sync::LazyLock<tokio::sync::Notify> =
 #[operation("bench.latency")]
 async fn latency(ctx: &mut Context, seq: i64) -> Result<()> {
     let _ = ctx;
+    if seq < 0 {
+        // Background traffic (W3 under a steady stream): not measured.
+        return Ok(());
+    }
     STARTED
         .lock()
         .unwrap()
@@ -575,6 +580,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 500;
     let (mut p50, mut p99, mut raw50, mut raw99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut s50, mut s99) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let db = TestDatabase::new().await?;
         let mut s = settings(&db, 10);
@@ -584,30 +590,37 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
             .start()
             .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut latencies = Vec::new();
-        for seq in 0..N {
-            let mut tx = db.pool().begin().await?;
-            publish(&mut tx, Latency { seq }).await?;
-            tx.commit().await?;
-            let committed = Instant::now();
-            let started = loop {
-                if let Some(at) = STARTED
-                    .lock()
-                    .unwrap()
-                    .as_mut()
-                    .and_then(|m| m.remove(&seq))
-                {
-                    break at;
-                }
-                tokio::time::timeout(Duration::from_secs(10), STARTED_SIGNAL.notified())
-                    .await
-                    .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
-            };
-            latencies.push(started.saturating_duration_since(committed).as_secs_f64() * 1000.0);
-        }
-        system.stop().await?;
+        let mut latencies = pickup_latencies(&db, 0..N).await?;
         p50.push(percentile(&mut latencies, 0.5));
         p99.push(percentile(&mut latencies, 0.99));
+        // The same under a steady stream of publishes: 4 background
+        // publishers, one transaction every 2 ms each, so that most
+        // publishing transactions overlap another one and their wake-ups
+        // are coalesced.
+        let streaming = Arc::new(AtomicBool::new(true));
+        let mut background = Vec::new();
+        for _ in 0..4 {
+            let (pool, streaming) = (db.pool().clone(), Arc::clone(&streaming));
+            background.push(tokio::spawn(async move {
+                while streaming.load(Ordering::Relaxed) {
+                    let mut tx = pool.begin().await?;
+                    publish(&mut tx, Latency { seq: -1 }).await?;
+                    tx.commit().await?;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let streamed = pickup_latencies(&db, N..2 * N).await;
+        streaming.store(false, Ordering::Relaxed);
+        for task in background {
+            task.await?.map_err(|e| e.to_string())?;
+        }
+        let mut streamed = streamed?;
+        s50.push(percentile(&mut streamed, 0.5));
+        s99.push(percentile(&mut streamed, 0.99));
+        system.stop().await?;
         // The raw LISTEN/NOTIFY round trip of the same server.
         let mut listener = sqlx::postgres::PgListener::connect(&db.url()).await?;
         listener.listen("bench_raw").await?;
@@ -626,9 +639,63 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
         raw99.push(percentile(&mut raw, 0.99));
     }
     Ok(vec![
-        Figure::absolute("W3 pickup p50 (vs raw NOTIFY)", "ms", p50, raw50, 1.0),
-        Figure::absolute("W3 pickup p99 (vs raw NOTIFY)", "ms", p99, raw99, 3.0),
+        Figure::absolute(
+            "W3 pickup p50 (vs raw NOTIFY)",
+            "ms",
+            p50,
+            raw50.clone(),
+            1.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99 (vs raw NOTIFY)",
+            "ms",
+            p99,
+            raw99.clone(),
+            3.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p50, steady stream (vs raw NOTIFY)",
+            "ms",
+            s50,
+            raw50,
+            5.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99, steady stream (vs raw NOTIFY)",
+            "ms",
+            s99,
+            raw99,
+            20.0,
+        ),
     ])
+}
+
+/// Publishes one `Latency` operation per sequence number, each in its own
+/// transaction, and returns the time from each commit to its handler's
+/// start, in milliseconds.
+async fn pickup_latencies(db: &TestDatabase, seqs: std::ops::Range<i64>) -> Res<Vec<f64>> {
+    let mut latencies = Vec::new();
+    for seq in seqs {
+        let mut tx = db.pool().begin().await?;
+        publish(&mut tx, Latency { seq }).await?;
+        tx.commit().await?;
+        let committed = Instant::now();
+        let started = loop {
+            if let Some(at) = STARTED
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|m| m.remove(&seq))
+            {
+                break at;
+            }
+            tokio::time::timeout(Duration::from_secs(10), STARTED_SIGNAL.notified())
+                .await
+                .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
+        };
+        latencies.push(started.saturating_duration_since(committed).as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
 }
 
 /// W4: drain speed with 0 and with 1,000,000 finished rows in the table.
