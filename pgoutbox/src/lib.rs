@@ -115,6 +115,7 @@ mod state;
 mod storable;
 mod store;
 mod system;
+mod wakeup;
 
 #[cfg(feature = "testing")]
 pub mod testing;

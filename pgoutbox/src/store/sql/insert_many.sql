@@ -1,7 +1,8 @@
 -- Publish many operations of one name in one statement: $2 holds the
--- payloads, every other column is shared. NOTIFY (`{notify}`) is sent once
--- per transaction for identical channel and payload, so it costs no more
--- for a thousand rows than for one.
+-- payloads, every other column is shared. NOTIFY (`{notify}`, coalesced as
+-- in insert_operation.sql, `$12` the fallback allowance) is sent once per
+-- transaction for identical channel and payload, so it costs no more for a
+-- thousand rows than for one.
 WITH known_schema AS (
     -- Usually known: one index probe, and $4 (the schema's canonical
     -- JSON, as text) is parsed only when it is not.
@@ -20,4 +21,4 @@ WITH known_schema AS (
     ORDER BY p.n
     RETURNING id
 )
-SELECT id, {notify}::text AS notified FROM inserted ORDER BY id
+SELECT id, {notify:$12}::text AS notified FROM inserted ORDER BY id
