@@ -204,6 +204,8 @@ enum Kind {
     Plain,
     Tx,
     Idempotent,
+    /// Idempotent, with `workflow_system.idempotent_async_commit` on.
+    IdempotentAsync,
 }
 
 /// Drains what is ready with pgoutbox (`workers` handler slots); ops/s.
@@ -217,18 +219,20 @@ async fn drain_pgoutbox(db: &TestDatabase, n: i64, kind: Kind, workers: usize) -
     let (router, name) = match kind {
         Kind::Tx => (WorkflowRouter::new().operation::<NoopTx>(), NoopTx::NAME),
         Kind::Plain => (WorkflowRouter::new().operation::<Noop>(), Noop::NAME),
-        Kind::Idempotent => (
+        Kind::Idempotent | Kind::IdempotentAsync => (
             WorkflowRouter::new().operation::<NoopIdem>(),
             NoopIdem::NAME,
         ),
     };
+    let mut settings = settings(db, workers);
+    settings.workflow_system.idempotent_async_commit = kind == Kind::IdempotentAsync;
     let already = count(
         db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
     )
     .await?;
     let attempts_before = count(db, "SELECT coalesce(max(id), 0) FROM pgoutbox.attempts").await?;
-    let system = WorkflowSystem::builder(settings(db, workers))
+    let system = WorkflowSystem::builder(settings)
         .router(router)
         .start()
         .await?;
@@ -332,7 +336,9 @@ async fn fill(db: &TestDatabase, n: i64, kind: Kind) -> Res<()> {
         match kind {
             Kind::Tx => publish_many(&mut conn, range.map(|n| NoopTx { n })).await?,
             Kind::Plain => publish_many(&mut conn, range.map(|n| Noop { n })).await?,
-            Kind::Idempotent => publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?,
+            Kind::Idempotent | Kind::IdempotentAsync => {
+                publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?
+            }
         };
     }
     Ok(())
@@ -379,6 +385,9 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
         m.entry("idem")
             .or_default()
             .push(pgoutbox_run(N, Kind::Idempotent, 10, false).await?);
+        m.entry("idem_async")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::IdempotentAsync, 10, false).await?);
         m.entry("claim100")
             .or_default()
             .push(baseline_run(N, false, 100).await?);
@@ -409,10 +418,18 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
             0.7,
         ),
         Figure::new(
-            "W1-idem drain (vs claim-100)",
+            "W1-idem drain, async commit off (vs claim-100)",
             "ops/s",
             true,
             m["idem"].clone(),
+            m["claim100"].clone(),
+            0.6,
+        ),
+        Figure::new(
+            "W1-idem drain, idempotent_async_commit on",
+            "ops/s",
+            true,
+            m["idem_async"].clone(),
             m["claim100"].clone(),
             0.6,
         ),

@@ -365,7 +365,13 @@ impl Store {
         Ok(id.map(OperationId::from_i64))
     }
 
-    /// Claims up to `limit` ready operations and starts their attempts.
+    /// Claims up to `limit` ready operations and starts their attempts;
+    /// asynchronously committed when `idempotent_async_commit` is on and
+    /// all of them are idempotent (`claim.sql`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per parameter of the statement reads best at its one caller"
+    )]
     pub(crate) async fn claim(
         &self,
         conn: &mut PgConnection,
@@ -374,6 +380,7 @@ impl Store {
         worker: Uuid,
         lease_ms: i64,
         queues: &[String],
+        idempotent_async_commit: bool,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         let rows = self
             .pinned(conn, async |conn| {
@@ -383,6 +390,7 @@ impl Store {
                     .bind(worker)
                     .bind(lease_ms)
                     .bind(queues)
+                    .bind(idempotent_async_commit)
                     .fetch_all(conn)
                     .await
             })
@@ -418,6 +426,7 @@ impl Store {
         conn: &mut PgConnection,
         worker: Uuid,
         fences: &[Fence],
+        idempotent_async_commit: bool,
     ) -> Result<Vec<i64>, sqlx::Error> {
         let ids: Vec<i64> = fences.iter().map(|f| f.id.as_i64()).collect();
         let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
@@ -428,6 +437,7 @@ impl Store {
                 .bind(attempts)
                 .bind(attempt_ids)
                 .bind(worker)
+                .bind(idempotent_async_commit)
                 .fetch_all(conn)
                 .await
         })
