@@ -115,7 +115,6 @@ mod state;
 mod storable;
 mod store;
 mod system;
-mod wakeup;
 
 #[cfg(feature = "testing")]
 pub mod testing;

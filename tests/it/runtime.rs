@@ -529,8 +529,8 @@ async fn concurrent_publishes_are_all_picked_up_without_the_poll(setup: Setup) {
 }
 
 /// A transaction that published and stays open holds its name's wake-up
-/// lock; another publisher's operation is still picked up without waiting
-/// for the poll (the fallback allowance, then the trailing claims).
+/// lock for its slot; another publisher's operation, published in a later
+/// slot, is still picked up without waiting for the poll.
 async fn a_long_publishing_transaction_does_not_hold_back_other_wake_ups(setup: Setup) {
     let db = &setup.db;
     let mut s = setup.settings();
@@ -549,7 +549,7 @@ async fn a_long_publishing_transaction_does_not_hold_back_other_wake_ups(setup: 
         )
         .await
         .unwrap();
-    // Past the fallback interval of anything published before.
+    // Past the long transaction's 10 ms slot.
     tokio::time::sleep(Duration::from_millis(50)).await;
     setup
         .publish_one(Work {

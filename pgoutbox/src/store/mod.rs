@@ -95,9 +95,6 @@ pub(crate) struct Store {
     /// `insert_operation` with its `ON CONFLICT` clause, for a publish with
     /// an idempotency key.
     insert_keyed: Arc<str>,
-    /// Publishes notify (a channel is set): when they may notify without
-    /// the wake-up lock.
-    fallback: Option<Arc<crate::wakeup::Fallback>>,
     persistent: bool,
 }
 
@@ -207,34 +204,32 @@ impl Store {
     /// pgbouncer in transaction mode).
     pub(crate) fn new(schema: &Identifier, channel: Option<&Identifier>, persistent: bool) -> Self {
         // The coalesced wake-up. A publishing transaction notifies when it
-        // takes the name's wake-up lock (an advisory lock, per database,
-        // held until the transaction ends): so at most one notifying
-        // transaction per name and database is in flight at a time, and
-        // notifying commits never queue behind each other on PostgreSQL's
-        // database-wide NOTIFY lock. The others rely on that one's
-        // notification and the workers' trailing claim (`notifier.rs`); the
-        // parameter (`wakeup::Fallback`) lets a few through anyway, so
-        // a long transaction holding the lock delays nobody's wake-up by
-        // more than the fallback interval. Identifier's grammar admits no
+        // takes its name's wake-up lock for the current 10 ms slot (an
+        // advisory lock per database, held until the transaction ends, never
+        // waited for): so at most one notifying transaction per name and
+        // slot is in flight at a time, and notifying commits do not queue
+        // behind each other on PostgreSQL's database-wide NOTIFY lock. The
+        // others rely on that one's notification and the workers' trailing
+        // claims (`notifier.rs`). Because the key changes with the slot, a
+        // long transaction holding one slot's lock holds back nobody's
+        // wake-up for longer than the slot. Identifier's grammar admits no
         // quote, so the literals are safe.
-        let notify = |allowance: &str| {
-            channel.map_or_else(
-                || format!("(CASE WHEN {allowance}::boolean THEN NULL END)"),
-                |c| {
-                    format!(
-                        "(CASE WHEN pg_try_advisory_xact_lock(hashtext('pgoutbox wake-up {c}'), \
-                         hashtext($1)) OR {allowance}::boolean THEN pg_notify('{c}', $1) END)",
-                        c = c.as_str()
-                    )
-                },
-            )
-        };
+        let notify = channel.map_or_else(
+            || "NULL".to_owned(),
+            |c| {
+                format!(
+                    "(CASE WHEN pg_try_advisory_xact_lock(hashtext('pgoutbox wake-up {c} ' || $1), \
+                     (floor(extract(epoch FROM clock_timestamp()) * 100)::bigint % 2147483647)::integer) \
+                     THEN pg_notify('{c}', $1) END)",
+                    c = c.as_str()
+                )
+            },
+        );
         let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
                 .replace("{operation_columns}", admin::OPERATION_COLUMNS)
                 .replace("{schema}", &schema.quoted())
-                .replace("{notify:$12}", &notify("$12"))
-                .replace("{notify:$13}", &notify("$13"))
+                .replace("{notify}", &notify)
                 .replace("{on_conflict}", on_conflict)
                 .into()
         };
@@ -246,15 +241,8 @@ impl Store {
         Store {
             sql: Arc::new(sql),
             insert_keyed,
-            fallback: channel.map(|_| Arc::default()),
             persistent,
         }
-    }
-
-    /// Whether a publish of `name` may notify without the wake-up lock
-    /// (`wakeup::Fallback`).
-    fn wake_fallback(&self, name: &'static str) -> bool {
-        self.fallback.as_ref().is_some_and(|f| f.due(name))
     }
 
     /// Runs `run`, one statement, on `conn`. Behind pgbouncer in
@@ -305,7 +293,6 @@ impl Store {
                     .bind(op.parent_id.map(OperationId::as_i64))
                     .bind(op.schema.canonical_json())
                     .bind(op.delay_micros)
-                    .bind(self.wake_fallback(op.name))
                     .fetch_optional(conn)
                     .await
             })
@@ -335,7 +322,6 @@ impl Store {
                     .bind(op.max_attempts)
                     .bind(op.idempotent)
                     .bind(op.parent_id.map(OperationId::as_i64))
-                    .bind(self.wake_fallback(op.name))
                     .fetch_all(conn)
                     .await
             })

@@ -1,7 +1,6 @@
 -- Publish many operations of one name in one statement: $2 holds the
 -- payloads, every other column is shared. NOTIFY (`{notify}`, coalesced as
--- in insert_operation.sql, `$12` the fallback allowance) is sent once per
--- transaction for identical channel and payload, so it costs no more for a
+-- in insert_operation.sql) is sent once per transaction for identical channel and payload, so it costs no more for a
 -- thousand rows than for one.
 WITH known_schema AS (
     -- Usually known: one index probe, and $4 (the schema's canonical
@@ -21,4 +20,4 @@ WITH known_schema AS (
     ORDER BY p.n
     RETURNING id
 )
-SELECT id, {notify:$12}::text AS notified FROM inserted ORDER BY id
+SELECT id, {notify}::text AS notified FROM inserted ORDER BY id
