@@ -1,7 +1,8 @@
 //! The workloads and their baselines.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgoutbox::prelude::*;
@@ -44,6 +45,10 @@ static STARTED_SIGNAL: std::sync::LazyLock<tokio::sync::Notify> =
 #[operation("bench.latency")]
 async fn latency(ctx: &mut Context, seq: i64) -> Result<()> {
     let _ = ctx;
+    if seq < 0 {
+        // Background traffic (W3 under a steady stream): not measured.
+        return Ok(());
+    }
     STARTED
         .lock()
         .unwrap()
@@ -199,6 +204,8 @@ enum Kind {
     Plain,
     Tx,
     Idempotent,
+    /// Idempotent, with `workflow_system.idempotent_async_commit` on.
+    IdempotentAsync,
 }
 
 /// Drains what is ready with pgoutbox (`workers` handler slots); ops/s.
@@ -212,18 +219,20 @@ async fn drain_pgoutbox(db: &TestDatabase, n: i64, kind: Kind, workers: usize) -
     let (router, name) = match kind {
         Kind::Tx => (WorkflowRouter::new().operation::<NoopTx>(), NoopTx::NAME),
         Kind::Plain => (WorkflowRouter::new().operation::<Noop>(), Noop::NAME),
-        Kind::Idempotent => (
+        Kind::Idempotent | Kind::IdempotentAsync => (
             WorkflowRouter::new().operation::<NoopIdem>(),
             NoopIdem::NAME,
         ),
     };
+    let mut settings = settings(db, workers);
+    settings.workflow_system.idempotent_async_commit = kind == Kind::IdempotentAsync;
     let already = count(
         db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
     )
     .await?;
     let attempts_before = count(db, "SELECT coalesce(max(id), 0) FROM pgoutbox.attempts").await?;
-    let system = WorkflowSystem::builder(settings(db, workers))
+    let system = WorkflowSystem::builder(settings)
         .router(router)
         .start()
         .await?;
@@ -327,7 +336,9 @@ async fn fill(db: &TestDatabase, n: i64, kind: Kind) -> Res<()> {
         match kind {
             Kind::Tx => publish_many(&mut conn, range.map(|n| NoopTx { n })).await?,
             Kind::Plain => publish_many(&mut conn, range.map(|n| Noop { n })).await?,
-            Kind::Idempotent => publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?,
+            Kind::Idempotent | Kind::IdempotentAsync => {
+                publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?
+            }
         };
     }
     Ok(())
@@ -374,6 +385,9 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
         m.entry("idem")
             .or_default()
             .push(pgoutbox_run(N, Kind::Idempotent, 10, false).await?);
+        m.entry("idem_async")
+            .or_default()
+            .push(pgoutbox_run(N, Kind::IdempotentAsync, 10, false).await?);
         m.entry("claim100")
             .or_default()
             .push(baseline_run(N, false, 100).await?);
@@ -404,10 +418,18 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
             0.7,
         ),
         Figure::new(
-            "W1-idem drain (vs claim-100)",
+            "W1-idem drain, async commit off (vs claim-100)",
             "ops/s",
             true,
             m["idem"].clone(),
+            m["claim100"].clone(),
+            0.6,
+        ),
+        Figure::new(
+            "W1-idem drain, idempotent_async_commit on",
+            "ops/s",
+            true,
+            m["idem_async"].clone(),
             m["claim100"].clone(),
             0.6,
         ),
@@ -575,6 +597,7 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
 pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 500;
     let (mut p50, mut p99, mut raw50, mut raw99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut s50, mut s99) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let db = TestDatabase::new().await?;
         let mut s = settings(&db, 10);
@@ -584,30 +607,37 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
             .start()
             .await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut latencies = Vec::new();
-        for seq in 0..N {
-            let mut tx = db.pool().begin().await?;
-            publish(&mut tx, Latency { seq }).await?;
-            tx.commit().await?;
-            let committed = Instant::now();
-            let started = loop {
-                if let Some(at) = STARTED
-                    .lock()
-                    .unwrap()
-                    .as_mut()
-                    .and_then(|m| m.remove(&seq))
-                {
-                    break at;
-                }
-                tokio::time::timeout(Duration::from_secs(10), STARTED_SIGNAL.notified())
-                    .await
-                    .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
-            };
-            latencies.push(started.saturating_duration_since(committed).as_secs_f64() * 1000.0);
-        }
-        system.stop().await?;
+        let mut latencies = pickup_latencies(&db, 0..N).await?;
         p50.push(percentile(&mut latencies, 0.5));
         p99.push(percentile(&mut latencies, 0.99));
+        // The same under a steady stream of publishes: 4 background
+        // publishers, one transaction every 2 ms each, so that most
+        // publishing transactions overlap another one and their wake-ups
+        // are coalesced.
+        let streaming = Arc::new(AtomicBool::new(true));
+        let mut background = Vec::new();
+        for _ in 0..4 {
+            let (pool, streaming) = (db.pool().clone(), Arc::clone(&streaming));
+            background.push(tokio::spawn(async move {
+                while streaming.load(Ordering::Relaxed) {
+                    let mut tx = pool.begin().await?;
+                    publish(&mut tx, Latency { seq: -1 }).await?;
+                    tx.commit().await?;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let streamed = pickup_latencies(&db, N..2 * N).await;
+        streaming.store(false, Ordering::Relaxed);
+        for task in background {
+            task.await?.map_err(|e| e.to_string())?;
+        }
+        let mut streamed = streamed?;
+        s50.push(percentile(&mut streamed, 0.5));
+        s99.push(percentile(&mut streamed, 0.99));
+        system.stop().await?;
         // The raw LISTEN/NOTIFY round trip of the same server.
         let mut listener = sqlx::postgres::PgListener::connect(&db.url()).await?;
         listener.listen("bench_raw").await?;
@@ -626,9 +656,63 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
         raw99.push(percentile(&mut raw, 0.99));
     }
     Ok(vec![
-        Figure::absolute("W3 pickup p50 (vs raw NOTIFY)", "ms", p50, raw50, 1.0),
-        Figure::absolute("W3 pickup p99 (vs raw NOTIFY)", "ms", p99, raw99, 3.0),
+        Figure::absolute(
+            "W3 pickup p50 (vs raw NOTIFY)",
+            "ms",
+            p50,
+            raw50.clone(),
+            1.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99 (vs raw NOTIFY)",
+            "ms",
+            p99,
+            raw99.clone(),
+            3.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p50, steady stream (vs raw NOTIFY)",
+            "ms",
+            s50,
+            raw50,
+            5.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99, steady stream (vs raw NOTIFY)",
+            "ms",
+            s99,
+            raw99,
+            20.0,
+        ),
     ])
+}
+
+/// Publishes one `Latency` operation per sequence number, each in its own
+/// transaction, and returns the time from each commit to its handler's
+/// start, in milliseconds.
+async fn pickup_latencies(db: &TestDatabase, seqs: std::ops::Range<i64>) -> Res<Vec<f64>> {
+    let mut latencies = Vec::new();
+    for seq in seqs {
+        let mut tx = db.pool().begin().await?;
+        publish(&mut tx, Latency { seq }).await?;
+        tx.commit().await?;
+        let committed = Instant::now();
+        let started = loop {
+            if let Some(at) = STARTED
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|m| m.remove(&seq))
+            {
+                break at;
+            }
+            tokio::time::timeout(Duration::from_secs(10), STARTED_SIGNAL.notified())
+                .await
+                .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
+        };
+        latencies.push(started.saturating_duration_since(committed).as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
 }
 
 /// W4: drain speed with 0 and with 1,000,000 finished rows in the table.

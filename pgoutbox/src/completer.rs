@@ -38,7 +38,12 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store
-            .complete_successes(&mut conn, rt.worker_id, &fences)
+            .complete_successes(
+                &mut conn,
+                rt.worker_id,
+                &fences,
+                rt.settings.workflow_system.idempotent_async_commit,
+            )
             .await
     };
     // A failed flush is answered as an error: each executor then retries on

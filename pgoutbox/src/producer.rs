@@ -113,6 +113,7 @@ async fn claim(
                 rt.worker_id,
                 lease_ms,
                 &rt.settings.workflow_system.queues,
+                rt.settings.workflow_system.idempotent_async_commit,
             )
             .await?;
         full |= claimed.len() >= free;

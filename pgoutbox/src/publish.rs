@@ -682,7 +682,9 @@ pub async fn publish_many<O: Operation>(
 /// `Send` checks, and so `tokio::spawn`, for lack of higher-ranked
 /// lifetimes.) It never commits: if the caller rolls back, nothing was
 /// published and nobody is woken; when the caller commits, the operation is
-/// durable and the workers are notified.
+/// durable and the workers are woken (by this transaction's notification, or
+/// by a concurrent publisher's one it was coalesced with: see
+/// `docs/tuning.md`).
 ///
 /// It uses the default [`Publisher`] (schema and channel `pgoutbox`, NOTIFY
 /// on); use [`Publisher::from_settings`] for anything else. What happens to

@@ -327,6 +327,13 @@ pub struct WorkflowSettings {
     /// or a comma list (`mail,sms`).
     #[serde(deserialize_with = "name_list")]
     pub queues: Vec<String>,
+    /// Off by default. When on, a claim whose operations are all
+    /// `idempotent`, and a batch of plain successes of `idempotent`
+    /// operations only, commit with `synchronous_commit = off`: faster at
+    /// production durability, but a database crash can erase the record
+    /// of attempts that ran (see `docs/consistency.md`). A non-idempotent
+    /// operation's attempt start and outcome stay durable whatever is set.
+    pub idempotent_async_commit: bool,
     /// The janitor: how long finished operations and their history stay.
     pub retention: RetentionSettings,
     /// Serve Prometheus metrics on `http://ADDRESS/metrics` (for example
@@ -396,6 +403,7 @@ impl Default for WorkflowSettings {
             backoff_max: Duration::from_hours(1),
             handler_timeout: Duration::from_mins(5),
             queues: Vec::new(),
+            idempotent_async_commit: false,
             retention: RetentionSettings::default(),
             metrics_listen: None,
         }

@@ -270,3 +270,130 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
     );
     pool.close().await;
 }
+
+/// PostgreSQL killed (`pg_ctl stop -m immediate`) twice mid-drain of
+/// non-idempotent and idempotent operations, with
+/// `workflow_system.idempotent_async_commit` off and on: nothing lost, no
+/// non-idempotent operation run twice, and every attempt that ran of a
+/// non-idempotent operation recorded — of every operation when the option
+/// is off.
+async fn postgres_killed_mid_drain(idempotent_async_commit: bool) {
+    use pgoutbox::testing::{Cluster, ShutdownMode};
+
+    let each = 200 * i64::from(soak());
+    let cluster = tokio::task::spawn_blocking(Cluster::start_private)
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = sqlx::PgPool::connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE DATABASE drain")
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let url = cluster.url("drain");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    pgoutbox::migrate::run(&pool, &pgoutbox::Identifier::default())
+        .await
+        .unwrap();
+    create_tables(&pool).await;
+    let mut conn = pool.acquire().await.unwrap();
+    pgoutbox::publish_many(&mut conn, (0..each).map(|_| Effect { ms: 20 }))
+        .await
+        .unwrap();
+    pgoutbox::publish_many(&mut conn, (0..each).map(|_| IdempotentEffect { ms: 20 }))
+        .await
+        .unwrap();
+    drop(conn);
+    pool.close().await;
+
+    let option = if idempotent_async_commit {
+        "true"
+    } else {
+        "false"
+    };
+    let worker = Worker::start_with(
+        &url,
+        4,
+        &[("PGOUTBOX_WORKFLOW_SYSTEM__IDEMPOTENT_ASYNC_COMMIT", option)],
+    );
+    for _ in 0..2 * soak() {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::task::block_in_place(|| cluster.stop(ShutdownMode::Immediate)).unwrap();
+        tokio::task::block_in_place(|| cluster.start()).unwrap();
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_mins(u64::from(soak()));
+    while count_on(&pool, "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')").await > 0 {
+        assert!(std::time::Instant::now() < deadline, "the drain did not finish after the kills");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(worker.terminate().success());
+    assert_eq!(
+        count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
+        2 * each,
+        "nothing lost"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM (SELECT s.operation_id FROM side_effects s \
+             JOIN pgoutbox.operations o ON o.id = s.operation_id \
+             WHERE o.name = 'fault.effect' GROUP BY s.operation_id HAVING count(*) > 1) twice"
+        )
+        .await,
+        0,
+        "no non-idempotent operation run twice"
+    );
+    assert_eq!(
+        unrecorded(&pool, "'fault.effect'").await,
+        0,
+        "every attempt of a non-idempotent operation that ran is recorded"
+    );
+    if !idempotent_async_commit {
+        assert_eq!(
+            unrecorded(&pool, "'fault.effect', 'fault.idempotent_effect'").await,
+            0,
+            "with the option off, every attempt that ran is recorded"
+        );
+    }
+    assert!(
+        count_on(&pool, "SELECT count(*) FROM side_effects").await > 0,
+        "handlers ran"
+    );
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_drain_with_idempotent_async_commit_off() {
+    postgres_killed_mid_drain(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_killed_mid_drain_with_idempotent_async_commit_on() {
+    postgres_killed_mid_drain(true).await;
+}
+
+/// Side effects of the operations named `names` (an SQL list of literals)
+/// whose attempt has no row in `attempts`.
+async fn unrecorded(pool: &sqlx::PgPool, names: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM side_effects s JOIN pgoutbox.operations o ON o.id = s.operation_id \
+         WHERE o.name IN ({names}) AND NOT EXISTS (SELECT 1 FROM pgoutbox.attempts a \
+         WHERE a.operation_id = s.operation_id AND a.number = s.attempt)"
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}

@@ -19,7 +19,13 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn start(url: &str, n_workers: usize) -> Worker {
+        Worker::start_with(url, n_workers, &[])
+    }
+
+    /// [`Worker::start`], with more settings as `PGOUTBOX_*` variables.
+    pub(crate) fn start_with(url: &str, n_workers: usize, envs: &[(&str, &str)]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
+            .envs(envs.iter().copied())
             .env("PGOUTBOX_DATABASE__URL", url)
             .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())
             .env("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", n_workers.to_string())

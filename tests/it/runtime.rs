@@ -492,6 +492,89 @@ async fn pickup_by_notify_is_faster_than_the_poll(setup: Setup) {
     system.stop().await.unwrap();
 }
 
+/// Concurrent publishers' notifications are coalesced (only one publishing
+/// transaction per name notifies at a time); the others' operations are
+/// still picked up without waiting for the poll.
+async fn concurrent_publishes_are_all_picked_up_without_the_poll(setup: Setup) {
+    let mut s = setup.settings();
+    s.workflow_system.poll_interval = Duration::from_secs(30);
+    let system = start(s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let setup = std::sync::Arc::new(setup);
+    let mut publishers = Vec::new();
+    for _ in 0..8 {
+        let setup = std::sync::Arc::clone(&setup);
+        publishers.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                setup
+                    .publish_one(Work {
+                        key: key(),
+                        behaviour: Behaviour::Succeed,
+                    })
+                    .await;
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    wait_for_count(
+        &setup.db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        80,
+        Duration::from_secs(10),
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
+/// A transaction that published and stays open holds its name's wake-up
+/// lock for its slot; another publisher's operation, published in a later
+/// slot, is still picked up without waiting for the poll.
+async fn a_long_publishing_transaction_does_not_hold_back_other_wake_ups(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
+    s.workflow_system.poll_interval = Duration::from_secs(30);
+    let system = start(s).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut long = setup.pool().begin().await.unwrap();
+    setup
+        .publisher()
+        .publish(
+            &mut long,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await
+        .unwrap();
+    // Past the long transaction's 10 ms slot.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    setup
+        .publish_one(Work {
+            key: key(),
+            behaviour: Behaviour::Succeed,
+        })
+        .await;
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    long.commit().await.unwrap();
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    system.stop().await.unwrap();
+}
+
 async fn pickup_by_polling_with_notify_disabled(setup: Setup) {
     let db = &setup.db;
     let mut s = setup.settings();
@@ -1008,6 +1091,8 @@ both_ways!(
     a_timeout_stalls_a_non_idempotent_operation_and_retries_an_idempotent_one_until_it_stalls_too,
     run_at_is_respected,
     pickup_by_notify_is_faster_than_the_poll,
+    concurrent_publishes_are_all_picked_up_without_the_poll,
+    a_long_publishing_transaction_does_not_hold_back_other_wake_ups,
     pickup_by_polling_with_notify_disabled,
     the_listener_killed_mid_run_does_not_stop_the_work,
     an_operation_no_worker_handles_is_never_claimed,

@@ -203,10 +203,27 @@ impl Store {
     /// given. `persistent: false` uses unnamed statements only (for
     /// pgbouncer in transaction mode).
     pub(crate) fn new(schema: &Identifier, channel: Option<&Identifier>, persistent: bool) -> Self {
+        // The coalesced wake-up. A publishing transaction notifies when it
+        // takes its name's wake-up lock for the current 10 ms slot (an
+        // advisory lock per database, held until the transaction ends, never
+        // waited for): so at most one notifying transaction per name and
+        // slot is in flight at a time, and notifying commits do not queue
+        // behind each other on PostgreSQL's database-wide NOTIFY lock. The
+        // others rely on that one's notification and the workers' trailing
+        // claims (`notifier.rs`). Because the key changes with the slot, a
+        // long transaction holding one slot's lock holds back nobody's
+        // wake-up for longer than the slot. Identifier's grammar admits no
+        // quote, so the literals are safe.
         let notify = channel.map_or_else(
             || "NULL".to_owned(),
-            // Identifier's grammar admits no quote, so the literal is safe.
-            |c| format!("pg_notify('{}', $1)", c.as_str()),
+            |c| {
+                format!(
+                    "(CASE WHEN pg_try_advisory_xact_lock(hashtext('pgoutbox wake-up {c} ' || $1), \
+                     (floor(extract(epoch FROM clock_timestamp()) * 100)::bigint % 2147483647)::integer) \
+                     THEN pg_notify('{c}', $1) END)",
+                    c = c.as_str()
+                )
+            },
         );
         let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
@@ -334,7 +351,13 @@ impl Store {
         Ok(id.map(OperationId::from_i64))
     }
 
-    /// Claims up to `limit` ready operations and starts their attempts.
+    /// Claims up to `limit` ready operations and starts their attempts;
+    /// asynchronously committed when `idempotent_async_commit` is on and
+    /// all of them are idempotent (`claim.sql`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per parameter of the statement reads best at its one caller"
+    )]
     pub(crate) async fn claim(
         &self,
         conn: &mut PgConnection,
@@ -343,6 +366,7 @@ impl Store {
         worker: Uuid,
         lease_ms: i64,
         queues: &[String],
+        idempotent_async_commit: bool,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         let rows = self
             .pinned(conn, async |conn| {
@@ -352,6 +376,7 @@ impl Store {
                     .bind(worker)
                     .bind(lease_ms)
                     .bind(queues)
+                    .bind(idempotent_async_commit)
                     .fetch_all(conn)
                     .await
             })
@@ -387,6 +412,7 @@ impl Store {
         conn: &mut PgConnection,
         worker: Uuid,
         fences: &[Fence],
+        idempotent_async_commit: bool,
     ) -> Result<Vec<i64>, sqlx::Error> {
         let ids: Vec<i64> = fences.iter().map(|f| f.id.as_i64()).collect();
         let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
@@ -397,6 +423,7 @@ impl Store {
                 .bind(attempts)
                 .bind(attempt_ids)
                 .bind(worker)
+                .bind(idempotent_async_commit)
                 .fetch_all(conn)
                 .await
         })

@@ -3,6 +3,10 @@
 -- ($1) and, when $5 is not empty, the queues it serves; start their
 -- attempts in the same statement, so that an attempt is committed (visible)
 -- before its handler is called. $3 is the worker, $4 the lease in ms.
+-- $6 is `workflow_system.idempotent_async_commit`: when on and every
+-- operation claimed is idempotent, this transaction commits with
+-- `synchronous_commit = off`; one non-idempotent operation among them
+-- keeps the whole claim durable.
 WITH claimed AS (
     UPDATE {schema}.operations o
     SET status = 'running',
@@ -21,5 +25,7 @@ WITH claimed AS (
 SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attempts, c.idempotent,
        c.external_key, c.root_id,
        extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
-       s.id AS attempt_id
+       s.id AS attempt_id,
+       CASE WHEN $6::boolean AND bool_and(c.idempotent) OVER ()
+            THEN set_config('synchronous_commit', 'off', true) END AS relaxed
 FROM claimed c JOIN started s ON s.operation_id = c.id

@@ -1,6 +1,9 @@
 -- Record many plain successes of one worker ($4) at once, each fenced by
 -- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids. Returns the ids
--- whose success was recorded; any other was no longer this worker's.
+-- whose success was recorded; any other was no longer this worker's. $5 is
+-- `workflow_system.idempotent_async_commit`: when on and every success
+-- recorded is an idempotent operation's, this transaction commits with
+-- `synchronous_commit = off`.
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS t(id, attempt, attempt_id)
 ), done AS (
@@ -9,7 +12,7 @@ WITH input AS (
         last_error = NULL, finished_at = now(), updated_at = now()
     FROM input i
     WHERE o.id = i.id AND o.status = 'running' AND o.lease_owner = $4 AND o.attempt = i.attempt
-    RETURNING o.id
+    RETURNING o.id, o.idempotent
 ), attempt AS (
     UPDATE {schema}.attempts a
     SET outcome = 'succeeded', finished_at = now()
@@ -17,4 +20,7 @@ WITH input AS (
     WHERE a.id = i.attempt_id AND a.outcome IS NULL AND i.id IN (SELECT id FROM done)
     RETURNING a.id
 )
-SELECT id FROM done
+SELECT id,
+       CASE WHEN $5::boolean AND bool_and(idempotent) OVER ()
+            THEN set_config('synchronous_commit', 'off', true) END AS relaxed
+FROM done

@@ -1,7 +1,7 @@
 -- Publish many operations of one name in one statement: $2 holds the
--- payloads, every other column is shared. NOTIFY (`{notify}`) is sent once
--- per transaction for identical channel and payload, so it costs no more
--- for a thousand rows than for one.
+-- payloads, every other column is shared. NOTIFY (`{notify}`, coalesced as
+-- in insert_operation.sql) is sent once per transaction for identical channel and payload, so it costs no more for a
+-- thousand rows than for one.
 WITH known_schema AS (
     -- Usually known: one index probe, and $4 (the schema's canonical
     -- JSON, as text) is parsed only when it is not.
