@@ -178,13 +178,11 @@ async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_restarted_mid_drain_fast_then_immediate() {
-    use pgoutbox::testing::{Cluster, ShutdownMode};
-
-    let each = 300 * i64::from(soak());
-    // A cluster of this test's own: it is restarted under the worker.
-    let cluster = tokio::task::spawn_blocking(Cluster::start_private)
+/// A private cluster of the test's own (it is restarted or killed under
+/// the worker) with a migrated database `drain` holding the effect tables:
+/// the cluster, the database's URL and a small pool on it.
+async fn private_drain_database() -> (pgoutbox::testing::Cluster, String, sqlx::PgPool) {
+    let cluster = tokio::task::spawn_blocking(pgoutbox::testing::Cluster::start_private)
         .await
         .unwrap()
         .unwrap();
@@ -206,6 +204,15 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         .await
         .unwrap();
     create_tables(&pool).await;
+    (cluster, url, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_drain_fast_then_immediate() {
+    use pgoutbox::testing::ShutdownMode;
+
+    let each = 300 * i64::from(soak());
+    let (cluster, url, pool) = private_drain_database().await;
     let mut conn = pool.acquire().await.unwrap();
     pgoutbox::publish_many(&mut conn, (0..each).map(|_| IdempotentEffect { ms: 20 }))
         .await
@@ -278,31 +285,10 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
 /// non-idempotent operation recorded — of every operation when the option
 /// is off.
 async fn postgres_killed_mid_drain(idempotent_async_commit: bool) {
-    use pgoutbox::testing::{Cluster, ShutdownMode};
+    use pgoutbox::testing::ShutdownMode;
 
     let each = 200 * i64::from(soak());
-    let cluster = tokio::task::spawn_blocking(Cluster::start_private)
-        .await
-        .unwrap()
-        .unwrap();
-    let admin = sqlx::PgPool::connect(&cluster.url("postgres"))
-        .await
-        .unwrap();
-    sqlx::query("CREATE DATABASE drain")
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let url = cluster.url("drain");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .unwrap();
-    pgoutbox::migrate::run(&pool, &pgoutbox::Identifier::default())
-        .await
-        .unwrap();
-    create_tables(&pool).await;
+    let (cluster, url, pool) = private_drain_database().await;
     let mut conn = pool.acquire().await.unwrap();
     pgoutbox::publish_many(&mut conn, (0..each).map(|_| Effect { ms: 20 }))
         .await
