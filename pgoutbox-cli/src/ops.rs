@@ -289,13 +289,24 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Attempts counted against the limit, out of the limit, and the snoozes
+/// beside them (`2/3 +1 snoozed`): a snooze does not use up an attempt.
+fn attempts(op: &OperationRow) -> String {
+    let counted = op.attempt - op.snoozes;
+    if op.snoozes > 0 {
+        format!("{counted}/{} +{} snoozed", op.max_attempts, op.snoozes)
+    } else {
+        format!("{counted}/{}", op.max_attempts)
+    }
+}
+
 fn op_row(op: &OperationRow) -> Vec<String> {
     vec![
         op.id.to_string(),
         op.name.clone(),
         op.status.to_string(),
         op.queue.clone(),
-        format!("{}/{}", op.attempt, op.max_attempts),
+        attempts(op),
         op.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         op.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
         // One line per operation: a multi-line error would break the table.
@@ -440,8 +451,11 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
     writeln!(out, "operation {} `{}`: {}", op.id, op.name, op.status)?;
     writeln!(
         out,
-        "  queue {}, priority {}, attempts {}/{}, idempotent {}",
-        op.queue, op.priority, op.attempt, op.max_attempts, op.idempotent
+        "  queue {}, priority {}, attempts {}, idempotent {}",
+        op.queue,
+        op.priority,
+        attempts(op),
+        op.idempotent
     )?;
     writeln!(
         out,

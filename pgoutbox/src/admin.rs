@@ -298,7 +298,7 @@ pub fn export_schemas(
 /// for op in admin.list(&dead).await? {
 ///     assert_eq!(op.status, Status::Dead);
 ///     assert!(op.finished_at.is_some());
-///     println!("{} {} after {}/{} attempts: {:?}", op.id, op.name, op.attempt, op.max_attempts, op.last_error);
+///     println!("{} {} after {}/{} attempts: {:?}", op.id, op.name, op.attempt - op.snoozes, op.max_attempts, op.last_error);
 /// }
 /// # Ok(())
 /// # }
@@ -315,8 +315,12 @@ pub struct OperationRow {
     pub queue: String,
     /// Priority (higher runs first).
     pub priority: i16,
-    /// Attempts started.
+    /// Attempts started, snoozed ones included: the number of the last
+    /// attempt (attempt numbers only grow).
     pub attempt: i32,
+    /// Attempts that ended in a snooze: they do not count against
+    /// `max_attempts`, which limits `attempt - snoozes`.
+    pub snoozes: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
     /// Declared idempotent.
@@ -958,6 +962,7 @@ impl FromRow<'_, PgRow> for OperationRow {
             queue: row.try_get("queue")?,
             priority: row.try_get("priority")?,
             attempt: row.try_get("attempt")?,
+            snoozes: row.try_get("snoozes")?,
             max_attempts: row.try_get("max_attempts")?,
             idempotent: row.try_get("idempotent")?,
             run_at: row.try_get("run_at")?,

@@ -988,3 +988,33 @@ async fn workflow_of_a_child_shows_the_tree_from_its_root() {
     assert_eq!(json["requested"], grandchild);
     assert_eq!(json["operations"].as_array().map(Vec::len), Some(4));
 }
+
+/// Attempt numbers only grow, snoozes included; what counts against
+/// `max_attempts` is shown as such, the snoozes beside it, so an operation
+/// that snoozed never looks as if it ran past its limit.
+#[tokio::test]
+async fn attempts_are_shown_as_counted_with_the_snoozes_beside_them() {
+    let db = TestDatabase::new().await.unwrap();
+    let id = op(&db, "snoozy.op", "retrying").await;
+    sqlx::query("UPDATE pgoutbox.operations SET attempt = 4, snoozes = 2 WHERE id = $1")
+        .bind(id)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let out = pgoutbox(&db).args(["ops", "list"]).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("2/3 +2 snoozed"), "{stdout}");
+    let out = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("attempts 2/3 +2 snoozed"), "{stdout}");
+    let out = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string(), "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["operation"]["attempt"], 4);
+    assert_eq!(json["operation"]["snoozes"], 2);
+}

@@ -14,7 +14,7 @@ use crate::state::Status;
 /// The columns of an operation as operators see it (`{operation_columns}`
 /// in `operation.sql`, `workflow.sql` and `list_operations.sql`).
 pub(super) const OPERATION_COLUMNS: &str = "id, name, status, queue, priority, attempt, \
-     max_attempts, idempotent, run_at, parent_id, root_id, last_error, created_at, updated_at, \
+     snoozes, max_attempts, idempotent, run_at, parent_id, root_id, last_error, created_at, updated_at, \
      finished_at, payload, schema_hash, external_key";
 
 /// A row type a statement's rows decode into.
