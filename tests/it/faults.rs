@@ -178,6 +178,32 @@ async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
+/// Connects to the private cluster's `url` and waits (a minute per soak
+/// factor) until nothing is pending, retrying or running after the `faults`;
+/// returns the pool.
+async fn wait_drained_on(url: &str, faults: &str) -> sqlx::PgPool {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_mins(u64::from(soak()));
+    while count_on(
+        &pool,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')",
+    )
+    .await
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the drain did not finish after the {faults}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pool
+}
+
 /// A private cluster of the test's own (it is restarted or killed under
 /// the worker) with a migrated database `drain` holding the effect tables:
 /// the cluster, the database's URL and a small pool on it.
@@ -238,16 +264,7 @@ async fn postgres_restarted_mid_drain_fast_then_immediate() {
         assert!(0 < left && left < 2 * each, "{mode:?}: {left} left");
         tokio::task::block_in_place(|| cluster.restart(mode)).unwrap();
     }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_mins(u64::from(soak()));
-    while count_on(&pool, "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')").await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the drain did not finish after the restarts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pool = wait_drained_on(&url, "restarts").await;
     // The worker survived both restarts and stops cleanly.
     assert!(worker.terminate().success());
     assert_eq!(
@@ -314,16 +331,7 @@ async fn postgres_killed_mid_drain(idempotent_async_commit: bool) {
         tokio::task::block_in_place(|| cluster.stop(ShutdownMode::Immediate)).unwrap();
         tokio::task::block_in_place(|| cluster.start()).unwrap();
     }
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(&url)
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_mins(u64::from(soak()));
-    while count_on(&pool, "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('pending', 'retrying', 'running')").await > 0 {
-        assert!(std::time::Instant::now() < deadline, "the drain did not finish after the kills");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let pool = wait_drained_on(&url, "kills").await;
     assert!(worker.terminate().success());
     assert_eq!(
         count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
