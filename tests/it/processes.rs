@@ -24,7 +24,21 @@ impl Worker {
 
     /// [`Worker::start`], with more settings as `PGOUTBOX_*` variables.
     pub(crate) fn start_with(url: &str, n_workers: usize, envs: &[(&str, &str)]) -> Worker {
+        Worker::spawn(url, n_workers, envs, &[])
+    }
+
+    /// [`Worker::start_with`], running the idempotent operations only.
+    pub(crate) fn start_idempotent_only(
+        url: &str,
+        n_workers: usize,
+        envs: &[(&str, &str)],
+    ) -> Worker {
+        Worker::spawn(url, n_workers, envs, &["--idempotent-only"])
+    }
+
+    fn spawn(url: &str, n_workers: usize, envs: &[(&str, &str)], args: &[&str]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
+            .args(args)
             .envs(envs.iter().copied())
             .env("PGOUTBOX_DATABASE__URL", url)
             .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())

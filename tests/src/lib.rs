@@ -73,6 +73,14 @@ pub async fn tx_effect(ctx: &mut TxContext<'_>, ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// The router of the test worker started with `--idempotent-only`: its
+/// idempotent operations alone, which `idempotent_claim_ahead` requires.
+pub fn idempotent_router() -> WorkflowRouter {
+    WorkflowRouter::with_prefix("fault")
+        .operation::<IdempotentEffect>()
+        .operation::<TxEffect>()
+}
+
 /// The router of the test worker.
 pub fn router() -> WorkflowRouter {
     WorkflowRouter::with_prefix("fault")

@@ -3,7 +3,8 @@
 //! input closes), then stops gracefully.
 //!
 //! Configured by `PGOUTBOX_*` settings (the database URL, `n_workers`,
-//! lease, …). Prints `ready` once it claims.
+//! lease, …). With `--idempotent-only` it runs only the idempotent ones.
+//! Prints `ready` once it claims.
 
 use std::process::ExitCode;
 
@@ -24,8 +25,13 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     pgoutbox_tests::set_side_effect_pool(settings.pool()?);
+    let router = if std::env::args().any(|a| a == "--idempotent-only") {
+        pgoutbox_tests::idempotent_router()
+    } else {
+        pgoutbox_tests::router()
+    };
     let system = WorkflowSystem::builder(settings)
-        .router(pgoutbox_tests::router())
+        .router(router)
         .start()
         .await?;
     say(&format!("ready {}", system.worker_id()));
