@@ -686,14 +686,14 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
             "ms",
             p50,
             raw50.clone(),
-            1.0,
+            2.0,
         ),
         Figure::absolute(
             "W3 pickup p99 (vs raw NOTIFY)",
             "ms",
             p99,
             raw99.clone(),
-            3.0,
+            5.0,
         ),
         Figure::absolute(
             "W3 pickup p50, steady stream (vs raw NOTIFY)",
