@@ -7,12 +7,14 @@ use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument as _;
 
 use crate::context::{AttemptInfo, Context, TxContext};
 use crate::definition::Backoff;
 use crate::error::HandlerError;
 use crate::jitter::jitter;
+use crate::limits::Batch;
 use crate::outcome::{Attempt, AttemptEnd, Decision};
 use crate::publish::PublishError;
 use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
@@ -46,16 +48,36 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic with a non-string payload".to_owned())
 }
 
+/// The next operation that a transactional handler's commit claimed (its
+/// attempt started by that same commit): the slot carries on with it
+/// without a claim of its own, so that a slot running transactional
+/// handlers waits for one commit per operation rather than two.
+pub(crate) struct Chained {
+    pub(crate) claimed: Claimed,
+    /// Its place among the outcomes not recorded yet.
+    pub(crate) in_flight: OwnedSemaphorePermit,
+    /// When its claim was sent: its lease runs from after that.
+    pub(crate) sent: Instant,
+}
+
 /// Runs `claimed` and records its outcome; returns when the books are
-/// right (or the lease is gone and the rescuer's record stands).
-pub(crate) async fn execute(rt: Arc<Runtime>, claimed: Claimed, running: Arc<RunningOp>) {
+/// right (or the lease is gone and the rescuer's record stands). With
+/// `chain`, the batch it was claimed in, a transactional success also
+/// claims the next ready operation of that batch in its commit, and
+/// returns it.
+pub(crate) async fn execute(
+    rt: Arc<Runtime>,
+    claimed: Claimed,
+    running: Arc<RunningOp>,
+    chain: Option<&Batch>,
+) -> Option<Chained> {
     let span = tracing::info_span!(
         "pgoutbox.attempt",
         operation_id = %claimed.id,
         name = %claimed.name,
         attempt = claimed.attempt,
     );
-    run(&rt, claimed, &running).instrument(span).await;
+    run(&rt, claimed, &running, chain).instrument(span).await
 }
 
 /// Gives back an operation claimed ahead of the free slots whose handler
@@ -81,7 +103,12 @@ pub(crate) async fn release(rt: Arc<Runtime>, claimed: Claimed, running: Arc<Run
     .await;
 }
 
-async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
+async fn run(
+    rt: &Runtime,
+    claimed: Claimed,
+    running: &RunningOp,
+    chain: Option<&Batch>,
+) -> Option<Chained> {
     let name = claimed.name.clone();
     metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);
     metrics::histogram!("pgoutbox_pickup_latency_seconds", "name" => name.clone())
@@ -95,27 +122,13 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         .map(crate::router::Route::registration)
         .and_then(|r| r.erased_handler().map(|handler| (r, handler)));
     let Some((registration, handler)) = found else {
-        let end = AttemptEnd::Failed(HandlerError::retryable(format!(
-            "no handler for `{}` in this process",
-            claimed.name
-        )));
-        let attempt = attempt_of(rt, &claimed, None);
-        let decision = attempt.decide(end, jitter());
-        record(
-            rt,
-            &claimed.name,
-            fence(rt, &claimed),
-            &attempt,
-            decision,
-            Vec::new(),
-            running,
-        )
-        .await;
-        return;
+        no_handler(rt, &claimed, running).await;
+        return None;
     };
     #[cfg(feature = "testing")]
     if rt.crash_for(claimed.attempt) == Some(Crash::BeforeCall) {
-        return vanish(&claimed, Crash::BeforeCall);
+        vanish(&claimed, Crash::BeforeCall);
+        return None;
     }
     let attempt = attempt_of(rt, &claimed, Some(registration));
     let timeout = registration
@@ -130,9 +143,10 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
         root_id: claimed.root_id,
     };
     let started = Instant::now();
+    let mut next = None;
     match handler {
         ErasedHandler::Transactional(handler) => {
-            run_transactional(
+            next = run_transactional(
                 rt,
                 &claimed,
                 registration,
@@ -141,6 +155,7 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
                 timeout,
                 &attempt,
                 running,
+                chain,
             )
             .await;
         }
@@ -164,7 +179,8 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
             rt.wake.notify_one();
             #[cfg(feature = "testing")]
             if let Some(point) = rt.crash_for(claimed.attempt) {
-                return vanish(&claimed, point);
+                vanish(&claimed, point);
+                return None;
             }
             let decision = attempt.decide(end, jitter());
             record(
@@ -181,6 +197,28 @@ async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
     }
     metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => name)
         .record(started.elapsed().as_secs_f64());
+    next
+}
+
+/// Records the attempt of an operation this process claimed but has no
+/// handler for: a bug, recorded rather than dropped.
+async fn no_handler(rt: &Runtime, claimed: &Claimed, running: &RunningOp) {
+    let end = AttemptEnd::Failed(HandlerError::retryable(format!(
+        "no handler for `{}` in this process",
+        claimed.name
+    )));
+    let attempt = attempt_of(rt, claimed, None);
+    let decision = attempt.decide(end, jitter());
+    record(
+        rt,
+        &claimed.name,
+        fence(rt, claimed),
+        &attempt,
+        decision,
+        Vec::new(),
+        running,
+    )
+    .await;
 }
 
 fn attempt_of(rt: &Runtime, claimed: &Claimed, registration: Option<&Registration>) -> Attempt {
@@ -241,7 +279,8 @@ async fn run_transactional(
     timeout: Duration,
     attempt: &Attempt,
     running: &RunningOp,
-) {
+    chain: Option<&Batch>,
+) -> Option<Chained> {
     let fence = fence(rt, claimed);
     // Records an attempt that did not end in a committed success.
     let fail = |end: AttemptEnd| {
@@ -263,7 +302,8 @@ async fn run_transactional(
         Ok(tx) => tx,
         Err(e) => {
             let end = retryable("cannot open the handler's transaction", &e);
-            return fail(end).await;
+            fail(end).await;
+            return None;
         }
     };
     let end = {
@@ -301,12 +341,13 @@ async fn run_transactional(
             let _ = rt.store.complete_success(&mut tx, fence, true).await;
         }
         drop(tx); // never committed: rolled back, as by a dead worker
-        return vanish(claimed, point);
+        vanish(claimed, point);
+        return None;
     }
     if !matches!(decision, Decision::Success) {
         // Nothing the handler wrote survives a failure.
         let _ = tx.rollback().await;
-        return record(
+        record(
             rt,
             &claimed.name,
             fence,
@@ -316,6 +357,7 @@ async fn run_transactional(
             running,
         )
         .await;
+        return None;
     }
     // A commit that hangs (the row locked elsewhere, a half-open
     // connection) is in doubt, not a hung worker: the success statement is
@@ -327,13 +369,22 @@ async fn run_transactional(
     let no_answer = || format!("no answer within {limit:?}");
     let success = tokio::time::timeout(limit, async {
         rt.store.local_timeouts(&mut tx, limit).await?;
-        rt.store.complete_success(&mut tx, fence, true).await
+        if !rt.store.complete_success(&mut tx, fence, true).await? {
+            return Ok(None);
+        }
+        // The same commit starts the next operation's attempt: it is
+        // durable before that operation's handler runs, as a claim's.
+        let next = match chain {
+            Some(batch) => claim_next(rt, &mut tx, batch).await?,
+            None => None,
+        };
+        Ok(Some(next))
     })
     .await
     .map_err(|_| no_answer())
-    .and_then(|r| r.map_err(|e| e.to_string()));
+    .and_then(|r| r.map_err(|e: sqlx::Error| e.to_string()));
     match success {
-        Ok(true) => match tokio::time::timeout(limit, tx.commit())
+        Ok(Some(next)) => match tokio::time::timeout(limit, tx.commit())
             .await
             .map_err(|_| no_answer())
             .and_then(|r| r.map_err(|e| e.to_string()))
@@ -341,16 +392,19 @@ async fn run_transactional(
             Ok(()) => {
                 metrics::counter!("pgoutbox_succeeded_total", "name" => claimed.name.clone())
                     .increment(1);
+                return next;
             }
             Err(e) => {
                 // If the commit in fact went through, the fenced failure
-                // record below matches nothing: the success stands.
+                // record below matches nothing: the success stands (and
+                // the next operation's attempt, not run here, ends `lost`
+                // when its lease expires).
                 let end =
                     AttemptEnd::NotCommitted(format!("its transaction failed to commit: {e}"));
                 fail(end).await;
             }
         },
-        Ok(false) => {
+        Ok(None) => {
             // No answer in time: nothing is recorded, the rescuer decides.
             let ended = tokio::time::timeout(limit, rt.store.transaction_marker(&mut tx))
                 .await
@@ -375,6 +429,44 @@ async fn run_transactional(
             fail(end).await;
         }
     }
+    None
+}
+
+/// Claims the next ready operation of `batch` inside a transactional
+/// handler's transaction, after its success: the commit that records the
+/// success starts the next attempt too. Nothing when the system stops or
+/// the bound on unrecorded outcomes is reached.
+async fn claim_next(
+    rt: &Runtime,
+    tx: &mut sqlx::PgConnection,
+    batch: &Batch,
+) -> Result<Option<Chained>, sqlx::Error> {
+    if *rt.stopping.borrow() {
+        return Ok(None);
+    }
+    let Ok(in_flight) = Arc::clone(&rt.in_flight).try_acquire_owned() else {
+        return Ok(None);
+    };
+    let ws = &rt.settings.workflow_system;
+    let sent = Instant::now();
+    let claimed = rt
+        .store
+        .claim(
+            tx,
+            &batch.names,
+            1,
+            rt.worker_id,
+            crate::duration::millis(ws.lease),
+            &ws.queues,
+            // The handler's transaction stays durable.
+            false,
+        )
+        .await?;
+    Ok(claimed.into_iter().next().map(|claimed| Chained {
+        claimed,
+        in_flight,
+        sent,
+    }))
 }
 
 /// Whether the transaction `Store::begin_attempt` opened for this attempt

@@ -22,6 +22,8 @@ pub(crate) struct Limits {
 /// the same one (or which have none).
 #[derive(Debug)]
 pub(crate) struct Batch {
+    /// Its place in [`Limits::batch`].
+    pub(crate) index: usize,
     pub(crate) names: Vec<String>,
     /// Whether this batch is claimed ahead of the free handler slots
     /// (`workflow_system.idempotent_claim_ahead`; the system starts with it
@@ -50,7 +52,8 @@ impl Limits {
         }
         let batches = names
             .into_iter()
-            .map(|(group, names)| {
+            .enumerate()
+            .map(|(index, (group, names))| {
                 let mut chain = Vec::new();
                 let mut at = group;
                 while let Some(g) = at {
@@ -58,6 +61,7 @@ impl Limits {
                     at = groups[g].parent;
                 }
                 Batch {
+                    index,
                     names,
                     ahead: claim_ahead,
                     chain,
@@ -76,6 +80,17 @@ impl Limits {
     pub(crate) fn round(&self) -> impl Iterator<Item = &Batch> {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % self.batches.len().max(1);
         self.batches[start..].iter().chain(&self.batches[..start])
+    }
+
+    /// The batch at `index` (its [`Batch::index`]).
+    pub(crate) fn batch(&self, index: usize) -> &Batch {
+        &self.batches[index]
+    }
+
+    /// Whether the names are claimed in more than one batch (some are
+    /// under a concurrency limit).
+    pub(crate) fn is_split(&self) -> bool {
+        self.batches.len() > 1
     }
 
     /// Every batch, in no particular order.

@@ -103,9 +103,16 @@ async fn claim(
     let mut full = false;
     for batch in rt.limits.round() {
         let free = rt.capacity(batch);
-        if free == 0 {
+        // Their places among the unrecorded outcomes are taken before the
+        // claim: a chained claim (`executor::Chained`) may take one
+        // meanwhile.
+        let Some(reserved) = u32::try_from(free)
+            .ok()
+            .filter(|&n| n > 0)
+            .and_then(|n| Arc::clone(&rt.in_flight).try_acquire_many_owned(n).ok())
+        else {
             continue;
-        }
+        };
         let limit = i32::try_from(free).unwrap_or(i32::MAX);
         // The leases run from the claim's `now()`, which is after this.
         let sent = std::time::Instant::now();
@@ -122,26 +129,29 @@ async fn claim(
             )
             .await?;
         full |= claimed.len() >= free;
-        spawn(rt, batch, claimed, sent, executors);
+        spawn(rt, batch, claimed, reserved, sent, executors);
     }
     Ok(full)
 }
 
 /// Starts an executor for each operation claimed for `batch`, holding a
-/// handler slot and a place in each of the batch's groups.
+/// handler slot and a place in each of the batch's groups, and one of the
+/// `reserved` places among the unrecorded outcomes (the rest are given
+/// back).
 fn spawn(
     rt: &Arc<Runtime>,
     batch: &Batch,
     claimed: Vec<Claimed>,
+    mut reserved: OwnedSemaphorePermit,
     sent: std::time::Instant,
     executors: &Mutex<JoinSet<()>>,
 ) {
     let mut executors = executors.lock().expect("executors poisoned");
     while executors.try_join_next().is_some() {}
     for op in claimed {
-        let in_flight = Arc::clone(&rt.in_flight)
-            .try_acquire_owned()
-            .expect("claims never exceed the free slots");
+        let in_flight = reserved
+            .split(1)
+            .expect("claims never exceed their reserved places");
         let slot = Arc::clone(&rt.slots).try_acquire_owned();
         // An operation claimed ahead of the free slots waits for one,
         // holding a place among those claimed ahead meanwhile.
@@ -165,8 +175,11 @@ fn spawn(
             Err(_) => unreachable!("claims never exceed the free slots"),
         };
         let running = Arc::new(RunningOp::new(&op, sent, permits));
-        let attempt_id = running.attempt_id;
         rt.start_running(Arc::clone(&running));
+        // Chained claims take the next operation of the same batch, which
+        // would keep a busy batch's slots from the others': only when the
+        // names are claimed in one batch, and not when claiming ahead.
+        let chain = (!batch.ahead && !rt.limits.is_split()).then_some(batch.index);
         let rt = Arc::clone(rt);
         executors.spawn(async move {
             if let Some(waiting) = waiting {
@@ -175,30 +188,55 @@ fn spawn(
                 match waited {
                     Waited::Slot(slot) => running.take_slot(slot),
                     Waited::Stopping => {
+                        let attempt_id = running.attempt_id;
                         executor::release(Arc::clone(&rt), op, Arc::clone(&running)).await;
                         rt.stop_running(attempt_id);
                         return;
                     }
                     Waited::Lost => {
-                        rt.stop_running(attempt_id);
+                        rt.stop_running(running.attempt_id);
                         rt.wake.notify_one();
                         return;
                     }
                 }
             }
-            executor::execute(Arc::clone(&rt), op, Arc::clone(&running)).await;
-            #[cfg(feature = "testing")]
-            if let Some(delay) = rt.linger {
-                tokio::time::sleep(delay).await;
-            }
-            rt.stop_running(attempt_id);
-            drop(in_flight);
-            running.release_slot();
-            // A slot (and a place in its groups) is free: the producer may
-            // claim again.
-            rt.wake.notify_one();
+            serve(rt, op, running, in_flight, chain).await;
         });
     }
+}
+
+/// Runs a claimed operation in its slot and, while its commits chain the
+/// next one (`executor::Chained`), the operations they claim.
+async fn serve(
+    rt: Arc<Runtime>,
+    mut op: Claimed,
+    mut running: Arc<RunningOp>,
+    mut in_flight: OwnedSemaphorePermit,
+    chain: Option<usize>,
+) {
+    loop {
+        let batch = chain.map(|index| rt.limits.batch(index));
+        let next = executor::execute(Arc::clone(&rt), op, Arc::clone(&running), batch).await;
+        #[cfg(feature = "testing")]
+        if let Some(delay) = rt.linger {
+            tokio::time::sleep(delay).await;
+        }
+        rt.stop_running(running.attempt_id);
+        drop(in_flight);
+        let Some(next) = next else { break };
+        // The slot and its groups' permits pass to the next operation.
+        let chained = Arc::new(RunningOp::new(
+            &next.claimed,
+            next.sent,
+            running.take_permits(),
+        ));
+        rt.start_running(Arc::clone(&chained));
+        (op, running, in_flight) = (next.claimed, chained, next.in_flight);
+    }
+    running.release_slot();
+    // A slot (and a place in its groups) is free: the producer may claim
+    // again.
+    rt.wake.notify_one();
 }
 
 /// How the wait of an operation claimed ahead for a handler slot ended.

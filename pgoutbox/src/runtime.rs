@@ -192,6 +192,12 @@ impl RunningOp {
         }
     }
 
+    /// Takes the handler slot and its groups' permits, for the operation
+    /// that a chained claim passes them to.
+    pub(crate) fn take_permits(&self) -> Vec<OwnedSemaphorePermit> {
+        std::mem::take(&mut *self.slot.lock().expect("slot poisoned"))
+    }
+
     /// Holds the handler slot that an operation claimed ahead waited for.
     pub(crate) fn take_slot(&self, slot: OwnedSemaphorePermit) {
         self.slot.lock().expect("slot poisoned").push(slot);

@@ -354,9 +354,13 @@ impl Store {
     /// Claims up to `limit` ready operations and starts their attempts;
     /// asynchronously committed when `idempotent_async_commit` is on and
     /// all of them are idempotent (`claim.sql`).
+    ///
+    /// `conn` may be inside a transaction: a transactional handler's, whose
+    /// commit then also starts the next operation's attempt (the
+    /// executor's chained claim).
     #[expect(
         clippy::too_many_arguments,
-        reason = "one argument per parameter of the statement reads best at its one caller"
+        reason = "one argument per parameter of the statement reads best at its callers"
     )]
     pub(crate) async fn claim(
         &self,

@@ -7,19 +7,22 @@
 -- operation claimed is idempotent, this transaction commits with
 -- `synchronous_commit = off`; one non-idempotent operation among them
 -- keeps the whole claim durable.
+-- The lease, the attempt's start and `updated_at` are the clock's time,
+-- not the transaction's: a claim chained into a transactional handler's
+-- commit (see `Store::claim`) runs late in that transaction.
 WITH claimed AS (
     UPDATE {schema}.operations o
     SET status = 'running',
         attempt = o.attempt + 1,
         lease_owner = $3,
-        lease_expires_at = now() + $4 * interval '1 millisecond',
-        updated_at = now()
+        lease_expires_at = clock_timestamp() + $4 * interval '1 millisecond',
+        updated_at = clock_timestamp()
     WHERE o.id IN (SELECT {schema}.claimable($1, $5::text[], $2))
     RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.snoozes, o.max_attempts,
               o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at
 ), started AS (
-    INSERT INTO {schema}.attempts (operation_id, operation_name, number, worker_id)
-    SELECT id, name, attempt, $3 FROM claimed
+    INSERT INTO {schema}.attempts (operation_id, operation_name, number, worker_id, started_at)
+    SELECT id, name, attempt, $3, clock_timestamp() FROM claimed
     RETURNING id, operation_id
 )
 SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attempts, c.idempotent,

@@ -1,6 +1,8 @@
-//! `workflow_system.idempotent_claim_ahead`: idempotent operations claimed
-//! ahead of the free handler slots, never more handlers at once than the
-//! slots, and refused at start-up beside an operation it would not suit.
+//! How claims are made beyond the producer's: chained into a transactional
+//! handler's commit, and (`workflow_system.idempotent_claim_ahead`)
+//! idempotent operations claimed ahead of the free handler slots, never
+//! more handlers at once than the slots, and refused at start-up beside an
+//! operation it would not suit.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -196,5 +198,75 @@ fn a_claim_ahead_beyond_the_maximum_is_refused() {
     assert_eq!(
         err.to_string(),
         "invalid setting `workflow_system.idempotent_claim_ahead`: must be at most 10000"
+    );
+}
+
+/// Writes its transaction's id and the transaction that started its own
+/// attempt (the `xmin` of its attempt row, not updated yet).
+#[operation("test.chained", transactional)]
+async fn chained(ctx: &mut TxContext<'_>, n: i64) -> Result<()> {
+    let id = ctx.operation_id().as_i64();
+    let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
+    ctx.execute(
+        sqlx::query(
+            "INSERT INTO chain_log (n, tx, started_by) SELECT $1, \
+             pg_current_xact_id()::text::bigint % 4294967296, xmin::text::bigint \
+             FROM pgoutbox.attempts WHERE operation_id = $2 AND number = $3",
+        )
+        .bind(n)
+        .bind(id)
+        .bind(attempt),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A slot running transactional handlers claims its next operation in the
+/// commit of the previous one's transaction: the attempt of operation k+1
+/// was started by the transaction of operation k's handler, so the slot
+/// waits for one commit per operation, not for a claim's commit besides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_success_claims_the_next_operation_in_its_commit() {
+    let db = test_db().await;
+    sqlx::query("CREATE TABLE chain_log (n bigint, tx bigint, started_by bigint)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let mut conn = db.pool().acquire().await.unwrap();
+    pgoutbox::publish_many(&mut conn, (0..30).map(|n| Chained { n }))
+        .await
+        .unwrap();
+    drop(conn);
+    let mut s = settings(&db);
+    s.workflow_system.n_workers = 1;
+    let system = WorkflowSystem::builder(s)
+        .router(WorkflowRouter::new().operation::<Chained>())
+        .start()
+        .await
+        .unwrap();
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        30,
+        Duration::from_secs(20),
+    )
+    .await;
+    system.stop().await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        30,
+        "one attempt each"
+    );
+    let chained = count(
+        &db,
+        "SELECT count(*) FROM chain_log c WHERE EXISTS \
+         (SELECT 1 FROM chain_log p WHERE p.tx = c.started_by)",
+    )
+    .await;
+    // The first is claimed by the producer; a chain breaks only when the
+    // next operation is not ready yet.
+    assert!(
+        chained >= 25,
+        "attempts started by the previous handler's commit: {chained}"
     );
 }
