@@ -35,22 +35,38 @@ async fn ahead_sleep(ctx: &mut Context, ms: u64) -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_ahead_yet_runs_no_more_handlers_than_its_slots() {
+/// A fresh database holding `ops`, drained by a system running `O` with
+/// `n_workers` slots and `claim_ahead`.
+async fn drain<O: pgoutbox::Operation>(
+    ops: impl IntoIterator<Item = O>,
+    n_workers: usize,
+    claim_ahead: usize,
+    prepare: &str,
+) -> (pgoutbox::testing::TestDatabase, WorkflowSystem) {
     let db = test_db().await;
+    if !prepare.is_empty() {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(prepare.to_owned()))
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
     let mut conn = db.pool().acquire().await.unwrap();
-    pgoutbox::publish_many(&mut conn, (0..60).map(|_| Ahead { ms: 20 }))
-        .await
-        .unwrap();
+    pgoutbox::publish_many(&mut conn, ops).await.unwrap();
     drop(conn);
     let mut s = settings(&db);
-    s.workflow_system.n_workers = 2;
-    s.workflow_system.idempotent_claim_ahead = 8;
+    s.workflow_system.n_workers = n_workers;
+    s.workflow_system.idempotent_claim_ahead = claim_ahead;
     let system = WorkflowSystem::builder(s)
-        .router(WorkflowRouter::new().operation::<Ahead>())
+        .router(WorkflowRouter::new().operation::<O>())
         .start()
         .await
         .unwrap();
+    (db, system)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_ahead_yet_runs_no_more_handlers_than_its_slots() {
+    let (db, system) = drain((0..60).map(|_| Ahead { ms: 20 }), 2, 8, "").await;
     let mut most_leased = 0;
     while count(
         &db,
@@ -96,20 +112,7 @@ async fn claims_ahead_yet_runs_no_more_handlers_than_its_slots() {
 /// `max_attempts`), nothing is left to expire into `lost`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_gives_back_what_was_claimed_ahead_and_not_started() {
-    let db = test_db().await;
-    let mut conn = db.pool().acquire().await.unwrap();
-    pgoutbox::publish_many(&mut conn, (0..40).map(|_| AheadSleep { ms: 100 }))
-        .await
-        .unwrap();
-    drop(conn);
-    let mut s = settings(&db);
-    s.workflow_system.n_workers = 2;
-    s.workflow_system.idempotent_claim_ahead = 20;
-    let system = WorkflowSystem::builder(s)
-        .router(WorkflowRouter::new().operation::<AheadSleep>())
-        .start()
-        .await
-        .unwrap();
+    let (db, system) = drain((0..40).map(|_| AheadSleep { ms: 100 }), 2, 20, "").await;
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'running'",
@@ -227,23 +230,13 @@ async fn chained(ctx: &mut TxContext<'_>, n: i64) -> Result<()> {
 /// waits for one commit per operation, not for a claim's commit besides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactional_success_claims_the_next_operation_in_its_commit() {
-    let db = test_db().await;
-    sqlx::query("CREATE TABLE chain_log (n bigint, tx bigint, started_by bigint)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let mut conn = db.pool().acquire().await.unwrap();
-    pgoutbox::publish_many(&mut conn, (0..30).map(|n| Chained { n }))
-        .await
-        .unwrap();
-    drop(conn);
-    let mut s = settings(&db);
-    s.workflow_system.n_workers = 1;
-    let system = WorkflowSystem::builder(s)
-        .router(WorkflowRouter::new().operation::<Chained>())
-        .start()
-        .await
-        .unwrap();
+    let (db, system) = drain(
+        (0..30).map(|n| Chained { n }),
+        1,
+        0,
+        "CREATE TABLE chain_log (n bigint, tx bigint, started_by bigint)",
+    )
+    .await;
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
