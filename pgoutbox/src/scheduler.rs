@@ -265,7 +265,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
     let policy = s.schedule.missed_ticks();
     if state.paused {
         for t in due.missed.iter().chain(&due.regular) {
-            tracing::info!(schedule = %s.name, tick = %t, "the schedule is paused: tick not published");
+            tracing::info!(schedule = %s.name, tick = %rfc(*t), "the schedule is paused: tick not published");
             metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "paused").increment(1);
         }
         rt.store
@@ -277,14 +277,14 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
     if due.more_missed {
         tracing::warn!(
             schedule = %s.name,
-            since = %state.next_tick,
+            since = %rfc(state.next_tick),
             kept = MAX_MISSED_TICKS,
             "more ticks were due than a worker publishes at once (`MAX_MISSED_TICKS`); the older ones are missed and not published"
         );
     }
     let plan = plan(policy, &due);
     for t in &plan.skipped {
-        tracing::warn!(schedule = %s.name, tick = %t, policy = %policy, "missed tick: not published (missed-ticks policy)");
+        tracing::warn!(schedule = %s.name, tick = %rfc(*t), policy = %policy, "missed tick: not published (missed-ticks policy)");
         metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "missed_skipped").increment(1);
     }
     let mut last = None;
@@ -295,7 +295,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
             Err(e) => {
                 // A payload that cannot be published now will not be
                 // publishable on a retry either: say so, and go on.
-                tracing::error!(schedule = %s.name, tick = %at, error = %e, "the tick's payload cannot be published; tick skipped");
+                tracing::error!(schedule = %s.name, tick = %rfc(*at), error = %e, "the tick's payload cannot be published; tick skipped");
                 metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "failed").increment(1);
                 continue;
             }
@@ -306,10 +306,10 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
             Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
         };
         if *missed {
-            tracing::warn!(schedule = %s.name, tick = %at, operation_id = %id, policy = %policy, "missed tick: published late (missed-ticks policy)");
+            tracing::warn!(schedule = %s.name, tick = %rfc(*at), operation_id = %id, policy = %policy, "missed tick: published late (missed-ticks policy)");
             metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "missed_published").increment(1);
         } else {
-            tracing::debug!(schedule = %s.name, tick = %at, operation_id = %id, "tick published");
+            tracing::debug!(schedule = %s.name, tick = %rfc(*at), operation_id = %id, "tick published");
             metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "published").increment(1);
         }
         last = Some((*at, id));
@@ -319,6 +319,11 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         .await?;
     tx.commit().await?;
     Ok(until(state.now, next))
+}
+
+/// A tick as logged and keyed: RFC 3339 in UTC, whole seconds.
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// How long from `now` until `at`, both by the database's clock, with a
