@@ -17,10 +17,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use pgoutbox::{Identifier, Schedule};
 use pgoutbox::admin::{Admin, OperationFilter};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::{TestDatabase, wait_until_finished};
+use pgoutbox::{Identifier, Schedule};
 
 /// Send a welcome e-mail (a stand-in for any external call).
 #[operation("mail.welcome")]
@@ -130,7 +130,9 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                         // One operation per tick, however many workers run this router.
                         .schedule::<SendDigest>(
                             Schedule::cron("*/2 * * * * *").time_zone("Europe/Berlin"),
-                            |tick| SendDigest { tick: tick.local().to_rfc3339() },
+                            |tick| SendDigest {
+                                tick: tick.local().to_rfc3339(),
+                            },
                         ),
                 )
                 .operation::<OpenAccount>()
@@ -187,8 +189,12 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         report.aborted
     );
 
-    // What the database recorded, as `pgoutbox ops list` and `pgoutbox ops
-    // show <id>` print it.
+    print_record(&db).await
+}
+
+/// What the database recorded, as `pgoutbox ops list`, `pgoutbox ops show
+/// <id>` and `pgoutbox schedules` print it.
+async fn print_record(db: &TestDatabase) -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("\nrecorded attempts:");
     println!(
         "  {:>3}  {:<16} {:<10} {:>7}  {:<10} error",

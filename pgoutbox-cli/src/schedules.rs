@@ -51,7 +51,10 @@ pub(crate) async fn run(cli: &Cli, args: &SchedulesArgs) -> Result<(), CliError>
 }
 
 fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map_or_else(|| "-".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+    t.map_or_else(
+        || "-".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    )
 }
 
 fn row(s: &ScheduleRow) -> Vec<String> {
@@ -59,7 +62,8 @@ fn row(s: &ScheduleRow) -> Vec<String> {
         (Some(tick), Some(id)) => format!(
             "{} #{id} {}",
             when(Some(tick)),
-            s.last_status.map_or_else(|| "purged".to_owned(), |st| st.to_string())
+            s.last_status
+                .map_or_else(|| "purged".to_owned(), |st| st.to_string())
         ),
         _ => "-".to_owned(),
     };
@@ -83,7 +87,11 @@ fn row(s: &ScheduleRow) -> Vec<String> {
     vec![
         s.name.clone(),
         format!("{} ({}, {})", s.cron, s.time_zone, s.missed),
-        if s.paused { "-".to_owned() } else { when(Some(s.next_tick)) },
+        if s.paused {
+            "-".to_owned()
+        } else {
+            when(Some(s.next_tick))
+        },
         last,
         state,
         if declared.is_empty() {
@@ -106,7 +114,14 @@ async fn list(cli: &Cli) -> Result<(), CliError> {
     }
     let rows: Vec<Vec<String>> = schedules.iter().map(row).collect();
     print_table(
-        &["NAME", "CRON (ZONE, MISSED)", "NEXT TICK (UTC)", "LAST TICK (UTC), OPERATION", "STATE", "DECLARED BY"],
+        &[
+            "NAME",
+            "CRON (ZONE, MISSED)",
+            "NEXT TICK (UTC)",
+            "LAST TICK (UTC), OPERATION",
+            "STATE",
+            "DECLARED BY",
+        ],
         &rows,
     )
 }

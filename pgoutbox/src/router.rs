@@ -55,8 +55,9 @@ pub struct WorkflowRouter {
 }
 
 /// Builds a tick's row: the payload closure, its type erased.
-type MakeRow =
-    Arc<dyn Fn(&Publisher, &Tick, PublishOptions) -> Result<NewOperation, PublishError> + Send + Sync>;
+type MakeRow = Arc<
+    dyn Fn(&Publisher, &Tick, PublishOptions) -> Result<NewOperation, PublishError> + Send + Sync,
+>;
 
 /// A schedule as declared on a router.
 #[derive(Clone)]
@@ -242,6 +243,7 @@ pub enum RouterError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
+#[allow(clippy::struct_field_names)] // `routes` is the map of routes proper, beside groups and schedules.
 pub struct Routes {
     routes: BTreeMap<&'static str, Route>,
     groups: Vec<Group>,
@@ -725,6 +727,41 @@ impl WorkflowRouter {
         }
     }
 
+    /// Checks this router's own schedules and adds them to `routes`.
+    fn resolve_schedules(
+        &self,
+        prefix: Option<&str>,
+        routes: &mut Routes,
+    ) -> Result<(), RouterError> {
+        let now = chrono::Utc::now();
+        for declared in &self.schedules {
+            if let Some(prefix) = prefix
+                && !crate::name::is_under(declared.operation, prefix)
+            {
+                return Err(RouterError::OutsidePrefix {
+                    name: declared.operation,
+                    type_name: declared.type_name,
+                    prefix: prefix.to_owned(),
+                });
+            }
+            let name = declared
+                .schedule
+                .name()
+                .unwrap_or(declared.operation)
+                .to_owned();
+            let compiled = declared.schedule.compile(&name, now)?;
+            routes.schedules.push(ScheduledRoute {
+                declaration: declared.schedule.declaration(declared.operation),
+                name,
+                operation: declared.operation,
+                schedule: declared.schedule.clone(),
+                compiled,
+                make: Arc::clone(&declared.make),
+            });
+        }
+        Ok(())
+    }
+
     fn resolve_into(
         &self,
         registry: &Registry,
@@ -804,32 +841,7 @@ impl WorkflowRouter {
                 },
             );
         }
-        let now = chrono::Utc::now();
-        for declared in &self.schedules {
-            if let Some(prefix) = prefix
-                && !crate::name::is_under(declared.operation, prefix)
-            {
-                return Err(RouterError::OutsidePrefix {
-                    name: declared.operation,
-                    type_name: declared.type_name,
-                    prefix: prefix.to_owned(),
-                });
-            }
-            let name = declared
-                .schedule
-                .name()
-                .unwrap_or(declared.operation)
-                .to_owned();
-            let compiled = declared.schedule.compile(&name, now)?;
-            routes.schedules.push(ScheduledRoute {
-                declaration: declared.schedule.declaration(declared.operation),
-                name,
-                operation: declared.operation,
-                schedule: declared.schedule.clone(),
-                compiled,
-                make: Arc::clone(&declared.make),
-            });
-        }
+        self.resolve_schedules(prefix, routes)?;
         for router in &self.routers {
             router.resolve_into(registry, prefix, group, routes, owners)?;
         }

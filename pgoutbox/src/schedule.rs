@@ -247,19 +247,22 @@ impl Schedule {
 
     /// Parses the expression and the zone, and checks that the schedule
     /// fires after `now`; errors name the schedule `name`.
-    pub(crate) fn compile(&self, name: &str, now: DateTime<Utc>) -> Result<Compiled, ScheduleError> {
+    pub(crate) fn compile(
+        &self,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Compiled, ScheduleError> {
         if !crate::name::is_valid(name) {
             return Err(ScheduleError::InvalidName {
                 name: name.to_owned(),
             });
         }
-        let cron = croner::Cron::from_str(&self.expression).map_err(|e| {
-            ScheduleError::InvalidCron {
+        let cron =
+            croner::Cron::from_str(&self.expression).map_err(|e| ScheduleError::InvalidCron {
                 name: name.to_owned(),
                 expression: self.expression.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let zone = Tz::from_str(&self.zone).map_err(|_| ScheduleError::UnknownZone {
             name: name.to_owned(),
             zone: self.zone.clone(),
@@ -604,11 +607,17 @@ mod tests {
         let s = compiled("30 2 * * *", "Europe/Berlin");
         let first = s.next_after(utc(2026, 3, 28, 12, 0, 0)).unwrap();
         assert_eq!(first, utc(2026, 3, 29, 1, 0, 0));
-        assert_eq!(first.with_timezone(&chrono_tz::Europe::Berlin).to_rfc3339(), "2026-03-29T03:00:00+02:00");
+        assert_eq!(
+            first.with_timezone(&chrono_tz::Europe::Berlin).to_rfc3339(),
+            "2026-03-29T03:00:00+02:00"
+        );
         // The next day as usual, 02:30 CEST.
         assert_eq!(s.next_after(first).unwrap(), utc(2026, 3, 30, 0, 30, 0));
         // The day before, 02:30 CET.
-        assert_eq!(s.next_after(utc(2026, 3, 27, 12, 0, 0)).unwrap(), utc(2026, 3, 28, 1, 30, 0));
+        assert_eq!(
+            s.next_after(utc(2026, 3, 27, 12, 0, 0)).unwrap(),
+            utc(2026, 3, 28, 1, 30, 0)
+        );
     }
 
     #[test]
@@ -620,7 +629,12 @@ mod tests {
         assert_eq!(first, utc(2026, 10, 25, 0, 30, 0));
         assert_eq!(s.next_after(first).unwrap(), utc(2026, 10, 26, 1, 30, 0));
         // Walking the due ticks over the whole night finds it once.
-        let due = s.due(utc(2026, 10, 24, 12, 0, 0), utc(2026, 10, 25, 12, 0, 0), utc(2026, 1, 1, 0, 0, 0), 10);
+        let due = s.due(
+            utc(2026, 10, 24, 12, 0, 0),
+            utc(2026, 10, 25, 12, 0, 0),
+            utc(2026, 1, 1, 0, 0, 0),
+            10,
+        );
         assert_eq!(due.regular, [utc(2026, 10, 25, 0, 30, 0)]);
         assert!(due.missed.is_empty());
     }
@@ -628,7 +642,12 @@ mod tests {
     #[test]
     fn an_interval_ticks_through_both_halves_of_the_repeated_hour() {
         let s = compiled("0 */30 * * * *", "Europe/Berlin");
-        let due = s.due(utc(2026, 10, 24, 23, 45, 0), utc(2026, 10, 25, 2, 15, 0), utc(2026, 1, 1, 0, 0, 0), 100);
+        let due = s.due(
+            utc(2026, 10, 24, 23, 45, 0),
+            utc(2026, 10, 25, 2, 15, 0),
+            utc(2026, 1, 1, 0, 0, 0),
+            100,
+        );
         assert_eq!(
             due.regular,
             [
@@ -644,25 +663,53 @@ mod tests {
     #[test]
     fn daily_ticks_across_both_transitions_are_one_per_day() {
         let s = compiled("0 3 * * *", "Europe/Berlin");
-        let spring = s.due(utc(2026, 3, 27, 0, 0, 0), utc(2026, 3, 31, 0, 0, 0), utc(2020, 1, 1, 0, 0, 0), 100);
+        let spring = s.due(
+            utc(2026, 3, 27, 0, 0, 0),
+            utc(2026, 3, 31, 0, 0, 0),
+            utc(2020, 1, 1, 0, 0, 0),
+            100,
+        );
         assert_eq!(
             spring.regular,
-            [utc(2026, 3, 27, 2, 0, 0), utc(2026, 3, 28, 2, 0, 0), utc(2026, 3, 29, 1, 0, 0), utc(2026, 3, 30, 1, 0, 0)]
+            [
+                utc(2026, 3, 27, 2, 0, 0),
+                utc(2026, 3, 28, 2, 0, 0),
+                utc(2026, 3, 29, 1, 0, 0),
+                utc(2026, 3, 30, 1, 0, 0)
+            ]
         );
-        let autumn = s.due(utc(2026, 10, 24, 0, 0, 0), utc(2026, 10, 27, 0, 0, 0), utc(2020, 1, 1, 0, 0, 0), 100);
+        let autumn = s.due(
+            utc(2026, 10, 24, 0, 0, 0),
+            utc(2026, 10, 27, 0, 0, 0),
+            utc(2020, 1, 1, 0, 0, 0),
+            100,
+        );
         assert_eq!(
             autumn.regular,
-            [utc(2026, 10, 24, 1, 0, 0), utc(2026, 10, 25, 2, 0, 0), utc(2026, 10, 26, 2, 0, 0)]
+            [
+                utc(2026, 10, 24, 1, 0, 0),
+                utc(2026, 10, 25, 2, 0, 0),
+                utc(2026, 10, 26, 2, 0, 0)
+            ]
         );
-        assert_eq!(s.tick(utc(2026, 10, 25, 2, 0, 0)).date(), NaiveDate::from_ymd_opt(2026, 10, 25).unwrap());
+        assert_eq!(
+            s.tick(utc(2026, 10, 25, 2, 0, 0)).date(),
+            NaiveDate::from_ymd_opt(2026, 10, 25).unwrap()
+        );
     }
 
     #[test]
     fn seconds_are_optional() {
         let minutes = compiled("* * * * *", "UTC");
-        assert_eq!(minutes.next_after(utc(2026, 5, 1, 0, 0, 0)).unwrap(), utc(2026, 5, 1, 0, 1, 0));
+        assert_eq!(
+            minutes.next_after(utc(2026, 5, 1, 0, 0, 0)).unwrap(),
+            utc(2026, 5, 1, 0, 1, 0)
+        );
         let seconds = compiled("* * * * * *", "UTC");
-        assert_eq!(seconds.next_after(utc(2026, 5, 1, 0, 0, 0)).unwrap(), utc(2026, 5, 1, 0, 0, 1));
+        assert_eq!(
+            seconds.next_after(utc(2026, 5, 1, 0, 0, 0)).unwrap(),
+            utc(2026, 5, 1, 0, 0, 1)
+        );
         // Sub-second instants (the database's clock) round down first.
         let now = utc(2026, 5, 1, 0, 0, 0) + chrono::Duration::milliseconds(400);
         assert_eq!(seconds.next_after(now).unwrap(), utc(2026, 5, 1, 0, 0, 1));
@@ -673,28 +720,67 @@ mod tests {
     fn due_ticks_split_into_missed_and_regular() {
         let s = compiled("* * * * * *", "UTC");
         let from = utc(2026, 5, 1, 0, 0, 10);
-        let due = s.due(from, utc(2026, 5, 1, 0, 0, 17), utc(2026, 5, 1, 0, 0, 15), 100);
-        assert_eq!(due.missed, (10..15).map(|s| utc(2026, 5, 1, 0, 0, s)).collect::<Vec<_>>());
-        assert_eq!(due.regular, (15..=17).map(|s| utc(2026, 5, 1, 0, 0, s)).collect::<Vec<_>>());
+        let due = s.due(
+            from,
+            utc(2026, 5, 1, 0, 0, 17),
+            utc(2026, 5, 1, 0, 0, 15),
+            100,
+        );
+        assert_eq!(
+            due.missed,
+            (10..15)
+                .map(|s| utc(2026, 5, 1, 0, 0, s))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            due.regular,
+            (15..=17)
+                .map(|s| utc(2026, 5, 1, 0, 0, s))
+                .collect::<Vec<_>>()
+        );
         assert!(!due.more_missed);
         // A gap longer than the limit keeps the most recent missed ticks.
-        let due = s.due(utc(2026, 5, 1, 0, 0, 0), utc(2026, 5, 1, 1, 0, 0), utc(2026, 5, 1, 2, 0, 0), 3);
-        assert_eq!(due.missed, [utc(2026, 5, 1, 0, 59, 58), utc(2026, 5, 1, 0, 59, 59), utc(2026, 5, 1, 1, 0, 0)]);
+        let due = s.due(
+            utc(2026, 5, 1, 0, 0, 0),
+            utc(2026, 5, 1, 1, 0, 0),
+            utc(2026, 5, 1, 2, 0, 0),
+            3,
+        );
+        assert_eq!(
+            due.missed,
+            [
+                utc(2026, 5, 1, 0, 59, 58),
+                utc(2026, 5, 1, 0, 59, 59),
+                utc(2026, 5, 1, 1, 0, 0)
+            ]
+        );
         assert!(due.more_missed);
         // Nothing due before the cursor.
-        let due = s.due(utc(2026, 5, 1, 0, 0, 20), utc(2026, 5, 1, 0, 0, 19), utc(2020, 1, 1, 0, 0, 0), 3);
+        let due = s.due(
+            utc(2026, 5, 1, 0, 0, 20),
+            utc(2026, 5, 1, 0, 0, 19),
+            utc(2020, 1, 1, 0, 0, 0),
+            3,
+        );
         assert_eq!(due, Due::default());
     }
 
     #[test]
     fn policies_publish_the_latest_all_or_none_of_the_missed_ticks() {
         let t = |s| utc(2026, 5, 1, 0, 0, s);
-        let due = Due { regular: vec![t(20)], missed: vec![t(10), t(11), t(12)], more_missed: false };
+        let due = Due {
+            regular: vec![t(20)],
+            missed: vec![t(10), t(11), t(12)],
+            more_missed: false,
+        };
         let latest = plan(MissedTicks::Latest, &due);
         assert_eq!(latest.publish, [(t(12), true), (t(20), false)]);
         assert_eq!(latest.skipped, [t(10), t(11)]);
         let all = plan(MissedTicks::All, &due);
-        assert_eq!(all.publish, [(t(10), true), (t(11), true), (t(12), true), (t(20), false)]);
+        assert_eq!(
+            all.publish,
+            [(t(10), true), (t(11), true), (t(12), true), (t(20), false)]
+        );
         assert!(all.skipped.is_empty());
         let none = plan(MissedTicks::None, &due);
         assert_eq!(none.publish, [(t(20), false)]);
@@ -704,15 +790,33 @@ mod tests {
     #[test]
     fn bad_input_is_refused_with_the_schedule_named() {
         let now = utc(2026, 1, 1, 0, 0, 0);
-        let err = Schedule::cron("61 * * * *").compile("billing.reconcile", now).unwrap_err();
-        assert!(err.to_string().starts_with("schedule `billing.reconcile`: invalid cron expression `61 * * * *`"), "{err}");
-        let err = Schedule::cron("0 0 30 2 *").compile("billing.reconcile", now).unwrap_err();
-        assert_eq!(err.to_string(), "schedule `billing.reconcile`: cron expression `0 0 30 2 *` never fires (in UTC)");
-        let err = Schedule::cron("0 0 0 1 1 * 2020").compile("old", now).unwrap_err();
+        let err = Schedule::cron("61 * * * *")
+            .compile("billing.reconcile", now)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("schedule `billing.reconcile`: invalid cron expression `61 * * * *`"),
+            "{err}"
+        );
+        let err = Schedule::cron("0 0 30 2 *")
+            .compile("billing.reconcile", now)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "schedule `billing.reconcile`: cron expression `0 0 30 2 *` never fires (in UTC)"
+        );
+        let err = Schedule::cron("0 0 0 1 1 * 2020")
+            .compile("old", now)
+            .unwrap_err();
         assert!(matches!(err, ScheduleError::NeverFires { .. }), "{err}");
-        let err = Schedule::cron("* * * * *").time_zone("Mars/Olympus").compile("x", now).unwrap_err();
+        let err = Schedule::cron("* * * * *")
+            .time_zone("Mars/Olympus")
+            .compile("x", now)
+            .unwrap_err();
         assert!(matches!(err, ScheduleError::UnknownZone { .. }));
-        let err = Schedule::cron("* * * * *").compile("Bad Name", now).unwrap_err();
+        let err = Schedule::cron("* * * * *")
+            .compile("Bad Name", now)
+            .unwrap_err();
         assert!(matches!(err, ScheduleError::InvalidName { .. }));
         // Leap days are rare, not never.
         assert!(Schedule::cron("0 0 29 2 *").compile("leap", now).is_ok());
@@ -722,10 +826,27 @@ mod tests {
     fn declarations_differ_by_any_part() {
         let base = Schedule::cron("0 3 * * *");
         let d = base.declaration("billing.reconcile");
-        assert_eq!(d, base.clone().named("other").declaration("billing.reconcile"), "the name is not part of it");
-        assert_ne!(d, base.clone().time_zone("Europe/Berlin").declaration("billing.reconcile"));
-        assert_ne!(d, base.clone().missed(MissedTicks::All).declaration("billing.reconcile"));
-        assert_ne!(d, Schedule::cron("0 4 * * *").declaration("billing.reconcile"));
+        assert_eq!(
+            d,
+            base.clone().named("other").declaration("billing.reconcile"),
+            "the name is not part of it"
+        );
+        assert_ne!(
+            d,
+            base.clone()
+                .time_zone("Europe/Berlin")
+                .declaration("billing.reconcile")
+        );
+        assert_ne!(
+            d,
+            base.clone()
+                .missed(MissedTicks::All)
+                .declaration("billing.reconcile")
+        );
+        assert_ne!(
+            d,
+            Schedule::cron("0 4 * * *").declaration("billing.reconcile")
+        );
         assert_ne!(d, base.declaration("billing.other"));
     }
 }

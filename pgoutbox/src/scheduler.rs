@@ -21,11 +21,12 @@ use chrono::{DateTime, Utc};
 use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
 
+use crate::definition::OperationId;
 use crate::duration::millis;
 use crate::publish::PublishOptions;
 use crate::router::ScheduledRoute;
 use crate::runtime::Runtime;
-use crate::schedule::{MAX_MISSED_TICKS, plan, schedule_key};
+use crate::schedule::{MAX_MISSED_TICKS, MissedTicks, plan, schedule_key};
 use crate::store::Store;
 use crate::store::schedules::{Declaration, Rival};
 
@@ -113,7 +114,12 @@ pub(crate) async fn declare(
             .await?;
         let ours = describe(s.operation, d.cron, d.time_zone, d.missed);
         if let Some(rival) = rivals.first() {
-            let theirs = describe(&rival.operation, &rival.cron, &rival.time_zone, &rival.missed);
+            let theirs = describe(
+                &rival.operation,
+                &rival.cron,
+                &rival.time_zone,
+                &rival.missed,
+            );
             if !s.schedule.takes_over() {
                 tracing::error!(
                     schedule = %s.name, ours = %ours, theirs = %theirs, worker_id = %rival.worker_id,
@@ -128,7 +134,13 @@ pub(crate) async fn declare(
                     pid: rival.pid,
                 }));
             }
-            for Rival { worker_id, host, pid, .. } in &rivals {
+            for Rival {
+                worker_id,
+                host,
+                pid,
+                ..
+            } in &rivals
+            {
                 tracing::warn!(
                     schedule = %s.name, ours = %ours, theirs = %theirs, worker_id = %worker_id,
                     host = %host, pid,
@@ -170,7 +182,11 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
         return;
     }
     let mut stopping = rt.stopping.subscribe();
-    let limit = rt.settings.workflow_system.lease.max(Duration::from_secs(5));
+    let limit = rt
+        .settings
+        .workflow_system
+        .lease
+        .max(Duration::from_secs(5));
     let mut said: HashMap<&str, Said> = HashMap::new();
     let mut conflicts_at = tokio::time::Instant::now();
     loop {
@@ -194,7 +210,10 @@ pub(crate) async fn run(rt: Arc<Runtime>) {
         }
         if tokio::time::Instant::now() >= conflicts_at {
             conflicts_at += CONFLICTS_EVERY;
-            if tokio::time::timeout(limit, report_conflicts(&rt)).await.is_err() {
+            if tokio::time::timeout(limit, report_conflicts(&rt))
+                .await
+                .is_err()
+            {
                 tracing::warn!("checking schedules for conflicting declarations timed out");
             }
         }
@@ -219,7 +238,15 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         // Its row is gone (deleted by hand): record it again.
         tx.commit().await?;
         tracing::warn!(schedule = %s.name, "the schedule's row is missing; declaring it again");
-        if let Err(e) = declare(&mut conn, &rt.store, rt.worker_id, std::slice::from_ref(s), live_ms).await {
+        if let Err(e) = declare(
+            &mut conn,
+            &rt.store,
+            rt.worker_id,
+            std::slice::from_ref(s),
+            live_ms,
+        )
+        .await
+        {
             tracing::warn!(schedule = %s.name, error = ?e, "cannot declare the schedule again");
         }
         return Ok(Duration::from_secs(1));
@@ -247,7 +274,9 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
             was = %describe(&state.operation, &state.cron, &state.time_zone, &state.missed),
             "no live worker declares the schedule's declaration in force; this worker's takes its place"
         );
-        rt.store.schedule_adopt(&mut tx, declaration(s), next).await?;
+        rt.store
+            .schedule_adopt(&mut tx, declaration(s), next)
+            .await?;
         tx.commit().await?;
         said.not_in_force = false;
         return Ok(Duration::ZERO);
@@ -287,8 +316,30 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         tracing::warn!(schedule = %s.name, tick = %rfc(*t), policy = %policy, "missed tick: not published (missed-ticks policy)");
         metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "missed_skipped").increment(1);
     }
+    let last = publish(rt, &mut tx, s, &plan.publish, policy).await?;
+    rt.store
+        .schedule_advance(&mut tx, &s.name, &s.declaration, next, last)
+        .await?;
+    tx.commit().await?;
+    Ok(until(state.now, next))
+}
+
+/// A tick as logged and keyed: RFC 3339 in UTC, whole seconds.
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Publishes the ticks `ticks` (each with whether it was missed) of `s` in
+/// `tx`; returns the last one published and its operation.
+async fn publish(
+    rt: &Runtime,
+    tx: &mut PgConnection,
+    s: &ScheduledRoute,
+    ticks: &[(DateTime<Utc>, bool)],
+    policy: MissedTicks,
+) -> Result<Option<(DateTime<Utc>, OperationId)>, sqlx::Error> {
     let mut last = None;
-    for (at, missed) in &plan.publish {
+    for (at, missed) in ticks {
         let options = PublishOptions::new().idempotency_key(schedule_key(&s.name, *at));
         let row = match s.row(&rt.publisher, &s.compiled.tick(*at), options) {
             Ok(row) => row,
@@ -300,7 +351,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
                 continue;
             }
         };
-        let id = match rt.publisher.insert(&mut tx, &row).await {
+        let id = match rt.publisher.insert(tx, &row).await {
             Ok(id) => id,
             Err(crate::publish::PublishError::Database { source, .. }) => return Err(source),
             Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
@@ -314,16 +365,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         }
         last = Some((*at, id));
     }
-    rt.store
-        .schedule_advance(&mut tx, &s.name, &s.declaration, next, last)
-        .await?;
-    tx.commit().await?;
-    Ok(until(state.now, next))
-}
-
-/// A tick as logged and keyed: RFC 3339 in UTC, whole seconds.
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    Ok(last)
 }
 
 /// How long from `now` until `at`, both by the database's clock, with a

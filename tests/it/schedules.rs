@@ -78,7 +78,11 @@ async fn three_worker_processes_publish_each_tick_exactly_once() {
     }
     let ticks = published_ticks(&db).await;
     let distinct: BTreeSet<DateTime<Utc>> = ticks.iter().copied().collect();
-    assert_eq!(distinct.len(), ticks.len(), "one operation per tick: {ticks:?}");
+    assert_eq!(
+        distinct.len(),
+        ticks.len(),
+        "one operation per tick: {ticks:?}"
+    );
     let (first, last) = (*distinct.first().unwrap(), *distinct.last().unwrap());
     // No tick skipped while a worker ran: every second from the first
     // published tick to the last.
@@ -88,8 +92,14 @@ async fn three_worker_processes_publish_each_tick_exactly_once() {
     assert_eq!(distinct, expected, "a tick is missing");
     // The first tick came soon after the first worker started, the last
     // one shortly before they stopped: the whole 20 s were covered.
-    assert!(first <= started + chrono::Duration::seconds(3), "first tick {first}, started {started}");
-    assert!(last >= stopping - chrono::Duration::seconds(2), "last tick {last}, stopped {stopping}");
+    assert!(
+        first <= started + chrono::Duration::seconds(3),
+        "first tick {first}, started {started}"
+    );
+    assert!(
+        last >= stopping - chrono::Duration::seconds(2),
+        "last tick {last}, stopped {stopping}"
+    );
     assert!(ticks.len() >= 18, "{} ticks in 20 s", ticks.len());
     // The schedule's row records the last one and its operation.
     let (last_tick, last_op): (DateTime<Utc>, i64) = sqlx::query_as(
@@ -100,11 +110,12 @@ async fn three_worker_processes_publish_each_tick_exactly_once() {
     .await
     .unwrap();
     assert_eq!(last_tick, last);
-    let key: String = sqlx::query_scalar("SELECT idempotency_key FROM pgoutbox.operations WHERE id = $1")
-        .bind(last_op)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let key: String =
+        sqlx::query_scalar("SELECT idempotency_key FROM pgoutbox.operations WHERE id = $1")
+            .bind(last_op)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert_eq!(key, schedule_key(NAME, last));
     // Three workers declared it; none of them is live any more.
     assert_eq!(
@@ -120,7 +131,9 @@ async fn three_worker_processes_publish_each_tick_exactly_once() {
 async fn kill_and_restart(policy: &str) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc>>, String) {
     let db = test_db().await;
     // A base second B at least 4 s ahead, with B + 10 s in the same minute.
-    let mut base = (Utc::now() + chrono::Duration::seconds(4)).with_nanosecond(0).unwrap();
+    let mut base = (Utc::now() + chrono::Duration::seconds(4))
+        .with_nanosecond(0)
+        .unwrap();
     if base.second() > 48 {
         base += chrono::Duration::seconds(i64::from(60 - base.second()));
     }
@@ -138,11 +151,16 @@ async fn kill_and_restart(policy: &str) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc
         base.day(),
         base.month()
     );
-    let missed: Vec<DateTime<Utc>> = (6..=10).map(|d| base + chrono::Duration::seconds(d)).collect();
+    let missed: Vec<DateTime<Utc>> = (6..=10)
+        .map(|d| base + chrono::Duration::seconds(d))
+        .collect();
     let first = scheduled_worker(&db, &cron, policy, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while published_ticks(&db).await.is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the first tick was not published");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first tick was not published"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.kill();
@@ -170,7 +188,10 @@ async fn kill_and_restart(policy: &str) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc
         if next > missed[4] {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the missed ticks were not handled");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the missed ticks were not handled"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(second.terminate().success());
@@ -180,7 +201,7 @@ async fn kill_and_restart(policy: &str) -> (Vec<DateTime<Utc>>, Vec<DateTime<Utc
 }
 
 /// The log lines about missed tick `t`.
-fn missed_lines<'a>(log: &'a str, t: DateTime<Utc>) -> Vec<&'a str> {
+fn missed_lines(log: &str, t: DateTime<Utc>) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains("missed tick") && l.contains(&format!("tick={}", rfc(t))))
         .collect()
@@ -200,17 +221,26 @@ async fn ticks_missed_while_every_worker_was_down_follow_the_policy() {
     assert_eq!(ticks[1], missed[4]);
     for t in &missed[..4] {
         let lines = missed_lines(&log, *t);
-        assert!(lines.len() == 1 && lines[0].contains("not published"), "{t}: {lines:?}\n{log}");
+        assert!(
+            lines.len() == 1 && lines[0].contains("not published"),
+            "{t}: {lines:?}\n{log}"
+        );
     }
     let lines = missed_lines(&log, missed[4]);
-    assert!(lines.len() == 1 && lines[0].contains("published late"), "{lines:?}\n{log}");
+    assert!(
+        lines.len() == 1 && lines[0].contains("published late"),
+        "{lines:?}\n{log}"
+    );
 
     // `all`: each of the five, oldest first.
     let (ticks, missed, log) = all;
     assert_eq!(ticks[1..], missed[..], "{ticks:?}");
     for t in &missed {
         let lines = missed_lines(&log, *t);
-        assert!(lines.len() == 1 && lines[0].contains("published late"), "{t}: {lines:?}\n{log}");
+        assert!(
+            lines.len() == 1 && lines[0].contains("published late"),
+            "{t}: {lines:?}\n{log}"
+        );
     }
 
     // `none`: none of them.
@@ -218,7 +248,10 @@ async fn ticks_missed_while_every_worker_was_down_follow_the_policy() {
     assert_eq!(ticks.len(), 1, "{ticks:?}");
     for t in &missed {
         let lines = missed_lines(&log, *t);
-        assert!(lines.len() == 1 && lines[0].contains("not published"), "{t}: {lines:?}\n{log}");
+        assert!(
+            lines.len() == 1 && lines[0].contains("not published"),
+            "{t}: {lines:?}\n{log}"
+        );
     }
 }
 
@@ -244,7 +277,14 @@ fn daylight_saving_transitions_against_fixed_instants() {
     let interval = Schedule::cron("0 */20 2 * * *").time_zone("Europe/Berlin");
     assert_eq!(
         interval.ticks_after(utc(24, 12, 0), 6).unwrap(),
-        [utc(25, 0, 0), utc(25, 0, 20), utc(25, 0, 40), utc(25, 1, 0), utc(25, 1, 20), utc(25, 1, 40)]
+        [
+            utc(25, 0, 0),
+            utc(25, 0, 20),
+            utc(25, 0, 40),
+            utc(25, 1, 0),
+            utc(25, 1, 20),
+            utc(25, 1, 40)
+        ]
     );
 }
 
@@ -258,12 +298,20 @@ fn invalid_schedules_are_refused_with_their_name() {
             .unwrap_err()
     };
     let err = resolve(Schedule::cron("0 3 * *"));
-    assert!(matches!(err, RouterError::Schedule(ScheduleError::InvalidCron { .. })));
+    assert!(matches!(
+        err,
+        RouterError::Schedule(ScheduleError::InvalidCron { .. })
+    ));
     assert!(
-        err.to_string().starts_with("schedule `fault.tick`: invalid cron expression `0 3 * *`: "),
+        err.to_string()
+            .starts_with("schedule `fault.tick`: invalid cron expression `0 3 * *`: "),
         "{err}"
     );
-    let err = resolve(Schedule::cron("0 3 * * *").time_zone("Europe/Berln").named("nightly"));
+    let err = resolve(
+        Schedule::cron("0 3 * * *")
+            .time_zone("Europe/Berln")
+            .named("nightly"),
+    );
     assert_eq!(
         err.to_string(),
         "schedule `nightly`: unknown time zone `Europe/Berln`: expected an IANA name such as `Europe/Berlin` or `UTC`"
@@ -274,28 +322,45 @@ fn invalid_schedules_are_refused_with_their_name() {
         "schedule `fault.tick`: cron expression `0 0 30 2 *` never fires (in UTC)"
     );
     let err = resolve(Schedule::cron("* * * * *").named("Nightly Run"));
-    assert!(matches!(err, RouterError::Schedule(ScheduleError::InvalidName { .. })), "{err}");
+    assert!(
+        matches!(
+            err,
+            RouterError::Schedule(ScheduleError::InvalidName { .. })
+        ),
+        "{err}"
+    );
     let twice = WorkflowRouter::new()
-        .schedule::<ScheduledTick>(Schedule::cron("0 1 * * *"), |t| ScheduledTick { at: rfc(t.at()) })
-        .schedule::<ScheduledTick>(Schedule::cron("0 2 * * *"), |t| ScheduledTick { at: rfc(t.at()) });
+        .schedule::<ScheduledTick>(Schedule::cron("0 1 * * *"), |t| ScheduledTick {
+            at: rfc(t.at()),
+        })
+        .schedule::<ScheduledTick>(Schedule::cron("0 2 * * *"), |t| ScheduledTick {
+            at: rfc(t.at()),
+        });
     assert_eq!(
         twice.resolve(&registry).unwrap_err().to_string(),
         "schedule `fault.tick` is declared twice: give one of them another name with `Schedule::named`"
     );
     // Outside the router's prefix.
     let misplaced = WorkflowRouter::with_prefix("billing")
-        .schedule::<ScheduledTick>(Schedule::cron("0 1 * * *"), |t| ScheduledTick { at: rfc(t.at()) });
-    assert!(matches!(misplaced.resolve(&registry), Err(RouterError::OutsidePrefix { .. })));
+        .schedule::<ScheduledTick>(Schedule::cron("0 1 * * *"), |t| ScheduledTick {
+            at: rfc(t.at()),
+        });
+    assert!(matches!(
+        misplaced.resolve(&registry),
+        Err(RouterError::OutsidePrefix { .. })
+    ));
 }
 
 fn tick_router(schedule: Schedule) -> WorkflowRouter {
-    WorkflowRouter::new()
-        .schedule::<ScheduledTick>(schedule, |t| ScheduledTick { at: rfc(t.at()) })
+    WorkflowRouter::new().schedule::<ScheduledTick>(schedule, |t| ScheduledTick { at: rfc(t.at()) })
 }
 
 async fn start(db: &TestDatabase, router: WorkflowRouter) -> Result<WorkflowSystem, StartError> {
     WorkflowSystem::builder(settings(db))
-        .registry(Registry::from_registrations(pgoutbox::handlers![pgoutbox_tests::scheduled_tick]).unwrap())
+        .registry(
+            Registry::from_registrations(pgoutbox::handlers![pgoutbox_tests::scheduled_tick])
+                .unwrap(),
+        )
         .router(router)
         .start()
         .await
@@ -304,14 +369,20 @@ async fn start(db: &TestDatabase, router: WorkflowRouter) -> Result<WorkflowSyst
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_schedule_stops_the_start_with_its_name() {
     let db = test_db().await;
-    let err = start(&db, tick_router(Schedule::cron("0 0 31 4 *").named("reports.never")))
-        .await
-        .unwrap_err();
+    let err = start(
+        &db,
+        tick_router(Schedule::cron("0 0 31 4 *").named("reports.never")),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(
         err.to_string(),
         "schedule `reports.never`: cron expression `0 0 31 4 *` never fires (in UTC)"
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM pgoutbox.schedules").await, 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.schedules").await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -319,9 +390,13 @@ async fn conflicting_declarations_are_refused_unless_taken_over() {
     let db = test_db().await;
     let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
     // Only a schedule, no operation to run: a worker may just publish.
-    let first = start(&db, tick_router(Schedule::cron("* * * * * *"))).await.unwrap();
+    let first = start(&db, tick_router(Schedule::cron("* * * * * *")))
+        .await
+        .unwrap();
     // The same declaration: fine.
-    let same = start(&db, tick_router(Schedule::cron("* * * * * *"))).await.unwrap();
+    let same = start(&db, tick_router(Schedule::cron("* * * * * *")))
+        .await
+        .unwrap();
     // Another one under the same name: refused, naming both.
     let err = start(&db, tick_router(Schedule::cron("*/2 * * * * *")))
         .await
@@ -336,51 +411,85 @@ async fn conflicting_declarations_are_refused_unless_taken_over() {
         message.starts_with(
             "schedule `fault.tick` is declared otherwise by a live worker: this worker declares \
              `*/2 * * * * *` in UTC, missed ticks `latest`, publishing `fault.tick`; worker "
-        ) && message.contains("declares `* * * * * *` in UTC, missed ticks `latest`, publishing `fault.tick`")
-            && message.contains("`Schedule::take_over`"),
+        ) && message.contains(
+            "declares `* * * * * *` in UTC, missed ticks `latest`, publishing `fault.tick`"
+        ) && message.contains("`Schedule::take_over`"),
         "{message}"
     );
     // The refused worker does not look live: its row is marked stopped.
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgoutbox.workers WHERE stopped_at IS NOT NULL").await,
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.workers WHERE stopped_at IS NOT NULL"
+        )
+        .await,
         1
     );
     // A different policy is a different declaration too.
-    let err = start(&db, tick_router(Schedule::cron("* * * * * *").missed(MissedTicks::All)))
-        .await
-        .unwrap_err();
+    let err = start(
+        &db,
+        tick_router(Schedule::cron("* * * * * *").missed(MissedTicks::All)),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, StartError::ScheduleConflict { .. }), "{err}");
 
     // Told to take over: it starts, its declaration is in force, and the
     // conflict is reported while both kinds run.
-    let taker = start(&db, tick_router(Schedule::cron("*/2 * * * * *").take_over()))
-        .await
-        .unwrap();
+    let taker = start(
+        &db,
+        tick_router(Schedule::cron("*/2 * * * * *").take_over()),
+    )
+    .await
+    .unwrap();
     let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
-    assert_eq!(stats.schedule_conflicts.len(), 2, "{:?}", stats.schedule_conflicts);
-    assert!(stats.schedule_conflicts.iter().all(|c| c.name == NAME
-        && c.cron == "* * * * * *"
-        && c.in_force_cron == "*/2 * * * * *"));
+    assert_eq!(
+        stats.schedule_conflicts.len(),
+        2,
+        "{:?}",
+        stats.schedule_conflicts
+    );
+    assert!(
+        stats.schedule_conflicts.iter().all(|c| c.name == NAME
+            && c.cron == "* * * * * *"
+            && c.in_force_cron == "*/2 * * * * *")
+    );
     let listed = admin.schedules().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].cron, "*/2 * * * * *");
     assert_eq!(listed[0].declared_by.len(), 3);
     assert_eq!(
-        listed[0].declared_by.iter().filter(|d| d.in_force).map(|d| d.worker_id).collect::<Vec<_>>(),
+        listed[0]
+            .declared_by
+            .iter()
+            .filter(|d| d.in_force)
+            .map(|d| d.worker_id)
+            .collect::<Vec<_>>(),
         [taker.worker_id()]
     );
     // From now on only even seconds are published.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let since: DateTime<Utc> = Utc::now() - chrono::Duration::seconds(2);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let recent: Vec<DateTime<Utc>> = published_ticks(&db).await.into_iter().filter(|t| *t >= since).collect();
+    let recent: Vec<DateTime<Utc>> = published_ticks(&db)
+        .await
+        .into_iter()
+        .filter(|t| *t >= since)
+        .collect();
     assert!(!recent.is_empty());
     assert!(recent.iter().all(|t| t.second() % 2 == 0), "{recent:?}");
 
     // Once the dissenters stop, no conflict is left.
     first.stop().await.unwrap();
     same.stop().await.unwrap();
-    assert!(admin.stats(Duration::from_secs(1), 1).await.unwrap().schedule_conflicts.is_empty());
+    assert!(
+        admin
+            .stats(Duration::from_secs(1), 1)
+            .await
+            .unwrap()
+            .schedule_conflicts
+            .is_empty()
+    );
     taker.stop().await.unwrap();
 }
 
@@ -396,13 +505,20 @@ async fn a_paused_schedule_publishes_nothing_and_says_so() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        admin.pause_schedule(NAME, "alice", "ledger migration").await.unwrap(),
+        admin
+            .pause_schedule(NAME, "alice", "ledger migration")
+            .await
+            .unwrap(),
         ScheduleActionOutcome::Applied
     );
     let paused_at = Utc::now();
     let before = published_ticks(&db).await.len();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(published_ticks(&db).await.len(), before, "a paused schedule published");
+    assert_eq!(
+        published_ticks(&db).await.len(),
+        before,
+        "a paused schedule published"
+    );
     let listed = admin.schedules().await.unwrap();
     assert!(listed[0].paused);
     assert_eq!(listed[0].paused_by.as_deref(), Some("alice"));
@@ -413,12 +529,18 @@ async fn a_paused_schedule_publishes_nothing_and_says_so() {
         ScheduleActionOutcome::Refused
     );
     assert_eq!(
-        admin.resume_schedule(NAME, "alice", "migration done").await.unwrap(),
+        admin
+            .resume_schedule(NAME, "alice", "migration done")
+            .await
+            .unwrap(),
         ScheduleActionOutcome::Applied
     );
     let resumed_at = Utc::now();
     assert_eq!(
-        admin.resume_schedule("no.such", "alice", "typo").await.unwrap(),
+        admin
+            .resume_schedule("no.such", "alice", "typo")
+            .await
+            .unwrap(),
         ScheduleActionOutcome::NotFound
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -432,7 +554,10 @@ async fn a_paused_schedule_publishes_nothing_and_says_so() {
     let ticks = published_ticks(&db).await;
     let during: Vec<_> = ticks
         .iter()
-        .filter(|t| **t > paused_at + chrono::Duration::seconds(1) && **t < resumed_at - chrono::Duration::seconds(1))
+        .filter(|t| {
+            **t > paused_at + chrono::Duration::seconds(1)
+                && **t < resumed_at - chrono::Duration::seconds(1)
+        })
         .collect();
     assert!(during.is_empty(), "{during:?}");
     // The trail.
@@ -465,7 +590,10 @@ async fn a_paused_schedule_publishes_nothing_and_says_so() {
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     assert!(
-        text.lines().filter(|l| l.contains("the schedule is paused: tick not published")).count() >= 2,
+        text.lines()
+            .filter(|l| l.contains("the schedule is paused: tick not published"))
+            .count()
+            >= 2,
         "{text}"
     );
 }

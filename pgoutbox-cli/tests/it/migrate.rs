@@ -53,7 +53,7 @@ async fn up_then_status_then_up_again() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let applied: String = migrations
+    let applied = migrations
         .iter()
         .map(|m| {
             format!(
@@ -62,7 +62,8 @@ async fn up_then_status_then_up_again() {
                 m.name()
             )
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .concat();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), applied);
 
     let out = pgoutbox()

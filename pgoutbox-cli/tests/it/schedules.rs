@@ -39,14 +39,23 @@ fn json(out: &std::process::Output) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn list_pause_and_resume() {
+async fn list_shows_each_schedule_with_its_ticks() {
     let db = TestDatabase::new().await.unwrap();
     let out = pgoutbox(&db).arg("schedules").output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8(out.stdout).unwrap().starts_with("no schedules"));
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("no schedules")
+    );
     schedule(&db, "billing.reconcile").await;
 
-    let listed = json(&pgoutbox(&db).args(["schedules", "--json"]).output().unwrap());
+    let listed = json(
+        &pgoutbox(&db)
+            .args(["schedules", "--json"])
+            .output()
+            .unwrap(),
+    );
     let s = &listed["schedules"][0];
     assert_eq!(s["name"], "billing.reconcile");
     assert_eq!(s["cron"], "0 3 * * *");
@@ -63,18 +72,47 @@ async fn list_pause_and_resume() {
     assert!(text.contains("2026-03-29 01:00:00 #1 pending"), "{text}");
     assert!(text.contains("no live worker"), "{text}");
 
+    // `stats` reports conflicting declarations (none here).
+    let stats = json(&pgoutbox(&db).args(["stats", "--json"]).output().unwrap());
+    assert_eq!(stats["schedule_conflicts"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_recorded() {
+    let db = TestDatabase::new().await.unwrap();
+    schedule(&db, "billing.reconcile").await;
     let out = pgoutbox(&db)
-        .args(["schedules", "pause", "billing.reconcile", "--reason", "ledger migration"])
+        .args([
+            "schedules",
+            "pause",
+            "billing.reconcile",
+            "--reason",
+            "ledger migration",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), "paused schedule `billing.reconcile`\n");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "paused schedule `billing.reconcile`\n"
+    );
     let text = String::from_utf8(pgoutbox(&db).arg("schedules").output().unwrap().stdout).unwrap();
-    assert!(text.contains("paused by test-operator: ledger migration"), "{text}");
+    assert!(
+        text.contains("paused by test-operator: ledger migration"),
+        "{text}"
+    );
 
     // Again: refused, said on stderr, exit 1, recorded.
     let out = pgoutbox(&db)
-        .args(["schedules", "pause", "billing.reconcile", "--reason", "again", "--actor", "bob"])
+        .args([
+            "schedules",
+            "pause",
+            "billing.reconcile",
+            "--reason",
+            "again",
+            "--actor",
+            "bob",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -83,7 +121,14 @@ async fn list_pause_and_resume() {
         "error: cannot pause schedule `billing.reconcile`: it is paused already\n"
     );
     let out = pgoutbox(&db)
-        .args(["schedules", "resume", "billing.reconcile", "--reason", "done", "--json"])
+        .args([
+            "schedules",
+            "resume",
+            "billing.reconcile",
+            "--reason",
+            "done",
+            "--json",
+        ])
         .output()
         .unwrap();
     assert_eq!(json(&out), serde_json::json!({"outcome": "applied"}));
@@ -92,12 +137,18 @@ async fn list_pause_and_resume() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8(out.stderr).unwrap(), "error: no schedule named `no.such`\n");
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: no schedule named `no.such`\n"
+    );
     let out = pgoutbox(&db)
         .args(["schedules", "pause", "billing.reconcile", "--reason", " "])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8(out.stderr).unwrap(), "error: `--reason` must not be empty\n");
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: `--reason` must not be empty\n"
+    );
 
     let trail: Vec<(String, String, String, String)> = sqlx::query_as(
         "SELECT action, outcome, actor, reason FROM pgoutbox.operator_actions \
@@ -118,8 +169,4 @@ async fn list_pause_and_resume() {
             ("resume", "applied", "test-operator", "done"),
         ]
     );
-
-    // `stats` reports conflicting declarations (none here).
-    let stats = json(&pgoutbox(&db).args(["stats", "--json"]).output().unwrap());
-    assert_eq!(stats["schedule_conflicts"], serde_json::json!([]));
 }

@@ -309,7 +309,10 @@ impl Admin {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn schedule_actions(&self, name: &str) -> Result<Vec<ScheduleActionRow>, sqlx::Error> {
+    pub async fn schedule_actions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<ScheduleActionRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         self.store.schedule_actions(&mut conn, name).await
     }
