@@ -405,8 +405,9 @@ impl Schedule {
 /// use chrono::{NaiveDate, TimeZone, Utc};
 /// use pgoutbox::Schedule;
 ///
-/// # fn tick_for_docs() -> pgoutbox::Tick { pgoutbox::Tick::__at(Utc.with_ymd_and_hms(2026, 7, 1, 22, 30, 0).unwrap(), "Europe/Berlin") }
-/// let tick = tick_for_docs(); // 2026-07-01 22:30 UTC, in Berlin
+/// use pgoutbox::Tick;
+///
+/// let tick = Tick::new(Utc.with_ymd_and_hms(2026, 7, 1, 22, 30, 0).unwrap(), "Europe/Berlin").unwrap();
 /// assert_eq!(tick.at(), Utc.with_ymd_and_hms(2026, 7, 1, 22, 30, 0).unwrap());
 /// assert_eq!(tick.local().to_rfc3339(), "2026-07-02T00:30:00+02:00");
 /// assert_eq!(tick.date(), NaiveDate::from_ymd_opt(2026, 7, 2).unwrap()); // the local date
@@ -420,7 +421,7 @@ pub struct Tick {
 }
 
 impl Tick {
-    fn new(at: DateTime<Utc>, zone: Tz) -> Tick {
+    fn in_zone(at: DateTime<Utc>, zone: Tz) -> Tick {
         Tick {
             at,
             local: at.with_timezone(&zone).fixed_offset(),
@@ -428,10 +429,19 @@ impl Tick {
         }
     }
 
-    /// A tick at `at` in `zone` (for doc examples).
-    #[doc(hidden)]
-    pub fn __at(at: DateTime<Utc>, zone: &str) -> Tick {
-        Tick::new(at, zone.parse().unwrap_or(Tz::UTC))
+    /// The tick at `at` of a schedule in `zone` (an IANA name; `None` when
+    /// unknown): for testing the closure that builds a payload from it.
+    ///
+    /// ```
+    /// use chrono::{TimeZone, Utc};
+    ///
+    /// let at = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).unwrap();
+    /// let tick = pgoutbox::Tick::new(at, "Europe/Berlin").unwrap();
+    /// assert_eq!(tick.local().to_rfc3339(), "2026-03-29T03:00:00+02:00");
+    /// assert!(pgoutbox::Tick::new(at, "Mars/Olympus").is_none());
+    /// ```
+    pub fn new(at: DateTime<Utc>, zone: &str) -> Option<Tick> {
+        Tz::from_str(zone).ok().map(|zone| Tick::in_zone(at, zone))
     }
 
     /// The instant of the tick, in UTC (the one in its idempotency key).
@@ -520,7 +530,7 @@ impl Compiled {
 
     /// The tick at `at` as the payload closure sees it.
     pub(crate) fn tick(&self, at: DateTime<Utc>) -> Tick {
-        Tick::new(at, self.zone)
+        Tick::in_zone(at, self.zone)
     }
 
     /// The ticks in `[from, now]`, at most the `limit` most recent: those
