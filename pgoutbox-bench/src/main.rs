@@ -55,6 +55,8 @@ enum Columns {
 enum Which {
     All,
     W1,
+    /// Only W1-idem's lines (and their claim-100 baseline).
+    W1Idem,
     W1Tx,
     W2,
     W3,
@@ -174,6 +176,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let w = |x| args.which == Which::All || args.which == x;
     let which = [
         Which::W1,
+        Which::W1Idem,
         Which::W1Tx,
         Which::W2,
         Which::W3,
@@ -201,6 +204,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             bar.set_message(format!("{x:?} ({label})"));
             let mut measured = match x {
                 Which::W1 => workloads::w1(args.runs).await?,
+                Which::W1Idem => workloads::w1_idem(args.runs).await?,
                 Which::W1Tx => workloads::w1_tx(args.runs).await?,
                 Which::W2 => workloads::w2(args.runs).await?,
                 Which::W3 => workloads::w3(args.runs).await?,

@@ -206,7 +206,14 @@ enum Kind {
     Idempotent,
     /// Idempotent, with `workflow_system.idempotent_async_commit` on.
     IdempotentAsync,
+    /// Idempotent, with `idempotent_async_commit` on and
+    /// `idempotent_claim_ahead` at [`CLAIM_AHEAD`].
+    IdempotentAhead,
 }
+
+/// W1-idem's `workflow_system.idempotent_claim_ahead`: with 10 slots, claims
+/// of up to 100 operations, like the claim-100 bound's.
+const CLAIM_AHEAD: usize = 90;
 
 /// Drains what is ready with pgoutbox (`workers` handler slots); ops/s.
 ///
@@ -219,13 +226,17 @@ async fn drain_pgoutbox(db: &TestDatabase, n: i64, kind: Kind, workers: usize) -
     let (router, name) = match kind {
         Kind::Tx => (WorkflowRouter::new().operation::<NoopTx>(), NoopTx::NAME),
         Kind::Plain => (WorkflowRouter::new().operation::<Noop>(), Noop::NAME),
-        Kind::Idempotent | Kind::IdempotentAsync => (
+        Kind::Idempotent | Kind::IdempotentAsync | Kind::IdempotentAhead => (
             WorkflowRouter::new().operation::<NoopIdem>(),
             NoopIdem::NAME,
         ),
     };
     let mut settings = settings(db, workers);
-    settings.workflow_system.idempotent_async_commit = kind == Kind::IdempotentAsync;
+    settings.workflow_system.idempotent_async_commit =
+        matches!(kind, Kind::IdempotentAsync | Kind::IdempotentAhead);
+    if kind == Kind::IdempotentAhead {
+        settings.workflow_system.idempotent_claim_ahead = CLAIM_AHEAD;
+    }
     let already = count(
         db,
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
@@ -336,7 +347,7 @@ async fn fill(db: &TestDatabase, n: i64, kind: Kind) -> Res<()> {
         match kind {
             Kind::Tx => publish_many(&mut conn, range.map(|n| NoopTx { n })).await?,
             Kind::Plain => publish_many(&mut conn, range.map(|n| Noop { n })).await?,
-            Kind::Idempotent | Kind::IdempotentAsync => {
+            Kind::Idempotent | Kind::IdempotentAsync | Kind::IdempotentAhead => {
                 publish_many(&mut conn, range.map(|n| NoopIdem { n })).await?
             }
         };
@@ -364,8 +375,7 @@ async fn baseline_run(n: i64, transactional: bool, batch: i64) -> Res<f64> {
 }
 
 /// W1: 20,000 operations drained by 10 workers (and by 64), beside the
-/// claim-10 bound; W1-idem, the same with an `idempotent` no-op, beside the
-/// claim-100 one.
+/// claim-10 bound.
 pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 20_000;
     let mut m: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -382,15 +392,6 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
         m.entry("wide")
             .or_default()
             .push(pgoutbox_run(N, Kind::Plain, 64, false).await?);
-        m.entry("idem")
-            .or_default()
-            .push(pgoutbox_run(N, Kind::Idempotent, 10, false).await?);
-        m.entry("idem_async")
-            .or_default()
-            .push(pgoutbox_run(N, Kind::IdempotentAsync, 10, false).await?);
-        m.entry("claim100")
-            .or_default()
-            .push(baseline_run(N, false, 100).await?);
     }
     Ok(vec![
         Figure::new(
@@ -417,20 +418,44 @@ pub(crate) async fn w1(runs: usize) -> Res<Vec<Figure>> {
             m["claim10"].clone(),
             0.7,
         ),
+    ])
+}
+
+/// W1-idem: the W1 drain with an `idempotent` no-op, with the opt-ins off,
+/// with `idempotent_async_commit`, and with it and claiming ahead, beside
+/// the claim-100 bound.
+pub(crate) async fn w1_idem(runs: usize) -> Res<Vec<Figure>> {
+    const N: i64 = 20_000;
+    let (mut off, mut async_commit, mut ahead, mut bound) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        off.push(pgoutbox_run(N, Kind::Idempotent, 10, false).await?);
+        async_commit.push(pgoutbox_run(N, Kind::IdempotentAsync, 10, false).await?);
+        ahead.push(pgoutbox_run(N, Kind::IdempotentAhead, 10, false).await?);
+        bound.push(baseline_run(N, false, 100).await?);
+    }
+    Ok(vec![
         Figure::new(
-            "W1-idem drain, async commit off (vs claim-100)",
+            "W1-idem drain, opt-ins off (vs claim-100)",
             "ops/s",
             true,
-            m["idem"].clone(),
-            m["claim100"].clone(),
+            off,
+            bound.clone(),
             0.6,
         ),
         Figure::new(
             "W1-idem drain, idempotent_async_commit on",
             "ops/s",
             true,
-            m["idem_async"].clone(),
-            m["claim100"].clone(),
+            async_commit,
+            bound.clone(),
+            0.6,
+        ),
+        Figure::new(
+            "W1-idem drain, async commit + claim ahead 90",
+            "ops/s",
+            true,
+            ahead,
+            bound,
             0.6,
         ),
     ])

@@ -58,6 +58,29 @@ pub(crate) async fn execute(rt: Arc<Runtime>, claimed: Claimed, running: Arc<Run
     run(&rt, claimed, &running).instrument(span).await;
 }
 
+/// Gives back an operation claimed ahead of the free slots whose handler
+/// never started because the system is stopping: its attempt is recorded
+/// as a snooze (which does not count against `max_attempts`) and the
+/// operation is ready again at once.
+pub(crate) async fn release(rt: Arc<Runtime>, claimed: Claimed, running: Arc<RunningOp>) {
+    let attempt = attempt_of(&rt, &claimed, None);
+    let decision = Decision::Snooze {
+        delay_ms: 0,
+        note: "claimed ahead, not started: the worker stopped".to_owned(),
+    };
+    let fence = fence(&rt, &claimed);
+    record(
+        &rt,
+        &claimed.name,
+        fence,
+        &attempt,
+        decision,
+        Vec::new(),
+        &running,
+    )
+    .await;
+}
+
 async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
     let name = claimed.name.clone();
     metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);

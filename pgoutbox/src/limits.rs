@@ -23,6 +23,10 @@ pub(crate) struct Limits {
 #[derive(Debug)]
 pub(crate) struct Batch {
     pub(crate) names: Vec<String>,
+    /// Whether this batch is claimed ahead of the free handler slots
+    /// (`workflow_system.idempotent_claim_ahead`; the system starts with it
+    /// only when every name is `idempotent` and outside every group).
+    pub(crate) ahead: bool,
     /// One semaphore per enclosing limited group, innermost first; a
     /// handler of the batch holds a permit of each while it runs. Groups
     /// shared by several batches share their semaphore.
@@ -30,7 +34,8 @@ pub(crate) struct Batch {
 }
 
 impl Limits {
-    pub(crate) fn new(routes: &Routes) -> Limits {
+    /// The batches of `routes`, claimed ahead with `claim_ahead`.
+    pub(crate) fn new(routes: &Routes, claim_ahead: bool) -> Limits {
         let groups = routes.groups();
         let semaphores: Vec<Arc<Semaphore>> = groups
             .iter()
@@ -52,7 +57,11 @@ impl Limits {
                     chain.push(Arc::clone(&semaphores[g]));
                     at = groups[g].parent;
                 }
-                Batch { names, chain }
+                Batch {
+                    names,
+                    ahead: claim_ahead,
+                    chain,
+                }
             })
             .collect();
         Limits {
@@ -69,10 +78,9 @@ impl Limits {
         self.batches[start..].iter().chain(&self.batches[..start])
     }
 
-    /// The most operations any one batch may take now, free slots aside:
-    /// zero when every group is at its limit and no name is unlimited.
-    pub(crate) fn headroom(&self) -> usize {
-        self.batches.iter().map(Batch::free).max().unwrap_or(0)
+    /// Every batch, in no particular order.
+    pub(crate) fn batches(&self) -> impl Iterator<Item = &Batch> {
+        self.batches.iter()
     }
 }
 

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 
 use crate::duration::millis;
@@ -80,10 +81,14 @@ pub(crate) async fn run(rt: Arc<Runtime>, executors: Arc<Mutex<JoinSet<()>>>) {
     }
 }
 
-/// How many operations the producer may claim now: the free slots, if
-/// some name is not held back by its group's limit.
+/// How many operations the producer may claim now, in the batch that
+/// allows the most.
 fn claimable(rt: &Runtime) -> usize {
-    rt.free_slots().min(rt.limits.headroom())
+    rt.limits
+        .batches()
+        .map(|b| rt.capacity(b))
+        .max()
+        .unwrap_or(0)
 }
 
 /// Claims, batch by batch, as many operations as the free slots and each
@@ -97,7 +102,7 @@ async fn claim(
     let mut conn = rt.pool.acquire().await?;
     let mut full = false;
     for batch in rt.limits.round() {
-        let free = rt.free_slots().min(batch.free());
+        let free = rt.capacity(batch);
         if free == 0 {
             continue;
         }
@@ -134,23 +139,53 @@ fn spawn(
     let mut executors = executors.lock().expect("executors poisoned");
     while executors.try_join_next().is_some() {}
     for op in claimed {
-        let slot = Arc::clone(&rt.slots)
-            .try_acquire_owned()
-            .expect("claims never exceed the free slots");
         let in_flight = Arc::clone(&rt.in_flight)
             .try_acquire_owned()
             .expect("claims never exceed the free slots");
-        let mut permits = vec![slot];
-        permits.extend(
-            batch
-                .try_acquire()
-                .expect("claims never exceed their groups' free places"),
-        );
+        let slot = Arc::clone(&rt.slots).try_acquire_owned();
+        // An operation claimed ahead of the free slots waits for one,
+        // holding a place among those claimed ahead meanwhile.
+        let (permits, waiting) = match slot {
+            Ok(slot) if batch.ahead => (vec![slot], None),
+            Ok(slot) => {
+                let mut permits = vec![slot];
+                permits.extend(
+                    batch
+                        .try_acquire()
+                        .expect("claims never exceed their groups' free places"),
+                );
+                (permits, None)
+            }
+            Err(_) if batch.ahead => {
+                let waiting = Arc::clone(&rt.ahead)
+                    .try_acquire_owned()
+                    .expect("claims ahead never exceed their free places");
+                (Vec::new(), Some(waiting))
+            }
+            Err(_) => unreachable!("claims never exceed the free slots"),
+        };
         let running = Arc::new(RunningOp::new(&op, sent, permits));
         let attempt_id = running.attempt_id;
         rt.start_running(Arc::clone(&running));
         let rt = Arc::clone(rt);
         executors.spawn(async move {
+            if let Some(waiting) = waiting {
+                let waited = wait_for_slot(&rt, &running).await;
+                drop(waiting);
+                match waited {
+                    Waited::Slot(slot) => running.take_slot(slot),
+                    Waited::Stopping => {
+                        executor::release(Arc::clone(&rt), op, Arc::clone(&running)).await;
+                        rt.stop_running(attempt_id);
+                        return;
+                    }
+                    Waited::Lost => {
+                        rt.stop_running(attempt_id);
+                        rt.wake.notify_one();
+                        return;
+                    }
+                }
+            }
             executor::execute(Arc::clone(&rt), op, Arc::clone(&running)).await;
             #[cfg(feature = "testing")]
             if let Some(delay) = rt.linger {
@@ -163,5 +198,29 @@ fn spawn(
             // claim again.
             rt.wake.notify_one();
         });
+    }
+}
+
+/// How the wait of an operation claimed ahead for a handler slot ended.
+enum Waited {
+    Slot(OwnedSemaphorePermit),
+    /// The system stops: a handler not started yet is not started now, and
+    /// the operation is given back.
+    Stopping,
+    /// Its lease was lost: the rescuer records the attempt `lost`, and the
+    /// idempotent operation runs again.
+    Lost,
+}
+
+async fn wait_for_slot(rt: &Runtime, running: &RunningOp) -> Waited {
+    let mut stopping = rt.stopping.subscribe();
+    tokio::select! {
+        biased;
+        _ = stopping.wait_for(|stopping| *stopping) => Waited::Stopping,
+        _ = running.aborted() => Waited::Lost,
+        slot = Arc::clone(&rt.slots).acquire_owned() => match slot {
+            Ok(slot) => Waited::Slot(slot),
+            Err(_) => Waited::Lost,
+        },
     }
 }

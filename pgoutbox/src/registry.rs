@@ -341,7 +341,7 @@ impl Registration {
         (self.payload_type)()
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self.handler {
             Some((_, function)) => format!("handler `{function}` at {}", self.location()),
             None => format!(

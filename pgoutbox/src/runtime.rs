@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use uuid::Uuid;
 
-use crate::limits::Limits;
+use crate::limits::{Batch, Limits};
 use crate::publish::{PublishError, Publisher};
 use crate::router::Routes;
 use crate::settings::Settings;
@@ -48,6 +48,10 @@ pub(crate) struct Runtime {
     /// as soon as it returns and its success waits for the completer's next
     /// batch, but that backlog stays bounded.
     pub(crate) in_flight: Arc<Semaphore>,
+    /// One permit per operation claimed ahead of the free handler slots
+    /// and waiting for one (`workflow_system.idempotent_claim_ahead`;
+    /// none when that is off).
+    pub(crate) ahead: Arc<Semaphore>,
     /// Wakes the producer: a notification, a listener reconnect, a freed
     /// slot.
     pub(crate) wake: Notify,
@@ -77,6 +81,18 @@ impl Runtime {
         self.slots
             .available_permits()
             .min(self.in_flight.available_permits())
+    }
+
+    /// How many operations of `batch` the producer may claim now: its
+    /// free slots and its groups' free places, or, for a batch claimed
+    /// ahead, the free slots plus the free places to wait for one.
+    pub(crate) fn capacity(&self, batch: &Batch) -> usize {
+        if batch.ahead {
+            (self.slots.available_permits() + self.ahead.available_permits())
+                .min(self.in_flight.available_permits())
+        } else {
+            self.free_slots().min(batch.free())
+        }
     }
 
     /// The attempts in flight now.
@@ -174,6 +190,11 @@ impl RunningOp {
             reason: OnceLock::new(),
             lost: AtomicBool::new(false),
         }
+    }
+
+    /// Holds the handler slot that an operation claimed ahead waited for.
+    pub(crate) fn take_slot(&self, slot: OwnedSemaphorePermit) {
+        self.slot.lock().expect("slot poisoned").push(slot);
     }
 
     /// Gives the handler slot and its groups' permits back (once; later

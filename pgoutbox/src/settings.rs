@@ -40,6 +40,10 @@ pub const DEFAULT_CHANNEL: &str = "pgoutbox";
 /// ```
 pub const MAX_N_WORKERS: usize = 1024;
 
+/// The most idempotent operations one process claims ahead of its free
+/// handler slots (`workflow_system.idempotent_claim_ahead`).
+pub const MAX_CLAIM_AHEAD: usize = 10_000;
+
 /// The largest connection pool (`database.pool_min`, `database.pool_max`):
 /// the pool allocates room for all of them up front.
 ///
@@ -334,6 +338,15 @@ pub struct WorkflowSettings {
     /// of attempts that ran (see `docs/consistency.md`). A non-idempotent
     /// operation's attempt start and outcome stay durable whatever is set.
     pub idempotent_async_commit: bool,
+    /// 0 (off) by default. When above 0, operations of `idempotent` names
+    /// that no concurrency limit covers are claimed up to this many beyond
+    /// the free handler slots: their attempts start (are recorded) in
+    /// bigger claims, and each handler runs as soon as a slot frees. A
+    /// worker that dies leaves up to this many attempts recorded that
+    /// never called their handler; they end `lost` and run again (see
+    /// `docs/consistency.md`). Non-idempotent operations are never claimed
+    /// ahead. At most [`MAX_CLAIM_AHEAD`].
+    pub idempotent_claim_ahead: usize,
     /// The janitor: how long finished operations and their history stay.
     pub retention: RetentionSettings,
     /// Serve Prometheus metrics on `http://ADDRESS/metrics` (for example
@@ -404,6 +417,7 @@ impl Default for WorkflowSettings {
             handler_timeout: Duration::from_mins(5),
             queues: Vec::new(),
             idempotent_async_commit: false,
+            idempotent_claim_ahead: 0,
             retention: RetentionSettings::default(),
             metrics_listen: None,
         }
@@ -568,6 +582,12 @@ impl Settings {
             return Err(SettingsError::new(
                 "workflow_system.n_workers",
                 format!("must be at most {MAX_N_WORKERS}"),
+            ));
+        }
+        if ws.idempotent_claim_ahead > MAX_CLAIM_AHEAD {
+            return Err(SettingsError::new(
+                "workflow_system.idempotent_claim_ahead",
+                format!("must be at most {MAX_CLAIM_AHEAD}"),
             ));
         }
         self.validate_durations()?;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::limits::Limits;
 use crate::publish::Publisher;
 use crate::registry::{Registry, RegistryError};
-use crate::router::{RouterError, WorkflowRouter};
+use crate::router::{RouterError, Routes, WorkflowRouter};
 #[cfg(feature = "testing")]
 use crate::runtime::Crash;
 use crate::runtime::Runtime;
@@ -72,6 +72,21 @@ pub enum StartError {
     /// served.
     #[error("cannot serve metrics: {0}")]
     Metrics(String),
+    /// `workflow_system.idempotent_claim_ahead` is set, but the router
+    /// selects an operation that cannot be claimed ahead.
+    #[error(
+        "`workflow_system.idempotent_claim_ahead` is set, but `{name}` ({location}) {reason}: \
+         only idempotent operations without a concurrency limit may be claimed ahead of the \
+         free handler slots; run them in a process (a router) of their own, or set it to 0"
+    )]
+    ClaimAhead {
+        /// The operation's name.
+        name: String,
+        /// Its handler (or contract) and where it is declared.
+        location: String,
+        /// Why it cannot be claimed ahead.
+        reason: &'static str,
+    },
     /// The routers select nothing to run.
     #[error(
         "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
@@ -320,6 +335,9 @@ impl WorkflowSystemBuilder {
         if routes.is_empty() && routes.schedules().is_empty() {
             return Err(StartError::NoOperations);
         }
+        if settings.workflow_system.idempotent_claim_ahead > 0 {
+            check_claim_ahead(&routes)?;
+        }
         if let Some(addr) = settings.workflow_system.metrics_listen {
             crate::exporter::serve(addr).map_err(StartError::Metrics)?;
         }
@@ -330,9 +348,10 @@ impl WorkflowSystemBuilder {
             settings.database.prepared_statements,
         );
         let names: Vec<String> = routes.names().map(str::to_owned).collect();
-        let limits = Limits::new(&routes);
+        let limits = Limits::new(&routes, settings.workflow_system.idempotent_claim_ahead > 0);
         let worker_id = Uuid::new_v4();
         let n_workers = settings.workflow_system.n_workers;
+        let claim_ahead = settings.workflow_system.idempotent_claim_ahead;
         {
             let mut conn = pool.acquire().await?;
             store
@@ -376,7 +395,7 @@ impl WorkflowSystemBuilder {
         }
         let (stopping, _) = watch::channel(false);
         let (completions, completion_requests) =
-            tokio::sync::mpsc::channel(IN_FLIGHT_PER_SLOT * n_workers.max(1));
+            tokio::sync::mpsc::channel(IN_FLIGHT_PER_SLOT * n_workers.max(1) + claim_ahead);
         let rt = Arc::new(Runtime {
             pool,
             store,
@@ -388,7 +407,8 @@ impl WorkflowSystemBuilder {
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(n_workers)),
             limits,
-            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_SLOT * n_workers)),
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_SLOT * n_workers + claim_ahead)),
+            ahead: Arc::new(Semaphore::new(claim_ahead)),
             wake: Notify::new(),
             stopping,
             completions,
@@ -682,4 +702,29 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// With `idempotent_claim_ahead` on, every operation the process runs
+/// must be idempotent and outside every concurrency limit: an operation
+/// claimed ahead waits for a slot with its attempt already recorded, which
+/// only an idempotent operation may afford (a crash makes it `lost` and it
+/// runs again), and mixing it with others would let the waiting ones take
+/// every freed slot before a claim of the others could.
+fn check_claim_ahead(routes: &Routes) -> Result<(), StartError> {
+    for (name, route) in routes.iter() {
+        let registration = route.registration();
+        let reason = if !registration.options().idempotent {
+            "is not idempotent"
+        } else if route.group().is_some() {
+            "is under a concurrency limit"
+        } else {
+            continue;
+        };
+        return Err(StartError::ClaimAhead {
+            name: name.to_owned(),
+            location: registration.describe(),
+            reason,
+        });
+    }
+    Ok(())
 }

@@ -391,3 +391,77 @@ async fn unrecorded(pool: &sqlx::PgPool, names: &str) -> i64 {
         .await
         .unwrap()
 }
+
+/// A worker claiming ahead (`idempotent_claim_ahead`), `SIGKILLed` with
+/// operations claimed and waiting for a slot: their attempts, recorded at
+/// the claim, end `lost` without their handler ever having run (the trade
+/// docs/consistency.md describes), and they run again; nothing is lost,
+/// nothing succeeds twice, every handler call is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_operations_claimed_ahead_loses_nothing() {
+    let each = 200 * i64::from(soak());
+    let db = test_db().await;
+    tables(&db).await;
+    let mut conn = db.pool().acquire().await.unwrap();
+    pgoutbox::publish_many(&mut conn, (0..each).map(|_| IdempotentEffect { ms: 30 }))
+        .await
+        .unwrap();
+    drop(conn);
+
+    let worker = Worker::start_idempotent_only(
+        &db.url(),
+        2,
+        &[("PGOUTBOX_WORKFLOW_SYSTEM__IDEMPOTENT_CLAIM_AHEAD", "40")],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    worker.kill();
+    let leased = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'running'",
+    )
+    .await;
+    assert!(
+        leased > 2,
+        "more operations claimed than the 2 slots (claimed ahead): {leased}"
+    );
+
+    let last = Worker::start(&db.url(), 4);
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status <> 'succeeded'",
+        0,
+        Duration::from_mins(u64::from(soak())),
+    )
+    .await;
+    assert!(last.terminate().success());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        each,
+        "nothing lost"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations o WHERE (SELECT count(*) FROM pgoutbox.attempts a \
+             WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1"
+        )
+        .await,
+        0,
+        "each succeeded exactly once"
+    );
+    assert_eq!(
+        unrecorded(db.pool(), "'fault.idempotent_effect'").await,
+        0,
+        "every handler call is recorded"
+    );
+    assert!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.attempts a WHERE a.outcome = 'lost' AND NOT EXISTS \
+             (SELECT 1 FROM side_effects s WHERE s.operation_id = a.operation_id AND s.attempt = a.number)"
+        )
+        .await
+            > 0,
+        "attempts claimed ahead and never started end lost"
+    );
+}

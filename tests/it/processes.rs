@@ -29,6 +29,17 @@ impl Worker {
         Worker::spawn(command)
     }
 
+    /// [`Worker::start_with`], running the idempotent operations only.
+    pub(crate) fn start_idempotent_only(
+        url: &str,
+        n_workers: usize,
+        envs: &[(&str, &str)],
+    ) -> Worker {
+        let mut command = Worker::command(url, n_workers);
+        command.arg("--idempotent-only").envs(envs.iter().copied());
+        Worker::spawn(command)
+    }
+
     /// The worker's command, configured as [`Worker::start`] does; stderr
     /// inherited unless the caller changes it.
     pub(crate) fn command(url: &str, n_workers: usize) -> Command {

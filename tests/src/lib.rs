@@ -81,6 +81,14 @@ pub async fn scheduled_tick(ctx: &mut Context, at: String) -> Result<()> {
     Ok(())
 }
 
+/// The router of the test worker started with `--idempotent-only`: its
+/// idempotent operations alone, which `idempotent_claim_ahead` requires.
+pub fn idempotent_router() -> WorkflowRouter {
+    WorkflowRouter::with_prefix("fault")
+        .operation::<IdempotentEffect>()
+        .operation::<TxEffect>()
+}
+
 /// The router of the test worker.
 pub fn router() -> WorkflowRouter {
     WorkflowRouter::with_prefix("fault")

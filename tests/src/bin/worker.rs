@@ -5,6 +5,7 @@
 //! Configured by `PGOUTBOX_*` settings (the database URL, `n_workers`,
 //! lease, …). Prints `ready` once it claims. Arguments:
 //!
+//! - `--idempotent-only` runs only the idempotent operations;
 //! - `--schedule CRON` also publishes `fault.tick` on that schedule (and
 //!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
 //!   `--take-over`;
@@ -35,7 +36,11 @@ fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::erro
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let mut router = pgoutbox_tests::router();
+    let mut router = if args.iter().any(|a| a == "--idempotent-only") {
+        pgoutbox_tests::idempotent_router()
+    } else {
+        pgoutbox_tests::router()
+    };
     if let Some(cron) = value("--schedule") {
         let mut schedule = Schedule::cron(cron)
             .time_zone(value("--zone").unwrap_or_else(|| "UTC".into()))
