@@ -9,17 +9,18 @@
 //! What to read in its output: the handlers' lines as the worker runs them
 //! (the account opens and publishes its welcome mail as a follow-up, the
 //! partner call fails twice before it succeeds, the reminder runs once its
-//! 2 s delay has passed), then the record as an operator reads it with
-//! `Admin`: every operation with each of its attempts, and no trace of the
-//! mail published in a transaction that rolled back.
+//! 2 s delay has passed, a digest goes out on its schedule every 2 s),
+//! then the record as an operator reads it with `Admin`: every operation
+//! with each of its attempts, no trace of the mail published in a
+//! transaction that rolled back, and the schedule with its last tick.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use pgoutbox::Identifier;
 use pgoutbox::admin::{Admin, OperationFilter};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::{TestDatabase, wait_until_finished};
+use pgoutbox::{Identifier, Schedule};
 
 /// Send a welcome e-mail (a stand-in for any external call).
 #[operation("mail.welcome")]
@@ -91,6 +92,18 @@ async fn send_reminder(ctx: &mut Context, user_id: i64) -> Result<()> {
     Ok(())
 }
 
+/// A digest of the day's activity, published by the workers on a schedule
+/// (below: every 2 s so that the example shows it; a real one might be
+/// `0 8 * * MON-FRI` in `Europe/Berlin`).
+#[operation("mail.digest", idempotent)]
+async fn send_digest(ctx: &mut Context, tick: String) -> Result<()> {
+    println!(
+        "  [mail.digest] operation {}: digest for the tick at {tick}",
+        ctx.operation_id()
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     // A fresh database with pgoutbox's migrations applied (in an
@@ -112,7 +125,15 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .include_router(
                     WorkflowRouter::with_prefix("mail")
                         .operation::<SendWelcome>()
-                        .operation::<SendReminder>(),
+                        .operation::<SendReminder>()
+                        .operation::<SendDigest>()
+                        // One operation per tick, however many workers run this router.
+                        .schedule::<SendDigest>(
+                            Schedule::cron("*/2 * * * * *").time_zone("Europe/Berlin"),
+                            |tick| SendDigest {
+                                tick: tick.local().to_rfc3339(),
+                            },
+                        ),
                 )
                 .operation::<OpenAccount>()
                 .operation::<SyncPartner>(),
@@ -168,8 +189,12 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         report.aborted
     );
 
-    // What the database recorded, as `pgoutbox ops list` and `pgoutbox ops
-    // show <id>` print it.
+    print_record(&db).await
+}
+
+/// What the database recorded, as `pgoutbox ops list`, `pgoutbox ops show
+/// <id>` and `pgoutbox schedules` print it.
+async fn print_record(db: &TestDatabase) -> std::result::Result<(), Box<dyn std::error::Error>> {
     println!("\nrecorded attempts:");
     println!(
         "  {:>3}  {:<16} {:<10} {:>7}  {:<10} error",
@@ -193,6 +218,17 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 attempt.error.unwrap_or_default()
             );
         }
+    }
+    // The schedule as `pgoutbox schedules` lists it.
+    for s in admin.schedules().await? {
+        let last = match (s.last_tick, s.last_operation_id, s.last_status) {
+            (Some(tick), Some(id), Some(status)) => format!("{tick}, operation {id} {status}"),
+            _ => "none yet".to_owned(),
+        };
+        println!(
+            "\nschedule {} (`{}` in {}): last tick {last}; next {}",
+            s.name, s.cron, s.time_zone, s.next_tick
+        );
     }
     let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM accounts")
         .fetch_one(db.pool())

@@ -1,9 +1,11 @@
 //! The `pgoutbox` command: apply the migrations, inspect operations and
-//! workers, steer them (retry, cancel, resolve, replay), purge what
-//! retention allows, and export or check payload schemas.
+//! workers, steer them (retry, cancel, resolve, replay), pause and resume
+//! schedules, purge what retention allows, and export or check payload
+//! schemas.
 
 mod migrate;
 mod ops;
+mod schedules;
 mod schema;
 
 use std::process::ExitCode;
@@ -80,6 +82,8 @@ enum Command {
     /// Live and recently dead workers.
     #[command(after_help = "Examples:\n  pgoutbox workers\n  pgoutbox workers --json")]
     Workers,
+    /// Periodic operations: list schedules, pause and resume them (recorded).
+    Schedules(schedules::SchedulesArgs),
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
@@ -361,6 +365,7 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Schema(command) => schema::run(cli, command).await,
+        Command::Schedules(args) => schedules::run(cli, args).await,
         Command::Purge {
             older_than,
             include_dead,

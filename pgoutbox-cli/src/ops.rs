@@ -257,14 +257,14 @@ fn admin(cli: &Cli, pool: sqlx::PgPool) -> Admin {
     Admin::new(pool, &cli.schema)
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)?;
     Ok(())
 }
 
-fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<(), CliError> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -864,6 +864,7 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
             "unserved": stats.unserved.iter().map(|(queue, name, count)| {
                 serde_json::json!({"queue": queue, "name": name, "count": count})
             }).collect::<Vec<_>>(),
+            "schedule_conflicts": stats.schedule_conflicts,
         }));
     }
     let rows: Vec<Vec<String>> = stats
@@ -905,6 +906,24 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
         outln!("ready operations in a queue that no live worker handling them serves:");
         for (queue, name, n) in &stats.unserved {
             outln!("  {queue} / {name}: {n}");
+        }
+    }
+    if !stats.schedule_conflicts.is_empty() {
+        outln!("schedules that live workers declare differently:");
+        for c in &stats.schedule_conflicts {
+            outln!(
+                "  {}: worker {} ({}:{}) declares `{}` in {} ({}), `{}` in {} ({}) is in force",
+                c.name,
+                c.worker_id,
+                c.host,
+                c.pid,
+                c.cron,
+                c.time_zone,
+                c.missed,
+                c.in_force_cron,
+                c.in_force_time_zone,
+                c.in_force_missed
+            );
         }
     }
     Ok(())

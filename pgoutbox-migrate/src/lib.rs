@@ -88,6 +88,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "hardening",
         template: include_str!("../migrations/0002_hardening.sql"),
     },
+    Migration {
+        version: 3,
+        name: "schedules",
+        template: include_str!("../migrations/0003_schedules.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

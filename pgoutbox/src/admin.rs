@@ -35,9 +35,13 @@ use crate::store::Store;
 use crate::store::admin::ListFilter;
 
 mod bulk;
+mod schedules;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
+pub use schedules::{
+    ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRow,
+};
 
 /// An operator's action.
 ///
@@ -548,6 +552,8 @@ pub struct Stats {
     /// queue that none of those serves: (queue, name, count). They are
     /// never claimed either.
     pub unserved: Vec<(String, String, i64)>,
+    /// Schedules that two live workers declare differently.
+    pub schedule_conflicts: Vec<ScheduleConflict>,
 }
 
 /// Operators' access to one schema.
@@ -777,6 +783,7 @@ impl Admin {
             .collect();
         let unhandled = self.store.unhandled_names(&mut conn, live_ms).await?;
         let unserved = self.store.unserved_queues(&mut conn, live_ms).await?;
+        let schedule_conflicts = self.schedule_conflicts(&mut conn, live_ms).await?;
         Ok(Stats {
             counts,
             oldest_ready_seconds,
@@ -784,6 +791,7 @@ impl Admin {
             workers,
             unhandled,
             unserved,
+            schedule_conflicts,
         })
     }
 

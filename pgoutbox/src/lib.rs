@@ -43,6 +43,10 @@
 //!   (resolved against the binary's [`Registry`]) until
 //!   [`WorkflowSystem::stop`]. Handlers fail with a [`HandlerError`]:
 //!   retryable, permanent, or a snooze.
+//! - **Schedule** periodic operations on a router with
+//!   [`WorkflowRouter::schedule`] and a cron [`Schedule`] in a time zone:
+//!   one operation per tick across every worker, missed ticks handled by
+//!   [`MissedTicks`].
 //! - **Operate** with [`admin::Admin`] or the `pgoutbox` command (crate
 //!   `pgoutbox-cli`): inspect, retry, cancel, resolve, replay; apply the
 //!   storage's migrations with [`migrate::run`].
@@ -112,6 +116,8 @@ mod publish;
 mod registry;
 mod router;
 mod runtime;
+mod schedule;
+mod scheduler;
 mod settings;
 mod state;
 mod storable;
@@ -247,6 +253,7 @@ pub use publish::{
 };
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
+pub use schedule::{MAX_MISSED_TICKS, MissedTicks, Schedule, ScheduleError, Tick, schedule_key};
 pub use settings::{
     DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_CLAIM_AHEAD, MAX_DURATION,
     MAX_N_WORKERS, MAX_POOL, RetentionSettings, Settings, SettingsError, WorkflowSettings,

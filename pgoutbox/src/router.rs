@@ -3,9 +3,14 @@
 
 use std::any::TypeId;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use crate::definition::Operation;
+use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::registry::{Registration, Registry};
+use crate::schedule::{Compiled, Schedule, ScheduleError, Tick};
+use crate::store::NewOperation;
 
 /// A group of operations, selected by type, under a name prefix.
 ///
@@ -46,6 +51,69 @@ pub struct WorkflowRouter {
     operations: Vec<Selected>,
     routers: Vec<WorkflowRouter>,
     concurrency: Option<usize>,
+    schedules: Vec<Declared>,
+}
+
+/// Builds a tick's row: the payload closure, its type erased.
+type MakeRow = Arc<
+    dyn Fn(&Publisher, &Tick, PublishOptions) -> Result<NewOperation, PublishError> + Send + Sync,
+>;
+
+/// A schedule as declared on a router.
+#[derive(Clone)]
+struct Declared {
+    schedule: Schedule,
+    operation: &'static str,
+    type_name: &'static str,
+    make: MakeRow,
+}
+
+impl fmt::Debug for Declared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Declared")
+            .field("schedule", &self.schedule)
+            .field("operation", &self.operation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A schedule of resolved routes, checked and ready to tick.
+#[derive(Clone)]
+pub(crate) struct ScheduledRoute {
+    /// The schedule's name.
+    pub(crate) name: String,
+    /// The operation it publishes.
+    pub(crate) operation: &'static str,
+    /// The declaration as given.
+    pub(crate) schedule: Schedule,
+    /// The parsed expression and zone.
+    pub(crate) compiled: Compiled,
+    /// The hash identifying the declaration among workers.
+    pub(crate) declaration: String,
+    make: MakeRow,
+}
+
+impl ScheduledRoute {
+    /// The row to publish for `tick`, with `options`.
+    pub(crate) fn row(
+        &self,
+        publisher: &Publisher,
+        tick: &Tick,
+        options: PublishOptions,
+    ) -> Result<NewOperation, PublishError> {
+        (self.make)(publisher, tick, options)
+    }
+}
+
+impl fmt::Debug for ScheduledRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScheduledRoute")
+            .field("name", &self.name)
+            .field("operation", &self.operation)
+            .field("schedule", &self.schedule)
+            .field("declaration", &self.declaration)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +211,18 @@ pub enum RouterError {
         /// The type the registered handler takes.
         registered: &'static str,
     },
+    /// A schedule that cannot be used (its expression, zone or name).
+    #[error(transparent)]
+    Schedule(#[from] ScheduleError),
+    /// Two schedules with one name.
+    #[error(
+        "schedule `{name}` is declared twice: give one of them another name with \
+         `Schedule::named`"
+    )]
+    DuplicateSchedule {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 /// The handlers a worker runs, resolved from routers against a registry.
@@ -163,9 +243,11 @@ pub enum RouterError {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default)]
+#[allow(clippy::struct_field_names)] // `routes` is the map of routes proper, beside groups and schedules.
 pub struct Routes {
     routes: BTreeMap<&'static str, Route>,
     groups: Vec<Group>,
+    schedules: Vec<ScheduledRoute>,
 }
 
 /// A router that sets a concurrency limit, as the runtime enforces it.
@@ -366,6 +448,34 @@ impl Routes {
     pub(crate) fn groups(&self) -> &[Group] {
         &self.groups
     }
+
+    /// The names of the schedules this process publishes, in order.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::Schedule;
+    ///
+    /// #[operation("reports.daily")]
+    /// async fn daily_report(ctx: &mut Context) -> Result<()> {
+    ///     let _ = ctx;
+    ///     Ok(())
+    /// }
+    ///
+    /// let router = WorkflowRouter::new()
+    ///     .schedule::<DailyReport>(Schedule::cron("0 6 * * *"), |_| DailyReport {})
+    ///     .schedule::<DailyReport>(Schedule::cron("0 18 * * *").named("reports.daily.evening"), |_| DailyReport {});
+    /// let routes = router.resolve(&Registry::default())?;
+    /// assert_eq!(routes.schedule_names().collect::<Vec<_>>(), ["reports.daily", "reports.daily.evening"]);
+    /// # Ok::<(), pgoutbox::RouterError>(())
+    /// ```
+    pub fn schedule_names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.schedules.iter().map(|s| s.name.as_str())
+    }
+
+    /// The schedules, checked, in name order.
+    pub(crate) fn schedules(&self) -> &[ScheduledRoute] {
+        &self.schedules
+    }
 }
 
 impl WorkflowRouter {
@@ -503,6 +613,63 @@ impl WorkflowRouter {
         self
     }
 
+    /// Publishes an operation of type `O` at every tick of `schedule`,
+    /// with the payload `make` builds from the [`Tick`] (`|_| …` when the
+    /// payload does not depend on it).
+    ///
+    /// Every worker process whose routers hold the schedule publishes its
+    /// due ticks, each under the idempotency key `schedule:<name>:<tick in
+    /// UTC>`, in one transaction with the update of the schedule's row in
+    /// the `schedules` table: one operation per tick, however many
+    /// processes run, and no leader to elect. The schedule's name is the
+    /// operation's name unless [`Schedule::named`] gives another; ticks
+    /// missed while no worker ran follow [`Schedule::missed`]. The operation
+    /// needs no handler in this process (another worker may run it), but
+    /// its name must lie under the router's prefix. The expression, the
+    /// zone and the name are checked when the routers are resolved.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::{MissedTicks, RouterError, Schedule, ScheduleError};
+    ///
+    /// #[operation("billing.reconcile")]
+    /// async fn reconcile(ctx: &mut Context, day: chrono::NaiveDate) -> Result<()> {
+    ///     let _ = (ctx, day);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![reconcile])?;
+    /// let nightly = Schedule::cron("0 3 * * *").time_zone("Europe/Berlin").missed(MissedTicks::All);
+    /// let router = WorkflowRouter::with_prefix("billing")
+    ///     .operation::<Reconcile>()
+    ///     .schedule::<Reconcile>(nightly, |tick| Reconcile { day: tick.date().pred_opt().unwrap() });
+    /// assert_eq!(router.resolve(&registry)?.schedule_names().collect::<Vec<_>>(), ["billing.reconcile"]);
+    ///
+    /// // Refused when the routers are resolved, naming the schedule.
+    /// let bad = WorkflowRouter::new().schedule::<Reconcile>(Schedule::cron("0 0 30 2 *"), |t| Reconcile { day: t.date() });
+    /// let err = bad.resolve(&registry).unwrap_err();
+    /// assert!(matches!(err, RouterError::Schedule(ScheduleError::NeverFires { .. })));
+    /// assert_eq!(err.to_string(), "schedule `billing.reconcile`: cron expression `0 0 30 2 *` never fires (in UTC)");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn schedule<O: Operation>(
+        mut self,
+        schedule: Schedule,
+        make: impl Fn(Tick) -> O + Send + Sync + 'static,
+    ) -> Self {
+        let make: MakeRow = Arc::new(move |publisher: &Publisher, tick: &Tick, options| {
+            publisher.prepare(&make(tick.clone()), options)
+        });
+        self.schedules.push(Declared {
+            schedule,
+            operation: O::NAME,
+            type_name: std::any::type_name::<O>(),
+            make,
+        });
+        self
+    }
+
     /// The prefix, if any.
     ///
     /// ```
@@ -544,6 +711,12 @@ impl WorkflowRouter {
         let mut routes = Routes::default();
         let mut owners: BTreeMap<&'static str, String> = BTreeMap::new();
         self.resolve_into(registry, None, None, &mut routes, &mut owners)?;
+        routes.schedules.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(pair) = routes.schedules.windows(2).find(|w| w[0].name == w[1].name) {
+            return Err(RouterError::DuplicateSchedule {
+                name: pair[0].name.clone(),
+            });
+        }
         Ok(routes)
     }
 
@@ -552,6 +725,41 @@ impl WorkflowRouter {
             Some(prefix) => format!("`{prefix}`"),
             None => "(no prefix)".to_owned(),
         }
+    }
+
+    /// Checks this router's own schedules and adds them to `routes`.
+    fn resolve_schedules(
+        &self,
+        prefix: Option<&str>,
+        routes: &mut Routes,
+    ) -> Result<(), RouterError> {
+        let now = chrono::Utc::now();
+        for declared in &self.schedules {
+            if let Some(prefix) = prefix
+                && !crate::name::is_under(declared.operation, prefix)
+            {
+                return Err(RouterError::OutsidePrefix {
+                    name: declared.operation,
+                    type_name: declared.type_name,
+                    prefix: prefix.to_owned(),
+                });
+            }
+            let name = declared
+                .schedule
+                .name()
+                .unwrap_or(declared.operation)
+                .to_owned();
+            let compiled = declared.schedule.compile(&name, now)?;
+            routes.schedules.push(ScheduledRoute {
+                declaration: declared.schedule.declaration(declared.operation),
+                name,
+                operation: declared.operation,
+                schedule: declared.schedule.clone(),
+                compiled,
+                make: Arc::clone(&declared.make),
+            });
+        }
+        Ok(())
     }
 
     fn resolve_into(
@@ -633,6 +841,7 @@ impl WorkflowRouter {
                 },
             );
         }
+        self.resolve_schedules(prefix, routes)?;
         for router in &self.routers {
             router.resolve_into(registry, prefix, group, routes, owners)?;
         }

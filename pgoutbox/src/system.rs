@@ -92,6 +92,32 @@ pub enum StartError {
         "the router selects no operation: add operations with `WorkflowRouter::operation::<T>()`"
     )]
     NoOperations,
+    /// A live worker declares one of this worker's schedules otherwise
+    /// (another expression, zone, missed-ticks policy or operation), and
+    /// this schedule does not take over (`Schedule::take_over`).
+    #[error(
+        "schedule `{name}` is declared otherwise by a live worker: this worker declares {ours}; \
+         worker {worker} ({host}, pid {pid}) declares {theirs}. Stop that worker, give one \
+         schedule another name with `Schedule::named`, or let this one take over with \
+         `Schedule::take_over`"
+    )]
+    ScheduleConflict {
+        /// The schedule's name.
+        name: String,
+        /// This worker's declaration.
+        ours: String,
+        /// The other worker's declaration.
+        theirs: String,
+        /// The other worker's id.
+        worker: Uuid,
+        /// Its host.
+        host: String,
+        /// Its process id.
+        pid: i32,
+    },
+    /// A schedule has no tick left by the database's clock.
+    #[error("schedule `{0}` never fires again by the database's clock")]
+    ScheduleEnded(String),
     /// The database could not be reached.
     #[error("cannot connect to the database: {0}")]
     Unreachable(String),
@@ -305,7 +331,8 @@ impl WorkflowSystemBuilder {
             None => Registry::from_inventory()?,
         };
         let routes = self.router.resolve(&registry)?;
-        if routes.is_empty() {
+        // A worker may only publish schedules, their operations run elsewhere.
+        if routes.is_empty() && routes.schedules().is_empty() {
             return Err(StartError::NoOperations);
         }
         if settings.workflow_system.idempotent_claim_ahead > 0 {
@@ -345,6 +372,26 @@ impl WorkflowSystemBuilder {
                     .record_schema(&mut conn, name, route.registration().schema())
                     .await?;
             }
+            let live_ms = crate::duration::millis(settings.workflow_system.lease);
+            if let Err(e) =
+                crate::scheduler::declare(&mut conn, &store, worker_id, routes.schedules(), live_ms)
+                    .await
+            {
+                // Not started: the worker's row must not look live.
+                let _ = store.deregister_worker(&mut conn, worker_id).await;
+                return Err(match e {
+                    crate::scheduler::DeclareError::Conflict(c) => StartError::ScheduleConflict {
+                        name: c.name,
+                        ours: c.ours,
+                        theirs: c.theirs,
+                        worker: c.worker,
+                        host: c.host,
+                        pid: c.pid,
+                    },
+                    crate::scheduler::DeclareError::Ended(name) => StartError::ScheduleEnded(name),
+                    crate::scheduler::DeclareError::Database(e) => StartError::Database(e),
+                });
+            }
         }
         let (stopping, _) = watch::channel(false);
         let (completions, completion_requests) =
@@ -381,9 +428,11 @@ impl WorkflowSystemBuilder {
         if rt.settings.workflow_system.notify {
             tasks.spawn(crate::notifier::run(Arc::clone(&rt)));
         }
+        tasks.spawn(crate::scheduler::run(Arc::clone(&rt)));
         let (maintenance_stop, maintenance_rx) = watch::channel(false);
         let maintenance = tokio::spawn(crate::maintenance::run(Arc::clone(&rt), maintenance_rx));
-        tracing::info!(worker_id = %worker_id, names = ?rt.names, n_workers, "pgoutbox worker started");
+        let schedules: Vec<&str> = rt.routes.schedule_names().collect();
+        tracing::info!(worker_id = %worker_id, names = ?rt.names, schedules = ?schedules, n_workers, "pgoutbox worker started");
         Ok(WorkflowSystem {
             rt,
             tasks,

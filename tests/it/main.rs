@@ -15,6 +15,7 @@ mod pgbouncer;
 mod processes;
 mod publish;
 mod runtime;
+mod schedules;
 mod settings;
 mod silent;
 mod support;

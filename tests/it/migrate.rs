@@ -7,12 +7,14 @@ use pgoutbox_migrate::{Error, Identifier};
 
 use crate::support::{empty_db, tables};
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 8] = [
     "attempts",
     "operation_types",
     "operations",
     "operator_actions",
     "pgoutbox_migrations",
+    "schedule_declarations",
+    "schedules",
     "workers",
 ];
 
@@ -306,4 +308,22 @@ async fn the_state_types_are_the_check_constraints() {
     assert_eq!(admitted(&db, "operations_status_check").await, statuses);
     let outcomes: BTreeSet<String> = Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect();
     assert_eq!(admitted(&db, "attempts_outcome_check").await, outcomes);
+    // Operators' actions on operations, and on schedules (migration 3).
+    let actions: BTreeSet<String> = [
+        "retry", "cancel", "resolve", "replay", "purge", "pause", "resume",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(
+        admitted(&db, "operator_actions_action_check").await,
+        actions
+    );
+    let policies: BTreeSet<String> = [
+        pgoutbox::MissedTicks::Latest,
+        pgoutbox::MissedTicks::All,
+        pgoutbox::MissedTicks::None,
+    ]
+    .map(|m| m.as_str().to_owned())
+    .into();
+    assert_eq!(admitted(&db, "schedules_missed_check").await, policies);
 }

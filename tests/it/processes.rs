@@ -24,7 +24,9 @@ impl Worker {
 
     /// [`Worker::start`], with more settings as `PGOUTBOX_*` variables.
     pub(crate) fn start_with(url: &str, n_workers: usize, envs: &[(&str, &str)]) -> Worker {
-        Worker::spawn(url, n_workers, envs, &[])
+        let mut command = Worker::command(url, n_workers);
+        command.envs(envs.iter().copied());
+        Worker::spawn(command)
     }
 
     /// [`Worker::start_with`], running the idempotent operations only.
@@ -33,13 +35,16 @@ impl Worker {
         n_workers: usize,
         envs: &[(&str, &str)],
     ) -> Worker {
-        Worker::spawn(url, n_workers, envs, &["--idempotent-only"])
+        let mut command = Worker::command(url, n_workers);
+        command.arg("--idempotent-only").envs(envs.iter().copied());
+        Worker::spawn(command)
     }
 
-    fn spawn(url: &str, n_workers: usize, envs: &[(&str, &str)], args: &[&str]) -> Worker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
-            .args(args)
-            .envs(envs.iter().copied())
+    /// The worker's command, configured as [`Worker::start`] does; stderr
+    /// inherited unless the caller changes it.
+    pub(crate) fn command(url: &str, n_workers: usize) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"));
+        command
             .env("PGOUTBOX_DATABASE__URL", url)
             .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())
             .env("PGOUTBOX_WORKFLOW_SYSTEM__N_WORKERS", n_workers.to_string())
@@ -49,9 +54,14 @@ impl Worker {
             .env_remove("PGOUTBOX_CONFIG_FILE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("worker process starts");
+            .stderr(Stdio::inherit());
+        command
+    }
+
+    /// Starts `command` (from [`Worker::command`]) and returns once the
+    /// worker has started.
+    pub(crate) fn spawn(mut command: Command) -> Worker {
+        let mut child = command.spawn().expect("worker process starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let mut stdout = BufReader::new(stdout);
         let mut line = String::new();

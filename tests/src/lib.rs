@@ -73,6 +73,14 @@ pub async fn tx_effect(ctx: &mut TxContext<'_>, ms: u64) -> Result<()> {
     Ok(())
 }
 
+/// A periodic operation (`pgoutbox-test-worker --schedule …`): its payload
+/// is the tick it was published for, in UTC (RFC 3339).
+#[operation("fault.tick", idempotent)]
+pub async fn scheduled_tick(ctx: &mut Context, at: String) -> Result<()> {
+    let _ = (ctx, at);
+    Ok(())
+}
+
 /// The router of the test worker started with `--idempotent-only`: its
 /// idempotent operations alone, which `idempotent_claim_ahead` requires.
 pub fn idempotent_router() -> WorkflowRouter {

@@ -79,6 +79,18 @@ statements!(
     bulk_transition,
     bulk_replay,
     purge_recorded,
+    // Schedules: the scheduler's and the operators' (`store::schedules`).
+    schedule_now,
+    schedule_insert,
+    schedule_lock,
+    schedule_rivals,
+    schedule_adopt,
+    schedule_declare,
+    schedule_advance,
+    schedule_conflicts,
+    schedules,
+    schedule_pause,
+    schedule_actions,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
@@ -195,6 +207,7 @@ macro_rules! query {
 // After `query!`, which they use.
 pub(crate) mod admin;
 pub(crate) mod bulk;
+pub(crate) mod schedules;
 #[cfg(feature = "testing")]
 mod testing;
 

@@ -3,12 +3,18 @@
 //! input closes), then stops gracefully.
 //!
 //! Configured by `PGOUTBOX_*` settings (the database URL, `n_workers`,
-//! lease, …). With `--idempotent-only` it runs only the idempotent ones.
-//! Prints `ready` once it claims.
+//! lease, …). Prints `ready` once it claims. Arguments:
+//!
+//! - `--idempotent-only` runs only the idempotent operations;
+//! - `--schedule CRON` also publishes `fault.tick` on that schedule (and
+//!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
+//!   `--take-over`;
+//! - `--log` writes pgoutbox's log (info and above) to stderr.
 
 use std::process::ExitCode;
 
-use pgoutbox::{Settings, WorkflowSystem};
+use pgoutbox::{MissedTicks, Schedule, Settings, WorkflowSystem};
+use pgoutbox_tests::ScheduledTick;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
@@ -22,16 +28,48 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let settings = Settings::load()?;
-    pgoutbox_tests::set_side_effect_pool(settings.pool()?);
-    let router = if std::env::args().any(|a| a == "--idempotent-only") {
+/// The router, with the schedule the arguments ask for.
+fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::error::Error>> {
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let mut router = if args.iter().any(|a| a == "--idempotent-only") {
         pgoutbox_tests::idempotent_router()
     } else {
         pgoutbox_tests::router()
     };
+    if let Some(cron) = value("--schedule") {
+        let mut schedule = Schedule::cron(cron)
+            .time_zone(value("--zone").unwrap_or_else(|| "UTC".into()))
+            .missed(value("--missed").map_or(Ok(MissedTicks::Latest), |m| m.parse())?);
+        if args.iter().any(|a| a == "--take-over") {
+            schedule = schedule.take_over();
+        }
+        router = router
+            .operation::<ScheduledTick>()
+            .schedule::<ScheduledTick>(schedule, |tick| ScheduledTick {
+                at: tick.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+    }
+    Ok(router)
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--log") {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .init();
+    }
+    let settings = Settings::load()?;
+    pgoutbox_tests::set_side_effect_pool(settings.pool()?);
     let system = WorkflowSystem::builder(settings)
-        .router(router)
+        .router(router(&args)?)
         .start()
         .await?;
     say(&format!("ready {}", system.worker_id()));

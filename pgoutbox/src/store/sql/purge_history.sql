@@ -1,5 +1,6 @@
 -- Delete up to $2 attempts (started) and operator actions (made) more
--- than $1 ms ago whose operation is gone.
+-- than $1 ms ago whose operation is gone. Actions on schedules (no
+-- operation) stay.
 WITH attempts AS (
     DELETE FROM {schema}.attempts
     WHERE id IN (
@@ -15,6 +16,7 @@ WITH attempts AS (
     WHERE id IN (
         SELECT x.id FROM {schema}.operator_actions x
         WHERE x.created_at < now() - $1 * interval '1 millisecond'
+          AND x.operation_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM {schema}.operations o WHERE o.id = x.operation_id)
         LIMIT $2
         FOR UPDATE SKIP LOCKED

@@ -1,0 +1,172 @@
+//! `pgoutbox schedules`, `schedules pause`, `schedules resume`.
+
+use assert_cmd::Command;
+use pgoutbox::testing::TestDatabase;
+
+fn pgoutbox(db: &TestDatabase) -> Command {
+    let mut cmd = Command::cargo_bin("pgoutbox").unwrap();
+    cmd.env_remove("PGOUTBOX_SCHEMA")
+        .env("DATABASE_URL", db.url())
+        .env("USER", "test-operator");
+    cmd
+}
+
+/// A schedule as a worker records it, with its last tick published.
+async fn schedule(db: &TestDatabase, name: &str) {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, idempotency_key) \
+         VALUES ('billing.reconcile', '{}', 'h', 3, 'schedule:billing.reconcile:2026-03-29T01:00:00Z') RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.schedules (name, operation, cron, time_zone, missed, declaration, \
+             next_tick, last_tick, last_operation_id) \
+         VALUES ($1, 'billing.reconcile', '0 3 * * *', 'Europe/Berlin', 'latest', 'd', \
+             '2026-03-30T01:00:00Z', '2026-03-29T01:00:00Z', $2)",
+    )
+    .bind(name)
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .unwrap();
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn list_shows_each_schedule_with_its_ticks() {
+    let db = TestDatabase::new().await.unwrap();
+    let out = pgoutbox(&db).arg("schedules").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("no schedules")
+    );
+    schedule(&db, "billing.reconcile").await;
+
+    let listed = json(
+        &pgoutbox(&db)
+            .args(["schedules", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let s = &listed["schedules"][0];
+    assert_eq!(s["name"], "billing.reconcile");
+    assert_eq!(s["cron"], "0 3 * * *");
+    assert_eq!(s["time_zone"], "Europe/Berlin");
+    assert_eq!(s["next_tick"], "2026-03-30T01:00:00Z");
+    assert_eq!(s["last_tick"], "2026-03-29T01:00:00Z");
+    assert_eq!(s["last_status"], "pending");
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["declared_by"], serde_json::json!([]));
+
+    let table = pgoutbox(&db).arg("schedules").output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("0 3 * * * (Europe/Berlin, latest)"), "{text}");
+    assert!(text.contains("2026-03-29 01:00:00 #1 pending"), "{text}");
+    assert!(text.contains("no live worker"), "{text}");
+
+    // `stats` reports conflicting declarations (none here).
+    let stats = json(&pgoutbox(&db).args(["stats", "--json"]).output().unwrap());
+    assert_eq!(stats["schedule_conflicts"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_recorded() {
+    let db = TestDatabase::new().await.unwrap();
+    schedule(&db, "billing.reconcile").await;
+    let out = pgoutbox(&db)
+        .args([
+            "schedules",
+            "pause",
+            "billing.reconcile",
+            "--reason",
+            "ledger migration",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "paused schedule `billing.reconcile`\n"
+    );
+    let text = String::from_utf8(pgoutbox(&db).arg("schedules").output().unwrap().stdout).unwrap();
+    assert!(
+        text.contains("paused by test-operator: ledger migration"),
+        "{text}"
+    );
+
+    // Again: refused, said on stderr, exit 1, recorded.
+    let out = pgoutbox(&db)
+        .args([
+            "schedules",
+            "pause",
+            "billing.reconcile",
+            "--reason",
+            "again",
+            "--actor",
+            "bob",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: cannot pause schedule `billing.reconcile`: it is paused already\n"
+    );
+    let out = pgoutbox(&db)
+        .args([
+            "schedules",
+            "resume",
+            "billing.reconcile",
+            "--reason",
+            "done",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(json(&out), serde_json::json!({"outcome": "applied"}));
+    let out = pgoutbox(&db)
+        .args(["schedules", "resume", "no.such", "--reason", "typo"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: no schedule named `no.such`\n"
+    );
+    let out = pgoutbox(&db)
+        .args(["schedules", "pause", "billing.reconcile", "--reason", " "])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: `--reason` must not be empty\n"
+    );
+
+    let trail: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT action, outcome, actor, reason FROM pgoutbox.operator_actions \
+         WHERE schedule = 'billing.reconcile' ORDER BY id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let trail: Vec<(&str, &str, &str, &str)> = trail
+        .iter()
+        .map(|(a, o, w, r)| (a.as_str(), o.as_str(), w.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("pause", "applied", "test-operator", "ledger migration"),
+            ("pause", "refused", "bob", "again"),
+            ("resume", "applied", "test-operator", "done"),
+        ]
+    );
+}
