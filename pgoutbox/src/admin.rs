@@ -35,9 +35,11 @@ use crate::store::Store;
 use crate::store::admin::ListFilter;
 
 mod bulk;
+mod overview;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
+pub use overview::{LastAttempt, StalledRow, Throughput};
 
 /// An operator's action.
 ///
@@ -244,6 +246,10 @@ pub struct OperationFilter {
     pub since: Option<Duration>,
     /// At most this many (newest first).
     pub limit: Option<i64>,
+    /// Only operations whose last error contains this text, in any case.
+    pub error_contains: Option<String>,
+    /// Only the workflow rooted at this operation (the root included).
+    pub root: Option<OperationId>,
     /// Only operations older than this one (`id < after_id`): the next
     /// page of a list, after the last id of the previous one. Bulk actions
     /// ignore it, as they ignore `limit`.
@@ -621,6 +627,8 @@ impl Admin {
             queue: filter.queue.as_deref(),
             since_ms: filter.since.map(millis),
             limit: filter.limit,
+            error_text: filter.error_contains.as_deref(),
+            root: filter.root.map(OperationId::as_i64),
             before_id: filter.after_id.map(OperationId::as_i64),
         };
         self.store.list_operations(&mut conn, filter).await

@@ -73,6 +73,12 @@ statements!(
     schema_history,
     latest_schemas,
     ready_payloads,
+    // The dashboard's reads (`admin::overview`).
+    throughput,
+    in_flight,
+    stalled,
+    stalled_count,
+    workflow_page,
     // Operators' bulk actions (`admin::bulk`).
     bulk_count,
     bulk_targets,
@@ -195,6 +201,7 @@ macro_rules! query {
 // After `query!`, which they use.
 pub(crate) mod admin;
 pub(crate) mod bulk;
+pub(crate) mod overview;
 #[cfg(feature = "testing")]
 mod testing;
 
