@@ -2,6 +2,8 @@
 //! workers, steer them (retry, cancel, resolve, replay), purge what
 //! retention allows, and export or check payload schemas.
 
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod migrate;
 mod ops;
 mod schema;
@@ -83,6 +85,13 @@ enum Command {
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Serve the operators' web dashboard (read-only unless
+    /// `--allow-actions`).
+    #[cfg(feature = "dashboard")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox dashboard\n  PGOUTBOX_DASHBOARD__TOKEN=… pgoutbox dashboard --listen 0.0.0.0:7480 --allow-actions --actor alice"
+    )]
+    Dashboard(dashboard::DashboardArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
@@ -361,6 +370,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Schema(command) => schema::run(cli, command).await,
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(args) => dashboard::run(cli, args).await,
         Command::Purge {
             older_than,
             include_dead,

@@ -454,6 +454,8 @@ pub struct WorkerRow {
     pub version: String,
     /// Names handled.
     pub names: Vec<String>,
+    /// Queues served (empty: every queue).
+    pub queues: Vec<String>,
     /// Handler concurrency.
     pub n_workers: i32,
     /// Started at.
@@ -1025,6 +1027,7 @@ impl FromRow<'_, PgRow> for WorkerRow {
             pid: row.try_get("pid")?,
             version: row.try_get("version")?,
             names: row.try_get("names")?,
+            queues: row.try_get("queues")?,
             n_workers: row.try_get("n_workers")?,
             started_at: row.try_get("started_at")?,
             heartbeat_at: row.try_get("heartbeat_at")?,

@@ -95,6 +95,9 @@ extern crate self as pgoutbox;
 
 pub mod admin;
 mod completer;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod context;
 mod definition;
 mod duration;
@@ -248,7 +251,7 @@ pub use publish::{
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
-    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
+    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DashboardSettings, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
     RetentionSettings, Settings, SettingsError, WorkflowSettings, redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};

@@ -66,11 +66,11 @@ impl Store {
             .bind(filter.name)
             .bind(filter.queue)
             .bind(filter.since_ms)
-            .bind(filter.error_text)
-            .bind(filter.root)
             .bind(after)
             .bind(upto)
             .bind(limit)
+            .bind(filter.error_text)
+            .bind(filter.root)
             .fetch_all(&mut *conn)
             .await
     }
