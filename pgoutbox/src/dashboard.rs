@@ -359,7 +359,8 @@ impl Ctx {
         format!("{}/", self.prefix())
     }
 
-    /// The overview's own address (`/admin/outbox`, or `/`).
+    /// The overview's own address (`/admin/outbox`, or `/`), also the
+    /// cookies' path: it matches itself and everything under it.
     fn home(&self) -> String {
         let prefix = self.prefix();
         if prefix.is_empty() {
@@ -399,7 +400,7 @@ impl Dashboard {
         };
         Ok(Request {
             root,
-            cookie_path: ctx.root(),
+            cookie_path: ctx.home(),
             home: ctx.home(),
             csrf,
             new_csrf,
@@ -482,7 +483,7 @@ async fn login(State(d): Shared, ctx: Ctx, Form(form): Form<LoginForm>) -> Respo
             &ctx.home(),
             Some(format!(
                 "{AUTH_COOKIE}={expected}; HttpOnly; SameSite=Strict; Path={}",
-                ctx.root()
+                ctx.home()
             )),
         ),
         Some(_) => respond(

@@ -1,6 +1,7 @@
 //! End-to-end tests of pgoutbox against a real PostgreSQL: the
 //! self-starting test database, or the server named by `DATABASE_URL`.
 
+mod browser;
 mod dashboard;
 mod docs;
 mod faults;
