@@ -95,7 +95,9 @@ pub struct LastAttempt {
 
 impl Admin {
     /// Attempt ends per minute over the last `minutes` minutes (at least
-    /// 1), oldest first, the current minute last.
+    /// 1), oldest first, the current minute last. Attempts are found by
+    /// their start (an index that the hot path already keeps), so one that
+    /// ran longer than an hour is not counted.
     ///
     /// ```no_run
     /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {

@@ -1,11 +1,14 @@
 -- Attempts that ended in each of the last $1 minutes (the current minute
--- last), by outcome: succeeded; failed (failed or timed out); lost. Read
--- through `attempts_finished_idx` (migration 4), so the cost follows the
--- last hour's attempts, not the table.
+-- last), by outcome: succeeded; failed (failed or timed out); lost.
+-- Attempts are found by their start, through `attempts_started_idx`, so
+-- the cost follows the last hours' attempts, not the table: an attempt
+-- that ran longer than an hour is not counted. (An index on `finished_at`
+-- would make every attempt's end a non-HOT update; see `attempts`.)
 WITH recent AS (
     SELECT date_trunc('minute', finished_at) AS minute, outcome
     FROM {schema}.attempts
-    WHERE finished_at >= date_trunc('minute', now()) - ($1 - 1) * interval '1 minute'
+    WHERE started_at >= date_trunc('minute', now()) - ($1 - 1) * interval '1 minute' - interval '1 hour'
+      AND finished_at >= date_trunc('minute', now()) - ($1 - 1) * interval '1 minute'
 )
 SELECT m.minute,
        count(r.outcome) FILTER (WHERE r.outcome = 'succeeded') AS succeeded,
