@@ -39,7 +39,7 @@ mod overview;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
-pub use overview::{LastAttempt, StalledRow, Throughput};
+pub use overview::{LastAttempt, Overview, StalledRow, Throughput};
 
 /// An operator's action.
 ///

@@ -306,7 +306,11 @@ async fn scenario(
     // The live overview: a worker finishes operations; the page, not
     // reloaded, shows them.
     browser.goto(base).await?;
-    let before: i64 = text(browser, "a[data-state=succeeded] .n").await.parse().unwrap();
+    let succeeded = async || -> i64 {
+        let legend = text(browser, "#succeeded-last-hour").await;
+        legend.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = succeeded().await;
     browser
         .execute("window.__notReloaded = true; return true;", vec![])
         .await?;
@@ -318,7 +322,7 @@ async fn scenario(
     Harness::new(db).operation::<DashSms>().run_until_idle().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let now: i64 = text(browser, "a[data-state=succeeded] .n").await.parse().unwrap();
+        let now = succeeded().await;
         if now == before + 5 {
             break;
         }

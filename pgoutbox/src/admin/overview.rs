@@ -8,9 +8,48 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row as _};
 use uuid::Uuid;
 
-use super::{Admin, OperationRow, operation_id};
+use super::{Admin, OperationRow, WorkerRow, operation_id};
 use crate::definition::OperationId;
-use crate::state::Outcome;
+use crate::duration::millis;
+use crate::state::{Outcome, Status};
+
+/// The shape of the system now, read so that its cost follows the work in
+/// progress and the operations that wait for an operator, not the size of
+/// the table: exact counts of every state but the finished ones, which are
+/// estimated.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::Status;
+///
+/// let overview = admin.overview(std::time::Duration::from_secs(90)).await?;
+/// let stalled: i64 = overview.counts.iter().filter(|(s, _, _)| *s == Status::Stalled).map(|(_, _, n)| n).sum();
+/// println!("{stalled} in doubt; about {:?} succeeded", overview.estimated.iter().find(|(s, _)| *s == Status::Succeeded));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Overview {
+    /// Exact (status, name, count) of the pending, retrying, running,
+    /// stalled and dead operations.
+    pub counts: Vec<(Status, String, i64)>,
+    /// Estimated counts of the succeeded and cancelled operations, from
+    /// PostgreSQL's statistics as of the table's last ANALYZE (a state
+    /// missing here is not among the table's most common values, or the
+    /// table was never analysed).
+    pub estimated: Vec<(Status, i64)>,
+    /// Age in seconds of the oldest ready operation.
+    pub oldest_ready_seconds: Option<f64>,
+    /// Live workers.
+    pub workers: Vec<WorkerRow>,
+    /// Operations running now per worker (worker id, count).
+    pub in_flight: Vec<(Uuid, i64)>,
+    /// Ready operations whose name no live worker handles: (name, count).
+    pub unhandled: Vec<(String, i64)>,
+    /// Ready operations in a queue no live worker of their name serves:
+    /// (queue, name, count).
+    pub unserved: Vec<(String, String, i64)>,
+}
 
 /// The attempts that ended in one minute, by outcome.
 ///
@@ -94,6 +133,29 @@ pub struct LastAttempt {
 }
 
 impl Admin {
+    /// What the dashboard's overview shows; `live` is the liveness window
+    /// for workers that recorded no lease of their own (see
+    /// [`Admin::stats`], whose counts are all exact and read every row).
+    pub async fn overview(&self, live: std::time::Duration) -> Result<Overview, sqlx::Error> {
+        let live_ms = millis(live);
+        let mut conn = self.pool.acquire().await?;
+        Ok(Overview {
+            counts: self.store.active_counts(&mut conn).await?,
+            estimated: self.store.estimated_counts(&mut conn).await?,
+            oldest_ready_seconds: self.store.oldest_ready(&mut conn).await?,
+            workers: self
+                .store
+                .workers::<WorkerRow>(&mut conn, live_ms, live_ms)
+                .await?
+                .into_iter()
+                .filter(|w| w.live)
+                .collect(),
+            in_flight: self.store.in_flight(&mut conn).await?,
+            unhandled: self.store.unhandled_names(&mut conn, live_ms).await?,
+            unserved: self.store.unserved_queues(&mut conn, live_ms).await?,
+        })
+    }
+
     /// Attempt ends per minute over the last `minutes` minutes (at least
     /// 1), oldest first, the current minute last. Attempts are found by
     /// their start (an index that the hot path already keeps), so one that

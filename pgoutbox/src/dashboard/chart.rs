@@ -64,7 +64,7 @@ pub(super) fn throughput(minutes: &[Throughput]) -> Markup {
             }
         }
         p.legend {
-            span.s { "■ succeeded " (total) }
+            span.s #succeeded-last-hour { "■ succeeded " (total) }
             span.f { "■ failed " (failed) }
             span.l { "■ lost " (lost) }
         }

@@ -11,17 +11,6 @@ use crate::admin::{
 use crate::definition::OperationId;
 use crate::state::{Outcome, Status};
 
-/// The states, stalled and dead first: what needs a look.
-const STATE_ORDER: [Status; 7] = [
-    Status::Stalled,
-    Status::Dead,
-    Status::Retrying,
-    Status::Pending,
-    Status::Running,
-    Status::Succeeded,
-    Status::Cancelled,
-];
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Nav {
     Overview,
@@ -133,38 +122,49 @@ pub(super) fn overview(root: &str, home: &str, data: &Overview, refresh_ms: u64)
     layout(root, home, "Overview", Nav::Overview, &body)
 }
 
+/// The states counted exactly on the overview, stalled and dead first.
+const EXACT: [Status; 5] = [
+    Status::Stalled,
+    Status::Dead,
+    Status::Retrying,
+    Status::Pending,
+    Status::Running,
+];
+
+/// The finished states, estimated on the overview.
+const ESTIMATED: [Status; 2] = [Status::Succeeded, Status::Cancelled];
+
 /// The part of the overview that refreshes itself.
+#[allow(clippy::too_many_lines)] // One template.
 pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
-    let stats = &data.stats;
+    let now = &data.now;
     let per_state = |s: Status| -> i64 {
-        stats
-            .counts
+        now.counts
             .iter()
             .filter(|(st, _, _)| *st == s)
             .map(|(_, _, n)| n)
             .sum()
     };
-    let mut names: Vec<&str> = stats.counts.iter().map(|(_, n, _)| n.as_str()).collect();
+    let mut names: Vec<&str> = now.counts.iter().map(|(_, n, _)| n.as_str()).collect();
     names.sort_unstable();
     names.dedup();
     let count = |name: &str, s: Status| -> i64 {
-        stats
-            .counts
+        now.counts
             .iter()
             .find(|(st, n, _)| *st == s && n == name)
             .map_or(0, |(_, _, c)| *c)
     };
     html! {
-        @for (name, n) in &stats.unhandled {
+        @for (name, n) in &now.unhandled {
             p.warn role="status" { (n) " ready " code { (name) } " operation(s): no live worker handles this name." }
         }
-        @for (queue, name, n) in &stats.unserved {
+        @for (queue, name, n) in &now.unserved {
             p.warn role="status" { (n) " ready " code { (name) } " operation(s) in queue " code { (queue) } ": no live worker serves it." }
         }
         section aria-labelledby="states" {
             h2 #states { "By state" }
             div.grid {
-                @for s in STATE_ORDER {
+                @for s in EXACT {
                     @let n = per_state(s);
                     @let alert = matches!(s, Status::Stalled | Status::Dead) && n > 0;
                     a class=(if alert { "tile alert" } else { "tile" })
@@ -173,30 +173,35 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                         (s.as_str())
                     }
                 }
-                div.tile {
-                    span.n { (data.stalled) }
-                    a href=(format!("{root}stalled")) { "in doubt (stalled)" }
+                @for s in ESTIMATED {
+                    @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
+                    a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
+                        title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting finished operations exactly would read them all" {
+                        span.n { @if let Some(n) = estimate { "≈ " (n) } @else { "≈ ?" } }
+                        (s.as_str()) " " span.muted { "(estimate)" }
+                    }
                 }
                 div.tile {
-                    span.n { (stats.oldest_ready_seconds.map_or_else(|| "—".to_owned(), |s| span(seconds_of(s)))) }
+                    span.n { (now.oldest_ready_seconds.map_or_else(|| "—".to_owned(), |s| span(seconds_of(s)))) }
                     "oldest ready waits"
                 }
             }
+            p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled are estimates from PostgreSQL's statistics." }
         }
         section aria-labelledby="pace" {
             h2 #pace { "Throughput, last hour" }
             (chart::throughput(&data.throughput))
         }
         section aria-labelledby="workers" {
-            h2 #workers { "Live workers (" (stats.workers.len()) ")" }
-            @if stats.workers.is_empty() {
+            h2 #workers { "Live workers (" (now.workers.len()) ")" }
+            @if now.workers.is_empty() {
                 p.muted { "No live worker." }
             } @else {
                 div.scroll { table {
                     thead { tr { th { "Host" } th.num { "Pid" } th { "Version" } th { "Heartbeat" } th { "Queues" } th.num { "In flight" } th.num { "Slots" } th { "Names" } } }
                     tbody {
-                        @for w in &stats.workers {
-                            @let running = data.in_flight.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n);
+                        @for w in &now.workers {
+                            @let running = now.in_flight.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n);
                             tr {
                                 td { (w.host) }
                                 td.num { (w.pid) }
@@ -205,7 +210,7 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                                 td { @if w.queues.is_empty() { span.muted { "all" } } @else { (w.queues.join(", ")) } }
                                 td.num data-in-flight=(running) { (running) }
                                 td.num { (w.n_workers) }
-                                td { (w.names.len()) " name(s)" }
+                                td { (w.names.join(", ")) }
                             }
                         }
                     }
@@ -213,17 +218,17 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
             }
         }
         section aria-labelledby="names" {
-            h2 #names { "By name" }
+            h2 #names { "By name (not finished, or waiting for an operator)" }
             @if names.is_empty() {
-                p.muted { "No operations." }
+                p.muted { "None." }
             } @else {
                 div.scroll { table {
-                    thead { tr { th { "Name" } @for s in STATE_ORDER { th.num { (s.as_str()) } } } }
+                    thead { tr { th { "Name" } @for s in EXACT { th.num { (s.as_str()) } } } }
                     tbody {
                         @for name in &names {
                             tr {
                                 td { a href=(format!("{root}operations?{}", serde_urlencoded::to_string([("name", *name)]).unwrap_or_default())) { (name) } }
-                                @for s in STATE_ORDER {
+                                @for s in EXACT {
                                     @let n = count(name, s);
                                     td.num { @if n > 0 { (n) } @else { span.muted { "·" } } }
                                 }

@@ -75,6 +75,8 @@ statements!(
     ready_payloads,
     // The dashboard's reads (`admin::overview`).
     throughput,
+    active_counts,
+    estimated_counts,
     in_flight,
     stalled,
     stalled_count,

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::Store;
 use super::admin::FromPgRow;
 use crate::definition::OperationId;
+use crate::state::Status;
 
 impl Store {
     /// Attempt ends per minute over the last `minutes` minutes.
@@ -18,6 +19,26 @@ impl Store {
     ) -> Result<Vec<R>, sqlx::Error> {
         query!(self, query_as::<R>, throughput)
             .bind(minutes)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Exact counts of the unfinished, stalled and dead operations.
+    pub(crate) async fn active_counts(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<(Status, String, i64)>, sqlx::Error> {
+        query!(self, query_as, active_counts)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Estimated counts of the finished states, from the statistics.
+    pub(crate) async fn estimated_counts(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<(Status, i64)>, sqlx::Error> {
+        query!(self, query_as, estimated_counts)
             .fetch_all(&mut *conn)
             .await
     }
