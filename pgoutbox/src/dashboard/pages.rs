@@ -177,7 +177,14 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                     @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
                     a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
                         title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting finished operations exactly would read them all" {
-                        span.n { @if let Some(n) = estimate { "≈ " (n) } @else { "≈ ?" } }
+                        span.n {
+                            @match (estimate, now.estimated.is_empty()) {
+                                (Some(n), _) => { "≈ " (n) }
+                                // Statistics exist, and this state is not among their common values.
+                                (None, false) => { "≈ 0" }
+                                (None, true) => { "?" }
+                            }
+                        }
                         (s.as_str()) " " span.muted { "(estimate)" }
                     }
                 }
