@@ -280,7 +280,10 @@ async fn serve_dashboard(admin: Admin) -> std::result::Result<(), Box<dyn std::e
         ..DashboardOptions::default()
     };
     let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { "billing: the dashboard is at /admin/outbox" }))
+        .route(
+            "/",
+            axum::routing::get(|| async { "billing: the dashboard is at /admin/outbox" }),
+        )
         .nest("/admin/outbox", dashboard::router(admin, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:7480").await?;
     println!(

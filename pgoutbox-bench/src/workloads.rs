@@ -899,7 +899,10 @@ pub(crate) async fn w6(runs: usize) -> Res<Vec<Figure>> {
     let pages = [
         ("W6 dashboard overview, 1M rows", "/"),
         ("W6 dashboard first list page, 1M rows", "/operations"),
-        ("W6 dashboard dead, first page, 1M rows", "/operations?status=dead"),
+        (
+            "W6 dashboard dead, first page, 1M rows",
+            "/operations?status=dead",
+        ),
         ("W6 dashboard stalled page, 1M rows", "/stalled"),
     ];
     let mut figures = Vec::new();

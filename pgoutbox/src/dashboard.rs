@@ -180,12 +180,18 @@ pub fn router(admin: Admin, options: DashboardOptions) -> Router {
 }
 
 fn hash(text: &str) -> String {
-    hex::encode(Sha256::digest(format!("pgoutbox dashboard {text}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("pgoutbox dashboard {text}").as_bytes(),
+    ))
 }
 
 /// Compares without stopping at the first difference.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -205,7 +211,10 @@ enum Failure {
     BadRequest(String),
     NotFound(String),
     /// Not signed in: the sign-in page.
-    SignIn { root: String, home: String },
+    SignIn {
+        root: String,
+        home: String,
+    },
     Forbidden(String),
     Conflict(String),
     Database(sqlx::Error),
@@ -267,7 +276,10 @@ fn security_headers(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
@@ -437,7 +449,10 @@ impl Dashboard {
 }
 
 async fn css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("dashboard/assets/app.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("dashboard/assets/app.css"),
+    )
 }
 
 async fn js() -> Response {
@@ -514,7 +529,12 @@ async fn overview(State(d): Shared, ctx: Ctx) -> Result<Response, Failure> {
     let request = d.request(&ctx)?;
     let data = read_overview(&d).await?;
     let refresh_ms = u64::try_from(d.options.refresh.as_millis()).unwrap_or(u64::MAX);
-    Ok(request.page(pages::overview(&request.root, &request.home, &data, refresh_ms)))
+    Ok(request.page(pages::overview(
+        &request.root,
+        &request.home,
+        &data,
+        refresh_ms,
+    )))
 }
 
 async fn live(State(d): Shared, ctx: Ctx) -> Result<Response, Failure> {
@@ -585,9 +605,9 @@ impl ListQuery {
             .transpose()?;
         let id = |text: Option<&str>, what: &str| {
             text.map(|t| {
-                t.parse::<i64>()
-                    .map(OperationId::from_i64)
-                    .map_err(|_| Failure::BadRequest(format!("invalid {what} `{t}`: expected an operation id")))
+                t.parse::<i64>().map(OperationId::from_i64).map_err(|_| {
+                    Failure::BadRequest(format!("invalid {what} `{t}`: expected an operation id"))
+                })
             })
             .transpose()
         };
@@ -734,8 +754,8 @@ async fn act(
     let message = outcome.message(id, action);
     match outcome {
         ActionOutcome::Applied { .. } => {
-            let query = serde_urlencoded::to_string([("notice", message.as_str())])
-                .unwrap_or_default();
+            let query =
+                serde_urlencoded::to_string([("notice", message.as_str())]).unwrap_or_default();
             // From `operations/{id}/act` back to `operations/{id}`.
             Ok(see_other(&format!("../{id}?{query}"), None))
         }
@@ -836,7 +856,10 @@ async fn bulk_run(
     let list = form.list.query_string();
     // From `bulk/run` back to `operations`.
     Ok(see_other(
-        &format!("../operations?{list}{}{query}", if list.is_empty() { "" } else { "&" }),
+        &format!(
+            "../operations?{list}{}{query}",
+            if list.is_empty() { "" } else { "&" }
+        ),
         None,
     ))
 }
@@ -886,7 +909,9 @@ async fn schema(
     let request = d.request(&ctx)?;
     let history = d.admin.schema_history(&name).await?;
     if history.is_empty() {
-        return Err(Failure::NotFound(format!("no schema recorded for `{name}`")));
+        return Err(Failure::NotFound(format!(
+            "no schema recorded for `{name}`"
+        )));
     }
     let pick = |hash: Option<&String>, default: usize| -> Result<usize, Failure> {
         match blank_to_none(hash) {

@@ -95,10 +95,10 @@ extern crate self as pgoutbox;
 
 pub mod admin;
 mod completer;
+mod context;
 #[cfg(feature = "dashboard")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
 pub mod dashboard;
-mod context;
 mod definition;
 mod duration;
 mod error;
@@ -251,8 +251,9 @@ pub use publish::{
 pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
-    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DashboardSettings, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
-    RetentionSettings, Settings, SettingsError, WorkflowSettings, redact_url,
+    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DashboardSettings, DatabaseSettings, MAX_DURATION,
+    MAX_N_WORKERS, MAX_POOL, RetentionSettings, Settings, SettingsError, WorkflowSettings,
+    redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

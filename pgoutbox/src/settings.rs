@@ -544,15 +544,11 @@ impl Settings {
         }
         // Only the two groups: the other PGOUTBOX_* variables (the CLI's,
         // the test support's) were checked above and are not settings.
-        figment = figment.merge(
-            Env::prefixed("PGOUTBOX_")
-                .split("__")
-                .filter(|k| {
-                    k.starts_with("database.")
-                        || k.starts_with("workflow_system.")
-                        || k.starts_with("dashboard.")
-                }),
-        );
+        figment = figment.merge(Env::prefixed("PGOUTBOX_").split("__").filter(|k| {
+            k.starts_with("database.")
+                || k.starts_with("workflow_system.")
+                || k.starts_with("dashboard.")
+        }));
         let settings: Settings = figment.extract().map_err(|e| figment_error(&figment, &e))?;
         settings.validate().map_err(|mut e| {
             // Say where the offending value came from.

@@ -1,10 +1,10 @@
-//! The dashboard in a real browser: headless Chromium driven over
-//! WebDriver (chromedriver), as an operator uses it. Open the overview,
-//! follow a stalled operation, resolve it with a reason and see its state
-//! and the operator trail change; watch the overview update by itself
-//! while a worker finishes operations. Each page is photographed under
-//! `target/dashboard-screenshots/`; with `PGOUTBOX_UPDATE_SNAPSHOTS=1` the
-//! overview's picture also replaces `docs/dashboard.png`, the README's.
+//! The dashboard in a real browser: headless Chromium driven over the W3C
+//! `WebDriver` protocol (`chromedriver`), as an operator uses it. Open the
+//! overview, follow a stalled operation, resolve it with a reason and see
+//! its state and the operator trail change; watch the overview update by
+//! itself while a worker finishes operations. Each page is photographed
+//! under `target/dashboard-screenshots/`; with `PGOUTBOX_UPDATE_SNAPSHOTS=1`
+//! the overview's picture also replaces `docs/dashboard.png`, the README's.
 //!
 //! Chromium and chromedriver are Debian packages (`chromium`,
 //! `chromium-driver`; `.ci/run` installs them when missing), so the test is
@@ -82,10 +82,8 @@ impl Driver {
         let chromedriver = program("chromedriver", "chromium-driver");
         program("chromium", "chromium");
         let port = free_port();
-        let profile = std::env::temp_dir().join(format!(
-            "pgoutbox-chromium-{}-{port}",
-            std::process::id()
-        ));
+        let profile =
+            std::env::temp_dir().join(format!("pgoutbox-chromium-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
         std::fs::create_dir_all(&profile).unwrap();
         let child = Command::new(chromedriver)
@@ -102,7 +100,10 @@ impl Driver {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not listen within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         driver
@@ -183,14 +184,24 @@ async fn text(browser: &Client, css: &str) -> String {
 async fn activity(db: &TestDatabase) {
     let mut tx = db.pool().begin().await.unwrap();
     for i in 0..40 {
-        pgoutbox::publish(&mut *tx, DashSms { to: format!("+49{i:04}") })
-            .await
-            .unwrap();
+        pgoutbox::publish(
+            &mut tx,
+            DashSms {
+                to: format!("+49{i:04}"),
+            },
+        )
+        .await
+        .unwrap();
     }
     for i in 0..3 {
-        pgoutbox::publish(&mut *tx, DashEvil { note: format!("card {i} declined") })
-            .await
-            .unwrap();
+        pgoutbox::publish(
+            &mut tx,
+            DashEvil {
+                note: format!("card {i} declined"),
+            },
+        )
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     Harness::new(db)
@@ -241,6 +252,7 @@ async fn an_operator_resolves_a_stalled_operation_and_watches_the_overview_updat
     result.unwrap();
 }
 
+#[allow(clippy::too_many_lines)] // One operator's session, start to end.
 async fn scenario(
     browser: &Client,
     db: &TestDatabase,
@@ -256,7 +268,11 @@ async fn scenario(
         .await?
         .send_keys("browser-token")
         .await?;
-    browser.find(Locator::Css("form button")).await?.click().await?;
+    browser
+        .find(Locator::Css("form button"))
+        .await?
+        .click()
+        .await?;
 
     // The overview: one stalled, and the way to it.
     browser.wait().for_element(Locator::Css("#live")).await?;
@@ -264,14 +280,20 @@ async fn scenario(
     let workers = text(browser, "#live").await;
     assert!(workers.contains("Live workers (1)"), "{workers}");
     photograph(browser, "overview").await;
-    browser.find(Locator::Css("a[href$='/stalled']")).await?.click().await?;
+    browser
+        .find(Locator::Css("a[href$='/stalled']"))
+        .await?
+        .click()
+        .await?;
     assert!(text(browser, "h1").await.contains("1 in doubt"));
     assert!(text(browser, "#stalled").await.contains("lost"));
     photograph(browser, "stalled").await;
 
     // Follow it, resolve it with a reason.
     browser
-        .find(Locator::Css(&format!("#stalled a[href$='/operations/{stalled}']")))
+        .find(Locator::Css(&format!(
+            "#stalled a[href$='/operations/{stalled}']"
+        )))
         .await?
         .click()
         .await?;
@@ -289,9 +311,16 @@ async fn scenario(
         .await?;
     browser.find(Locator::Css("#act")).await?.click().await?;
     assert_eq!(text(browser, "#state").await, "succeeded");
-    assert!(text(browser, "#notice").await.contains("stalled → succeeded"));
+    assert!(
+        text(browser, "#notice")
+            .await
+            .contains("stalled → succeeded")
+    );
     let trail = text(browser, "#actions").await;
-    assert!(trail.contains("resolve") && trail.contains("alice"), "{trail}");
+    assert!(
+        trail.contains("resolve") && trail.contains("alice"),
+        "{trail}"
+    );
     assert!(trail.contains("SMS found in the provider's log"), "{trail}");
     photograph(browser, "operation-resolved").await;
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
@@ -303,15 +332,28 @@ async fn scenario(
     browser.goto(&format!("{base}/operations/{dead}")).await?;
     // Markup in the payload and the error is shown as text, not run.
     let payload = text(browser, "#payload").await;
-    assert!(payload.contains(r#"<script>alert(\"x\")</script> it's"#), "{payload}");
+    assert!(
+        payload.contains(r#"<script>alert(\"x\")</script> it's"#),
+        "{payload}"
+    );
     let attempts = text(browser, "#attempts").await;
-    assert!(attempts.contains(r#"<script>alert("x")</script> it's \0 after-nul"#), "{attempts}");
-    let alerted = browser.execute("return document.querySelectorAll('main script').length;", vec![]).await?;
+    assert!(
+        attempts.contains(r#"<script>alert("x")</script> it's \0 after-nul"#),
+        "{attempts}"
+    );
+    let alerted = browser
+        .execute(
+            "return document.querySelectorAll('main script').length;",
+            vec![],
+        )
+        .await?;
     assert_eq!(alerted, serde_json::json!(0));
     photograph(browser, "operation-dead").await;
 
     // The other pages.
-    browser.goto(&format!("{base}/operations?status=succeeded")).await?;
+    browser
+        .goto(&format!("{base}/operations?status=succeeded"))
+        .await?;
     photograph(browser, "operations").await;
     browser.goto(&format!("{base}/schemas")).await?;
     photograph(browser, "schemas").await;
@@ -331,7 +373,14 @@ async fn scenario(
         .await?;
     let mut tx = db.pool().begin().await.unwrap();
     for i in 0..5 {
-        pgoutbox::publish(&mut *tx, DashSms { to: format!("+1{i}") }).await.unwrap();
+        pgoutbox::publish(
+            &mut tx,
+            DashSms {
+                to: format!("+1{i}"),
+            },
+        )
+        .await
+        .unwrap();
     }
     tx.commit().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -340,13 +389,21 @@ async fn scenario(
         if now == before + 5 {
             break;
         }
-        assert!(Instant::now() < deadline, "the overview still shows {now} succeeded, expected {}", before + 5);
+        assert!(
+            Instant::now() < deadline,
+            "the overview still shows {now} succeeded, expected {}",
+            before + 5
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let same_page = browser
         .execute("return window.__notReloaded === true;", vec![])
         .await?;
-    assert_eq!(same_page, serde_json::Value::Bool(true), "updated without a reload");
+    assert_eq!(
+        same_page,
+        serde_json::Value::Bool(true),
+        "updated without a reload"
+    );
 
     // A phone's width.
     browser.set_window_size(390, 844).await?;

@@ -77,10 +77,8 @@ async fn get(app: &Router, path: &str, cookie: Option<&str>) -> Page {
 }
 
 async fn post(app: &Router, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
-    let mut request = Request::post(path).header(
-        header::CONTENT_TYPE,
-        "application/x-www-form-urlencoded",
-    );
+    let mut request =
+        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
     }
@@ -196,8 +194,14 @@ async fn every_page_renders_with_a_strict_csp_and_escapes_database_values() {
     // The payload and the error: escaped, the NUL shown as `\0`.
     let page = get(&app, &format!("/operations/{dead}"), None).await;
     assert!(!page.body.contains("<script>alert"), "{}", page.body);
-    assert!(page.body.contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; it's"));
-    assert!(page.body.contains(r"\0 after-nul"), "the NUL is shown as `\\0`");
+    assert!(
+        page.body
+            .contains("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; it's")
+    );
+    assert!(
+        page.body.contains(r"\0 after-nul"),
+        "the NUL is shown as `\\0`"
+    );
     assert!(!page.body.contains('\0'));
     // The list shows the error too, escaped, and finds it by its text.
     let list = get(&app, "/operations?error=AFTER-NUL", None).await;
@@ -214,17 +218,30 @@ async fn every_page_renders_with_a_strict_csp_and_escapes_database_values() {
     assert!(overview.body.contains("<svg"), "the throughput chart");
     // The stalled page lists the in-doubt one, with its lost attempt.
     let stalled_page = get(&app, "/stalled", None).await;
-    assert!(stalled_page.body.contains(&format!("data-id=\"{stalled}\"")));
+    assert!(
+        stalled_page
+            .body
+            .contains(&format!("data-id=\"{stalled}\""))
+    );
     assert!(stalled_page.body.contains("lost"));
     // The schema page of a name nobody registered: 404.
-    assert_eq!(get(&app, "/schemas/nope", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/schemas/nope", None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
 async fn a_publish_with_a_nul_in_its_payload_is_refused_before_it_reaches_a_page() {
     let db = test_db().await;
     let mut tx = db.pool().begin().await.unwrap();
-    let refused = pgoutbox::publish(&mut *tx, DashEvil { note: "a\0b".into() }).await;
+    let refused = pgoutbox::publish(
+        &mut tx,
+        DashEvil {
+            note: "a\0b".into(),
+        },
+    )
+    .await;
     assert!(refused.is_err(), "PostgreSQL's jsonb cannot hold a NUL");
 }
 
@@ -235,9 +252,14 @@ async fn filters_have_stable_urls_and_every_list_is_paged() {
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
-            pgoutbox::publish(&mut *tx, DashSms { to: format!("+{i}") })
-                .await
-                .unwrap(),
+            pgoutbox::publish(
+                &mut tx,
+                DashSms {
+                    to: format!("+{i}"),
+                },
+            )
+            .await
+            .unwrap(),
         );
     }
     tx.commit().await.unwrap();
@@ -249,13 +271,30 @@ async fn filters_have_stable_urls_and_every_list_is_paged() {
     let first = get(&app, "/operations?name=dash.sms&status=pending", None).await;
     assert_eq!(first.status, StatusCode::OK);
     assert_eq!(first.body.matches("data-id=").count(), 3);
-    assert!(first.body.contains(&format!("data-id=\"{}\"", ids[6])), "newest first");
+    assert!(
+        first.body.contains(&format!("data-id=\"{}\"", ids[6])),
+        "newest first"
+    );
     let next = format!("before={}", ids[4]);
-    assert!(first.body.contains(&next), "the next page's link: {}", first.body);
-    let second = get(&app, &format!("/operations?name=dash.sms&status=pending&{next}"), None).await;
+    assert!(
+        first.body.contains(&next),
+        "the next page's link: {}",
+        first.body
+    );
+    let second = get(
+        &app,
+        &format!("/operations?name=dash.sms&status=pending&{next}"),
+        None,
+    )
+    .await;
     assert_eq!(second.body.matches("data-id=").count(), 3);
     assert!(second.body.contains(&format!("data-id=\"{}\"", ids[3])));
-    let third = get(&app, &format!("/operations?name=dash.sms&status=pending&before={}", ids[1]), None).await;
+    let third = get(
+        &app,
+        &format!("/operations?name=dash.sms&status=pending&before={}", ids[1]),
+        None,
+    )
+    .await;
     assert_eq!(third.body.matches("data-id=").count(), 1);
     assert!(!third.body.contains("rel=\"next\""), "the last page");
     // Other filters.
@@ -267,7 +306,10 @@ async fn filters_have_stable_urls_and_every_list_is_paged() {
     assert_eq!(recent.body.matches("data-id=").count(), 3);
     // Bad input: a clear 400, the value escaped.
     for (path, says) in [
-        ("/operations?status=%3Cb%3Eweird", "unknown state `&lt;b&gt;weird`"),
+        (
+            "/operations?status=%3Cb%3Eweird",
+            "unknown state `&lt;b&gt;weird`",
+        ),
         ("/operations?age=soon", "invalid age `soon`"),
         ("/operations?root=x", "invalid root `x`"),
         ("/operations?before=x", "invalid page `x`"),
@@ -278,17 +320,30 @@ async fn filters_have_stable_urls_and_every_list_is_paged() {
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
         assert!(page.body.contains(says), "{path}: {}", page.body);
     }
-    assert_eq!(get(&app, "/operations/999999", None).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(get(&app, "/nowhere", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        get(&app, "/operations/999999", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&app, "/nowhere", None).await.status,
+        StatusCode::NOT_FOUND
+    );
     // Without a token the dashboard is read-only: no forms, POSTs refused.
     let page = get(&app, &format!("/operations/{}", ids[0]), None).await;
     assert!(!page.body.contains("name=\"reason\""));
-    let refused = post(&app, &format!("/operations/{}/act", ids[0]), None, &[("action", "cancel"), ("reason", "r")]).await;
+    let refused = post(
+        &app,
+        &format!("/operations/{}/act", ids[0]),
+        None,
+        &[("action", "cancel"), ("reason", "r")],
+    )
+    .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     assert!(refused.body.contains("--allow-actions"));
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // Every refusal, then the applied actions.
 async fn actions_need_the_token_a_csrf_token_and_a_post_and_are_recorded() {
     let db = test_db().await;
     let (stalled, dead) = seed(&db).await;
@@ -303,61 +358,178 @@ async fn actions_need_the_token_a_csrf_token_and_a_post_and_are_recorded() {
     let signed = post(&app, "/login", None, &[("token", BEARER)]).await;
     assert_eq!(signed.status, StatusCode::SEE_OTHER);
     let auth = signed.cookie("pgoutbox_auth").expect("the sign-in cookie");
-    assert!(!auth.contains(BEARER), "the cookie holds a hash, not the token");
+    assert!(
+        !auth.contains(BEARER),
+        "the cookie holds a hash, not the token"
+    );
     let set = signed.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
 
     // Signed in: the page sets a CSRF cookie and puts it in its form.
-    let page = get(&app, &format!("/operations/{stalled}"), Some(&format!("pgoutbox_auth={auth}"))).await;
+    let page = get(
+        &app,
+        &format!("/operations/{stalled}"),
+        Some(&format!("pgoutbox_auth={auth}")),
+    )
+    .await;
     assert_eq!(page.status, StatusCode::OK);
     let csrf = page.cookie("pgoutbox_csrf").expect("a CSRF cookie");
-    assert!(page.body.contains(&format!("name=\"csrf\" value=\"{csrf}\"")));
+    assert!(
+        page.body
+            .contains(&format!("name=\"csrf\" value=\"{csrf}\""))
+    );
     let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
     let act = format!("/operations/{stalled}/act");
 
     // Refusals: no CSRF, a wrong one, no reason, an unknown action, GET.
-    let no_csrf = post(&app, &act, Some(&cookies), &[("action", "resolve-succeeded"), ("reason", "x")]).await;
+    let no_csrf = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[("action", "resolve-succeeded"), ("reason", "x")],
+    )
+    .await;
     assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
     assert!(no_csrf.body.contains("CSRF"));
-    let bad_csrf = post(&app, &act, Some(&cookies), &[("action", "resolve-succeeded"), ("reason", "x"), ("csrf", "0123456789abcdef0123456789abcdef")]).await;
+    let bad_csrf = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[
+            ("action", "resolve-succeeded"),
+            ("reason", "x"),
+            ("csrf", "0123456789abcdef0123456789abcdef"),
+        ],
+    )
+    .await;
     assert_eq!(bad_csrf.status, StatusCode::FORBIDDEN);
-    let no_reason = post(&app, &act, Some(&cookies), &[("action", "resolve-succeeded"), ("reason", " "), ("csrf", &csrf)]).await;
+    let no_reason = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[
+            ("action", "resolve-succeeded"),
+            ("reason", " "),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
     assert_eq!(no_reason.status, StatusCode::BAD_REQUEST);
     assert!(no_reason.body.contains("a reason is required"));
-    let unknown = post(&app, &act, Some(&cookies), &[("action", "delete"), ("reason", "x"), ("csrf", &csrf)]).await;
+    let unknown = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[("action", "delete"), ("reason", "x"), ("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
     let by_get = get(&app, &act, Some(&cookies)).await;
     assert_eq!(by_get.status, StatusCode::METHOD_NOT_ALLOWED);
-    let anonymous = post(&app, &act, Some(&format!("pgoutbox_csrf={csrf}")), &[("action", "resolve-succeeded"), ("reason", "x"), ("csrf", &csrf)]).await;
+    let anonymous = post(
+        &app,
+        &act,
+        Some(&format!("pgoutbox_csrf={csrf}")),
+        &[
+            ("action", "resolve-succeeded"),
+            ("reason", "x"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(admin(&db).show(stalled).await.unwrap().unwrap().actions.len(), 0, "nothing recorded");
+    assert_eq!(
+        admin(&db)
+            .show(stalled)
+            .await
+            .unwrap()
+            .unwrap()
+            .actions
+            .len(),
+        0,
+        "nothing recorded"
+    );
 
     // Applied: back to the page, which shows the new state and the trail.
-    let done = post(&app, &act, Some(&cookies), &[("action", "resolve-succeeded"), ("reason", "found ch_1 at <the> provider"), ("csrf", &csrf)]).await;
+    let done = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[
+            ("action", "resolve-succeeded"),
+            ("reason", "found ch_1 at <the> provider"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert!(done.location().starts_with(&format!("../{stalled}?notice=")));
-    let after = get(&app, &format!("/operations/{stalled}?notice=resolve%3A+done"), Some(&cookies)).await;
+    assert!(
+        done.location()
+            .starts_with(&format!("../{stalled}?notice="))
+    );
+    let after = get(
+        &app,
+        &format!("/operations/{stalled}?notice=resolve%3A+done"),
+        Some(&cookies),
+    )
+    .await;
     assert!(after.body.contains("state-succeeded"));
     assert!(after.body.contains("found ch_1 at &lt;the&gt; provider"));
     assert!(after.body.contains("resolve: done"));
     let detail = admin(&db).show(stalled).await.unwrap().unwrap();
     assert_eq!(detail.operation.status, Status::Succeeded);
     assert_eq!(detail.actions.len(), 1);
-    assert_eq!((detail.actions[0].actor.as_str(), detail.actions[0].action.as_str()), ("alice", "resolve"));
+    assert_eq!(
+        (
+            detail.actions[0].actor.as_str(),
+            detail.actions[0].action.as_str()
+        ),
+        ("alice", "resolve")
+    );
 
     // Refused by the state: 409 with the message, recorded as refused.
-    let again = post(&app, &act, Some(&cookies), &[("action", "cancel"), ("reason", "late"), ("csrf", &csrf)]).await;
+    let again = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[("action", "cancel"), ("reason", "late"), ("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CONFLICT);
-    assert!(again.body.contains(&format!("cannot cancel operation {stalled}: it is succeeded")), "{}", again.body);
+    assert!(
+        again.body.contains(&format!(
+            "cannot cancel operation {stalled}: it is succeeded"
+        )),
+        "{}",
+        again.body
+    );
     let detail = admin(&db).show(stalled).await.unwrap().unwrap();
     assert_eq!(detail.actions.last().unwrap().outcome, "refused");
 
     // A replay of the dead one: a new operation.
-    let replay = post(&app, &format!("/operations/{dead}/act"), Some(&cookies), &[("action", "replay"), ("reason", "fixed"), ("csrf", &csrf)]).await;
+    let replay = post(
+        &app,
+        &format!("/operations/{dead}/act"),
+        Some(&cookies),
+        &[("action", "replay"), ("reason", "fixed"), ("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(replay.status, StatusCode::SEE_OTHER);
-    assert_eq!(admin(&db).show(dead).await.unwrap().unwrap().children.len(), 1);
+    assert_eq!(
+        admin(&db).show(dead).await.unwrap().unwrap().children.len(),
+        1
+    );
     // Unknown operation.
-    let missing = post(&app, "/operations/999999/act", Some(&cookies), &[("action", "retry"), ("reason", "x"), ("csrf", &csrf)]).await;
+    let missing = post(
+        &app,
+        "/operations/999999/act",
+        Some(&cookies),
+        &[("action", "retry"), ("reason", "x"), ("csrf", &csrf)],
+    )
+    .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
@@ -368,7 +540,9 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
     for i in 0..3 {
         let detail = Harness::new(&db)
             .operation::<DashEvil>()
-            .run_inline(DashEvil { note: format!("n{i}") })
+            .run_inline(DashEvil {
+                note: format!("n{i}"),
+            })
             .await
             .unwrap();
         dead.push(detail.operation.id);
@@ -376,20 +550,51 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
     let app = dashboard::router(admin(&db), options_with_token());
     let page = authed(&app, "/operations?status=dead&name=dash.evil").await;
     let csrf = page.cookie("pgoutbox_csrf").unwrap();
-    assert!(page.body.contains("action=\"/bulk\""), "the bulk form of a filtered list");
-    let auth = post(&app, "/login", None, &[("token", BEARER)]).await.cookie("pgoutbox_auth").unwrap();
+    assert!(
+        page.body.contains("action=\"/bulk\""),
+        "the bulk form of a filtered list"
+    );
+    let auth = post(&app, "/login", None, &[("token", BEARER)])
+        .await
+        .cookie("pgoutbox_auth")
+        .unwrap();
     let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
-    let filter = [("status", "dead"), ("name", "dash.evil"), ("action", "retry"), ("reason", "provider back"), ("csrf", csrf.as_str())];
+    let filter = [
+        ("status", "dead"),
+        ("name", "dash.evil"),
+        ("action", "retry"),
+        ("reason", "provider back"),
+        ("csrf", csrf.as_str()),
+    ];
     let confirm = post(&app, "/bulk", Some(&cookies), &filter).await;
     assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    assert!(confirm.body.contains("<strong id=\"bulk-count\">3</strong>"), "{}", confirm.body);
-    assert_eq!(admin(&db).show(dead[0]).await.unwrap().unwrap().operation.status, Status::Dead, "a preview changes nothing");
+    assert!(
+        confirm
+            .body
+            .contains("<strong id=\"bulk-count\">3</strong>"),
+        "{}",
+        confirm.body
+    );
+    assert_eq!(
+        admin(&db)
+            .show(dead[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .operation
+            .status,
+        Status::Dead,
+        "a preview changes nothing"
+    );
     let upto = dead.iter().max().unwrap().to_string();
     let mut run = filter.to_vec();
     run.push(("upto", &upto));
     let done = post(&app, "/bulk/run", Some(&cookies), &run).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
-    assert!(done.location().starts_with("../operations?status=dead&name=dash.evil&notice="));
+    assert!(
+        done.location()
+            .starts_with("../operations?status=dead&name=dash.evil&notice=")
+    );
     for id in &dead {
         let detail = admin(&db).show(*id).await.unwrap().unwrap();
         assert_eq!(detail.operation.status, Status::Pending);
@@ -401,7 +606,10 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
     assert_eq!(unbound.status, StatusCode::BAD_REQUEST);
     let mut resolve = filter.to_vec();
     resolve[2] = ("action", "resolve-dead");
-    assert_eq!(post(&app, "/bulk", Some(&cookies), &resolve).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        post(&app, "/bulk", Some(&cookies), &resolve).await.status,
+        StatusCode::BAD_REQUEST
+    );
     let _ = Action::Retry;
 }
 
@@ -423,7 +631,9 @@ async fn mounted_under_a_prefix_every_link_stays_inside_it() {
     let op = authed(&app, &format!("/admin/outbox/operations/{stalled}")).await;
     assert_eq!(op.status, StatusCode::OK);
     assert!(op.body.contains("href=\"/admin/outbox\""), "the overview");
-    assert!(op.body.contains(&format!("action=\"/admin/outbox/operations/{stalled}/act\"")));
+    assert!(op.body.contains(&format!(
+        "action=\"/admin/outbox/operations/{stalled}/act\""
+    )));
     for link in op.body.split("href=\"").skip(1) {
         assert!(
             link.starts_with("/admin/outbox") || link.starts_with('#'),

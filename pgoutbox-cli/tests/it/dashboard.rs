@@ -14,7 +14,11 @@ fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     cmd.env_remove("DATABASE_URL")
         .env_remove("PGOUTBOX_SCHEMA")
         .env_remove("PGOUTBOX_DASHBOARD__TOKEN")
-        .args(["dashboard", "--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .args([
+            "dashboard",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
         .args(args);
     for (k, v) in env {
         cmd.env(k, v);
@@ -33,9 +37,15 @@ fn refuses_to_listen_beyond_loopback_or_act_without_a_token() {
         "{err}"
     );
     let err = refused(&["--allow-actions"], &[]);
-    assert!(err.contains("`--allow-actions` needs an access token"), "{err}");
+    assert!(
+        err.contains("`--allow-actions` needs an access token"),
+        "{err}"
+    );
     // A blank token is no token.
-    let err = refused(&["--listen", "[::]:7480"], &[("PGOUTBOX_DASHBOARD__TOKEN", " ")]);
+    let err = refused(
+        &["--listen", "[::]:7480"],
+        &[("PGOUTBOX_DASHBOARD__TOKEN", " ")],
+    );
     assert!(err.contains("without an access token"), "{err}");
 }
 
@@ -51,8 +61,14 @@ impl Drop for Server {
 
 fn http_get(port: u16, path: &str, bearer: Option<&str>) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = bearer.map(|b| format!("Authorization: Bearer {b}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let auth = bearer
+        .map(|b| format!("Authorization: Bearer {b}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
@@ -61,13 +77,24 @@ fn http_get(port: u16, path: &str, bearer: Option<&str>) -> String {
 #[tokio::test]
 async fn serves_the_dashboard_behind_its_token() {
     let db = TestDatabase::new().await.unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = std::process::Command::cargo_bin("pgoutbox")
         .unwrap()
         .env_remove("PGOUTBOX_SCHEMA")
         .env("DATABASE_URL", db.url())
         .env("PGOUTBOX_DASHBOARD__TOKEN", "cli-token")
-        .args(["dashboard", "--listen", &format!("127.0.0.1:{port}"), "--allow-actions", "--actor", "bob"])
+        .args([
+            "dashboard",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--allow-actions",
+            "--actor",
+            "bob",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -76,7 +103,10 @@ async fn serves_the_dashboard_behind_its_token() {
     let _server = Server(child);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the dashboard did not listen within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard did not listen within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let anonymous = http_get(port, "/", None);
@@ -85,5 +115,9 @@ async fn serves_the_dashboard_behind_its_token() {
     let signed = http_get(port, "/", Some("cli-token"));
     assert!(signed.starts_with("HTTP/1.1 200"), "{signed}");
     assert!(signed.contains("<h1>Overview</h1>"));
-    assert!(signed.to_ascii_lowercase().contains("content-security-policy: default-src 'none'"));
+    assert!(
+        signed
+            .to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'")
+    );
 }

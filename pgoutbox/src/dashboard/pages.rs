@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
 use super::{ListQuery, Overview, Request, chart};
-use crate::admin::{
-    Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow,
-};
+use crate::admin::{Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow};
 use crate::definition::OperationId;
 use crate::state::{Outcome, Status};
 
@@ -416,8 +414,16 @@ pub(super) fn operation(
     let actions: Vec<(&str, &str)> = [
         ("retry", "Retry", Action::Retry),
         ("cancel", "Cancel", Action::Cancel),
-        ("resolve-succeeded", "Resolve as succeeded", Action::Resolve(crate::admin::Resolution::Succeeded)),
-        ("resolve-dead", "Resolve as dead", Action::Resolve(crate::admin::Resolution::Dead)),
+        (
+            "resolve-succeeded",
+            "Resolve as succeeded",
+            Action::Resolve(crate::admin::Resolution::Succeeded),
+        ),
+        (
+            "resolve-dead",
+            "Resolve as dead",
+            Action::Resolve(crate::admin::Resolution::Dead),
+        ),
         ("replay", "Replay", Action::Replay),
     ]
     .into_iter()
@@ -511,12 +517,24 @@ pub(super) fn operation(
         h2 { "Workflow" }
         (workflow_tree(root, op.id, tree, tree_shown))
     };
-    layout(root, &request.home, &format!("Operation {}", op.id), Nav::None, &body)
+    layout(
+        root,
+        &request.home,
+        &format!("Operation {}", op.id),
+        Nav::None,
+        &body,
+    )
 }
 
 /// The workflow as nested lists, from the root.
 fn workflow_tree(root: &str, here: OperationId, tree: &[OperationRow], shown: usize) -> Markup {
-    fn node(root: &str, here: OperationId, tree: &[OperationRow], id: OperationId, depth: usize) -> Markup {
+    fn node(
+        root: &str,
+        here: OperationId,
+        tree: &[OperationRow],
+        id: OperationId,
+        depth: usize,
+    ) -> Markup {
         let Some(op) = tree.iter().find(|o| o.id == id) else {
             return html! {};
         };
@@ -647,5 +665,11 @@ pub(super) fn schema(
             }
         }
     };
-    layout(root, &request.home, &format!("Schema {name}"), Nav::Schemas, &body)
+    layout(
+        root,
+        &request.home,
+        &format!("Schema {name}"),
+        Nav::Schemas,
+        &body,
+    )
 }
