@@ -649,3 +649,43 @@ async fn mounted_under_a_prefix_every_link_stays_inside_it() {
     assert!(!live.body.contains("<html"));
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test]
+async fn the_schema_page_diffs_two_versions() {
+    let db = test_db().await;
+    // Two versions of one payload, as two deploys would have recorded them.
+    sqlx::query(
+        "INSERT INTO pgoutbox.operation_types (name, schema_hash, json_schema, first_seen_at) VALUES \
+         ('dash.charge', 'aaaaaaaaaaaa0001', '{\"properties\": {\"amount\": {\"type\": \"integer\"}}}', now() - interval '1 day'), \
+         ('dash.charge', 'bbbbbbbbbbbb0002', '{\"properties\": {\"amount\": {\"type\": \"integer\"}, \"currency\": {\"type\": \"string\"}}}', now())",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let app = dashboard::router(admin(&db), DashboardOptions::default());
+    let list = get(&app, "/schemas", None).await;
+    assert!(list.body.contains("href=\"/schemas/dash.charge\""));
+    assert!(list.body.contains("bbbbbbbbbbbb"), "the current version");
+    // By default the last version against the one before.
+    let page = get(&app, "/schemas/dash.charge", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("version 1 → 2"));
+    assert!(page.body.contains("<span class=\"add\">+ "));
+    assert!(page.body.contains("currency"));
+    assert!(
+        !page.body.contains("<span class=\"del\">"),
+        "nothing was removed"
+    );
+    // Either way round, by hash prefix.
+    let back = get(
+        &app,
+        "/schemas/dash.charge?from=bbbbbbbbbbbb&to=aaaaaaaaaaaa",
+        None,
+    )
+    .await;
+    assert!(back.body.contains("version 2 → 1"));
+    assert!(back.body.contains("<span class=\"del\">- "));
+    let unknown = get(&app, "/schemas/dash.charge?from=cccc", None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("no version `cccc` of `dash.charge`"));
+}

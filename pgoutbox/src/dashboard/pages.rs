@@ -648,7 +648,7 @@ pub(super) fn schema(
                     td { (time(v.first_seen_at)) }
                     td { (time(v.last_seen_at)) }
                     td { @if i > 0 {
-                        a href=(format!("{name}?from={}&to={}", short(&history[i - 1]), short(v))) { "diff with " (i) }
+                        a href=(format!("{root}schemas/{name}?from={}&to={}", short(&history[i - 1]), short(v))) { "diff with " (i) }
                     } }
                 }
             } }
