@@ -1,5 +1,5 @@
-// pgoutbox dashboard: the overview's live part, refreshed every two
-// seconds from the server (which renders and escapes it) without a reload.
+// pgoutbox dashboard: the overview's live part, refreshed from the server
+// (which renders and escapes it) every `data-refresh` ms, without a reload.
 "use strict";
 (function () {
   const live = document.getElementById("live");
@@ -24,5 +24,6 @@
       busy = false;
     }
   }
-  setInterval(refresh, 2000);
+  const every = Number(live.dataset.refresh) || 2000;
+  setInterval(refresh, Math.max(every, 250));
 })();
