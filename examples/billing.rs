@@ -4,6 +4,12 @@
 //! Run it with `cargo run --example billing`. With `DATABASE_URL` unset it
 //! starts a private, throwaway PostgreSQL from the local installation.
 //!
+//! `cargo run --example billing -- --dashboard` keeps the worker and the
+//! operators' dashboard running on this data (at
+//! <http://127.0.0.1:7480/admin/outbox>, mounted as an application would
+//! mount it), and leaves the stalled charge for you to resolve there: sign
+//! in with the token it prints. Ctrl-C stops it.
+//!
 //! The charges, customer by customer:
 //! - 1: charged, invoiced, receipt mailed;
 //! - 2: the provider charges the card but its answer is lost; the retry
@@ -157,6 +163,7 @@ fn charge_booked_for(operation: i64) -> Option<String> {
 
 #[tokio::main]
 async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let dashboard = std::env::args().skip(1).any(|a| a == "--dashboard");
     let db = TestDatabase::new().await?;
     sqlx::raw_sql(
         "CREATE TABLE subscriptions (customer_id bigint PRIMARY KEY, amount_cents bigint NOT NULL);
@@ -210,6 +217,10 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         let Some(charge_id) = charge_booked_for(op.id.as_i64()) else {
             continue; // (it would be resolved `--as dead`)
         };
+        if dashboard {
+            println!("operator: left for you, in the dashboard ({charge_id} is at the provider)");
+            continue;
+        }
         let reason = format!("the provider booked {charge_id} for it, once");
         println!(
             "$ pgoutbox ops resolve {} --as succeeded --actor alice --reason '{reason}'",
@@ -240,6 +251,9 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         println!("operator: invoice written, receipt published");
     }
     wait_until_finished(&db, system.names(), Duration::from_secs(30)).await?;
+    if dashboard {
+        serve_dashboard(admin.clone()).await?;
+    }
     system.stop().await?;
     print_tree(&admin, root).await?;
 
@@ -251,6 +265,36 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         CHARGES.lock().unwrap().len(),
         CALLS.load(Ordering::Relaxed)
     );
+    Ok(())
+}
+
+/// The operators' dashboard under `/admin/outbox` of the application's
+/// own router, actions allowed behind a fresh token, until Ctrl-C.
+async fn serve_dashboard(admin: Admin) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    use pgoutbox::dashboard::{self, DashboardOptions};
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let options = DashboardOptions {
+        token: Some(token.clone()),
+        allow_actions: true,
+        actor: "you".into(),
+        ..DashboardOptions::default()
+    };
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "billing: the dashboard is at /admin/outbox" }),
+        )
+        .nest("/admin/outbox", dashboard::router(admin, options));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:7480").await?;
+    println!(
+        "\ndashboard: http://127.0.0.1:7480/admin/outbox (sign in with the token {token}); \
+         Ctrl-C stops it"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
     Ok(())
 }
 

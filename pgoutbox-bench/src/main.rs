@@ -1,7 +1,7 @@
 //! The benchmark program of pgoutbox.
 //!
 //! Run it with `cargo run --release -p pgoutbox-bench -- all` (or one of
-//! `w1`, `w1-tx`, `w2`, `w3`, `w4`, `w5`; `--json` for machine-readable output).
+//! `w1`, `w1-tx`, `w2`, `w3`, `w4`, `w5`, `w6`; `--json` for machine-readable output).
 //! It starts a private PostgreSQL (or, with `DATABASE_URL`, uses a server
 //! as it is configured), creates a fresh database per run, and measures
 //! every workload beside a *baseline*: the minimal raw SQL the workload
@@ -62,6 +62,8 @@ enum Which {
     W3,
     W4,
     W5,
+    /// The dashboard's pages on 1,000,000 operations.
+    W6,
 }
 
 /// One measured figure beside its baseline.
@@ -182,6 +184,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Which::W3,
         Which::W4,
         Which::W5,
+        Which::W6,
     ];
     let cluster = workloads::server().await?;
     let columns: Vec<Option<Durability>> = match (&cluster, args.durability) {
@@ -210,6 +213,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 Which::W3 => workloads::w3(args.runs).await?,
                 Which::W4 => workloads::w4(args.runs).await?,
                 Which::W5 => workloads::w5(args.runs).await?,
+                Which::W6 => workloads::w6(args.runs).await?,
                 Which::All => unreachable!("not a workload"),
             };
             for figure in &mut measured {

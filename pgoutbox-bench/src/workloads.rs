@@ -849,3 +849,99 @@ pub(crate) async fn w5(runs: usize) -> Res<Vec<Figure>> {
         ),
     ])
 }
+
+/// The dashboard's pages timed in the server (routing, the `Admin` reads
+/// and the rendering; no network), in milliseconds.
+async fn page_ms(app: &axum::Router, path: &str) -> Res<f64> {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get(path).body(axum::body::Body::empty())?;
+    let start = Instant::now();
+    let response = app.clone().oneshot(request).await?;
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 26).await?;
+    let elapsed = start.elapsed();
+    if !status.is_success() || body.is_empty() {
+        return Err(format!("{path}: {status}").into());
+    }
+    Ok(elapsed.as_secs_f64() * 1000.0)
+}
+
+/// Loads `n` operations the way a day of a busy system leaves them: ten
+/// names over three queues; mostly succeeded, with some pending, retrying,
+/// dead, stalled and cancelled (with errors); one attempt per started
+/// operation, their ends spread over the last 24 hours.
+async fn load_history(db: &TestDatabase, n: i64) -> Res<()> {
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations \
+           (name, payload, schema_hash, status, queue, max_attempts, attempt, created_at, \
+            updated_at, finished_at, run_at, last_error) \
+         SELECT 'bench.name' || (g % 10), jsonb_build_object('n', g, 'customer', g % 9973), 'h', s.status, \
+                'q' || (g % 3), 5, CASE WHEN s.status = 'pending' THEN 0 ELSE 1 END, t, t, \
+                CASE WHEN s.status IN ('succeeded', 'dead', 'cancelled') THEN t END, t, \
+                CASE WHEN s.status IN ('dead', 'retrying', 'stalled') THEN 'provider said 503 for ' || g END \
+         FROM generate_series(1, $1) AS g \
+         CROSS JOIN LATERAL (SELECT now() - (($1 - g) * interval '86400 seconds') / $1 AS t) AS at \
+         CROSS JOIN LATERAL (SELECT CASE \
+             WHEN g % 1000 = 1 THEN 'stalled' WHEN g % 200 = 2 THEN 'dead' \
+             WHEN g % 330 = 3 THEN 'retrying' WHEN g % 1000 = 4 THEN 'cancelled' \
+             WHEN g > $1 - $1 / 50 THEN 'pending' ELSE 'succeeded' END AS status) AS s",
+    )
+    .bind(n)
+    .execute(db.pool())
+    .await?;
+    sqlx::query(
+        "INSERT INTO pgoutbox.attempts \
+           (operation_id, operation_name, number, worker_id, started_at, finished_at, outcome, error) \
+         SELECT id, name, 1, '00000000-0000-0000-0000-000000000001', created_at, \
+                created_at + interval '40 milliseconds', \
+                CASE status WHEN 'succeeded' THEN 'succeeded' WHEN 'stalled' THEN 'lost' \
+                            WHEN 'cancelled' THEN 'succeeded' ELSE 'failed' END, last_error \
+         FROM pgoutbox.operations WHERE status <> 'pending'",
+    )
+    .execute(db.pool())
+    .await?;
+    sqlx::query("VACUUM ANALYZE").execute(db.pool()).await?;
+    sqlx::query("CHECKPOINT").execute(db.pool()).await?;
+    Ok(())
+}
+
+/// W6: the dashboard's overview and first list page, server time, on a
+/// table of 1,000,000 operations, beside the same pages on an empty one.
+pub(crate) async fn w6(runs: usize) -> Res<Vec<Figure>> {
+    use pgoutbox::admin::Admin;
+    use pgoutbox::dashboard::{self, DashboardOptions};
+    const N: i64 = 1_000_000;
+    let empty = TestDatabase::new().await?;
+    let full = TestDatabase::new().await?;
+    load_history(&full, N).await?;
+    let app = |db: &TestDatabase| {
+        dashboard::router(
+            Admin::new(db.pool().clone(), &Identifier::default()),
+            DashboardOptions::default(),
+        )
+    };
+    let (empty_app, full_app) = (app(&empty), app(&full));
+    let pages = [
+        ("W6 dashboard overview, 1M rows", "/"),
+        ("W6 dashboard first list page, 1M rows", "/operations"),
+        (
+            "W6 dashboard dead, first page, 1M rows",
+            "/operations?status=dead",
+        ),
+        ("W6 dashboard stalled page, 1M rows", "/stalled"),
+    ];
+    let mut figures = Vec::new();
+    for (label, path) in pages {
+        // One request each first: the pool's connections and their
+        // prepared statements, as a dashboard that has been open a while.
+        page_ms(&empty_app, path).await?;
+        page_ms(&full_app, path).await?;
+        let (mut on_full, mut on_empty) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            on_full.push(page_ms(&full_app, path).await?);
+            on_empty.push(page_ms(&empty_app, path).await?);
+        }
+        figures.push(Figure::absolute(label, "ms", on_full, on_empty, 200.0));
+    }
+    Ok(figures)
+}

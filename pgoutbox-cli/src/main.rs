@@ -3,6 +3,8 @@
 //! schedules, purge what retention allows, and export or check payload
 //! schemas.
 
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod migrate;
 mod ops;
 mod schedules;
@@ -87,6 +89,13 @@ enum Command {
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Serve the operators' web dashboard (read-only unless
+    /// `--allow-actions`).
+    #[cfg(feature = "dashboard")]
+    #[command(
+        after_help = "Examples:\n  pgoutbox dashboard\n  PGOUTBOX_DASHBOARD__TOKEN=… pgoutbox dashboard --listen 0.0.0.0:7480 --allow-actions --actor alice"
+    )]
+    Dashboard(dashboard::DashboardArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
@@ -366,6 +375,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         }
         Command::Schema(command) => schema::run(cli, command).await,
         Command::Schedules(args) => schedules::run(cli, args).await,
+        #[cfg(feature = "dashboard")]
+        Command::Dashboard(args) => dashboard::run(cli, args).await,
         Command::Purge {
             older_than,
             include_dead,

@@ -80,7 +80,7 @@ impl Filter {
             queue: self.queue.clone(),
             since: self.since,
             limit,
-            after_id: None,
+            ..OperationFilter::default()
         }
     }
 }

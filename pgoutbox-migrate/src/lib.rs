@@ -93,6 +93,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "schedules",
         template: include_str!("../migrations/0003_schedules.sql"),
     },
+    Migration {
+        version: 4,
+        name: "dashboard",
+        template: include_str!("../migrations/0004_dashboard.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

@@ -35,10 +35,12 @@ use crate::store::Store;
 use crate::store::admin::ListFilter;
 
 mod bulk;
+mod overview;
 mod schedules;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
+pub use overview::{LastAttempt, Overview, StalledRow, Throughput};
 pub use schedules::{
     ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRow,
 };
@@ -248,6 +250,10 @@ pub struct OperationFilter {
     pub since: Option<Duration>,
     /// At most this many (newest first).
     pub limit: Option<i64>,
+    /// Only operations whose last error contains this text, in any case.
+    pub error_contains: Option<String>,
+    /// Only the workflow rooted at this operation (the root included).
+    pub root: Option<OperationId>,
     /// Only operations older than this one (`id < after_id`): the next
     /// page of a list, after the last id of the previous one. Bulk actions
     /// ignore it, as they ignore `limit`.
@@ -452,6 +458,8 @@ pub struct WorkerRow {
     pub version: String,
     /// Names handled.
     pub names: Vec<String>,
+    /// Queues served (empty: every queue).
+    pub queues: Vec<String>,
     /// Handler concurrency.
     pub n_workers: i32,
     /// Started at.
@@ -627,6 +635,8 @@ impl Admin {
             queue: filter.queue.as_deref(),
             since_ms: filter.since.map(millis),
             limit: filter.limit,
+            error_text: filter.error_contains.as_deref(),
+            root: filter.root.map(OperationId::as_i64),
             before_id: filter.after_id.map(OperationId::as_i64),
         };
         self.store.list_operations(&mut conn, filter).await
@@ -1025,6 +1035,7 @@ impl FromRow<'_, PgRow> for WorkerRow {
             pid: row.try_get("pid")?,
             version: row.try_get("version")?,
             names: row.try_get("names")?,
+            queues: row.try_get("queues")?,
             n_workers: row.try_get("n_workers")?,
             started_at: row.try_get("started_at")?,
             heartbeat_at: row.try_get("heartbeat_at")?,

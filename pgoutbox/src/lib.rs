@@ -100,6 +100,9 @@ extern crate self as pgoutbox;
 pub mod admin;
 mod completer;
 mod context;
+#[cfg(feature = "dashboard")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dashboard")))]
+pub mod dashboard;
 mod definition;
 mod duration;
 mod error;
@@ -255,9 +258,9 @@ pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use schedule::{MAX_MISSED_TICKS, MissedTicks, Schedule, ScheduleError, Tick, schedule_key};
 pub use settings::{
-    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_CLAIM_AHEAD, MAX_DURATION,
-    MAX_N_WORKERS, MAX_POOL, RetentionSettings, Settings, SettingsError, WorkflowSettings,
-    redact_url,
+    DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DashboardSettings, DatabaseSettings, MAX_CLAIM_AHEAD,
+    MAX_DURATION, MAX_N_WORKERS, MAX_POOL, RetentionSettings, Settings, SettingsError,
+    WorkflowSettings, redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

@@ -98,6 +98,49 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// How workers behave.
     pub workflow_system: WorkflowSettings,
+    /// The operators' web dashboard (`pgoutbox dashboard`).
+    pub dashboard: DashboardSettings,
+}
+
+/// The operators' web dashboard, as `pgoutbox dashboard` serves it.
+///
+/// `Debug` masks the token:
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.dashboard.token = Some("s3cret-token".into());
+/// assert!(!format!("{settings:?}").contains("s3cret-token"));
+/// assert_eq!(settings.dashboard.token_name, "dashboard");
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardSettings {
+    /// The access token (`PGOUTBOX_DASHBOARD__TOKEN`): needed for actions
+    /// and to listen on anything but loopback.
+    #[serde(deserialize_with = "secret_text")]
+    pub token: Option<String>,
+    /// Whom the token was given to: actions are recorded with this actor
+    /// unless `--actor` names another.
+    pub token_name: String,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            token: None,
+            token_name: "dashboard".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DashboardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let DashboardSettings { token, token_name } = self;
+        f.debug_struct("DashboardSettings")
+            .field("token", &token.as_ref().map(|_| REDACTED))
+            .field("token_name", token_name)
+            .finish()
+    }
 }
 
 /// Where the database is and how to connect to it.
@@ -515,11 +558,11 @@ impl Settings {
         }
         // Only the two groups: the other PGOUTBOX_* variables (the CLI's,
         // the test support's) were checked above and are not settings.
-        figment = figment.merge(
-            Env::prefixed("PGOUTBOX_")
-                .split("__")
-                .filter(|k| k.starts_with("database.") || k.starts_with("workflow_system.")),
-        );
+        figment = figment.merge(Env::prefixed("PGOUTBOX_").split("__").filter(|k| {
+            k.starts_with("database.")
+                || k.starts_with("workflow_system.")
+                || k.starts_with("dashboard.")
+        }));
         let settings: Settings = figment.extract().map_err(|e| figment_error(&figment, &e))?;
         settings.validate().map_err(|mut e| {
             // Say where the offending value came from.
@@ -792,6 +835,7 @@ const OTHER_VARIABLES: &[&str] = &[
     "PGOUTBOX_SOAK",
     "PGOUTBOX_TEST_CLUSTER_DIR",
     "PGOUTBOX_TEST_PGBOUNCER",
+    "PGOUTBOX_TEST_BROWSER",
     "PGOUTBOX_UPDATE_SNAPSHOTS",
 ];
 
@@ -836,7 +880,7 @@ fn check_environment(names: impl Iterator<Item = String>) -> Result<(), Settings
         }
         let key = rest.to_ascii_lowercase().replace("__", ".");
         // A group's own name (`PGOUTBOX_DATABASE`) is not read: figment
-        // takes only the keys under the two groups.
+        // takes only the keys under the groups.
         if key.contains('.') && keys.contains(&key) {
             continue;
         }
@@ -956,7 +1000,12 @@ fn figment_error(figment: &Figment, e: &figment::Error) -> SettingsError {
 }
 
 /// The settings that hold secrets: their values never appear in errors.
-const SECRET_KEYS: &[&str] = &["database.password", "database.url", "database.listen_url"];
+const SECRET_KEYS: &[&str] = &[
+    "database.password",
+    "database.url",
+    "database.listen_url",
+    "dashboard.token",
+];
 
 /// A secret as text, whatever scalar the file or the environment made of
 /// it: figment reads `PGOUTBOX_DATABASE__PASSWORD=123456` as a number, and

@@ -1,7 +1,9 @@
 //! End-to-end tests of pgoutbox against a real PostgreSQL: the
 //! self-starting test database, or the server named by `DATABASE_URL`.
 
+mod browser;
 mod claims;
+mod dashboard;
 mod docs;
 mod faults;
 mod hardening;

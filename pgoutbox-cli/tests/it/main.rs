@@ -1,6 +1,7 @@
 //! The `pgoutbox` command end to end, against a real database.
 
 mod cli;
+mod dashboard;
 mod migrate;
 mod ops;
 mod schedules;

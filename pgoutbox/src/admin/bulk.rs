@@ -136,6 +136,8 @@ fn bulk_filter<'a>(statuses: &'a [Status], filter: &'a OperationFilter) -> BulkF
         name: filter.name.as_deref(),
         queue: filter.queue.as_deref(),
         since_ms: filter.since.map(millis),
+        error_text: filter.error_contains.as_deref(),
+        root: filter.root.map(OperationId::as_i64),
     }
 }
 

@@ -30,6 +30,10 @@ pub(crate) struct ListFilter<'a> {
     pub(crate) queue: Option<&'a str>,
     pub(crate) since_ms: Option<i64>,
     pub(crate) limit: Option<i64>,
+    /// Text the last error contains, in any case.
+    pub(crate) error_text: Option<&'a str>,
+    /// The root of the workflow (the root itself included).
+    pub(crate) root: Option<i64>,
     /// Only ids below this one (the list is newest first).
     pub(crate) before_id: Option<i64>,
 }
@@ -59,6 +63,18 @@ impl Store {
             q.push(" AND created_at >= now() - ")
                 .push_bind(ms)
                 .push(" * interval '1 millisecond'");
+        }
+        if let Some(text) = filter.error_text {
+            q.push(" AND strpos(lower(last_error), lower(")
+                .push_bind(text.to_owned())
+                .push(")) > 0");
+        }
+        if let Some(root) = filter.root {
+            q.push(" AND (id = ")
+                .push_bind(root)
+                .push(" OR root_id = ")
+                .push_bind(root)
+                .push(")");
         }
         if let Some(id) = filter.before_id {
             q.push(" AND id < ").push_bind(id);

@@ -19,6 +19,10 @@ pub(crate) struct BulkFilter<'a> {
     pub(crate) name: Option<&'a str>,
     pub(crate) queue: Option<&'a str>,
     pub(crate) since_ms: Option<i64>,
+    /// Text the last error contains, in any case.
+    pub(crate) error_text: Option<&'a str>,
+    /// The root of the workflow (the root itself included).
+    pub(crate) root: Option<i64>,
 }
 
 /// One target as the bulk statements list it: (id, name, status, queue,
@@ -41,6 +45,8 @@ impl Store {
             .bind(filter.name)
             .bind(filter.queue)
             .bind(filter.since_ms)
+            .bind(filter.error_text)
+            .bind(filter.root)
             .fetch_one(&mut *conn)
             .await
     }
@@ -63,6 +69,8 @@ impl Store {
             .bind(after)
             .bind(upto)
             .bind(limit)
+            .bind(filter.error_text)
+            .bind(filter.root)
             .fetch_all(&mut *conn)
             .await
     }
@@ -92,6 +100,8 @@ impl Store {
             .bind(filter.name)
             .bind(filter.queue)
             .bind(filter.since_ms)
+            .bind(filter.error_text)
+            .bind(filter.root)
             .fetch_optional(&mut *conn)
             .await
     }
@@ -117,6 +127,8 @@ impl Store {
             .bind(filter.name)
             .bind(filter.queue)
             .bind(filter.since_ms)
+            .bind(filter.error_text)
+            .bind(filter.root)
             .fetch_optional(&mut *conn)
             .await?;
         Ok(row.map(|(status, matches, new)| (status, matches, new.map(OperationId::from_i64))))

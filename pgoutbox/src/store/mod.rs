@@ -73,6 +73,14 @@ statements!(
     schema_history,
     latest_schemas,
     ready_payloads,
+    // The dashboard's reads (`admin::overview`).
+    throughput,
+    active_counts,
+    estimated_counts,
+    in_flight,
+    stalled,
+    stalled_count,
+    workflow_page,
     // Operators' bulk actions (`admin::bulk`).
     bulk_count,
     bulk_targets,
@@ -207,6 +215,7 @@ macro_rules! query {
 // After `query!`, which they use.
 pub(crate) mod admin;
 pub(crate) mod bulk;
+pub(crate) mod overview;
 pub(crate) mod schedules;
 #[cfg(feature = "testing")]
 mod testing;

@@ -1,7 +1,7 @@
 -- One step of a bulk replay: a new operation with operation $1's payload,
 -- linked to it as its child, only when the original, read under its row
 -- lock, still matches the whole filter (status in $6, name $7, queue $8,
--- published within $9 ms; NULL: any) and its status is one replay allows
+-- published within $9 ms, last error containing $10 (any case), in the workflow rooted at $11; NULL: any) and its status is one replay allows
 -- ($5). Only an applied replay is recorded ($2 action, $3 actor, $4
 -- reason). Returns (status, matches, new id when applied), no row for an
 -- id that is gone.
@@ -11,6 +11,8 @@ WITH target AS (
              AND ($7::text IS NULL OR name = $7)
              AND ($8::text IS NULL OR queue = $8)
              AND ($9::bigint IS NULL OR created_at >= now() - $9 * interval '1 millisecond')
+             AND ($10::text IS NULL OR strpos(lower(last_error), lower($10)) > 0)
+             AND ($11::bigint IS NULL OR id = $11 OR root_id = $11)
              AS matches
     FROM {schema}.operations WHERE id = $1 FOR UPDATE
 ), created AS (

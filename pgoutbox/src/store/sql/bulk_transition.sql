@@ -1,6 +1,6 @@
 -- One step of a bulk retry, cancel or resolve: operation $1 changes to $6
 -- only when, read under its row lock, it still matches the whole filter
--- (status in $7, name $8, queue $9, published within $10 ms; NULL: any)
+-- (status in $7, name $8, queue $9, published within $10 ms, last error containing $11 (any case), in the workflow rooted at $12; NULL: any)
 -- and its status is one the action allows ($5). Only an applied change is
 -- recorded (with $2 action, $3 actor, $4 reason), in the same statement: a
 -- row that no longer matches, or whose state the action does not allow, is
@@ -12,6 +12,8 @@ WITH target AS (
              AND ($8::text IS NULL OR name = $8)
              AND ($9::text IS NULL OR queue = $9)
              AND ($10::bigint IS NULL OR created_at >= now() - $10 * interval '1 millisecond')
+             AND ($11::text IS NULL OR strpos(lower(last_error), lower($11)) > 0)
+             AND ($12::bigint IS NULL OR id = $12 OR root_id = $12)
              AS matches
     FROM {schema}.operations WHERE id = $1 FOR UPDATE
 ), changed AS (

@@ -1,7 +1,7 @@
 -- Workers with a heartbeat within the last $2 ms, live first: live when
 -- not stopped and with a heartbeat younger than the worker's own lease
 -- ($1 ms for a worker that recorded none).
-SELECT id, host, pid, version, names, n_workers, started_at, heartbeat_at, stopped_at,
+SELECT id, host, pid, version, names, queues, n_workers, started_at, heartbeat_at, stopped_at,
        (stopped_at IS NULL
         AND heartbeat_at > now() - coalesce(lease_ms, $1) * interval '1 millisecond') AS live
 FROM {schema}.workers

@@ -1,0 +1,675 @@
+//! The pages, as maud templates: every `(value)` is escaped, and nothing
+//! from the database is ever written with `PreEscaped`.
+
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+
+use super::{ListQuery, Overview, Request, chart};
+use crate::admin::{Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow};
+use crate::definition::OperationId;
+use crate::state::{Outcome, Status};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Overview,
+    Operations,
+    Stalled,
+    Schemas,
+    None,
+}
+
+fn layout(root: &str, home: &str, title: &str, nav: Nav, body: &Markup) -> Markup {
+    let current = |n: Nav| if n == nav { Some("page") } else { None };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
+                title { (title) " · pgoutbox" }
+                link rel="stylesheet" href=(format!("{root}assets/app.css"));
+                script src=(format!("{root}assets/app.js")) defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    span.brand { "pgoutbox" }
+                    nav aria-label="Main" {
+                        a href=(home) aria-current=[current(Nav::Overview)] { "Overview" }
+                        a href=(format!("{root}operations")) aria-current=[current(Nav::Operations)] { "Operations" }
+                        a href=(format!("{root}stalled")) aria-current=[current(Nav::Stalled)] { "Stalled" }
+                        a href=(format!("{root}schemas")) aria-current=[current(Nav::Schemas)] { "Schemas" }
+                    }
+                }
+                main #main { (body) }
+            }
+        }
+    }
+}
+
+fn state(status: Status) -> Markup {
+    html! { span class=(format!("state state-{}", status.as_str())) { (status.as_str()) } }
+}
+
+fn outcome(o: Option<Outcome>) -> Markup {
+    match o {
+        None => html! { span.state { "running" } },
+        Some(o) => html! { span class=(format!("state state-{}", o.as_str())) { (o.as_str()) } },
+    }
+}
+
+fn op_link(root: &str, id: OperationId) -> Markup {
+    html! { a href=(format!("{root}operations/{id}")) { "#" (id) } }
+}
+
+/// "3m 12s ago", from the dashboard's clock.
+fn ago(t: DateTime<Utc>) -> String {
+    let seconds = (Utc::now() - t).num_seconds().max(0);
+    format!("{} ago", span(seconds))
+}
+
+fn span(seconds: i64) -> String {
+    match seconds {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+fn time(t: DateTime<Utc>) -> Markup {
+    html! { time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M:%S")) } }
+}
+
+pub(super) fn failure(status: axum::http::StatusCode, message: &str) -> Markup {
+    // A failure page does not know its depth: no relative links but the
+    // browser's own back.
+    let body = html! {
+        h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("error")) }
+        p.error role="alert" { (message) }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "pgoutbox: " (status.as_u16()) } }
+            body { main { (body) } }
+        }
+    }
+}
+
+pub(super) fn login(root: &str, home: &str, error: Option<&str>) -> Markup {
+    let body = html! {
+        h1 { "Sign in" }
+        @if let Some(e) = error { p.error role="alert" { (e) } }
+        form.act method="post" action=(format!("{root}login")) {
+            label { "Access token" input type="password" name="token" autocomplete="current-password" required autofocus; }
+            button type="submit" { "Sign in" }
+        }
+    };
+    layout(root, home, "Sign in", Nav::None, &body)
+}
+
+pub(super) fn overview(root: &str, home: &str, data: &Overview, refresh_ms: u64) -> Markup {
+    let body = html! {
+        h1 { "Overview" }
+        div #live data-src=(format!("{root}live")) data-refresh=(refresh_ms) aria-live="polite" {
+            (overview_live(root, data))
+        }
+    };
+    layout(root, home, "Overview", Nav::Overview, &body)
+}
+
+/// The states counted exactly on the overview, stalled and dead first.
+const EXACT: [Status; 5] = [
+    Status::Stalled,
+    Status::Dead,
+    Status::Retrying,
+    Status::Pending,
+    Status::Running,
+];
+
+/// The finished states, estimated on the overview.
+const ESTIMATED: [Status; 2] = [Status::Succeeded, Status::Cancelled];
+
+/// The part of the overview that refreshes itself.
+#[allow(clippy::too_many_lines)] // One template.
+pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
+    let now = &data.now;
+    let per_state = |s: Status| -> i64 {
+        now.counts
+            .iter()
+            .filter(|(st, _, _)| *st == s)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    let mut names: Vec<&str> = now.counts.iter().map(|(_, n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    let count = |name: &str, s: Status| -> i64 {
+        now.counts
+            .iter()
+            .find(|(st, n, _)| *st == s && n == name)
+            .map_or(0, |(_, _, c)| *c)
+    };
+    html! {
+        @for (name, n) in &now.unhandled {
+            p.warn role="status" { (n) " ready " code { (name) } " operation(s): no live worker handles this name." }
+        }
+        @for (queue, name, n) in &now.unserved {
+            p.warn role="status" { (n) " ready " code { (name) } " operation(s) in queue " code { (queue) } ": no live worker serves it." }
+        }
+        section aria-labelledby="states" {
+            h2 #states { "By state" }
+            div.grid {
+                @for s in EXACT {
+                    @let n = per_state(s);
+                    @let alert = matches!(s, Status::Stalled | Status::Dead) && n > 0;
+                    a class=(if alert { "tile alert" } else { "tile" })
+                        href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str()) {
+                        span.n { (n) }
+                        (s.as_str())
+                    }
+                }
+                @for s in ESTIMATED {
+                    @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
+                    a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
+                        title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting finished operations exactly would read them all" {
+                        span.n {
+                            @match (estimate, now.estimated.is_empty()) {
+                                (Some(n), _) => { "≈ " (n) }
+                                // Statistics exist, and this state is not among their common values.
+                                (None, false) => { "≈ 0" }
+                                (None, true) => { "?" }
+                            }
+                        }
+                        (s.as_str()) " " span.muted { "(estimate)" }
+                    }
+                }
+                div.tile {
+                    span.n { (now.oldest_ready_seconds.map_or_else(|| "—".to_owned(), |s| span(seconds_of(s)))) }
+                    "oldest ready waits"
+                }
+            }
+            p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled are estimates from PostgreSQL's statistics." }
+        }
+        section aria-labelledby="pace" {
+            h2 #pace { "Throughput, last hour" }
+            (chart::throughput(&data.throughput))
+        }
+        section aria-labelledby="workers" {
+            h2 #workers { "Live workers (" (now.workers.len()) ")" }
+            @if now.workers.is_empty() {
+                p.muted { "No live worker." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Host" } th.num { "Pid" } th { "Version" } th { "Heartbeat" } th { "Queues" } th.num { "In flight" } th.num { "Slots" } th { "Names" } } }
+                    tbody {
+                        @for w in &now.workers {
+                            @let running = now.in_flight.iter().find(|(id, _)| *id == w.id).map_or(0, |(_, n)| *n);
+                            tr {
+                                td { (w.host) }
+                                td.num { (w.pid) }
+                                td { (w.version) }
+                                td { (ago(w.heartbeat_at)) }
+                                td { @if w.queues.is_empty() { span.muted { "all" } } @else { (w.queues.join(", ")) } }
+                                td.num data-in-flight=(running) { (running) }
+                                td.num { (w.n_workers) }
+                                td { (w.names.join(", ")) }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+        section aria-labelledby="names" {
+            h2 #names { "By name (not finished, or waiting for an operator)" }
+            @if names.is_empty() {
+                p.muted { "None." }
+            } @else {
+                div.scroll { table {
+                    thead { tr { th { "Name" } @for s in EXACT { th.num { (s.as_str()) } } } }
+                    tbody {
+                        @for name in &names {
+                            tr {
+                                td { a href=(format!("{root}operations?{}", serde_urlencoded::to_string([("name", *name)]).unwrap_or_default())) { (name) } }
+                                @for s in EXACT {
+                                    @let n = count(name, s);
+                                    td.num { @if n > 0 { (n) } @else { span.muted { "·" } } }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)] // Ages in seconds fit an i64.
+fn seconds_of(s: f64) -> i64 {
+    s.max(0.0).round() as i64
+}
+
+fn filters(root: &str, query: &ListQuery) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    let selected = query.status.clone().unwrap_or_default();
+    html! {
+        form.filters method="get" action=(format!("{root}operations")) role="search" {
+            label { "State"
+                select name="status" {
+                    option value="" { "any" }
+                    @for s in Status::ALL {
+                        option value=(s.as_str()) selected[selected == s.as_str()] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Name" input name="name" value=(v(&query.name)); }
+            label { "Queue" input name="queue" value=(v(&query.queue)) size="10"; }
+            label { "Published within" input name="age" value=(v(&query.age)) placeholder="e.g. 2h" size="8"; }
+            label { "Last error contains" input name="error" value=(v(&query.error)); }
+            label { "Root id" input name="root" value=(v(&query.root)) size="8" inputmode="numeric"; }
+            button type="submit" { "Filter" }
+            a href=(format!("{root}operations")) { "Clear" }
+        }
+    }
+}
+
+fn operation_rows(root: &str, rows: &[OperationRow]) -> Markup {
+    html! {
+        div.scroll { table {
+            thead { tr { th { "Id" } th { "Name" } th { "State" } th { "Queue" } th.num { "Attempts" } th { "Published" } th { "Last error" } } }
+            tbody {
+                @for op in rows {
+                    tr data-id=(op.id) {
+                        td { (op_link(root, op.id)) }
+                        td { (op.name) }
+                        td { (state(op.status)) }
+                        td { (op.queue) }
+                        td.num { (op.attempt - op.snoozes) "/" (op.max_attempts) }
+                        td { (ago(op.created_at)) }
+                        td { @if let Some(e) = &op.last_error { (truncate(e, 160)) } }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+fn csrf(request: &Request) -> Markup {
+    html! { input type="hidden" name="csrf" value=(request.csrf); }
+}
+
+/// The list's filters as hidden fields, for the bulk forms.
+fn hidden_filters(query: &ListQuery) -> Markup {
+    let fields = [
+        ("status", &query.status),
+        ("name", &query.name),
+        ("queue", &query.queue),
+        ("age", &query.age),
+        ("error", &query.error),
+        ("root", &query.root),
+    ];
+    html! {
+        @for (name, value) in fields {
+            @if let Some(value) = value { input type="hidden" name=(name) value=(value); }
+        }
+    }
+}
+
+pub(super) fn operations(
+    request: &Request,
+    query: &ListQuery,
+    rows: &[OperationRow],
+    next: Option<OperationId>,
+) -> Markup {
+    let root = &request.root;
+    let list = query.query_string();
+    let amp = if list.is_empty() { "" } else { "&" };
+    let body = html! {
+        h1 { "Operations" }
+        (filters(root, query))
+        @if rows.is_empty() {
+            p.muted { "No operation matches." }
+        } @else {
+            (operation_rows(root, rows))
+        }
+        nav.pager aria-label="Pages" {
+            @if query.before.is_some() { a href=(format!("{root}operations?{list}")) { "← Newest" } }
+            @if let Some(next) = next { a rel="next" href=(format!("{root}operations?{list}{amp}before={next}")) { "Older →" } }
+        }
+        @if request.can_act && query.is_filtered() {
+            h2 { "Act on every operation that matches" }
+            form.act method="post" action=(format!("{root}bulk")) {
+                (csrf(request))
+                (hidden_filters(query))
+                label { "Action"
+                    select name="action" { option value="retry" { "retry" } option value="cancel" { "cancel" } }
+                }
+                label { "Reason" input name="reason" required; }
+                button type="submit" { "Preview…" }
+            }
+        }
+    };
+    layout(root, &request.home, "Operations", Nav::Operations, &body)
+}
+
+pub(super) fn bulk_confirm(
+    request: &Request,
+    action: Action,
+    reason: &str,
+    query: &ListQuery,
+    preview: &BulkPreview,
+) -> Markup {
+    let root = &request.root;
+    let body = html! {
+        h1 { "Confirm: " (action) " " (preview.count) " operation(s)" }
+        @if preview.count == 0 {
+            p.muted { "Nothing matches (in a state " (action) " is allowed from)." }
+        } @else {
+            p { "This will " strong { (action) } " " strong #bulk-count { (preview.count) } " operation(s) matching the filter, recorded as "
+                code { (reason) } ". Operations that change meanwhile are skipped. The first ones:" }
+            div.scroll { table {
+                thead { tr { th { "Id" } th { "Name" } th { "State" } th { "Queue" } th { "Published" } } }
+                tbody { @for t in &preview.sample {
+                    tr { td { (op_link(root, t.id)) } td { (t.name) } td { (state(t.status)) } td { (t.queue) } td { (ago(t.created_at)) } }
+                } }
+            } }
+            form.act method="post" action=(format!("{root}bulk/run")) {
+                (csrf(request))
+                (hidden_filters(query))
+                input type="hidden" name="action" value=(action.to_string());
+                input type="hidden" name="reason" value=(reason);
+                @if let Some(upto) = preview.upto { input type="hidden" name="upto" value=(upto); }
+                button type="submit" { (action) " " (preview.count) " operation(s)" }
+            }
+        }
+        p { a href=(format!("{root}operations?{}", query.query_string())) { "Back to the list" } }
+    };
+    layout(root, &request.home, "Confirm", Nav::Operations, &body)
+}
+
+#[allow(clippy::too_many_arguments, clippy::too_many_lines)] // One template, one argument per part.
+pub(super) fn operation(
+    request: &Request,
+    detail: &OperationDetail,
+    tree: &[OperationRow],
+    tree_shown: usize,
+    children_shown: usize,
+    history: &[SchemaVersion],
+    notice: Option<&str>,
+    refusal: Option<&str>,
+) -> Markup {
+    let root = &request.root;
+    let op = &detail.operation;
+    let payload = serde_json::to_string_pretty(&op.payload).unwrap_or_default();
+    let version = history.iter().position(|v| v.schema_hash == op.schema_hash);
+    let actions: Vec<(&str, &str)> = [
+        ("retry", "Retry", Action::Retry),
+        ("cancel", "Cancel", Action::Cancel),
+        (
+            "resolve-succeeded",
+            "Resolve as succeeded",
+            Action::Resolve(crate::admin::Resolution::Succeeded),
+        ),
+        (
+            "resolve-dead",
+            "Resolve as dead",
+            Action::Resolve(crate::admin::Resolution::Dead),
+        ),
+        ("replay", "Replay", Action::Replay),
+    ]
+    .into_iter()
+    .filter(|(_, _, a)| a.allowed_from().contains(&op.status))
+    .map(|(v, l, _)| (v, l))
+    .collect();
+    let body = html! {
+        h1 { "Operation " (op.id) " " small.muted { (op.name) } }
+        @if let Some(n) = notice { p.notice role="status" #notice { (n) } }
+        @if let Some(r) = refusal { p.error role="alert" #refusal { (r) } }
+        dl.facts {
+            dt { "State" } dd #state { (state(op.status)) }
+            dt { "Queue" } dd { (op.queue) }
+            dt { "Priority" } dd { (op.priority) }
+            dt { "Attempts" } dd { (op.attempt - op.snoozes) " of " (op.max_attempts) @if op.snoozes > 0 { " (and " (op.snoozes) " snoozed)" } }
+            dt { "Idempotent" } dd { @if op.idempotent { "yes: retried after an unknown outcome" } @else { "no: an unknown outcome stalls it" } }
+            dt { "Published" } dd { (time(op.created_at)) " (" (ago(op.created_at)) ")" }
+            dt { "Run at" } dd { (time(op.run_at)) }
+            @if let Some(f) = op.finished_at { dt { "Finished" } dd { (time(f)) } }
+            dt { "Idempotency key" } dd { code { (op.external_key) } }
+            dt { "Parent" } dd { @if let Some(p) = op.parent_id { (op_link(root, p)) } @else { span.muted { "none" } } }
+            dt { "Root" } dd { @if let Some(r) = op.root_id { (op_link(root, r)) } @else { "itself" } }
+            @if let Some(e) = &op.last_error { dt { "Last error" } dd { pre { (e) } } }
+        }
+        @if request.can_act && !actions.is_empty() {
+            h2 { "Act" }
+            form.act method="post" action=(format!("{root}operations/{}/act", op.id)) {
+                (csrf(request))
+                label { "Action"
+                    select name="action" #action { @for (value, label) in &actions { option value=(value) { (label) } } }
+                }
+                label { "Reason" input name="reason" #reason required placeholder="why (recorded)"; }
+                button type="submit" #act { "Apply" }
+            }
+        }
+        h2 { "Payload" }
+        p.muted {
+            "Schema " code { (op.schema_hash.get(..12).unwrap_or(&op.schema_hash)) }
+            @if let Some(v) = version { " — version " (v + 1) " of " (history.len()) } @else { " — not in the recorded history" }
+            " · " a href=(format!("{root}schemas/{}", op.name)) { "schema history" }
+        }
+        pre #payload { (payload) }
+        h2 { "Attempts (" (detail.attempts.len()) ")" }
+        @if detail.attempts.is_empty() { p.muted { "Not attempted yet." } }
+        ol.timeline #attempts {
+            @for a in &detail.attempts {
+                li {
+                    strong { "#" (a.number) " " } (outcome(a.outcome))
+                    " on worker " code { (a.worker_id.simple().to_string().get(..8).unwrap_or_default()) }
+                    " · started " (time(a.started_at))
+                    @if let Some(f) = a.finished_at { " · ended " (time(f)) " (" (span((f - a.started_at).num_seconds())) ")" }
+                    @if matches!(a.outcome, Some(Outcome::Lost | Outcome::TimedOut | Outcome::Aborted)) {
+                        br; span.state.state-stalled { "outcome unknown: the handler may or may not have done its work" }
+                    }
+                    @if let Some(e) = &a.error { pre { (e) } }
+                    @if let Some(serde_json::Value::Array(chain)) = &a.error_chain {
+                        @if chain.len() > 1 {
+                            details { summary { "error chain (" (chain.len()) ")" }
+                                ol { @for c in chain { li { @if let Some(s) = c.as_str() { (s) } @else { (c.to_string()) } } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Operator actions (" (detail.actions.len()) ")" }
+        @if detail.actions.is_empty() { p.muted { "None." } } @else {
+            div.scroll { table #actions {
+                thead { tr { th { "When" } th { "Action" } th { "Outcome" } th { "Actor" } th { "Reason" } th { "From" } th { "To" } } }
+                tbody { @for a in &detail.actions {
+                    tr {
+                        td { (time(a.created_at)) }
+                        td { (a.action) @if let Some(n) = a.new_operation_id { " → " (op_link(root, n)) } }
+                        td { (a.outcome) }
+                        td { (a.actor) }
+                        td { (a.reason) }
+                        td { (state(a.from_status)) }
+                        td { @if let Some(t) = a.to_status { (state(t)) } }
+                    }
+                } }
+            } }
+        }
+        h2 { "Children (" (detail.children.len()) ")" }
+        @if detail.children.is_empty() { p.muted { "None." } } @else {
+            p { @for c in detail.children.iter().take(children_shown) { (op_link(root, *c)) " " } }
+            @if detail.children.len() > children_shown {
+                p.muted { "and " (detail.children.len() - children_shown) " more: "
+                    a href=(format!("{root}operations?root={}", op.root_id.unwrap_or(op.id))) { "the whole workflow" } }
+            }
+        }
+        h2 { "Workflow" }
+        (workflow_tree(root, op.id, tree, tree_shown))
+    };
+    layout(
+        root,
+        &request.home,
+        &format!("Operation {}", op.id),
+        Nav::None,
+        &body,
+    )
+}
+
+/// The workflow as nested lists, from the root.
+fn workflow_tree(root: &str, here: OperationId, tree: &[OperationRow], shown: usize) -> Markup {
+    fn node(
+        root: &str,
+        here: OperationId,
+        tree: &[OperationRow],
+        id: OperationId,
+        depth: usize,
+    ) -> Markup {
+        let Some(op) = tree.iter().find(|o| o.id == id) else {
+            return html! {};
+        };
+        let children: Vec<OperationId> = tree
+            .iter()
+            .filter(|o| o.parent_id == Some(id) && o.id != id)
+            .map(|o| o.id)
+            .collect();
+        html! {
+            li class=[(id == here).then_some("here")] {
+                (op_link(root, op.id)) " " (op.name) " " (state(op.status))
+                @if !children.is_empty() && depth < 32 {
+                    ul { @for c in children { (node(root, here, tree, c, depth + 1)) } }
+                }
+            }
+        }
+    }
+    let truncated = tree.len() > shown;
+    let tree = &tree[..tree.len().min(shown)];
+    let Some(first) = tree.first() else {
+        return html! { p.muted { "—" } };
+    };
+    html! {
+        ul.tree #tree { (node(root, here, tree, first.id, 0)) }
+        @if truncated {
+            p.muted { "Only the first " (shown) " operations of this workflow are drawn: "
+                a href=(format!("{root}operations?root={}", first.id)) { "list them all" } }
+        }
+    }
+}
+
+pub(super) fn stalled(
+    request: &Request,
+    rows: &[StalledRow],
+    total: i64,
+    next: Option<OperationId>,
+) -> Markup {
+    let root = &request.root;
+    let body = html! {
+        h1 { "Stalled: " (total) " in doubt" }
+        p.muted { "Their last attempt's outcome is unknown (the worker was lost, or timed out mid-call). Find out at the other side, then resolve them as succeeded or dead, or retry them." }
+        @if rows.is_empty() { p.muted { "Nothing is in doubt." } } @else {
+            div.scroll { table #stalled {
+                thead { tr { th { "Id" } th { "Name" } th { "Stalled" } th { "Last attempt" } th { "Worker" } th { "Error" } } }
+                tbody { @for op in rows {
+                    tr data-id=(op.id) {
+                        td { (op_link(root, op.id)) }
+                        td { (op.name) br; span.muted { "queue " (op.queue) } }
+                        td { (ago(op.updated_at)) }
+                        td { @if let Some(a) = &op.last_attempt {
+                            "#" (a.number) " " (outcome(a.outcome)) br;
+                            span.muted { "started " (ago(a.started_at)) }
+                        } @else { span.muted { "none recorded" } } }
+                        td { @if let Some(a) = &op.last_attempt {
+                            @if let Some(host) = &a.worker_host { (host) @if let Some(pid) = a.worker_pid { " pid " (pid) } br; }
+                            @if let Some(h) = a.worker_heartbeat_at { span.muted { "last heartbeat " (ago(h)) } }
+                            @if a.worker_stopped_at.is_some() { br; span.muted { "stopped" } }
+                        } }
+                        td { @if let Some(e) = op.last_attempt.as_ref().and_then(|a| a.error.as_ref()).or(op.last_error.as_ref()) { (truncate(e, 200)) } }
+                    }
+                } }
+            } }
+        }
+        @if let Some(next) = next { nav.pager aria-label="Pages" { a rel="next" href=(format!("{root}stalled?after={next}")) { "Next →" } } }
+    };
+    layout(root, &request.home, "Stalled", Nav::Stalled, &body)
+}
+
+pub(super) fn schemas(request: &Request, latest: &[SchemaVersion]) -> Markup {
+    let root = &request.root;
+    let body = html! {
+        h1 { "Schemas" }
+        @if latest.is_empty() { p.muted { "No operation type recorded yet." } } @else {
+            div.scroll { table {
+                thead { tr { th { "Operation" } th { "Current schema" } th { "First seen" } th { "Last seen" } } }
+                tbody { @for v in latest {
+                    tr {
+                        td { a href=(format!("{root}schemas/{}", v.name)) { (v.name) } }
+                        td { code { (v.schema_hash.get(..12).unwrap_or(&v.schema_hash)) } }
+                        td { (ago(v.first_seen_at)) }
+                        td { (ago(v.last_seen_at)) }
+                    }
+                } }
+            } }
+        }
+    };
+    layout(root, &request.home, "Schemas", Nav::Schemas, &body)
+}
+
+pub(super) fn schema(
+    request: &Request,
+    name: &str,
+    history: &[SchemaVersion],
+    from: usize,
+    to: usize,
+) -> Markup {
+    let root = &request.root;
+    let short = |v: &SchemaVersion| v.schema_hash.get(..12).unwrap_or(&v.schema_hash).to_owned();
+    let text = |v: &SchemaVersion| serde_json::to_string_pretty(&v.json_schema).unwrap_or_default();
+    let (a, b) = (text(&history[from]), text(&history[to]));
+    let diff = similar::TextDiff::from_lines(&a, &b);
+    let body = html! {
+        h1 { "Schema of " code { (name) } }
+        h2 { "History (" (history.len()) " version(s))" }
+        div.scroll { table {
+            thead { tr { th { "Version" } th { "Hash" } th { "First seen" } th { "Last seen" } th { "Compare" } } }
+            tbody { @for (i, v) in history.iter().enumerate() {
+                tr {
+                    td { (i + 1) }
+                    td { code { (short(v)) } }
+                    td { (time(v.first_seen_at)) }
+                    td { (time(v.last_seen_at)) }
+                    td { @if i > 0 {
+                        a href=(format!("{root}schemas/{name}?from={}&to={}", short(&history[i - 1]), short(v))) { "diff with " (i) }
+                    } }
+                }
+            } }
+        } }
+        h2 { "Diff: version " (from + 1) " → " (to + 1) }
+        @if from == to { p.muted { "One version only: its schema below." } }
+        pre.diff #diff {
+            @for change in diff.iter_all_changes() {
+                @match change.tag() {
+                    similar::ChangeTag::Delete => span.del { "- " (change.value()) },
+                    similar::ChangeTag::Insert => span.add { "+ " (change.value()) },
+                    similar::ChangeTag::Equal => span { "  " (change.value()) },
+                }
+            }
+        }
+    };
+    layout(
+        root,
+        &request.home,
+        &format!("Schema {name}"),
+        Nav::Schemas,
+        &body,
+    )
+}

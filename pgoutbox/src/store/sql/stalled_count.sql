@@ -1,0 +1,2 @@
+-- How many operations are stalled (through `operations_stalled_idx`).
+SELECT count(*) FROM {schema}.operations WHERE status = 'stalled'

@@ -1,0 +1,412 @@
+//! The dashboard in a real browser: headless Chromium driven over the W3C
+//! `WebDriver` protocol (`chromedriver`), as an operator uses it. Open the
+//! overview, follow a stalled operation, resolve it with a reason and see
+//! its state and the operator trail change; watch the overview update by
+//! itself while a worker finishes operations. Each page is photographed
+//! under `target/dashboard-screenshots/`; with `PGOUTBOX_UPDATE_SNAPSHOTS=1`
+//! the overview's picture also replaces `docs/dashboard.png`, the README's.
+//!
+//! Chromium and chromedriver are Debian packages (`chromium`,
+//! `chromium-driver`; `.ci/run` installs them when missing), so the test is
+//! behind a switch: it runs when `PGOUTBOX_TEST_BROWSER=1` and then fails,
+//! never skips, without them; without the switch it says on stderr that it
+//! did not run.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use pgoutbox::admin::Admin;
+use pgoutbox::dashboard::{self, DashboardOptions};
+use pgoutbox::prelude::*;
+use pgoutbox::testing::{Harness, TestDatabase};
+use pgoutbox::{Identifier, Status};
+
+use crate::dashboard::{DashEvil, DashSms, seed};
+use crate::support::test_db;
+
+/// The switch that turns the browser test on.
+const SWITCH: &str = "PGOUTBOX_TEST_BROWSER";
+
+fn wanted(test: &str) -> bool {
+    match std::env::var(SWITCH).as_deref() {
+        Ok("1") => true,
+        Ok("0") | Err(std::env::VarError::NotPresent) => {
+            eprintln!(
+                "{test}: not run: set {SWITCH}=1 to run the browser tests (needs `chromium` \
+                 and `chromium-driver`)"
+            );
+            false
+        }
+        Ok(other) => panic!("{SWITCH} must be `1` or `0`, not {other:?}"),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            panic!("{SWITCH} must be `1` or `0`, not a value that is not UTF-8")
+        }
+    }
+}
+
+fn program(name: &str, debian: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} is not installed, but {SWITCH}=1 asks for the browser tests: \
+                 `apt-get install {debian}` (`.ci/run` does it), or unset the switch"
+            )
+        })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// chromedriver on a free loopback port, killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: PathBuf,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let chromedriver = program("chromedriver", "chromium-driver");
+        program("chromium", "chromium");
+        let port = free_port();
+        let profile =
+            std::env::temp_dir().join(format!("pgoutbox-chromium-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        std::fs::create_dir_all(&profile).unwrap();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Driver {
+            child,
+            port,
+            profile,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        driver
+    }
+
+    async fn browser(&self) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("browserName".into(), "chrome".into());
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": program("chromium", "chromium"),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--hide-scrollbars",
+                    "--window-size=1280,900",
+                    format!("--user-data-dir={}", self.profile.display()),
+                ],
+            }),
+        );
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a Chromium session")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// The dashboard of `db`, served on a free loopback port.
+async fn serve(db: &TestDatabase, options: DashboardOptions) -> String {
+    let admin = Admin::new(db.pool().clone(), &Identifier::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let app = axum::Router::new().nest("/admin/outbox", dashboard::router(admin, options));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{address}/admin/outbox")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/dashboard-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn photograph(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(format!("{name}.png")), &png).unwrap();
+    if name == "overview" && std::env::var("PGOUTBOX_UPDATE_SNAPSHOTS").as_deref() == Ok("1") {
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.png"),
+            &png,
+        )
+        .unwrap();
+    }
+}
+
+async fn text(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Some history for the pictures: successes, retries, dead ones.
+async fn activity(db: &TestDatabase) {
+    let mut tx = db.pool().begin().await.unwrap();
+    for i in 0..40 {
+        pgoutbox::publish(
+            &mut tx,
+            DashSms {
+                to: format!("+49{i:04}"),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..3 {
+        pgoutbox::publish(
+            &mut tx,
+            DashEvil {
+                note: format!("card {i} declined"),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    Harness::new(db)
+        .operation::<DashSms>()
+        .operation::<DashEvil>()
+        .run_until_idle()
+        .await
+        .unwrap();
+    // The overview estimates the finished states from the statistics.
+    sqlx::query("ANALYZE pgoutbox.operations")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_resolves_a_stalled_operation_and_watches_the_overview_update() {
+    if !wanted("browser::an_operator_resolves_a_stalled_operation_and_watches_the_overview_update")
+    {
+        return;
+    }
+    let driver = Driver::start();
+    let db = test_db().await;
+    let (stalled, dead) = seed(&db).await;
+    activity(&db).await;
+    let base = serve(
+        &db,
+        DashboardOptions {
+            token: Some("browser-token".into()),
+            allow_actions: true,
+            actor: "alice".into(),
+            refresh: Duration::from_secs(1),
+            ..DashboardOptions::default()
+        },
+    )
+    .await;
+    // A worker, live on the overview, that finishes what is published.
+    let system = WorkflowSystem::builder(crate::support::settings(&db))
+        .router(WorkflowRouter::new().operation::<DashSms>())
+        .start()
+        .await
+        .unwrap();
+    let browser = driver.browser().await;
+    let result = scenario(&browser, &db, &base, stalled, dead).await;
+    browser.close().await.unwrap();
+    drop(driver);
+    system.stop().await.unwrap();
+    result.unwrap();
+}
+
+#[allow(clippy::too_many_lines)] // One operator's session, start to end.
+async fn scenario(
+    browser: &Client,
+    db: &TestDatabase,
+    base: &str,
+    stalled: pgoutbox::OperationId,
+    dead: pgoutbox::OperationId,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.set_window_size(1280, 900).await?;
+    // Signed out: the sign-in form; sign in with the token.
+    browser.goto(base).await?;
+    browser
+        .find(Locator::Css("input[name=token]"))
+        .await?
+        .send_keys("browser-token")
+        .await?;
+    browser
+        .find(Locator::Css("form button"))
+        .await?
+        .click()
+        .await?;
+
+    // The overview: one stalled, and the way to it.
+    browser.wait().for_element(Locator::Css("#live")).await?;
+    assert_eq!(text(browser, "a[data-state=stalled] .n").await, "1");
+    let workers = text(browser, "#live").await;
+    assert!(workers.contains("Live workers (1)"), "{workers}");
+    photograph(browser, "overview").await;
+    browser
+        .find(Locator::Css("a[href$='/stalled']"))
+        .await?
+        .click()
+        .await?;
+    assert!(text(browser, "h1").await.contains("1 in doubt"));
+    assert!(text(browser, "#stalled").await.contains("lost"));
+    photograph(browser, "stalled").await;
+
+    // Follow it, resolve it with a reason.
+    browser
+        .find(Locator::Css(&format!(
+            "#stalled a[href$='/operations/{stalled}']"
+        )))
+        .await?
+        .click()
+        .await?;
+    assert_eq!(text(browser, "#state").await, "stalled");
+    photograph(browser, "operation-stalled").await;
+    browser
+        .find(Locator::Css("#action"))
+        .await?
+        .select_by_value("resolve-succeeded")
+        .await?;
+    browser
+        .find(Locator::Css("#reason"))
+        .await?
+        .send_keys("SMS found in the provider's log")
+        .await?;
+    browser.find(Locator::Css("#act")).await?.click().await?;
+    assert_eq!(text(browser, "#state").await, "succeeded");
+    assert!(
+        text(browser, "#notice")
+            .await
+            .contains("stalled → succeeded")
+    );
+    let trail = text(browser, "#actions").await;
+    assert!(
+        trail.contains("resolve") && trail.contains("alice"),
+        "{trail}"
+    );
+    assert!(trail.contains("SMS found in the provider's log"), "{trail}");
+    photograph(browser, "operation-resolved").await;
+    let admin = Admin::new(db.pool().clone(), &Identifier::default());
+    let detail = admin.show(stalled).await.unwrap().unwrap();
+    assert_eq!(detail.operation.status, Status::Succeeded);
+    assert_eq!(detail.actions[0].actor, "alice");
+
+    // The dead one, whose payload and error hold markup.
+    browser.goto(&format!("{base}/operations/{dead}")).await?;
+    // Markup in the payload and the error is shown as text, not run.
+    let payload = text(browser, "#payload").await;
+    assert!(
+        payload.contains(r#"<script>alert(\"x\")</script> it's"#),
+        "{payload}"
+    );
+    let attempts = text(browser, "#attempts").await;
+    assert!(
+        attempts.contains(r#"<script>alert("x")</script> it's \0 after-nul"#),
+        "{attempts}"
+    );
+    let alerted = browser
+        .execute(
+            "return document.querySelectorAll('main script').length;",
+            vec![],
+        )
+        .await?;
+    assert_eq!(alerted, serde_json::json!(0));
+    photograph(browser, "operation-dead").await;
+
+    // The other pages.
+    browser
+        .goto(&format!("{base}/operations?status=succeeded"))
+        .await?;
+    photograph(browser, "operations").await;
+    browser.goto(&format!("{base}/schemas")).await?;
+    photograph(browser, "schemas").await;
+    browser.goto(&format!("{base}/schemas/dash.sms")).await?;
+    photograph(browser, "schema").await;
+
+    // The live overview: a worker finishes operations; the page, not
+    // reloaded, shows them.
+    browser.goto(base).await?;
+    let succeeded = async || -> i64 {
+        let legend = text(browser, "#succeeded-last-hour").await;
+        legend.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = succeeded().await;
+    browser
+        .execute("window.__notReloaded = true; return true;", vec![])
+        .await?;
+    let mut tx = db.pool().begin().await.unwrap();
+    for i in 0..5 {
+        pgoutbox::publish(
+            &mut tx,
+            DashSms {
+                to: format!("+1{i}"),
+            },
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = succeeded().await;
+        if now == before + 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the overview still shows {now} succeeded, expected {}",
+            before + 5
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let same_page = browser
+        .execute("return window.__notReloaded === true;", vec![])
+        .await?;
+    assert_eq!(
+        same_page,
+        serde_json::Value::Bool(true),
+        "updated without a reload"
+    );
+
+    // A phone's width.
+    browser.set_window_size(390, 844).await?;
+    photograph(browser, "overview-phone").await;
+    Ok(())
+}
