@@ -110,6 +110,9 @@ mod outcome;
 mod producer;
 mod publish;
 mod registry;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod relay;
 mod router;
 mod runtime;
 mod settings;
