@@ -4,6 +4,8 @@
 
 mod migrate;
 mod ops;
+#[cfg(feature = "nats")]
+mod relay;
 mod schema;
 
 use std::process::ExitCode;
@@ -83,6 +85,9 @@ enum Command {
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]
     Schema(schema::SchemaCommand),
+    /// Relay operations, by name, to NATS JetStream (payloads as stored).
+    #[cfg(feature = "nats")]
+    Relay(relay::RelayArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
@@ -361,6 +366,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Schema(command) => schema::run(cli, command).await,
+        #[cfg(feature = "nats")]
+        Command::Relay(args) => relay::run(cli, args).await,
         Command::Purge {
             older_than,
             include_dead,

@@ -252,7 +252,8 @@ pub use registry::{Entry, Handler, Registration, Registry, RegistryError};
 pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use settings::{
     DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DatabaseSettings, MAX_DURATION, MAX_N_WORKERS, MAX_POOL,
-    RetentionSettings, Settings, SettingsError, WorkflowSettings, redact_url,
+    NatsSettings, RelaySettings, RetentionSettings, Settings, SettingsError, WorkflowSettings,
+    redact_nats_url, redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

@@ -223,6 +223,49 @@ impl Relay {
     }
 }
 
+/// Connects to the NATS server(s) of `settings.url` (with the credentials
+/// file, when set), failing with a clear [`RelayError::Unreachable`]
+/// within `publish_timeout` rather than retrying forever. After the first
+/// connection the client reconnects on its own.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = pgoutbox::Settings::load()?;
+/// let client = pgoutbox::relay::connect(&settings.relay.nats).await?;
+/// let options = pgoutbox::relay::JetStreamOptions::from_settings(&settings.relay.nats);
+/// let relay = pgoutbox::relay::Relay::jetstream_with(&client, "events.orders.placed", options);
+/// # let _ = relay;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect(settings: &crate::settings::NatsSettings) -> Result<async_nats::Client, RelayError> {
+    let url = settings.url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+    let unreachable = |reason: String| RelayError::Unreachable {
+        url: crate::settings::redact_nats_url(&url),
+        reason,
+    };
+    let mut options = async_nats::ConnectOptions::new()
+        .name("pgoutbox-relay")
+        .connection_timeout(settings.publish_timeout);
+    if let Some(file) = &settings.credentials_file {
+        options = options.credentials_file(file).await.map_err(|e| {
+            unreachable(format!("cannot read credentials file {}: {e}", file.display()))
+        })?;
+    }
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(|one| one.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| unreachable(format!("invalid URL: {e}")))?;
+    tokio::time::timeout(
+        settings.publish_timeout,
+        async_nats::connect_with_options(servers, options),
+    )
+    .await
+    .map_err(|_| unreachable(format!("no answer within {:?}", settings.publish_timeout)))?
+    .map_err(|e| unreachable(e.to_string()))
+}
+
 /// Why a relay cannot start.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -40,6 +40,25 @@ impl Default for JetStreamOptions {
     }
 }
 
+impl JetStreamOptions {
+    /// The options the settings give (`relay.nats.stream`,
+    /// `publish_timeout`, `max_in_flight`).
+    ///
+    /// ```
+    /// let mut settings = pgoutbox::Settings::default();
+    /// settings.relay.nats.stream = Some("ORDERS".into());
+    /// let options = pgoutbox::relay::JetStreamOptions::from_settings(&settings.relay.nats);
+    /// assert_eq!(options.stream.as_deref(), Some("ORDERS"));
+    /// ```
+    pub fn from_settings(settings: &crate::settings::NatsSettings) -> Self {
+        JetStreamOptions {
+            stream: settings.stream.clone(),
+            publish_timeout: settings.publish_timeout,
+            max_in_flight: settings.max_in_flight,
+        }
+    }
+}
+
 /// A JetStream context and the options it was built with.
 #[derive(Debug)]
 pub(crate) struct JetStream {
