@@ -13,6 +13,7 @@ mod ops;
 mod pgbouncer;
 mod processes;
 mod publish;
+mod relay;
 mod runtime;
 mod settings;
 mod silent;

@@ -24,7 +24,18 @@ impl Worker {
 
     /// [`Worker::start`], with more settings as `PGOUTBOX_*` variables.
     pub(crate) fn start_with(url: &str, n_workers: usize, envs: &[(&str, &str)]) -> Worker {
+        Worker::spawn(url, n_workers, envs, &[])
+    }
+
+    /// A relay process (`pgoutbox-test-worker relay`): `relay.order_placed`
+    /// to JetStream at `nats`, into `stream`.
+    pub(crate) fn start_relay(url: &str, n_workers: usize, nats: &str, stream: &str) -> Worker {
+        Worker::spawn(url, n_workers, &[], &["relay", nats, stream])
+    }
+
+    fn spawn(url: &str, n_workers: usize, envs: &[(&str, &str)], args: &[&str]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgoutbox-test-worker"))
+            .args(args)
             .envs(envs.iter().copied())
             .env("PGOUTBOX_DATABASE__URL", url)
             .env("PGOUTBOX_DATABASE__POOL_MAX", (n_workers + 4).to_string())

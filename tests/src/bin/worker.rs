@@ -4,6 +4,9 @@
 //!
 //! Configured by `PGOUTBOX_*` settings (the database URL, `n_workers`,
 //! lease, …). Prints `ready` once it claims.
+//!
+//! `pgoutbox-test-worker relay NATS_URL STREAM` relays
+//! `relay.order_placed` to JetStream instead (`pgoutbox_tests::relay_router`).
 
 use std::process::ExitCode;
 
@@ -24,8 +27,19 @@ async fn main() -> ExitCode {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let settings = Settings::load()?;
     pgoutbox_tests::set_side_effect_pool(settings.pool()?);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let router = match args.as_slice() {
+        [] => pgoutbox_tests::router(),
+        [mode, url, stream] if mode == "relay" => {
+            let mut nats = settings.relay.nats.clone();
+            nats.url = Some(url.clone());
+            let client = pgoutbox::relay::connect(&nats).await?;
+            pgoutbox_tests::relay_router(&client, stream)
+        }
+        _ => return Err("usage: pgoutbox-test-worker [relay NATS_URL STREAM]".into()),
+    };
     let system = WorkflowSystem::builder(settings)
-        .router(pgoutbox_tests::router())
+        .router(router)
         .start()
         .await?;
     say(&format!("ready {}", system.worker_id()));
