@@ -421,7 +421,12 @@ async fn relay_through_fault(
         assert!(Instant::now() < deadline, "the relay does not start");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    let succeeded = "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'";
+    let before = count(&db, succeeded).await;
     fault().await;
+    let after = count(&db, succeeded).await;
+    assert!(after < n as i64, "the fault came after the run: {after} of {n} already relayed");
+    eprintln!("relay: {before} relayed when the fault began, {after} when it ended, of {n}");
     wait_all_succeeded(&db, n as i64, Duration::from_secs(120)).await;
     system.stop().await.unwrap();
     let failed = count(&db, "SELECT count(*) FROM pgoutbox.attempts WHERE outcome <> 'succeeded'").await;
@@ -486,9 +491,18 @@ async fn cluster_node_killed_mid_relay() {
     let all = urls.join(",");
     let client = client(&all).await;
     create_stream(&client, 3).await;
-    let victim = &mut nodes[0];
+    let nodes = &mut nodes;
+    let js = jetstream::new(client.clone());
     relay_through_fault(&all, &client, 5_000 * soak() as usize, async move || {
-        victim.kill();
+        // The stream's leader: its loss forces an election mid-relay.
+        let info = js.get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
+        let leader = info
+            .cluster
+            .and_then(|c| c.leader)
+            .expect("the stream has a leader");
+        let victim = leader.trim_start_matches('n').parse::<usize>().unwrap();
+        eprintln!("relay: killing node {leader}, the stream's leader");
+        nodes[victim].kill();
     })
     .await;
 }

@@ -3,4 +3,5 @@
 mod cli;
 mod migrate;
 mod ops;
+mod relay;
 mod schema;
