@@ -739,3 +739,33 @@ fn decode_checks_name_and_payload() {
         "{err}"
     );
 }
+
+/// The relay's settings: each bad value refused naming its key, the URL's
+/// secrets masked.
+#[test]
+fn relay_settings_are_validated_and_masked() {
+    let check = |edit: &dyn Fn(&mut pgoutbox::NatsSettings)| {
+        let mut settings = pgoutbox::Settings::default();
+        edit(&mut settings.relay.nats);
+        settings.validate().map_err(|e| e.to_string())
+    };
+    check(&|_| {}).unwrap();
+    check(&|n| n.url = Some("nats://a:4222, tls://b:4222".into())).unwrap();
+    let err = check(&|n| n.url = Some("http://a:4222".into())).unwrap_err();
+    assert!(err.starts_with("invalid setting `relay.nats.url`: `http://`"), "{err}");
+    let err = check(&|n| n.url = Some("nats://user:s3cret@".into())).unwrap_err();
+    assert!(err.contains("relay.nats.url") && !err.contains("s3cret"), "{err}");
+    let err = check(&|n| n.credentials_file = Some("/nonexistent/x.creds".into())).unwrap_err();
+    assert!(err.contains("relay.nats.credentials_file") && err.contains("no such file"), "{err}");
+    let err = check(&|n| n.stream = Some("EVENTS.X".into())).unwrap_err();
+    assert!(err.contains("relay.nats.stream"), "{err}");
+    let err = check(&|n| n.max_in_flight = 0).unwrap_err();
+    assert!(err.contains("relay.nats.max_in_flight"), "{err}");
+    let err = check(&|n| n.publish_timeout = Duration::ZERO).unwrap_err();
+    assert!(err.contains("relay.nats.publish_timeout"), "{err}");
+    let mut settings = pgoutbox::Settings::default();
+    settings.relay.nats.url = Some("nats://relay:s3cret@a:4222,nats://t0ken@b:4222".into());
+    let printed = format!("{settings:?}");
+    assert!(!printed.contains("s3cret") && !printed.contains("t0ken"), "{printed}");
+    assert!(printed.contains("nats://relay:***@a:4222,nats://***@b:4222"), "{printed}");
+}
