@@ -63,8 +63,8 @@ use crate::registry::BoxFuture;
 /// the same version.
 pub use async_nats;
 pub use jetstream::JetStreamOptions;
-pub use subject::SubjectError;
 pub(crate) use subject::Subject;
+pub use subject::SubjectError;
 
 /// The header holding the message id that JetStream deduplicates on: the
 /// operation's external key (a UUID, stable across attempts).
@@ -238,8 +238,13 @@ impl Relay {
 /// # Ok(())
 /// # }
 /// ```
-pub async fn connect(settings: &crate::settings::NatsSettings) -> Result<async_nats::Client, RelayError> {
-    let url = settings.url.clone().unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
+pub async fn connect(
+    settings: &crate::settings::NatsSettings,
+) -> Result<async_nats::Client, RelayError> {
+    let url = settings
+        .url
+        .clone()
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned());
     let unreachable = |reason: String| RelayError::Unreachable {
         url: crate::settings::redact_nats_url(&url),
         reason,
@@ -249,7 +254,10 @@ pub async fn connect(settings: &crate::settings::NatsSettings) -> Result<async_n
         .connection_timeout(settings.publish_timeout);
     if let Some(file) = &settings.credentials_file {
         options = options.credentials_file(file).await.map_err(|e| {
-            unreachable(format!("cannot read credentials file {}: {e}", file.display()))
+            unreachable(format!(
+                "cannot read credentials file {}: {e}",
+                file.display()
+            ))
         })?;
     }
     let servers: Vec<async_nats::ServerAddr> = url
@@ -279,7 +287,9 @@ pub enum RelayError {
         reason: String,
     },
     /// The stream named in the options does not exist.
-    #[error("JetStream stream `{stream}` does not exist: create it (`nats stream add {stream}`) or name another one")]
+    #[error(
+        "JetStream stream `{stream}` does not exist: create it (`nats stream add {stream}`) or name another one"
+    )]
     NoStream {
         /// The stream's name.
         stream: String,
@@ -297,7 +307,9 @@ pub enum RelayError {
     #[error("JetStream refused the start-up check: {0}")]
     Broker(String),
     /// An untyped relay's names match nothing.
-    #[error("no operation name matches `{0}`: names are matched against those published or registered before the relay starts")]
+    #[error(
+        "no operation name matches `{0}`: names are matched against those published or registered before the relay starts"
+    )]
     NoNames(String),
 }
 
@@ -423,7 +435,9 @@ impl RouteRelay {
         name: &str,
         schema: Option<&OperationSchema>,
     ) -> Result<String, SubjectError> {
-        self.relay.subject.check(name, schema.map(OperationSchema::json))
+        self.relay
+            .subject
+            .check(name, schema.map(OperationSchema::json))
     }
 
     /// The message of an operation: its subject, headers and body.

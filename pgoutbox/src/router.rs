@@ -5,9 +5,9 @@ use std::any::TypeId;
 use std::collections::BTreeMap;
 
 use crate::definition::Operation;
+use crate::registry::{Registration, Registry};
 #[cfg(feature = "nats")]
 use crate::relay::{Relay, RouteRelay};
-use crate::registry::{Registration, Registry};
 
 /// A group of operations, selected by type, under a name prefix.
 ///
@@ -764,7 +764,15 @@ impl WorkflowRouter {
         }
         #[cfg(feature = "nats")]
         for selected in &self.relays {
-            self.resolve_relay(registry, prefix, selected, concurrency, group, routes, owners)?;
+            self.resolve_relay(
+                registry,
+                prefix,
+                selected,
+                concurrency,
+                group,
+                routes,
+                owners,
+            )?;
         }
         for router in &self.routers {
             router.resolve_into(registry, prefix, group, routes, owners)?;

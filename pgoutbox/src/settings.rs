@@ -605,15 +605,11 @@ impl Settings {
         }
         // Only the two groups: the other PGOUTBOX_* variables (the CLI's,
         // the test support's) were checked above and are not settings.
-        figment = figment.merge(
-            Env::prefixed("PGOUTBOX_")
-                .split("__")
-                .filter(|k| {
-                    k.starts_with("database.")
-                        || k.starts_with("workflow_system.")
-                        || k.starts_with("relay.")
-                }),
-        );
+        figment = figment.merge(Env::prefixed("PGOUTBOX_").split("__").filter(|k| {
+            k.starts_with("database.")
+                || k.starts_with("workflow_system.")
+                || k.starts_with("relay.")
+        }));
         let settings: Settings = figment.extract().map_err(|e| figment_error(&figment, &e))?;
         settings.validate().map_err(|mut e| {
             // Say where the offending value came from.
@@ -727,7 +723,9 @@ impl Settings {
                     Some((scheme, _)) => {
                         return Err(SettingsError::new(
                             "relay.nats.url",
-                            format!("`{scheme}://` is not a NATS scheme (`nats://`, `tls://`, `ws://`, `wss://`)"),
+                            format!(
+                                "`{scheme}://` is not a NATS scheme (`nats://`, `tls://`, `ws://`, `wss://`)"
+                            ),
                         ));
                     }
                     None => one,
@@ -751,11 +749,15 @@ impl Settings {
         if let Some(stream) = &nats.stream
             && (stream.is_empty()
                 || stream.len() > 255
-                || stream.contains(|c: char| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')))
+                || stream.contains(|c: char| {
+                    c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+                }))
         {
             return Err(SettingsError::new(
                 "relay.nats.stream",
-                format!("`{stream}` is not a JetStream stream name (no dots, wildcards, slashes or spaces)"),
+                format!(
+                    "`{stream}` is not a JetStream stream name (no dots, wildcards, slashes or spaces)"
+                ),
             ));
         }
         if nats.publish_timeout.is_zero() || nats.publish_timeout > Duration::from_hours(1) {

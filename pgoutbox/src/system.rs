@@ -453,6 +453,8 @@ async fn relay_by_name(
             if routes.get(name).is_some() {
                 continue;
             }
+            // The names of a start-up, kept for the process's life.
+            let name: &'static str = Box::leak(name.clone().into_boxed_str());
             let relay = crate::relay::RouteRelay {
                 relay: relay.clone(),
                 location: format!("pattern `{pattern}`"),
@@ -461,12 +463,10 @@ async fn relay_by_name(
             relay
                 .check_subject(name, None)
                 .map_err(|e| RouterError::RelaySubject {
-                    name: "",
+                    name,
                     message: e.to_string(),
                     relay: relay.location.clone(),
                 })?;
-            // The names of a start-up, kept for the process's life.
-            let name: &'static str = Box::leak(name.clone().into_boxed_str());
             routes.insert_untyped_relay(name, relay);
         }
     }

@@ -39,7 +39,9 @@ fn wanted(test: &str) -> bool {
     match std::env::var(SWITCH).as_deref() {
         Ok("1") => true,
         Ok("0") | Err(std::env::VarError::NotPresent) => {
-            eprintln!("{test}: not run: set {SWITCH}=1 to run the relay tests (needs `nats-server`)");
+            eprintln!(
+                "{test}: not run: set {SWITCH}=1 to run the relay tests (needs `nats-server`)"
+            );
             false
         }
         Ok(other) => panic!("{SWITCH} must be `1` or `0`, not {other:?}"),
@@ -129,7 +131,11 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -161,7 +167,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A frozen server does not die of SIGKILL until it runs again.
-            let _ = Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
         }
         self.kill();
     }
@@ -278,18 +286,23 @@ async fn wait_all_succeeded(db: &TestDatabase, n: i64, within: Duration) {
 /// number of PubAcks that JetStream marked as duplicates (re-sent messages
 /// it dropped).
 async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: usize) -> usize {
-    let rows: Vec<(i64, uuid::Uuid, serde_json::Value, i64, Option<serde_json::Value>)> =
-        sqlx::query_as(
-            "SELECT o.id, o.external_key, o.payload,
+    let rows: Vec<(
+        i64,
+        uuid::Uuid,
+        serde_json::Value,
+        i64,
+        Option<serde_json::Value>,
+    )> = sqlx::query_as(
+        "SELECT o.id, o.external_key, o.payload,
                     (SELECT count(*) FROM pgoutbox.attempts a
                       WHERE a.operation_id = o.id AND a.outcome = 'succeeded'),
                     (SELECT a.result FROM pgoutbox.attempts a
                       WHERE a.operation_id = o.id AND a.outcome = 'succeeded' LIMIT 1)
              FROM pgoutbox.operations o WHERE o.status = 'succeeded'",
-        )
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
     assert_eq!(rows.len(), n, "every operation succeeded");
     let mut by_sequence: HashMap<u64, (uuid::Uuid, serde_json::Value)> = HashMap::new();
     let mut duplicates = 0;
@@ -309,8 +322,7 @@ async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: u
     let mut stream = js.get_stream(STREAM).await.unwrap();
     let info = stream.info().await.unwrap();
     assert_eq!(
-        info.state.messages,
-        n as u64,
+        info.state.messages, n as u64,
         "the stream holds one message per operation"
     );
     let mut ids = HashSet::new();
@@ -322,10 +334,17 @@ async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: u
             .expect("Nats-Msg-Id")
             .as_str()
             .to_owned();
-        assert_eq!(msg_id, key.to_string(), "sequence {sequence}: the operation's key");
+        assert_eq!(
+            msg_id,
+            key.to_string(),
+            "sequence {sequence}: the operation's key"
+        );
         assert!(ids.insert(msg_id), "a message id twice");
         let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-        assert_eq!(&body, payload, "sequence {sequence}: the body is the payload");
+        assert_eq!(
+            &body, payload,
+            "sequence {sequence}: the body is the payload"
+        );
         assert_eq!(
             message.headers.get(pgoutbox::relay::NAME).unwrap().as_str(),
             "relay.order_placed"
@@ -393,9 +412,15 @@ async fn relay_processes_killed_ten_times() {
     for relay in relays {
         assert!(relay.terminate().success());
     }
-    let lost = count(&db, "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'lost'").await;
+    let lost = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'lost'",
+    )
+    .await;
     let duplicates = check_exactly_once(&db, &client, n).await;
-    eprintln!("relay: 10 kills, {lost} lost attempts, {duplicates} duplicates dropped by JetStream");
+    eprintln!(
+        "relay: 10 kills, {lost} lost attempts, {duplicates} duplicates dropped by JetStream"
+    );
 }
 
 /// An in-process relay of `n` orders, with the fault `fault` injected
@@ -415,7 +440,11 @@ async fn relay_through_fault(
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&db, "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'").await
+    while count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+    )
+    .await
         < (n / 10) as i64
     {
         assert!(Instant::now() < deadline, "the relay does not start");
@@ -425,13 +454,22 @@ async fn relay_through_fault(
     let before = count(&db, succeeded).await;
     fault().await;
     let after = count(&db, succeeded).await;
-    assert!(after < n as i64, "the fault came after the run: {after} of {n} already relayed");
+    assert!(
+        after < n as i64,
+        "the fault came after the run: {after} of {n} already relayed"
+    );
     eprintln!("relay: {before} relayed when the fault began, {after} when it ended, of {n}");
     wait_all_succeeded(&db, n as i64, Duration::from_secs(120)).await;
     system.stop().await.unwrap();
-    let failed = count(&db, "SELECT count(*) FROM pgoutbox.attempts WHERE outcome <> 'succeeded'").await;
+    let failed = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome <> 'succeeded'",
+    )
+    .await;
     let duplicates = check_exactly_once(&db, client, n).await;
-    eprintln!("relay: {failed} attempts failed or lost during the fault, {duplicates} duplicates dropped");
+    eprintln!(
+        "relay: {failed} attempts failed or lost during the fault, {duplicates} duplicates dropped"
+    );
     duplicates
 }
 
@@ -495,7 +533,14 @@ async fn cluster_node_killed_mid_relay() {
     let js = jetstream::new(client.clone());
     relay_through_fault(&all, &client, 5_000 * soak() as usize, async move || {
         // The stream's leader: its loss forces an election mid-relay.
-        let info = js.get_stream(STREAM).await.unwrap().info().await.unwrap().clone();
+        let info = js
+            .get_stream(STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
         let leader = info
             .cluster
             .and_then(|c| c.leader)
@@ -543,16 +588,21 @@ async fn a_message_over_max_payload_is_dead() {
     .await;
     system.stop().await.unwrap();
     assert_eq!(crate::support::status(&db, big).await, "dead");
-    let error: String = sqlx::query_scalar("SELECT last_error FROM pgoutbox.operations WHERE id = $1")
-        .bind(big.as_i64())
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM pgoutbox.operations WHERE id = $1")
+            .bind(big.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert!(
         error.contains(&MAX_PAYLOAD.to_string()) && error.contains("max_payload"),
         "{error}"
     );
-    let attempts = count(&db, "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'failed'").await;
+    let attempts = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'failed'",
+    )
+    .await;
     assert_eq!(attempts, 1, "not retried");
 }
 
@@ -579,11 +629,12 @@ async fn start_up_checks_of_the_stream() {
         matches!(&err, StartError::Relay(RelayError::NoStream { stream }) if stream == "NO_SUCH_STREAM"),
         "{err}"
     );
-    assert!(err.to_string().contains("`NO_SUCH_STREAM` does not exist"), "{err}");
-    let elsewhere = WorkflowRouter::new().relay::<OrderPlaced>(Relay::jetstream(
-        &client,
-        "elsewhere.orders.{region}",
-    ));
+    assert!(
+        err.to_string().contains("`NO_SUCH_STREAM` does not exist"),
+        "{err}"
+    );
+    let elsewhere = WorkflowRouter::new()
+        .relay::<OrderPlaced>(Relay::jetstream(&client, "elsewhere.orders.{region}"));
     let err = WorkflowSystem::builder(relay_settings(&db))
         .router(elsewhere)
         .start()
@@ -594,7 +645,11 @@ async fn start_up_checks_of_the_stream() {
             .contains("no JetStream stream captures subject `elsewhere.orders.x`"),
         "{err}"
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM pgoutbox.attempts").await, 0, "nothing claimed");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        0,
+        "nothing claimed"
+    );
 }
 
 /// An unreachable NATS URL: a clear error, before anything is claimed.
@@ -607,7 +662,8 @@ async fn an_unreachable_url_is_a_clear_error() {
     let err = pgoutbox::relay::connect(&nats).await.unwrap_err();
     let text = err.to_string();
     assert!(
-        matches!(err, RelayError::Unreachable { .. }) && text.contains(&format!("127.0.0.1:{port}")),
+        matches!(err, RelayError::Unreachable { .. })
+            && text.contains(&format!("127.0.0.1:{port}")),
         "{text}"
     );
     // A client that never connected is refused at start-up too.
@@ -624,7 +680,11 @@ async fn an_unreachable_url_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(err.to_string().starts_with("cannot reach NATS at"), "{err}");
-    assert_eq!(count(&db, "SELECT count(*) FROM pgoutbox.attempts").await, 0, "nothing claimed");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
+        0,
+        "nothing claimed"
+    );
 }
 
 /// A client that has not connected (no server needed).
@@ -655,13 +715,19 @@ async fn the_router_refuses_bad_relays() {
         ("events..placed", "has an empty token"),
         ("events.*", "is a wildcard"),
         ("events.orders placed", "holds ' '"),
-        ("events.{nope}", "names field `nope`, which its payload does not have"),
+        (
+            "events.{nope}",
+            "names field `nope`, which its payload does not have",
+        ),
         ("events.{region", "a `{` without its `}`"),
     ] {
         let err = resolve(subject).unwrap_err();
         assert!(matches!(err, RouterError::RelaySubject { .. }), "{err}");
         assert!(err.to_string().contains(expected), "{subject}: {err}");
-        assert!(err.to_string().contains("relay.rs:"), "names the relay's place: {err}");
+        assert!(
+            err.to_string().contains("relay.rs:"),
+            "names the relay's place: {err}"
+        );
     }
 
     // A handler and a relay for one name.
@@ -671,7 +737,10 @@ async fn the_router_refuses_bad_relays() {
         .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, RouterError::RelayAndHandler { .. }), "{text}");
-    assert!(text.contains("handler `idempotent_effect` at") && text.contains("relay (at "), "{text}");
+    assert!(
+        text.contains("handler `idempotent_effect` at") && text.contains("relay (at "),
+        "{text}"
+    );
 
     // Not idempotent.
     #[pgoutbox::operation("relay.not_idempotent")]
@@ -683,7 +752,10 @@ async fn the_router_refuses_bad_relays() {
         .relay::<NotIdempotent>(Relay::jetstream(&client, "events.x"))
         .resolve(&registry)
         .unwrap_err();
-    assert!(matches!(err, RouterError::RelayNotIdempotent { .. }), "{err}");
+    assert!(
+        matches!(err, RouterError::RelayNotIdempotent { .. }),
+        "{err}"
+    );
 
     // A field that is not a scalar, or optional.
     #[pgoutbox::operation("relay.shaped", idempotent)]
@@ -692,7 +764,12 @@ async fn the_router_refuses_bad_relays() {
         maybe: Option<String>,
         price: f64,
     }
-    let _ = Shaped { tags: vec![], maybe: None, price: 0.0 }.tags;
+    let _ = Shaped {
+        tags: vec![],
+        maybe: None,
+        price: 0.0,
+    }
+    .tags;
     for (subject, expected) in [
         ("events.{tags}", "of type `array`"),
         ("events.{maybe}", "optional"),
@@ -727,15 +804,23 @@ fn decode_checks_name_and_payload() {
         }
     };
     let hash = OrderPlaced::schema().hash();
-    let ok = message("relay.order_placed", hash, r#"{"order_id":1,"region":"eu","note":""}"#);
+    let ok = message(
+        "relay.order_placed",
+        hash,
+        r#"{"order_id":1,"region":"eu","note":""}"#,
+    );
     assert_eq!(decode::<OrderPlaced>(&ok).unwrap().order_id, 1);
     assert!(!schema_changed::<OrderPlaced>(&ok));
     let other = message("relay.other", hash, "{}");
-    assert!(matches!(decode::<OrderPlaced>(&other), Err(DecodeError::UnknownName { .. })));
+    assert!(matches!(
+        decode::<OrderPlaced>(&other),
+        Err(DecodeError::UnknownName { .. })
+    ));
     let stale = message("relay.order_placed", "0ld", r#"{"order_id":"one"}"#);
     let err = decode::<OrderPlaced>(&stale).unwrap_err();
     assert!(
-        err.to_string().contains("no longer decodes") && err.to_string().contains("another version"),
+        err.to_string().contains("no longer decodes")
+            && err.to_string().contains("another version"),
         "{err}"
     );
 }
@@ -752,11 +837,20 @@ fn relay_settings_are_validated_and_masked() {
     check(&|_| {}).unwrap();
     check(&|n| n.url = Some("nats://a:4222, tls://b:4222".into())).unwrap();
     let err = check(&|n| n.url = Some("http://a:4222".into())).unwrap_err();
-    assert!(err.starts_with("invalid setting `relay.nats.url`: `http://`"), "{err}");
+    assert!(
+        err.starts_with("invalid setting `relay.nats.url`: `http://`"),
+        "{err}"
+    );
     let err = check(&|n| n.url = Some("nats://user:s3cret@".into())).unwrap_err();
-    assert!(err.contains("relay.nats.url") && !err.contains("s3cret"), "{err}");
+    assert!(
+        err.contains("relay.nats.url") && !err.contains("s3cret"),
+        "{err}"
+    );
     let err = check(&|n| n.credentials_file = Some("/nonexistent/x.creds".into())).unwrap_err();
-    assert!(err.contains("relay.nats.credentials_file") && err.contains("no such file"), "{err}");
+    assert!(
+        err.contains("relay.nats.credentials_file") && err.contains("no such file"),
+        "{err}"
+    );
     let err = check(&|n| n.stream = Some("EVENTS.X".into())).unwrap_err();
     assert!(err.contains("relay.nats.stream"), "{err}");
     let err = check(&|n| n.max_in_flight = 0).unwrap_err();
@@ -766,6 +860,12 @@ fn relay_settings_are_validated_and_masked() {
     let mut settings = pgoutbox::Settings::default();
     settings.relay.nats.url = Some("nats://relay:s3cret@a:4222,nats://t0ken@b:4222".into());
     let printed = format!("{settings:?}");
-    assert!(!printed.contains("s3cret") && !printed.contains("t0ken"), "{printed}");
-    assert!(printed.contains("nats://relay:***@a:4222,nats://***@b:4222"), "{printed}");
+    assert!(
+        !printed.contains("s3cret") && !printed.contains("t0ken"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("nats://relay:***@a:4222,nats://***@b:4222"),
+        "{printed}"
+    );
 }

@@ -21,7 +21,9 @@ fn wanted(test: &str) -> bool {
     match std::env::var("PGOUTBOX_TEST_NATS").as_deref() {
         Ok("1") => true,
         Ok("0") | Err(std::env::VarError::NotPresent) => {
-            eprintln!("{test}: not run: set PGOUTBOX_TEST_NATS=1 to run the relay tests (needs `nats-server`)");
+            eprintln!(
+                "{test}: not run: set PGOUTBOX_TEST_NATS=1 to run the relay tests (needs `nats-server`)"
+            );
             false
         }
         Ok(other) => panic!("PGOUTBOX_TEST_NATS must be `1` or `0`, not {other:?}"),
@@ -30,7 +32,11 @@ fn wanted(test: &str) -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `nats-server -js` on a free port with a store in `dir`; killed on drop.
@@ -44,7 +50,8 @@ impl Server {
             .find(|p| p.is_file())
             .expect("nats-server is not installed, but PGOUTBOX_TEST_NATS=1 asks for it: `apt-get install nats-server`");
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pgoutbox-cli-nats-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("pgoutbox-cli-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new(program)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
@@ -81,7 +88,9 @@ fn pgoutbox(db: &TestDatabase) -> Command {
 
 async fn publish(db: &TestDatabase, n: i64) {
     let mut tx = db.pool().begin().await.unwrap();
-    pgoutbox::publish_many(&mut tx, (0..n).map(|n| RelayEvent { n })).await.unwrap();
+    pgoutbox::publish_many(&mut tx, (0..n).map(|n| RelayEvent { n }))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -105,7 +114,17 @@ async fn relay_forwards_payloads_by_name() {
     let db = TestDatabase::new().await.unwrap();
     publish(&db, 100).await;
     let mut child = pgoutbox(&db)
-        .args(["relay", "--nats", &url, "--names", "cli.*,nothing.else", "--subject-prefix", "events", "--stream", "EVENTS"])
+        .args([
+            "relay",
+            "--nats",
+            &url,
+            "--names",
+            "cli.*,nothing.else",
+            "--subject-prefix",
+            "events",
+            "--stream",
+            "EVENTS",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -117,30 +136,54 @@ async fn relay_forwards_payloads_by_name() {
     assert!(line.is_empty(), "{line}");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no operation name matches `nothing.else`"), "{stderr}");
+    assert!(
+        stderr.contains("no operation name matches `nothing.else`"),
+        "{stderr}"
+    );
 
     let mut child = pgoutbox(&db)
-        .args(["relay", "--nats", &url, "--names", "cli.*", "--subject-prefix", "events", "--stream", "EVENTS"])
+        .args([
+            "relay",
+            "--nats",
+            &url,
+            "--names",
+            "cli.*",
+            "--subject-prefix",
+            "events",
+            "--stream",
+            "EVENTS",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
-    assert!(line.starts_with("relaying cli.relay_event to NATS"), "{line}");
+    assert!(
+        line.starts_with("relaying cli.relay_event to NATS"),
+        "{line}"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'")
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
+        let done: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
         if done == 100 {
             break;
         }
         assert!(Instant::now() < deadline, "{done} of 100 relayed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
     assert!(child.wait().unwrap().success());
 
     let mut stream = js.get_stream("EVENTS").await.unwrap();
@@ -148,18 +191,34 @@ async fn relay_forwards_payloads_by_name() {
     let message = stream.get_raw_message(1).await.unwrap();
     assert_eq!(message.subject.as_str(), "events.cli.relay_event");
     let body: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
-    let id: i64 = message.headers.get(pgoutbox::relay::ID).unwrap().as_str().parse().unwrap();
-    let stored: serde_json::Value = sqlx::query_scalar("SELECT payload FROM pgoutbox.operations WHERE id = $1")
-        .bind(id)
-        .fetch_one(db.pool())
-        .await
+    let id: i64 = message
+        .headers
+        .get(pgoutbox::relay::ID)
+        .unwrap()
+        .as_str()
+        .parse()
         .unwrap();
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT payload FROM pgoutbox.operations WHERE id = $1")
+            .bind(id)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     assert_eq!(body, stored);
 
-    let show = pgoutbox(&db).args(["ops", "show", &id.to_string()]).output().unwrap();
+    let show = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string()])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&show.stdout);
-    assert!(text.contains("published to JetStream stream EVENTS, sequence 1"), "{text}");
-    let json = pgoutbox(&db).args(["ops", "show", &id.to_string(), "--json"]).output().unwrap();
+    assert!(
+        text.contains("published to JetStream stream EVENTS, sequence 1"),
+        "{text}"
+    );
+    let json = pgoutbox(&db)
+        .args(["ops", "show", &id.to_string(), "--json"])
+        .output()
+        .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["attempts"][0]["result"]["sequence"], 1, "{json}");
 }
@@ -172,18 +231,32 @@ async fn relay_refuses_what_cannot_work() {
     publish(&db, 1).await;
     let port = free_port();
     let output = pgoutbox(&db)
-        .args(["relay", "--nats", &format!("nats://127.0.0.1:{port}"), "--names", "cli.*", "--publish-timeout", "2s"])
+        .args([
+            "relay",
+            "--nats",
+            &format!("nats://127.0.0.1:{port}"),
+            "--names",
+            "cli.*",
+            "--publish-timeout",
+            "2s",
+        ])
         .output()
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach NATS at nats://127.0.0.1:{port}")),
+        "{stderr}"
+    );
     let output = pgoutbox(&db)
         .args(["relay", "--nats", "http://x", "--names", "cli.*"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("invalid setting `relay.nats.url`"), "{stderr}");
+    assert!(
+        stderr.contains("invalid setting `relay.nats.url`"),
+        "{stderr}"
+    );
     let attempts: i64 = sqlx::query_scalar("SELECT count(*) FROM pgoutbox.attempts")
         .fetch_one(db.pool())
         .await

@@ -207,9 +207,9 @@ fn refusal(e: &async_nats::jetstream::context::PublishError) -> Refusal {
         None => format!("JetStream publish failed: {}", e.kind()),
     };
     match e.kind() {
-        PublishErrorKind::MaxPayloadExceeded => Refusal::permanent(format!(
-            "{message} (the server's `max_payload`)"
-        )),
+        PublishErrorKind::MaxPayloadExceeded => {
+            Refusal::permanent(format!("{message} (the server's `max_payload`)"))
+        }
         // The stream's own limit (`max_msg_size`, JetStream error 10054).
         PublishErrorKind::Other
             if source

@@ -63,7 +63,9 @@ pub enum SubjectError {
         what: String,
     },
     /// A payload's value does not make a valid subject token.
-    #[error("subject `{subject}` of `{name}`: field `{field}` = {value} does not make a subject token")]
+    #[error(
+        "subject `{subject}` of `{name}`: field `{field}` = {value} does not make a subject token"
+    )]
     BadValue {
         /// The operation.
         name: String,
@@ -279,12 +281,14 @@ fn check_field(
         };
     }
     match property.get("type") {
-        Some(serde_json::Value::String(t)) if matches!(t.as_str(), "string" | "integer" | "boolean") => {
+        Some(serde_json::Value::String(t))
+            if matches!(t.as_str(), "string" | "integer" | "boolean") =>
+        {
             Ok(())
         }
-        Some(serde_json::Value::String(t)) if t == "number" => {
-            Err(not_scalar("a floating-point number (its `.` would split the token)".to_owned()))
-        }
+        Some(serde_json::Value::String(t)) if t == "number" => Err(not_scalar(
+            "a floating-point number (its `.` would split the token)".to_owned(),
+        )),
         Some(serde_json::Value::String(t)) => Err(not_scalar(format!("of type `{t}`"))),
         Some(other) => Err(not_scalar(format!("of type {other} (nullable or mixed)"))),
         None => Err(not_scalar("of no single type".to_owned())),
@@ -292,15 +296,15 @@ fn check_field(
 }
 
 /// Follows a local `$ref` (`#/$defs/Region`) once.
-fn resolve<'s>(schema: &'s serde_json::Value, property: &'s serde_json::Value) -> &'s serde_json::Value {
+fn resolve<'s>(
+    schema: &'s serde_json::Value,
+    property: &'s serde_json::Value,
+) -> &'s serde_json::Value {
     property
         .get("$ref")
         .and_then(|r| r.as_str())
         .and_then(|r| r.strip_prefix("#/"))
-        .and_then(|path| {
-            path.split('/')
-                .try_fold(schema, |node, key| node.get(key))
-        })
+        .and_then(|path| path.split('/').try_fold(schema, |node, key| node.get(key)))
         .unwrap_or(property)
 }
 
@@ -340,14 +344,20 @@ mod tests {
         let t = |s: &str| Subject::Template(s.to_owned()).check("orders.placed", Some(&schema()));
         assert_eq!(t("events.orders.{region}").unwrap(), "events.orders.x");
         assert_eq!(t("events.{region}.{shard}.{kind}").unwrap(), "events.x.x.x");
-        assert!(matches!(t("events.{nope}"), Err(SubjectError::UnknownField { .. })));
+        assert!(matches!(
+            t("events.{nope}"),
+            Err(SubjectError::UnknownField { .. })
+        ));
         let e = t("events.{note}").unwrap_err().to_string();
         assert!(e.contains("optional"), "{e}");
         let e = t("events.{amount}").unwrap_err().to_string();
         assert!(e.contains("floating-point"), "{e}");
         let e = t("events.{items}").unwrap_err().to_string();
         assert!(e.contains("`array`"), "{e}");
-        assert!(matches!(t("events.{region"), Err(SubjectError::Invalid { .. })));
+        assert!(matches!(
+            t("events.{region"),
+            Err(SubjectError::Invalid { .. })
+        ));
         assert!(matches!(t("events.*"), Err(SubjectError::Invalid { .. })));
     }
 
@@ -361,6 +371,9 @@ mod tests {
             Err(SubjectError::BadValue { .. })
         ));
         let by_name = Subject::ByName(Some("events".to_owned()));
-        assert_eq!(by_name.render("orders.placed", &json!({})).unwrap(), "events.orders.placed");
+        assert_eq!(
+            by_name.render("orders.placed", &json!({})).unwrap(),
+            "events.orders.placed"
+        );
     }
 }

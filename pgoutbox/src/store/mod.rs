@@ -632,9 +632,14 @@ impl Store {
 
     /// Every operation name ever published or registered.
     #[cfg(feature = "nats")]
-    pub(crate) async fn known_names(&self, conn: &mut PgConnection) -> Result<Vec<String>, sqlx::Error> {
+    pub(crate) async fn known_names(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<String>, sqlx::Error> {
         self.pinned(conn, async |conn| {
-            query!(self, query_scalar, known_names).fetch_all(conn).await
+            query!(self, query_scalar, known_names)
+                .fetch_all(conn)
+                .await
         })
         .await
     }
