@@ -186,7 +186,7 @@ async fn relay_run(server: &Server, js: &jetstream::Context, async_commit: bool)
         .await?
         .state
         .messages;
-    if succeeded != N as i64 || stored != N as u64 {
+    if succeeded != i64::try_from(N)? || stored != u64::try_from(N)? {
         return Err(format!("W6: {succeeded} succeeded, {stored} in the stream, of {N}").into());
     }
     #[allow(clippy::cast_precision_loss)]

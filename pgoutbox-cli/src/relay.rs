@@ -15,7 +15,7 @@ use crate::{Cli, CliError, outln};
 )]
 pub(crate) struct RelayArgs {
     /// The NATS server(s), comma-separated (default: `relay.nats.url`,
-    /// else nats://127.0.0.1:4222).
+    /// else `nats://127.0.0.1:4222`).
     #[arg(long, value_name = "URL", hide_env_values = true)]
     nats: Option<String>,
     /// Operation names to relay; `*` matches any run of characters

@@ -58,20 +58,15 @@ pub(crate) async fn execute(rt: Arc<Runtime>, claimed: Claimed, running: Arc<Run
     run(&rt, claimed, &running).instrument(span).await;
 }
 
+#[allow(clippy::too_many_lines)] // The dispatch to a relay, a transactional or a plain handler, in order.
 async fn run(rt: &Runtime, claimed: Claimed, running: &RunningOp) {
     let name = claimed.name.clone();
     metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);
     metrics::histogram!("pgoutbox_pickup_latency_seconds", "name" => name.clone())
         .record(claimed.waited_seconds.max(0.0));
     #[cfg(feature = "nats")]
-    if let Some(route) = rt.routes.get(&claimed.name)
-        && let Some(relay) = route.relay()
-    {
-        let started = Instant::now();
-        run_relay(rt, &claimed, route, relay, running).await;
-        metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => name)
-            .record(started.elapsed().as_secs_f64());
-        return;
+    if let Some(route) = rt.routes.get(&claimed.name).filter(|r| r.relay().is_some()) {
+        return run_relay(rt, &claimed, route, running).await;
     }
     // The claim selects only names this process handles, whose routes hold
     // handler registrations; anything else is a bug, and still gets
@@ -181,9 +176,10 @@ async fn run_relay(
     rt: &Runtime,
     claimed: &Claimed,
     route: &crate::router::Route,
-    relay: &crate::relay::RouteRelay,
     running: &RunningOp,
 ) {
+    let Some(relay) = route.relay() else { return };
+    let started = Instant::now();
     let registration = route.registration();
     let attempt = attempt_of(rt, claimed, Some(registration));
     let timeout = registration
@@ -208,6 +204,8 @@ async fn run_relay(
         running,
     )
     .await;
+    metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => claimed.name.clone())
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// One relay attempt's end, and the broker's receipt when it succeeded.

@@ -125,7 +125,7 @@ pub struct NatsSettings {
     /// The server, or servers separated by commas (`nats://host:4222`,
     /// `tls://…`); a password or token in it is masked in logs.
     pub url: Option<String>,
-    /// A credentials file (`.creds`: a user JWT and its NKey seed).
+    /// A credentials file (`.creds`: a user JWT and its `NKey` seed).
     pub credentials_file: Option<std::path::PathBuf>,
     /// The stream the subjects must land in, checked at start-up; unset:
     /// any stream that captures them.

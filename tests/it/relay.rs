@@ -14,6 +14,7 @@
 //! no sequence is recorded twice.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,11 +97,12 @@ impl Server {
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
-            config.push_str(&format!(
-                "cluster {{ name: pgoutbox, listen: 127.0.0.1:{}, routes: [{}] }}\n",
+            let _ = writeln!(
+                config,
+                "cluster {{ name: pgoutbox, listen: 127.0.0.1:{}, routes: [{}] }}",
                 routes[i],
                 others.join(", ")
-            ));
+            );
         }
         let path = dir.join(format!("n{i}.conf"));
         std::fs::write(&path, config).unwrap();
@@ -283,7 +285,7 @@ async fn wait_all_succeeded(db: &TestDatabase, n: i64, within: Duration) {
 /// succeeded attempt recording a PubAck of `STREAM`; the stream holds one
 /// message per operation, with its external key as `Nats-Msg-Id` and its
 /// payload as body; no sequence recorded for two operations. Returns the
-/// number of PubAcks that JetStream marked as duplicates (re-sent messages
+/// number of `PubAck`s that JetStream marked as duplicates (re-sent messages
 /// it dropped).
 async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: usize) -> usize {
     let rows: Vec<(
@@ -371,7 +373,7 @@ async fn ten_thousand_operations_through_three_processes() {
     let relays: Vec<Worker> = (0..3)
         .map(|_| Worker::start_relay(&db.url(), 16, &url, STREAM))
         .collect();
-    wait_all_succeeded(&db, n as i64, Duration::from_secs(120)).await;
+    wait_all_succeeded(&db, i64::try_from(n).unwrap(), Duration::from_mins(2)).await;
     for relay in relays {
         assert!(relay.terminate().success());
     }
@@ -408,7 +410,7 @@ async fn relay_processes_killed_ten_times() {
         relays.remove(kill % relays.len()).kill();
         relays.push(start());
     }
-    wait_all_succeeded(&db, n as i64, Duration::from_secs(120)).await;
+    wait_all_succeeded(&db, i64::try_from(n).unwrap(), Duration::from_mins(2)).await;
     for relay in relays {
         assert!(relay.terminate().success());
     }
@@ -445,7 +447,7 @@ async fn relay_through_fault(
         "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
     )
     .await
-        < (n / 10) as i64
+        < i64::try_from(n / 10).unwrap()
     {
         assert!(Instant::now() < deadline, "the relay does not start");
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -455,11 +457,11 @@ async fn relay_through_fault(
     fault().await;
     let after = count(&db, succeeded).await;
     assert!(
-        after < n as i64,
+        after < i64::try_from(n).unwrap(),
         "the fault came after the run: {after} of {n} already relayed"
     );
     eprintln!("relay: {before} relayed when the fault began, {after} when it ended, of {n}");
-    wait_all_succeeded(&db, n as i64, Duration::from_secs(120)).await;
+    wait_all_succeeded(&db, i64::try_from(n).unwrap(), Duration::from_mins(2)).await;
     system.stop().await.unwrap();
     let failed = count(
         &db,

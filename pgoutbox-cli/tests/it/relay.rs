@@ -113,33 +113,7 @@ async fn relay_forwards_payloads_by_name() {
     .unwrap();
     let db = TestDatabase::new().await.unwrap();
     publish(&db, 100).await;
-    let mut child = pgoutbox(&db)
-        .args([
-            "relay",
-            "--nats",
-            &url,
-            "--names",
-            "cli.*,nothing.else",
-            "--subject-prefix",
-            "events",
-            "--stream",
-            "EVENTS",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    // `nothing.else` matches no name: the command refuses to start.
-    assert!(line.is_empty(), "{line}");
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("no operation name matches `nothing.else`"),
-        "{stderr}"
-    );
+    refuses_a_pattern_that_matches_nothing(&db, &url);
 
     let mut child = pgoutbox(&db)
         .args([
@@ -221,6 +195,29 @@ async fn relay_forwards_payloads_by_name() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["attempts"][0]["result"]["sequence"], 1, "{json}");
+}
+
+/// `nothing.else` matches no name: the command refuses to start.
+fn refuses_a_pattern_that_matches_nothing(db: &TestDatabase, url: &str) {
+    let output = pgoutbox(db)
+        .args([
+            "relay",
+            "--nats",
+            url,
+            "--names",
+            "cli.*,nothing.else",
+            "--stream",
+            "EVENTS",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing relayed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no operation name matches `nothing.else`"),
+        "{stderr}"
+    );
 }
 
 /// An unreachable NATS URL and a bad setting: clear errors, nothing
