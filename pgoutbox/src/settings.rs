@@ -730,6 +730,8 @@ impl Settings {
                     }
                     None => one,
                 };
+                // The server, after any credentials.
+                let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
                 if host.is_empty() || host.contains(char::is_whitespace) {
                     return Err(SettingsError::new(
                         "relay.nats.url",

@@ -33,12 +33,13 @@ async fn up_then_status_then_up_again() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
         stdout.starts_with(
-            "schema `pgoutbox`: database at version 0, binary at version 2 (2 pending)"
+            "schema `pgoutbox`: database at version 0, binary at version 3 (3 pending)"
         ),
         "{stdout}"
     );
     assert!(stdout.contains("pending     1  storage"), "{stdout}");
     assert!(stdout.contains("pending     2  hardening"), "{stdout}");
+    assert!(stdout.contains("pending     3  relay"), "{stdout}");
 
     let out = pgoutbox()
         .args(["migrate", "up"])
@@ -49,7 +50,8 @@ async fn up_then_status_then_up_again() {
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "applied migration 1 (storage) to schema `pgoutbox`\n\
-         applied migration 2 (hardening) to schema `pgoutbox`\n"
+         applied migration 2 (hardening) to schema `pgoutbox`\n\
+         applied migration 3 (relay) to schema `pgoutbox`\n"
     );
 
     let out = pgoutbox()
@@ -60,7 +62,7 @@ async fn up_then_status_then_up_again() {
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
-        "schema `pgoutbox` is up to date at version 2\n"
+        "schema `pgoutbox` is up to date at version 3\n"
     );
 
     let out = pgoutbox()
