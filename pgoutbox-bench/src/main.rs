@@ -1,7 +1,9 @@
 //! The benchmark program of pgoutbox.
 //!
 //! Run it with `cargo run --release -p pgoutbox-bench -- all` (or one of
-//! `w1`, `w1-tx`, `w2`, `w3`, `w4`, `w5`, `w6`; `--json` for machine-readable output).
+//! `w1`, `w1-idem`, `w1-tx`, `w2`, `w3`, `w4`, `w5`, `w6`, `dashboard`; `--json` for machine-readable output).
+//! W6 (the relay to NATS JetStream) needs `nats-server`, which it starts
+//! itself; `all` leaves it out, saying so, where it is not installed.
 //! It starts a private PostgreSQL (or, with `DATABASE_URL`, uses a server
 //! as it is configured), creates a fresh database per run, and measures
 //! every workload beside a *baseline*: the minimal raw SQL the workload
@@ -14,6 +16,7 @@
 //! on), the headline, and with `fsync = off`, the second column; both sides
 //! of a ratio always at the same durability.
 
+mod relay;
 mod workloads;
 
 use std::io::Write as _;
@@ -62,8 +65,10 @@ enum Which {
     W3,
     W4,
     W5,
-    /// The dashboard's pages on 1,000,000 operations.
+    /// The relay to NATS JetStream.
     W6,
+    /// The dashboard's pages on 1,000,000 operations.
+    Dashboard,
 }
 
 /// One measured figure beside its baseline.
@@ -185,7 +190,13 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Which::W4,
         Which::W5,
         Which::W6,
+        Which::Dashboard,
     ];
+    let w6_available = relay::available();
+    if args.which == Which::All && !w6_available {
+        eprintln!("W6 left out: it needs `nats-server` (apt-get install nats-server)");
+    }
+    let w = |x| w(x) && (x != Which::W6 || args.which == Which::W6 || w6_available);
     let cluster = workloads::server().await?;
     let columns: Vec<Option<Durability>> = match (&cluster, args.durability) {
         (None, _) => vec![None],
@@ -213,7 +224,8 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 Which::W3 => workloads::w3(args.runs).await?,
                 Which::W4 => workloads::w4(args.runs).await?,
                 Which::W5 => workloads::w5(args.runs).await?,
-                Which::W6 => workloads::w6(args.runs).await?,
+                Which::W6 => relay::w6(args.runs).await?,
+                Which::Dashboard => workloads::dashboard(args.runs).await?,
                 Which::All => unreachable!("not a workload"),
             };
             for figure in &mut measured {

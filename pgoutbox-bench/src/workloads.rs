@@ -905,9 +905,9 @@ async fn load_history(db: &TestDatabase, n: i64) -> Res<()> {
     Ok(())
 }
 
-/// W6: the dashboard's overview and first list page, server time, on a
+/// The dashboard workload: the dashboard's overview and first list page, server time, on a
 /// table of 1,000,000 operations, beside the same pages on an empty one.
-pub(crate) async fn w6(runs: usize) -> Res<Vec<Figure>> {
+pub(crate) async fn dashboard(runs: usize) -> Res<Vec<Figure>> {
     use pgoutbox::admin::Admin;
     use pgoutbox::dashboard::{self, DashboardOptions};
     const N: i64 = 1_000_000;
@@ -922,13 +922,13 @@ pub(crate) async fn w6(runs: usize) -> Res<Vec<Figure>> {
     };
     let (empty_app, full_app) = (app(&empty), app(&full));
     let pages = [
-        ("W6 dashboard overview, 1M rows", "/"),
-        ("W6 dashboard first list page, 1M rows", "/operations"),
+        ("Dashboard overview, 1M rows", "/"),
+        ("Dashboard first list page, 1M rows", "/operations"),
         (
-            "W6 dashboard dead, first page, 1M rows",
+            "Dashboard dead, first page, 1M rows",
             "/operations?status=dead",
         ),
-        ("W6 dashboard stalled page, 1M rows", "/stalled"),
+        ("Dashboard stalled page, 1M rows", "/stalled"),
     ];
     let mut figures = Vec::new();
     for (label, path) in pages {

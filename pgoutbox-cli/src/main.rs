@@ -7,6 +7,8 @@
 mod dashboard;
 mod migrate;
 mod ops;
+#[cfg(feature = "nats")]
+mod relay;
 mod schedules;
 mod schema;
 
@@ -96,6 +98,9 @@ enum Command {
         after_help = "Examples:\n  pgoutbox dashboard\n  PGOUTBOX_DASHBOARD__TOKEN=… pgoutbox dashboard --listen 0.0.0.0:7480 --allow-actions --actor alice"
     )]
     Dashboard(dashboard::DashboardArgs),
+    /// Relay operations, by name, to NATS JetStream (payloads as stored).
+    #[cfg(feature = "nats")]
+    Relay(relay::RelayArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  pgoutbox completions bash > /etc/bash_completion.d/pgoutbox\n  pgoutbox completions zsh > \"${fpath[1]}/_pgoutbox\""
@@ -377,6 +382,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Schedules(args) => schedules::run(cli, args).await,
         #[cfg(feature = "dashboard")]
         Command::Dashboard(args) => dashboard::run(cli, args).await,
+        #[cfg(feature = "nats")]
+        Command::Relay(args) => relay::run(cli, args).await,
         Command::Purge {
             older_than,
             include_dead,

@@ -289,6 +289,26 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) -> Result<(), C
     Ok(())
 }
 
+/// A relay's receipt as one line: `published to JetStream stream ORDERS,
+/// sequence 42` (`, a duplicate` when the broker had it already), or the
+/// JSON as stored for another backend.
+fn receipt(result: &serde_json::Value) -> String {
+    if result["backend"] == "jetstream" {
+        format!(
+            "published to JetStream stream {}, sequence {}{}",
+            result["stream"].as_str().unwrap_or("?"),
+            result["sequence"],
+            if result["duplicate"] == true {
+                " (a duplicate: the stream had it already)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        format!("result {result}")
+    }
+}
+
 /// Attempts counted against the limit, out of the limit, and the snoozes
 /// beside them (`2/3 +1 snoozed`): a snooze does not use up an attempt.
 fn attempts(op: &OperationRow) -> String {
@@ -496,6 +516,9 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
             a.started_at,
             a.error.as_ref().map_or(String::new(), |e| format!(": {e}"))
         )?;
+        if let Some(result) = &a.result {
+            writeln!(out, "      {}", receipt(result))?;
+        }
         if let Some(chain) = a
             .error_chain
             .as_ref()

@@ -98,6 +98,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "dashboard",
         template: include_str!("../migrations/0004_dashboard.sql"),
     },
+    Migration {
+        version: 5,
+        name: "relay",
+        template: include_str!("../migrations/0005_relay.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

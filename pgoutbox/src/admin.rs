@@ -393,6 +393,10 @@ pub struct AttemptRow {
     pub error: Option<String>,
     /// The error's chain, outermost first.
     pub error_chain: Option<serde_json::Value>,
+    /// What the attempt produced: for a relay, the broker's receipt
+    /// (`{"backend": "jetstream", "stream": …, "sequence": …,
+    /// "duplicate": …}`); `None` for a handler.
+    pub result: Option<serde_json::Value>,
 }
 
 /// One operator action.
@@ -1007,6 +1011,7 @@ impl FromRow<'_, PgRow> for AttemptRow {
             outcome: row.try_get("outcome")?,
             error: row.try_get("error")?,
             error_chain: row.try_get("error_chain")?,
+            result: row.try_get("result")?,
         })
     }
 }

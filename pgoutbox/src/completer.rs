@@ -1,5 +1,5 @@
-//! The completer: plain handlers' successes (without follow-ups) recorded
-//! in batches, one statement for all that finished together. The handler's
+//! The completer: plain handlers' and relays' successes (without
+//! follow-ups) recorded in batches, one statement for all that finished together. The handler's
 //! slot is already free by then; each executor waits for its own answer
 //! (holding its place in the `4 × n_workers` in-flight bound, its lease
 //! still renewed), and fencing is per row, as for single completions.
@@ -34,14 +34,15 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Completio
 }
 
 async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
-    let fences: Vec<Fence> = batch.iter().map(|c| c.fence).collect();
+    let successes: Vec<(Fence, Option<serde_json::Value>)> =
+        batch.iter().map(|c| (c.fence, c.result.clone())).collect();
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store
             .complete_successes(
                 &mut conn,
                 rt.worker_id,
-                &fences,
+                &successes,
                 rt.settings.workflow_system.idempotent_async_commit,
             )
             .await
@@ -50,7 +51,7 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     // its own, as it does for any record that fails.
     match tokio::time::timeout(LIMIT, result).await {
         Ok(Ok(done)) => {
-            for Completion { fence, reply } in batch.drain(..) {
+            for Completion { fence, reply, .. } in batch.drain(..) {
                 let _ = reply.send(Ok(done.contains(&fence.id.as_i64())));
             }
         }

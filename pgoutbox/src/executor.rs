@@ -97,12 +97,13 @@ pub(crate) async fn release(rt: Arc<Runtime>, claimed: Claimed, running: Arc<Run
         fence,
         &attempt,
         decision,
-        Vec::new(),
+        Produced::default(),
         &running,
     )
     .await;
 }
 
+#[allow(clippy::too_many_lines)] // The dispatch to a relay, a transactional or a plain handler, in order.
 async fn run(
     rt: &Runtime,
     claimed: Claimed,
@@ -113,6 +114,11 @@ async fn run(
     metrics::counter!("pgoutbox_claimed_total", "name" => name.clone()).increment(1);
     metrics::histogram!("pgoutbox_pickup_latency_seconds", "name" => name.clone())
         .record(claimed.waited_seconds.max(0.0));
+    #[cfg(feature = "nats")]
+    if let Some(route) = rt.routes.get(&claimed.name).filter(|r| r.relay().is_some()) {
+        run_relay(rt, &claimed, route, running).await;
+        return None;
+    }
     // The claim selects only names this process handles, whose routes hold
     // handler registrations; anything else is a bug, and still gets
     // recorded rather than dropped.
@@ -189,7 +195,10 @@ async fn run(
                 fence(rt, &claimed),
                 &attempt,
                 decision,
-                ctx.follow_ups,
+                Produced {
+                    follow_ups: ctx.follow_ups,
+                    result: None,
+                },
                 running,
             )
             .await;
@@ -215,10 +224,103 @@ async fn no_handler(rt: &Runtime, claimed: &Claimed, running: &RunningOp) {
         fence(rt, claimed),
         &attempt,
         decision,
-        Vec::new(),
+        Produced::default(),
         running,
     )
     .await;
+}
+
+/// Relays one operation: sends its message, frees the handler slot once
+/// the client has it, waits for the broker's acknowledgement, records the
+/// receipt with the success (through the completer, in batches).
+#[cfg(feature = "nats")]
+async fn run_relay(
+    rt: &Runtime,
+    claimed: &Claimed,
+    route: &crate::router::Route,
+    running: &RunningOp,
+) {
+    let Some(relay) = route.relay() else { return };
+    let started = Instant::now();
+    let registration = route.registration();
+    let attempt = attempt_of(rt, claimed, Some(registration));
+    let timeout = registration
+        .options()
+        .timeout
+        .unwrap_or(rt.settings.workflow_system.handler_timeout);
+    let (end, result) = relay_attempt(rt, claimed, relay, timeout, running).await;
+    // A failure before the send still holds the slot.
+    running.release_slot();
+    rt.wake.notify_one();
+    let decision = attempt.decide(end, jitter());
+    record(
+        rt,
+        &claimed.name,
+        fence(rt, claimed),
+        &attempt,
+        decision,
+        Produced {
+            follow_ups: Vec::new(),
+            result,
+        },
+        running,
+    )
+    .await;
+    metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => claimed.name.clone())
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// One relay attempt's end, and the broker's receipt when it succeeded.
+#[cfg(feature = "nats")]
+async fn relay_attempt(
+    rt: &Runtime,
+    claimed: &Claimed,
+    relay: &crate::relay::RouteRelay,
+    timeout: Duration,
+    running: &RunningOp,
+) -> (AttemptEnd, Option<serde_json::Value>) {
+    let refused = |r: crate::relay::Refusal| {
+        AttemptEnd::Failed(if r.permanent {
+            HandlerError::permanent(r.message)
+        } else {
+            HandlerError::retryable(r.message)
+        })
+    };
+    let message = match relay.message(
+        &claimed.name,
+        claimed.id.as_i64(),
+        claimed.root_id.as_i64(),
+        claimed.external_key,
+        &claimed.schema_hash,
+        &claimed.payload,
+    ) {
+        Ok(message) => message,
+        Err(r) => return (refused(r), None),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let sent = tokio::select! {
+        biased;
+        reason = running.aborted() => return (AttemptEnd::Aborted(reason), None),
+        sent = tokio::time::timeout_at(deadline, relay.relay.backend.send(message)) => sent,
+    };
+    let ack = match sent {
+        Err(_) => return (AttemptEnd::TimedOut(timeout), None),
+        Ok(Err(r)) => return (refused(r), None),
+        Ok(Ok(ack)) => ack,
+    };
+    // The client has the message: the slot may take the next operation
+    // while the acknowledgement comes (the in-flight bound still holds).
+    running.release_slot();
+    rt.wake.notify_one();
+    tokio::select! {
+        biased;
+        reason = running.aborted() => (AttemptEnd::Aborted(reason), None),
+        acked = tokio::time::timeout_at(deadline, ack) => match acked {
+            Err(_) => (AttemptEnd::TimedOut(timeout), None),
+            Ok(Err(r)) => (refused(r), None),
+            Ok(Ok(receipt)) => (AttemptEnd::Succeeded, Some(receipt)),
+        },
+    }
 }
 
 fn attempt_of(rt: &Runtime, claimed: &Claimed, registration: Option<&Registration>) -> Attempt {
@@ -290,7 +392,7 @@ async fn run_transactional(
             fence,
             attempt,
             attempt.decide(end, jitter()),
-            Vec::new(),
+            Produced::default(),
             running,
         )
     };
@@ -338,7 +440,7 @@ async fn run_transactional(
     #[cfg(feature = "testing")]
     if let Some(point) = rt.crash_for(claimed.attempt) {
         if point == Crash::BeforeCommit && matches!(decision, Decision::Success) {
-            let _ = rt.store.complete_success(&mut tx, fence, true).await;
+            let _ = rt.store.complete_success(&mut tx, fence, true, None).await;
         }
         drop(tx); // never committed: rolled back, as by a dead worker
         vanish(claimed, point);
@@ -353,7 +455,7 @@ async fn run_transactional(
             fence,
             attempt,
             decision,
-            Vec::new(),
+            Produced::default(),
             running,
         )
         .await;
@@ -369,7 +471,11 @@ async fn run_transactional(
     let no_answer = || format!("no answer within {limit:?}");
     let success = tokio::time::timeout(limit, async {
         rt.store.local_timeouts(&mut tx, limit).await?;
-        if !rt.store.complete_success(&mut tx, fence, true).await? {
+        if !rt
+            .store
+            .complete_success(&mut tx, fence, true, None)
+            .await?
+        {
             return Ok(None);
         }
         // The same commit starts the next operation's attempt: it is
@@ -497,6 +603,14 @@ fn vanish(claimed: &Claimed, point: Crash) {
     );
 }
 
+/// What a successful attempt leaves besides its success: a handler's
+/// follow-ups, or a relay's receipt (recorded on the attempt).
+#[derive(Debug, Default)]
+pub(crate) struct Produced {
+    pub(crate) follow_ups: Vec<NewOperation>,
+    pub(crate) result: Option<serde_json::Value>,
+}
+
 /// Records `decision`, retrying while the database is unreachable and the
 /// lease is still ours. Gives up (leaving the attempt to the rescuer, which
 /// records it as `lost`) only when the lease is gone. An outcome that
@@ -510,7 +624,7 @@ async fn record(
     fence: Fence,
     attempt: &Attempt,
     mut decision: Decision,
-    mut follow_ups: Vec<NewOperation>,
+    mut produced: Produced,
     running: &RunningOp,
 ) {
     let mut wait = Duration::from_millis(50);
@@ -519,7 +633,7 @@ async fn record(
         // Bounded: a connection that went silent must not hold the attempt
         // (and `stop()`) forever; the next try takes another connection.
         let limit = rt.settings.workflow_system.lease;
-        let tried = tokio::time::timeout(limit, try_record(rt, fence, &decision, &follow_ups))
+        let tried = tokio::time::timeout(limit, try_record(rt, fence, &decision, &produced))
             .await
             .unwrap_or(Err(RecordError::TimedOut(limit)));
         match tried {
@@ -543,7 +657,7 @@ async fn record(
                         2 => attempt.unstorable(&decision, &format!("SQLSTATE {code}")),
                         _ => return,
                     };
-                    follow_ups.clear();
+                    produced.follow_ups.clear();
                     continue;
                 }
                 if running.is_lost() {
@@ -586,14 +700,19 @@ async fn try_record(
     rt: &Runtime,
     fence: Fence,
     decision: &Decision,
-    follow_ups: &[NewOperation],
+    produced: &Produced,
 ) -> Result<bool, RecordError> {
     match decision {
-        Decision::Success if follow_ups.is_empty() => {
+        Decision::Success if produced.follow_ups.is_empty() => {
             let (reply, answer) = tokio::sync::oneshot::channel();
+            let result = produced.result.clone();
             if rt
                 .completions
-                .send(Completion { fence, reply })
+                .send(Completion {
+                    fence,
+                    result,
+                    reply,
+                })
                 .await
                 .is_ok()
                 && let Ok(answer) = answer.await
@@ -602,14 +721,21 @@ async fn try_record(
             }
             // No completer (the system is being dropped): record alone.
             let mut conn = rt.pool.acquire().await?;
-            Ok(rt.store.complete_success(&mut conn, fence, false).await?)
+            Ok(rt
+                .store
+                .complete_success(&mut conn, fence, false, produced.result.as_ref())
+                .await?)
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
-            if !rt.store.complete_success(&mut tx, fence, false).await? {
+            if !rt
+                .store
+                .complete_success(&mut tx, fence, false, None)
+                .await?
+            {
                 return Ok(false);
             }
-            for op in follow_ups {
+            for op in &produced.follow_ups {
                 rt.publisher.insert(&mut tx, op).await?;
             }
             tx.commit().await?;

@@ -117,6 +117,9 @@ mod outcome;
 mod producer;
 mod publish;
 mod registry;
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub mod relay;
 mod router;
 mod runtime;
 mod schedule;
@@ -259,8 +262,8 @@ pub use router::{Route, RouterError, Routes, WorkflowRouter};
 pub use schedule::{MAX_MISSED_TICKS, MissedTicks, Schedule, ScheduleError, Tick, schedule_key};
 pub use settings::{
     DEFAULT_CHANNEL, DEFAULT_MAX_ATTEMPTS, DashboardSettings, DatabaseSettings, MAX_CLAIM_AHEAD,
-    MAX_DURATION, MAX_N_WORKERS, MAX_POOL, RetentionSettings, Settings, SettingsError,
-    WorkflowSettings, redact_url,
+    MAX_DURATION, MAX_N_WORKERS, MAX_POOL, NatsSettings, RelaySettings, RetentionSettings,
+    Settings, SettingsError, WorkflowSettings, redact_nats_url, redact_url,
 };
 pub use state::{Outcome, ParseStateError, Status};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};

@@ -341,6 +341,26 @@ impl Registration {
         (self.payload_type)()
     }
 
+    /// The registration of an operation known by name only (the
+    /// `pgoutbox relay` command's): any JSON payload, default options.
+    #[cfg(feature = "nats")]
+    pub(crate) fn untyped(name: &'static str) -> Registration {
+        fn any_payload() -> &'static OperationSchema {
+            static ANY: std::sync::OnceLock<OperationSchema> = std::sync::OnceLock::new();
+            ANY.get_or_init(|| OperationSchema::from_json(serde_json::json!({})))
+        }
+        Registration {
+            name,
+            options: OperationOptions::new(),
+            schema: any_payload,
+            payload_type: TypeId::of::<serde_json::Value>,
+            payload_type_name: std::any::type_name::<serde_json::Value>,
+            handler: None,
+            file: "the `pgoutbox relay` command",
+            line: 0,
+        }
+    }
+
     pub(crate) fn describe(&self) -> String {
         match self.handler {
             Some((_, function)) => format!("handler `{function}` at {}", self.location()),

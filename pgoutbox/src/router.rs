@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::definition::Operation;
 use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::registry::{Registration, Registry};
+#[cfg(feature = "nats")]
+use crate::relay::{Relay, RouteRelay};
 use crate::schedule::{Compiled, Schedule, ScheduleError, Tick};
 use crate::store::NewOperation;
 
@@ -52,6 +54,9 @@ pub struct WorkflowRouter {
     routers: Vec<WorkflowRouter>,
     concurrency: Option<usize>,
     schedules: Vec<Declared>,
+    /// Operations relayed rather than handled (`relay::<T>()`).
+    #[cfg(feature = "nats")]
+    relays: Vec<SelectedRelay>,
 }
 
 /// Builds a tick's row: the payload closure, its type erased.
@@ -114,6 +119,17 @@ impl fmt::Debug for ScheduledRoute {
             .field("declaration", &self.declaration)
             .finish_non_exhaustive()
     }
+}
+
+/// An operation selected for a relay, by type.
+#[cfg(feature = "nats")]
+#[derive(Debug, Clone)]
+struct SelectedRelay {
+    selected: Selected,
+    relay: Relay,
+    location: &'static std::panic::Location<'static>,
+    /// The type's contract, for a registry that does not list it.
+    contract: fn(&'static str, u32) -> Registration,
 }
 
 #[derive(Debug, Clone)]
@@ -223,6 +239,42 @@ pub enum RouterError {
         /// The schedule's name.
         name: String,
     },
+    /// A relayed operation also has a handler: it would be handled two
+    /// ways.
+    #[error(
+        "operation `{name}` has both a handler ({handler}) and a relay (at {relay}): a relayed \
+         operation needs no handler; remove one of them"
+    )]
+    RelayAndHandler {
+        /// The operation's name.
+        name: &'static str,
+        /// The handler and where it is.
+        handler: String,
+        /// Where the relay is declared.
+        relay: String,
+    },
+    /// A relayed operation is not declared `idempotent`.
+    #[error(
+        "operation `{name}` (type `{type_name}`) is relayed but not declared `idempotent`: a \
+         relay re-sends a message whose acknowledgement it did not see (the broker drops the \
+         copy), so add `idempotent` to its `#[operation(…)]`"
+    )]
+    RelayNotIdempotent {
+        /// The operation's name.
+        name: &'static str,
+        /// Its payload type.
+        type_name: &'static str,
+    },
+    /// A relay's subject is not valid for the operation.
+    #[error("{message} (relay declared at {relay})")]
+    RelaySubject {
+        /// The operation's name.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+        /// Where the relay is declared.
+        relay: String,
+    },
 }
 
 /// The handlers a worker runs, resolved from routers against a registry.
@@ -278,11 +330,14 @@ pub(crate) struct Group {
 /// assert!(route.registration().is_handler());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Route {
     registration: &'static Registration,
     concurrency: Option<usize>,
     group: Option<usize>,
+    /// The relay that is this operation's handler, if it is relayed.
+    #[cfg(feature = "nats")]
+    relay: Option<RouteRelay>,
 }
 
 impl Route {
@@ -304,6 +359,36 @@ impl Route {
     /// ```
     pub fn registration(&self) -> &'static Registration {
         self.registration
+    }
+
+    /// Whether the operation is relayed (`WorkflowRouter::relay`) rather
+    /// than handled.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<()> {
+    ///     let _ = (ctx, to);
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![send_mail])?;
+    /// let routes = WorkflowRouter::new().operation::<SendMail>().resolve(&registry)?;
+    /// assert!(!routes.get("mail.send").unwrap().is_relayed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_relayed(&self) -> bool {
+        #[cfg(feature = "nats")]
+        return self.relay.is_some();
+        #[cfg(not(feature = "nats"))]
+        false
+    }
+
+    /// The relay that is this operation's handler.
+    #[cfg(feature = "nats")]
+    pub(crate) fn relay(&self) -> Option<&RouteRelay> {
+        self.relay.as_ref()
     }
 
     /// The concurrency limit of the innermost router that sets one (the
@@ -529,6 +614,48 @@ impl WorkflowRouter {
             name: O::NAME,
             type_id: TypeId::of::<O>(),
             type_name: std::any::type_name::<O>(),
+        });
+        self
+    }
+
+    /// Selects the operation whose payload type is `O` and hands it to
+    /// `relay` (a broker) instead of a handler: the relay is its handler.
+    /// The operation needs no handler (one registered for it is refused
+    /// when the routers are resolved, naming both) and must be declared
+    /// `idempotent`; a subject template is checked against its schema.
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::relay::Relay;
+    ///
+    /// #[operation("orders.placed", idempotent)]
+    /// pub struct OrderPlaced {
+    ///     order_id: i64,
+    ///     region: String,
+    /// }
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let router = WorkflowRouter::with_prefix("orders")
+    ///     .relay::<OrderPlaced>(Relay::jetstream(&client, "events.orders.{region}"));
+    /// let routes = router.resolve(&Registry::from_inventory()?)?;
+    /// assert!(routes.get("orders.placed").unwrap().is_relayed());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[must_use]
+    #[track_caller]
+    pub fn relay<O: Operation>(mut self, relay: Relay) -> Self {
+        self.relays.push(SelectedRelay {
+            selected: Selected {
+                name: O::NAME,
+                type_id: TypeId::of::<O>(),
+                type_name: std::any::type_name::<O>(),
+            },
+            relay,
+            location: std::panic::Location::caller(),
+            contract: Registration::contract::<O>,
         });
         self
     }
@@ -838,13 +965,136 @@ impl WorkflowRouter {
                     registration: handler,
                     concurrency,
                     group,
+                    #[cfg(feature = "nats")]
+                    relay: None,
                 },
             );
         }
         self.resolve_schedules(prefix, routes)?;
+        #[cfg(feature = "nats")]
+        for selected in &self.relays {
+            self.resolve_relay(
+                registry,
+                prefix,
+                selected,
+                concurrency,
+                group,
+                routes,
+                owners,
+            )?;
+        }
         for router in &self.routers {
             router.resolve_into(registry, prefix, group, routes, owners)?;
         }
         Ok(())
+    }
+
+    /// Checks and adds a relayed operation: under the prefix, not selected
+    /// twice, without a handler, idempotent, its subject valid for its
+    /// schema.
+    #[cfg(feature = "nats")]
+    #[allow(clippy::too_many_arguments)] // `resolve_into`'s state, passed on.
+    fn resolve_relay(
+        &self,
+        registry: &Registry,
+        prefix: Option<&str>,
+        selected: &SelectedRelay,
+        concurrency: Option<usize>,
+        group: Option<usize>,
+        routes: &mut Routes,
+        owners: &mut BTreeMap<&'static str, String>,
+    ) -> Result<(), RouterError> {
+        let SelectedRelay {
+            selected,
+            relay,
+            location,
+            contract,
+        } = selected;
+        let name = selected.name;
+        let (file, line) = (location.file(), location.line());
+        let location = format!("{file}:{line}");
+        if let Some(prefix) = prefix
+            && !crate::name::is_under(name, prefix)
+        {
+            return Err(RouterError::OutsidePrefix {
+                name,
+                type_name: selected.type_name,
+                prefix: prefix.to_owned(),
+            });
+        }
+        if let Some(first) = owners.get(name) {
+            return Err(RouterError::Duplicate {
+                name,
+                first: first.clone(),
+                second: self.label(),
+            });
+        }
+        let entry = registry.get(name);
+        if let Some(handler) = entry.and_then(crate::registry::Entry::handler) {
+            return Err(RouterError::RelayAndHandler {
+                name,
+                handler: handler.describe(),
+                relay: location,
+            });
+        }
+        // The contract the registry holds, or the type's own (a registry
+        // listed explicitly need not name publish-only contracts).
+        let registration: &'static Registration = match entry {
+            Some(entry) => entry.registration(),
+            None => Box::leak(Box::new(contract(file, line))),
+        };
+        if registration.payload_type() != selected.type_id {
+            return Err(RouterError::TypeMismatch {
+                name,
+                selected: selected.type_name,
+                registered: registration.payload_type_name(),
+            });
+        }
+        if !registration.options().idempotent {
+            return Err(RouterError::RelayNotIdempotent {
+                name,
+                type_name: selected.type_name,
+            });
+        }
+        let relay = RouteRelay {
+            relay: relay.clone(),
+            location,
+            typed: true,
+        };
+        relay
+            .check_subject(name, Some(registration.schema()))
+            .map_err(|e| RouterError::RelaySubject {
+                name,
+                message: e.to_string(),
+                relay: relay.location.clone(),
+            })?;
+        owners.insert(name, self.label());
+        routes.routes.insert(
+            name,
+            Route {
+                registration,
+                concurrency,
+                group,
+                relay: Some(relay),
+            },
+        );
+        Ok(())
+    }
+}
+
+#[cfg(feature = "nats")]
+impl Routes {
+    /// Adds an operation known by name only, relayed by `relay` (the
+    /// `pgoutbox relay` command's names).
+    pub(crate) fn insert_untyped_relay(&mut self, name: &'static str, relay: RouteRelay) {
+        self.routes.insert(
+            name,
+            Route {
+                registration: Box::leak(Box::new(Registration::untyped(name))),
+                concurrency: None,
+                group: None,
+                relay: Some(relay),
+            },
+        );
     }
 }

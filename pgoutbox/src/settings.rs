@@ -100,6 +100,9 @@ pub struct Settings {
     pub workflow_system: WorkflowSettings,
     /// The operators' web dashboard (`pgoutbox dashboard`).
     pub dashboard: DashboardSettings,
+    /// Where relays publish (`pgoutbox::relay`, the `pgoutbox relay`
+    /// command).
+    pub relay: RelaySettings,
 }
 
 /// The operators' web dashboard, as `pgoutbox dashboard` serves it.
@@ -133,6 +136,57 @@ impl Default for DashboardSettings {
     }
 }
 
+/// The relays' settings: for now, NATS JetStream.
+///
+/// ```
+/// let mut settings = pgoutbox::Settings::default();
+/// settings.relay.nats.url = Some("nats://relay:s3cret@nats-1:4222,nats://nats-2:4222".into());
+/// settings.relay.nats.stream = Some("ORDERS".into());
+/// settings.validate()?;
+/// // `Debug` masks the URLs' passwords and tokens.
+/// let printed = format!("{settings:?}");
+/// assert!(!printed.contains("s3cret"));
+/// # Ok::<(), pgoutbox::SettingsError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySettings {
+    /// The NATS JetStream relay.
+    pub nats: NatsSettings,
+}
+
+/// Where and how a relay publishes to NATS JetStream.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSettings {
+    /// The server, or servers separated by commas (`nats://host:4222`,
+    /// `tls://…`); a password or token in it is masked in logs.
+    pub url: Option<String>,
+    /// A credentials file (`.creds`: a user JWT and its `NKey` seed).
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// The stream the subjects must land in, checked at start-up; unset:
+    /// any stream that captures them.
+    pub stream: Option<String>,
+    /// How long a publish waits for JetStream's acknowledgement before the
+    /// attempt fails (and is retried).
+    #[serde(with = "duration")]
+    pub publish_timeout: Duration,
+    /// The most messages sent and not yet acknowledged.
+    pub max_in_flight: usize,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: None,
+            credentials_file: None,
+            stream: None,
+            publish_timeout: Duration::from_secs(10),
+            max_in_flight: 256,
+        }
+    }
+}
+
 impl std::fmt::Debug for DashboardSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let DashboardSettings { token, token_name } = self;
@@ -141,6 +195,56 @@ impl std::fmt::Debug for DashboardSettings {
             .field("token_name", token_name)
             .finish()
     }
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NatsSettings {
+            url,
+            credentials_file,
+            stream,
+            publish_timeout,
+            max_in_flight,
+        } = self;
+        f.debug_struct("NatsSettings")
+            .field("url", &url.as_deref().map(redact_nats_url))
+            .field("credentials_file", credentials_file)
+            .field("stream", stream)
+            .field("publish_timeout", publish_timeout)
+            .field("max_in_flight", max_in_flight)
+            .finish()
+    }
+}
+
+/// A NATS URL (or comma-separated list) with every password and token
+/// masked: `nats://user:***@host`, `nats://***@host`.
+///
+/// ```
+/// use pgoutbox::redact_nats_url;
+///
+/// assert_eq!(redact_nats_url("nats://u:p@a:4222,nats://t0ken@b"), "nats://u:***@a:4222,nats://***@b");
+/// assert_eq!(redact_nats_url("nats://a:4222"), "nats://a:4222");
+/// ```
+pub fn redact_nats_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let (scheme, rest) = match one.find("://") {
+                Some(i) => one.split_at(i + 3),
+                None => ("", one),
+            };
+            match rest.rfind('@') {
+                Some(at) => {
+                    let (userinfo, host) = rest.split_at(at);
+                    match userinfo.split_once(':') {
+                        Some((user, _)) => format!("{scheme}{user}:{REDACTED}{host}"),
+                        None => format!("{scheme}{REDACTED}{host}"),
+                    }
+                }
+                None => one.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Where the database is and how to connect to it.
@@ -562,6 +666,7 @@ impl Settings {
             k.starts_with("database.")
                 || k.starts_with("workflow_system.")
                 || k.starts_with("dashboard.")
+                || k.starts_with("relay.")
         }));
         let settings: Settings = figment.extract().map_err(|e| figment_error(&figment, &e))?;
         settings.validate().map_err(|mut e| {
@@ -665,6 +770,73 @@ impl Settings {
                     format!("invalid queue name `{queue}`"),
                 ));
             }
+        }
+        self.validate_relay()
+    }
+
+    /// The relay's settings: a URL of `nats`, `tls`, `ws` or `wss`
+    /// servers, an existing credentials file, a stream name JetStream
+    /// accepts, a publish timeout, an in-flight bound.
+    fn validate_relay(&self) -> Result<(), SettingsError> {
+        let nats = &self.relay.nats;
+        if let Some(url) = &nats.url {
+            for one in url.split(',') {
+                let one = one.trim();
+                let host = match one.split_once("://") {
+                    Some(("nats" | "tls" | "ws" | "wss", host)) => host,
+                    Some((scheme, _)) => {
+                        return Err(SettingsError::new(
+                            "relay.nats.url",
+                            format!(
+                                "`{scheme}://` is not a NATS scheme (`nats://`, `tls://`, `ws://`, `wss://`)"
+                            ),
+                        ));
+                    }
+                    None => one,
+                };
+                // The server, after any credentials.
+                let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+                if host.is_empty() || host.contains(char::is_whitespace) {
+                    return Err(SettingsError::new(
+                        "relay.nats.url",
+                        format!("`{}` names no server", redact_nats_url(one)),
+                    ));
+                }
+            }
+        }
+        if let Some(file) = &nats.credentials_file
+            && !file.is_file()
+        {
+            return Err(SettingsError::new(
+                "relay.nats.credentials_file",
+                format!("no such file: {}", file.display()),
+            ));
+        }
+        if let Some(stream) = &nats.stream
+            && (stream.is_empty()
+                || stream.len() > 255
+                || stream.contains(|c: char| {
+                    c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+                }))
+        {
+            return Err(SettingsError::new(
+                "relay.nats.stream",
+                format!(
+                    "`{stream}` is not a JetStream stream name (no dots, wildcards, slashes or spaces)"
+                ),
+            ));
+        }
+        if nats.publish_timeout.is_zero() || nats.publish_timeout > Duration::from_hours(1) {
+            return Err(SettingsError::new(
+                "relay.nats.publish_timeout",
+                "must be longer than zero and at most 1h",
+            ));
+        }
+        if nats.max_in_flight == 0 || nats.max_in_flight > 65_536 {
+            return Err(SettingsError::new(
+                "relay.nats.max_in_flight",
+                "must be from 1 to 65536",
+            ));
         }
         Ok(())
     }
@@ -834,6 +1006,7 @@ const OTHER_VARIABLES: &[&str] = &[
     "PGOUTBOX_PG_BIN",
     "PGOUTBOX_SOAK",
     "PGOUTBOX_TEST_CLUSTER_DIR",
+    "PGOUTBOX_TEST_NATS",
     "PGOUTBOX_TEST_PGBOUNCER",
     "PGOUTBOX_TEST_BROWSER",
     "PGOUTBOX_UPDATE_SNAPSHOTS",
@@ -1005,6 +1178,7 @@ const SECRET_KEYS: &[&str] = &[
     "database.url",
     "database.listen_url",
     "dashboard.token",
+    "relay.nats.url",
 ];
 
 /// A secret as text, whatever scalar the file or the environment made of

@@ -124,6 +124,13 @@ pub enum StartError {
     /// The database refused a statement.
     #[error("database error while starting: {0}")]
     Database(#[from] sqlx::Error),
+    /// A relay's broker failed its start-up check (unreachable, no such
+    /// stream, a subject no stream captures), or an untyped relay's names
+    /// match nothing; nothing was claimed.
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
 }
 
 /// Builds and starts a [`WorkflowSystem`]; made by
@@ -160,6 +167,9 @@ pub struct WorkflowSystemBuilder {
     router: WorkflowRouter,
     pool: Option<PgPool>,
     registry: Option<Registry>,
+    /// Names matched by patterns, relayed without types (`relay_by_name`).
+    #[cfg(feature = "nats")]
+    by_name: Option<(Vec<String>, crate::relay::Relay)>,
     #[cfg(feature = "testing")]
     crash: Option<Crash>,
     #[cfg(feature = "testing")]
@@ -260,6 +270,35 @@ impl WorkflowSystemBuilder {
 
     /// Makes every operation's first attempt crash at `point` (see
     /// `pgoutbox::testing::Harness::crash_at`).
+    /// Relays, without types, every operation whose name matches one of
+    /// `patterns` (`*` stands for any run of characters: `orders.*`), as
+    /// the `pgoutbox relay` command does. The names are those published
+    /// (or registered by a worker) before the system starts; a name first
+    /// published later is relayed after a restart. A pattern that matches
+    /// no name is an error at start-up. Payloads are forwarded as stored.
+    ///
+    /// ```no_run
+    /// use pgoutbox::relay::Relay;
+    ///
+    /// # async fn example(settings: pgoutbox::Settings) -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+    /// let relay = Relay::jetstream_by_name(&client, Some("events"), Default::default());
+    /// let system = pgoutbox::WorkflowSystem::builder(settings)
+    ///     .relay_by_name(vec!["orders.*".into()], relay)
+    ///     .start()
+    ///     .await?;
+    /// # let _ = system;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+    #[must_use]
+    pub fn relay_by_name(mut self, patterns: Vec<String>, relay: crate::relay::Relay) -> Self {
+        self.by_name = Some((patterns, relay));
+        self
+    }
+
     #[cfg(feature = "testing")]
     pub(crate) fn crash_at(mut self, point: Crash) -> Self {
         self.crash = Some(point);
@@ -330,7 +369,14 @@ impl WorkflowSystemBuilder {
             Some(registry) => registry,
             None => Registry::from_inventory()?,
         };
-        let routes = self.router.resolve(&registry)?;
+        #[allow(unused_mut)] // Only relays by name add routes here.
+        let mut routes = self.router.resolve(&registry)?;
+        #[cfg(feature = "nats")]
+        if let Some((patterns, relay)) = self.by_name {
+            relay_by_name(&pool, &schema, &settings, &mut routes, &patterns, relay).await?;
+        }
+        #[cfg(feature = "nats")]
+        check_relays(&routes).await?;
         // A worker may only publish schedules, their operations run elsewhere.
         if routes.is_empty() && routes.schedules().is_empty() {
             return Err(StartError::NoOperations);
@@ -368,6 +414,11 @@ impl WorkflowSystemBuilder {
                 )
                 .await?;
             for (name, route) in routes.iter() {
+                // An operation relayed by name has no schema of its own.
+                #[cfg(feature = "nats")]
+                if route.relay().is_some_and(|r| !r.typed) {
+                    continue;
+                }
                 store
                     .record_schema(&mut conn, name, route.registration().schema())
                     .await?;
@@ -446,6 +497,84 @@ impl WorkflowSystemBuilder {
 /// The pool of `settings.database`, after one direct connection: a pool
 /// would retry until `acquire_timeout` and then say only "pool timed out",
 /// hiding why the database cannot be reached.
+/// Adds a route for every known name that matches one of `patterns`.
+#[cfg(feature = "nats")]
+async fn relay_by_name(
+    pool: &PgPool,
+    schema: &pgoutbox_migrate::Identifier,
+    settings: &Settings,
+    routes: &mut crate::router::Routes,
+    patterns: &[String],
+    relay: crate::relay::Relay,
+) -> Result<(), StartError> {
+    let store = Store::new(schema, None, settings.database.prepared_statements);
+    let mut conn = pool.acquire().await?;
+    let known = store.known_names(&mut conn).await?;
+    for pattern in patterns {
+        let matched: Vec<&String> = known
+            .iter()
+            .filter(|name| crate::relay::name_matches(pattern, name))
+            .collect();
+        if matched.is_empty() {
+            return Err(crate::relay::RelayError::NoNames(pattern.clone()).into());
+        }
+        for name in matched {
+            if routes.get(name).is_some() {
+                continue;
+            }
+            // The names of a start-up, kept for the process's life.
+            let name: &'static str = Box::leak(name.clone().into_boxed_str());
+            let relay = crate::relay::RouteRelay {
+                relay: relay.clone(),
+                location: format!("pattern `{pattern}`"),
+                typed: false,
+            };
+            relay
+                .check_subject(name, None)
+                .map_err(|e| RouterError::RelaySubject {
+                    name,
+                    message: e.to_string(),
+                    relay: relay.location.clone(),
+                })?;
+            routes.insert_untyped_relay(name, relay);
+        }
+    }
+    Ok(())
+}
+
+/// Checks each relay's broker once, with a sample of every subject it
+/// publishes to, before anything is claimed.
+#[cfg(feature = "nats")]
+async fn check_relays(routes: &crate::router::Routes) -> Result<(), StartError> {
+    let mut backends: Vec<(&crate::relay::RouteRelay, Vec<String>)> = Vec::new();
+    for (name, route) in routes.iter() {
+        let Some(relay) = route.relay() else { continue };
+        let schema = relay.typed.then(|| route.registration().schema());
+        let sample = relay
+            .check_subject(name, schema)
+            .map_err(|e| RouterError::RelaySubject {
+                name,
+                message: e.to_string(),
+                relay: relay.location.clone(),
+            })?;
+        let same = |(r, _): &&mut (&crate::relay::RouteRelay, Vec<String>)| {
+            std::sync::Arc::ptr_eq(&r.relay.backend, &relay.relay.backend)
+        };
+        match backends.iter_mut().find(|entry| same(entry)) {
+            Some((_, subjects)) => {
+                if !subjects.contains(&sample) {
+                    subjects.push(sample);
+                }
+            }
+            None => backends.push((relay, vec![sample])),
+        }
+    }
+    for (relay, subjects) in backends {
+        relay.relay.backend.check(&subjects).await?;
+    }
+    Ok(())
+}
+
 async fn connect(settings: &Settings) -> Result<PgPool, StartError> {
     let options = settings.connect_options()?;
     let timeout = settings.database.acquire_timeout;
@@ -524,6 +653,8 @@ impl WorkflowSystem {
             router: WorkflowRouter::new(),
             pool: None,
             registry: None,
+            #[cfg(feature = "nats")]
+            by_name: None,
             #[cfg(feature = "testing")]
             crash: None,
             #[cfg(feature = "testing")]

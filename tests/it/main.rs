@@ -16,6 +16,7 @@ mod ops;
 mod pgbouncer;
 mod processes;
 mod publish;
+mod relay;
 mod runtime;
 mod schedules;
 mod settings;

@@ -40,6 +40,14 @@ impl Worker {
         Worker::spawn(command)
     }
 
+    /// A relay process (`pgoutbox-test-worker relay`): `relay.order_placed`
+    /// to JetStream at `nats`, into `stream`.
+    pub(crate) fn start_relay(url: &str, n_workers: usize, nats: &str, stream: &str) -> Worker {
+        let mut command = Worker::command(url, n_workers);
+        command.args(["relay", nats, stream]);
+        Worker::spawn(command)
+    }
+
     /// The worker's command, configured as [`Worker::start`] does; stderr
     /// inherited unless the caller changes it.
     pub(crate) fn command(url: &str, n_workers: usize) -> Command {

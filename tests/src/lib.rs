@@ -96,3 +96,28 @@ pub fn router() -> WorkflowRouter {
         .operation::<IdempotentEffect>()
         .operation::<TxEffect>()
 }
+
+/// An event relayed to NATS JetStream by the relay tests (`it/relay.rs`)
+/// and the worker's `relay` mode; `note` pads a payload to a size.
+#[operation("relay.order_placed", idempotent, max_attempts = 50)]
+pub struct OrderPlaced {
+    /// The order.
+    pub order_id: i64,
+    /// Where it was placed: a subject token.
+    pub region: String,
+    /// Padding.
+    pub note: String,
+}
+
+/// The router of a relay process: `relay.order_placed` to
+/// `events.orders.{region}` in `stream`.
+pub fn relay_router(client: &pgoutbox::relay::async_nats::Client, stream: &str) -> WorkflowRouter {
+    let options = pgoutbox::relay::JetStreamOptions {
+        stream: Some(stream.to_owned()),
+        publish_timeout: Duration::from_secs(2),
+        max_in_flight: 256,
+    };
+    WorkflowRouter::with_prefix("relay").relay::<OrderPlaced>(
+        pgoutbox::relay::Relay::jetstream_with(client, "events.orders.{region}", options),
+    )
+}

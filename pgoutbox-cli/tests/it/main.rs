@@ -4,5 +4,6 @@ mod cli;
 mod dashboard;
 mod migrate;
 mod ops;
+mod relay;
 mod schedules;
 mod schema;

@@ -54,6 +54,8 @@ statements!(
     record_schema,
     unhandled_names,
     unserved_queues,
+    #[cfg(feature = "nats")]
+    known_names,
     purge_workers,
     // Operators' (`admin`).
     list_operations,
@@ -416,6 +418,7 @@ impl Store {
         conn: &mut PgConnection,
         fence: Fence,
         transactional: bool,
+        result: Option<&serde_json::Value>,
     ) -> Result<bool, sqlx::Error> {
         let n: i64 = self
             .pinned(conn, async |conn| {
@@ -425,6 +428,7 @@ impl Store {
                     .bind(fence.attempt)
                     .bind(fence.attempt_id)
                     .bind(transactional)
+                    .bind(result)
                     .fetch_one(conn)
                     .await
             })
@@ -432,17 +436,21 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records many plain successes of one worker; returns the ids recorded.
+    /// Records many plain successes of one worker, each with what its
+    /// attempt produced (a relay's receipt, or nothing); returns the ids
+    /// recorded.
     pub(crate) async fn complete_successes(
         &self,
         conn: &mut PgConnection,
         worker: Uuid,
-        fences: &[Fence],
+        successes: &[(Fence, Option<serde_json::Value>)],
         idempotent_async_commit: bool,
     ) -> Result<Vec<i64>, sqlx::Error> {
-        let ids: Vec<i64> = fences.iter().map(|f| f.id.as_i64()).collect();
-        let attempts: Vec<i32> = fences.iter().map(|f| f.attempt).collect();
-        let attempt_ids: Vec<i64> = fences.iter().map(|f| f.attempt_id).collect();
+        let ids: Vec<i64> = successes.iter().map(|(f, _)| f.id.as_i64()).collect();
+        let attempts: Vec<i32> = successes.iter().map(|(f, _)| f.attempt).collect();
+        let attempt_ids: Vec<i64> = successes.iter().map(|(f, _)| f.attempt_id).collect();
+        let results: Vec<Option<serde_json::Value>> =
+            successes.iter().map(|(_, r)| r.clone()).collect();
         self.pinned(conn, async |conn| {
             query!(self, query_scalar, complete_successes)
                 .bind(ids)
@@ -450,6 +458,7 @@ impl Store {
                 .bind(attempt_ids)
                 .bind(worker)
                 .bind(idempotent_async_commit)
+                .bind(results)
                 .fetch_all(conn)
                 .await
         })
@@ -645,6 +654,20 @@ impl Store {
         })
         .await
         .map(drop)
+    }
+
+    /// Every operation name ever published or registered.
+    #[cfg(feature = "nats")]
+    pub(crate) async fn known_names(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query_scalar, known_names)
+                .fetch_all(conn)
+                .await
+        })
+        .await
     }
 
     /// Ready operations whose name no live worker handles, with counts.

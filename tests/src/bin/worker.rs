@@ -10,6 +10,8 @@
 //!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
 //!   `--take-over`;
 //! - `--log` writes pgoutbox's log (info and above) to stderr.
+//! - `relay NATS_URL STREAM` relays `relay.order_placed` to JetStream
+//!   instead (`pgoutbox_tests::relay_router`).
 
 use std::process::ExitCode;
 
@@ -68,8 +70,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let settings = Settings::load()?;
     pgoutbox_tests::set_side_effect_pool(settings.pool()?);
+    let router = match args.as_slice() {
+        [mode, url, stream] if mode == "relay" => {
+            let mut nats = settings.relay.nats.clone();
+            nats.url = Some(url.clone());
+            let client = pgoutbox::relay::connect(&nats).await?;
+            pgoutbox_tests::relay_router(&client, stream)
+        }
+        _ => router(&args)?,
+    };
     let system = WorkflowSystem::builder(settings)
-        .router(router(&args)?)
+        .router(router)
         .start()
         .await?;
     say(&format!("ready {}", system.worker_id()));

@@ -1,5 +1,5 @@
 -- The attempts of operation $1, in order.
-SELECT number, worker_id, started_at, finished_at, outcome, error, error_chain
+SELECT number, worker_id, started_at, finished_at, outcome, error, error_chain, result
 FROM {schema}.attempts
 WHERE operation_id = $1
 ORDER BY id

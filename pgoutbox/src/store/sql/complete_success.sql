@@ -1,7 +1,8 @@
 -- Record a success, fenced by the lease owner ($2) and attempt ($3) the
 -- worker read, and, for a transactional handler ($5), by the transaction
 -- the dispatcher opened for attempt $4 (marked by `Store::begin_attempt`:
--- a handler that ended it through raw SQL leaves no mark). Returns
+-- a handler that ended it through raw SQL leaves no mark); $6 is what the
+-- attempt produced (a relay's receipt; NULL for a handler). Returns
 -- the number of operations changed: 0 means the worker no longer owns the
 -- attempt (or the handler ended the transaction) and must not commit.
 WITH done AS (
@@ -13,7 +14,7 @@ WITH done AS (
     RETURNING id
 ), attempt AS (
     UPDATE {schema}.attempts
-    SET outcome = 'succeeded', finished_at = now()
+    SET outcome = 'succeeded', finished_at = now(), result = $6
     WHERE id = $4 AND outcome IS NULL AND EXISTS (SELECT 1 FROM done)
     RETURNING id
 )

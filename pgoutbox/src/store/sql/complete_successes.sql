@@ -1,11 +1,13 @@
 -- Record many plain successes of one worker ($4) at once, each fenced by
--- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids. Returns the ids
+-- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids, $6 what each
+-- attempt produced (a relay's receipt; NULL for a handler). Returns the ids
 -- whose success was recorded; any other was no longer this worker's. $5 is
 -- `workflow_system.idempotent_async_commit`: when on and every success
 -- recorded is an idempotent operation's, this transaction commits with
 -- `synchronous_commit = off`.
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[]) AS t(id, attempt, attempt_id)
+    SELECT * FROM unnest($1::bigint[], $2::integer[], $3::bigint[], $6::jsonb[])
+        AS t(id, attempt, attempt_id, result)
 ), done AS (
     UPDATE {schema}.operations o
     SET status = 'succeeded', lease_owner = NULL, lease_expires_at = NULL,
@@ -15,7 +17,7 @@ WITH input AS (
     RETURNING o.id, o.idempotent
 ), attempt AS (
     UPDATE {schema}.attempts a
-    SET outcome = 'succeeded', finished_at = now()
+    SET outcome = 'succeeded', finished_at = now(), result = i.result
     FROM input i
     WHERE a.id = i.attempt_id AND a.outcome IS NULL AND i.id IN (SELECT id FROM done)
     RETURNING a.id
