@@ -288,7 +288,9 @@ async fn baseline_pool(db: &TestDatabase, size: u32) -> Res<sqlx::PgPool> {
 /// their completion in one statement, or, for the transactional variant,
 /// one transaction per completion. With `batch = 10` it is the structural
 /// bound of a 10-slot worker that commits each attempt's start before its
-/// handler runs (invariant 3).
+/// handler runs (invariant 3). The claim names the operation, as a
+/// worker's does: the ready index leads with the name, and only then can
+/// the claim walk it in order rather than sort every ready row.
 async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool, batch: i64) -> Res<f64> {
     let pool = baseline_pool(db, 10).await?;
     let start = Instant::now();
@@ -300,11 +302,13 @@ async fn drain_baseline(db: &TestDatabase, n: i64, transactional: bool, batch: i
                 let ids: Vec<i64> = sqlx::query_scalar(
                     "UPDATE pgoutbox.operations SET status = 'running', attempt = attempt + 1, \
                         lease_owner = gen_random_uuid(), lease_expires_at = now() + interval '30 seconds' \
-                     WHERE id IN (SELECT id FROM pgoutbox.operations WHERE status IN ('pending', 'retrying') \
-                        AND run_at <= now() ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     WHERE id IN (SELECT id FROM pgoutbox.operations WHERE name = $2 \
+                        AND status IN ('pending', 'retrying') AND run_at <= now() \
+                        ORDER BY priority DESC, run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED) \
                      RETURNING id",
                 )
                 .bind(batch)
+                .bind(Noop::NAME)
                 .fetch_all(&pool)
                 .await?;
                 if ids.is_empty() {
@@ -368,7 +372,7 @@ async fn pgoutbox_run(n: i64, kind: Kind, workers: usize, analyze: bool) -> Res<
 }
 
 /// One drain of `n` fresh operations by a raw baseline.
-async fn baseline_run(n: i64, transactional: bool, batch: i64) -> Res<f64> {
+pub(crate) async fn baseline_run(n: i64, transactional: bool, batch: i64) -> Res<f64> {
     let db = TestDatabase::new().await?;
     fill(&db, n, Kind::Plain).await?;
     drain_baseline(&db, n, transactional, batch).await
