@@ -689,3 +689,102 @@ async fn the_schema_page_diffs_two_versions() {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert!(unknown.body.contains("no version `cccc` of `dash.charge`"));
 }
+
+/// The single actions not covered above (retry, resolve as dead, cancel)
+/// and a bulk cancel: each applied through `Admin`, recorded with the
+/// dashboard's actor and the reason given.
+#[tokio::test]
+async fn every_action_and_a_bulk_cancel_apply_and_are_recorded() {
+    let db = test_db().await;
+    let (stalled, dead) = seed(&db).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    let mut pending = Vec::new();
+    for i in 0..4 {
+        let sms = DashSms {
+            to: format!("+{i}"),
+        };
+        pending.push(pgoutbox::publish(&mut tx, sms).await.unwrap());
+    }
+    tx.commit().await.unwrap();
+    let app = dashboard::router(admin(&db), options_with_token());
+    let csrf = authed(&app, "/operations")
+        .await
+        .cookie("pgoutbox_csrf")
+        .unwrap();
+    let auth = post(&app, "/login", None, &[("token", BEARER)])
+        .await
+        .cookie("pgoutbox_auth")
+        .unwrap();
+    let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
+    let recorded = async |id: OperationId, status: Status, reason: &str| {
+        let detail = admin(&db).show(id).await.unwrap().unwrap();
+        assert_eq!(detail.operation.status, status, "operation {id}");
+        let last = detail.actions.last().expect("an operator action");
+        assert_eq!(
+            (
+                last.actor.as_str(),
+                last.reason.as_str(),
+                last.outcome.as_str()
+            ),
+            ("alice", reason, "applied"),
+            "operation {id}"
+        );
+    };
+    for (id, action, status) in [
+        (dead, "retry", Status::Pending),
+        (stalled, "resolve-dead", Status::Dead),
+        (pending[0], "cancel", Status::Cancelled),
+    ] {
+        let done = post(
+            &app,
+            &format!("/operations/{id}/act"),
+            Some(&cookies),
+            &[
+                ("action", action),
+                ("reason", "by the book"),
+                ("csrf", &csrf),
+            ],
+        )
+        .await;
+        assert_eq!(
+            done.status,
+            StatusCode::SEE_OTHER,
+            "{action}: {}",
+            done.body
+        );
+        recorded(id, status, "by the book").await;
+    }
+
+    // Bulk cancel of the three still pending `dash.sms`: the retried
+    // `dash.evil` is pending too, but outside the filter.
+    let filter = [
+        ("status", "pending"),
+        ("name", "dash.sms"),
+        ("action", "cancel"),
+        ("reason", "customer left"),
+        ("csrf", csrf.as_str()),
+    ];
+    let confirm = post(&app, "/bulk", Some(&cookies), &filter).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm
+            .body
+            .contains("<strong id=\"bulk-count\">3</strong>"),
+        "{}",
+        confirm.body
+    );
+    let upto = pending.iter().max().unwrap().to_string();
+    let mut run = filter.to_vec();
+    run.push(("upto", &upto));
+    let done = post(&app, "/bulk/run", Some(&cookies), &run).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    for id in &pending[1..] {
+        recorded(*id, Status::Cancelled, "customer left").await;
+    }
+    let retried = admin(&db).show(dead).await.unwrap().unwrap();
+    assert_eq!(
+        retried.operation.status,
+        Status::Pending,
+        "outside the filter"
+    );
+}
