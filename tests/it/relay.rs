@@ -288,36 +288,43 @@ async fn wait_all_succeeded(db: &TestDatabase, n: i64, within: Duration) {
 /// number of `PubAck`s that JetStream marked as duplicates (re-sent messages
 /// it dropped).
 async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: usize) -> usize {
-    let rows: Vec<(
+    type Row = (
         i64,
         uuid::Uuid,
         serde_json::Value,
         i64,
         Option<serde_json::Value>,
-    )> = sqlx::query_as(
+        i64,
+        String,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT o.id, o.external_key, o.payload,
                     (SELECT count(*) FROM pgoutbox.attempts a
                       WHERE a.operation_id = o.id AND a.outcome = 'succeeded'),
                     (SELECT a.result FROM pgoutbox.attempts a
-                      WHERE a.operation_id = o.id AND a.outcome = 'succeeded' LIMIT 1)
+                      WHERE a.operation_id = o.id AND a.outcome = 'succeeded' LIMIT 1),
+                    coalesce(o.root_id, o.id), o.schema_hash
              FROM pgoutbox.operations o WHERE o.status = 'succeeded'",
     )
     .fetch_all(db.pool())
     .await
     .unwrap();
     assert_eq!(rows.len(), n, "every operation succeeded");
-    let mut by_sequence: HashMap<u64, (uuid::Uuid, serde_json::Value)> = HashMap::new();
+    let mut by_sequence: HashMap<u64, Row> = HashMap::new();
     let mut duplicates = 0;
-    for (id, key, payload, succeeded, result) in rows {
+    for row in rows {
+        let (id, _, _, succeeded, ref result, _, _) = row;
         assert_eq!(succeeded, 1, "operation {id}: one succeeded attempt");
-        let result = result.unwrap_or_else(|| panic!("operation {id}: no PubAck recorded"));
+        let result = result
+            .as_ref()
+            .unwrap_or_else(|| panic!("operation {id}: no PubAck recorded"));
         assert_eq!(result["backend"], "jetstream");
         assert_eq!(result["stream"], STREAM);
         if result["duplicate"] == true {
             duplicates += 1;
         }
         let sequence = result["sequence"].as_u64().expect("a sequence");
-        let earlier = by_sequence.insert(sequence, (key, payload));
+        let earlier = by_sequence.insert(sequence, row);
         assert!(earlier.is_none(), "sequence {sequence} recorded twice");
     }
     let js = jetstream::new(client.clone());
@@ -328,8 +335,16 @@ async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: u
         "the stream holds one message per operation"
     );
     let mut ids = HashSet::new();
-    for (sequence, (key, payload)) in &by_sequence {
+    for (sequence, (id, key, payload, _, _, root_id, schema_hash)) in &by_sequence {
         let message = stream.get_raw_message(*sequence).await.unwrap();
+        let header = |name: &str| {
+            message
+                .headers
+                .get(name)
+                .unwrap_or_else(|| panic!("sequence {sequence}: no {name} header"))
+                .as_str()
+                .to_owned()
+        };
         let msg_id = message
             .headers
             .get(pgoutbox::relay::MSG_ID)
@@ -347,10 +362,10 @@ async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: u
             &body, payload,
             "sequence {sequence}: the body is the payload"
         );
-        assert_eq!(
-            message.headers.get(pgoutbox::relay::NAME).unwrap().as_str(),
-            "relay.order_placed"
-        );
+        assert_eq!(header(pgoutbox::relay::NAME), "relay.order_placed");
+        assert_eq!(header(pgoutbox::relay::ID), id.to_string());
+        assert_eq!(header(pgoutbox::relay::ROOT_ID), root_id.to_string());
+        assert_eq!(&header(pgoutbox::relay::SCHEMA_HASH), schema_hash);
     }
     duplicates
 }
