@@ -103,6 +103,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "relay",
         template: include_str!("../migrations/0005_relay.sql"),
     },
+    Migration {
+        version: 6,
+        name: "claim_one_name",
+        template: include_str!("../migrations/0006_claim_one_name.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.
