@@ -171,6 +171,11 @@ impl Relay {
     /// [`Relay::jetstream`] with options: the stream the subjects must land
     /// in, the publish timeout, the most messages in flight.
     ///
+    /// A worker keeps at most `4 × n_workers` outcomes unrecorded, so it
+    /// relays at most `4 × n_workers` messages at once whatever
+    /// `max_in_flight` says: set `workflow_system.n_workers` to at least
+    /// `max_in_flight / 4` (as `pgoutbox relay` does).
+    ///
     /// ```no_run
     /// use std::time::Duration;
     /// use pgoutbox::relay::{JetStreamOptions, Relay};
