@@ -156,6 +156,19 @@ async fn authed(app: &Router, path: &str) -> Page {
     .await
 }
 
+/// Posts a bulk action's confirmation and checks that it counts `n` rows.
+async fn confirm_bulk(app: &Router, cookies: &str, filter: &[(&str, &str)], n: usize) {
+    let confirm = post(app, "/bulk", Some(cookies), filter).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm
+            .body
+            .contains(&format!("<strong id=\"bulk-count\">{n}</strong>")),
+        "{}",
+        confirm.body
+    );
+}
+
 #[tokio::test]
 async fn every_page_renders_with_a_strict_csp_and_escapes_database_values() {
     let db = test_db().await;
@@ -566,15 +579,7 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
         ("reason", "provider back"),
         ("csrf", csrf.as_str()),
     ];
-    let confirm = post(&app, "/bulk", Some(&cookies), &filter).await;
-    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    assert!(
-        confirm
-            .body
-            .contains("<strong id=\"bulk-count\">3</strong>"),
-        "{}",
-        confirm.body
-    );
+    confirm_bulk(&app, &cookies, &filter, 3).await;
     assert_eq!(
         admin(&db)
             .show(dead[0])
@@ -764,15 +769,7 @@ async fn every_action_and_a_bulk_cancel_apply_and_are_recorded() {
         ("reason", "customer left"),
         ("csrf", csrf.as_str()),
     ];
-    let confirm = post(&app, "/bulk", Some(&cookies), &filter).await;
-    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    assert!(
-        confirm
-            .body
-            .contains("<strong id=\"bulk-count\">3</strong>"),
-        "{}",
-        confirm.body
-    );
+    confirm_bulk(&app, &cookies, &filter, 3).await;
     let upto = pending.iter().max().unwrap().to_string();
     let mut run = filter.to_vec();
     run.push(("upto", &upto));

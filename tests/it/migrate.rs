@@ -279,6 +279,68 @@ async fn claimable_takes_its_names_in_order_and_steps_over_locked_rows() {
     assert!(none.is_empty(), "{none:?}");
 }
 
+/// The claim of one name (`claimable`, migration 6): priority by priority,
+/// highest first, oldest first within one, rows locked by another claim
+/// stepped over, and rows scheduled later never taken, whatever their
+/// priority; a queue filter still applies.
+#[tokio::test]
+async fn claimable_of_one_name_walks_each_priority_and_skips_the_later_ones() {
+    let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
+    let insert = "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
+                  SELECT 'one.name', '{}', 'h', 3, $1, now() + $2 * interval '1 second' \
+                  FROM generate_series(1, $3) RETURNING id";
+    let mut rows = std::collections::HashMap::new();
+    for (priority, delay, n) in [
+        (9_i16, 3600_i32, 5_i32), // highest, but an hour ahead
+        (5, -60, 3),
+        (5, 3600, 4), // the same priority, later
+        (0, -120, 6),
+    ] {
+        let ids: Vec<i64> = sqlx::query_scalar(insert)
+            .bind(priority)
+            .bind(delay)
+            .bind(n)
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        rows.insert((priority, delay), ids);
+    }
+    let (high, low) = (&rows[&(5, -60)], &rows[&(0, -120)]);
+
+    // Another claim holds the first high-priority row and two low ones.
+    let mut other = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM pgoutbox.operations WHERE id = ANY($1) FOR UPDATE")
+        .bind([high[0], low[0], low[1]])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let claim = async |n: i32, queues: &str| -> Vec<i64> {
+        let mut tx = db.pool().begin().await.unwrap();
+        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable('{one.name}', $1::text[], $2)")
+            .bind(queues)
+            .bind(n)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        ids
+    };
+    let expected: Vec<i64> = high[1..].iter().chain(&low[2..5]).copied().collect();
+    assert_eq!(
+        claim(5, "{}").await,
+        expected,
+        "priority 5, then 0, oldest first, locked rows stepped over"
+    );
+    let all: Vec<i64> = high[1..].iter().chain(&low[2..]).copied().collect();
+    assert_eq!(
+        claim(100, "{}").await,
+        all,
+        "everything ready and unlocked; nothing scheduled later"
+    );
+    assert!(claim(100, "{mail}").await.is_empty(), "no row is in `mail`");
+    other.rollback().await.unwrap();
+}
+
 /// The texts a `CHECK` constraint of the migrated storage admits, read
 /// back from `pg_constraint` (`… = ANY (ARRAY['a'::text, 'b'::text])`).
 async fn admitted(db: &pgoutbox::testing::TestDatabase, constraint: &str) -> BTreeSet<String> {
