@@ -165,16 +165,7 @@ async fn relay_run(
         .start()
         .await?;
     let deadline = Instant::now() + Duration::from_mins(5);
-    loop {
-        let busy: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pgoutbox.operations WHERE status IN ('pending', 'retrying')) \
-                 OR EXISTS (SELECT 1 FROM pgoutbox.operations WHERE lease_expires_at IS NOT NULL)",
-        )
-        .fetch_one(db.pool())
-        .await?;
-        if !busy {
-            break;
-        }
+    while crate::workloads::busy(&db, None).await? {
         if Instant::now() > deadline {
             return Err("W6: the relay did not finish within 5 minutes".into());
         }

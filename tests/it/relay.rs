@@ -445,6 +445,9 @@ async fn relay_processes_killed_ten_times() {
         "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'lost'",
     )
     .await;
+    // The kills landed while relays held claimed messages: their attempts
+    // were found `lost` and re-sent (JetStream dropping the copies it had).
+    assert!(lost > 0, "no kill landed mid-relay");
     let duplicates = check_exactly_once(&db, &client, n).await;
     eprintln!(
         "relay: 10 kills, {lost} lost attempts, {duplicates} duplicates dropped by JetStream"
