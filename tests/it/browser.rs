@@ -170,14 +170,24 @@ async fn photograph(browser: &Client, name: &str) {
     }
 }
 
+/// The text of the element `css` names. An element found on a page that
+/// is being replaced (a form's submission, a live update) goes stale
+/// before its text is read: it is then found again on the new page.
 async fn text(browser: &Client, css: &str) -> String {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
+    for _ in 0..50 {
+        let element = browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            Err(e) if e.is_stale_element_reference() => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("`{css}`: {e}"),
+        }
+    }
+    panic!("`{css}` went stale 50 times in a row")
 }
 
 /// Some history for the pictures: successes, retries, dead ones.
@@ -310,6 +320,8 @@ async fn scenario(
         .send_keys("SMS found in the provider's log")
         .await?;
     browser.find(Locator::Css("#act")).await?.click().await?;
+    // The action redirects to the operation's page with a notice.
+    browser.wait().for_element(Locator::Css("#notice")).await?;
     assert_eq!(text(browser, "#state").await, "succeeded");
     assert!(
         text(browser, "#notice")
