@@ -105,8 +105,8 @@ static MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "claim_one_name",
-        template: include_str!("../migrations/0006_claim_one_name.sql"),
+        name: "claim_walks",
+        template: include_str!("../migrations/0006_claim_walks.sql"),
     },
 ];
 

@@ -279,12 +279,13 @@ async fn claimable_takes_its_names_in_order_and_steps_over_locked_rows() {
     assert!(none.is_empty(), "{none:?}");
 }
 
-/// The claim of one name (`claimable`, migration 6): priority by priority,
+/// The claim (`claimable`, migration 6) of one name: priority by priority,
 /// highest first, oldest first within one, rows locked by another claim
 /// stepped over, and rows scheduled later never taken, whatever their
-/// priority; a queue filter still applies.
+/// priority; a queue filter still applies. A claim of several names takes
+/// the same rows.
 #[tokio::test]
-async fn claimable_of_one_name_walks_each_priority_and_skips_the_later_ones() {
+async fn claimable_walks_each_priority_and_skips_the_later_rows() {
     let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
     let insert = "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
                   SELECT 'one.name', '{}', 'h', 3, $1, now() + $2 * interval '1 second' \
@@ -314,9 +315,10 @@ async fn claimable_of_one_name_walks_each_priority_and_skips_the_later_ones() {
         .execute(&mut *other)
         .await
         .unwrap();
-    let claim = async |n: i32, queues: &str| -> Vec<i64> {
+    let claim_of = async |names: &str, n: i32, queues: &str| -> Vec<i64> {
         let mut tx = db.pool().begin().await.unwrap();
-        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable('{one.name}', $1::text[], $2)")
+        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable($1::text[], $2::text[], $3)")
+            .bind(names)
             .bind(queues)
             .bind(n)
             .fetch_all(&mut *tx)
@@ -325,6 +327,7 @@ async fn claimable_of_one_name_walks_each_priority_and_skips_the_later_ones() {
         tx.rollback().await.unwrap();
         ids
     };
+    let claim = async |n: i32, queues: &str| claim_of("{one.name}", n, queues).await;
     let expected: Vec<i64> = high[1..].iter().chain(&low[2..5]).copied().collect();
     assert_eq!(
         claim(5, "{}").await,
@@ -338,6 +341,15 @@ async fn claimable_of_one_name_walks_each_priority_and_skips_the_later_ones() {
         "everything ready and unlocked; nothing scheduled later"
     );
     assert!(claim(100, "{mail}").await.is_empty(), "no row is in `mail`");
+    // Several names: the same rows, chosen across names before locking.
+    let mut several = claim_of("{one.name,no.such}", 100, "{}").await;
+    several.sort_unstable();
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        several, sorted,
+        "a claim of several names takes the same rows"
+    );
     other.rollback().await.unwrap();
 }
 
