@@ -138,6 +138,15 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that panicked never closed its session: the Chromium that
+        // chromedriver started outlives chromedriver. Its command line
+        // names the profile directory, which is this driver's own.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", "--"])
+            .arg(format!("--user-data-dir={}", self.profile.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
