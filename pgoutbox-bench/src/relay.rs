@@ -165,7 +165,7 @@ async fn relay_run(
         .start()
         .await?;
     let deadline = Instant::now() + Duration::from_mins(5);
-    while crate::workloads::busy(&db, None).await? {
+    while crate::workloads::busy(&db, Relayed::NAME).await? {
         if Instant::now() > deadline {
             return Err("W6: the relay did not finish within 5 minutes".into());
         }

@@ -174,7 +174,7 @@ async fn count(db: &TestDatabase, sql: &'static str) -> Res<i64> {
 /// names, and rows scheduled later (W5), are not waited for.
 async fn wait_drained(db: &TestDatabase, name: &str) -> Res<()> {
     let deadline = Instant::now() + Duration::from_mins(10);
-    while busy(db, Some(name)).await? {
+    while busy(db, name).await? {
         if Instant::now() > deadline {
             return Err("the drain did not finish within 10 minutes".into());
         }
@@ -183,14 +183,14 @@ async fn wait_drained(db: &TestDatabase, name: &str) -> Res<()> {
     Ok(())
 }
 
-/// Whether operations (of `name`, or of any name) are ready or leased.
+/// Whether operations of `name` are ready, or any operation is leased.
 ///
-/// Through the partial indexes only: the planner's estimate for a name (or
-/// for all ready rows) on a table of mostly other or later rows is a
-/// sequential scan that finds a ready row at once, and in fact reads past
-/// every row the drain has finished, or past W5's 200,000 others — 40 ms
-/// a check beside them, taken from the drain it is timing.
-pub(crate) async fn busy(db: &TestDatabase, name: Option<&str>) -> Res<bool> {
+/// Through the partial indexes only: the planner's estimate for a name on
+/// a table of mostly other or later rows is a sequential scan that finds a
+/// ready row at once, and in fact reads past every row the drain has
+/// finished, or past W5's 200,000 others — 40 ms a check beside them,
+/// taken from the drain it is timing.
+pub(crate) async fn busy(db: &TestDatabase, name: &str) -> Res<bool> {
     let mut tx = db.pool().begin().await?;
     sqlx::query(
         "SELECT set_config('enable_seqscan', 'off', true), \
@@ -198,27 +198,14 @@ pub(crate) async fn busy(db: &TestDatabase, name: Option<&str>) -> Res<bool> {
     )
     .execute(&mut *tx)
     .await?;
-    let busy: bool = match name {
-        Some(name) => {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pgoutbox.operations \
-                                WHERE status IN ('pending', 'retrying') AND name = $1 AND run_at <= now()) \
-                     OR EXISTS (SELECT 1 FROM pgoutbox.operations WHERE lease_expires_at IS NOT NULL)",
-            )
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?
-        }
-        None => {
-            sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pgoutbox.operations \
-                                WHERE status IN ('pending', 'retrying') AND run_at <= now()) \
-                     OR EXISTS (SELECT 1 FROM pgoutbox.operations WHERE lease_expires_at IS NOT NULL)",
-            )
-            .fetch_one(&mut *tx)
-            .await?
-        }
-    };
+    let busy: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pgoutbox.operations \
+                        WHERE status IN ('pending', 'retrying') AND name = $1 AND run_at <= now()) \
+             OR EXISTS (SELECT 1 FROM pgoutbox.operations WHERE lease_expires_at IS NOT NULL)",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(busy)
 }
