@@ -345,12 +345,7 @@ async fn check_exactly_once(db: &TestDatabase, client: &async_nats::Client, n: u
                 .as_str()
                 .to_owned()
         };
-        let msg_id = message
-            .headers
-            .get(pgoutbox::relay::MSG_ID)
-            .expect("Nats-Msg-Id")
-            .as_str()
-            .to_owned();
+        let msg_id = header(pgoutbox::relay::MSG_ID);
         assert_eq!(
             msg_id,
             key.to_string(),
