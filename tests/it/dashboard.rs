@@ -156,6 +156,15 @@ async fn authed(app: &Router, path: &str) -> Page {
     .await
 }
 
+/// The cookies of a session signed in with the token, carrying `csrf`.
+async fn signed_in(app: &Router, csrf: &str) -> String {
+    let auth = post(app, "/login", None, &[("token", BEARER)])
+        .await
+        .cookie("pgoutbox_auth")
+        .unwrap();
+    format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}")
+}
+
 /// Posts a bulk action's confirmation and checks that it counts `n` rows.
 async fn confirm_bulk(app: &Router, cookies: &str, filter: &[(&str, &str)], n: usize) {
     let confirm = post(app, "/bulk", Some(cookies), filter).await;
@@ -567,11 +576,7 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
         page.body.contains("action=\"/bulk\""),
         "the bulk form of a filtered list"
     );
-    let auth = post(&app, "/login", None, &[("token", BEARER)])
-        .await
-        .cookie("pgoutbox_auth")
-        .unwrap();
-    let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
+    let cookies = signed_in(&app, &csrf).await;
     let filter = [
         ("status", "dead"),
         ("name", "dash.evil"),
@@ -716,11 +721,7 @@ async fn every_action_and_a_bulk_cancel_apply_and_are_recorded() {
         .await
         .cookie("pgoutbox_csrf")
         .unwrap();
-    let auth = post(&app, "/login", None, &[("token", BEARER)])
-        .await
-        .cookie("pgoutbox_auth")
-        .unwrap();
-    let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
+    let cookies = signed_in(&app, &csrf).await;
     let recorded = async |id: OperationId, status: Status, reason: &str| {
         let detail = admin(&db).show(id).await.unwrap().unwrap();
         assert_eq!(detail.operation.status, status, "operation {id}");
