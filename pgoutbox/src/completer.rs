@@ -3,6 +3,9 @@
 //! slot is already free by then; each executor waits for its own answer
 //! (holding its place in the `4 × n_workers` in-flight bound, its lease
 //! still renewed), and fencing is per row, as for single completions.
+//! Each executor is answered by its attempt, not its operation: a stale
+//! completion of an earlier attempt can share a batch with the current
+//! one, and only the current one is recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,7 +55,7 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     match tokio::time::timeout(LIMIT, result).await {
         Ok(Ok(done)) => {
             for Completion { fence, reply, .. } in batch.drain(..) {
-                let _ = reply.send(Ok(done.contains(&fence.id.as_i64())));
+                let _ = reply.send(Ok(done.contains(&fence.attempt_id)));
             }
         }
         Ok(Err(e)) => answer_all(batch, &RecordError::from(e)),

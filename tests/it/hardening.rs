@@ -1,4 +1,5 @@
-//! Issue 13 ("Hardening"): attempt numbers that are never reused, outcomes
+//! Hardening: attempt numbers that are never reused, successes answered by
+//! attempt, outcomes
 //! that cannot be stored, and transactional handlers that end the
 //! dispatcher's transaction themselves.
 
@@ -474,4 +475,53 @@ async fn a_payload_postgres_cannot_store_is_refused_at_publish() {
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
         0
     );
+}
+
+#[tokio::test]
+async fn a_batched_success_answers_each_attempt_not_its_operation() {
+    // Attempt 1 of an operation ended without this worker hearing of it
+    // (its lease ran out and the same process claimed attempt 2); both
+    // executors' successes then reach the completer in one batch. Only
+    // attempt 2's may be answered "recorded": attempt 1's executor must not
+    // believe its success was written.
+    let db = test_db().await;
+    let id = publish_one(&db, SnoozeThenRun { key: key(), ms: 0 }).await;
+    let worker = uuid::Uuid::new_v4();
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET status = 'running', attempt = 2, lease_owner = $2,
+                lease_expires_at = now() + interval '1 minute' WHERE id = $1",
+    )
+    .bind(id.as_i64())
+    .bind(worker)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let attempt_ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.attempts (operation_id, operation_name, number, worker_id, started_at)
+         SELECT $1, 'hardening.snooze_then_run', n, $2, now() FROM generate_series(1, 2) n
+         RETURNING id",
+    )
+    .bind(id.as_i64())
+    .bind(worker)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let (stale, fresh) = (attempt_ids[0], attempt_ids[1]);
+
+    let batch = runtime_statement(include_str!(
+        "../../pgoutbox/src/store/sql/complete_successes.sql"
+    ));
+    let recorded: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(batch))
+        .bind(vec![id.as_i64(), id.as_i64()])
+        .bind(vec![1_i32, 2])
+        .bind(vec![stale, fresh])
+        .bind(worker)
+        .bind(false)
+        .bind(vec![None::<serde_json::Value>, None])
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, [fresh], "only the current attempt is recorded");
+    assert_eq!(status(&db, id).await, "succeeded");
+    assert_eq!(outcomes(&db, id).await, [None, Some("succeeded".into())]);
 }

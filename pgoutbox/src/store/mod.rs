@@ -437,8 +437,9 @@ impl Store {
     }
 
     /// Records many plain successes of one worker, each with what its
-    /// attempt produced (a relay's receipt, or nothing); returns the ids
-    /// recorded.
+    /// attempt produced (a relay's receipt, or nothing); returns the
+    /// attempt ids recorded (not operation ids: two attempts of one
+    /// operation can share a batch, and only the current one is recorded).
     pub(crate) async fn complete_successes(
         &self,
         conn: &mut PgConnection,

@@ -1,7 +1,10 @@
 -- Record many plain successes of one worker ($4) at once, each fenced by
 -- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids, $6 what each
--- attempt produced (a relay's receipt; NULL for a handler). Returns the ids
--- whose success was recorded; any other was no longer this worker's. $5 is
+-- attempt produced (a relay's receipt; NULL for a handler). Returns the
+-- attempt ids whose success was recorded; any other was no longer this
+-- worker's. The answer names attempts, not operations: a stale completion
+-- of attempt 1 batched with attempt 2's of the same operation must not be
+-- told that it was recorded. $5 is
 -- `workflow_system.idempotent_async_commit`: when on and every success
 -- recorded is an idempotent operation's, this transaction commits with
 -- `synchronous_commit = off`.
@@ -14,15 +17,16 @@ WITH input AS (
         last_error = NULL, finished_at = now(), updated_at = now()
     FROM input i
     WHERE o.id = i.id AND o.status = 'running' AND o.lease_owner = $4 AND o.attempt = i.attempt
-    RETURNING o.id, o.idempotent
+    RETURNING i.attempt_id, o.idempotent
 ), attempt AS (
     UPDATE {schema}.attempts a
     SET outcome = 'succeeded', finished_at = now(), result = i.result
     FROM input i
-    WHERE a.id = i.attempt_id AND a.outcome IS NULL AND i.id IN (SELECT id FROM done)
+    WHERE a.id = i.attempt_id AND a.outcome IS NULL
+      AND i.attempt_id IN (SELECT attempt_id FROM done)
     RETURNING a.id
 )
-SELECT id,
+SELECT attempt_id,
        CASE WHEN $5::boolean AND bool_and(idempotent) OVER ()
             THEN set_config('synchronous_commit', 'off', true) END AS relaxed
 FROM done
