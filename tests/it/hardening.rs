@@ -1,7 +1,6 @@
-//! Hardening: attempt numbers that are never reused, successes answered by
-//! attempt, outcomes
-//! that cannot be stored, and transactional handlers that end the
-//! dispatcher's transaction themselves.
+//! Hardening: attempt numbers that are never reused, batched successes
+//! answered by attempt, outcomes that cannot be stored, and transactional
+//! handlers that end the dispatcher's transaction themselves.
 
 use std::time::Duration;
 
