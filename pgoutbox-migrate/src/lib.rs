@@ -108,6 +108,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "claim_walks",
         template: include_str!("../migrations/0006_claim_walks.sql"),
     },
+    Migration {
+        version: 7,
+        name: "claim_due",
+        template: include_str!("../migrations/0007_claim_due.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

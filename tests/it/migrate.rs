@@ -401,3 +401,142 @@ async fn the_state_types_are_the_check_constraints() {
     .into();
     assert_eq!(admitted(&db, "schedules_missed_check").await, policies);
 }
+
+/// The claim (`claimable`, migration 7) beside rows scheduled later over
+/// many distinct priorities: its work is bounded by the rows it can take.
+/// Migration 6 visited every priority (30,000 here: over half a second a
+/// claim); the claim now reads the few ready rows from the index of due
+/// rows, still in claim order, stepping over locked rows and keeping the
+/// queue filter, for one name and for several.
+#[tokio::test]
+async fn claimable_beside_many_future_priorities_reads_only_the_ready_rows() {
+    let db = pgoutbox::testing::TestDatabase::new().await.unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
+         SELECT 'many.levels', '{}', 'h', 3, p, now() + interval '1 hour' \
+         FROM generate_series(-15000, 14999) p",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    // Ten ready rows at priorities among the future ones (two share one).
+    let mut ready = Vec::new();
+    for (priority, age) in [
+        (14000_i16, 5_i32),
+        (9000, 1),
+        (9000, 9),
+        (120, 3),
+        (0, 2),
+        (-1, 8),
+        (-2999, 4),
+        (-7000, 7),
+        (-14000, 6),
+        (-15000, 10),
+    ] {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
+             VALUES ('many.levels', '{}', 'h', 3, $1, now() - $2 * interval '1 second') RETURNING id",
+        )
+        .bind(priority)
+        .bind(age)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        ready.push((priority, -age, id));
+    }
+    // Claim order: priority, then oldest `run_at` first.
+    ready.sort_unstable_by_key(|&(priority, newer, id)| (std::cmp::Reverse(priority), newer, id));
+    let in_order: Vec<i64> = ready.iter().map(|&(_, _, id)| id).collect();
+
+    // Another claim holds the first and the fourth.
+    let mut other = db.pool().begin().await.unwrap();
+    sqlx::query("SELECT id FROM pgoutbox.operations WHERE id = ANY($1) FOR UPDATE")
+        .bind([in_order[0], in_order[3]])
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let free: Vec<i64> = in_order
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 0 && i != 3)
+        .map(|(_, &id)| id)
+        .collect();
+    let claim = async |names: &str, n: i32, queues: &str| -> Vec<i64> {
+        let mut tx = db.pool().begin().await.unwrap();
+        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable($1::text[], $2::text[], $3)")
+            .bind(names)
+            .bind(queues)
+            .bind(n)
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        ids
+    };
+    let sorted = |mut ids: Vec<i64>| {
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(
+        sorted(claim("{many.levels}", 4, "{}").await),
+        sorted(free[..4].to_vec()),
+        "the best four free ready rows, whatever lies scheduled later"
+    );
+    assert_eq!(
+        sorted(claim("{many.levels}", 100, "{}").await),
+        sorted(free.clone()),
+        "every free ready row, none scheduled later"
+    );
+    assert!(claim("{many.levels}", 100, "{mail}").await.is_empty());
+    assert_eq!(
+        sorted(claim("{many.levels,no.such}", 4, "{}").await),
+        sorted(free[..4].to_vec()),
+        "several names: the same rows"
+    );
+
+    // Its cost: the best of a few runs, each in a transaction rolled back.
+    for names in ["{many.levels}", "{many.levels,no.such}"] {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let mut tx = db.pool().begin().await.unwrap();
+            let plan: serde_json::Value = sqlx::query_scalar(
+                "EXPLAIN (ANALYZE, FORMAT JSON) SELECT pgoutbox.claimable($1::text[], '{}', 10)",
+            )
+            .bind(names)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+            tx.rollback().await.unwrap();
+            best = best.min(plan[0]["Execution Time"].as_f64().unwrap());
+        }
+        eprintln!("claim of {names} beside 30,000 future priorities: {best:.3} ms");
+        assert!(
+            best < 2.0,
+            "a claim of {names} beside 30,000 future priorities took {best:.2} ms"
+        );
+    }
+
+    // More ready rows than the first look at the due rows takes in (2,000
+    // at the lowest priority): the walk goes on further first, and the
+    // claim still takes the best rows in order.
+    let low: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, priority, run_at) \
+         SELECT 'many.levels', '{}', 'h', 3, -15000, now() - interval '1 minute' + g * interval '1 ms' \
+         FROM generate_series(1, 2000) g RETURNING id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    // The last free row (priority -15,000, ten seconds old) comes after
+    // the 2,000 of its priority that are a minute old.
+    let mut expected = free[..7].to_vec();
+    expected.extend(&low[..93]);
+    for names in ["{many.levels}", "{many.levels,no.such}"] {
+        assert_eq!(
+            sorted(claim(names, 100, "{}").await),
+            sorted(expected.clone()),
+            "{names}: the free ready rows, then the oldest of the 2,000"
+        );
+    }
+    other.rollback().await.unwrap();
+}
