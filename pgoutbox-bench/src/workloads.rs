@@ -806,26 +806,32 @@ pub(crate) async fn w4(runs: usize) -> Res<Vec<Figure>> {
 
 /// W5: a claim's cost beside other people's backlog. The same drain of
 /// 5,000 operations (10 workers) on an otherwise empty table, beside
-/// 200,000 ready operations of a name the worker does not handle, and
-/// beside 200,000 operations of its own name scheduled an hour ahead.
+/// 200,000 ready operations of a name the worker does not handle, beside
+/// 200,000 operations of its own name scheduled an hour ahead, and beside
+/// the same spread over 30,000 distinct priorities (half of them above the
+/// drained rows' priority 0: migration 7's case).
 pub(crate) async fn w5(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 5_000;
     const OTHERS: i64 = 200_000;
     let empty = TestDatabase::new().await?;
     let unhandled = TestDatabase::new().await?;
     let scheduled = TestDatabase::new().await?;
-    for (db, name, delay) in [
-        (&unhandled, "bench.unhandled", "0 seconds"),
-        (&scheduled, Noop::NAME, "1 hour"),
+    let spread = TestDatabase::new().await?;
+    for (db, name, delay, priorities) in [
+        (&unhandled, "bench.unhandled", "0 seconds", 1),
+        (&scheduled, Noop::NAME, "1 hour", 1),
+        (&spread, Noop::NAME, "1 hour", 30_000),
     ] {
         sqlx::query(
-            "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, run_at) \
-             SELECT $1, jsonb_build_object('n', g), 'h', 5, now() + $3::interval \
+            "INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts, run_at, priority) \
+             SELECT $1, jsonb_build_object('n', g), 'h', 5, now() + $3::interval, \
+                    CASE WHEN $4 = 1 THEN 0 ELSE g % $4 - $4 / 2 END \
              FROM generate_series(1, $2) AS g",
         )
         .bind(name)
         .bind(OTHERS)
         .bind(delay)
+        .bind(priorities)
         .execute(db.pool())
         .await?;
         sqlx::query("VACUUM ANALYZE pgoutbox.operations")
@@ -835,17 +841,18 @@ pub(crate) async fn w5(runs: usize) -> Res<Vec<Figure>> {
         // drains that are timed.
         sqlx::query("CHECKPOINT").execute(db.pool()).await?;
     }
-    let (mut with_empty, mut with_unhandled, mut with_scheduled) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut with_empty, mut with_unhandled, mut with_scheduled, mut with_spread) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         // Rotating the order, so that none always follows the same one.
-        let mut order = [0, 1, 2];
-        order.rotate_left(run % 3);
+        let mut order = [0, 1, 2, 3];
+        order.rotate_left(run % 4);
         for which in order {
             let (db, figures) = match which {
                 0 => (&empty, &mut with_empty),
                 1 => (&unhandled, &mut with_unhandled),
-                _ => (&scheduled, &mut with_scheduled),
+                2 => (&scheduled, &mut with_scheduled),
+                _ => (&spread, &mut with_spread),
             };
             fill(db, N, Kind::Plain).await?;
             figures.push(drain_pgoutbox(db, N, Kind::Plain, 10).await?);
@@ -865,6 +872,14 @@ pub(crate) async fn w5(runs: usize) -> Res<Vec<Figure>> {
             "ops/s",
             true,
             with_scheduled,
+            with_empty.clone(),
+            0.9,
+        ),
+        Figure::new(
+            "W5 drain, 200k scheduled in 1 h over 30k priorities",
+            "ops/s",
+            true,
+            with_spread,
             with_empty,
             0.9,
         ),

@@ -41,7 +41,11 @@ fn migration_indexes() -> BTreeMap<String, (String, String)> {
                 .or_else(|| statement.strip_prefix("CREATE INDEX "));
             if let Some(rest) = create {
                 let (name, rest) = rest.split_once(" ON {schema}.").expect("ON {schema}.");
-                let close = rest.find(')').expect("a column list");
+                // The column list, and an `INCLUDE (…)` list after it.
+                let mut close = rest.find(')').expect("a column list");
+                if rest[close + 1..].trim_start().starts_with("INCLUDE (") {
+                    close += 1 + rest[close + 1..].find(')').expect("an INCLUDE list");
+                }
                 let on = rest[..=close].to_owned();
                 let predicate = rest[close + 1..]
                     .trim()
