@@ -58,7 +58,7 @@ $$;
 
 -- The best `k` ready rows of `names` (and `queues` when not empty) below
 -- priority `below` (NULL: any), in claim order, when no more than `most`
--- rows are ready there; NULL when more are.
+-- rows are ready there; NULL when more are. One read of the index.
 CREATE OR REPLACE FUNCTION {schema}.due_rows(names text[], queues text[], below smallint,
                                              most integer, k integer)
 RETURNS bigint[]
@@ -66,28 +66,18 @@ LANGUAGE sql STABLE
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $$
-    SELECT CASE WHEN (
-        SELECT count(*) FROM (
-            SELECT FROM {schema}.operations o
-            WHERE o.status IN ('pending', 'retrying')
-              AND o.name = ANY (names)
-              AND o.run_at <= now()
-              AND (below IS NULL OR o.priority < below)
-              AND (cardinality(queues) = 0 OR o.queue = ANY (queues))
-            LIMIT most + 1
-        ) c
-    ) <= most THEN (
-        SELECT coalesce(array_agg(d.id ORDER BY d.priority DESC, d.run_at, d.id), '{}')
-        FROM (
-            SELECT o.id, o.priority, o.run_at FROM {schema}.operations o
-            WHERE o.status IN ('pending', 'retrying')
-              AND o.name = ANY (names)
-              AND o.run_at <= now()
-              AND (below IS NULL OR o.priority < below)
-              AND (cardinality(queues) = 0 OR o.queue = ANY (queues))
-            ORDER BY o.priority DESC, o.run_at, o.id
-            LIMIT k
-        ) d
+    WITH due AS MATERIALIZED (
+        SELECT o.id, o.priority, o.run_at FROM {schema}.operations o
+        WHERE o.status IN ('pending', 'retrying')
+          AND o.name = ANY (names)
+          AND o.run_at <= now()
+          AND (below IS NULL OR o.priority < below)
+          AND (cardinality(queues) = 0 OR o.queue = ANY (queues))
+        LIMIT most + 1
+    )
+    SELECT CASE WHEN (SELECT count(*) FROM due) <= most THEN (
+        SELECT coalesce(array_agg(b.id ORDER BY b.priority DESC, b.run_at, b.id), '{}')
+        FROM (SELECT * FROM due ORDER BY priority DESC, run_at, id LIMIT k) b
     ) END
 $$;
 
