@@ -279,6 +279,25 @@ async fn claimable_takes_its_names_in_order_and_steps_over_locked_rows() {
     assert!(none.is_empty(), "{none:?}");
 }
 
+/// What `claimable(names, queues, n)` locks, in a transaction rolled back.
+async fn claimable(
+    db: &pgoutbox::testing::TestDatabase,
+    names: &str,
+    n: i32,
+    queues: &str,
+) -> Vec<i64> {
+    let mut tx = db.pool().begin().await.unwrap();
+    let ids = sqlx::query_scalar("SELECT pgoutbox.claimable($1::text[], $2::text[], $3)")
+        .bind(names)
+        .bind(queues)
+        .bind(n)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    ids
+}
+
 /// The claim (`claimable`, migration 6) of one name: priority by priority,
 /// highest first, oldest first within one, rows locked by another claim
 /// stepped over, and rows scheduled later never taken, whatever their
@@ -315,18 +334,7 @@ async fn claimable_walks_each_priority_and_skips_the_later_rows() {
         .execute(&mut *other)
         .await
         .unwrap();
-    let claim_of = async |names: &str, n: i32, queues: &str| -> Vec<i64> {
-        let mut tx = db.pool().begin().await.unwrap();
-        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable($1::text[], $2::text[], $3)")
-            .bind(names)
-            .bind(queues)
-            .bind(n)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        tx.rollback().await.unwrap();
-        ids
-    };
+    let claim_of = async |names: &str, n: i32, queues: &str| claimable(&db, names, n, queues).await;
     let claim = async |n: i32, queues: &str| claim_of("{one.name}", n, queues).await;
     let expected: Vec<i64> = high[1..].iter().chain(&low[2..5]).copied().collect();
     assert_eq!(
@@ -461,18 +469,7 @@ async fn claimable_beside_many_future_priorities_reads_only_the_ready_rows() {
         .filter(|&(i, _)| i != 0 && i != 3)
         .map(|(_, &id)| id)
         .collect();
-    let claim = async |names: &str, n: i32, queues: &str| -> Vec<i64> {
-        let mut tx = db.pool().begin().await.unwrap();
-        let ids = sqlx::query_scalar("SELECT pgoutbox.claimable($1::text[], $2::text[], $3)")
-            .bind(names)
-            .bind(queues)
-            .bind(n)
-            .fetch_all(&mut *tx)
-            .await
-            .unwrap();
-        tx.rollback().await.unwrap();
-        ids
-    };
+    let claim = async |names: &str, n: i32, queues: &str| claimable(&db, names, n, queues).await;
     let sorted = |mut ids: Vec<i64>| {
         ids.sort_unstable();
         ids
