@@ -108,6 +108,13 @@ static MIGRATIONS: &[Migration] = &[
         name: "claim_walks",
         template: include_str!("../migrations/0006_claim_walks.sql"),
     },
+    // Numbered 8 on disk: number 7 is another branch's (issue 23); until
+    // both are merged it is this binary's version 7.
+    Migration {
+        version: 7,
+        name: "schedule_decisions",
+        template: include_str!("../migrations/0008_schedule_decisions.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.
