@@ -29,7 +29,7 @@ use crate::duration::millis;
 use crate::publish::PublishOptions;
 use crate::router::ScheduledRoute;
 use crate::runtime::Runtime;
-use crate::schedule::{MAX_MISSED_TICKS, MissedTicks, Schedule, plan, schedule_key};
+use crate::schedule::{Due, MAX_MISSED_TICKS, MissedTicks, Schedule, plan, schedule_key};
 use crate::store::Store;
 use crate::store::schedules::{Declaration, Rival, ScheduleState};
 
@@ -206,6 +206,26 @@ fn held(state: &ScheduleState, t: DateTime<Utc>) -> bool {
     matches!((state.held_from, state.held_until), (Some(from), Some(until)) if from <= t && t < until)
 }
 
+/// Takes out of `due` the ticks of a pause that no worker saw (none ran
+/// while it lasted), and logs them: held by the operator, not missed.
+fn hold(state: &ScheduleState, name: &str, due: &mut Due) {
+    let mut held_ticks: Vec<DateTime<Utc>> = Vec::new();
+    for ticks in [&mut due.missed, &mut due.regular] {
+        ticks.retain(|t| {
+            let h = held(state, *t);
+            if h {
+                held_ticks.push(*t);
+            }
+            !h
+        });
+    }
+    held_ticks.sort_unstable();
+    for t in &held_ticks {
+        tracing::info!(schedule = %name, tick = %rfc(*t), "the schedule was paused at this tick: tick not published");
+        metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => name.to_owned(), "outcome" => "paused").increment(1);
+    }
+}
+
 /// What the scheduler last said about a schedule, so that a state that
 /// lasts is logged once.
 #[derive(Debug, Default)]
@@ -340,23 +360,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         tx.commit().await?;
         return Ok(until(state.now, next));
     }
-    // Ticks of a pause that no worker saw (none ran while it lasted): held
-    // by the operator, not missed.
-    let mut held_ticks: Vec<DateTime<Utc>> = Vec::new();
-    for ticks in [&mut due.missed, &mut due.regular] {
-        ticks.retain(|t| {
-            let h = held(&state, *t);
-            if h {
-                held_ticks.push(*t);
-            }
-            !h
-        });
-    }
-    held_ticks.sort_unstable();
-    for t in &held_ticks {
-        tracing::info!(schedule = %s.name, tick = %rfc(*t), "the schedule was paused at this tick: tick not published");
-        metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "paused").increment(1);
-    }
+    hold(&state, &s.name, &mut due);
     if due.more_missed {
         tracing::warn!(
             schedule = %s.name,

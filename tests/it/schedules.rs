@@ -671,7 +671,10 @@ async fn a_changed_declaration_does_not_publish_the_ticks_an_operator_paused() {
     wait_for_cursor_past(&db, paused + chrono::Duration::seconds(4)).await;
     assert!(first.terminate().success());
     assert_eq!(
-        admin.resume_schedule(NAME, "alice", "audit done").await.unwrap(),
+        admin
+            .resume_schedule(NAME, "alice", "audit done")
+            .await
+            .unwrap(),
         ScheduleActionOutcome::Applied
     );
     let resumed = Utc::now();
@@ -766,7 +769,10 @@ async fn ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration(
             .fetch_one(db.pool())
             .await
             .unwrap();
-    assert_eq!((time_zone.as_str(), missed_policy.as_str()), ("Etc/UTC", "all"));
+    assert_eq!(
+        (time_zone.as_str(), missed_policy.as_str()),
+        ("Etc/UTC", "all")
+    );
     assert_eq!(
         published_ticks(&db).await,
         [base],
@@ -821,7 +827,10 @@ async fn a_pause_and_resume_while_no_worker_runs_holds_the_ticks_between_them() 
     };
     // Missed before the pause: published late (`all`).
     for t in seconds(last_before, pausing) {
-        assert!(ticks.contains(&t), "missed tick {t} before the pause not published: {ticks:?}");
+        assert!(
+            ticks.contains(&t),
+            "missed tick {t} before the pause not published: {ticks:?}"
+        );
     }
     // Held: not published, logged as paused.
     let held = seconds(paused, resuming);
@@ -836,7 +845,10 @@ async fn a_pause_and_resume_while_no_worker_runs_holds_the_ticks_between_them() 
     }
     // Missed after the resume: published late.
     for t in seconds(resumed, started) {
-        assert!(ticks.contains(&t), "missed tick {t} after the resume not published: {ticks:?}");
+        assert!(
+            ticks.contains(&t),
+            "missed tick {t} after the resume not published: {ticks:?}"
+        );
     }
 }
 
@@ -893,7 +905,10 @@ async fn a_schedule_that_no_live_worker_declares_is_reported() {
     );
 
     // The dashboard's overview says so.
-    let app = pgoutbox::dashboard::router(admin.clone(), pgoutbox::dashboard::DashboardOptions::default());
+    let app = pgoutbox::dashboard::router(
+        admin.clone(),
+        pgoutbox::dashboard::DashboardOptions::default(),
+    );
     let response = tower::ServiceExt::oneshot(
         app,
         axum::http::Request::get("/")
