@@ -738,9 +738,17 @@ fn burst() -> (DateTime<Utc>, String, Vec<DateTime<Utc>>) {
 }
 
 /// Ticks skipped by the `none` policy are decided: a new declaration (the
-/// same ticks, policy `all`) does not find them missed again.
+/// same ticks, policy `all`) does not find them missed again. Also for a
+/// row from before migration 8, which records no decision: the tick before
+/// its cursor stands in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration() {
+    tokio::join!(skip_then_redeploy(false), skip_then_redeploy(true));
+}
+
+/// [`ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration`],
+/// the row's `last_decided` erased before the redeploy when `as_before_8`.
+async fn skip_then_redeploy(as_before_8: bool) {
     let db = test_db().await;
     let (base, cron, missed) = burst();
     let first = scheduled_worker(&db, &cron, "none", None);
@@ -759,6 +767,12 @@ async fn ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration(
     wait_for_cursor_past(&db, missed[4]).await;
     assert!(second.terminate().success());
     assert_eq!(published_ticks(&db).await, [base]);
+    if as_before_8 {
+        sqlx::query("UPDATE pgoutbox.schedules SET last_decided = NULL")
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
     // A redeploy with policy `all` and an explicit zone.
     let third = scheduled_worker_in(&db, &cron, "all", "Etc/UTC", None);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -776,7 +790,7 @@ async fn ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration(
     assert_eq!(
         published_ticks(&db).await,
         [base],
-        "ticks skipped by `none` were published again"
+        "ticks skipped by `none` were published again (last_decided erased: {as_before_8})"
     );
     assert!(next_tick(&db).await > missed[4]);
 }
@@ -850,6 +864,54 @@ async fn a_pause_and_resume_while_no_worker_runs_holds_the_ticks_between_them() 
             "missed tick {t} after the resume not published: {ticks:?}"
         );
     }
+}
+
+/// Two pauses and resumes before any worker passed the first window: the
+/// window widens to cover both; once a worker has passed it, a new pause
+/// starts a window of its own.
+#[tokio::test]
+async fn a_second_pause_before_a_worker_saw_the_first_widens_the_window() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    sqlx::query(
+        "INSERT INTO pgoutbox.schedules (name, operation, cron, time_zone, missed, declaration, next_tick) \
+         VALUES ($1, 'fault.tick', '* * * * * *', 'UTC', 'all', 'd', now())",
+    )
+    .bind(NAME)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let window = || async {
+        sqlx::query_as::<_, (DateTime<Utc>, DateTime<Utc>)>(
+            "SELECT held_from, held_until FROM pgoutbox.schedules WHERE name = $1",
+        )
+        .bind(NAME)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    let before = Utc::now();
+    admin.pause_schedule(NAME, "alice", "one").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "one").await.unwrap();
+    let (from, until) = window().await;
+    assert!(before <= from && from <= until, "{from} {until}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin.pause_schedule(NAME, "alice", "two").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "two").await.unwrap();
+    let (from2, until2) = window().await;
+    assert_eq!(from2, from, "widened from the first pause");
+    assert!(until2 > until);
+    // A worker passed the window: the next pause has its own.
+    sqlx::query("UPDATE pgoutbox.schedules SET next_tick = now() + interval '1 s'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin.pause_schedule(NAME, "alice", "three").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "three").await.unwrap();
+    let (from3, until3) = window().await;
+    assert!(from3 > until2, "{from3} {until2}");
+    assert!(until3 >= from3);
 }
 
 /// A schedule row that no live worker declares (retired from the code, or
