@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeZone as _, Timelike as _, Utc};
-use pgoutbox::admin::{Admin, ScheduleActionOutcome};
+use pgoutbox::admin::{Admin, ScheduleActionOutcome, ScheduleRemoval};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox::{MissedTicks, RouterError, Schedule, ScheduleError, StartError, schedule_key};
@@ -989,9 +989,63 @@ async fn a_schedule_that_no_live_worker_declares_is_reported() {
         "{body}"
     );
 
-    // Declared again: no longer reported.
-    let again = scheduled_worker(&db, "* * * * * *", "latest", None);
+    // Declared again: no longer reported, and not removable while so.
+    let again = scheduled_worker(&db, "* * * * * *", "all", None);
     let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
     assert!(stats.undeclared_schedules.is_empty());
+    let refused = admin
+        .remove_schedule(NAME, "alice", "retired")
+        .await
+        .unwrap();
+    let ScheduleRemoval::Refused { declared_by } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(declared_by.len(), 1);
+    assert_eq!(declared_by[0].pid, again.id().cast_signed());
     assert!(again.terminate().success());
+    // Retired: removed, recorded. Declared again after three seconds with
+    // `all`, it starts afresh: none of those ticks counts as missed.
+    assert_eq!(
+        admin
+            .remove_schedule(NAME, "alice", "retired")
+            .await
+            .unwrap(),
+        ScheduleRemoval::Applied
+    );
+    assert_eq!(
+        admin
+            .remove_schedule(NAME, "alice", "retired")
+            .await
+            .unwrap(),
+        ScheduleRemoval::NotFound
+    );
+    let removed_at = Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revived = scheduled_worker(&db, "* * * * * *", "all", None);
+    let revived_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(revived.terminate().success());
+    let between: Vec<_> = published_ticks(&db)
+        .await
+        .into_iter()
+        .filter(|t| *t > removed_at && *t < revived_at - chrono::Duration::seconds(1))
+        .collect();
+    assert!(
+        between.is_empty(),
+        "published after its removal: {between:?}"
+    );
+    let trail: Vec<(String, String)> = admin
+        .schedule_actions(NAME)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.action, a.outcome))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("remove".to_owned(), "refused".to_owned()),
+            ("remove".to_owned(), "applied".to_owned())
+        ]
+    );
 }
