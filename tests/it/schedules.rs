@@ -989,10 +989,22 @@ async fn a_schedule_that_no_live_worker_declares_is_reported() {
         "{body}"
     );
 
-    // Declared again: no longer reported, and not removable while so.
-    let again = scheduled_worker(&db, "* * * * * *", "all", None);
+    // Declared again: no longer reported.
+    let again = scheduled_worker(&db, "* * * * * *", "latest", None);
     let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
     assert!(stats.undeclared_schedules.is_empty());
+    assert!(again.terminate().success());
+}
+
+/// `Admin::remove_schedule` (`pgoutbox schedules remove`): refused while a
+/// live worker declares the schedule, naming it; applied once none does; a
+/// schedule declared again after its removal starts afresh, so the ticks
+/// since its removal are not missed ticks to catch up (with `all`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_schedule_declared_again_starts_afresh() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let again = scheduled_worker(&db, "* * * * * *", "all", None);
     let refused = admin
         .remove_schedule(NAME, "alice", "retired")
         .await
