@@ -101,6 +101,9 @@ statements!(
     schedules,
     schedule_pause,
     schedule_actions,
+    schedule_target,
+    schedule_remove,
+    schedules_undeclared,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
