@@ -601,7 +601,12 @@ async fn stream_messages(client: &async_nats::Client) -> u64 {
 }
 
 /// An attempt as the history shows it: number, outcome, error, result.
-type AttemptRow = (i32, Option<String>, Option<String>, Option<serde_json::Value>);
+type AttemptRow = (
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<serde_json::Value>,
+);
 
 async fn history(db: &TestDatabase, id: pgoutbox::OperationId) -> Vec<AttemptRow> {
     sqlx::query_as(
@@ -670,7 +675,13 @@ async fn a_puback_timeout_is_an_unknown_outcome() {
     // Past the 2 s publish timeout of the first attempt.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
     server.signal("CONT");
-    let state = wait_for_state(&db, id, &["succeeded", "stalled", "dead"], Duration::from_secs(30)).await;
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
     system.stop().await.unwrap();
     let attempts = history(&db, id).await;
     eprintln!("relay: PubAck timeout: {attempts:?}");
@@ -678,11 +689,15 @@ async fn a_puback_timeout_is_an_unknown_outcome() {
     let (_, outcome, error, _) = &attempts[0];
     assert_eq!(outcome.as_deref(), Some("timed_out"), "{attempts:?}");
     assert!(
-        error.as_deref().is_some_and(|e| e.contains("didn't receive ack in time")),
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("didn't receive ack in time")),
         "the broker's message is kept: {attempts:?}"
     );
     assert!(
-        attempts.iter().all(|(_, o, _, _)| o.as_deref() != Some("failed")),
+        attempts
+            .iter()
+            .all(|(_, o, _, _)| o.as_deref() != Some("failed")),
         "no attempt `failed`: {attempts:?}"
     );
     let (_, _, _, receipt) = attempts.last().unwrap();
@@ -691,7 +706,11 @@ async fn a_puback_timeout_is_an_unknown_outcome() {
         true,
         "the first send had landed: {attempts:?}"
     );
-    assert_eq!(stream_messages(&client).await, 1, "one message in the stream");
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
 }
 
 /// The same unknown outcome with a stream whose duplicate window (500 ms)
@@ -854,7 +873,10 @@ async fn a_connection_cut_after_the_send_is_an_unknown_outcome() {
     let id = crate::support::publish_one(&db, one_order()).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while stream_messages(&client).await == 0 {
-        assert!(Instant::now() < deadline, "the message never reached the stream");
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the stream"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     proxy.cut();
@@ -875,10 +897,17 @@ async fn a_connection_cut_after_the_send_is_an_unknown_outcome() {
         matches!(outcome.as_deref(), Some("timed_out" | "lost")),
         "unknown, not failed: {attempts:?}"
     );
-    assert!(error.as_deref().is_some_and(|e| e.contains("JetStream")), "{attempts:?}");
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("JetStream")),
+        "{attempts:?}"
+    );
     let (_, _, _, receipt) = attempts.last().unwrap();
     assert_eq!(receipt.as_ref().unwrap()["duplicate"], true, "{attempts:?}");
-    assert_eq!(stream_messages(&client).await, 1, "one message in the stream");
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
 }
 
 /// 10,000 operations while nats-server is frozen (SIGSTOP) past the
@@ -954,7 +983,10 @@ async fn ten_thousand_operations_through_freezes_and_thaws() {
     let (mut stalled, mut unknown) = (0, 0);
     for (key, status, failed, in_doubt) in &rows {
         let copies = in_stream.get(&key.to_string()).copied().unwrap_or(0);
-        assert_eq!(copies, 1, "operation {key} ({status}): {copies} messages in the stream");
+        assert_eq!(
+            copies, 1,
+            "operation {key} ({status}): {copies} messages in the stream"
+        );
         assert!(
             *failed == 0,
             "operation {key} ({status}) has {failed} `failed` attempts but its message is in the stream"

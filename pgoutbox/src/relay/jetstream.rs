@@ -1,6 +1,16 @@
 //! The JetStream backend: asynchronous publishes (many in flight, each
 //! acknowledged by a PubAck), deduplicated by `Nats-Msg-Id`.
+//!
+//! A publish ends in one of three ways: a PubAck (success); a refusal that
+//! certainly stored nothing (no stream answered, an error reply, a message
+//! over a size limit), an ordinary failure; or no answer after the message
+//! was sent (the PubAck timed out, the connection was lost), an unknown
+//! outcome: the message may be in the stream. Re-sending it then is safe
+//! only within the stream's duplicate window, which the relay reads at
+//! start-up and re-reads every [`WINDOW_REFRESH`].
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_nats::jetstream::context::{
@@ -9,6 +19,11 @@ use async_nats::jetstream::context::{
 
 use super::{Ack, Backend, Message, Refusal, RelayError};
 use crate::registry::BoxFuture;
+use crate::state::Outcome;
+
+/// How often a relay re-reads the duplicate windows of its streams, so
+/// that a changed `duplicate_window` is used from then on.
+pub(crate) const WINDOW_REFRESH: Duration = Duration::from_secs(30);
 
 /// Options of a JetStream relay.
 ///
@@ -65,6 +80,11 @@ pub(crate) struct JetStream {
     client: async_nats::Client,
     context: async_nats::jetstream::Context,
     options: JetStreamOptions,
+    /// The `duplicate_window` of each stream the relay publishes to, by
+    /// stream name, as last read.
+    windows: Arc<Mutex<HashMap<String, Duration>>>,
+    /// Whether the task that re-reads `windows` runs.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl JetStream {
@@ -80,7 +100,74 @@ impl JetStream {
             client,
             context,
             options,
+            windows: Arc::default(),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Reads the duplicate window of `stream` into `windows`.
+    async fn read_window(
+        context: &async_nats::jetstream::Context,
+        windows: &Mutex<HashMap<String, Duration>>,
+        stream: &str,
+    ) -> Result<(), RelayError> {
+        let mut found = context
+            .get_stream(stream)
+            .await
+            .map_err(|e| RelayError::Broker(e.to_string()))?;
+        let info = found
+            .info()
+            .await
+            .map_err(|e| RelayError::Broker(e.to_string()))?;
+        let window = info.config.duplicate_window;
+        let previous = windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.to_owned(), window);
+        if previous.is_some_and(|p| p != window) {
+            tracing::info!(
+                stream,
+                ?window,
+                ?previous,
+                "the stream's duplicate window changed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Starts, once, the task that re-reads the windows every
+    /// [`WINDOW_REFRESH`]; it ends when the relay is dropped.
+    fn keep_windows_fresh(&self) {
+        if self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let context = self.context.clone();
+        let windows: Weak<Mutex<HashMap<String, Duration>>> = Arc::downgrade(&self.windows);
+        let limit = self.options.publish_timeout;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WINDOW_REFRESH).await;
+                let Some(windows) = windows.upgrade() else {
+                    return;
+                };
+                let streams: Vec<String> = windows
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .keys()
+                    .cloned()
+                    .collect();
+                for stream in streams {
+                    // A broker that does not answer keeps the last value.
+                    let read = Self::read_window(&context, &windows, &stream);
+                    if let Ok(Err(e)) = tokio::time::timeout(limit, read).await {
+                        tracing::warn!(stream, error = %e, "cannot re-read the stream's duplicate window");
+                    }
+                }
+            }
+        });
     }
 
     async fn check_subjects(&self, subjects: &[String]) -> Result<(), RelayError> {
@@ -111,6 +198,10 @@ impl JetStream {
                 .info()
                 .await
                 .map_err(|e| RelayError::Broker(e.to_string()))?;
+            self.windows
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(stream.clone(), info.config.duplicate_window);
             for subject in subjects {
                 if !info
                     .config
@@ -128,7 +219,7 @@ impl JetStream {
         }
         for subject in subjects {
             match self.context.stream_by_subject(subject.clone()).await {
-                Ok(_) => {}
+                Ok(stream) => Self::read_window(&self.context, &self.windows, &stream).await?,
                 Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
                     return Err(RelayError::NotCaptured {
                         subject: subject.clone(),
@@ -160,7 +251,20 @@ pub(crate) fn matches(filter: &str, subject: &str) -> bool {
 
 impl Backend for JetStream {
     fn check<'a>(&'a self, subjects: &'a [String]) -> BoxFuture<'a, Result<(), RelayError>> {
-        Box::pin(self.check_subjects(subjects))
+        Box::pin(async move {
+            self.check_subjects(subjects).await?;
+            self.keep_windows_fresh();
+            Ok(())
+        })
+    }
+
+    fn duplicate_window(&self) -> Option<Duration> {
+        self.windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .min()
+            .copied()
     }
 
     fn send(&self, message: Message) -> BoxFuture<'_, Result<Ack, Refusal>> {
@@ -173,10 +277,10 @@ impl Backend for JetStream {
                 .context
                 .publish_with_headers(message.subject, headers, message.body.into())
                 .await
-                .map_err(|e| refusal(&e))?;
+                .map_err(|e| refusal(&e, false))?;
             let stream = self.options.stream.clone();
             let ack: Ack = Box::pin(async move {
-                let ack = sent.await.map_err(|e| refusal(&e))?;
+                let ack = sent.await.map_err(|e| refusal(&e, true))?;
                 if let Some(expected) = stream
                     && ack.stream != expected
                 {
@@ -198,10 +302,23 @@ impl Backend for JetStream {
     }
 }
 
-/// A failed publish as the attempt records it: the server's message,
-/// permanent only when no retry can help.
-fn refusal(e: &async_nats::jetstream::context::PublishError) -> Refusal {
-    let source = std::error::Error::source(e).map(ToString::to_string);
+/// A failed publish as the attempt records it, with the client's message:
+/// permanent only when no retry can help; unknown when the message was
+/// sent (`sent`: the error came while waiting for its PubAck) and no answer
+/// says whether it was stored.
+///
+/// Before the send (`sent == false`) every error means the message did
+/// not leave the client: an invalid subject, a size limit, the client's
+/// queue full for the whole timeout or closed. After it, a PubAck timeout
+/// (`TimedOut`) or a reply channel dropped by the client (`BrokenPipe`: the
+/// connection was lost) is unknown; a "no responders" status
+/// (`StreamNotFound`) or a JetStream error reply (`Other` with an API
+/// error, `WrongLast*`) certainly stored nothing; a reply that does not
+/// parse says nothing, so it is unknown.
+fn refusal(e: &async_nats::jetstream::context::PublishError, sent: bool) -> Refusal {
+    let source = std::error::Error::source(e);
+    let api_error = source.is_some_and(|s| s.is::<async_nats::jetstream::Error>());
+    let source = source.map(ToString::to_string);
     let message = match &source {
         Some(source) => format!("JetStream publish failed ({}): {source}", e.kind()),
         None => format!("JetStream publish failed: {}", e.kind()),
@@ -218,7 +335,33 @@ fn refusal(e: &async_nats::jetstream::context::PublishError) -> Refusal {
         {
             Refusal::permanent(message)
         }
-        _ => Refusal::retryable(message),
+        _ if !sent => Refusal::retryable(message),
+        PublishErrorKind::TimedOut => Refusal::unknown(
+            Outcome::TimedOut,
+            format!(
+                "{message}; the message was sent, so it may be in the stream: the outcome is \
+                 unknown"
+            ),
+        ),
+        PublishErrorKind::BrokenPipe => Refusal::unknown(
+            Outcome::Lost,
+            format!(
+                "{message}: the connection was lost after the message was sent, so it may be in \
+                 the stream: the outcome is unknown"
+            ),
+        ),
+        PublishErrorKind::Other if !api_error => Refusal::unknown(
+            Outcome::Lost,
+            format!(
+                "{message}; the answer to a message sent cannot be read, so it may be in the \
+                 stream: the outcome is unknown"
+            ),
+        ),
+        PublishErrorKind::StreamNotFound
+        | PublishErrorKind::WrongLastMessageId
+        | PublishErrorKind::WrongLastSequence
+        | PublishErrorKind::MaxAckPending
+        | PublishErrorKind::Other => Refusal::retryable(message),
     }
 }
 
