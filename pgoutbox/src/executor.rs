@@ -286,11 +286,13 @@ async fn run_relay(
                 rt.wake.notify_one();
                 let end = AttemptEnd::Unknown {
                     outcome: Outcome::Aborted,
-                    error: "the relay did not send the message again: an earlier attempt's \
-                            send may have landed"
-                        .to_owned(),
+                    error: format!(
+                        "the relay did not send the message again, as an earlier attempt's \
+                         send may have landed and {reason}"
+                    ),
                 };
-                attempt.decide(end, jitter()).stall(&reason)
+                // The reason is in the error already.
+                attempt.decide(end, jitter()).stall("")
             } else {
                 let (end, result) = relay_attempt(rt, claimed, relay, timeout, running).await;
                 // A failure before the send still holds the slot.
@@ -406,11 +408,24 @@ async fn relay_attempt(
     // while the acknowledgement comes (the in-flight bound still holds).
     running.release_slot();
     rt.wake.notify_one();
+    // From here the message may be in the stream whatever happens.
+    let in_doubt = |outcome, what: String| AttemptEnd::Unknown {
+        outcome,
+        error: format!(
+            "{what}; the message was sent, so it may be in the stream: the outcome is unknown"
+        ),
+    };
     tokio::select! {
         biased;
-        reason = running.aborted() => (AttemptEnd::Aborted(reason), None),
+        reason = running.aborted() => (
+            in_doubt(Outcome::Aborted, format!("the relay stopped waiting for the PubAck ({reason})")),
+            None,
+        ),
         acked = tokio::time::timeout_at(deadline, ack) => match acked {
-            Err(_) => (AttemptEnd::TimedOut(timeout), None),
+            Err(_) => (
+                in_doubt(Outcome::TimedOut, format!("no PubAck within the handler timeout ({timeout:?})")),
+                None,
+            ),
             Ok(Err(r)) => (refused(r), None),
             Ok(Ok(receipt)) => (AttemptEnd::Succeeded, Some(receipt)),
         },

@@ -69,15 +69,18 @@ impl Decision {
     }
 
     /// This decision with the operation `stalled` rather than retried, for
-    /// `reason` (added to the attempt's error): re-running it is not safe.
+    /// `reason` (added to the attempt's error unless empty): re-running it
+    /// is not safe.
     pub(crate) fn stall(self, reason: &str) -> Decision {
         match self {
             Decision::Failure(mut f) if f.next_status == Status::Retrying => {
                 f.next_status = Status::Stalled;
-                let _ = write!(f.error, "; not retried: {reason}");
-                f.error = storable::text(&f.error);
-                f.chain
-                    .push(storable::text(&format!("not retried: {reason}")));
+                if !reason.is_empty() {
+                    let _ = write!(f.error, "; not retried: {reason}");
+                    f.error = storable::text(&f.error);
+                    f.chain
+                        .push(storable::text(&format!("not retried: {reason}")));
+                }
                 Decision::Failure(f)
             }
             other => other,

@@ -767,6 +767,147 @@ async fn an_unknown_outcome_past_the_duplicate_window_stalls() {
     assert_eq!(stream_messages(&client).await, 1, "still one message");
 }
 
+/// A relay process SIGKILLed while nats-server is frozen with its message
+/// sent and the PubAck outstanding, the stream's duplicate window 500 ms:
+/// the rescuer records the attempt `lost` a lease later, and the next
+/// relay, checking the window again before it sends, does not re-send (a
+/// copy would be stored): `stalled`, its attempt `aborted` naming the
+/// window; the stream holds the one message that landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_with_a_puback_outstanding_does_not_resend_past_the_window() {
+    if !wanted("relay::a_relay_killed_with_a_puback_outstanding_does_not_resend_past_the_window") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_millis(500)).await;
+    let db = test_db().await;
+    let killed = Worker::start_relay(&db.url(), 4, &server.url(), STREAM);
+    server.signal("STOP");
+    let id = crate::support::publish_one(&db, one_order()).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The claim is committed; the send follows at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    killed.kill();
+    server.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await == 0 {
+        assert!(Instant::now() < deadline, "the message sent never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: killed with a PubAck outstanding: {state}, {attempts:?}");
+    assert_eq!(state, "stalled", "{attempts:?}");
+    let outcomes: Vec<Option<&str>> = attempts.iter().map(|(_, o, _, _)| o.as_deref()).collect();
+    assert_eq!(outcomes, [Some("lost"), Some("aborted")], "{attempts:?}");
+    let error = attempts[1].2.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("did not send the message again")
+            && error.contains("500ms duplicate window"),
+        "{error}"
+    );
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
+/// A relay stopped (`stop()`, `shutdown_wait` 2 s) while nats-server is
+/// frozen with three messages sent and their PubAcks outstanding (publish
+/// timeout 30 s): the three attempts are `aborted` (unknown), not `failed`;
+/// the next relay re-sends them within the duplicate window and JetStream
+/// drops the copies: three messages, each operation `succeeded` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_with_pubacks_outstanding_records_them_unknown() {
+    if !wanted("relay::a_relay_stopped_with_pubacks_outstanding_records_them_unknown") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_mins(2)).await;
+    let db = test_db().await;
+    let router = |client: &async_nats::Client| {
+        let options = pgoutbox::relay::JetStreamOptions {
+            stream: Some(STREAM.to_owned()),
+            publish_timeout: Duration::from_secs(30),
+            max_in_flight: 256,
+        };
+        WorkflowRouter::with_prefix("relay").relay::<OrderPlaced>(Relay::jetstream_with(
+            client,
+            "events.orders.{region}",
+            options,
+        ))
+    };
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(router(&relay_client))
+        .start()
+        .await
+        .unwrap();
+    server.signal("STOP");
+    publish_orders(&db, 3).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = system.stop().await.unwrap();
+    server.signal("CONT");
+    let outcomes: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT outcome, error FROM pgoutbox.attempts ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    eprintln!("relay: stopped with PubAcks outstanding: {report:?}, {outcomes:?}");
+    assert_eq!(report.aborted, 3, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|(o, e)| o.as_deref() == Some("aborted")
+            && e.as_deref()
+                .is_some_and(|e| e.contains("stopped waiting for the PubAck"))),
+        "unknown, not failed: {outcomes:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await < 3 {
+        assert!(Instant::now() < deadline, "the messages sent never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(router(&relay_client))
+        .start()
+        .await
+        .unwrap();
+    wait_all_succeeded(&db, 3, Duration::from_secs(30)).await;
+    system.stop().await.unwrap();
+    let duplicates = check_exactly_once(&db, &client, 3).await;
+    assert_eq!(duplicates, 3, "the re-sent copies were dropped");
+}
+
 /// A TCP proxy in front of nats-server that can swallow the server's
 /// replies and cut every connection, as a network that breaks after the
 /// message was sent.
