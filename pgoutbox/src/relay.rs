@@ -38,10 +38,16 @@
 //! - [`NAME`], [`ID`], [`ROOT_ID`] and [`SCHEMA_HASH`] say which operation
 //!   it is, and with which payload schema it was published.
 //!
-//! A relayed operation must be declared `idempotent`: after a relay
-//! vanished mid-publish, the message is sent again (JetStream drops the
-//! copy within the duplicate window) rather than left `stalled`. The
-//! guarantees and what a consumer does beyond the window are in
+//! A relayed operation must be declared `idempotent`: a message sent whose
+//! PubAck never came (a timeout, a connection lost after the send, a relay
+//! stopped or vanished) may be in the stream; its attempt is recorded as
+//! an unknown outcome (`timed_out`, `lost`, `aborted`), and the message is
+//! sent again only while JetStream still drops the copy: when the retry is
+//! sent within the stream's duplicate window of the first send that may
+//! have landed. Otherwise the operation is `stalled`, its error naming the
+//! window, for an operator to decide. A refusal that certainly stored
+//! nothing (no stream, an error reply) is an ordinary retryable failure.
+//! The guarantees and what a consumer does beyond the window are in
 //! `docs/consistency.md`.
 //!
 //! Consumers decode with [`decode`], which checks the name and the schema

@@ -38,8 +38,10 @@ pub struct JetStreamOptions {
     /// The stream the subjects must land in, checked at start-up (and
     /// against each PubAck); `None`: any stream that captures them.
     pub stream: Option<String>,
-    /// How long a publish may wait for its acknowledgement before the
-    /// attempt fails (and is retried).
+    /// How long a publish may wait for its acknowledgement. A message sent
+    /// and not acknowledged in time may be in the stream: its attempt ends
+    /// `timed_out` (an unknown outcome), retried only within the stream's
+    /// duplicate window of the first send, else `stalled`.
     pub publish_timeout: Duration,
     /// The most messages sent and not yet acknowledged, per relay.
     pub max_in_flight: usize,
