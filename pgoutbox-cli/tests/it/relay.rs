@@ -289,6 +289,25 @@ async fn relay_stalls_an_unknown_outcome_past_the_duplicate_window() {
     };
     signal("-STOP");
     let second = publish_one(2).await;
+    // Claimed and sent while the server is frozen, then past the 2 s
+    // publish timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgoutbox.attempts WHERE operation_id = $1")
+                .bind(second.as_i64())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        if started > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation {second} never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     signal("-CONT");
     let state = wait_for(second, &["stalled", "succeeded", "dead"]).await;
