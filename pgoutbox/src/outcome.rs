@@ -101,6 +101,7 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// Decides; `jitter` in `[0, 1)` places the retry delay in its band.
+    #[allow(clippy::too_many_lines)] // One arm per way an attempt ends, in order.
     pub(crate) fn decide(&self, end: AttemptEnd, jitter: f64) -> Decision {
         // Attempt numbers only grow; snoozed attempts do not count.
         let counted = self.number.saturating_sub(self.snoozes);

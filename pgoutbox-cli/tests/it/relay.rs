@@ -205,13 +205,14 @@ async fn relay_forwards_payloads_by_name() {
 }
 
 /// The reproduction: `pgoutbox relay --publish-timeout 2s` (no
-/// `--stream`: the stream found by subject), nats-server SIGSTOPped while
-/// an operation is published, then SIGCONTed; the stream's duplicate
+/// `--stream`: the stream found by subject), nats-server stopped (SIGSTOP)
+/// while an operation is published, then resumed (SIGCONT); the stream's duplicate
 /// window 500 ms, the backoff 4 s. The attempt is `timed_out` (an unknown
 /// outcome, with the client's message), and since a retry would come after
 /// the window, the operation is `stalled` with a reason naming it; nothing
 /// is re-sent: one message per operation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // One scenario, step by step.
 async fn relay_stalls_an_unknown_outcome_past_the_duplicate_window() {
     if !wanted("relay::relay_stalls_an_unknown_outcome_past_the_duplicate_window") {
         return;

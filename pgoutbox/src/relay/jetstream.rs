@@ -319,7 +319,7 @@ impl Backend for JetStream {
 /// parse says nothing, so it is unknown.
 fn refusal(e: &async_nats::jetstream::context::PublishError, sent: bool) -> Refusal {
     let source = std::error::Error::source(e);
-    let api_error = source.is_some_and(|s| s.is::<async_nats::jetstream::Error>());
+    let api_error = source.is_some_and(<dyn std::error::Error>::is::<async_nats::jetstream::Error>);
     let source = source.map(ToString::to_string);
     let message = match &source {
         Some(source) => format!("JetStream publish failed ({}): {source}", e.kind()),
