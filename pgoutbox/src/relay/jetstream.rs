@@ -7,7 +7,7 @@
 //! was sent (the PubAck timed out, the connection was lost), an unknown
 //! outcome: the message may be in the stream. Re-sending it then is safe
 //! only within the stream's duplicate window, which the relay reads at
-//! start-up and re-reads every [`WINDOW_REFRESH`].
+//! start-up and re-reads every 30 seconds.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
