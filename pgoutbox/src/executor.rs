@@ -280,7 +280,10 @@ async fn run_relay(
                 Some((read, since)) => since + read.elapsed(),
                 None => started.elapsed(),
             };
-            let refused = earlier.and_then(|_| crate::relay::resend_refused(since_first(), window));
+            let refused = match earlier {
+                Some(_) => resend_refused(relay, &since_first, Duration::ZERO, window).await,
+                None => None,
+            };
             if let Some(reason) = refused {
                 running.release_slot();
                 rt.wake.notify_one();
@@ -299,10 +302,11 @@ async fn run_relay(
                 running.release_slot();
                 rt.wake.notify_one();
                 let decision = attempt.decide(end, jitter());
-                let decision = match decision
-                    .in_doubt_retry()
-                    .and_then(|delay| crate::relay::resend_refused(since_first() + delay, window))
-                {
+                let refused = match decision.in_doubt_retry() {
+                    Some(delay) => resend_refused(relay, &since_first, delay, window).await,
+                    None => None,
+                };
+                let decision = match refused {
                     Some(reason) => decision.stall(&reason),
                     None => decision,
                 };
@@ -335,6 +339,23 @@ async fn run_relay(
         running,
     )
     .await;
+}
+
+/// Why a retry sent `delay` from now must not be sent (see
+/// `relay::resend_refused`), given the time `since_first` from the first
+/// send that may have landed and the `window` as last read. A refusal is
+/// checked once more with the window read again from the broker: it may
+/// have changed.
+#[cfg(feature = "nats")]
+async fn resend_refused(
+    relay: &crate::relay::RouteRelay,
+    since_first: &impl Fn() -> Duration,
+    delay: Duration,
+    window: Option<Duration>,
+) -> Option<String> {
+    crate::relay::resend_refused(since_first() + delay, window)?;
+    let window = relay.relay.backend.reread_duplicate_window().await;
+    crate::relay::resend_refused(since_first() + delay, window)
 }
 
 /// When an earlier attempt of a relayed operation ended with an unknown

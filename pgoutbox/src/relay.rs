@@ -162,6 +162,11 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// streams the relay publishes to), as last read; `None` before it
     /// was read, or when the broker does not deduplicate.
     fn duplicate_window(&self) -> Option<Duration>;
+
+    /// Reads the duplicate window again from the broker (unless it was
+    /// just read) and returns it, as [`Backend::duplicate_window`]: before
+    /// an operation is stalled for a window that may have changed.
+    fn reread_duplicate_window(&self) -> BoxFuture<'_, Option<Duration>>;
 }
 
 /// Why re-sending a message whose first send may have landed is not safe:

@@ -1051,6 +1051,70 @@ async fn a_connection_cut_after_the_send_is_an_unknown_outcome() {
     );
 }
 
+/// The stream's duplicate window changed after the relay started (500 ms
+/// at start-up, then 2 minutes): before stalling an operation for the
+/// window it read at start, the relay reads it again, so the unknown
+/// outcome (a PubAck swallowed on the way back) is retried, and JetStream
+/// drops the copy: `succeeded`, one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_duplicate_window_is_read_again_before_stalling() {
+    if !wanted("relay::a_changed_duplicate_window_is_read_again_before_stalling") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_millis(500)).await;
+    let proxy = Proxy::start(server.port).await;
+    let db = test_db().await;
+    let relay_client = self::client(&proxy.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    let js = jetstream::new(client.clone());
+    js.update_stream(jetstream::stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec!["events.>".to_owned()],
+        duplicate_window: Duration::from_mins(2),
+        ..Default::default()
+    })
+    .await
+    .expect("the stream's window changed");
+    proxy.swallow_replies(true);
+    let id = crate::support::publish_one(&db, one_order()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its PubAck is gone; what follows gets through.
+    proxy.swallow_replies(false);
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: window changed after start-up: {attempts:?}");
+    assert_eq!(state, "succeeded", "{attempts:?}");
+    assert_eq!(attempts[0].1.as_deref(), Some("timed_out"), "{attempts:?}");
+    let (_, _, _, receipt) = attempts.last().unwrap();
+    assert_eq!(receipt.as_ref().unwrap()["duplicate"], true, "{attempts:?}");
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
 /// 10,000 operations while nats-server is frozen (SIGSTOP) past the
 /// PubAck timeout and thawed three times (more in soak mode): exactly one
 /// stream message per operation, every operation `succeeded` or

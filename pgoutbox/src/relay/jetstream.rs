@@ -7,7 +7,8 @@
 //! was sent (the PubAck timed out, the connection was lost), an unknown
 //! outcome: the message may be in the stream. Re-sending it then is safe
 //! only within the stream's duplicate window, which the relay reads at
-//! start-up and re-reads every 30 seconds.
+//! start-up, re-reads every 30 seconds, and re-reads before it stalls an
+//! operation for its window.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -24,6 +25,10 @@ use crate::state::Outcome;
 /// How often a relay re-reads the duplicate windows of its streams, so
 /// that a changed `duplicate_window` is used from then on.
 pub(crate) const WINDOW_REFRESH: Duration = Duration::from_secs(30);
+/// Before an operation is `stalled` for its window, the windows are read
+/// again, unless they were read less than this ago (so that many stalls
+/// at once ask the server once).
+const WINDOW_REREAD: Duration = Duration::from_secs(1);
 
 /// Options of a JetStream relay.
 ///
@@ -82,11 +87,111 @@ pub(crate) struct JetStream {
     client: async_nats::Client,
     context: async_nats::jetstream::Context,
     options: JetStreamOptions,
-    /// The `duplicate_window` of each stream the relay publishes to, by
-    /// stream name, as last read.
-    windows: Arc<Mutex<HashMap<String, Duration>>>,
+    /// The duplicate windows of the streams the relay publishes to.
+    windows: Arc<Windows>,
     /// Whether the task that re-reads `windows` runs.
     refreshing: std::sync::atomic::AtomicBool,
+}
+
+/// The `duplicate_window` of each stream a relay publishes to, by stream
+/// name, as last read, and when they were last read.
+#[derive(Debug, Default)]
+struct Windows {
+    by_stream: Mutex<HashMap<String, Duration>>,
+    read_at: Mutex<Option<std::time::Instant>>,
+}
+
+impl Windows {
+    /// The shortest window.
+    fn shortest(&self) -> Option<Duration> {
+        self.by_stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .min()
+            .copied()
+    }
+
+    /// Reads the duplicate window of `stream`.
+    async fn read(
+        &self,
+        context: &async_nats::jetstream::Context,
+        stream: &str,
+    ) -> Result<(), RelayError> {
+        let mut found = context
+            .get_stream(stream)
+            .await
+            .map_err(|e| RelayError::Broker(e.to_string()))?;
+        let info = found
+            .info()
+            .await
+            .map_err(|e| RelayError::Broker(e.to_string()))?;
+        self.record(stream, info.config.duplicate_window);
+        Ok(())
+    }
+
+    fn record(&self, stream: &str, window: Duration) {
+        let previous = self
+            .by_stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(stream.to_owned(), window);
+        *self
+            .read_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+        if previous.is_some_and(|p| p != window) {
+            tracing::info!(
+                stream,
+                ?window,
+                ?previous,
+                "the stream's duplicate window changed"
+            );
+        }
+    }
+
+    /// Reads every known stream's window again, each within `limit` (a
+    /// broker that does not answer keeps the last value), unless they
+    /// were read less than `fresh` ago.
+    async fn reread(
+        &self,
+        context: &async_nats::jetstream::Context,
+        limit: Duration,
+        fresh: Duration,
+    ) {
+        {
+            let mut read_at = self
+                .read_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if read_at.is_some_and(|at| at.elapsed() < fresh) {
+                return;
+            }
+            // Callers meanwhile use the values as they are.
+            *read_at = Some(std::time::Instant::now());
+        }
+        let streams: Vec<String> = self
+            .by_stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        for stream in streams {
+            match tokio::time::timeout(limit, self.read(context, &stream)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(stream, error = %e, "cannot re-read the stream's duplicate window");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        stream,
+                        "no answer when re-reading the stream's duplicate window"
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl JetStream {
@@ -107,36 +212,6 @@ impl JetStream {
         }
     }
 
-    /// Reads the duplicate window of `stream` into `windows`.
-    async fn read_window(
-        context: &async_nats::jetstream::Context,
-        windows: &Mutex<HashMap<String, Duration>>,
-        stream: &str,
-    ) -> Result<(), RelayError> {
-        let mut found = context
-            .get_stream(stream)
-            .await
-            .map_err(|e| RelayError::Broker(e.to_string()))?;
-        let info = found
-            .info()
-            .await
-            .map_err(|e| RelayError::Broker(e.to_string()))?;
-        let window = info.config.duplicate_window;
-        let previous = windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(stream.to_owned(), window);
-        if previous.is_some_and(|p| p != window) {
-            tracing::info!(
-                stream,
-                ?window,
-                ?previous,
-                "the stream's duplicate window changed"
-            );
-        }
-        Ok(())
-    }
-
     /// Starts, once, the task that re-reads the windows every
     /// [`WINDOW_REFRESH`]; it ends when the relay is dropped.
     fn keep_windows_fresh(&self) {
@@ -147,7 +222,7 @@ impl JetStream {
             return;
         }
         let context = self.context.clone();
-        let windows: Weak<Mutex<HashMap<String, Duration>>> = Arc::downgrade(&self.windows);
+        let windows: Weak<Windows> = Arc::downgrade(&self.windows);
         let limit = self.options.publish_timeout;
         tokio::spawn(async move {
             loop {
@@ -155,19 +230,7 @@ impl JetStream {
                 let Some(windows) = windows.upgrade() else {
                     return;
                 };
-                let streams: Vec<String> = windows
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .keys()
-                    .cloned()
-                    .collect();
-                for stream in streams {
-                    // A broker that does not answer keeps the last value.
-                    let read = Self::read_window(&context, &windows, &stream);
-                    if let Ok(Err(e)) = tokio::time::timeout(limit, read).await {
-                        tracing::warn!(stream, error = %e, "cannot re-read the stream's duplicate window");
-                    }
-                }
+                windows.reread(&context, limit, Duration::ZERO).await;
             }
         });
     }
@@ -200,10 +263,7 @@ impl JetStream {
                 .info()
                 .await
                 .map_err(|e| RelayError::Broker(e.to_string()))?;
-            self.windows
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(stream.clone(), info.config.duplicate_window);
+            self.windows.record(stream, info.config.duplicate_window);
             for subject in subjects {
                 if !info
                     .config
@@ -221,7 +281,7 @@ impl JetStream {
         }
         for subject in subjects {
             match self.context.stream_by_subject(subject.clone()).await {
-                Ok(stream) => Self::read_window(&self.context, &self.windows, &stream).await?,
+                Ok(stream) => self.windows.read(&self.context, &stream).await?,
                 Err(e) if e.kind() == GetStreamByNameErrorKind::NotFound => {
                     return Err(RelayError::NotCaptured {
                         subject: subject.clone(),
@@ -261,12 +321,16 @@ impl Backend for JetStream {
     }
 
     fn duplicate_window(&self) -> Option<Duration> {
-        self.windows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .min()
-            .copied()
+        self.windows.shortest()
+    }
+
+    fn reread_duplicate_window(&self) -> BoxFuture<'_, Option<Duration>> {
+        Box::pin(async move {
+            self.windows
+                .reread(&self.context, self.options.publish_timeout, WINDOW_REREAD)
+                .await;
+            self.windows.shortest()
+        })
     }
 
     fn send(&self, message: Message) -> BoxFuture<'_, Result<Ack, Refusal>> {
