@@ -260,7 +260,7 @@ async fn run_relay(
         .timeout
         .unwrap_or(rt.settings.workflow_system.handler_timeout);
     let window = relay.relay.backend.duplicate_window();
-    let decision = match earlier_send(rt, claimed).await {
+    let (decision, result) = match earlier_send(rt, claimed).await {
         Err(e) => {
             // Nothing is sent while it is unknown whether it is safe to.
             running.release_slot();
@@ -272,7 +272,7 @@ async fn run_relay(
                      attempt's send may have landed ({e})"
                 ),
             };
-            attempt.decide(end, jitter())
+            (attempt.decide(end, jitter()), None)
         }
         Ok(earlier) => {
             // From the first send that may have landed, so far.
@@ -295,7 +295,7 @@ async fn run_relay(
                     ),
                 };
                 // The reason is in the error already.
-                attempt.decide(end, jitter()).stall("")
+                (attempt.decide(end, jitter()).stall(""), None)
             } else {
                 let (end, result) = relay_attempt(rt, claimed, relay, timeout, running).await;
                 // A failure before the send still holds the slot.
@@ -306,26 +306,10 @@ async fn run_relay(
                     Some(delay) => resend_refused(relay, &since_first, delay, window).await,
                     None => None,
                 };
-                let decision = match refused {
-                    Some(reason) => decision.stall(&reason),
-                    None => decision,
-                };
-                record(
-                    rt,
-                    &claimed.name,
-                    fence(rt, claimed),
-                    &attempt,
-                    decision,
-                    Produced {
-                        follow_ups: Vec::new(),
-                        result,
-                    },
-                    running,
-                )
-                .await;
-                metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => claimed.name.clone())
-                    .record(started.elapsed().as_secs_f64());
-                return;
+                match refused {
+                    Some(reason) => (decision.stall(&reason), result),
+                    None => (decision, result),
+                }
             }
         }
     };
@@ -335,10 +319,15 @@ async fn run_relay(
         fence(rt, claimed),
         &attempt,
         decision,
-        Produced::default(),
+        Produced {
+            follow_ups: Vec::new(),
+            result,
+        },
         running,
     )
     .await;
+    metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => claimed.name.clone())
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// Why a retry sent `delay` from now must not be sent (see
