@@ -75,11 +75,11 @@ mod access;
 mod chart;
 mod pages;
 
+use access::Access;
 pub use access::{
     DashboardError, MIN_TOKEN_CHARS, SIGN_IN_FAILURES_IN_ALL, SIGN_IN_FAILURES_PER_CLIENT,
     SIGN_IN_WINDOW,
 };
-use access::Access;
 
 /// How the dashboard behaves, checked as it is built: a dashboard with an
 /// empty or short token cannot be built, whoever builds it.
@@ -554,7 +554,12 @@ async fn guard(State(d): Shared, request: axum::extract::Request, next: Next) ->
         .into_response();
     }
     if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        let header_text = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let header_text = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         let from = match (header_text(header::ORIGIN), header_text(header::REFERER)) {
             (Some(origin), _) => Some(authority_of(origin)),
             (None, Some(referer)) => Some(authority_of(referer)),
@@ -578,7 +583,8 @@ async fn guard(State(d): Shared, request: axum::extract::Request, next: Next) ->
             return Failure::Forbidden(message).into_response();
         }
     }
-    next.run(axum::extract::Request::from_parts(parts, body)).await
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// One signed-in request's view: the relative path to the dashboard's
@@ -606,7 +612,10 @@ impl Request {
     /// The operator's name and the sign-out form's CSRF token, when signed
     /// in with a session.
     fn account(&self) -> Option<(&str, &str)> {
-        Some((self.operator.as_deref()?, self.session.as_ref().map(|_| self.csrf.as_str())?))
+        Some((
+            self.operator.as_deref()?,
+            self.session.as_ref().map(|_| self.csrf.as_str())?,
+        ))
     }
 }
 
@@ -854,7 +863,10 @@ async fn login(
     match d.access.operator_of(&form.token) {
         Some(operator) => {
             let session = d.access.open_session(operator);
-            Ok(see_other(&home, Some(d.session_cookie(&ctx, Some(&session)))))
+            Ok(see_other(
+                &home,
+                Some(d.session_cookie(&ctx, Some(&session))),
+            ))
         }
         None => {
             d.access.failed(client);

@@ -1091,6 +1091,13 @@ fn check_environment(names: impl Iterator<Item = String>) -> Result<(), Settings
         if key.contains('.') && keys.contains(&key) {
             continue;
         }
+        // The dashboard's operators are a map: any name under it.
+        if key
+            .strip_prefix("dashboard.operators.")
+            .is_some_and(|name| !name.is_empty() && !name.contains('.'))
+        {
+            continue;
+        }
         let hint = suggest(&name, &keys)
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();

@@ -443,7 +443,11 @@ async fn scenario(
     // Sign out: the sign-in form again, and the session is over.
     browser.set_window_size(1280, 900).await?;
     assert!(text(browser, "#operator").await.contains("alice"));
-    browser.find(Locator::Css("#sign-out")).await?.click().await?;
+    browser
+        .find(Locator::Css("#sign-out"))
+        .await?
+        .click()
+        .await?;
     browser
         .wait()
         .for_element(Locator::Css("input[name=token]"))

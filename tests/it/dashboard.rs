@@ -189,7 +189,9 @@ async fn signed_in(app: &Router) -> (String, String) {
 
 /// The CSRF token a page's forms carry.
 fn csrf_of(body: &str) -> String {
-    let at = body.find("name=\"csrf\" value=\"").expect("a form with a CSRF token");
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
     let rest = &body[at + "name=\"csrf\" value=\"".len()..];
     rest[..rest.find('"').unwrap()].to_owned()
 }
@@ -588,7 +590,12 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
     }
     let app = dashboard::router(admin(&db), options_with_token());
     let (cookies, csrf) = signed_in(&app).await;
-    let page = get(&app, "/operations?status=dead&name=dash.evil", Some(&cookies)).await;
+    let page = get(
+        &app,
+        "/operations?status=dead&name=dash.evil",
+        Some(&cookies),
+    )
+    .await;
     assert!(
         page.body.contains("action=\"/bulk\""),
         "the bulk form of a filtered list"
@@ -811,7 +818,11 @@ async fn a_foreign_host_is_refused_before_any_page() {
     let own = get(&app, &path, None).await;
     assert_eq!(own.status, StatusCode::OK);
     assert!(own.body.contains("+4912345"), "the payload, on loopback");
-    for host in ["attacker.example", "attacker.example:7480", "127.0.0.1.nip.io"] {
+    for host in [
+        "attacker.example",
+        "attacker.example:7480",
+        "127.0.0.1.nip.io",
+    ] {
         let rebound = send(
             &app,
             Request::get(&path)
@@ -821,7 +832,11 @@ async fn a_foreign_host_is_refused_before_any_page() {
         )
         .await;
         assert_eq!(rebound.status, StatusCode::FORBIDDEN, "{host}");
-        assert!(!rebound.body.contains("+4912345"), "{host}: {}", rebound.body);
+        assert!(
+            !rebound.body.contains("+4912345"),
+            "{host}: {}",
+            rebound.body
+        );
         assert!(rebound.body.contains("dashboard.allowed_hosts"));
         assert_eq!(
             rebound.headers[header::CONTENT_SECURITY_POLICY],
@@ -841,7 +856,10 @@ async fn a_foreign_host_is_refused_before_any_page() {
     let host = async |host: &str| {
         send(
             &named,
-            Request::get("/").header(header::HOST, host).body(Body::empty()).unwrap(),
+            Request::get("/")
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap(),
         )
         .await
         .status
@@ -1014,7 +1032,10 @@ fn short_empty_or_shared_tokens_are_refused_where_the_options_are_built() {
     let err = DashboardOptions::with_token("   ", "ops").unwrap_err();
     assert!(matches!(err, DashboardError::ShortToken { chars: 0, .. }));
     let err = DashboardOptions::with_token("t0ken-for-tests", "ops").unwrap_err();
-    assert!(err.to_string().contains("has only 15 character(s)"), "{err}");
+    assert!(
+        err.to_string().contains("has only 15 character(s)"),
+        "{err}"
+    );
     assert!(DashboardOptions::with_token("t0ken-for-tests!", "ops").is_ok());
     let none: [(&str, &str); 0] = [];
     assert_eq!(
@@ -1156,7 +1177,11 @@ async fn named_operators_are_named_in_the_trail() {
         &app,
         &format!("/operations/{dead}/act"),
         Some(&cookies),
-        &[("action", "retry"), ("reason", "bob's fix"), ("csrf", &csrf)],
+        &[
+            ("action", "retry"),
+            ("reason", "bob's fix"),
+            ("csrf", &csrf),
+        ],
     )
     .await;
     assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
@@ -1175,7 +1200,10 @@ async fn named_operators_are_named_in_the_trail() {
         let last = detail.actions.last().unwrap().clone();
         (last.actor, last.reason)
     };
-    assert_eq!(actor(dead).await, ("bob".to_owned(), "bob's fix".to_owned()));
+    assert_eq!(
+        actor(dead).await,
+        ("bob".to_owned(), "bob's fix".to_owned())
+    );
     assert_eq!(
         actor(stalled).await,
         ("alice".to_owned(), "alice checked".to_owned())
@@ -1193,7 +1221,12 @@ async fn the_prefix_with_a_trailing_slash_redirects_to_the_overview() {
         dashboard::router(admin(&db), DashboardOptions::default()),
     );
     let slash = get(&app, "/admin/outbox/", None).await;
-    assert_eq!(slash.status, StatusCode::PERMANENT_REDIRECT, "{}", slash.body);
+    assert_eq!(
+        slash.status,
+        StatusCode::PERMANENT_REDIRECT,
+        "{}",
+        slash.body
+    );
     assert_eq!(slash.location(), "../outbox");
     assert_eq!(
         slash.headers[header::CONTENT_SECURITY_POLICY],

@@ -54,7 +54,9 @@ pub enum DashboardError {
         chars: usize,
     },
     /// An operator without a name, or whose name has control characters.
-    #[error("invalid dashboard operator name `{0}`: expected a non-empty name without control characters")]
+    #[error(
+        "invalid dashboard operator name `{0}`: expected a non-empty name without control characters"
+    )]
     BadOperatorName(String),
     /// The same operator named twice.
     #[error("the dashboard operator `{0}` is named twice")]
@@ -68,7 +70,9 @@ pub enum DashboardError {
     #[error("no dashboard operator given: name at least one (name → token)")]
     NoOperator,
     /// An allowed host that is not a host name or `host:port`.
-    #[error("invalid dashboard allowed host `{0}`: expected a host name, an IP address, or either with `:port`")]
+    #[error(
+        "invalid dashboard allowed host `{0}`: expected a host name, an IP address, or either with `:port`"
+    )]
     BadHost(String),
     /// A session lifetime of zero.
     #[error("the dashboard session lifetime must be longer than zero")]
@@ -201,7 +205,12 @@ impl Access {
         };
         access.operators = operators
             .iter()
-            .map(|(name, token)| (Arc::from(name.as_str()), access.mac("token", token.trim().as_bytes())))
+            .map(|(name, token)| {
+                (
+                    Arc::from(name.as_str()),
+                    access.mac("token", token.trim().as_bytes()),
+                )
+            })
             .collect();
         access
     }
@@ -341,7 +350,9 @@ mod tests {
     fn tokens_need_sixteen_characters() {
         assert!(check_operator("ops", "0123456789abcdef").is_ok());
         assert_eq!(
-            check_operator("ops", " 0123456789abcde ").unwrap_err().to_string(),
+            check_operator("ops", " 0123456789abcde ")
+                .unwrap_err()
+                .to_string(),
             "the dashboard token of `ops` has only 15 character(s): a token needs at least 16 characters"
         );
         assert!(check_operator("", "0123456789abcdef").is_err());

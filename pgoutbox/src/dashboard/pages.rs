@@ -382,7 +382,14 @@ pub(super) fn operations(
             }
         }
     };
-    layout(root, &request.home, "Operations", Nav::Operations, &body, request.account())
+    layout(
+        root,
+        &request.home,
+        "Operations",
+        Nav::Operations,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn bulk_confirm(
@@ -417,7 +424,14 @@ pub(super) fn bulk_confirm(
         }
         p { a href=(format!("{root}operations?{}", query.query_string())) { "Back to the list" } }
     };
-    layout(root, &request.home, "Confirm", Nav::Operations, &body, request.account())
+    layout(
+        root,
+        &request.home,
+        "Confirm",
+        Nav::Operations,
+        &body,
+        request.account(),
+    )
 }
 
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // One template, one argument per part.
@@ -625,7 +639,14 @@ pub(super) fn stalled(
         }
         @if let Some(next) = next { nav.pager aria-label="Pages" { a rel="next" href=(format!("{root}stalled?after={next}")) { "Next →" } } }
     };
-    layout(root, &request.home, "Stalled", Nav::Stalled, &body, request.account())
+    layout(
+        root,
+        &request.home,
+        "Stalled",
+        Nav::Stalled,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn schemas(request: &Request, latest: &[SchemaVersion]) -> Markup {
@@ -646,7 +667,14 @@ pub(super) fn schemas(request: &Request, latest: &[SchemaVersion]) -> Markup {
             } }
         }
     };
-    layout(root, &request.home, "Schemas", Nav::Schemas, &body, request.account())
+    layout(
+        root,
+        &request.home,
+        "Schemas",
+        Nav::Schemas,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn schema(
