@@ -929,11 +929,15 @@ async fn a_planted_or_foreign_csrf_token_is_refused() {
     let (_, other_csrf) = signed_in(&app).await;
     assert_ne!(csrf, other_csrf, "each session has its own token");
     let act = format!("/operations/{dead}/act");
+    // The victim's browser holds its sign-in cookie and a CSRF cookie the
+    // attacker planted (from a sibling subdomain, say), whose value the
+    // attacker's form repeats.
     let planted = "0123456789abcdef0123456789abcdef";
+    let sign_in_cookie = cookies.split(';').next().unwrap();
     let with_planted = post(
         &app,
         &act,
-        Some(&format!("{cookies}; pgoutbox_csrf={planted}")),
+        Some(&format!("{sign_in_cookie}; pgoutbox_csrf={planted}")),
         &[("action", "retry"), ("reason", "x"), ("csrf", planted)],
     )
     .await;
