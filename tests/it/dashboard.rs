@@ -1239,3 +1239,41 @@ async fn the_prefix_with_a_trailing_slash_redirects_to_the_overview() {
     let home = get(&app, "/admin/outbox", None).await;
     assert_eq!(home.status, StatusCode::OK);
 }
+
+/// Issue 23: on a fresh or small table the overview counts succeeded and
+/// cancelled exactly (cheap there) instead of showing `?` until the
+/// statistics exist.
+#[tokio::test]
+async fn the_overview_counts_few_finished_operations_exactly() {
+    let db = test_db().await;
+    let (stalled, _) = seed(&db).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    for i in 0..3 {
+        let sms = DashSms {
+            to: format!("+{i}"),
+        };
+        pgoutbox::publish(&mut tx, sms).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    Harness::new(&db)
+        .operation::<DashSms>()
+        .run_until_idle()
+        .await
+        .unwrap();
+    admin(&db)
+        .act(stalled, Action::Cancel, "alice", "never sent")
+        .await
+        .unwrap();
+    let overview = admin(&db).overview(Duration::from_secs(90)).await.unwrap();
+    assert_eq!(
+        overview.finished,
+        Some(vec![(Status::Cancelled, 1), (Status::Succeeded, 3)])
+    );
+    let app = dashboard::router(admin(&db), DashboardOptions::default());
+    let page = get(&app, "/live", None).await;
+    for (state, n) in [("succeeded", 3), ("cancelled", 1)] {
+        let tile = format!("data-state=\"{state}\"><span class=\"n\">{n}</span>");
+        assert!(page.body.contains(&tile), "{tile} in {}", page.body);
+    }
+    assert!(!page.body.contains("(estimate)"));
+}

@@ -153,7 +153,7 @@ const EXACT: [Status; 5] = [
     Status::Running,
 ];
 
-/// The finished states, estimated on the overview.
+/// The finished states, counted exactly on the overview while few, estimated above.
 const ESTIMATED: [Status; 2] = [Status::Succeeded, Status::Cancelled];
 
 /// The part of the overview that refreshes itself.
@@ -196,18 +196,26 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                     }
                 }
                 @for s in ESTIMATED {
-                    @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
-                    a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
-                        title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting finished operations exactly would read them all" {
-                        span.n {
-                            @match (estimate, now.estimated.is_empty()) {
-                                (Some(n), _) => { "≈ " (n) }
-                                // Statistics exist, and this state is not among their common values.
-                                (None, false) => { "≈ 0" }
-                                (None, true) => { "?" }
-                            }
+                    @if let Some(finished) = &now.finished {
+                        @let n = finished.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+                        a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str()) {
+                            span.n { (n) }
+                            (s.as_str())
                         }
-                        (s.as_str()) " " span.muted { "(estimate)" }
+                    } @else {
+                        @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
+                        a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
+                            title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting this many finished operations exactly would read them all" {
+                            span.n {
+                                @match (estimate, now.estimated.is_empty()) {
+                                    (Some(n), _) => { "≈ " (n) }
+                                    // Statistics exist, and this state is not among their common values.
+                                    (None, false) => { "≈ 0" }
+                                    (None, true) => { "?" }
+                                }
+                            }
+                            (s.as_str()) " " span.muted { "(estimate)" }
+                        }
                     }
                 }
                 div.tile {
@@ -215,7 +223,9 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                     "oldest ready waits"
                 }
             }
-            p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled are estimates from PostgreSQL's statistics." }
+            @if now.finished.is_none() {
+                p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled, too many to count on every refresh, are estimates from PostgreSQL's statistics." }
+            }
         }
         section aria-labelledby="pace" {
             h2 #pace { "Throughput, last hour" }
