@@ -59,20 +59,22 @@ pub(crate) async fn run(cli: &Cli, args: &DashboardArgs) -> Result<(), CliError>
             .actor
             .clone()
             .unwrap_or_else(|| dash.token_name.clone());
-        options = options.operator(actor, token).map_err(dashboard_error)?;
+        options = options
+            .operator(actor, token)
+            .map_err(|e| CliError::msg(e.to_string()))?;
     }
     for (name, operator_token) in &dash.operators {
         options = options
             .operator(name.clone(), operator_token.clone())
-            .map_err(dashboard_error)?;
+            .map_err(|e| CliError::msg(e.to_string()))?;
     }
     options = options
         .allow_actions(args.allow_actions)
         .secure_cookie(dash.secure_cookie)
         .session_lifetime(dash.session_lifetime)
-        .map_err(dashboard_error)?
+        .map_err(|e| CliError::msg(e.to_string()))?
         .allowed_hosts(&dash.allowed_hosts)
-        .map_err(dashboard_error)?;
+        .map_err(|e| CliError::msg(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| CliError::msg(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -86,7 +88,9 @@ pub(crate) async fn run(cli: &Cli, args: &DashboardArgs) -> Result<(), CliError>
     if address.ip().is_loopback() {
         own.push(format!("localhost:{}", address.port()));
     }
-    options = options.allowed_hosts(&own).map_err(dashboard_error)?;
+    options = options
+        .allowed_hosts(&own)
+        .map_err(|e| CliError::msg(e.to_string()))?;
     let admin = Admin::new(cli.pool().await?, &cli.schema);
     eprintln!(
         "pgoutbox dashboard on http://{address}/ ({}); Ctrl-C stops it",
@@ -105,8 +109,4 @@ pub(crate) async fn run(cli: &Cli, args: &DashboardArgs) -> Result<(), CliError>
     })
     .await?;
     Ok(())
-}
-
-fn dashboard_error(e: pgoutbox::dashboard::DashboardError) -> CliError {
-    CliError::msg(e.to_string())
 }

@@ -126,7 +126,7 @@ impl Default for DashboardOptions {
             page_size: 50,
             refresh: Duration::from_secs(2),
             allowed_hosts: Vec::new(),
-            session_lifetime: Duration::from_secs(8 * 3600),
+            session_lifetime: Duration::from_hours(8),
             secure_cookie: false,
         }
     }
@@ -604,11 +604,12 @@ struct Request {
     can_act: bool,
 }
 
-impl Request {
-    fn page(&self, markup: maud::Markup) -> Response {
-        respond(StatusCode::OK, markup.into_string(), None)
-    }
+/// A page, 200.
+fn page(markup: maud::Markup) -> Response {
+    respond(StatusCode::OK, markup.into_string(), None)
+}
 
+impl Request {
     /// The operator's name and the sign-out form's CSRF token, when signed
     /// in with a session.
     fn account(&self) -> Option<(&str, &str)> {
@@ -656,13 +657,11 @@ impl axum::extract::FromRequestParts<Arc<Dashboard>> for Request {
             if let Some(wait) = d.access.wait(client) {
                 return Err(Failure::TooManyAttempts { root, home, wait });
             }
-            return match d.access.operator_of(bearer) {
-                Some(operator) => Ok(open(Some(operator), None)),
-                None => {
-                    d.access.failed(client);
-                    Err(Failure::SignIn { root, home })
-                }
-            };
+            if let Some(operator) = d.access.operator_of(bearer) {
+                return Ok(open(Some(operator), None));
+            }
+            d.access.failed(client);
+            return Err(Failure::SignIn { root, home });
         }
         if let Some(id) = cookie(&parts.headers, SESSION_COOKIE)
             && let Some(operator) = d.access.session(id)
@@ -860,23 +859,19 @@ async fn login(
     if let Some(wait) = d.access.wait(client) {
         return Err(Failure::TooManyAttempts { root, home, wait });
     }
-    match d.access.operator_of(&form.token) {
-        Some(operator) => {
-            let session = d.access.open_session(operator);
-            Ok(see_other(
-                &home,
-                Some(d.session_cookie(&ctx, Some(&session))),
-            ))
-        }
-        None => {
-            d.access.failed(client);
-            Ok(respond(
-                StatusCode::UNAUTHORIZED,
-                pages::login(&root, &home, Some("wrong token")).into_string(),
-                None,
-            ))
-        }
+    if let Some(operator) = d.access.operator_of(&form.token) {
+        let session = d.access.open_session(operator);
+        return Ok(see_other(
+            &home,
+            Some(d.session_cookie(&ctx, Some(&session))),
+        ));
     }
+    d.access.failed(client);
+    Ok(respond(
+        StatusCode::UNAUTHORIZED,
+        pages::login(&root, &home, Some("wrong token")).into_string(),
+        None,
+    ))
 }
 
 /// The client's address if the server recorded it; never rejects.
@@ -950,7 +945,7 @@ async fn read_overview(d: &Dashboard) -> Result<Overview, Failure> {
 async fn overview(State(d): Shared, request: Request) -> Result<Response, Failure> {
     let data = read_overview(&d).await?;
     let refresh_ms = u64::try_from(d.options.refresh.as_millis()).unwrap_or(u64::MAX);
-    Ok(request.page(pages::overview(&request, &data, refresh_ms)))
+    Ok(page(pages::overview(&request, &data, refresh_ms)))
 }
 
 async fn live(State(d): Shared, request: Request) -> Result<Response, Failure> {
@@ -1065,7 +1060,7 @@ async fn operations(
     let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last().map(|r| r.id)).flatten();
-    Ok(request.page(pages::operations(&request, &query, &rows, next)))
+    Ok(page(pages::operations(&request, &query, &rows, next)))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1080,8 +1075,8 @@ async fn operation(
     Query(notice): Query<Notice>,
 ) -> Result<Response, Failure> {
     let id = parse_id(&id)?;
-    let page = operation_page(&d, &request, id, notice.notice.as_deref(), None).await?;
-    Ok(request.page(page))
+    let markup = operation_page(&d, &request, id, notice.notice.as_deref(), None).await?;
+    Ok(page(markup))
 }
 
 fn parse_id(text: &str) -> Result<OperationId, Failure> {
@@ -1214,7 +1209,7 @@ async fn bulk_preview(
     let mut filter = form.list.filter()?;
     filter.after_id = None;
     let preview = d.admin.bulk_preview(action, &filter, 10).await?;
-    Ok(request.page(pages::bulk_confirm(
+    Ok(page(pages::bulk_confirm(
         &request, action, reason, &form.list, &preview,
     )))
 }
@@ -1294,12 +1289,12 @@ async fn stalled(
     rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last().map(|r| r.id)).flatten();
     let total = d.admin.stalled_count().await?;
-    Ok(request.page(pages::stalled(&request, &rows, total, next)))
+    Ok(page(pages::stalled(&request, &rows, total, next)))
 }
 
 async fn schemas(State(d): Shared, request: Request) -> Result<Response, Failure> {
     let latest = d.admin.latest_schemas().await?;
-    Ok(request.page(pages::schemas(&request, &latest)))
+    Ok(page(pages::schemas(&request, &latest)))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -1332,5 +1327,5 @@ async fn schema(
     let last = history.len() - 1;
     let to = pick(diff.to.as_ref(), last)?;
     let from = pick(diff.from.as_ref(), to.saturating_sub(1))?;
-    Ok(request.page(pages::schema(&request, &name, &history, from, to)))
+    Ok(page(pages::schema(&request, &name, &history, from, to)))
 }

@@ -150,7 +150,7 @@ impl Default for DashboardSettings {
             token_name: "dashboard".to_owned(),
             operators: std::collections::BTreeMap::new(),
             allowed_hosts: Vec::new(),
-            session_lifetime: Duration::from_secs(8 * 3600),
+            session_lifetime: Duration::from_hours(8),
             secure_cookie: false,
         }
     }

@@ -25,7 +25,7 @@ pub const SIGN_IN_FAILURES_PER_CLIENT: u32 = 10;
 /// Failed sign-ins all clients together may make per window.
 pub const SIGN_IN_FAILURES_IN_ALL: u32 = 100;
 /// The rate limit's fixed window.
-pub const SIGN_IN_WINDOW: Duration = Duration::from_secs(60);
+pub const SIGN_IN_WINDOW: Duration = Duration::from_mins(1);
 
 /// Why dashboard options cannot be built.
 ///
@@ -312,7 +312,7 @@ impl Access {
         }
         let mine = limiter.per_client.get(&client).copied().unwrap_or(0);
         (limiter.all >= SIGN_IN_FAILURES_IN_ALL || mine >= SIGN_IN_FAILURES_PER_CLIENT)
-            .then(|| SIGN_IN_WINDOW - elapsed)
+            .then(|| SIGN_IN_WINDOW.saturating_sub(elapsed))
     }
 
     /// Counts a failed sign-in of `client`.
