@@ -112,7 +112,10 @@ pub struct Settings {
 /// ```
 /// let mut settings = pgoutbox::Settings::default();
 /// settings.dashboard.token = Some("s3cret-token".into());
-/// assert!(!format!("{settings:?}").contains("s3cret-token"));
+/// settings.dashboard.operators.insert("alice".into(), "alice-s3cret-0123".into());
+/// let printed = format!("{settings:?}");
+/// assert!(!printed.contains("s3cret-token") && !printed.contains("alice-s3cret"));
+/// assert!(printed.contains("alice"));
 /// assert_eq!(settings.dashboard.token_name, "dashboard");
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

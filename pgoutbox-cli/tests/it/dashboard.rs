@@ -125,6 +125,10 @@ async fn serves_the_dashboard_behind_its_token() {
         .env_remove("PGOUTBOX_SCHEMA")
         .env("DATABASE_URL", db.url())
         .env("PGOUTBOX_DASHBOARD__TOKEN", "cli-token-0123456789")
+        .env(
+            "PGOUTBOX_DASHBOARD__OPERATORS__CAROL",
+            "carol-token-0123456789",
+        )
         .args([
             "dashboard",
             "--listen",
@@ -158,6 +162,9 @@ async fn serves_the_dashboard_behind_its_token() {
             .to_ascii_lowercase()
             .contains("content-security-policy: default-src 'none'")
     );
+    // Issue 23: a named operator signs in with their own token.
+    let carol = http_get(port, "/", Some("carol-token-0123456789"));
+    assert!(carol.starts_with("HTTP/1.1 200"), "{carol}");
     // Issue 23: another name for this address (DNS rebinding) is refused;
     // `localhost` with the port is this address too.
     let rebound = http(
