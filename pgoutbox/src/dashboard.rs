@@ -53,7 +53,8 @@
 //! CSRF token, an HMAC of the session id keyed by a per-process secret.
 //! Whatever the mode, the dashboard answers only to the hosts it is
 //! configured for (loopback names by default) and refuses a POST from
-//! another site (see [`router`]); `docs/dashboard.md` has the details.
+//! another site (see [`router`]); `docs/operating.md` ("The dashboard")
+//! has the details.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -504,6 +505,9 @@ async fn with_security_headers(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser
+    // sends `Origin: null` with a form POST, which the origin check must
+    // refuse; `same-origin` still sends nothing to other sites.
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
