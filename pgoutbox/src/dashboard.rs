@@ -575,7 +575,11 @@ async fn guard(State(d): Shared, request: axum::extract::Request, next: Next) ->
                 "refused: this form was not sent from this dashboard (`Origin`/`Referer` \
                  does not name `{host}`)"
             )),
-            None if parts.headers.contains_key(header::AUTHORIZATION) => None,
+            None if header_text(header::AUTHORIZATION)
+                .is_some_and(|v| v.starts_with("Bearer ")) =>
+            {
+                None
+            }
             None => Some(
                 "refused: a request that changes something needs an `Origin` or `Referer` \
                  header naming this dashboard (browsers send one), or an \

@@ -908,6 +908,9 @@ async fn a_post_from_another_site_changes_nothing() {
     let neither = attempt(&[]).await;
     assert_eq!(neither.status, StatusCode::FORBIDDEN);
     assert!(neither.body.contains("Origin"), "{}", neither.body);
+    // Only a bearer token stands in for the Origin, not any Authorization.
+    let basic = attempt(&[(header::AUTHORIZATION, "Basic YTpi")]).await;
+    assert_eq!(basic.status, StatusCode::FORBIDDEN);
     let detail = admin(&db).show(stalled).await.unwrap().unwrap();
     assert_eq!(detail.operation.status, Status::Stalled);
     assert!(detail.actions.is_empty(), "nothing recorded");
