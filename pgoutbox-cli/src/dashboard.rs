@@ -12,13 +12,17 @@ use crate::{Cli, CliError};
 #[derive(Debug, clap::Args)]
 pub(crate) struct DashboardArgs {
     /// The address to listen on; anything but loopback needs
-    /// `dashboard.token` (`PGOUTBOX_DASHBOARD__TOKEN`).
+    /// `dashboard.token` (`PGOUTBOX_DASHBOARD__TOKEN`) or
+    /// `dashboard.operators`, and `0.0.0.0`/`[::]` needs
+    /// `dashboard.allowed_hosts`: only the listen address and those names
+    /// are answered.
     #[arg(long, default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
     /// Offer retry, cancel, resolve and replay (they need the token too).
     #[arg(long)]
     allow_actions: bool,
-    /// Who actions are recorded as (default: `dashboard.token_name`).
+    /// Who the single token's actions are recorded as (default:
+    /// `dashboard.token_name`); named operators are recorded by name.
     #[arg(long)]
     actor: Option<String>,
 }
