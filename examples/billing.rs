@@ -273,28 +273,27 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 async fn serve_dashboard(admin: Admin) -> std::result::Result<(), Box<dyn std::error::Error>> {
     use pgoutbox::dashboard::{self, DashboardOptions};
     let token = uuid::Uuid::new_v4().simple().to_string();
-    let options = DashboardOptions {
-        token: Some(token.clone()),
-        allow_actions: true,
-        actor: "you".into(),
-        ..DashboardOptions::default()
-    };
-    let app = axum::Router::new()
-        .route(
-            "/",
-            axum::routing::get(|| async { "billing: the dashboard is at /admin/outbox" }),
-        )
-        .nest("/admin/outbox", dashboard::router(admin, options));
+    // 32 hexadecimal characters: longer than the 16 a token needs.
+    let options = DashboardOptions::with_token(token.clone(), "you")?.allow_actions(true);
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|| async { "billing: the dashboard is at /admin/outbox" }),
+    );
+    let app = dashboard::mount(app, "/admin/outbox", dashboard::router(admin, options));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:7480").await?;
     println!(
         "\ndashboard: http://127.0.0.1:7480/admin/outbox (sign in with the token {token}); \
          Ctrl-C stops it"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // With the client's address, failed sign-ins are limited per client.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 

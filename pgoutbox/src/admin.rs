@@ -40,7 +40,7 @@ mod schedules;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
-pub use overview::{LastAttempt, Overview, StalledRow, Throughput};
+pub use overview::{EXACT_FINISHED_UP_TO, LastAttempt, Overview, StalledRow, Throughput};
 pub use schedules::{
     ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRemoval,
     ScheduleRow, UndeclaredSchedule,

@@ -20,95 +20,274 @@
 //!
 //! let settings = pgoutbox::Settings::load()?;
 //! let admin = Admin::new(settings.pool()?, &settings.schema()?);
-//! let options = DashboardOptions {
-//!     // Actions need a token; the browser signs in with it once.
-//!     token: Some("a long random secret".into()),
-//!     allow_actions: true,
-//!     actor: "ops-team".into(),
-//!     ..DashboardOptions::default()
-//! };
-//! let app = axum::Router::new()
-//!     .route("/", axum::routing::get(|| async { "my service" }))
-//!     .nest("/admin/outbox", dashboard::router(admin, options));
+//! // Each operator signs in with a token of their own (16 characters at
+//! // least); the trail records who acted.
+//! let options = DashboardOptions::with_operators([
+//!     ("alice", "alice-0123456789abcdef"),
+//!     ("bob", "bob-0123456789abcdef01"),
+//! ])?
+//! .allow_actions(true)
+//! .allowed_hosts(["ops.example.com", "127.0.0.1:8080"])?;
+//! let app = axum::Router::new().route("/", axum::routing::get(|| async { "my service" }));
+//! let app = dashboard::mount(app, "/admin/outbox", dashboard::router(admin, options));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! // The client's address lets the sign-in rate limit count per client.
+//! axum::serve(
+//!     listener,
+//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//! )
+//! .await?;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! Safe by default: without a token every page is readable by whoever
+//! Safe by default: without operators every page is readable by whoever
 //! reaches the address (the command binds to loopback only then) and no
-//! action is offered. With a token, every page asks for it (a sign-in form
-//! that sets an `HttpOnly`, `SameSite=Strict` cookie, or an
-//! `Authorization: Bearer` header); actions need it, `allow_actions`, a
-//! POST and the form's CSRF token.
+//! action is offered. With operators, every page asks to sign in: a form
+//! that opens a session (a random 256-bit id in an `HttpOnly`,
+//! `SameSite=Strict` cookie, `Secure` over HTTPS or when configured, that
+//! expires after [`DashboardOptions::session_lifetime`] and ends with
+//! "Sign out"), or an `Authorization: Bearer` header. Failed sign-ins are
+//! rate-limited per client address and in all (429 with `Retry-After`).
+//! Actions need `allow_actions`, a POST and, for a session, the form's
+//! CSRF token, an HMAC of the session id keyed by a per-process secret.
+//! Whatever the mode, the dashboard answers only to the hosts it is
+//! configured for (loopback names by default) and refuses a POST from
+//! another site (see [`router`]); `docs/operating.md` ("The dashboard")
+//! has the details.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sha2::{Digest as _, Sha256};
 
 use crate::admin::{Action, ActionOutcome, Admin, BulkStep, OperationFilter, Resolution};
 use crate::definition::OperationId;
 use crate::state::Status;
 
+mod access;
 mod chart;
 mod pages;
 
-/// How the dashboard behaves.
+use access::Access;
+pub use access::{
+    DashboardError, MIN_TOKEN_CHARS, SIGN_IN_FAILURES_IN_ALL, SIGN_IN_FAILURES_PER_CLIENT,
+    SIGN_IN_WINDOW,
+};
+
+/// How the dashboard behaves, checked as it is built: a dashboard with an
+/// empty or short token cannot be built, whoever builds it.
 ///
 /// ```
 /// use pgoutbox::dashboard::DashboardOptions;
 ///
-/// let options = DashboardOptions::default();
-/// assert!(!options.allow_actions && options.token.is_none());
-/// assert_eq!(options.page_size, 50);
+/// // Open and read-only (for loopback): nobody signs in, nothing acts.
+/// let open = DashboardOptions::default();
+/// assert!(!open.allows_actions() && !open.needs_sign_in());
+///
+/// // Named operators, each with a token of at least 16 characters: the
+/// // trail records who acted.
+/// let team = DashboardOptions::with_operators([
+///     ("alice", "alice-token-0123456789"),
+///     ("bob", "bob-token-0123456789ab"),
+/// ])?
+/// .allow_actions(true)
+/// .allowed_hosts(["ops.example.com"])?;
+/// assert!(team.allows_actions() && team.needs_sign_in());
+///
+/// assert!(DashboardOptions::with_token("short", "ops").is_err());
+/// # Ok::<(), pgoutbox::dashboard::DashboardError>(())
 /// ```
 #[derive(Clone)]
 pub struct DashboardOptions {
-    /// The access token; `None`: pages are open to whoever reaches them
-    /// and actions are refused.
-    pub token: Option<String>,
-    /// Offer and accept actions (they also need `token`).
-    pub allow_actions: bool,
-    /// Who actions are recorded as (`operator_actions.actor`).
-    pub actor: String,
-    /// Liveness window for workers that recorded no lease of their own.
-    pub live_window: Duration,
-    /// Rows per page of every list (at most 500).
-    pub page_size: i64,
-    /// How often the overview refreshes itself.
-    pub refresh: Duration,
+    /// (name, token); empty: open and read-only.
+    operators: Vec<(String, String)>,
+    allow_actions: bool,
+    live_window: Duration,
+    page_size: i64,
+    refresh: Duration,
+    allowed_hosts: Vec<String>,
+    session_lifetime: Duration,
+    secure_cookie: bool,
 }
 
 impl Default for DashboardOptions {
     fn default() -> Self {
         DashboardOptions {
-            token: None,
+            operators: Vec::new(),
             allow_actions: false,
-            actor: "dashboard".to_owned(),
             live_window: Duration::from_secs(90),
             page_size: 50,
             refresh: Duration::from_secs(2),
+            allowed_hosts: Vec::new(),
+            session_lifetime: Duration::from_hours(8),
+            secure_cookie: false,
         }
+    }
+}
+
+impl DashboardOptions {
+    /// One access token, whose actions are recorded as `actor`.
+    ///
+    /// # Errors
+    ///
+    /// A token shorter than [`MIN_TOKEN_CHARS`] characters (blanks around
+    /// it not counted) or an empty actor.
+    pub fn with_token(
+        token: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> Result<Self, DashboardError> {
+        Self::with_operators([(actor.into(), token.into())])
+    }
+
+    /// Named operators (name → token): each signs in with their own token
+    /// and the trail records their name.
+    ///
+    /// # Errors
+    ///
+    /// No operator, a short or shared token, a repeated or blank name.
+    pub fn with_operators<N: Into<String>, T: Into<String>>(
+        operators: impl IntoIterator<Item = (N, T)>,
+    ) -> Result<Self, DashboardError> {
+        let mut options = DashboardOptions::default();
+        for (name, token) in operators {
+            options = options.operator(name, token)?;
+        }
+        if options.operators.is_empty() {
+            return Err(DashboardError::NoOperator);
+        }
+        Ok(options)
+    }
+
+    /// Adds one named operator.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_operators`](Self::with_operators).
+    pub fn operator(
+        mut self,
+        name: impl Into<String>,
+        token: impl Into<String>,
+    ) -> Result<Self, DashboardError> {
+        let (name, token) = (name.into(), token.into());
+        access::check_operator(&name, &token)?;
+        for (other, other_token) in &self.operators {
+            if *other == name {
+                return Err(DashboardError::DuplicateOperator(name));
+            }
+            if other_token.trim() == token.trim() {
+                return Err(DashboardError::SharedToken(other.clone(), name));
+            }
+        }
+        self.operators.push((name, token));
+        Ok(self)
+    }
+
+    /// Offer and accept actions (they also need an operator to sign in).
+    #[must_use]
+    pub fn allow_actions(mut self, allow: bool) -> Self {
+        self.allow_actions = allow;
+        self
+    }
+
+    /// Liveness window for workers that recorded no lease of their own
+    /// (default 90 s).
+    #[must_use]
+    pub fn live_window(mut self, window: Duration) -> Self {
+        self.live_window = window;
+        self
+    }
+
+    /// Rows per page of every list (default 50, at most 500).
+    #[must_use]
+    pub fn page_size(mut self, rows: i64) -> Self {
+        self.page_size = rows;
+        self
+    }
+
+    /// How often the overview refreshes itself (default 2 s).
+    #[must_use]
+    pub fn refresh(mut self, every: Duration) -> Self {
+        self.refresh = every;
+        self
+    }
+
+    /// The names (`host` or `host:port`) the dashboard answers to; any
+    /// other `Host` is refused (DNS rebinding). Empty (the default):
+    /// `localhost`, `127.0.0.1` and `[::1]` only, at any port.
+    ///
+    /// # Errors
+    ///
+    /// An entry that is not a host name or address, with an optional port.
+    pub fn allowed_hosts<H: AsRef<str>>(
+        mut self,
+        hosts: impl IntoIterator<Item = H>,
+    ) -> Result<Self, DashboardError> {
+        for host in hosts {
+            let host = access::check_host(host.as_ref())?;
+            if !self.allowed_hosts.contains(&host) {
+                self.allowed_hosts.push(host);
+            }
+        }
+        Ok(self)
+    }
+
+    /// How long a sign-in lasts (default 8 hours).
+    ///
+    /// # Errors
+    ///
+    /// A lifetime of zero.
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Result<Self, DashboardError> {
+        if lifetime.is_zero() {
+            return Err(DashboardError::ZeroLifetime);
+        }
+        self.session_lifetime = lifetime;
+        Ok(self)
+    }
+
+    /// Mark the sign-in cookie `Secure` whatever the request's scheme
+    /// (for a dashboard behind a TLS proxy). Requests that arrive over
+    /// HTTPS, or say so with `X-Forwarded-Proto: https`, get it anyway.
+    #[must_use]
+    pub fn secure_cookie(mut self, secure: bool) -> Self {
+        self.secure_cookie = secure;
+        self
+    }
+
+    /// Whether actions are offered.
+    pub fn allows_actions(&self) -> bool {
+        self.allow_actions && !self.operators.is_empty()
+    }
+
+    /// Whether every page asks to sign in.
+    pub fn needs_sign_in(&self) -> bool {
+        !self.operators.is_empty()
+    }
+
+    /// The names of the operators.
+    pub fn operators(&self) -> impl Iterator<Item = &str> {
+        self.operators.iter().map(|(name, _)| name.as_str())
     }
 }
 
 impl std::fmt::Debug for DashboardOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DashboardOptions")
-            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("operators", &self.operators().collect::<Vec<_>>())
             .field("allow_actions", &self.allow_actions)
-            .field("actor", &self.actor)
             .field("live_window", &self.live_window)
             .field("page_size", &self.page_size)
             .field("refresh", &self.refresh)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("secure_cookie", &self.secure_cookie)
             .finish()
     }
 }
@@ -121,10 +300,9 @@ const CHILDREN_SHOWN: usize = 100;
 const TREE_SHOWN: i64 = 200;
 /// Rows a bulk action takes at a time.
 const BULK_BATCH: i64 = 500;
-/// The sign-in cookie: a hash of the token, never the token.
-const AUTH_COOKIE: &str = "pgoutbox_auth";
-/// The CSRF cookie, repeated in every form.
-const CSRF_COOKIE: &str = "pgoutbox_csrf";
+/// The sign-in cookie: a random session id, never the token or a digest
+/// of it.
+const SESSION_COOKIE: &str = "pgoutbox_session";
 
 /// The Content-Security-Policy of every response: only this server's own
 /// stylesheet and script, no inline script, no frames, forms posting only
@@ -136,14 +314,19 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 struct Dashboard {
     admin: Admin,
     options: DashboardOptions,
-    /// SHA-256 of the token, the sign-in cookie's value.
-    token_hash: Option<String>,
+    access: Access,
 }
 
 type Shared = State<Arc<Dashboard>>;
 
 /// The dashboard's routes, to serve as they are or to mount under a prefix
-/// with [`Router::nest`]. See the module's example.
+/// with [`mount`]. See the module's example.
+///
+/// Every response, refusals and 404s included, carries the security
+/// headers; a request whose `Host` is not one of
+/// [`DashboardOptions::allowed_hosts`] is refused, and so is a POST whose
+/// `Origin` (or, without one, `Referer`) names another site, or that has
+/// neither and no `Authorization: Bearer` header.
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
@@ -155,11 +338,11 @@ type Shared = State<Arc<Dashboard>>;
 /// # }
 /// ```
 pub fn router(admin: Admin, options: DashboardOptions) -> Router {
-    let token_hash = options.token.as_deref().map(hash);
+    let access = Access::new(&options.operators, options.session_lifetime);
     let state = Arc::new(Dashboard {
         admin,
         options,
-        token_hash,
+        access,
     });
     Router::new()
         .route("/", get(overview))
@@ -173,25 +356,42 @@ pub fn router(admin: Admin, options: DashboardOptions) -> Router {
         .route("/schemas", get(schemas))
         .route("/schemas/{name}", get(schema))
         .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .layer(axum::middleware::map_response(with_security_headers))
         .with_state(state)
 }
 
-fn hash(text: &str) -> String {
-    hex::encode(Sha256::digest(
-        format!("pgoutbox dashboard {text}").as_bytes(),
-    ))
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// Nests the dashboard under `prefix` (`/admin/outbox`) of `app`, and
+/// redirects `prefix/` (which [`Router::nest`] leaves unrouted) to it.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::dashboard::{self, DashboardOptions};
+///
+/// let app = axum::Router::new().route("/", axum::routing::get(|| async { "my service" }));
+/// let app = dashboard::mount(app, "/admin/outbox", dashboard::router(admin, DashboardOptions::default()));
+/// # Ok(())
+/// # }
+/// ```
+pub fn mount(app: Router, prefix: &str, dashboard: Router) -> Router {
+    let prefix = prefix.trim_end_matches('/');
+    // Relative, so that it holds behind a proxy that adds a prefix too.
+    let last = prefix.rsplit('/').next().unwrap_or_default();
+    let location = format!("../{last}");
+    app.nest(prefix, dashboard).route(
+        &format!("{prefix}/"),
+        get(move || async move {
+            let mut response = StatusCode::PERMANENT_REDIRECT.into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            with_security_headers(response).await
+        }),
+    )
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -214,6 +414,12 @@ enum Failure {
     SignIn {
         root: String,
         home: String,
+    },
+    /// Too many failed sign-ins: the sign-in page, later.
+    TooManyAttempts {
+        root: String,
+        home: String,
+        wait: Duration,
     },
     Forbidden(String),
     Conflict(String),
@@ -240,6 +446,25 @@ impl IntoResponse for Failure {
                     None,
                 );
             }
+            Failure::TooManyAttempts { root, home, wait } => {
+                let seconds = wait.as_secs() + 1;
+                let mut response = respond(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    pages::login(
+                        &root,
+                        &home,
+                        Some(&format!(
+                            "too many failed sign-ins: try again in {seconds} s"
+                        )),
+                    )
+                    .into_string(),
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                return response;
+            }
             Failure::Database(e) => {
                 tracing::warn!(error = %e, "dashboard: database error");
                 (
@@ -252,7 +477,8 @@ impl IntoResponse for Failure {
     }
 }
 
-/// An HTML response with the security headers (and a cookie to set).
+/// An HTML response (and a cookie to set); the security headers come from
+/// the router's layer.
 fn respond(status: StatusCode, body: String, set_cookie: Option<String>) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -260,14 +486,17 @@ fn respond(status: StatusCode, body: String, set_cookie: Option<String>) -> Resp
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    security_headers(headers);
     if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.append(header::SET_COOKIE, cookie);
     }
     response
 }
 
-fn security_headers(headers: &mut HeaderMap) {
+/// The one place every response passes, extractor rejections and 404s
+/// included: the security headers (a response that set its own caching
+/// keeps it).
+async fn with_security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -276,59 +505,197 @@ fn security_headers(headers: &mut HeaderMap) {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // `same-origin`, not `no-referrer`: under `no-referrer` a browser
+    // sends `Origin: null` with a form POST, which the origin check must
+    // refuse; `same-origin` still sends nothing to other sites.
     headers.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-fn see_other(location: &str, set_cookie: Option<String>) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, value);
-    }
-    security_headers(headers);
-    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.append(header::SET_COOKIE, cookie);
-    }
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
-/// One request's view: the relative path to the dashboard's root, and its
-/// CSRF token (a new one to set when the browser has none).
+/// The request's `Host` (or HTTP/2 authority), lower-cased.
+fn host_of(parts: &axum::http::request::Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(ToString::to_string))
+        .map(|h| h.trim().to_ascii_lowercase())
+}
+
+/// The `host[:port]` of an `Origin` or `Referer` URL, lower-cased.
+fn authority_of(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(rest[..end].to_ascii_lowercase())
+}
+
+/// Refuses, before any route, a request to a `Host` the dashboard does not
+/// answer to (DNS rebinding), and a state-changing request that comes from
+/// another site: its `Origin`, or without one its `Referer`, must name the
+/// same host; with neither, only a request that carries its own
+/// credentials (`Authorization: Bearer`) is accepted, since a browser sends
+/// `Origin` with every form POST and never adds that header by itself.
+async fn guard(State(d): Shared, request: axum::extract::Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(host) = host_of(&parts) else {
+        return Failure::BadRequest("the request has no `Host` header".to_owned()).into_response();
+    };
+    if !access::host_allowed(&d.options.allowed_hosts, &host) {
+        return Failure::Forbidden(format!(
+            "this dashboard does not answer to the host `{host}`: add it to \
+             `dashboard.allowed_hosts` if it is yours"
+        ))
+        .into_response();
+    }
+    if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        let header_text = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        let from = match (header_text(header::ORIGIN), header_text(header::REFERER)) {
+            (Some(origin), _) => Some(authority_of(origin)),
+            (None, Some(referer)) => Some(authority_of(referer)),
+            (None, None) => None,
+        };
+        let refusal = match from {
+            Some(Some(authority)) if authority == host => None,
+            Some(_) => Some(format!(
+                "refused: this form was not sent from this dashboard (`Origin`/`Referer` \
+                 does not name `{host}`)"
+            )),
+            None if header_text(header::AUTHORIZATION)
+                .is_some_and(|v| v.starts_with("Bearer ")) =>
+            {
+                None
+            }
+            None => Some(
+                "refused: a request that changes something needs an `Origin` or `Referer` \
+                 header naming this dashboard (browsers send one), or an \
+                 `Authorization: Bearer` header"
+                    .to_owned(),
+            ),
+        };
+        if let Some(message) = refusal {
+            return Failure::Forbidden(message).into_response();
+        }
+    }
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}
+
+/// One signed-in request's view: the relative path to the dashboard's
+/// root, who signed in and how, and the CSRF token of its session. Taking
+/// it as a handler's first argument is what makes the handler need a
+/// sign-in: its rejection, the sign-in page, comes before any other
+/// extractor's.
 struct Request {
     root: String,
     home: String,
-    cookie_path: String,
+    /// `None`: the dashboard is open (no operators), read-only.
+    operator: Option<Arc<str>>,
+    /// The session's id; `None` for a bearer request or an open dashboard.
+    session: Option<String>,
+    /// The session's CSRF token (empty without a session).
     csrf: String,
-    new_csrf: bool,
     can_act: bool,
 }
 
-impl Request {
-    fn set_cookie(&self) -> Option<String> {
-        self.new_csrf.then(|| {
-            format!(
-                "{CSRF_COOKIE}={}; HttpOnly; SameSite=Strict; Path={}",
-                self.csrf, self.cookie_path
-            )
-        })
-    }
+/// A page, 200.
+fn page(markup: maud::Markup) -> Response {
+    respond(StatusCode::OK, markup.into_string(), None)
+}
 
-    fn page(&self, markup: maud::Markup) -> Response {
-        respond(StatusCode::OK, markup.into_string(), self.set_cookie())
+impl Request {
+    /// The operator's name and the sign-out form's CSRF token, when signed
+    /// in with a session.
+    fn account(&self) -> Option<(&str, &str)> {
+        Some((
+            self.operator.as_deref()?,
+            self.session.as_ref().map(|_| self.csrf.as_str())?,
+        ))
     }
 }
 
-/// What every page needs of its request: its path within the dashboard,
-/// its full path (behind a prefix, they differ) and its headers.
+impl axum::extract::FromRequestParts<Arc<Dashboard>> for Request {
+    type Rejection = Failure;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        d: &Arc<Dashboard>,
+    ) -> Result<Self, Self::Rejection> {
+        let ctx = Ctx::of(parts);
+        let root = ctx.root();
+        let home = ctx.home();
+        let open = |operator, session: Option<String>| {
+            let csrf = session
+                .as_deref()
+                .map(|s| d.access.csrf(s))
+                .unwrap_or_default();
+            Request {
+                root: root.clone(),
+                home: home.clone(),
+                can_act: d.options.allows_actions(),
+                operator,
+                session,
+                csrf,
+            }
+        };
+        if d.access.is_open() {
+            return Ok(open(None, None));
+        }
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if let Some(bearer) = bearer {
+            let client = client_of(parts);
+            if let Some(wait) = d.access.wait(client) {
+                return Err(Failure::TooManyAttempts { root, home, wait });
+            }
+            if let Some(operator) = d.access.operator_of(bearer) {
+                return Ok(open(Some(operator), None));
+            }
+            d.access.failed(client);
+            return Err(Failure::SignIn { root, home });
+        }
+        if let Some(id) = cookie(&parts.headers, SESSION_COOKIE)
+            && let Some(operator) = d.access.session(id)
+        {
+            return Ok(open(Some(operator), Some(id.to_owned())));
+        }
+        Err(Failure::SignIn { root, home })
+    }
+}
+
+/// The client's address, when the server recorded it
+/// (`into_make_service_with_connect_info`); without it, every client
+/// shares one sign-in budget.
+fn client_of(parts: &axum::http::request::Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Where a request is, within the dashboard and in full (behind a prefix,
+/// they differ).
 struct Ctx {
     uri: Uri,
     original: Uri,
-    headers: HeaderMap,
+    secure: bool,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
@@ -338,25 +705,35 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Ctx {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let original = parts
-            .extensions
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
-        Ok(Ctx {
-            uri: parts.uri.clone(),
-            original,
-            headers: parts.headers.clone(),
-        })
+        Ok(Ctx::of(parts))
     }
 }
 
 impl Ctx {
+    fn of(parts: &axum::http::request::Parts) -> Ctx {
+        let original = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.clone(), |o| o.0.clone());
+        let forwarded_https = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
+        Ctx {
+            secure: forwarded_https || original.scheme_str() == Some("https"),
+            uri: parts.uri.clone(),
+            original,
+        }
+    }
+
     /// Where the dashboard is mounted: `/admin/outbox` under
     /// `Router::nest("/admin/outbox", …)`, empty at the root. axum's
     /// `nest` does not route `/admin/outbox/` (with the slash) to the
-    /// dashboard, so links cannot be `./`-relative to the overview; they
-    /// are built from the request's own prefix instead, which needs no
-    /// configuration whatever the mount point.
+    /// dashboard ([`mount`] redirects it), so links cannot be
+    /// `./`-relative to the overview; they are built from the request's
+    /// own prefix instead, which needs no configuration whatever the
+    /// mount point.
     fn prefix(&self) -> String {
         let full = self.original.path();
         let inner = self.uri.path();
@@ -372,7 +749,7 @@ impl Ctx {
     }
 
     /// The overview's own address (`/admin/outbox`, or `/`), also the
-    /// cookies' path: it matches itself and everything under it.
+    /// cookie's path: it matches itself and everything under it.
     fn home(&self) -> String {
         let prefix = self.prefix();
         if prefix.is_empty() {
@@ -384,67 +761,54 @@ impl Ctx {
 }
 
 impl Dashboard {
-    /// Checks the access token (cookie or bearer header) and finds the
-    /// CSRF token.
-    fn request(&self, ctx: &Ctx) -> Result<Request, Failure> {
-        let headers = &ctx.headers;
-        let root = ctx.root();
-        if let Some(expected) = &self.token_hash {
-            let bearer = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(hash);
-            let signed_in = cookie(headers, AUTH_COOKIE).is_some_and(|c| same(c, expected))
-                || bearer.is_some_and(|b| same(&b, expected));
-            if !signed_in {
-                return Err(Failure::SignIn {
-                    root,
-                    home: ctx.home(),
-                });
-            }
-        }
-        let (csrf, new_csrf) = match cookie(headers, CSRF_COOKIE) {
-            Some(c) if c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                (c.to_owned(), false)
-            }
-            _ => (uuid::Uuid::new_v4().simple().to_string(), true),
-        };
-        Ok(Request {
-            root,
-            cookie_path: ctx.home(),
-            home: ctx.home(),
-            csrf,
-            new_csrf,
-            can_act: self.options.allow_actions && self.token_hash.is_some(),
-        })
-    }
-
     /// Checks what a POST that changes something needs: actions allowed,
-    /// a token, and the form's CSRF token equal to the cookie's.
-    fn check_action(&self, request: &Request, form_csrf: &str) -> Result<(), Failure> {
+    /// a signed-in operator, and (for a browser session) the form's CSRF
+    /// token equal to the session's. A bearer request carries its own
+    /// credentials, which no other site can make a browser send.
+    fn check_action<'r>(&self, request: &'r Request, form_csrf: &str) -> Result<&'r str, Failure> {
         if !self.options.allow_actions {
             return Err(Failure::Forbidden(
                 "actions are off: start the dashboard with `--allow-actions`".to_owned(),
             ));
         }
-        if self.token_hash.is_none() {
+        let Some(operator) = request.operator.as_deref() else {
             return Err(Failure::Forbidden(
-                "actions need an access token: set `dashboard.token`".to_owned(),
+                "actions need an access token: set `dashboard.token` or `dashboard.operators`"
+                    .to_owned(),
             ));
-        }
-        if request.new_csrf || !same(&request.csrf, form_csrf) {
+        };
+        if let Some(session) = &request.session
+            && !self.access.csrf_matches(session, form_csrf)
+        {
             return Err(Failure::Forbidden(
                 "the form's CSRF token does not match: reload the page and try again".to_owned(),
             ));
         }
-        Ok(())
+        Ok(operator)
     }
 
     fn page_size(&self, asked: Option<i64>) -> i64 {
         asked
             .unwrap_or(self.options.page_size)
             .clamp(1, MAX_PAGE.min(self.options.page_size.max(1) * 4))
+    }
+
+    /// The sign-in cookie for a new session (or, with `None`, the one that
+    /// clears it).
+    fn session_cookie(&self, ctx: &Ctx, session: Option<&str>) -> String {
+        let secure = if self.options.secure_cookie || ctx.secure {
+            "; Secure"
+        } else {
+            ""
+        };
+        let (value, max_age) = match session {
+            Some(id) => (id, self.access.lifetime().as_secs()),
+            None => ("", 0),
+        };
+        format!(
+            "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path={}; Max-Age={max_age}{secure}",
+            ctx.home()
+        )
     }
 }
 
@@ -466,7 +830,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    security_headers(headers);
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=3600"),
@@ -491,23 +854,85 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(d): Shared, ctx: Ctx, Form(form): Form<LoginForm>) -> Response {
-    let root = ctx.root();
-    match &d.token_hash {
-        Some(expected) if same(&hash(&form.token), expected) => see_other(
-            &ctx.home(),
-            Some(format!(
-                "{AUTH_COOKIE}={expected}; HttpOnly; SameSite=Strict; Path={}",
-                ctx.home()
-            )),
-        ),
-        Some(_) => respond(
-            StatusCode::UNAUTHORIZED,
-            pages::login(&root, &ctx.home(), Some("wrong token")).into_string(),
-            None,
-        ),
-        None => see_other(&ctx.home(), None),
+async fn login(
+    State(d): Shared,
+    ConnectInfoMaybe(client): ConnectInfoMaybe,
+    ctx: Ctx,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, Failure> {
+    let (root, home) = (ctx.root(), ctx.home());
+    if d.access.is_open() {
+        return Ok(see_other(&home, None));
     }
+    if let Some(wait) = d.access.wait(client) {
+        return Err(Failure::TooManyAttempts { root, home, wait });
+    }
+    if let Some(operator) = d.access.operator_of(&form.token) {
+        let session = d.access.open_session(operator);
+        return Ok(see_other(
+            &home,
+            Some(d.session_cookie(&ctx, Some(&session))),
+        ));
+    }
+    d.access.failed(client);
+    Ok(respond(
+        StatusCode::UNAUTHORIZED,
+        pages::login(&root, &home, Some("wrong token")).into_string(),
+        None,
+    ))
+}
+
+/// The client's address if the server recorded it; never rejects.
+struct ConnectInfoMaybe(Option<IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ConnectInfoMaybe {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ConnectInfoMaybe(client_of(parts)))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Signs out: the session ends on the server, the cookie is cleared.
+async fn logout(
+    State(d): Shared,
+    request: Request,
+    ctx: Ctx,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, Failure> {
+    if let Some(session) = &request.session {
+        if !d.access.csrf_matches(session, &form.csrf) {
+            return Err(Failure::Forbidden(
+                "the form's CSRF token does not match: reload the page and try again".to_owned(),
+            ));
+        }
+        d.access.close_session(session);
+    }
+    Ok(see_other(
+        &format!("{}login", request.root),
+        Some(d.session_cookie(&ctx, None)),
+    ))
+}
+
+fn see_other(location: &str, set_cookie: Option<String>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 /// What the overview shows.
@@ -525,20 +950,13 @@ async fn read_overview(d: &Dashboard) -> Result<Overview, Failure> {
     Ok(Overview { now, throughput })
 }
 
-async fn overview(State(d): Shared, ctx: Ctx) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
+async fn overview(State(d): Shared, request: Request) -> Result<Response, Failure> {
     let data = read_overview(&d).await?;
     let refresh_ms = u64::try_from(d.options.refresh.as_millis()).unwrap_or(u64::MAX);
-    Ok(request.page(pages::overview(
-        &request.root,
-        &request.home,
-        &data,
-        refresh_ms,
-    )))
+    Ok(page(pages::overview(&request, &data, refresh_ms)))
 }
 
-async fn live(State(d): Shared, ctx: Ctx) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
+async fn live(State(d): Shared, request: Request) -> Result<Response, Failure> {
     let data = read_overview(&d).await?;
     Ok(respond(
         StatusCode::OK,
@@ -638,10 +1056,9 @@ impl ListQuery {
 
 async fn operations(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
     let Query(query) = query.map_err(|e| Failure::BadRequest(e.body_text()))?;
     let mut filter = query.filter()?;
     let size = d.page_size(None);
@@ -651,7 +1068,7 @@ async fn operations(
     let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
     rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last().map(|r| r.id)).flatten();
-    Ok(request.page(pages::operations(&request, &query, &rows, next)))
+    Ok(page(pages::operations(&request, &query, &rows, next)))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -661,14 +1078,13 @@ struct Notice {
 
 async fn operation(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     Path(id): Path<String>,
     Query(notice): Query<Notice>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
     let id = parse_id(&id)?;
-    let page = operation_page(&d, &request, id, notice.notice.as_deref(), None).await?;
-    Ok(request.page(page))
+    let markup = operation_page(&d, &request, id, notice.notice.as_deref(), None).await?;
+    Ok(page(markup))
 }
 
 fn parse_id(text: &str) -> Result<OperationId, Failure> {
@@ -741,16 +1157,15 @@ fn check_reason(reason: &str) -> Result<&str, Failure> {
 
 async fn act(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     Path(id): Path<String>,
     Form(form): Form<ActForm>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
-    d.check_action(&request, &form.csrf)?;
+    let actor = d.check_action(&request, &form.csrf)?;
     let id = parse_id(&id)?;
     let action = parse_action(&form.action)?;
     let reason = check_reason(&form.reason)?;
-    let outcome = d.admin.act(id, action, &d.options.actor, reason).await?;
+    let outcome = d.admin.act(id, action, actor, reason).await?;
     let message = outcome.message(id, action);
     match outcome {
         ActionOutcome::Applied { .. } => {
@@ -793,28 +1208,26 @@ fn bulk_action(text: &str) -> Result<Action, Failure> {
 
 async fn bulk_preview(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     Form(form): Form<BulkForm>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
     d.check_action(&request, &form.csrf)?;
     let action = bulk_action(&form.action)?;
     let reason = check_reason(&form.reason)?;
     let mut filter = form.list.filter()?;
     filter.after_id = None;
     let preview = d.admin.bulk_preview(action, &filter, 10).await?;
-    Ok(request.page(pages::bulk_confirm(
+    Ok(page(pages::bulk_confirm(
         &request, action, reason, &form.list, &preview,
     )))
 }
 
 async fn bulk_run(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     Form(form): Form<BulkForm>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
-    d.check_action(&request, &form.csrf)?;
+    let actor = d.check_action(&request, &form.csrf)?;
     let action = bulk_action(&form.action)?;
     let reason = check_reason(&form.reason)?;
     let mut filter = form.list.filter()?;
@@ -834,7 +1247,7 @@ async fn bulk_run(
         for target in &page {
             match d
                 .admin
-                .act_if_matching(target.id, action, &filter, &d.options.actor, reason)
+                .act_if_matching(target.id, action, &filter, actor, reason)
                 .await?
             {
                 BulkStep::Applied { .. } => applied += 1,
@@ -871,10 +1284,9 @@ struct StalledQuery {
 
 async fn stalled(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     query: Result<Query<StalledQuery>, QueryRejection>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
     let Query(query) = query.map_err(|e| Failure::BadRequest(e.body_text()))?;
     let after = blank_to_none(query.after.as_ref())
         .map(parse_id)
@@ -885,13 +1297,12 @@ async fn stalled(
     rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
     let next = more.then(|| rows.last().map(|r| r.id)).flatten();
     let total = d.admin.stalled_count().await?;
-    Ok(request.page(pages::stalled(&request, &rows, total, next)))
+    Ok(page(pages::stalled(&request, &rows, total, next)))
 }
 
-async fn schemas(State(d): Shared, ctx: Ctx) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
+async fn schemas(State(d): Shared, request: Request) -> Result<Response, Failure> {
     let latest = d.admin.latest_schemas().await?;
-    Ok(request.page(pages::schemas(&request, &latest)))
+    Ok(page(pages::schemas(&request, &latest)))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -902,11 +1313,10 @@ struct DiffQuery {
 
 async fn schema(
     State(d): Shared,
-    ctx: Ctx,
+    request: Request,
     Path(name): Path<String>,
     Query(diff): Query<DiffQuery>,
 ) -> Result<Response, Failure> {
-    let request = d.request(&ctx)?;
     let history = d.admin.schema_history(&name).await?;
     if history.is_empty() {
         return Err(Failure::NotFound(format!(
@@ -925,5 +1335,5 @@ async fn schema(
     let last = history.len() - 1;
     let to = pick(diff.to.as_ref(), last)?;
     let from = pick(diff.from.as_ref(), to.saturating_sub(1))?;
-    Ok(request.page(pages::schema(&request, &name, &history, from, to)))
+    Ok(page(pages::schema(&request, &name, &history, from, to)))
 }

@@ -112,7 +112,10 @@ pub struct Settings {
 /// ```
 /// let mut settings = pgoutbox::Settings::default();
 /// settings.dashboard.token = Some("s3cret-token".into());
-/// assert!(!format!("{settings:?}").contains("s3cret-token"));
+/// settings.dashboard.operators.insert("alice".into(), "alice-s3cret-0123".into());
+/// let printed = format!("{settings:?}");
+/// assert!(!printed.contains("s3cret-token") && !printed.contains("alice-s3cret"));
+/// assert!(printed.contains("alice"));
 /// assert_eq!(settings.dashboard.token_name, "dashboard");
 /// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +128,22 @@ pub struct DashboardSettings {
     /// Whom the token was given to: actions are recorded with this actor
     /// unless `--actor` names another.
     pub token_name: String,
+    /// Named operators, name → token (`[dashboard.operators]` in the
+    /// file, `PGOUTBOX_DASHBOARD__OPERATORS__ALICE=…`, whose name figment
+    /// lower-cases): each signs in with their own token and the trail
+    /// records their name. Beside or instead of `token`.
+    #[serde(deserialize_with = "secret_map")]
+    pub operators: std::collections::BTreeMap<String, String>,
+    /// Host names (`name` or `name:port`) the dashboard answers to beside
+    /// its listen address (and `localhost:port` on loopback); any other
+    /// `Host` is refused.
+    pub allowed_hosts: Vec<String>,
+    /// How long a sign-in lasts.
+    #[serde(with = "duration")]
+    pub session_lifetime: Duration,
+    /// Mark the sign-in cookie `Secure` (the dashboard is behind a TLS
+    /// proxy).
+    pub secure_cookie: bool,
 }
 
 impl Default for DashboardSettings {
@@ -132,6 +151,10 @@ impl Default for DashboardSettings {
         DashboardSettings {
             token: None,
             token_name: "dashboard".to_owned(),
+            operators: std::collections::BTreeMap::new(),
+            allowed_hosts: Vec::new(),
+            session_lifetime: Duration::from_hours(8),
+            secure_cookie: false,
         }
     }
 }
@@ -190,10 +213,24 @@ impl Default for NatsSettings {
 
 impl std::fmt::Debug for DashboardSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let DashboardSettings { token, token_name } = self;
+        let DashboardSettings {
+            token,
+            token_name,
+            operators,
+            allowed_hosts,
+            session_lifetime,
+            secure_cookie,
+        } = self;
         f.debug_struct("DashboardSettings")
             .field("token", &token.as_ref().map(|_| REDACTED))
             .field("token_name", token_name)
+            .field(
+                "operators",
+                &operators.keys().map(|k| (k, REDACTED)).collect::<Vec<_>>(),
+            )
+            .field("allowed_hosts", allowed_hosts)
+            .field("session_lifetime", session_lifetime)
+            .field("secure_cookie", secure_cookie)
             .finish()
     }
 }
@@ -1058,6 +1095,13 @@ fn check_environment(names: impl Iterator<Item = String>) -> Result<(), Settings
         if key.contains('.') && keys.contains(&key) {
             continue;
         }
+        // The dashboard's operators are a map: any name under it.
+        if key
+            .strip_prefix("dashboard.operators.")
+            .is_some_and(|name| !name.is_empty() && !name.contains('.'))
+        {
+            continue;
+        }
         let hint = suggest(&name, &keys)
             .map(|s| format!("; did you mean `{s}`?"))
             .unwrap_or_default();
@@ -1134,7 +1178,7 @@ fn source_of(metadata: &figment::Metadata, path: &[&str]) -> Option<String> {
 /// from; for a list, the forms it accepts.
 fn figment_error(figment: &Figment, e: &figment::Error) -> SettingsError {
     let key = e.path.join(".");
-    if SECRET_KEYS.contains(&key.as_str()) {
+    if SECRET_KEYS.contains(&key.as_str()) || key.starts_with("dashboard.operators") {
         // Whatever the value was, it is not repeated.
         let mut reason = "expected text (the value is not shown: it is a secret)".to_owned();
         let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
@@ -1235,6 +1279,20 @@ fn secret_text<'de, D: serde::Deserializer<'de>>(
         }
     }
     Ok(Option::<Text>::deserialize(deserializer)?.map(|t| t.0))
+}
+
+/// Secrets by name (the dashboard's operators' tokens), each read as
+/// [`secret_text`] reads one.
+fn secret_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    struct Secret(#[serde(deserialize_with = "secret_text")] Option<String>);
+    let map = std::collections::BTreeMap::<String, Secret>::deserialize(deserializer)?;
+    Ok(map
+        .into_iter()
+        .map(|(name, secret)| (name, secret.0.unwrap_or_default()))
+        .collect())
 }
 
 /// A list of names, from a list or from a comma list (`mail,sms`): in an

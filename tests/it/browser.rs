@@ -151,13 +151,26 @@ impl Drop for Driver {
     }
 }
 
+/// The operator's token (16 characters at least).
+const BROWSER_TOKEN: &str = "browser-token-0123456789";
+
 /// The dashboard of `db`, served on a free loopback port.
 async fn serve(db: &TestDatabase, options: DashboardOptions) -> String {
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let app = axum::Router::new().nest("/admin/outbox", dashboard::router(admin, options));
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = dashboard::mount(
+        axum::Router::new(),
+        "/admin/outbox",
+        dashboard::router(admin, options),
+    );
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     format!("http://{address}/admin/outbox")
 }
 
@@ -229,7 +242,8 @@ async fn activity(db: &TestDatabase) {
         .run_until_idle()
         .await
         .unwrap();
-    // The overview estimates the finished states from the statistics.
+    // Few finished operations: the overview counts them exactly (a larger
+    // table would be estimated from the statistics that ANALYZE keeps).
     sqlx::query("ANALYZE pgoutbox.operations")
         .execute(db.pool())
         .await
@@ -248,13 +262,10 @@ async fn an_operator_resolves_a_stalled_operation_and_watches_the_overview_updat
     activity(&db).await;
     let base = serve(
         &db,
-        DashboardOptions {
-            token: Some("browser-token".into()),
-            allow_actions: true,
-            actor: "alice".into(),
-            refresh: Duration::from_secs(1),
-            ..DashboardOptions::default()
-        },
+        DashboardOptions::with_token(BROWSER_TOKEN, "alice")
+            .unwrap()
+            .allow_actions(true)
+            .refresh(Duration::from_secs(1)),
     )
     .await;
     // A worker, live on the overview, that finishes what is published.
@@ -285,7 +296,7 @@ async fn scenario(
     browser
         .find(Locator::Css("input[name=token]"))
         .await?
-        .send_keys("browser-token")
+        .send_keys(BROWSER_TOKEN)
         .await?;
     browser
         .find(Locator::Css("form button"))
@@ -429,5 +440,24 @@ async fn scenario(
     // A phone's width.
     browser.set_window_size(390, 844).await?;
     photograph(browser, "overview-phone").await;
+
+    // Sign out: the sign-in form again, and the session is over.
+    browser.set_window_size(1280, 900).await?;
+    assert!(text(browser, "#operator").await.contains("alice"));
+    browser
+        .find(Locator::Css("#sign-out"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("input[name=token]"))
+        .await?;
+    browser.goto(&format!("{base}/operations")).await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("input[name=token]"))
+        .await?;
+    assert!(browser.find(Locator::Css("#sign-out")).await.is_err());
     Ok(())
 }

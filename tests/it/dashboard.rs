@@ -54,7 +54,23 @@ impl Page {
     }
 }
 
-async fn send(app: &Router, request: Request<Body>) -> Page {
+/// The `Host` a browser on loopback sends (any port is allowed there).
+const HOST: &str = "127.0.0.1:7480";
+/// The `Origin` of a form posted from the dashboard's own pages.
+const ORIGIN: &str = "http://127.0.0.1:7480";
+
+/// Sends a request as a browser would: with a `Host` unless it has one.
+async fn send(app: &Router, mut request: Request<Body>) -> Page {
+    if !request.headers().contains_key(header::HOST) {
+        request
+            .headers_mut()
+            .insert(header::HOST, header::HeaderValue::from_static(HOST));
+    }
+    send_as_is(app, request).await
+}
+
+/// Sends a request exactly as built.
+async fn send_as_is(app: &Router, request: Request<Body>) -> Page {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -76,9 +92,11 @@ async fn get(app: &Router, path: &str, cookie: Option<&str>) -> Page {
     send(app, request.body(Body::empty()).unwrap()).await
 }
 
+/// Posts a form from the dashboard's own page (its `Origin`).
 async fn post(app: &Router, path: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Page {
-    let mut request =
-        Request::post(path).header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    let mut request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, ORIGIN);
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);
     }
@@ -135,15 +153,12 @@ pub(crate) async fn seed(db: &TestDatabase) -> (OperationId, OperationId) {
 }
 
 fn options_with_token() -> DashboardOptions {
-    DashboardOptions {
-        token: Some("t0ken-for-tests".into()),
-        allow_actions: true,
-        actor: "alice".into(),
-        ..DashboardOptions::default()
-    }
+    DashboardOptions::with_token(BEARER, "alice")
+        .unwrap()
+        .allow_actions(true)
 }
 
-const BEARER: &str = "t0ken-for-tests";
+const BEARER: &str = "t0ken-for-tests-0123";
 
 async fn authed(app: &Router, path: &str) -> Page {
     send(
@@ -156,13 +171,29 @@ async fn authed(app: &Router, path: &str) -> Page {
     .await
 }
 
-/// The cookies of a session signed in with the token, carrying `csrf`.
-async fn signed_in(app: &Router, csrf: &str) -> String {
-    let auth = post(app, "/login", None, &[("token", BEARER)])
-        .await
-        .cookie("pgoutbox_auth")
-        .unwrap();
-    format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}")
+/// Signs in with `token`: the session's cookie header and its CSRF token
+/// (as the forms of its pages carry it).
+async fn sign_in_as(app: &Router, token: &str) -> (String, String) {
+    let signed = post(app, "/login", None, &[("token", token)]).await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    let session = signed.cookie("pgoutbox_session").unwrap();
+    let cookies = format!("pgoutbox_session={session}");
+    let page = get(app, "/operations", Some(&cookies)).await;
+    (cookies, csrf_of(&page.body))
+}
+
+/// Signs in with the test token.
+async fn signed_in(app: &Router) -> (String, String) {
+    sign_in_as(app, BEARER).await
+}
+
+/// The CSRF token a page's forms carry.
+fn csrf_of(body: &str) -> String {
+    let at = body
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
+    let rest = &body[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
 }
 
 /// Posts a bulk action's confirmation and checks that it counts `n` rows.
@@ -285,10 +316,7 @@ async fn filters_have_stable_urls_and_every_list_is_paged() {
         );
     }
     tx.commit().await.unwrap();
-    let options = DashboardOptions {
-        page_size: 3,
-        ..DashboardOptions::default()
-    };
+    let options = DashboardOptions::default().page_size(3);
     let app = dashboard::router(admin(&db), options);
     let first = get(&app, "/operations?name=dash.sms&status=pending", None).await;
     assert_eq!(first.status, StatusCode::OK);
@@ -379,31 +407,22 @@ async fn actions_need_the_token_a_csrf_token_and_a_post_and_are_recorded() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let signed = post(&app, "/login", None, &[("token", BEARER)]).await;
     assert_eq!(signed.status, StatusCode::SEE_OTHER);
-    let auth = signed.cookie("pgoutbox_auth").expect("the sign-in cookie");
-    assert!(
-        !auth.contains(BEARER),
-        "the cookie holds a hash, not the token"
-    );
+    let session = signed
+        .cookie("pgoutbox_session")
+        .expect("the sign-in cookie");
+    assert_eq!(session.len(), 64, "a random 256-bit id");
     let set = signed.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Max-Age="),
         "{set}"
     );
 
-    // Signed in: the page sets a CSRF cookie and puts it in its form.
-    let page = get(
-        &app,
-        &format!("/operations/{stalled}"),
-        Some(&format!("pgoutbox_auth={auth}")),
-    )
-    .await;
+    // Signed in: the page's forms carry the session's CSRF token.
+    let cookies = format!("pgoutbox_session={session}");
+    let page = get(&app, &format!("/operations/{stalled}"), Some(&cookies)).await;
     assert_eq!(page.status, StatusCode::OK);
-    let csrf = page.cookie("pgoutbox_csrf").expect("a CSRF cookie");
-    assert!(
-        page.body
-            .contains(&format!("name=\"csrf\" value=\"{csrf}\""))
-    );
-    let cookies = format!("pgoutbox_auth={auth}; pgoutbox_csrf={csrf}");
+    let csrf = csrf_of(&page.body);
+    assert_eq!(csrf.len(), 64);
     let act = format!("/operations/{stalled}/act");
 
     // Refusals: no CSRF, a wrong one, no reason, an unknown action, GET.
@@ -570,13 +589,17 @@ async fn bulk_retry_shows_how_many_it_will_touch_then_does_it() {
         dead.push(detail.operation.id);
     }
     let app = dashboard::router(admin(&db), options_with_token());
-    let page = authed(&app, "/operations?status=dead&name=dash.evil").await;
-    let csrf = page.cookie("pgoutbox_csrf").unwrap();
+    let (cookies, csrf) = signed_in(&app).await;
+    let page = get(
+        &app,
+        "/operations?status=dead&name=dash.evil",
+        Some(&cookies),
+    )
+    .await;
     assert!(
         page.body.contains("action=\"/bulk\""),
         "the bulk form of a filtered list"
     );
-    let cookies = signed_in(&app, &csrf).await;
     let filter = [
         ("status", "dead"),
         ("name", "dash.evil"),
@@ -636,8 +659,6 @@ async fn mounted_under_a_prefix_every_link_stays_inside_it() {
     assert!(root.body.contains("href=\"/admin/outbox/operations\""));
     assert!(root.body.contains("href=\"/admin/outbox/assets/app.css\""));
     assert!(root.body.contains("data-src=\"/admin/outbox/live\""));
-    let set = root.headers[header::SET_COOKIE].to_str().unwrap();
-    assert!(set.ends_with("Path=/admin/outbox"), "{set}");
     let op = authed(&app, &format!("/admin/outbox/operations/{stalled}")).await;
     assert_eq!(op.status, StatusCode::OK);
     assert!(op.body.contains("href=\"/admin/outbox\""), "the overview");
@@ -653,6 +674,8 @@ async fn mounted_under_a_prefix_every_link_stays_inside_it() {
     // Signing in lands on the overview, under the prefix.
     let signed = post(&app, "/admin/outbox/login", None, &[("token", BEARER)]).await;
     assert_eq!(signed.location(), "/admin/outbox");
+    let set = signed.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.contains("; Path=/admin/outbox;"), "{set}");
     // The live part that the overview's script fetches.
     let live = authed(&app, "/admin/outbox/live").await;
     assert_eq!(live.status, StatusCode::OK);
@@ -717,11 +740,7 @@ async fn every_action_and_a_bulk_cancel_apply_and_are_recorded() {
     }
     tx.commit().await.unwrap();
     let app = dashboard::router(admin(&db), options_with_token());
-    let csrf = authed(&app, "/operations")
-        .await
-        .cookie("pgoutbox_csrf")
-        .unwrap();
-    let cookies = signed_in(&app, &csrf).await;
+    let (cookies, csrf) = signed_in(&app).await;
     let recorded = async |id: OperationId, status: Status, reason: &str| {
         let detail = admin(&db).show(id).await.unwrap().unwrap();
         assert_eq!(detail.operation.status, status, "operation {id}");
@@ -785,4 +804,479 @@ async fn every_action_and_a_bulk_cancel_apply_and_are_recorded() {
         Status::Pending,
         "outside the filter"
     );
+}
+
+/// Issue 23: a page fetched with a `Host` the dashboard does not answer
+/// to (a DNS-rebinding page) must not read a payload, even on the open,
+/// tokenless loopback dashboard.
+#[tokio::test]
+async fn a_foreign_host_is_refused_before_any_page() {
+    let db = test_db().await;
+    let (stalled, _) = seed(&db).await;
+    let app = dashboard::router(admin(&db), DashboardOptions::default());
+    let path = format!("/operations/{stalled}");
+    let own = get(&app, &path, None).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert!(own.body.contains("+4912345"), "the payload, on loopback");
+    for host in [
+        "attacker.example",
+        "attacker.example:7480",
+        "127.0.0.1.nip.io",
+    ] {
+        let rebound = send(
+            &app,
+            Request::get(&path)
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(rebound.status, StatusCode::FORBIDDEN, "{host}");
+        assert!(
+            !rebound.body.contains("+4912345"),
+            "{host}: {}",
+            rebound.body
+        );
+        assert!(rebound.body.contains("dashboard.allowed_hosts"));
+        assert_eq!(
+            rebound.headers[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY
+        );
+    }
+    // No `Host` at all: refused too.
+    let hostless = send_as_is(&app, Request::get(&path).body(Body::empty()).unwrap()).await;
+    assert_eq!(hostless.status, StatusCode::BAD_REQUEST);
+    // A configured name is answered, and then only the configured names.
+    let named = dashboard::router(
+        admin(&db),
+        DashboardOptions::default()
+            .allowed_hosts(["ops.example.com", "127.0.0.1:9000"])
+            .unwrap(),
+    );
+    let host = async |host: &str| {
+        send(
+            &named,
+            Request::get("/")
+                .header(header::HOST, host)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .status
+    };
+    assert_eq!(host("ops.example.com").await, StatusCode::OK);
+    assert_eq!(host("OPS.example.com:8443").await, StatusCode::OK);
+    assert_eq!(host("127.0.0.1:9000").await, StatusCode::OK);
+    assert_eq!(host("127.0.0.1:9001").await, StatusCode::FORBIDDEN);
+    assert_eq!(host("localhost:9000").await, StatusCode::FORBIDDEN);
+    assert!(
+        DashboardOptions::default()
+            .allowed_hosts(["http://x/"])
+            .is_err()
+    );
+}
+
+/// Issue 23: a state-changing request must come from the dashboard's own
+/// pages (`Origin`, or `Referer` without it), or carry a bearer token.
+#[tokio::test]
+async fn a_post_from_another_site_changes_nothing() {
+    let db = test_db().await;
+    let (stalled, _) = seed(&db).await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let act = format!("/operations/{stalled}/act");
+    let form = serde_urlencoded_form(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "x"),
+        ("csrf", &csrf),
+    ]);
+    let attempt = async |headers: &[(header::HeaderName, &str)]| {
+        let mut request = Request::post(&act)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, &cookies);
+        for (name, value) in headers {
+            request = request.header(name, *value);
+        }
+        send(&app, request.body(Body::from(form.clone())).unwrap()).await
+    };
+    let cross = attempt(&[(header::ORIGIN, "http://attacker.example")]).await;
+    assert_eq!(cross.status, StatusCode::FORBIDDEN, "{}", cross.body);
+    let null = attempt(&[(header::ORIGIN, "null")]).await;
+    assert_eq!(null.status, StatusCode::FORBIDDEN);
+    let referer = attempt(&[(header::REFERER, "http://attacker.example/x")]).await;
+    assert_eq!(referer.status, StatusCode::FORBIDDEN);
+    let neither = attempt(&[]).await;
+    assert_eq!(neither.status, StatusCode::FORBIDDEN);
+    assert!(neither.body.contains("Origin"), "{}", neither.body);
+    // Only a bearer token stands in for the Origin, not any Authorization.
+    let basic = attempt(&[(header::AUTHORIZATION, "Basic YTpi")]).await;
+    assert_eq!(basic.status, StatusCode::FORBIDDEN);
+    let detail = admin(&db).show(stalled).await.unwrap().unwrap();
+    assert_eq!(detail.operation.status, Status::Stalled);
+    assert!(detail.actions.is_empty(), "nothing recorded");
+    // The page's own Referer (no Origin) is accepted.
+    let own = attempt(&[(header::REFERER, "http://127.0.0.1:7480/operations/1")]).await;
+    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.body);
+    let detail = admin(&db).show(stalled).await.unwrap().unwrap();
+    assert_eq!(detail.operation.status, Status::Succeeded);
+}
+
+/// Issue 23: the CSRF token is bound to the session: a planted
+/// `pgoutbox_csrf` cookie, or another session's token, retries nothing.
+#[tokio::test]
+async fn a_planted_or_foreign_csrf_token_is_refused() {
+    let db = test_db().await;
+    let (_, dead) = seed(&db).await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let (_, other_csrf) = signed_in(&app).await;
+    assert_ne!(csrf, other_csrf, "each session has its own token");
+    let act = format!("/operations/{dead}/act");
+    // The victim's browser holds its sign-in cookie and a CSRF cookie the
+    // attacker planted (from a sibling subdomain, say), whose value the
+    // attacker's form repeats.
+    let planted = "0123456789abcdef0123456789abcdef";
+    let sign_in_cookie = cookies.split(';').next().unwrap();
+    let with_planted = post(
+        &app,
+        &act,
+        Some(&format!("{sign_in_cookie}; pgoutbox_csrf={planted}")),
+        &[("action", "retry"), ("reason", "x"), ("csrf", planted)],
+    )
+    .await;
+    assert_eq!(with_planted.status, StatusCode::FORBIDDEN);
+    assert!(with_planted.body.contains("CSRF"));
+    let foreign = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[("action", "retry"), ("reason", "x"), ("csrf", &other_csrf)],
+    )
+    .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let detail = admin(&db).show(dead).await.unwrap().unwrap();
+    assert_eq!(detail.operation.status, Status::Dead, "not retried");
+    assert!(detail.actions.is_empty());
+    let own = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[("action", "retry"), ("reason", "x"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::SEE_OTHER, "{}", own.body);
+}
+
+/// Issue 23: a sign-in is a random session that expires, ends with
+/// "Sign out", and is `Secure` over TLS or when configured.
+#[tokio::test]
+async fn sessions_expire_and_sign_out_ends_them() {
+    let db = test_db().await;
+    seed(&db).await;
+    let short = options_with_token()
+        .session_lifetime(Duration::from_millis(1500))
+        .unwrap();
+    let app = dashboard::router(admin(&db), short);
+    let (cookies, _) = signed_in(&app).await;
+    assert_eq!(get(&app, "/", Some(&cookies)).await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let expired = get(&app, "/", Some(&cookies)).await;
+    assert_eq!(expired.status, StatusCode::UNAUTHORIZED, "expired");
+    assert!(expired.body.contains("name=\"token\""));
+
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let page = get(&app, "/", Some(&cookies)).await;
+    assert!(page.body.contains("action=\"/logout\""), "a sign-out form");
+    assert!(page.body.contains(">alice<"), "who is signed in");
+    // Signing out needs the session's CSRF token (no forced sign-out).
+    let forced = post(&app, "/logout", Some(&cookies), &[("csrf", "x")]).await;
+    assert_eq!(forced.status, StatusCode::FORBIDDEN);
+    assert_eq!(get(&app, "/", Some(&cookies)).await.status, StatusCode::OK);
+    let out = post(&app, "/logout", Some(&cookies), &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(out.location(), "/login");
+    let cleared = out.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(
+        cleared.starts_with("pgoutbox_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let after = get(&app, "/", Some(&cookies)).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED, "the session ended");
+
+    // `Secure`: when configured, or when the request came over HTTPS.
+    let plain = post(&app, "/login", None, &[("token", BEARER)]).await;
+    let set = plain.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(!set.contains("Secure"), "{set}");
+    let proxied = send(
+        &app,
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, ORIGIN)
+            .header("x-forwarded-proto", "https")
+            .body(Body::from(format!("token={BEARER}")))
+            .unwrap(),
+    )
+    .await;
+    let set = proxied.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+    let secure = dashboard::router(admin(&db), options_with_token().secure_cookie(true));
+    let signed = post(&secure, "/login", None, &[("token", BEARER)]).await;
+    let set = signed.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(set.ends_with("; Secure"), "{set}");
+}
+
+/// Issue 23: an empty or short token cannot make a dashboard, whoever
+/// builds the options.
+#[test]
+fn short_empty_or_shared_tokens_are_refused_where_the_options_are_built() {
+    use pgoutbox::dashboard::DashboardError;
+    let err = DashboardOptions::with_token("", "ops").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "the dashboard token of `ops` is empty: a token needs at least 16 characters"
+    );
+    let err = DashboardOptions::with_token("   ", "ops").unwrap_err();
+    assert!(matches!(err, DashboardError::ShortToken { chars: 0, .. }));
+    let err = DashboardOptions::with_token("t0ken-for-tests", "ops").unwrap_err();
+    assert!(
+        err.to_string().contains("has only 15 character(s)"),
+        "{err}"
+    );
+    assert!(DashboardOptions::with_token("t0ken-for-tests!", "ops").is_ok());
+    let none: [(&str, &str); 0] = [];
+    assert_eq!(
+        DashboardOptions::with_operators(none).unwrap_err(),
+        DashboardError::NoOperator
+    );
+    assert_eq!(
+        DashboardOptions::with_operators([("a", BEARER), ("b", BEARER)]).unwrap_err(),
+        DashboardError::SharedToken("a".into(), "b".into())
+    );
+    assert!(matches!(
+        DashboardOptions::with_operators([("", BEARER)]).unwrap_err(),
+        DashboardError::BadOperatorName(_)
+    ));
+    assert!(
+        DashboardOptions::default()
+            .session_lifetime(Duration::ZERO)
+            .is_err()
+    );
+}
+
+/// Issue 23: failed sign-ins (form or bearer) are rate-limited: past the
+/// limit even the right token waits, with `429` and `Retry-After`.
+#[tokio::test]
+async fn failed_sign_ins_are_rate_limited() {
+    let db = test_db().await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let limit = dashboard::SIGN_IN_FAILURES_PER_CLIENT;
+    for i in 0..limit {
+        let page = if i % 2 == 0 {
+            post(&app, "/login", None, &[("token", "a-wrong-guess-0000")]).await
+        } else {
+            send(
+                &app,
+                Request::get("/")
+                    .header(header::AUTHORIZATION, "Bearer a-wrong-guess-0000")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+        };
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let limited = post(&app, "/login", None, &[("token", BEARER)]).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = limited.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&wait), "{wait}");
+    assert!(limited.body.contains("too many failed sign-ins"));
+    assert_eq!(
+        limited.headers[header::CONTENT_SECURITY_POLICY],
+        CONTENT_SECURITY_POLICY
+    );
+    assert!(limited.cookie("pgoutbox_session").is_none());
+    let bearer = authed(&app, "/").await;
+    assert_eq!(bearer.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Issue 23: extractor rejections (bad form, path, query), 404s and 405s
+/// carry the security headers, and an unauthenticated request gets the
+/// sign-in answer before any of them.
+#[tokio::test]
+async fn every_rejection_carries_the_headers_and_sign_in_comes_first() {
+    let db = test_db().await;
+    let (stalled, _) = seed(&db).await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let bad_query = format!("/operations/{stalled}?notice=a&notice=b");
+    let act = format!("/operations/{stalled}/act");
+    let bad_form_body: &[(&str, &str)] = &[("reason", "no action"), ("csrf", &csrf)];
+    // Unauthenticated: the sign-in answer, whatever else is wrong.
+    let anonymous = [
+        get(&app, &bad_query, None).await,
+        post(&app, &act, None, bad_form_body).await,
+        send(
+            &app,
+            Request::post(&act)
+                .header(header::ORIGIN, ORIGIN)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await,
+    ];
+    for page in &anonymous {
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+        assert!(page.body.contains("name=\"token\""));
+    }
+    // Signed in: the rejection itself, with the headers.
+    let signed = [
+        get(&app, &bad_query, Some(&cookies)).await,
+        post(&app, &act, Some(&cookies), bad_form_body).await,
+        get(&app, "/nowhere", Some(&cookies)).await,
+        get(&app, &act, Some(&cookies)).await,
+    ];
+    let statuses: Vec<StatusCode> = signed.iter().map(|p| p.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::NOT_FOUND,
+            StatusCode::METHOD_NOT_ALLOWED
+        ]
+    );
+    for page in anonymous.iter().chain(&signed) {
+        assert_eq!(
+            page.headers[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY,
+            "{}",
+            page.status
+        );
+        assert_eq!(page.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(page.headers[header::X_FRAME_OPTIONS], "DENY");
+        assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    }
+}
+
+/// Issue 23: named operators each sign in with their own token, and the
+/// trail names who acted; the single token stays possible.
+#[tokio::test]
+async fn named_operators_are_named_in_the_trail() {
+    let db = test_db().await;
+    let (stalled, dead) = seed(&db).await;
+    let options = DashboardOptions::with_operators([
+        ("alice", "alice-token-0123456789"),
+        ("bob", "bob-token-0123456789ab"),
+    ])
+    .unwrap()
+    .allow_actions(true);
+    let app = dashboard::router(admin(&db), options);
+    let (cookies, csrf) = sign_in_as(&app, "bob-token-0123456789ab").await;
+    let page = get(&app, "/", Some(&cookies)).await;
+    assert!(page.body.contains(">bob<"), "signed in as bob");
+    let retried = post(
+        &app,
+        &format!("/operations/{dead}/act"),
+        Some(&cookies),
+        &[
+            ("action", "retry"),
+            ("reason", "bob's fix"),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(retried.status, StatusCode::SEE_OTHER, "{}", retried.body);
+    let resolved = send(
+        &app,
+        Request::post(format!("/operations/{stalled}/act"))
+            .header(header::AUTHORIZATION, "Bearer alice-token-0123456789")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from("action=resolve-dead&reason=alice+checked"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(resolved.status, StatusCode::SEE_OTHER, "{}", resolved.body);
+    let actor = async |id| {
+        let detail = admin(&db).show(id).await.unwrap().unwrap();
+        let last = detail.actions.last().unwrap().clone();
+        (last.actor, last.reason)
+    };
+    assert_eq!(
+        actor(dead).await,
+        ("bob".to_owned(), "bob's fix".to_owned())
+    );
+    assert_eq!(
+        actor(stalled).await,
+        ("alice".to_owned(), "alice checked".to_owned())
+    );
+}
+
+/// Issue 23: `/admin/outbox/` (with the slash) redirects to the overview
+/// instead of a bare 404.
+#[tokio::test]
+async fn the_prefix_with_a_trailing_slash_redirects_to_the_overview() {
+    let db = test_db().await;
+    let app = dashboard::mount(
+        Router::new(),
+        "/admin/outbox",
+        dashboard::router(admin(&db), DashboardOptions::default()),
+    );
+    let slash = get(&app, "/admin/outbox/", None).await;
+    assert_eq!(
+        slash.status,
+        StatusCode::PERMANENT_REDIRECT,
+        "{}",
+        slash.body
+    );
+    assert_eq!(slash.location(), "../outbox");
+    assert_eq!(
+        slash.headers[header::CONTENT_SECURITY_POLICY],
+        CONTENT_SECURITY_POLICY
+    );
+    let home = get(&app, "/admin/outbox", None).await;
+    assert_eq!(home.status, StatusCode::OK);
+}
+
+/// Issue 23: on a fresh or small table the overview counts succeeded and
+/// cancelled exactly (cheap there) instead of showing `?` until the
+/// statistics exist.
+#[tokio::test]
+async fn the_overview_counts_few_finished_operations_exactly() {
+    let db = test_db().await;
+    let (stalled, _) = seed(&db).await;
+    let mut tx = db.pool().begin().await.unwrap();
+    for i in 0..3 {
+        let sms = DashSms {
+            to: format!("+{i}"),
+        };
+        pgoutbox::publish(&mut tx, sms).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    Harness::new(&db)
+        .operation::<DashSms>()
+        .run_until_idle()
+        .await
+        .unwrap();
+    admin(&db)
+        .act(stalled, Action::Cancel, "alice", "never sent")
+        .await
+        .unwrap();
+    let overview = admin(&db).overview(Duration::from_secs(90)).await.unwrap();
+    assert_eq!(
+        overview.finished,
+        Some(vec![(Status::Cancelled, 1), (Status::Succeeded, 3)])
+    );
+    let app = dashboard::router(admin(&db), DashboardOptions::default());
+    let page = get(&app, "/live", None).await;
+    for (state, n) in [("succeeded", 3), ("cancelled", 1)] {
+        let tile = format!("data-state=\"{state}\"><span class=\"n\">{n}</span>");
+        assert!(page.body.contains(&tile), "{tile} in {}", page.body);
+    }
+    assert!(!page.body.contains("(estimate)"));
 }

@@ -47,6 +47,24 @@ fn refuses_to_listen_beyond_loopback_or_act_without_a_token() {
         &[("PGOUTBOX_DASHBOARD__TOKEN", " ")],
     );
     assert!(err.contains("without an access token"), "{err}");
+    // Issue 23: a short token is refused at start, with the options' error.
+    let err = refused(&[], &[("PGOUTBOX_DASHBOARD__TOKEN", "short-token")]);
+    assert!(
+        err.contains("the dashboard token of `dashboard` has only 11 character(s): a token needs at least 16 characters"),
+        "{err}"
+    );
+    let err = refused(
+        &[],
+        &[("PGOUTBOX_DASHBOARD__OPERATORS__ALICE", "alice-short")],
+    );
+    assert!(err.contains("the dashboard token of `alice`"), "{err}");
+    // Issue 23: listening on every address answers to any `Host`: the
+    // names must be listed.
+    let err = refused(
+        &["--listen", "0.0.0.0:7480"],
+        &[("PGOUTBOX_DASHBOARD__TOKEN", "a-long-enough-token")],
+    );
+    assert!(err.contains("dashboard.allowed_hosts"), "{err}");
 }
 
 /// Kills the server when the test ends, however it ends.
@@ -60,18 +78,38 @@ impl Drop for Server {
 }
 
 fn http_get(port: u16, path: &str, bearer: Option<&str>) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = bearer
         .map(|b| format!("Authorization: Bearer {b}\r\n"))
         .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    http(
+        port,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
+        ),
     )
-    .unwrap();
+}
+
+/// Sends `request` as it is (as curl would) and reads the whole answer.
+fn http(port: u16, request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
+}
+
+/// A sign-in form posted from the dashboard's own page.
+fn sign_in(port: u16, token: &str) -> String {
+    let body = format!("token={token}");
+    http(
+        port,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: http://127.0.0.1:{port}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }
 
 #[tokio::test]
@@ -86,7 +124,11 @@ async fn serves_the_dashboard_behind_its_token() {
         .unwrap()
         .env_remove("PGOUTBOX_SCHEMA")
         .env("DATABASE_URL", db.url())
-        .env("PGOUTBOX_DASHBOARD__TOKEN", "cli-token")
+        .env("PGOUTBOX_DASHBOARD__TOKEN", "cli-token-0123456789")
+        .env(
+            "PGOUTBOX_DASHBOARD__OPERATORS__CAROL",
+            "carol-token-0123456789",
+        )
         .args([
             "dashboard",
             "--listen",
@@ -112,12 +154,43 @@ async fn serves_the_dashboard_behind_its_token() {
     let anonymous = http_get(port, "/", None);
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
     assert!(anonymous.contains("name=\"token\""));
-    let signed = http_get(port, "/", Some("cli-token"));
+    let signed = http_get(port, "/", Some("cli-token-0123456789"));
     assert!(signed.starts_with("HTTP/1.1 200"), "{signed}");
     assert!(signed.contains("<h1>Overview</h1>"));
     assert!(
         signed
             .to_ascii_lowercase()
             .contains("content-security-policy: default-src 'none'")
+    );
+    // Issue 23: a named operator signs in with their own token.
+    let carol = http_get(port, "/", Some("carol-token-0123456789"));
+    assert!(carol.starts_with("HTTP/1.1 200"), "{carol}");
+    // Issue 23: another name for this address (DNS rebinding) is refused;
+    // `localhost` with the port is this address too.
+    let rebound = http(
+        port,
+        "GET / HTTP/1.1\r\nHost: attacker.example\r\nAuthorization: Bearer cli-token-0123456789\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let local = http(
+        port,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: localhost:{port}\r\nAuthorization: Bearer cli-token-0123456789\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    );
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    // Issue 23: failed sign-ins from this client are limited.
+    // `pgoutbox::dashboard::SIGN_IN_FAILURES_PER_CLIENT`.
+    for i in 0..10 {
+        let wrong = sign_in(port, "a-wrong-guess-0000");
+        assert!(wrong.starts_with("HTTP/1.1 401"), "attempt {i}: {wrong}");
+    }
+    let limited = sign_in(port, "cli-token-0123456789");
+    assert!(limited.starts_with("HTTP/1.1 429"), "{limited}");
+    assert!(
+        limited.to_ascii_lowercase().contains("\r\nretry-after: "),
+        "{limited}"
     );
 }

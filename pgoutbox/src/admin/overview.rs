@@ -16,7 +16,8 @@ use crate::state::{Outcome, Status};
 /// The shape of the system now, read so that its cost follows the work in
 /// progress and the operations that wait for an operator, not the size of
 /// the table: exact counts of every state but the finished ones, which are
-/// estimated.
+/// counted exactly up to [`EXACT_FINISHED_UP_TO`] finished operations and
+/// estimated above.
 ///
 /// ```no_run
 /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
@@ -33,10 +34,14 @@ pub struct Overview {
     /// Exact (status, name, count) of the pending, retrying, running,
     /// stalled and dead operations.
     pub counts: Vec<(Status, String, i64)>,
+    /// Exact counts of the succeeded and cancelled operations when there
+    /// are at most [`EXACT_FINISHED_UP_TO`] of them (cheap to count);
+    /// `None` above, where `estimated` holds the estimate.
+    pub finished: Option<Vec<(Status, i64)>>,
     /// Estimated counts of the succeeded and cancelled operations, from
     /// PostgreSQL's statistics as of the table's last ANALYZE (a state
     /// missing here is not among the table's most common values, or the
-    /// table was never analysed).
+    /// table was never analysed); empty when `finished` is exact.
     pub estimated: Vec<(Status, i64)>,
     /// Age in seconds of the oldest ready operation.
     pub oldest_ready_seconds: Option<f64>,
@@ -52,6 +57,10 @@ pub struct Overview {
     /// Schedules that no live worker declares.
     pub undeclared_schedules: Vec<super::UndeclaredSchedule>,
 }
+
+/// Up to this many finished (succeeded, cancelled) operations, the
+/// overview counts them exactly; above, it shows PostgreSQL's estimate.
+pub const EXACT_FINISHED_UP_TO: i64 = 10_000;
 
 /// The attempts that ended in one minute, by outcome.
 ///
@@ -141,9 +150,18 @@ impl Admin {
     pub async fn overview(&self, live: std::time::Duration) -> Result<Overview, sqlx::Error> {
         let live_ms = millis(live);
         let mut conn = self.pool.acquire().await?;
+        let finished = self
+            .store
+            .finished_counts(&mut conn, EXACT_FINISHED_UP_TO)
+            .await?;
+        let estimated = match finished {
+            Some(_) => Vec::new(),
+            None => self.store.estimated_counts(&mut conn).await?,
+        };
         Ok(Overview {
             counts: self.store.active_counts(&mut conn).await?,
-            estimated: self.store.estimated_counts(&mut conn).await?,
+            finished,
+            estimated,
             oldest_ready_seconds: self.store.oldest_ready(&mut conn).await?,
             workers: self
                 .store

@@ -18,7 +18,16 @@ enum Nav {
     None,
 }
 
-fn layout(root: &str, home: &str, title: &str, nav: Nav, body: &Markup) -> Markup {
+/// The page around a body; `account` (the operator's name and the
+/// session's CSRF token) adds the sign-out form.
+fn layout(
+    root: &str,
+    home: &str,
+    title: &str,
+    nav: Nav,
+    body: &Markup,
+    account: Option<(&str, &str)>,
+) -> Markup {
     let current = |n: Nav| if n == nav { Some("page") } else { None };
     html! {
         (DOCTYPE)
@@ -40,6 +49,13 @@ fn layout(root: &str, home: &str, title: &str, nav: Nav, body: &Markup) -> Marku
                         a href=(format!("{root}operations")) aria-current=[current(Nav::Operations)] { "Operations" }
                         a href=(format!("{root}stalled")) aria-current=[current(Nav::Stalled)] { "Stalled" }
                         a href=(format!("{root}schemas")) aria-current=[current(Nav::Schemas)] { "Schemas" }
+                    }
+                    @if let Some((who, csrf)) = account {
+                        form.who method="post" action=(format!("{root}logout")) {
+                            span { "Signed in as " strong #operator { (who) } " " }
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" #sign-out { "Sign out" }
+                        }
                     }
                 }
                 main #main { (body) }
@@ -107,17 +123,25 @@ pub(super) fn login(root: &str, home: &str, error: Option<&str>) -> Markup {
             button type="submit" { "Sign in" }
         }
     };
-    layout(root, home, "Sign in", Nav::None, &body)
+    layout(root, home, "Sign in", Nav::None, &body, None)
 }
 
-pub(super) fn overview(root: &str, home: &str, data: &Overview, refresh_ms: u64) -> Markup {
+pub(super) fn overview(request: &Request, data: &Overview, refresh_ms: u64) -> Markup {
+    let root = &request.root;
     let body = html! {
         h1 { "Overview" }
         div #live data-src=(format!("{root}live")) data-refresh=(refresh_ms) aria-live="polite" {
             (overview_live(root, data))
         }
     };
-    layout(root, home, "Overview", Nav::Overview, &body)
+    layout(
+        root,
+        &request.home,
+        "Overview",
+        Nav::Overview,
+        &body,
+        request.account(),
+    )
 }
 
 /// The states counted exactly on the overview, stalled and dead first.
@@ -129,7 +153,7 @@ const EXACT: [Status; 5] = [
     Status::Running,
 ];
 
-/// The finished states, estimated on the overview.
+/// The finished states, counted exactly on the overview while few, estimated above.
 const ESTIMATED: [Status; 2] = [Status::Succeeded, Status::Cancelled];
 
 /// The part of the overview that refreshes itself.
@@ -175,18 +199,26 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                     }
                 }
                 @for s in ESTIMATED {
-                    @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
-                    a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
-                        title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting finished operations exactly would read them all" {
-                        span.n {
-                            @match (estimate, now.estimated.is_empty()) {
-                                (Some(n), _) => { "≈ " (n) }
-                                // Statistics exist, and this state is not among their common values.
-                                (None, false) => { "≈ 0" }
-                                (None, true) => { "?" }
-                            }
+                    @if let Some(finished) = &now.finished {
+                        @let n = finished.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+                        a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str()) {
+                            span.n { (n) }
+                            (s.as_str())
                         }
-                        (s.as_str()) " " span.muted { "(estimate)" }
+                    } @else {
+                        @let estimate = now.estimated.iter().find(|(st, _)| *st == s).map(|(_, n)| *n);
+                        a.tile href=(format!("{root}operations?status={}", s.as_str())) data-state=(s.as_str())
+                            title="an estimate from PostgreSQL's statistics (as of the table's last ANALYZE): counting this many finished operations exactly would read them all" {
+                            span.n {
+                                @match (estimate, now.estimated.is_empty()) {
+                                    (Some(n), _) => { "≈ " (n) }
+                                    // Statistics exist, and this state is not among their common values.
+                                    (None, false) => { "≈ 0" }
+                                    (None, true) => { "?" }
+                                }
+                            }
+                            (s.as_str()) " " span.muted { "(estimate)" }
+                        }
                     }
                 }
                 div.tile {
@@ -194,7 +226,9 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
                     "oldest ready waits"
                 }
             }
-            p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled are estimates from PostgreSQL's statistics." }
+            @if now.finished.is_none() {
+                p.muted { "Stalled, dead, retrying, pending and running are counted exactly; succeeded and cancelled, too many to count on every refresh, are estimates from PostgreSQL's statistics." }
+            }
         }
         section aria-labelledby="pace" {
             h2 #pace { "Throughput, last hour" }
@@ -361,7 +395,14 @@ pub(super) fn operations(
             }
         }
     };
-    layout(root, &request.home, "Operations", Nav::Operations, &body)
+    layout(
+        root,
+        &request.home,
+        "Operations",
+        Nav::Operations,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn bulk_confirm(
@@ -396,7 +437,14 @@ pub(super) fn bulk_confirm(
         }
         p { a href=(format!("{root}operations?{}", query.query_string())) { "Back to the list" } }
     };
-    layout(root, &request.home, "Confirm", Nav::Operations, &body)
+    layout(
+        root,
+        &request.home,
+        "Confirm",
+        Nav::Operations,
+        &body,
+        request.account(),
+    )
 }
 
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // One template, one argument per part.
@@ -526,6 +574,7 @@ pub(super) fn operation(
         &format!("Operation {}", op.id),
         Nav::None,
         &body,
+        request.account(),
     )
 }
 
@@ -603,7 +652,14 @@ pub(super) fn stalled(
         }
         @if let Some(next) = next { nav.pager aria-label="Pages" { a rel="next" href=(format!("{root}stalled?after={next}")) { "Next →" } } }
     };
-    layout(root, &request.home, "Stalled", Nav::Stalled, &body)
+    layout(
+        root,
+        &request.home,
+        "Stalled",
+        Nav::Stalled,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn schemas(request: &Request, latest: &[SchemaVersion]) -> Markup {
@@ -624,7 +680,14 @@ pub(super) fn schemas(request: &Request, latest: &[SchemaVersion]) -> Markup {
             } }
         }
     };
-    layout(root, &request.home, "Schemas", Nav::Schemas, &body)
+    layout(
+        root,
+        &request.home,
+        "Schemas",
+        Nav::Schemas,
+        &body,
+        request.account(),
+    )
 }
 
 pub(super) fn schema(
@@ -674,5 +737,6 @@ pub(super) fn schema(
         &format!("Schema {name}"),
         Nav::Schemas,
         &body,
+        request.account(),
     )
 }

@@ -81,6 +81,7 @@ statements!(
     throughput,
     active_counts,
     estimated_counts,
+    finished_counts,
     in_flight,
     stalled,
     stalled_count,

@@ -43,6 +43,24 @@ impl Store {
             .await
     }
 
+    /// Exact counts of the finished states, if there are at most `limit`
+    /// finished operations (`None` otherwise); reads at most `limit + 1`
+    /// rows.
+    pub(crate) async fn finished_counts(
+        &self,
+        conn: &mut PgConnection,
+        limit: i64,
+    ) -> Result<Option<Vec<(Status, i64)>>, sqlx::Error> {
+        let rows: Vec<(Status, i64, bool)> = query!(self, query_as, finished_counts)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        Ok(rows
+            .iter()
+            .all(|(_, _, exact)| *exact)
+            .then(|| rows.into_iter().map(|(s, n, _)| (s, n)).collect()))
+    }
+
     /// Running operations per lease owner.
     pub(crate) async fn in_flight(
         &self,
