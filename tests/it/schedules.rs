@@ -974,6 +974,9 @@ async fn a_schedule_that_no_live_worker_declares_is_reported() {
     let response = tower::ServiceExt::oneshot(
         app,
         axum::http::Request::get("/")
+            // As a browser on loopback sends it: the dashboard refuses a
+            // request without a `Host` it answers to.
+            .header(axum::http::header::HOST, "127.0.0.1:7480")
             .body(axum::body::Body::empty())
             .unwrap(),
     )
