@@ -179,9 +179,11 @@ pub(crate) async fn declare(
 /// The cursor of declaration `s` when it replaces the one in force: the
 /// first of its ticks after the last tick decided (published, skipped
 /// while paused, skipped by the policy, or whose payload failed), so that
-/// a tick already decided never comes due again as missed. A row from
-/// before migration 8 records no decision: every tick of the expression in
-/// the row before its cursor was decided, so the last of them stands in.
+/// a tick already decided never comes due again as missed. A row that
+/// records no decision yet (none came due since it was created, or it is
+/// from before migration 8): every tick of the expression in the row
+/// before its cursor was decided, so the last of them stands in, but never
+/// one from before the row was created (a daily 03:00 declared at 10:00).
 fn adopted_cursor(state: &ScheduleState, s: &ScheduledRoute) -> DateTime<Utc> {
     let decided = state
         .last_decided
@@ -191,6 +193,7 @@ fn adopted_cursor(state: &ScheduleState, s: &ScheduledRoute) -> DateTime<Utc> {
                 .compile(&s.name, state.now)
                 .ok()
                 .and_then(|old| old.previous(state.next_tick))
+                .map(|previous| previous.max(state.created_at))
         })
         .into_iter()
         .chain(state.last_tick)

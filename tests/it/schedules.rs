@@ -1064,3 +1064,42 @@ async fn a_removed_schedule_declared_again_starts_afresh() {
         ]
     );
 }
+
+/// A schedule redeployed with another expression before its first tick
+/// came: nothing from before the schedule existed is due. (The tick before
+/// the old cursor, which stands in for a row that decided nothing yet, can
+/// be earlier than the row itself: a daily 03:00 declared at 10:00.)
+#[tokio::test]
+async fn a_redeploy_before_the_first_tick_publishes_nothing_from_before_the_schedule() {
+    let db = test_db().await;
+    // Daily, at a second that is never within the next minute.
+    let far = (Utc::now() + chrono::Duration::hours(12)).format("%S %M %H * * *");
+    let first = scheduled_worker(&db, &far.to_string(), "all", None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while count(&db, "SELECT count(*) FROM pgoutbox.schedules").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "no schedule row");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(first.terminate().success());
+    let created: DateTime<Utc> =
+        sqlx::query_scalar("SELECT created_at FROM pgoutbox.schedules WHERE name = $1")
+            .bind(NAME)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    // Redeployed every second, with `all`: only ticks after the row's
+    // creation may be published.
+    let second = scheduled_worker(&db, "* * * * * *", "all", None);
+    wait_for_ticks(&db, 1).await;
+    assert!(second.terminate().success());
+    let ticks = published_ticks(&db).await;
+    assert!(
+        ticks.iter().all(|t| *t > created),
+        "ticks from before the schedule existed ({created}): {:?}",
+        ticks
+            .iter()
+            .filter(|t| **t <= created)
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+}

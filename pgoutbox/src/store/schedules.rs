@@ -34,6 +34,8 @@ pub(crate) struct ScheduleState {
     pub(crate) held_from: Option<DateTime<Utc>>,
     pub(crate) held_until: Option<DateTime<Utc>>,
     pub(crate) paused: bool,
+    /// When the row was created: no tick before it was ever due.
+    pub(crate) created_at: DateTime<Utc>,
     /// The database's clock.
     pub(crate) now: DateTime<Utc>,
     /// Since when live workers declaring the declaration in force have
@@ -58,6 +60,7 @@ impl ScheduleState {
             held_from: row.try_get("held_from")?,
             held_until: row.try_get("held_until")?,
             paused: row.try_get("paused")?,
+            created_at: row.try_get("created_at")?,
             now: row.try_get("now")?,
             covered_since: row.try_get("covered_since")?,
             held: row.try_get("held")?,
