@@ -360,6 +360,7 @@ pub fn router(admin: Admin, options: DashboardOptions) -> Router {
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .layer(axum::middleware::map_response(with_security_headers))
         .with_state(state)
@@ -422,6 +423,7 @@ enum Failure {
         wait: Duration,
     },
     Forbidden(String),
+    MethodNotAllowed(String),
     Conflict(String),
     Database(sqlx::Error),
 }
@@ -438,6 +440,7 @@ impl IntoResponse for Failure {
             Failure::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Failure::Forbidden(m) => (StatusCode::FORBIDDEN, m),
+            Failure::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m),
             Failure::Conflict(m) => (StatusCode::CONFLICT, m),
             Failure::SignIn { root, home } => {
                 return respond(
@@ -837,8 +840,15 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
-async fn not_found(uri: Uri) -> Failure {
+/// No such page: said only to a signed-in operator (the [`Request`]
+/// extractor answers anyone else with the sign-in).
+async fn not_found(_: Request, uri: Uri) -> Failure {
     Failure::NotFound(format!("no page at `{}`", uri.path()))
+}
+
+/// A method the page does not take; likewise after the sign-in.
+async fn method_not_allowed(_: Request, method: axum::http::Method, uri: Uri) -> Failure {
+    Failure::MethodNotAllowed(format!("`{}` does not take {method}", uri.path()))
 }
 
 async fn login_form(ctx: Ctx) -> Response {

@@ -1129,6 +1129,10 @@ async fn every_rejection_carries_the_headers_and_sign_in_comes_first() {
                 .unwrap(),
         )
         .await,
+        // No such page, and a method the page does not take: neither says
+        // so before the sign-in.
+        get(&app, "/nowhere", None).await,
+        get(&app, &act, None).await,
     ];
     for page in &anonymous {
         assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
