@@ -45,7 +45,8 @@
 //! reaches the address (the command binds to loopback only then) and no
 //! action is offered. With operators, every page asks to sign in: a form
 //! that opens a session (a random 256-bit id in an `HttpOnly`,
-//! `SameSite=Strict` cookie, `Secure` over HTTPS or when configured, that
+//! `SameSite=Strict` cookie, `Secure` when configured or when a proxy says
+//! the request came over HTTPS (`X-Forwarded-Proto: https`), that
 //! expires after [`DashboardOptions::session_lifetime`] and ends with
 //! "Sign out"), or an `Authorization: Bearer` header. Failed sign-ins are
 //! rate-limited per client address and in all (429 with `Retry-After`).

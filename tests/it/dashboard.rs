@@ -1104,6 +1104,53 @@ async fn failed_sign_ins_are_rate_limited() {
     assert_eq!(bearer.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// Guesses spread over many addresses use up the budget of all clients
+/// together, but do not lock out an operator whose own address has not
+/// failed: the limit slows guessing without handing anyone a way to keep
+/// the operators out.
+#[tokio::test]
+async fn guesses_from_elsewhere_do_not_lock_an_operator_out() {
+    let db = test_db().await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let sign_in_from = async |last: u8, token: &str| -> Page {
+        let body = serde_urlencoded_form(&[("token", token)]);
+        let mut request = Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ORIGIN, ORIGIN)
+            .body(Body::from(body))
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [10, 0, 0, last],
+                4000,
+            ))));
+        send(&app, request).await
+    };
+    let per_client = dashboard::SIGN_IN_FAILURES_PER_CLIENT;
+    let in_all = dashboard::SIGN_IN_FAILURES_IN_ALL;
+    let guessers = u8::try_from(in_all.div_ceil(per_client - 1)).unwrap();
+    let mut failures = 0;
+    'guessing: for last in 1..=guessers {
+        for _ in 0..per_client - 1 {
+            if failures == in_all {
+                break 'guessing;
+            }
+            let page = sign_in_from(last, "a-wrong-guess-0000").await;
+            assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+            failures += 1;
+        }
+    }
+    // Every client together is over the budget: a guesser is held back,
+    // even with the right token …
+    let guesser = sign_in_from(1, BEARER).await;
+    assert_eq!(guesser.status, StatusCode::TOO_MANY_REQUESTS);
+    // … and the operator, whose address never failed, signs in.
+    let operator = sign_in_from(200, BEARER).await;
+    assert_eq!(operator.status, StatusCode::SEE_OTHER, "{}", operator.body);
+    assert!(operator.cookie("pgoutbox_session").is_some());
+}
+
 /// Issue 23: extractor rejections (bad form, path, query), 404s and 405s
 /// carry the security headers, and an unauthenticated request gets the
 /// sign-in answer before any of them.

@@ -22,7 +22,10 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// Failed sign-ins (form or bearer) one client address may make per
 /// window before it must wait.
 pub const SIGN_IN_FAILURES_PER_CLIENT: u32 = 10;
-/// Failed sign-ins all clients together may make per window.
+/// Failed sign-ins all clients together may make per window; past it, a
+/// client that failed at least once in the window must wait, one that did
+/// not may still sign in (so that guesses from elsewhere cannot lock the
+/// operators out).
 pub const SIGN_IN_FAILURES_IN_ALL: u32 = 100;
 /// The rate limit's fixed window.
 pub const SIGN_IN_WINDOW: Duration = Duration::from_mins(1);
@@ -311,7 +314,8 @@ impl Access {
             return None;
         }
         let mine = limiter.per_client.get(&client).copied().unwrap_or(0);
-        (limiter.all >= SIGN_IN_FAILURES_IN_ALL || mine >= SIGN_IN_FAILURES_PER_CLIENT)
+        let over_all = limiter.all >= SIGN_IN_FAILURES_IN_ALL && mine > 0;
+        (over_all || mine >= SIGN_IN_FAILURES_PER_CLIENT)
             .then(|| SIGN_IN_WINDOW.saturating_sub(elapsed))
     }
 
