@@ -32,8 +32,15 @@ pub(crate) struct DashboardArgs {
 pub(crate) async fn run(cli: &Cli, args: &DashboardArgs) -> Result<(), CliError> {
     let settings = cli.settings.clone().unwrap_or_default();
     let dash = &settings.dashboard;
-    // A blank token is no token (an unset variable left empty).
-    let token = dash.token.clone().filter(|t| !t.trim().is_empty());
+    // A blank token is a mistake (a secret that did not arrive), not a
+    // request for an open dashboard: refused, wherever it listens.
+    if dash.token.as_ref().is_some_and(|t| t.trim().is_empty()) {
+        return Err(CliError::msg(
+            "`dashboard.token` (PGOUTBOX_DASHBOARD__TOKEN) is set but blank: give it a token of \
+             at least 16 characters, or unset it for an open, read-only dashboard on loopback",
+        ));
+    }
+    let token = dash.token.clone();
     let signed_in = token.is_some() || !dash.operators.is_empty();
     if !signed_in && !args.listen.ip().is_loopback() {
         return Err(CliError::msg(format!(
