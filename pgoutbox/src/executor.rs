@@ -265,13 +265,12 @@ async fn run_relay(
             // Nothing is sent while it is unknown whether it is safe to.
             running.release_slot();
             rt.wake.notify_one();
-            let end = AttemptEnd::Unknown {
-                outcome: Outcome::Aborted,
-                error: format!(
-                    "the relay did not send the message: it cannot read whether an earlier \
-                     attempt's send may have landed ({e})"
-                ),
-            };
+            // This attempt certainly sent nothing: a plain failure, and
+            // not a send that may have landed for the next one to count.
+            let end = AttemptEnd::Failed(HandlerError::retryable(format!(
+                "the relay did not send the message: it cannot read whether an earlier \
+                 attempt's send may have landed ({e})"
+            )));
             (attempt.decide(end, jitter()), None)
         }
         Ok(earlier) => {
@@ -287,13 +286,13 @@ async fn run_relay(
             if let Some(reason) = refused {
                 running.release_slot();
                 rt.wake.notify_one();
-                let end = AttemptEnd::Unknown {
-                    outcome: Outcome::Aborted,
-                    error: format!(
-                        "the relay did not send the message again, as an earlier attempt's \
-                         send may have landed and {reason}"
-                    ),
-                };
+                // This attempt sent nothing (`failed`, and not counted as a
+                // send that may have landed); the operation is in doubt
+                // for the earlier send, whatever its attempts left.
+                let end = AttemptEnd::Failed(HandlerError::retryable(format!(
+                    "the relay did not send the message again, as an earlier attempt's \
+                     send may have landed and {reason}"
+                )));
                 // The reason is in the error already.
                 (attempt.decide(end, jitter()).stall(""), None)
             } else {

@@ -68,12 +68,15 @@ impl Decision {
         }
     }
 
-    /// This decision with the operation `stalled` rather than retried, for
-    /// `reason` (added to the attempt's error unless empty): re-running it
-    /// is not safe.
+    /// This decision with the operation `stalled` rather than retried (or
+    /// `dead`), for `reason` (added to the attempt's error unless empty):
+    /// re-running it is not safe, and what an earlier attempt did is not
+    /// known.
     pub(crate) fn stall(self, reason: &str) -> Decision {
         match self {
-            Decision::Failure(mut f) if f.next_status == Status::Retrying => {
+            Decision::Failure(mut f)
+                if matches!(f.next_status, Status::Retrying | Status::Dead) =>
+            {
                 f.next_status = Status::Stalled;
                 if !reason.is_empty() {
                     let _ = write!(f.error, "; not retried: {reason}");
