@@ -55,7 +55,7 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     match tokio::time::timeout(LIMIT, result).await {
         Ok(Ok(done)) => {
             for Completion { fence, reply, .. } in batch.drain(..) {
-                let _ = reply.send(Ok(done.contains(&fence.attempt_id)));
+                let _ = reply.send(Ok(recorded(&done, fence)));
             }
         }
         Ok(Err(e)) => answer_all(batch, &RecordError::from(e)),
@@ -63,8 +63,40 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
     }
 }
 
+/// Whether the attempt `fence` names is among those a batch recorded
+/// (`done`: attempt ids). By attempt, not operation: an earlier attempt of
+/// the same operation in the same batch was not recorded.
+fn recorded(done: &[i64], fence: Fence) -> bool {
+    done.contains(&fence.attempt_id)
+}
+
 fn answer_all(batch: &mut Vec<Completion>, error: &RecordError) {
     for Completion { reply, .. } in batch.drain(..) {
         let _ = reply.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::recorded;
+    use crate::definition::OperationId;
+    use crate::store::Fence;
+
+    #[test]
+    fn a_batch_answers_each_attempt_not_its_operation() {
+        let worker = Uuid::nil();
+        let fence = |attempt, attempt_id| Fence {
+            id: OperationId::from_i64(7),
+            worker,
+            attempt,
+            attempt_id,
+        };
+        // Attempts 1 (id 40, stale) and 2 (id 41) of operation 7 in one
+        // batch; the statement recorded attempt 41 only.
+        let done = [41];
+        assert!(recorded(&done, fence(2, 41)));
+        assert!(!recorded(&done, fence(1, 40)));
     }
 }

@@ -1112,21 +1112,19 @@ async fn failed_sign_ins_are_rate_limited() {
 async fn guesses_from_elsewhere_do_not_lock_an_operator_out() {
     let db = test_db().await;
     let app = dashboard::router(admin(&db), options_with_token());
-    let sign_in_from = async |last: u8, token: &str| -> Page {
-        let body = serde_urlencoded_form(&[("token", token)]);
-        let mut request = Request::post("/login")
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ORIGIN, ORIGIN)
-            .body(Body::from(body))
-            .unwrap();
-        request
-            .extensions_mut()
-            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
-                [10, 0, 0, last],
-                4000,
-            ))));
-        send(&app, request).await
-    };
+    let sign_in_from =
+        async |last: u8, token: &str| -> Page {
+            let body = serde_urlencoded_form(&[("token", token)]);
+            let mut request = Request::post("/login")
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::ORIGIN, ORIGIN)
+                .body(Body::from(body))
+                .unwrap();
+            request.extensions_mut().insert(axum::extract::ConnectInfo(
+                std::net::SocketAddr::from(([10, 0, 0, last], 4000)),
+            ));
+            send(&app, request).await
+        };
     let per_client = dashboard::SIGN_IN_FAILURES_PER_CLIENT;
     let in_all = dashboard::SIGN_IN_FAILURES_IN_ALL;
     let guessers = u8::try_from(in_all.div_ceil(per_client - 1)).unwrap();

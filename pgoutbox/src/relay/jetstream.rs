@@ -433,7 +433,64 @@ fn refusal(e: &async_nats::jetstream::context::PublishError, sent: bool) -> Refu
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::{matches, refusal};
+    use crate::relay::RefusalKind;
+    use crate::state::Outcome;
+
+    /// A JetStream API error reply, as the server sends it.
+    fn api_error(code: u64, description: &str) -> async_nats::jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 400, "err_code": code, "description": description
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_publish_error_is_unknown_only_when_the_message_may_be_stored() {
+        let kind = |e: &PublishError, sent| refusal(e, sent).kind;
+        // Sent, and no answer, or no answer that can be read: unknown.
+        let timed_out = PublishError::new(PublishErrorKind::TimedOut);
+        assert_eq!(
+            kind(&timed_out, true),
+            RefusalKind::Unknown(Outcome::TimedOut)
+        );
+        assert!(
+            refusal(&timed_out, true)
+                .message
+                .contains("may be in the stream")
+        );
+        let broken = PublishError::new(PublishErrorKind::BrokenPipe);
+        assert_eq!(kind(&broken, true), RefusalKind::Unknown(Outcome::Lost));
+        let garbled = PublishError::with_source(
+            PublishErrorKind::Other,
+            serde_json::from_str::<u8>("{").unwrap_err(),
+        );
+        assert_eq!(kind(&garbled, true), RefusalKind::Unknown(Outcome::Lost));
+        // Never sent: an ordinary failure, whatever the kind.
+        assert_eq!(kind(&timed_out, false), RefusalKind::Retryable);
+        assert_eq!(kind(&broken, false), RefusalKind::Retryable);
+        // Answers that say it was not stored: ordinary failures.
+        for certain in [
+            PublishError::new(PublishErrorKind::StreamNotFound),
+            PublishError::new(PublishErrorKind::WrongLastSequence),
+            PublishError::with_source(
+                PublishErrorKind::Other,
+                api_error(10076, "permissions violation"),
+            ),
+        ] {
+            assert_eq!(kind(&certain, true), RefusalKind::Retryable, "{certain}");
+        }
+        // Too large: permanent.
+        let too_large = PublishError::new(PublishErrorKind::MaxPayloadExceeded);
+        assert_eq!(kind(&too_large, true), RefusalKind::Permanent);
+        let stream_limit = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(10054, "message size exceeds maximum allowed"),
+        );
+        assert_eq!(kind(&stream_limit, true), RefusalKind::Permanent);
+    }
 
     #[test]
     fn stream_subject_filters() {
