@@ -99,6 +99,9 @@ pub(crate) struct JetStream {
 struct Windows {
     by_stream: Mutex<HashMap<String, Duration>>,
     read_at: Mutex<Option<std::time::Instant>>,
+    /// Held while the windows are read again: a caller that comes
+    /// meanwhile waits for the new values rather than use the old ones.
+    rereading: tokio::sync::Mutex<()>,
 }
 
 impl Windows {
@@ -159,16 +162,16 @@ impl Windows {
         limit: Duration,
         fresh: Duration,
     ) {
+        let _one_at_a_time = self.rereading.lock().await;
+        // Read since `fresh` ago (perhaps by the caller this one waited
+        // for): the values are new enough.
+        if self
+            .read_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < fresh)
         {
-            let mut read_at = self
-                .read_at
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if read_at.is_some_and(|at| at.elapsed() < fresh) {
-                return;
-            }
-            // Callers meanwhile use the values as they are.
-            *read_at = Some(std::time::Instant::now());
+            return;
         }
         let streams: Vec<String> = self
             .by_stream
@@ -191,6 +194,13 @@ impl Windows {
                 }
             }
         }
+        // Tried, whatever came of it: the callers waiting meanwhile (and
+        // those of the next `fresh`) keep the values as they are, rather
+        // than wait for a broker that did not answer, each in turn.
+        *self
+            .read_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
     }
 }
 
