@@ -86,7 +86,7 @@ enum Command {
     /// Live and recently dead workers.
     #[command(after_help = "Examples:\n  pgoutbox workers\n  pgoutbox workers --json")]
     Workers,
-    /// Periodic operations: list schedules, pause and resume them (recorded).
+    /// Periodic operations: list schedules, pause, resume and remove them (recorded).
     Schedules(schedules::SchedulesArgs),
     /// Payload schemas: export, history, check stored payloads.
     #[command(subcommand)]

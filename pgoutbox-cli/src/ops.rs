@@ -888,6 +888,7 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
                 serde_json::json!({"queue": queue, "name": name, "count": count})
             }).collect::<Vec<_>>(),
             "schedule_conflicts": stats.schedule_conflicts,
+            "undeclared_schedules": stats.undeclared_schedules,
         }));
     }
     let rows: Vec<Vec<String>> = stats
@@ -946,6 +947,22 @@ pub(crate) async fn stats(cli: &Cli) -> Result<(), CliError> {
                 c.in_force_cron,
                 c.in_force_time_zone,
                 c.in_force_missed
+            );
+        }
+    }
+    if !stats.undeclared_schedules.is_empty() {
+        outln!(
+            "schedules that no live worker declares (retired? `pgoutbox schedules remove NAME --reason ..`):"
+        );
+        for s in &stats.undeclared_schedules {
+            outln!(
+                "  {}: `{}` in {} ({}), next tick {}{}",
+                s.name,
+                s.cron,
+                s.time_zone,
+                s.missed,
+                s.next_tick.format("%Y-%m-%d %H:%M:%S"),
+                if s.paused { ", paused" } else { "" }
             );
         }
     }

@@ -37,7 +37,9 @@ pub(crate) struct RelayArgs {
     #[arg(long)]
     max_in_flight: Option<usize>,
     /// How long a publish waits for its acknowledgement (default:
-    /// `relay.nats.publish_timeout`).
+    /// `relay.nats.publish_timeout`); past it the outcome is unknown
+    /// (`timed_out`): re-sent only within the stream's duplicate window of
+    /// the first send, else `stalled`.
     #[arg(long, value_parser = crate::ops::parse_duration)]
     publish_timeout: Option<Duration>,
 }

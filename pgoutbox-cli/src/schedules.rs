@@ -1,16 +1,17 @@
-//! `pgoutbox schedules`: list the schedules, pause and resume them (each
-//! action recorded in `operator_actions`).
+//! `pgoutbox schedules`: list the schedules (and warn of those that no
+//! live worker declares), pause, resume and remove them (each action
+//! recorded in `operator_actions`).
 
 use clap::{Args, Subcommand};
-use pgoutbox::admin::{Admin, ScheduleActionOutcome, ScheduleRow};
+use pgoutbox::admin::{Admin, ScheduleActionOutcome, ScheduleRemoval, ScheduleRow};
 
 use crate::ops::{actor, print_json, print_table};
 use crate::{Cli, CliError, outln};
 
-/// `pgoutbox schedules [pause|resume] …`.
+/// `pgoutbox schedules [pause|resume|remove] …`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  pgoutbox schedules\n  pgoutbox schedules --json\n  pgoutbox schedules pause billing.reconcile --reason \"ledger migration\"\n  pgoutbox schedules resume billing.reconcile --reason \"migration done\""
+    after_help = "Examples:\n  pgoutbox schedules\n  pgoutbox schedules --json\n  pgoutbox schedules pause billing.reconcile --reason \"ledger migration\"\n  pgoutbox schedules resume billing.reconcile --reason \"migration done\"\n  pgoutbox schedules remove billing.reconcile --reason \"retired in v42\""
 )]
 pub(crate) struct SchedulesArgs {
     #[command(subcommand)]
@@ -27,6 +28,9 @@ enum SchedulesCommand {
     /// Publish a paused schedule's ticks again from its next tick
     /// (recorded); the ticks while it was paused are not caught up.
     Resume(Target),
+    /// Delete a schedule retired from the code (recorded): refused while
+    /// a live worker declares it; declared again later, it starts afresh.
+    Remove(Target),
 }
 
 /// Which schedule, who and why.
@@ -47,6 +51,7 @@ pub(crate) async fn run(cli: &Cli, args: &SchedulesArgs) -> Result<(), CliError>
         None | Some(SchedulesCommand::List) => list(cli).await,
         Some(SchedulesCommand::Pause(target)) => act(cli, target, true).await,
         Some(SchedulesCommand::Resume(target)) => act(cli, target, false).await,
+        Some(SchedulesCommand::Remove(target)) => remove(cli, target).await,
     }
 }
 
@@ -123,14 +128,54 @@ async fn list(cli: &Cli) -> Result<(), CliError> {
             "DECLARED BY",
         ],
         &rows,
-    )
+    )?;
+    let undeclared: Vec<&str> = schedules
+        .iter()
+        .filter(|s| s.declared_by.is_empty())
+        .map(|s| s.name.as_str())
+        .collect();
+    if !undeclared.is_empty() {
+        outln!(
+            "warning: {} schedule(s) that no live worker declares: {} (retired from the code? \
+             `pgoutbox schedules remove NAME --reason ..`; otherwise their missed ticks are \
+             counted from their next tick when a worker declares them again)",
+            undeclared.len(),
+            undeclared.join(", ")
+        );
+    }
+    Ok(())
 }
 
-async fn act(cli: &Cli, target: &Target, pause: bool) -> Result<(), CliError> {
+fn checked_reason(target: &Target) -> Result<&str, CliError> {
     let reason = target.reason.trim();
     if reason.is_empty() {
         return Err(CliError::msg("`--reason` must not be empty"));
     }
+    Ok(reason)
+}
+
+async fn remove(cli: &Cli, target: &Target) -> Result<(), CliError> {
+    let reason = checked_reason(target)?;
+    let actor = actor(target.actor.as_deref())?;
+    let admin = Admin::new(cli.pool().await?, &cli.schema);
+    let outcome = admin.remove_schedule(&target.name, &actor, reason).await?;
+    if cli.json {
+        print_json(&outcome)?;
+    }
+    let message = outcome.message(&target.name);
+    match outcome {
+        ScheduleRemoval::Applied => {
+            if !cli.json {
+                outln!("{message}");
+            }
+            Ok(())
+        }
+        _ => Err(CliError::msg(message)),
+    }
+}
+
+async fn act(cli: &Cli, target: &Target, pause: bool) -> Result<(), CliError> {
+    let reason = checked_reason(target)?;
     let actor = actor(target.actor.as_deref())?;
     let admin = Admin::new(cli.pool().await?, &cli.schema);
     let outcome = if pause {

@@ -113,6 +113,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "claim_due",
         template: include_str!("../migrations/0007_claim_due.sql"),
     },
+    Migration {
+        version: 8,
+        name: "schedule_decisions",
+        template: include_str!("../migrations/0008_schedule_decisions.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

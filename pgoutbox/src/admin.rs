@@ -42,7 +42,8 @@ pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
 pub use overview::{LastAttempt, Overview, StalledRow, Throughput};
 pub use schedules::{
-    ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRow,
+    ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRemoval,
+    ScheduleRow, UndeclaredSchedule,
 };
 
 /// An operator's action.
@@ -566,6 +567,9 @@ pub struct Stats {
     pub unserved: Vec<(String, String, i64)>,
     /// Schedules that two live workers declare differently.
     pub schedule_conflicts: Vec<ScheduleConflict>,
+    /// Schedules that no live worker declares (retired from the code, or
+    /// all their workers down).
+    pub undeclared_schedules: Vec<UndeclaredSchedule>,
 }
 
 /// Operators' access to one schema.
@@ -798,6 +802,7 @@ impl Admin {
         let unhandled = self.store.unhandled_names(&mut conn, live_ms).await?;
         let unserved = self.store.unserved_queues(&mut conn, live_ms).await?;
         let schedule_conflicts = self.schedule_conflicts(&mut conn, live_ms).await?;
+        let undeclared_schedules = self.undeclared_schedules(&mut conn, live_ms).await?;
         Ok(Stats {
             counts,
             oldest_ready_seconds,
@@ -806,6 +811,7 @@ impl Admin {
             unhandled,
             unserved,
             schedule_conflicts,
+            undeclared_schedules,
         })
     }
 

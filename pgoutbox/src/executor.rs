@@ -21,6 +21,8 @@ use crate::registry::{BoxFuture, ErasedHandler, HandlerFailure, Registration};
 #[cfg(feature = "testing")]
 use crate::runtime::Crash;
 use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
+#[cfg(feature = "nats")]
+use crate::state::Outcome;
 use crate::storable;
 use crate::store::{Claimed, Fence, NewOperation, Store};
 
@@ -233,6 +235,15 @@ async fn no_handler(rt: &Runtime, claimed: &Claimed, running: &RunningOp) {
 /// Relays one operation: sends its message, frees the handler slot once
 /// the client has it, waits for the broker's acknowledgement, records the
 /// receipt with the success (through the completer, in batches).
+///
+/// A message sent and never acknowledged may be in the stream: the attempt
+/// ends unknown, and the operation is sent again only while the broker
+/// still drops copies, that is when the retry will be sent within the
+/// broker's duplicate window of the *first* send that may have landed (the
+/// earliest attempt with an unknown outcome since the operator's latest
+/// retry, or this one). Otherwise it is `stalled`, for an operator to
+/// decide. The same rule is checked again before a retry is sent, since a
+/// claim can come later than its backoff.
 #[cfg(feature = "nats")]
 async fn run_relay(
     rt: &Runtime,
@@ -248,11 +259,60 @@ async fn run_relay(
         .options()
         .timeout
         .unwrap_or(rt.settings.workflow_system.handler_timeout);
-    let (end, result) = relay_attempt(rt, claimed, relay, timeout, running).await;
-    // A failure before the send still holds the slot.
-    running.release_slot();
-    rt.wake.notify_one();
-    let decision = attempt.decide(end, jitter());
+    let window = relay.relay.backend.duplicate_window();
+    let (decision, result) = match earlier_send(rt, claimed).await {
+        Err(e) => {
+            // Nothing is sent while it is unknown whether it is safe to.
+            running.release_slot();
+            rt.wake.notify_one();
+            let end = AttemptEnd::Unknown {
+                outcome: Outcome::Aborted,
+                error: format!(
+                    "the relay did not send the message: it cannot read whether an earlier \
+                     attempt's send may have landed ({e})"
+                ),
+            };
+            (attempt.decide(end, jitter()), None)
+        }
+        Ok(earlier) => {
+            // From the first send that may have landed, so far.
+            let since_first = || match earlier {
+                Some((read, since)) => since + read.elapsed(),
+                None => started.elapsed(),
+            };
+            let refused = match earlier {
+                Some(_) => resend_refused(relay, &since_first, Duration::ZERO, window).await,
+                None => None,
+            };
+            if let Some(reason) = refused {
+                running.release_slot();
+                rt.wake.notify_one();
+                let end = AttemptEnd::Unknown {
+                    outcome: Outcome::Aborted,
+                    error: format!(
+                        "the relay did not send the message again, as an earlier attempt's \
+                         send may have landed and {reason}"
+                    ),
+                };
+                // The reason is in the error already.
+                (attempt.decide(end, jitter()).stall(""), None)
+            } else {
+                let (end, result) = relay_attempt(rt, claimed, relay, timeout, running).await;
+                // A failure before the send still holds the slot.
+                running.release_slot();
+                rt.wake.notify_one();
+                let decision = attempt.decide(end, jitter());
+                let refused = match decision.in_doubt_retry() {
+                    Some(delay) => resend_refused(relay, &since_first, delay, window).await,
+                    None => None,
+                };
+                match refused {
+                    Some(reason) => (decision.stall(&reason), result),
+                    None => (decision, result),
+                }
+            }
+        }
+    };
     record(
         rt,
         &claimed.name,
@@ -270,6 +330,47 @@ async fn run_relay(
         .record(started.elapsed().as_secs_f64());
 }
 
+/// Why a retry sent `delay` from now must not be sent (see
+/// `relay::resend_refused`), given the time `since_first` from the first
+/// send that may have landed and the `window` as last read. A refusal is
+/// checked once more with the window read again from the broker: it may
+/// have changed.
+#[cfg(feature = "nats")]
+async fn resend_refused(
+    relay: &crate::relay::RouteRelay,
+    since_first: &impl Fn() -> Duration,
+    delay: Duration,
+    window: Option<Duration>,
+) -> Option<String> {
+    crate::relay::resend_refused(since_first() + delay, window)?;
+    let window = relay.relay.backend.reread_duplicate_window().await;
+    crate::relay::resend_refused(since_first() + delay, window)
+}
+
+/// When an earlier attempt of a relayed operation ended with an unknown
+/// outcome (its message may be in the stream): the instant this was read
+/// and how long before it that attempt started, by the database's clock.
+/// `None` when no attempt did (or this is the first attempt).
+#[cfg(feature = "nats")]
+async fn earlier_send(
+    rt: &Runtime,
+    claimed: &Claimed,
+) -> Result<Option<(Instant, Duration)>, String> {
+    if claimed.attempt <= 1 {
+        return Ok(None);
+    }
+    let limit = rt.settings.workflow_system.lease;
+    let read = Instant::now();
+    let ms = tokio::time::timeout(limit, async {
+        let mut conn = rt.pool.acquire().await?;
+        rt.store.relay_first_send(&mut conn, claimed.id).await
+    })
+    .await
+    .map_err(|_| format!("no answer within {limit:?}"))?
+    .map_err(|e| e.to_string())?;
+    Ok(ms.map(|ms| (read, Duration::from_millis(u64::try_from(ms).unwrap_or(0)))))
+}
+
 /// One relay attempt's end, and the broker's receipt when it succeeded.
 #[cfg(feature = "nats")]
 async fn relay_attempt(
@@ -279,12 +380,17 @@ async fn relay_attempt(
     timeout: Duration,
     running: &RunningOp,
 ) -> (AttemptEnd, Option<serde_json::Value>) {
-    let refused = |r: crate::relay::Refusal| {
-        AttemptEnd::Failed(if r.permanent {
-            HandlerError::permanent(r.message)
-        } else {
-            HandlerError::retryable(r.message)
-        })
+    let refused = |r: crate::relay::Refusal| match r.kind {
+        crate::relay::RefusalKind::Permanent => {
+            AttemptEnd::Failed(HandlerError::permanent(r.message))
+        }
+        crate::relay::RefusalKind::Retryable => {
+            AttemptEnd::Failed(HandlerError::retryable(r.message))
+        }
+        crate::relay::RefusalKind::Unknown(outcome) => AttemptEnd::Unknown {
+            outcome,
+            error: r.message,
+        },
     };
     let message = match relay.message(
         &claimed.name,
@@ -312,11 +418,24 @@ async fn relay_attempt(
     // while the acknowledgement comes (the in-flight bound still holds).
     running.release_slot();
     rt.wake.notify_one();
+    // From here the message may be in the stream whatever happens.
+    let in_doubt = |outcome, what: String| AttemptEnd::Unknown {
+        outcome,
+        error: format!(
+            "{what}; the message was sent, so it may be in the stream: the outcome is unknown"
+        ),
+    };
     tokio::select! {
         biased;
-        reason = running.aborted() => (AttemptEnd::Aborted(reason), None),
+        reason = running.aborted() => (
+            in_doubt(Outcome::Aborted, format!("the relay stopped waiting for the PubAck ({reason})")),
+            None,
+        ),
         acked = tokio::time::timeout_at(deadline, ack) => match acked {
-            Err(_) => (AttemptEnd::TimedOut(timeout), None),
+            Err(_) => (
+                in_doubt(Outcome::TimedOut, format!("no PubAck within the handler timeout ({timeout:?})")),
+                None,
+            ),
             Ok(Err(r)) => (refused(r), None),
             Ok(Ok(receipt)) => (AttemptEnd::Succeeded, Some(receipt)),
         },

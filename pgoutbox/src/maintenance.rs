@@ -218,18 +218,33 @@ async fn rescue_expired(rt: &Runtime, limit: Duration) -> Result<(), sqlx::Error
 /// Logs and exports the ready operations that no live worker would
 /// claim: those whose name no live worker handles (gauge
 /// `pgoutbox_unhandled_operations`) and those in a queue that no live
-/// worker handling their name serves (gauge `pgoutbox_unserved_operations`).
+/// worker handling their name serves (gauge `pgoutbox_unserved_operations`);
+/// and the schedules that no live worker declares (gauge
+/// `pgoutbox_schedules_undeclared`).
 pub(crate) async fn report_unhandled(rt: &Runtime) {
     let live_within = millis(rt.settings.workflow_system.lease * 3);
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         let unhandled = rt.store.unhandled_names(&mut conn, live_within).await?;
         let unserved = rt.store.unserved_queues(&mut conn, live_within).await?;
-        Ok::<_, sqlx::Error>((unhandled, unserved))
+        let undeclared: Vec<crate::store::schedules::Undeclared> = rt
+            .store
+            .schedules_undeclared(&mut conn, live_within)
+            .await?;
+        Ok::<_, sqlx::Error>((unhandled, unserved, undeclared))
     }
     .await;
     match result {
-        Ok((unhandled, unserved)) => {
+        Ok((unhandled, unserved, undeclared)) => {
+            for s in &undeclared {
+                tracing::warn!(
+                    schedule = %s.name, next_tick = %s.next_tick, paused = s.paused,
+                    "a schedule that no live worker declares: retired from the code \
+                     (`pgoutbox schedules remove`), or its workers are down"
+                );
+            }
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!("pgoutbox_schedules_undeclared").set(undeclared.len() as f64);
             let mut total = 0;
             for (name, count) in &unhandled {
                 total += count;

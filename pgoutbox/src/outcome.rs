@@ -43,6 +43,11 @@ pub(crate) enum AttemptEnd {
     /// A transactional handler's writes are then rolled back; a plain
     /// handler's effects stand.
     UnstorableResult { why: String, transactional: bool },
+    /// What the attempt did outside the database is unknown, for the
+    /// reason `error` gives (a relay's message sent and never
+    /// acknowledged): recorded as `outcome` (`timed_out`, `lost`,
+    /// `aborted`).
+    Unknown { outcome: Outcome, error: String },
 }
 
 /// What to record.
@@ -51,6 +56,40 @@ pub(crate) enum Decision {
     Success,
     Snooze { delay_ms: i64, note: String },
     Failure(Failure),
+}
+
+impl Decision {
+    /// The delay before the operation runs again, when this decision
+    /// retries it after an unknown outcome.
+    pub(crate) fn in_doubt_retry(&self) -> Option<Duration> {
+        match self {
+            Decision::Failure(f) if f.next_status == Status::Retrying && f.outcome.is_unknown() => {
+                Some(Duration::from_millis(
+                    u64::try_from(f.retry_delay_ms).unwrap_or(0),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// This decision with the operation `stalled` rather than retried, for
+    /// `reason` (added to the attempt's error unless empty): re-running it
+    /// is not safe.
+    pub(crate) fn stall(self, reason: &str) -> Decision {
+        match self {
+            Decision::Failure(mut f) if f.next_status == Status::Retrying => {
+                f.next_status = Status::Stalled;
+                if !reason.is_empty() {
+                    let _ = write!(f.error, "; not retried: {reason}");
+                    f.error = storable::text(&f.error);
+                    f.chain
+                        .push(storable::text(&format!("not retried: {reason}")));
+                }
+                Decision::Failure(f)
+            }
+            other => other,
+        }
+    }
 }
 
 /// What the attempt means for the operation.
@@ -66,6 +105,7 @@ pub(crate) struct Attempt {
 
 impl Attempt {
     /// Decides; `jitter` in `[0, 1)` places the retry delay in its band.
+    #[allow(clippy::too_many_lines)] // One arm per way an attempt ends, in order.
     pub(crate) fn decide(&self, end: AttemptEnd, jitter: f64) -> Decision {
         // Attempt numbers only grow; snoozed attempts do not count.
         let counted = self.number.saturating_sub(self.snoozes);
@@ -186,6 +226,9 @@ impl Attempt {
                      stands, so the operation waits for an operator"
                 );
                 failure(Outcome::Failed, Status::Stalled, error.clone(), vec![error])
+            }
+            AttemptEnd::Unknown { outcome, error } => {
+                failure(outcome, in_doubt, error.clone(), vec![error])
             }
             AttemptEnd::NotCommitted(reason) => {
                 let error = format!(
@@ -322,6 +365,33 @@ mod tests {
         assert_eq!(
             next(&attempt(1, true).decide(not_committed(), 0.0)),
             Status::Retrying
+        );
+    }
+
+    #[test]
+    fn an_unknown_end_retries_an_idempotent_operation_unless_stalled() {
+        let unknown = || AttemptEnd::Unknown {
+            outcome: Outcome::TimedOut,
+            error: "no PubAck".into(),
+        };
+        let d = attempt(1, true).decide(unknown(), 0.0);
+        assert_eq!(next(&d), Status::Retrying);
+        assert!(d.in_doubt_retry().is_some());
+        let d = d.stall("past the window");
+        assert_eq!(next(&d), Status::Stalled);
+        let Decision::Failure(f) = d else {
+            panic!("a failure")
+        };
+        assert_eq!(f.outcome, Outcome::TimedOut);
+        assert_eq!(f.error, "no PubAck; not retried: past the window");
+        assert_eq!(
+            next(&attempt(1, false).decide(unknown(), 0.0)),
+            Status::Stalled
+        );
+        let failed = attempt(1, true).decide(AttemptEnd::Failed(HandlerError::retryable("x")), 0.0);
+        assert!(
+            failed.in_doubt_retry().is_none(),
+            "a plain failure is not in doubt"
         );
     }
 

@@ -38,10 +38,16 @@
 //! - [`NAME`], [`ID`], [`ROOT_ID`] and [`SCHEMA_HASH`] say which operation
 //!   it is, and with which payload schema it was published.
 //!
-//! A relayed operation must be declared `idempotent`: after a relay
-//! vanished mid-publish, the message is sent again (JetStream drops the
-//! copy within the duplicate window) rather than left `stalled`. The
-//! guarantees and what a consumer does beyond the window are in
+//! A relayed operation must be declared `idempotent`: a message sent whose
+//! PubAck never came (a timeout, a connection lost after the send, a relay
+//! stopped or vanished) may be in the stream; its attempt is recorded as
+//! an unknown outcome (`timed_out`, `lost`, `aborted`), and the message is
+//! sent again only while JetStream still drops the copy: when the retry is
+//! sent within the stream's duplicate window of the first send that may
+//! have landed. Otherwise the operation is `stalled`, its error naming the
+//! window, for an operator to decide. A refusal that certainly stored
+//! nothing (no stream, an error reply) is an ordinary retryable failure.
+//! The guarantees and what a consumer does beyond the window are in
 //! `docs/consistency.md`.
 //!
 //! Consumers decode with [`decode`], which checks the name and the schema
@@ -55,6 +61,7 @@ mod subject;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::definition::{Operation, OperationSchema};
 use crate::registry::BoxFuture;
@@ -88,27 +95,48 @@ pub(crate) struct Message {
     pub(crate) body: Vec<u8>,
 }
 
-/// Why a broker did not take a message: `permanent` when sending it again
-/// cannot help (it is larger than the server allows), otherwise a
-/// retryable failure.
+/// Why a publish did not end with the broker's acknowledgement.
 #[derive(Debug, Clone)]
 pub(crate) struct Refusal {
     pub(crate) message: String,
-    pub(crate) permanent: bool,
+    pub(crate) kind: RefusalKind,
+}
+
+/// What a [`Refusal`] says about the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RefusalKind {
+    /// Certainly not stored, and sending it again may help (no stream
+    /// captured it, a permission, an error reply from the server).
+    Retryable,
+    /// Certainly not stored, and sending it again cannot help (it is
+    /// larger than the server allows).
+    Permanent,
+    /// Perhaps stored: it was sent and no answer came (no PubAck in time:
+    /// `timed_out`; the connection lost after the send: `lost`).
+    Unknown(crate::state::Outcome),
 }
 
 impl Refusal {
     pub(crate) fn retryable(message: impl Into<String>) -> Self {
         Refusal {
             message: message.into(),
-            permanent: false,
+            kind: RefusalKind::Retryable,
         }
     }
 
     pub(crate) fn permanent(message: impl Into<String>) -> Self {
         Refusal {
             message: message.into(),
-            permanent: true,
+            kind: RefusalKind::Permanent,
+        }
+    }
+
+    /// A message sent whose fate is unknown: `outcome` is `timed_out` or
+    /// `lost`.
+    pub(crate) fn unknown(outcome: crate::state::Outcome, message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            kind: RefusalKind::Unknown(outcome),
         }
     }
 }
@@ -128,6 +156,42 @@ pub(crate) trait Backend: Send + Sync + fmt::Debug {
     /// Sends `message`: returns once the client has taken it, with the
     /// future of its acknowledgement, so that many can be in flight.
     fn send(&self, message: Message) -> BoxFuture<'_, Result<Ack, Refusal>>;
+
+    /// How long after a first send the broker still drops a copy of the
+    /// message (JetStream: the shortest `duplicate_window` among the
+    /// streams the relay publishes to), as last read; `None` before it
+    /// was read, or when the broker does not deduplicate.
+    fn duplicate_window(&self) -> Option<Duration>;
+
+    /// Reads the duplicate window again from the broker (unless it was
+    /// just read) and returns it, as [`Backend::duplicate_window`]: before
+    /// an operation is stalled for a window that may have changed.
+    fn reread_duplicate_window(&self) -> BoxFuture<'_, Option<Duration>>;
+}
+
+/// Why re-sending a message whose first send may have landed is not safe:
+/// the retry would reach the broker after `window` (the broker's
+/// duplicate window, `None` when unknown) from the first send, when a
+/// copy would no longer be dropped. `since_first` is the time from the
+/// first send that may have landed to the retry's send; `None`: safe.
+///
+/// ```text
+/// the retry would be sent 4.1s after the first send, past the stream's 500ms duplicate window
+/// ```
+pub(crate) fn resend_refused(since_first: Duration, window: Option<Duration>) -> Option<String> {
+    let since = human(since_first);
+    match window {
+        Some(window) if since_first < window => None,
+        Some(window) => Some(format!(
+            "the retry would be sent {since} after the first send, past the stream's {} \
+             duplicate window",
+            human(window)
+        )),
+        None => Some(format!(
+            "the retry would be sent {since} after the first send, and the stream's duplicate \
+             window is not known"
+        )),
+    }
 }
 
 /// Where an operation's messages go: a broker and a subject.
@@ -476,6 +540,12 @@ impl RouteRelay {
     }
 }
 
+/// `d` to the millisecond, as people write it (`500ms`, `4s 100ms`, `2m`).
+fn human(d: Duration) -> String {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
 /// Whether `name` matches `pattern`, where `*` stands for any run of
 /// characters (dots included): `orders.*` matches `orders.placed` and
 /// `orders.eu.placed`.
@@ -501,6 +571,27 @@ pub(crate) fn name_matches(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::name_matches;
+
+    #[test]
+    fn a_resend_is_refused_past_the_window() {
+        use std::time::Duration;
+
+        use super::resend_refused;
+        let window = Some(Duration::from_millis(500));
+        assert_eq!(resend_refused(Duration::from_millis(499), window), None);
+        assert_eq!(
+            resend_refused(Duration::from_millis(4100), window).as_deref(),
+            Some(
+                "the retry would be sent 4s 100ms after the first send, past the stream's 500ms \
+                 duplicate window"
+            )
+        );
+        assert!(resend_refused(Duration::from_millis(500), window).is_some());
+        assert!(
+            resend_refused(Duration::ZERO, None)
+                .is_some_and(|r| r.contains("duplicate window is not known"))
+        );
+    }
 
     #[test]
     fn name_patterns() {

@@ -566,7 +566,8 @@ impl Compiled {
         due
     }
 
-    fn previous(&self, tick: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    /// The last tick strictly before `tick`.
+    pub(crate) fn previous(&self, tick: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = tick.with_timezone(&self.zone);
         self.cron
             .find_previous_occurrence(&local, false)

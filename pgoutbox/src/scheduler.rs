@@ -11,7 +11,10 @@
 //! A tick is *missed* when no live worker declaring the schedule was
 //! running at its time (it is older than the earliest start of the live
 //! workers that declare it); missed ticks follow the schedule's policy and
-//! are each logged. Every other due tick is published.
+//! are each logged. A tick in a pause that no worker saw (the schedule was
+//! paused and resumed while none ran) is held, not missed. Every other due
+//! tick is published. Each tick is decided once: the row records the last
+//! tick decided, and a new declaration's cursor starts after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,9 +29,9 @@ use crate::duration::millis;
 use crate::publish::PublishOptions;
 use crate::router::ScheduledRoute;
 use crate::runtime::Runtime;
-use crate::schedule::{MAX_MISSED_TICKS, MissedTicks, plan, schedule_key};
+use crate::schedule::{Due, MAX_MISSED_TICKS, MissedTicks, Schedule, plan, schedule_key};
 use crate::store::Store;
-use crate::store::schedules::{Declaration, Rival};
+use crate::store::schedules::{Declaration, Rival, ScheduleState};
 
 /// The longest the scheduler sleeps between two looks at its schedules
 /// (the next tick is usually sooner).
@@ -87,8 +90,8 @@ fn declaration(s: &ScheduledRoute) -> Declaration<'_> {
 /// schedule's row lock: a new name is recorded with its first tick; a name
 /// that a live worker declares otherwise is refused, unless the schedule
 /// takes over; a declaration in force that no live worker holds any more
-/// is replaced by this one (its cursor after the last tick published, so
-/// that the ticks missed since are found).
+/// is replaced by this one (its cursor after the last tick decided, so
+/// that the ticks missed since are found and none is decided twice).
 pub(crate) async fn declare(
     conn: &mut PgConnection,
     store: &Store,
@@ -104,11 +107,19 @@ pub(crate) async fn declare(
             .compiled
             .next_after(now)
             .ok_or_else(|| DeclareError::Ended(s.name.clone()))?;
-        store.schedule_insert(&mut tx, d, first).await?;
-        let state = store
-            .schedule_lock(&mut tx, &s.name, worker, live_ms)
-            .await?
-            .ok_or(DeclareError::Database(sqlx::Error::RowNotFound))?;
+        // An operator's removal may delete the row between the insert and
+        // the lock (`pgoutbox schedules remove`): then it is recorded anew.
+        let mut state = None;
+        for _ in 0..3 {
+            store.schedule_insert(&mut tx, d, first).await?;
+            state = store
+                .schedule_lock(&mut tx, &s.name, worker, live_ms)
+                .await?;
+            if state.is_some() {
+                break;
+            }
+        }
+        let state = state.ok_or(DeclareError::Database(sqlx::Error::RowNotFound))?;
         let rivals = store
             .schedule_rivals(&mut tx, &s.name, worker, &s.declaration, live_ms)
             .await?;
@@ -150,10 +161,7 @@ pub(crate) async fn declare(
             }
         }
         if state.declaration != s.declaration {
-            let next = s
-                .compiled
-                .next_after(state.last_tick.unwrap_or(now))
-                .unwrap_or_else(never);
+            let next = adopted_cursor(&state, s);
             tracing::info!(
                 schedule = %s.name,
                 was = %describe(&state.operation, &state.cron, &state.time_zone, &state.missed),
@@ -166,6 +174,56 @@ pub(crate) async fn declare(
         tx.commit().await?;
     }
     Ok(())
+}
+
+/// The cursor of declaration `s` when it replaces the one in force: the
+/// first of its ticks after the last tick decided (published, skipped
+/// while paused, skipped by the policy, or whose payload failed), so that
+/// a tick already decided never comes due again as missed. A row from
+/// before migration 8 records no decision: every tick of the expression in
+/// the row before its cursor was decided, so the last of them stands in.
+fn adopted_cursor(state: &ScheduleState, s: &ScheduledRoute) -> DateTime<Utc> {
+    let decided = state
+        .last_decided
+        .or_else(|| {
+            Schedule::cron(state.cron.as_str())
+                .time_zone(state.time_zone.as_str())
+                .compile(&s.name, state.now)
+                .ok()
+                .and_then(|old| old.previous(state.next_tick))
+        })
+        .into_iter()
+        .chain(state.last_tick)
+        .max()
+        .unwrap_or(state.now);
+    s.compiled.next_after(decided).unwrap_or_else(never)
+}
+
+/// Whether tick `t` falls in the schedule's last pause window, recorded by
+/// the resume: such a tick that no worker handled while the schedule was
+/// paused (none was running) is held, not missed.
+fn held(state: &ScheduleState, t: DateTime<Utc>) -> bool {
+    matches!((state.held_from, state.held_until), (Some(from), Some(until)) if from <= t && t < until)
+}
+
+/// Takes out of `due` the ticks of a pause that no worker saw (none ran
+/// while it lasted), and logs them: held by the operator, not missed.
+fn hold(state: &ScheduleState, name: &str, due: &mut Due) {
+    let mut held_ticks: Vec<DateTime<Utc>> = Vec::new();
+    for ticks in [&mut due.missed, &mut due.regular] {
+        ticks.retain(|t| {
+            let h = held(state, *t);
+            if h {
+                held_ticks.push(*t);
+            }
+            !h
+        });
+    }
+    held_ticks.sort_unstable();
+    for t in &held_ticks {
+        tracing::info!(schedule = %name, tick = %rfc(*t), "the schedule was paused at this tick: tick not published");
+        metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => name.to_owned(), "outcome" => "paused").increment(1);
+    }
 }
 
 /// What the scheduler last said about a schedule, so that a state that
@@ -265,10 +323,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
             return Ok(until(state.now, state.next_tick));
         }
         // Nobody live holds the declaration in force: this one takes its place.
-        let next = s
-            .compiled
-            .next_after(state.last_tick.unwrap_or(state.now))
-            .unwrap_or_else(never);
+        let next = adopted_cursor(&state, s);
         tracing::warn!(
             schedule = %s.name,
             was = %describe(&state.operation, &state.cron, &state.time_zone, &state.missed),
@@ -287,22 +342,25 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
         return Ok(until(state.now, state.next_tick));
     }
     let covered_since = state.covered_since.unwrap_or(state.now);
-    let due = s
+    let mut due = s
         .compiled
         .due(state.next_tick, state.now, covered_since, MAX_MISSED_TICKS);
     let next = s.compiled.next_after(state.now).unwrap_or_else(never);
     let policy = s.schedule.missed_ticks();
+    // Every due tick is decided by this look, whatever becomes of it.
+    let decided = due.regular.last().or(due.missed.last()).copied();
     if state.paused {
         for t in due.missed.iter().chain(&due.regular) {
             tracing::info!(schedule = %s.name, tick = %rfc(*t), "the schedule is paused: tick not published");
             metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "paused").increment(1);
         }
         rt.store
-            .schedule_advance(&mut tx, &s.name, &s.declaration, next, None)
+            .schedule_advance(&mut tx, &s.name, &s.declaration, next, None, decided)
             .await?;
         tx.commit().await?;
         return Ok(until(state.now, next));
     }
+    hold(&state, &s.name, &mut due);
     if due.more_missed {
         tracing::warn!(
             schedule = %s.name,
@@ -318,7 +376,7 @@ async fn tick(rt: &Runtime, s: &ScheduledRoute, said: &mut Said) -> Result<Durat
     }
     let last = publish(rt, &mut tx, s, &plan.publish, policy).await?;
     rt.store
-        .schedule_advance(&mut tx, &s.name, &s.declaration, next, last)
+        .schedule_advance(&mut tx, &s.name, &s.declaration, next, last, decided)
         .await?;
     tx.commit().await?;
     Ok(until(state.now, next))

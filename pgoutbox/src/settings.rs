@@ -167,8 +167,9 @@ pub struct NatsSettings {
     /// The stream the subjects must land in, checked at start-up; unset:
     /// any stream that captures them.
     pub stream: Option<String>,
-    /// How long a publish waits for JetStream's acknowledgement before the
-    /// attempt fails (and is retried).
+    /// How long a publish waits for JetStream's acknowledgement; past it the
+    /// attempt is an unknown outcome (`timed_out`), re-sent only within the
+    /// stream's duplicate window of the first send, else `stalled`.
     #[serde(with = "duration")]
     pub publish_timeout: Duration,
     /// The most messages sent and not yet acknowledged.

@@ -189,12 +189,15 @@ text_enum! {
         /// The handler returned an error or panicked, its payload did not
         /// decode, or its transaction did not commit.
         Failed = "failed",
-        /// The worker vanished: its lease expired mid-attempt.
+        /// The worker vanished: its lease expired mid-attempt; or a relay
+        /// lost its connection to the broker after sending the message.
         Lost = "lost",
-        /// The handler ran past its timeout and was abandoned.
+        /// The handler ran past its timeout and was abandoned; or a relay
+        /// sent the message and its acknowledgement did not come in time.
         TimedOut = "timed_out",
         /// The handler was abandoned at shutdown, or when its lease could
-        /// not be renewed.
+        /// not be renewed; or a relay did not send again a message whose
+        /// earlier send may have landed.
         Aborted = "aborted",
         /// Admitted by the storage for an attempt ended by a cancellation;
         /// not recorded by this version (a running operation cannot be
@@ -202,6 +205,21 @@ text_enum! {
         Cancelled = "cancelled",
         /// The handler asked to run again later; the attempt does not count.
         Snoozed = "snoozed",
+    }
+}
+
+impl Outcome {
+    /// Whether the outcome is unknown (`lost`, `timed_out`, `aborted`):
+    /// what the attempt did outside the database is not known.
+    ///
+    /// ```
+    /// use pgoutbox::Outcome;
+    ///
+    /// assert!(Outcome::TimedOut.is_unknown());
+    /// assert!(!Outcome::Failed.is_unknown());
+    /// ```
+    pub const fn is_unknown(self) -> bool {
+        matches!(self, Outcome::Lost | Outcome::TimedOut | Outcome::Aborted)
     }
 }
 

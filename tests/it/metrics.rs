@@ -11,7 +11,7 @@ use crate::ops::{Behaviour, Work};
 use crate::support::{publish_one, settings, test_db, wait_for_count};
 
 /// `GET /metrics` on `addr`: the response body.
-fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("the endpoint accepts");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -29,7 +29,7 @@ fn scrape(addr: std::net::SocketAddr) -> String {
 
 /// The value of the sample `series` (name and labels, as exposed) in a
 /// scrape, 0 when absent.
-fn sample(scrape: &str, series: &str) -> f64 {
+pub(crate) fn sample(scrape: &str, series: &str) -> f64 {
     scrape
         .lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())

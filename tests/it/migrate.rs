@@ -390,9 +390,9 @@ async fn the_state_types_are_the_check_constraints() {
     assert_eq!(admitted(&db, "operations_status_check").await, statuses);
     let outcomes: BTreeSet<String> = Outcome::ALL.iter().map(|o| o.as_str().to_owned()).collect();
     assert_eq!(admitted(&db, "attempts_outcome_check").await, outcomes);
-    // Operators' actions on operations, and on schedules (migration 3).
+    // Operators' actions on operations, and on schedules (migrations 3 and 8).
     let actions: BTreeSet<String> = [
-        "retry", "cancel", "resolve", "replay", "purge", "pause", "resume",
+        "retry", "cancel", "resolve", "replay", "purge", "pause", "resume", "remove",
     ]
     .map(str::to_owned)
     .into();

@@ -81,6 +81,11 @@ impl Worker {
         }
     }
 
+    /// The process id.
+    pub(crate) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: the process vanishes mid-call, as in a crash.
     pub(crate) fn kill(mut self) {
         self.child.kill().expect("SIGKILL");

@@ -578,6 +578,636 @@ async fn cluster_node_killed_mid_relay() {
     .await;
 }
 
+// ---- Unknown outcomes (issue 23): a PubAck that never came ----
+
+/// Creates the stream `events.>` with `window` as its duplicate window.
+async fn create_stream_with_window(client: &async_nats::Client, window: Duration) {
+    let js = jetstream::new(client.clone());
+    js.create_stream(jetstream::stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec!["events.>".to_owned()],
+        duplicate_window: window,
+        ..Default::default()
+    })
+    .await
+    .expect("the stream");
+}
+
+/// The messages the stream holds.
+async fn stream_messages(client: &async_nats::Client) -> u64 {
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+/// An attempt as the history shows it: number, outcome, error, result.
+type AttemptRow = (
+    i32,
+    Option<String>,
+    Option<String>,
+    Option<serde_json::Value>,
+);
+
+async fn history(db: &TestDatabase, id: pgoutbox::OperationId) -> Vec<AttemptRow> {
+    sqlx::query_as(
+        "SELECT number, outcome, error, result FROM pgoutbox.attempts
+         WHERE operation_id = $1 ORDER BY id",
+    )
+    .bind(id.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits until operation `id` is in one of `states`; returns its state.
+async fn wait_for_state(
+    db: &TestDatabase,
+    id: pgoutbox::OperationId,
+    states: &[&str],
+    within: Duration,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let state = crate::support::status(db, id).await;
+        if states.contains(&state.as_str()) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after {within:?} operation {id} is `{state}`, not one of {states:?}: {:?}",
+            history(db, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn one_order() -> OrderPlaced {
+    OrderPlaced {
+        order_id: 1,
+        region: "eu".into(),
+        note: "the one".into(),
+    }
+}
+
+/// nats-server frozen (SIGSTOP) across the PubAck timeout (2 s), with the
+/// operation published meanwhile, then thawed: the first attempt is an
+/// unknown outcome (`timed_out`, with the client's message), never
+/// `failed`; the retry, within the stream's duplicate window, is dropped
+/// by JetStream as a duplicate: one message in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_puback_timeout_is_an_unknown_outcome() {
+    if !wanted("relay::a_puback_timeout_is_an_unknown_outcome") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_mins(2)).await;
+    let db = test_db().await;
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    server.signal("STOP");
+    let id = crate::support::publish_one(&db, one_order()).await;
+    // Past the 2 s publish timeout of the first attempt.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    server.signal("CONT");
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: PubAck timeout: {attempts:?}");
+    assert_eq!(state, "succeeded", "{attempts:?}");
+    let (_, outcome, error, _) = &attempts[0];
+    assert_eq!(outcome.as_deref(), Some("timed_out"), "{attempts:?}");
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("didn't receive ack in time")),
+        "the broker's message is kept: {attempts:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|(_, o, _, _)| o.as_deref() != Some("failed")),
+        "no attempt `failed`: {attempts:?}"
+    );
+    let (_, _, _, receipt) = attempts.last().unwrap();
+    assert_eq!(
+        receipt.as_ref().unwrap()["duplicate"],
+        true,
+        "the first send had landed: {attempts:?}"
+    );
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
+/// The same unknown outcome with a stream whose duplicate window (500 ms)
+/// is shorter than the time to the retry (the 2 s PubAck timeout, then a
+/// 4 s backoff): a retry would not be deduplicated, so the operation is
+/// `stalled` with a reason naming the window, and nothing is re-sent: the
+/// stream still holds one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_outcome_past_the_duplicate_window_stalls() {
+    if !wanted("relay::an_unknown_outcome_past_the_duplicate_window_stalls") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_millis(500)).await;
+    let db = test_db().await;
+    let mut settings = relay_settings(&db);
+    settings.workflow_system.backoff_initial = Duration::from_secs(4);
+    settings.workflow_system.backoff_max = Duration::from_secs(4);
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(settings)
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    server.signal("STOP");
+    let id = crate::support::publish_one(&db, one_order()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.signal("CONT");
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    // Long enough for a retry after the 4 s backoff to have been sent.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = crate::support::status(&db, id).await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: window shorter than the backoff: {state}, {attempts:?}");
+    assert_eq!(state, "stalled", "{attempts:?}");
+    assert_eq!(later, "stalled", "it stays stalled: {attempts:?}");
+    assert_eq!(attempts.len(), 1, "not re-sent: {attempts:?}");
+    let (_, outcome, error, _) = &attempts[0];
+    assert_eq!(outcome.as_deref(), Some("timed_out"));
+    let error = error.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("500ms duplicate window") && error.contains("after the first send"),
+        "the reason names the window: {error}"
+    );
+    assert_eq!(stream_messages(&client).await, 1, "still one message");
+}
+
+/// A relay process killed (SIGKILL) while nats-server is frozen with its message
+/// sent and the PubAck outstanding, the stream's duplicate window 500 ms:
+/// the rescuer records the attempt `lost` a lease later, and the next
+/// relay, checking the window again before it sends, does not re-send (a
+/// copy would be stored): `stalled`, its attempt `aborted` naming the
+/// window; the stream holds the one message that landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_with_a_puback_outstanding_does_not_resend_past_the_window() {
+    if !wanted("relay::a_relay_killed_with_a_puback_outstanding_does_not_resend_past_the_window") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_millis(500)).await;
+    let db = test_db().await;
+    let killed = Worker::start_relay(&db.url(), 4, &server.url(), STREAM);
+    server.signal("STOP");
+    let id = crate::support::publish_one(&db, one_order()).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The claim is committed; the send follows at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    killed.kill();
+    server.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await == 0 {
+        assert!(Instant::now() < deadline, "the message sent never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: killed with a PubAck outstanding: {state}, {attempts:?}");
+    assert_eq!(state, "stalled", "{attempts:?}");
+    let outcomes: Vec<Option<&str>> = attempts.iter().map(|(_, o, _, _)| o.as_deref()).collect();
+    assert_eq!(outcomes, [Some("lost"), Some("aborted")], "{attempts:?}");
+    let error = attempts[1].2.as_deref().unwrap_or_default();
+    assert!(
+        error.contains("did not send the message again")
+            && error.contains("500ms duplicate window"),
+        "{error}"
+    );
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
+/// A relay stopped (`stop()`, `shutdown_wait` 2 s) while nats-server is
+/// frozen with three messages sent and their acknowledgements outstanding (publish
+/// timeout 30 s): the three attempts are `aborted` (unknown), not `failed`;
+/// the next relay re-sends them within the duplicate window and JetStream
+/// drops the copies: three messages, each operation `succeeded` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_with_pubacks_outstanding_records_them_unknown() {
+    if !wanted("relay::a_relay_stopped_with_pubacks_outstanding_records_them_unknown") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_mins(2)).await;
+    let db = test_db().await;
+    let router = |client: &async_nats::Client| {
+        let options = pgoutbox::relay::JetStreamOptions {
+            stream: Some(STREAM.to_owned()),
+            publish_timeout: Duration::from_secs(30),
+            max_in_flight: 256,
+        };
+        WorkflowRouter::with_prefix("relay").relay::<OrderPlaced>(Relay::jetstream_with(
+            client,
+            "events.orders.{region}",
+            options,
+        ))
+    };
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(router(&relay_client))
+        .start()
+        .await
+        .unwrap();
+    server.signal("STOP");
+    publish_orders(&db, 3).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL",
+        3,
+        Duration::from_secs(10),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = system.stop().await.unwrap();
+    server.signal("CONT");
+    let outcomes: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT outcome, error FROM pgoutbox.attempts ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    eprintln!("relay: stopped with PubAcks outstanding: {report:?}, {outcomes:?}");
+    assert_eq!(report.aborted, 3, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|(o, e)| o.as_deref() == Some("aborted")
+            && e.as_deref()
+                .is_some_and(|e| e.contains("stopped waiting for the PubAck"))),
+        "unknown, not failed: {outcomes:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await < 3 {
+        assert!(Instant::now() < deadline, "the messages sent never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(router(&relay_client))
+        .start()
+        .await
+        .unwrap();
+    wait_all_succeeded(&db, 3, Duration::from_secs(30)).await;
+    system.stop().await.unwrap();
+    let duplicates = check_exactly_once(&db, &client, 3).await;
+    assert_eq!(duplicates, 3, "the re-sent copies were dropped");
+}
+
+/// A TCP proxy in front of nats-server that can swallow the server's
+/// replies and cut every connection, as a network that breaks after the
+/// message was sent.
+struct Proxy {
+    port: u16,
+    swallow: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let swallow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (swallow_in, connections_in) = (swallow.clone(), connections.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    continue;
+                };
+                let swallow = swallow_in.clone();
+                let task = tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let up = async {
+                        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = server_read.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            if !swallow.load(Ordering::SeqCst)
+                                && client_write.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    };
+                    tokio::select! { () = up => {}, () = down => {} }
+                });
+                connections_in.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            swallow,
+            connections,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn swallow_replies(&self, on: bool) {
+        self.swallow.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection through the proxy (new ones are accepted).
+    fn cut(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The connection to nats-server cut after the message was sent (the
+/// server stored it; its PubAck never reached the relay): an unknown
+/// outcome (`timed_out` or `lost`), never `failed`; the retry is dropped
+/// by JetStream as a duplicate; one message in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_cut_after_the_send_is_an_unknown_outcome() {
+    if !wanted("relay::a_connection_cut_after_the_send_is_an_unknown_outcome") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_mins(2)).await;
+    let proxy = Proxy::start(server.port).await;
+    let db = test_db().await;
+    let relay_client = self::client(&proxy.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    proxy.swallow_replies(true);
+    let id = crate::support::publish_one(&db, one_order()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.cut();
+    proxy.swallow_replies(false);
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: connection cut after the send: {attempts:?}");
+    assert_eq!(state, "succeeded", "{attempts:?}");
+    let (_, outcome, error, _) = &attempts[0];
+    assert!(
+        matches!(outcome.as_deref(), Some("timed_out" | "lost")),
+        "unknown, not failed: {attempts:?}"
+    );
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("JetStream")),
+        "{attempts:?}"
+    );
+    let (_, _, _, receipt) = attempts.last().unwrap();
+    assert_eq!(receipt.as_ref().unwrap()["duplicate"], true, "{attempts:?}");
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
+/// The stream's duplicate window changed after the relay started (500 ms
+/// at start-up, then 2 minutes): before stalling an operation for the
+/// window it read at start, the relay reads it again, so the unknown
+/// outcome (a PubAck swallowed on the way back) is retried, and JetStream
+/// drops the copy: `succeeded`, one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_duplicate_window_is_read_again_before_stalling() {
+    if !wanted("relay::a_changed_duplicate_window_is_read_again_before_stalling") {
+        return;
+    }
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_millis(500)).await;
+    let proxy = Proxy::start(server.port).await;
+    let db = test_db().await;
+    let relay_client = self::client(&proxy.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    let js = jetstream::new(client.clone());
+    js.update_stream(jetstream::stream::Config {
+        name: STREAM.to_owned(),
+        subjects: vec!["events.>".to_owned()],
+        duplicate_window: Duration::from_mins(2),
+        ..Default::default()
+    })
+    .await
+    .expect("the stream's window changed");
+    proxy.swallow_replies(true);
+    let id = crate::support::publish_one(&db, one_order()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stream_messages(&client).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the message never reached the stream"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its PubAck is gone; what follows gets through.
+    proxy.swallow_replies(false);
+    let state = wait_for_state(
+        &db,
+        id,
+        &["succeeded", "stalled", "dead"],
+        Duration::from_secs(30),
+    )
+    .await;
+    system.stop().await.unwrap();
+    let attempts = history(&db, id).await;
+    eprintln!("relay: window changed after start-up: {attempts:?}");
+    assert_eq!(state, "succeeded", "{attempts:?}");
+    assert_eq!(attempts[0].1.as_deref(), Some("timed_out"), "{attempts:?}");
+    let (_, _, _, receipt) = attempts.last().unwrap();
+    assert_eq!(receipt.as_ref().unwrap()["duplicate"], true, "{attempts:?}");
+    assert_eq!(
+        stream_messages(&client).await,
+        1,
+        "one message in the stream"
+    );
+}
+
+/// 10,000 operations while nats-server is frozen (SIGSTOP) past the
+/// PubAck timeout and thawed three times (more in soak mode): exactly one
+/// stream message per operation, every operation `succeeded` or
+/// `stalled`, and no attempt `failed` for an operation whose message is in
+/// the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_operations_through_freezes_and_thaws() {
+    if !wanted("relay::ten_thousand_operations_through_freezes_and_thaws") {
+        return;
+    }
+    let started = Instant::now();
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, 0, &[]);
+    let client = client(&server.url()).await;
+    create_stream_with_window(&client, Duration::from_mins(2)).await;
+    let db = test_db().await;
+    let n = 10_000 * soak() as usize;
+    publish_orders(&db, n).await;
+    let relay_client = self::client(&server.url()).await;
+    let system = WorkflowSystem::builder(relay_settings(&db))
+        .router(pgoutbox_tests::relay_router(&relay_client, STREAM))
+        .start()
+        .await
+        .unwrap();
+    let succeeded = "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'";
+    let freezes = 3 * soak();
+    for freeze in 0..freezes {
+        // Each freeze begins once a further part of the run is relayed.
+        let target = i64::try_from(n * (freeze as usize + 1) / (freezes as usize + 2)).unwrap();
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while count(&db, succeeded).await < target {
+            assert!(Instant::now() < deadline, "the relay does not progress");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.signal("STOP");
+        // Past the 2 s PubAck timeout of what was in flight.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        server.signal("CONT");
+    }
+    let done = "SELECT count(*) FROM pgoutbox.operations WHERE status IN ('succeeded', 'stalled')";
+    crate::support::wait_for_count(&db, done, i64::try_from(n).unwrap(), Duration::from_mins(2))
+        .await;
+    system.stop().await.unwrap();
+    // One message per operation, by `Nats-Msg-Id`.
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(STREAM).await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut in_stream: HashMap<String, usize> = HashMap::new();
+    for sequence in state.first_sequence..=state.last_sequence {
+        let message = stream.get_raw_message(sequence).await.unwrap();
+        let msg_id = message
+            .headers
+            .get(pgoutbox::relay::MSG_ID)
+            .expect("a message id")
+            .as_str()
+            .to_owned();
+        *in_stream.entry(msg_id).or_default() += 1;
+    }
+    let rows: Vec<(uuid::Uuid, String, i64, i64)> = sqlx::query_as(
+        "SELECT o.external_key, o.status,
+                (SELECT count(*) FROM pgoutbox.attempts a
+                  WHERE a.operation_id = o.id AND a.outcome = 'failed'),
+                (SELECT count(*) FROM pgoutbox.attempts a
+                  WHERE a.operation_id = o.id AND a.outcome IN ('timed_out', 'lost', 'aborted'))
+         FROM pgoutbox.operations o",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), n);
+    let (mut stalled, mut unknown) = (0, 0);
+    for (key, status, failed, in_doubt) in &rows {
+        let copies = in_stream.get(&key.to_string()).copied().unwrap_or(0);
+        assert_eq!(
+            copies, 1,
+            "operation {key} ({status}): {copies} messages in the stream"
+        );
+        assert!(
+            *failed == 0,
+            "operation {key} ({status}) has {failed} `failed` attempts but its message is in the stream"
+        );
+        stalled += usize::from(status == "stalled");
+        unknown += in_doubt;
+    }
+    assert_eq!(in_stream.len(), n, "no message of another operation");
+    assert!(unknown > 0, "no freeze landed mid-relay");
+    eprintln!(
+        "relay: {n} operations, {freezes} freezes: {unknown} unknown outcomes, {stalled} stalled, \
+         1 message each, in {:?}",
+        started.elapsed()
+    );
+}
+
 /// A message over the server's `max_payload`: the operation becomes
 /// `dead`, its error naming the limit; the others go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike as _, SecondsFormat, TimeZone as _, Timelike as _, Utc};
-use pgoutbox::admin::{Admin, ScheduleActionOutcome};
+use pgoutbox::admin::{Admin, ScheduleActionOutcome, ScheduleRemoval};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox::{MissedTicks, RouterError, Schedule, ScheduleError, StartError, schedule_key};
@@ -58,6 +58,58 @@ fn scheduled_worker(
             .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
     }
     Worker::spawn(command)
+}
+
+/// [`scheduled_worker`] with the time zone `zone` (another declaration
+/// than `UTC`'s, with the same ticks when the zone is `Etc/UTC`).
+fn scheduled_worker_in(
+    db: &TestDatabase,
+    cron: &str,
+    missed: &str,
+    zone: &str,
+    log: Option<&std::path::Path>,
+) -> Worker {
+    let mut command = Worker::command(&db.url(), 2);
+    command.args(["--schedule", cron, "--missed", missed, "--zone", zone]);
+    if let Some(log) = log {
+        command
+            .arg("--log")
+            .stderr(Stdio::from(std::fs::File::create(log).unwrap()));
+    }
+    Worker::spawn(command)
+}
+
+/// The cursor of `fault.tick`: the first tick not yet handled.
+async fn next_tick(db: &TestDatabase) -> DateTime<Utc> {
+    sqlx::query_scalar("SELECT next_tick FROM pgoutbox.schedules WHERE name = $1")
+        .bind(NAME)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
+/// Waits (15 s at most) until `fault.tick`'s cursor is past `t`.
+async fn wait_for_cursor_past(db: &TestDatabase, t: DateTime<Utc>) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while next_tick(db).await <= t {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cursor did not pass {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (15 s at most) until `fault.tick` has `n` published ticks.
+async fn wait_for_ticks(db: &TestDatabase, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while published_ticks(db).await.len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than {n} ticks were published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn log_path(db: &TestDatabase, what: &str) -> std::path::PathBuf {
@@ -595,5 +647,417 @@ async fn a_paused_schedule_publishes_nothing_and_says_so() {
             .count()
             >= 2,
         "{text}"
+    );
+}
+
+/// The issue's reproduction: `*/2` seconds with `all`, paused while a
+/// worker runs (it logs the paused ticks as not published), every worker
+/// stopped, resumed, and a worker started with another declaration (the
+/// same ticks, an explicit zone). The declaration it puts in force starts
+/// after the last tick decided, not after the last one published: the
+/// paused ticks are not published as missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_declaration_does_not_publish_the_ticks_an_operator_paused() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let first = scheduled_worker(&db, "*/2 * * * * *", "all", None);
+    wait_for_ticks(&db, 1).await;
+    assert_eq!(
+        admin.pause_schedule(NAME, "alice", "audit").await.unwrap(),
+        ScheduleActionOutcome::Applied
+    );
+    let paused = Utc::now();
+    // Two ticks decided (skipped as paused) by the running worker.
+    wait_for_cursor_past(&db, paused + chrono::Duration::seconds(4)).await;
+    assert!(first.terminate().success());
+    assert_eq!(
+        admin
+            .resume_schedule(NAME, "alice", "audit done")
+            .await
+            .unwrap(),
+        ScheduleActionOutcome::Applied
+    );
+    let resumed = Utc::now();
+    let second = scheduled_worker_in(&db, "*/2 * * * * *", "all", "Etc/UTC", None);
+    // Done once a tick after the resume is published.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while published_ticks(&db).await.iter().all(|t| *t < resumed) {
+        assert!(std::time::Instant::now() < deadline, "no tick after resume");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(second.terminate().success());
+    let time_zone: String =
+        sqlx::query_scalar("SELECT time_zone FROM pgoutbox.schedules WHERE name = $1")
+            .bind(NAME)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(time_zone, "Etc/UTC", "the new declaration is in force");
+    let ticks = published_ticks(&db).await;
+    let held: Vec<_> = ticks
+        .iter()
+        .filter(|t| {
+            **t > paused + chrono::Duration::seconds(1)
+                && **t < resumed - chrono::Duration::seconds(1)
+        })
+        .collect();
+    assert!(
+        held.is_empty(),
+        "paused ticks published: {held:?} (paused {paused}, resumed {resumed}, all {ticks:?})"
+    );
+}
+
+/// A base second B at least 4 s ahead with B + 10 s in the same minute,
+/// and a cron expression ticking at B, B+6 … B+10 (that minute of that
+/// day only).
+fn burst() -> (DateTime<Utc>, String, Vec<DateTime<Utc>>) {
+    let mut base = (Utc::now() + chrono::Duration::seconds(4))
+        .with_nanosecond(0)
+        .unwrap();
+    if base.second() > 48 {
+        base += chrono::Duration::seconds(i64::from(60 - base.second()));
+    }
+    let s = base.second();
+    let cron = format!(
+        "{},{},{},{},{},{} {} {} {} {} *",
+        s,
+        s + 6,
+        s + 7,
+        s + 8,
+        s + 9,
+        s + 10,
+        base.minute(),
+        base.hour(),
+        base.day(),
+        base.month()
+    );
+    let later = (6..=10)
+        .map(|d| base + chrono::Duration::seconds(d))
+        .collect();
+    (base, cron, later)
+}
+
+/// Ticks skipped by the `none` policy are decided: a new declaration (the
+/// same ticks, policy `all`) does not find them missed again. Also for a
+/// row from before migration 8, which records no decision: the tick before
+/// its cursor stands in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration() {
+    tokio::join!(skip_then_redeploy(false), skip_then_redeploy(true));
+}
+
+/// [`ticks_skipped_by_the_policy_are_not_published_by_a_changed_declaration`],
+/// the row's `last_decided` erased before the redeploy when `as_before_8`.
+async fn skip_then_redeploy(as_before_8: bool) {
+    let db = test_db().await;
+    let (base, cron, missed) = burst();
+    let first = scheduled_worker(&db, &cron, "none", None);
+    wait_for_ticks(&db, 1).await;
+    assert!(first.terminate().success());
+    assert!(
+        Utc::now() < missed[0] - chrono::Duration::seconds(1),
+        "the machine is too slow for this test: the worker stopped at {}, the missed ticks start at {}",
+        Utc::now(),
+        missed[0]
+    );
+    // No worker for the five ticks; then one with `none` skips them.
+    let back = missed[4] + chrono::Duration::milliseconds(1500);
+    tokio::time::sleep((back - Utc::now()).to_std().unwrap_or_default()).await;
+    let second = scheduled_worker(&db, &cron, "none", None);
+    wait_for_cursor_past(&db, missed[4]).await;
+    assert!(second.terminate().success());
+    assert_eq!(published_ticks(&db).await, [base]);
+    if as_before_8 {
+        sqlx::query("UPDATE pgoutbox.schedules SET last_decided = NULL")
+            .execute(db.pool())
+            .await
+            .unwrap();
+    }
+    // A redeploy with policy `all` and an explicit zone.
+    let third = scheduled_worker_in(&db, &cron, "all", "Etc/UTC", None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(third.terminate().success());
+    let (time_zone, missed_policy): (String, String) =
+        sqlx::query_as("SELECT time_zone, missed FROM pgoutbox.schedules WHERE name = $1")
+            .bind(NAME)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        (time_zone.as_str(), missed_policy.as_str()),
+        ("Etc/UTC", "all")
+    );
+    assert_eq!(
+        published_ticks(&db).await,
+        [base],
+        "ticks skipped by `none` were published again (last_decided erased: {as_before_8})"
+    );
+    assert!(next_tick(&db).await > missed[4]);
+}
+
+/// A pause and a resume while no worker runs: the ticks between them are
+/// held (skipped as paused, and logged so), those before the pause and
+/// after the resume are missed and follow the policy (`all`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_and_resume_while_no_worker_runs_holds_the_ticks_between_them() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let first = scheduled_worker(&db, "* * * * * *", "all", None);
+    wait_for_ticks(&db, 2).await;
+    assert!(first.terminate().success());
+    let last_before = *published_ticks(&db).await.last().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pausing = Utc::now();
+    assert_eq!(
+        admin.pause_schedule(NAME, "alice", "hold").await.unwrap(),
+        ScheduleActionOutcome::Applied
+    );
+    let paused = Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resuming = Utc::now();
+    assert_eq!(
+        admin.resume_schedule(NAME, "alice", "go").await.unwrap(),
+        ScheduleActionOutcome::Applied
+    );
+    let resumed = Utc::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let log = log_path(&db, "held");
+    let second = scheduled_worker(&db, "* * * * * *", "all", Some(&log));
+    let started = Utc::now();
+    wait_for_cursor_past(&db, started + chrono::Duration::seconds(1)).await;
+    assert!(second.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    let ticks: BTreeSet<DateTime<Utc>> = published_ticks(&db).await.into_iter().collect();
+    let seconds = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        // The whole seconds t with from < t < to.
+        let mut t = from.with_nanosecond(0).unwrap() + chrono::Duration::seconds(1);
+        let mut all = Vec::new();
+        while t < to {
+            all.push(t);
+            t += chrono::Duration::seconds(1);
+        }
+        all
+    };
+    // Missed before the pause: published late (`all`).
+    for t in seconds(last_before, pausing) {
+        assert!(
+            ticks.contains(&t),
+            "missed tick {t} before the pause not published: {ticks:?}"
+        );
+    }
+    // Held: not published, logged as paused.
+    let held = seconds(paused, resuming);
+    assert!(held.len() >= 2, "{held:?}");
+    for t in &held {
+        assert!(!ticks.contains(t), "held tick {t} published: {ticks:?}");
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("tick={}", rfc(*t))) && l.contains("paused")),
+            "held tick {t} not logged as paused:\n{text}"
+        );
+    }
+    // Missed after the resume: published late.
+    for t in seconds(resumed, started) {
+        assert!(
+            ticks.contains(&t),
+            "missed tick {t} after the resume not published: {ticks:?}"
+        );
+    }
+}
+
+/// Two pauses and resumes before any worker passed the first window: the
+/// window widens to cover both; once a worker has passed it, a new pause
+/// starts a window of its own.
+#[tokio::test]
+async fn a_second_pause_before_a_worker_saw_the_first_widens_the_window() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    sqlx::query(
+        "INSERT INTO pgoutbox.schedules (name, operation, cron, time_zone, missed, declaration, next_tick) \
+         VALUES ($1, 'fault.tick', '* * * * * *', 'UTC', 'all', 'd', now())",
+    )
+    .bind(NAME)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let window = || async {
+        sqlx::query_as::<_, (DateTime<Utc>, DateTime<Utc>)>(
+            "SELECT held_from, held_until FROM pgoutbox.schedules WHERE name = $1",
+        )
+        .bind(NAME)
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    };
+    let before = Utc::now();
+    admin.pause_schedule(NAME, "alice", "one").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "one").await.unwrap();
+    let (from, until) = window().await;
+    assert!(before <= from && from <= until, "{from} {until}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin.pause_schedule(NAME, "alice", "two").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "two").await.unwrap();
+    let (from2, until2) = window().await;
+    assert_eq!(from2, from, "widened from the first pause");
+    assert!(until2 > until);
+    // A worker passed the window: the next pause has its own.
+    sqlx::query("UPDATE pgoutbox.schedules SET next_tick = now() + interval '1 s'")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    admin.pause_schedule(NAME, "alice", "three").await.unwrap();
+    admin.resume_schedule(NAME, "alice", "three").await.unwrap();
+    let (from3, until3) = window().await;
+    assert!(from3 > until2, "{from3} {until2}");
+    assert!(until3 >= from3);
+}
+
+/// A schedule row that no live worker declares (retired from the code, or
+/// its workers all gone) is reported: by `Admin::stats`, on the
+/// dashboard's overview and by the gauge `pgoutbox_schedules_undeclared`
+/// of any worker, with or without schedules of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_that_no_live_worker_declares_is_reported() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let first = scheduled_worker(&db, "* * * * * *", "latest", None);
+    let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
+    assert!(
+        stats.undeclared_schedules.is_empty(),
+        "{:?}",
+        stats.undeclared_schedules
+    );
+    assert!(first.terminate().success());
+    let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
+    let undeclared: Vec<(&str, &str)> = stats
+        .undeclared_schedules
+        .iter()
+        .map(|s| (s.name.as_str(), s.cron.as_str()))
+        .collect();
+    assert_eq!(undeclared, [(NAME, "* * * * * *")]);
+    assert!(stats.undeclared_schedules[0].last_declared_at.is_some());
+
+    // The gauge, from a worker that has no schedule.
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
+    let plain = Worker::start_with(
+        &db.url(),
+        1,
+        &[(
+            "PGOUTBOX_WORKFLOW_SYSTEM__METRICS_LISTEN",
+            addr.to_string().as_str(),
+        )],
+    );
+    let scraped = tokio::task::spawn_blocking(move || crate::metrics::scrape(addr))
+        .await
+        .unwrap();
+    assert!(plain.terminate().success());
+    assert!(
+        scraped.contains("pgoutbox_schedules_undeclared"),
+        "{scraped}"
+    );
+    assert!(
+        (crate::metrics::sample(&scraped, "pgoutbox_schedules_undeclared") - 1.0).abs()
+            < f64::EPSILON,
+        "{scraped}"
+    );
+
+    // The dashboard's overview says so.
+    let app = pgoutbox::dashboard::router(
+        admin.clone(),
+        pgoutbox::dashboard::DashboardOptions::default(),
+    );
+    let response = tower::ServiceExt::oneshot(
+        app,
+        axum::http::Request::get("/")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 24)
+        .await
+        .unwrap();
+    let body = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        body.contains("schedule <code>fault.tick</code>: no live worker declares it"),
+        "{body}"
+    );
+
+    // Declared again: no longer reported.
+    let again = scheduled_worker(&db, "* * * * * *", "latest", None);
+    let stats = admin.stats(Duration::from_secs(1), 1).await.unwrap();
+    assert!(stats.undeclared_schedules.is_empty());
+    assert!(again.terminate().success());
+}
+
+/// `Admin::remove_schedule` (`pgoutbox schedules remove`): refused while a
+/// live worker declares the schedule, naming it; applied once none does; a
+/// schedule declared again after its removal starts afresh, so the ticks
+/// since its removal are not missed ticks to catch up (with `all`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_schedule_declared_again_starts_afresh() {
+    let db = test_db().await;
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let again = scheduled_worker(&db, "* * * * * *", "all", None);
+    let refused = admin
+        .remove_schedule(NAME, "alice", "retired")
+        .await
+        .unwrap();
+    let ScheduleRemoval::Refused { declared_by } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(declared_by.len(), 1);
+    assert_eq!(declared_by[0].pid, again.id().cast_signed());
+    assert!(again.terminate().success());
+    // Retired: removed, recorded. Declared again after three seconds with
+    // `all`, it starts afresh: none of those ticks counts as missed.
+    assert_eq!(
+        admin
+            .remove_schedule(NAME, "alice", "retired")
+            .await
+            .unwrap(),
+        ScheduleRemoval::Applied
+    );
+    assert_eq!(
+        admin
+            .remove_schedule(NAME, "alice", "retired")
+            .await
+            .unwrap(),
+        ScheduleRemoval::NotFound
+    );
+    let removed_at = Utc::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let revived = scheduled_worker(&db, "* * * * * *", "all", None);
+    let revived_at = Utc::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(revived.terminate().success());
+    let between: Vec<_> = published_ticks(&db)
+        .await
+        .into_iter()
+        .filter(|t| *t > removed_at && *t < revived_at - chrono::Duration::seconds(1))
+        .collect();
+    assert!(
+        between.is_empty(),
+        "published after its removal: {between:?}"
+    );
+    let trail: Vec<(String, String)> = admin
+        .schedule_actions(NAME)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.action, a.outcome))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("remove".to_owned(), "refused".to_owned()),
+            ("remove".to_owned(), "applied".to_owned())
+        ]
     );
 }

@@ -17,6 +17,13 @@ struct RelayEvent {
     n: i64,
 }
 
+/// Published by the test, relayed by the command; `idempotent`, so an
+/// unknown outcome may be re-sent (within the stream's duplicate window).
+#[pgoutbox::operation("cli.relay_idempotent", idempotent)]
+struct IdempotentEvent {
+    n: i64,
+}
+
 fn wanted(test: &str) -> bool {
     match std::env::var("PGOUTBOX_TEST_NATS").as_deref() {
         Ok("1") => true,
@@ -195,6 +202,156 @@ async fn relay_forwards_payloads_by_name() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(json["attempts"][0]["result"]["sequence"], 1, "{json}");
+}
+
+/// The issue's reproduction: `pgoutbox relay --publish-timeout 2s` (no
+/// `--stream`: the stream found by subject), nats-server stopped (SIGSTOP)
+/// while an operation is published, then resumed (SIGCONT); the stream's duplicate
+/// window 500 ms, the backoff 4 s. The attempt is `timed_out` (an unknown
+/// outcome, with the client's message), and since a retry would come after
+/// the window, the operation is `stalled` with a reason naming it; nothing
+/// is re-sent: one message per operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // One scenario, step by step.
+async fn relay_stalls_an_unknown_outcome_past_the_duplicate_window() {
+    if !wanted("relay::relay_stalls_an_unknown_outcome_past_the_duplicate_window") {
+        return;
+    }
+    let (server, url) = Server::start();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client);
+    js.create_stream(jetstream::stream::Config {
+        name: "EVENTS".into(),
+        subjects: vec!["events.>".into()],
+        duplicate_window: Duration::from_millis(500),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDatabase::new().await.unwrap();
+    let status = async |id: pgoutbox::OperationId| -> String {
+        sqlx::query_scalar("SELECT status FROM pgoutbox.operations WHERE id = $1")
+            .bind(id.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    };
+    let publish_one = async |n: i64| {
+        let mut tx = db.pool().begin().await.unwrap();
+        let id = pgoutbox::publish(&mut tx, IdempotentEvent { n })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        id
+    };
+    // The name is known before the command starts.
+    let first = publish_one(1).await;
+    let mut child = pgoutbox(&db)
+        .args([
+            "relay",
+            "--nats",
+            &url,
+            "--names",
+            "cli.relay_idempotent",
+            "--subject-prefix",
+            "events",
+            "--publish-timeout",
+            "2s",
+        ])
+        .env("PGOUTBOX_WORKFLOW_SYSTEM__BACKOFF_INITIAL", "4s")
+        .env("PGOUTBOX_WORKFLOW_SYSTEM__BACKOFF_MAX", "4s")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("relaying cli.relay_idempotent"), "{line}");
+    let wait_for = async |id, states: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let state = status(id).await;
+            if states.contains(&state.as_str()) {
+                return state;
+            }
+            assert!(Instant::now() < deadline, "operation {id}: {state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(first, &["succeeded"]).await;
+    let signal = |signal: &str| {
+        assert!(
+            Command::new("kill")
+                .args([signal, &server.0.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let second = publish_one(2).await;
+    // Claimed and sent while the server is frozen, then past the 2 s
+    // publish timeout.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgoutbox.attempts WHERE operation_id = $1")
+                .bind(second.as_i64())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        if started > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation {second} never claimed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    signal("-CONT");
+    let state = wait_for(second, &["stalled", "succeeded", "dead"]).await;
+    // Past the 4 s backoff: a retry would have been sent by now.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = status(second).await;
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(child.wait().unwrap().success());
+    let attempts: Vec<(String, String)> = sqlx::query_as(
+        "SELECT outcome, coalesce(error, '') FROM pgoutbox.attempts
+         WHERE operation_id = $1 ORDER BY id",
+    )
+    .bind(second.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    eprintln!("relay: {state}, then {later}: {attempts:?}");
+    assert_eq!(
+        (state.as_str(), later.as_str()),
+        ("stalled", "stalled"),
+        "{attempts:?}"
+    );
+    assert_eq!(attempts.len(), 1, "not re-sent: {attempts:?}");
+    assert_eq!(attempts[0].0, "timed_out", "{attempts:?}");
+    assert!(
+        attempts[0].1.contains("didn't receive ack in time")
+            && attempts[0]
+                .1
+                .contains("past the stream's 500ms duplicate window"),
+        "{attempts:?}"
+    );
+    let mut stream = js.get_stream("EVENTS").await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().state.messages,
+        2,
+        "one message per operation"
+    );
 }
 
 /// `nothing.else` matches no name: the command refuses to start.

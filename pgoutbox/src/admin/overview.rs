@@ -49,6 +49,8 @@ pub struct Overview {
     /// Ready operations in a queue no live worker of their name serves:
     /// (queue, name, count).
     pub unserved: Vec<(String, String, i64)>,
+    /// Schedules that no live worker declares.
+    pub undeclared_schedules: Vec<super::UndeclaredSchedule>,
 }
 
 /// The attempts that ended in one minute, by outcome.
@@ -153,6 +155,7 @@ impl Admin {
             in_flight: self.store.in_flight(&mut conn).await?,
             unhandled: self.store.unhandled_names(&mut conn, live_ms).await?,
             unserved: self.store.unserved_queues(&mut conn, live_ms).await?,
+            undeclared_schedules: self.undeclared_schedules(&mut conn, live_ms).await?,
         })
     }
 

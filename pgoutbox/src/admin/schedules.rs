@@ -1,7 +1,8 @@
 //! Schedules as operators see them: the list (next tick, last tick and its
 //! operation's state, who declares them, paused or not), conflicting
-//! declarations, and pause/resume, recorded in `operator_actions` like the
-//! actions on operations.
+//! declarations, schedules that no live worker declares, and pause, resume
+//! and removal, recorded in `operator_actions` like the actions on
+//! operations.
 
 use std::fmt;
 use std::time::Duration;
@@ -134,6 +135,99 @@ pub struct ScheduleConflict {
     pub in_force_missed: String,
 }
 
+/// A schedule whose row no live worker declares: retired from the code
+/// (remove it with [`Admin::remove_schedule`]), or every worker that
+/// declares it is down. Re-added or restarted later, it finds its missed
+/// ticks from its old cursor (up to [`MAX_MISSED_TICKS`](crate::MAX_MISSED_TICKS)
+/// of them under [`MissedTicks::All`](crate::MissedTicks::All)), so it is
+/// reported by [`Admin::stats`], on the dashboard's overview, in the
+/// workers' log and by the gauge `pgoutbox_schedules_undeclared`.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// let stats = admin.stats(std::time::Duration::from_mins(1), 5).await?;
+/// for s in &stats.undeclared_schedules {
+///     eprintln!("schedule {}: no live worker declares it (last seen {:?})", s.name, s.last_declared_at);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UndeclaredSchedule {
+    /// The schedule's name.
+    pub name: String,
+    /// The operation it publishes.
+    pub operation: String,
+    /// The cron expression in force.
+    pub cron: String,
+    /// The IANA time zone.
+    pub time_zone: String,
+    /// The missed-ticks policy: `latest`, `all` or `none`.
+    pub missed: String,
+    /// The first tick not yet handled: the missed ticks are counted from it.
+    pub next_tick: DateTime<Utc>,
+    /// The last tick published.
+    pub last_tick: Option<DateTime<Utc>>,
+    /// Paused by an operator.
+    pub paused: bool,
+    /// When a worker that declared it was last alive (`None` once
+    /// retention purged those workers' rows).
+    pub last_declared_at: Option<DateTime<Utc>>,
+}
+
+/// What became of an operator's removal of a schedule
+/// ([`Admin::remove_schedule`]).
+///
+/// ```
+/// use pgoutbox::admin::ScheduleRemoval;
+///
+/// assert_eq!(ScheduleRemoval::Applied.message("billing.reconcile"), "removed schedule `billing.reconcile`");
+/// assert_eq!(ScheduleRemoval::NotFound.message("x"), "no schedule named `x`");
+/// let refused = ScheduleRemoval::Refused { declared_by: vec![] };
+/// assert!(refused.message("x").starts_with("cannot remove schedule `x`"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ScheduleRemoval {
+    /// The row is gone, and the removal recorded.
+    Applied,
+    /// Live workers still declare the schedule (they would record it again
+    /// at once): nothing removed, the refusal recorded. Take it out of
+    /// their routers and redeploy, or stop them, first.
+    Refused {
+        /// The live workers that declare it.
+        declared_by: Vec<ScheduleDeclarer>,
+    },
+    /// No schedule has this name; nothing recorded.
+    NotFound,
+}
+
+impl ScheduleRemoval {
+    /// A one-line description of removing schedule `name`.
+    pub fn message(&self, name: &str) -> String {
+        match self {
+            ScheduleRemoval::Applied => format!("removed schedule `{name}`"),
+            ScheduleRemoval::NotFound => format!("no schedule named `{name}`"),
+            ScheduleRemoval::Refused { declared_by } => {
+                let workers: Vec<String> = declared_by
+                    .iter()
+                    .map(|d| format!("{} ({}:{})", d.worker_id, d.host, d.pid))
+                    .collect();
+                let (who, verb, whose) = if workers.len() == 1 {
+                    ("live worker", "declares", "that worker's")
+                } else {
+                    ("live workers", "declare", "those workers'")
+                };
+                format!(
+                    "cannot remove schedule `{name}`: {who} {} {verb} it; remove it from \
+                     {whose} routers and redeploy, or stop the worker, first",
+                    workers.join(", ")
+                )
+            }
+        }
+    }
+}
+
 /// An operator's action on a schedule, applied or refused.
 ///
 /// ```no_run
@@ -148,7 +242,7 @@ pub struct ScheduleConflict {
 pub struct ScheduleActionRow {
     /// The schedule.
     pub schedule: String,
-    /// `pause` or `resume`.
+    /// `pause`, `resume` or `remove`.
     pub action: String,
     /// `applied` or `refused`.
     pub outcome: String,
@@ -158,7 +252,7 @@ pub struct ScheduleActionRow {
     pub reason: String,
     /// `active` or `paused` before.
     pub from_state: String,
-    /// After, when applied.
+    /// After, when applied (`removed` for a removal).
     pub to_state: Option<String>,
     /// When.
     pub created_at: DateTime<Utc>,
@@ -299,6 +393,69 @@ impl Admin {
         })
     }
 
+    /// Removes schedule `name`, retired from the code: its row goes (and
+    /// with it the cursor and the declarations of workers no longer
+    /// live), its trail in `operator_actions` stays. Refused while a live
+    /// worker declares it, since that worker would record it again at
+    /// once (with a fresh cursor); the refusal names those workers. A
+    /// schedule declared again after its removal starts afresh: its first
+    /// tick is the next one, nothing is missed. Recorded with `actor` and
+    /// `reason`, applied or refused, in the transaction that removes it;
+    /// an unknown name is not recorded.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::ScheduleRemoval;
+    ///
+    /// let outcome = admin.remove_schedule("billing.reconcile", "alice", "retired in v42").await?;
+    /// println!("{}", outcome.message("billing.reconcile"));
+    /// assert!(!matches!(outcome, ScheduleRemoval::NotFound));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn remove_schedule(
+        &self,
+        name: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ScheduleRemoval, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        // Locked first, read again by the removal's own statement (a newer
+        // snapshot): a worker that declared it meanwhile is seen, and one
+        // declaring it now waits for this transaction.
+        if self.store.schedule_target(&mut tx, name).await?.is_none() {
+            return Ok(ScheduleRemoval::NotFound);
+        }
+        let result = self
+            .store
+            .schedule_remove::<ScheduleDeclarer>(
+                &mut tx,
+                name,
+                actor,
+                reason,
+                millis(LIVE_WITHOUT_LEASE),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(match result {
+            None => ScheduleRemoval::NotFound,
+            Some((true, _)) => ScheduleRemoval::Applied,
+            Some((false, declared_by)) => ScheduleRemoval::Refused { declared_by },
+        })
+    }
+
+    /// Schedules that no live worker declares (see
+    /// [`UndeclaredSchedule`]); part of [`Admin::stats`] and
+    /// [`Admin::overview`].
+    pub(super) async fn undeclared_schedules(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        live_ms: i64,
+    ) -> Result<Vec<UndeclaredSchedule>, sqlx::Error> {
+        self.store.schedules_undeclared(conn, live_ms).await
+    }
+
     /// The operators' actions on schedule `name`, in order.
     ///
     /// ```no_run
@@ -369,6 +526,22 @@ impl FromRow<'_, PgRow> for ScheduleRow {
             declared_by: declared_by.0,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+impl FromRow<'_, PgRow> for UndeclaredSchedule {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(UndeclaredSchedule {
+            name: row.try_get("name")?,
+            operation: row.try_get("operation")?,
+            cron: row.try_get("cron")?,
+            time_zone: row.try_get("time_zone")?,
+            missed: row.try_get("missed")?,
+            next_tick: row.try_get("next_tick")?,
+            last_tick: row.try_get("last_tick")?,
+            paused: row.try_get("paused")?,
+            last_declared_at: row.try_get("last_declared_at")?,
         })
     }
 }

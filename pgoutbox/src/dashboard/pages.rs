@@ -159,6 +159,9 @@ pub(super) fn overview_live(root: &str, data: &Overview) -> Markup {
         @for (queue, name, n) in &now.unserved {
             p.warn role="status" { (n) " ready " code { (name) } " operation(s) in queue " code { (queue) } ": no live worker serves it." }
         }
+        @for s in &now.undeclared_schedules {
+            p.warn role="status" { "schedule " code { (s.name) } ": no live worker declares it; its missed ticks count from " (s.next_tick.format("%Y-%m-%d %H:%M:%S UTC")) ". Retired? " code { "pgoutbox schedules remove " (s.name) " --reason …" } }
+        }
         section aria-labelledby="states" {
             h2 #states { "By state" }
             div.grid {

@@ -56,6 +56,8 @@ statements!(
     unserved_queues,
     #[cfg(feature = "nats")]
     known_names,
+    #[cfg(feature = "nats")]
+    relay_first_send,
     purge_workers,
     // Operators' (`admin`).
     list_operations,
@@ -101,6 +103,9 @@ statements!(
     schedules,
     schedule_pause,
     schedule_actions,
+    schedule_target,
+    schedule_remove,
+    schedules_undeclared,
     // The test kit's (`testing`).
     #[cfg(feature = "testing")]
     published_in_transaction,
@@ -188,7 +193,7 @@ pub(crate) struct Fence {
 /// How an attempt that did not succeed ends.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure {
-    /// The attempt's outcome: `failed`, `timed_out` or `aborted`.
+    /// The attempt's outcome: `failed`, `lost`, `timed_out` or `aborted`.
     pub(crate) outcome: Outcome,
     /// The operation's next status: `retrying`, `dead` or `stalled`.
     pub(crate) next_status: Status,
@@ -666,6 +671,24 @@ impl Store {
         self.pinned(conn, async |conn| {
             query!(self, query_scalar, known_names)
                 .fetch_all(conn)
+                .await
+        })
+        .await
+    }
+
+    /// How long ago (ms, by the database's clock) the first attempt of
+    /// operation `id` whose outcome is unknown started, since the
+    /// operator's latest retry; `None` when none did.
+    #[cfg(feature = "nats")]
+    pub(crate) async fn relay_first_send(
+        &self,
+        conn: &mut PgConnection,
+        id: OperationId,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query_scalar, relay_first_send)
+                .bind(id.as_i64())
+                .fetch_one(conn)
                 .await
         })
         .await

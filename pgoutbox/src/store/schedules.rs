@@ -1,6 +1,7 @@
 //! The schedules' statements: the declarations a worker makes at start-up,
 //! the scheduler's locked read and advance of a schedule, and the
-//! operators' list, conflicts and pause/resume.
+//! operators' list, conflicts, undeclared schedules, pause/resume and
+//! removal.
 //!
 //! Public row types live with the API in `crate::admin`; the scheduler's
 //! own rows are here.
@@ -24,6 +25,14 @@ pub(crate) struct ScheduleState {
     pub(crate) declaration: String,
     pub(crate) next_tick: DateTime<Utc>,
     pub(crate) last_tick: Option<DateTime<Utc>>,
+    /// The last tick decided (published or skipped, for whatever reason);
+    /// `None` for a row from before migration 8 that no worker advanced
+    /// since.
+    pub(crate) last_decided: Option<DateTime<Utc>>,
+    /// The last pause's window, `[held_from, held_until)`, recorded by the
+    /// resume.
+    pub(crate) held_from: Option<DateTime<Utc>>,
+    pub(crate) held_until: Option<DateTime<Utc>>,
     pub(crate) paused: bool,
     /// The database's clock.
     pub(crate) now: DateTime<Utc>,
@@ -45,10 +54,31 @@ impl ScheduleState {
             declaration: row.try_get("declaration")?,
             next_tick: row.try_get("next_tick")?,
             last_tick: row.try_get("last_tick")?,
+            last_decided: row.try_get("last_decided")?,
+            held_from: row.try_get("held_from")?,
+            held_until: row.try_get("held_until")?,
             paused: row.try_get("paused")?,
             now: row.try_get("now")?,
             covered_since: row.try_get("covered_since")?,
             held: row.try_get("held")?,
+        })
+    }
+}
+
+/// A schedule that no live worker declares, as the workers report it.
+#[derive(Debug, Clone)]
+pub(crate) struct Undeclared {
+    pub(crate) name: String,
+    pub(crate) next_tick: DateTime<Utc>,
+    pub(crate) paused: bool,
+}
+
+impl sqlx::FromRow<'_, PgRow> for Undeclared {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Undeclared {
+            name: row.try_get("name")?,
+            next_tick: row.try_get("next_tick")?,
+            paused: row.try_get("paused")?,
         })
     }
 }
@@ -207,8 +237,8 @@ impl Store {
     }
 
     /// Moves the cursor of `name` (declared as `hash`) to `next_tick`,
-    /// recording the last tick published; `false` when the declaration in
-    /// force changed meanwhile.
+    /// recording the last tick published and the last tick decided;
+    /// `false` when the declaration in force changed meanwhile.
     pub(crate) async fn schedule_advance(
         &self,
         conn: &mut PgConnection,
@@ -216,6 +246,7 @@ impl Store {
         hash: &str,
         next_tick: DateTime<Utc>,
         published: Option<(DateTime<Utc>, OperationId)>,
+        decided: Option<DateTime<Utc>>,
     ) -> Result<bool, sqlx::Error> {
         let done = query!(self, query, schedule_advance)
             .bind(name)
@@ -223,6 +254,7 @@ impl Store {
             .bind(next_tick)
             .bind(published.map(|(tick, _)| tick))
             .bind(published.map(|(_, id)| id.as_i64()))
+            .bind(decided)
             .execute(&mut *conn)
             .await?;
         Ok(done.rows_affected() == 1)
@@ -284,6 +316,56 @@ impl Store {
             .bind(reason)
             .bind(action)
             .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Locks schedule `name` for its removal: whether it is paused,
+    /// `None` for an unknown schedule.
+    pub(crate) async fn schedule_target(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+    ) -> Result<Option<bool>, sqlx::Error> {
+        query!(self, query_scalar, schedule_target)
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Removes schedule `name` (locked by [`Store::schedule_target`])
+    /// unless a live worker declares it, recorded either way: whether it
+    /// was removed, and the live workers that declare it.
+    pub(crate) async fn schedule_remove<R: serde::de::DeserializeOwned>(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        actor: &str,
+        reason: &str,
+        live_ms: i64,
+    ) -> Result<Option<(bool, Vec<R>)>, sqlx::Error> {
+        let row = query!(self, query, schedule_remove)
+            .bind(name)
+            .bind(actor)
+            .bind(reason)
+            .bind(live_ms)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(|row| {
+            let declared_by: sqlx::types::Json<Vec<R>> = row.try_get("declared_by")?;
+            Ok((row.try_get("applied")?, declared_by.0))
+        })
+        .transpose()
+    }
+
+    /// Schedules that no live worker declares, by name.
+    pub(crate) async fn schedules_undeclared<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        live_ms: i64,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, schedules_undeclared)
+            .bind(live_ms)
+            .fetch_all(&mut *conn)
             .await
     }
 
