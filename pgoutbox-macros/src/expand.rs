@@ -129,7 +129,7 @@ fn expand_operation(operation: Operation) -> TokenStream {
     match target {
         Target::Handler(handler) => expand_handler(&options, &krate, *handler),
         Target::Contract { name, item, output } => {
-            expand_contract(&options, &krate, &name, *item, output.as_ref())
+            expand_contract(&options, &krate, &name, *item, output.as_deref())
         }
     }
 }

@@ -36,7 +36,7 @@ pub(crate) enum Target {
         name: String,
         item: Box<ItemStruct>,
         /// `output = Type`, or `None` for `()`.
-        output: Option<Type>,
+        output: Option<Box<Type>>,
     },
 }
 
@@ -121,7 +121,7 @@ pub(crate) fn operation(args: &Args, input: Input, cx: &Ctxt) -> Option<Operatio
             contract(args, &item, cx).map(|name| Target::Contract {
                 name,
                 item,
-                output: args.output.as_ref().map(|o| o.value.clone()),
+                output: args.output.as_ref().map(|o| Box::new(o.value.clone())),
             })
         }
         Input::Other(item) => {
