@@ -24,6 +24,7 @@ mod kw {
     syn::custom_keyword!(priority);
     syn::custom_keyword!(payload);
     syn::custom_keyword!(contract);
+    syn::custom_keyword!(output);
 }
 
 /// An option's value and the span of its keyword, which errors about the
@@ -62,6 +63,8 @@ pub(crate) struct Args {
     pub(crate) priority: Option<Opt<PriorityArg>>,
     pub(crate) payload: Option<Opt<Ident>>,
     pub(crate) krate: Option<Opt<Path>>,
+    /// A contract's output type (a handler's is its `Result<T>`'s `T`).
+    pub(crate) output: Option<Opt<syn::Type>>,
 }
 
 fn span_of<T>(option: Option<&Opt<T>>) -> Option<Span> {
@@ -196,6 +199,10 @@ fn parse_args(input: ParseStream, cx: &Ctxt) -> syn::Result<Args> {
             let kw: Token![crate] = input.parse()?;
             let path = value_after_eq(input)?;
             set(&mut args.krate, kw.span, path, "crate", cx);
+        } else if lookahead.peek(kw::output) {
+            let kw: kw::output = input.parse()?;
+            let ty = value_after_eq(input)?;
+            set(&mut args.output, kw.span, ty, "output", cx);
         } else if first && looks_like_a_non_literal_name(input) {
             return Err(syn::Error::new(
                 input.span(),

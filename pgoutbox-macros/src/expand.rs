@@ -128,7 +128,9 @@ fn expand_operation(operation: Operation) -> TokenStream {
     } = operation;
     match target {
         Target::Handler(handler) => expand_handler(&options, &krate, *handler),
-        Target::Contract { name, item } => expand_contract(&options, &krate, &name, *item),
+        Target::Contract { name, item, output } => {
+            expand_contract(&options, &krate, &name, *item, output.as_deref())
+        }
     }
 }
 
@@ -200,17 +202,41 @@ fn operation_impl(
     payload: &TokenStream,
     name: &str,
     options: &TokenStream,
+    output: &TokenStream,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
     quote! {
         impl #p::Operation for #payload {
             const NAME: &'static str = #name;
             const OPTIONS: #p::OperationOptions = #options;
+            type Output = #output;
             fn schema() -> &'static #p::OperationSchema {
                 static SCHEMA: #p::OnceLock<#p::OperationSchema> = #p::OnceLock::new();
                 SCHEMA.get_or_init(#p::OperationSchema::of::<#payload>)
             }
+            fn output_schema() -> &'static #p::OperationSchema {
+                static SCHEMA: #p::OnceLock<#p::OperationSchema> = #p::OnceLock::new();
+                SCHEMA.get_or_init(#p::OperationSchema::of::<#output>)
+            }
         }
+    }
+}
+
+/// The output type's tokens (`()` when there is none) and, unless it is
+/// `()`, the check that it can be one, spanned on the user's type so that
+/// a missing derive points there.
+fn output_type(krate: &Path, output: Option<&Type>) -> (TokenStream, TokenStream) {
+    let p = quote!(#krate::__private);
+    match output {
+        Some(Type::Tuple(unit)) if unit.elems.is_empty() => (quote!(()), TokenStream::new()),
+        Some(ty) => {
+            let span = ast::first_span(ty);
+            (
+                quote!(#ty),
+                quote_spanned!(span=> const _: () = #p::assert_output::<#ty>();),
+            )
+        }
+        None => (quote!(()), TokenStream::new()),
     }
 }
 
@@ -219,13 +245,15 @@ fn expand_contract(
     krate: &Path,
     name: &str,
     mut item: ItemStruct,
+    output: Option<&Type>,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
     let ident = &item.ident;
     let payload = quote!(#ident);
     let options = options_expr(options, krate, quote!(#p::OperationOptions::new()));
     let derives = payload_derives(krate);
-    let operation = operation_impl(krate, &payload, name, &options);
+    let (output, output_check) = output_type(krate, output);
+    let operation = operation_impl(krate, &payload, name, &options, &output);
     let checks = field_checks(krate, fields_of(std::slice::from_ref(&item.fields)));
     if !has_docs(&item.attrs) {
         item.attrs.insert(0, default_doc(name));
@@ -234,6 +262,8 @@ fn expand_contract(
         #checks
         #derives
         #item
+
+        #output_check
 
         const _: () = {
             #operation
@@ -254,6 +284,7 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
         context_span,
         ident_span,
         output_span,
+        output,
     } = handler;
     let fn_ident = &item.sig.ident;
     let vis = &item.vis;
@@ -262,6 +293,7 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
     // The payload type: generated here, or the contract's. A contract
     // handler adds its own (handler-side) options to the contract's; a
     // generated payload's options are all in `OPTIONS`.
+    let (output, output_check) = output_type(krate, output.as_ref());
     let (payload_ty, payload_struct, operation, handler_options, field_args) = match &payload {
         HandlerPayload::Contract(path) => (
             quote!(#path),
@@ -289,7 +321,7 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
                         payload_struct(krate, &item.attrs, vis, ident, name, fields);
                     quote!(#checks #payload_struct)
                 },
-                operation_impl(krate, &payload, name, &options),
+                operation_impl(krate, &payload, name, &options, &output),
                 quote!(<#payload as #p::Operation>::OPTIONS),
                 fields
                     .iter()
@@ -306,8 +338,14 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
     let call = quote_spanned! {ident_span=>
         #p::assert_send(#fn_ident(#ctx_arg, #(#field_args),*))
     };
+    // The handler's `Result<T>`: `T` is the output, the contract's when
+    // it handles one (a mismatch is reported on the return type).
+    let output_binding = match &payload {
+        HandlerPayload::Contract(_) => quote!(<#payload_ty as #p::Operation>::Output),
+        HandlerPayload::Generated { .. } => output,
+    };
     let result_binding = quote_spanned! {output_span=>
-        let result: ::core::result::Result<(), _> = future.await;
+        let result: ::core::result::Result<#output_binding, _> = future.await;
     };
     let (lifetimes, context, erased) = if options.transactional {
         (
@@ -326,7 +364,10 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
         fn __pgoutbox_handle #lifetimes(
             ctx: #context,
             payload: #p::serde_json::Value,
-        ) -> #p::BoxFuture<'a, ::core::result::Result<(), #p::HandlerFailure>> {
+        ) -> #p::BoxFuture<
+            'a,
+            ::core::result::Result<::core::option::Option<#p::serde_json::Value>, #p::HandlerFailure>,
+        > {
             #p::Box::pin(async move {
                 let payload: #payload_ty = #p::decode(payload)?;
                 let future = #call;
@@ -343,6 +384,8 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
         #item
 
         #payload_struct
+
+        #output_check
 
         #[doc = #marker_doc]
         #[doc(hidden)]

@@ -32,7 +32,12 @@ pub(crate) struct Operation {
 /// What `#[operation]` generates for.
 pub(crate) enum Target {
     Handler(Box<Handler>),
-    Contract { name: String, item: Box<ItemStruct> },
+    Contract {
+        name: String,
+        item: Box<ItemStruct>,
+        /// `output = Type`, or `None` for `()`.
+        output: Option<Box<Type>>,
+    },
 }
 
 /// The options of `#[operation]`, as values.
@@ -70,6 +75,10 @@ pub(crate) struct Handler {
     pub(crate) ident_span: Span,
     /// The first token of the return type.
     pub(crate) output_span: Span,
+    /// The `T` of the return type when it is written `Result<T>` or
+    /// `Result<T, E>` (any path ending in `Result`); `None` otherwise (a
+    /// type alias), which the generated code reads as `()`.
+    pub(crate) output: Option<Type>,
 }
 
 /// Where a handler's payload type comes from.
@@ -109,7 +118,11 @@ pub(crate) fn operation(args: &Args, input: Input, cx: &Ctxt) -> Option<Operatio
             handler(args, *handler_fn, cx).map(|h| Target::Handler(Box::new(h)))
         }
         Input::Struct(item) => {
-            contract(args, &item, cx).map(|name| Target::Contract { name, item })
+            contract(args, &item, cx).map(|name| Target::Contract {
+                name,
+                item,
+                output: args.output.as_ref().map(|o| Box::new(o.value.clone())),
+            })
         }
         Input::Other(item) => {
             cx.error_at(
@@ -377,6 +390,12 @@ fn handler(args: &Args, handler: HandlerFn, cx: &Ctxt) -> Option<Handler> {
         }
     }
     let output_span = signature(&item, cx);
+    if let Some(output) = &args.output {
+        cx.error_at(
+            output.span,
+            "a handler's output is the `T` of the `Result<T>` it returns: remove `output`",
+        );
+    }
     if let Some(receiver) = receiver {
         cx.error_spanned_by(
             receiver,
@@ -423,12 +442,36 @@ fn handler(args: &Args, handler: HandlerFn, cx: &Ctxt) -> Option<Handler> {
                 .collect(),
         }
     };
+    let output = result_ok_type(&item.sig.output);
     context_ok.then(|| Handler {
+        output,
         context_span: ast::first_span(&context.ty),
         item,
         payload,
         ident_span,
         output_span,
+    })
+}
+
+/// The `T` of a return type written `Result<T>` or `Result<T, E>` (a path
+/// whose last segment is `Result`).
+fn result_ok_type(output: &ReturnType) -> Option<Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let Type::Path(path) = &**ty else {
+        return None;
+    };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    args.args.iter().find_map(|arg| match arg {
+        syn::GenericArgument::Type(ty) => Some(ty.clone()),
+        _ => None,
     })
 }
 

@@ -118,6 +118,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "schedule_decisions",
         template: include_str!("../migrations/0008_schedule_decisions.sql"),
     },
+    Migration {
+        version: 9,
+        name: "outputs",
+        template: include_str!("../migrations/0009_outputs.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

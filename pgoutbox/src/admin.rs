@@ -394,9 +394,10 @@ pub struct AttemptRow {
     pub error: Option<String>,
     /// The error's chain, outermost first.
     pub error_chain: Option<serde_json::Value>,
-    /// What the attempt produced: for a relay, the broker's receipt
-    /// (`{"backend": "jetstream", "stream": …, "sequence": …,
-    /// "duplicate": …}`); `None` for a handler.
+    /// What the attempt produced: a succeeded handler's result (the value
+    /// of its `Result<T>`, `None` for `()`), or for a relay the broker's
+    /// receipt (`{"backend": "jetstream", "stream": …, "sequence": …,
+    /// "duplicate": …}`).
     pub result: Option<serde_json::Value>,
 }
 

@@ -45,8 +45,40 @@ pub trait Operation: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The options given in the attribute.
     const OPTIONS: OperationOptions;
 
+    /// What a successful handler returns: the `T` of its `Result<T>`,
+    /// `()` when it returns `Result<()>` (the common case, stored as
+    /// nothing). A contract declares it with `output = Type`. The value is
+    /// recorded on the succeeded attempt, in the transaction that records
+    /// the success.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// /// A card payment's receipt.
+    /// #[pgoutbox::payload]
+    /// pub struct Receipt {
+    ///     /// The provider's charge id.
+    ///     pub charge_id: String,
+    /// }
+    ///
+    /// /// Charge a card.
+    /// #[operation("billing.charge_card")]
+    /// async fn charge_card(ctx: &mut Context, cents: i64) -> Result<Receipt> {
+    ///     let _ = (ctx, cents);
+    ///     Ok(Receipt { charge_id: "ch_1".into() })
+    /// }
+    ///
+    /// fn output_of<O: Operation>() -> &'static str { std::any::type_name::<O::Output>() }
+    /// assert!(output_of::<ChargeCard>().ends_with("Receipt"));
+    /// assert_eq!(ChargeCard::output_schema().json()["title"], "Receipt");
+    /// ```
+    type Output: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static;
+
     /// The payload's JSON Schema and its hash, computed once.
     fn schema() -> &'static OperationSchema;
+
+    /// The output's JSON Schema and its hash, computed once.
+    fn output_schema() -> &'static OperationSchema;
 }
 
 /// The options of an operation, as written in `#[operation(…)]`.

@@ -173,7 +173,7 @@ async fn run(
                 publisher: rt.publisher.clone(),
                 follow_ups: Vec::new(),
             };
-            let end = drive(
+            let (end, result) = drive(
                 handler(&mut ctx, claimed.payload.clone()),
                 timeout,
                 running,
@@ -199,7 +199,7 @@ async fn run(
                 decision,
                 Produced {
                     follow_ups: ctx.follow_ups,
-                    result: None,
+                    result,
                 },
                 running,
             )
@@ -464,29 +464,35 @@ fn fence(rt: &Runtime, claimed: &Claimed) -> Fence {
     }
 }
 
-/// Runs a handler future to its end: result, panic, timeout or abort.
+/// Runs a handler future to its end: result, panic, timeout or abort;
+/// with what a successful handler returned (`None` for `()`).
 async fn drive(
-    future: BoxFuture<'_, Result<(), HandlerFailure>>,
+    future: BoxFuture<'_, Result<Option<serde_json::Value>, HandlerFailure>>,
     timeout: Duration,
     running: &RunningOp,
     claimed: &Claimed,
     registration: &Registration,
-) -> AttemptEnd {
-    tokio::select! {
+) -> (AttemptEnd, Option<serde_json::Value>) {
+    let end = tokio::select! {
         biased;
         reason = running.aborted() => AttemptEnd::Aborted(reason),
         result = tokio::time::timeout(timeout, CatchUnwind(future)) => match result {
             Err(_) => AttemptEnd::TimedOut(timeout),
             Ok(Err(panic)) => AttemptEnd::Panicked(panic),
-            Ok(Ok(Ok(()))) => AttemptEnd::Succeeded,
+            Ok(Ok(Ok(output))) => return (AttemptEnd::Succeeded, output),
             Ok(Ok(Err(HandlerFailure::Failed(error)))) => AttemptEnd::Failed(error),
+            Ok(Ok(Err(HandlerFailure::Unstorable(why)))) => AttemptEnd::UnstorableResult {
+                why,
+                transactional: registration.options().transactional,
+            },
             Ok(Ok(Err(HandlerFailure::Decode(error)))) => AttemptEnd::Decode {
                 error,
                 stored_hash: claimed.schema_hash.clone(),
                 current_hash: registration.schema().hash(),
             },
         },
-    }
+    };
+    (end, None)
 }
 
 #[allow(clippy::too_many_arguments, clippy::too_many_lines)] // Each outcome of the transaction, in order.
@@ -526,7 +532,7 @@ async fn run_transactional(
             return None;
         }
     };
-    let end = {
+    let (end, result) = {
         let mut ctx = TxContext {
             info,
             conn: &mut tx,
@@ -591,7 +597,7 @@ async fn run_transactional(
         rt.store.local_timeouts(&mut tx, limit).await?;
         if !rt
             .store
-            .complete_success(&mut tx, fence, true, None)
+            .complete_success(&mut tx, fence, true, result.as_ref())
             .await?
         {
             return Ok(None);

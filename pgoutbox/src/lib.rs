@@ -346,10 +346,42 @@ pub mod __private {
         serde_json::from_value(payload).map_err(HandlerFailure::Decode)
     }
 
-    /// Turns a handler's result into the type-erased one.
-    pub fn finish<E: Into<HandlerError>>(result: Result<(), E>) -> Result<(), HandlerFailure> {
-        result.map_err(|e| HandlerFailure::Failed(e.into()))
+    /// Turns a handler's result into the type-erased one: its output as
+    /// JSON (`None` for `()`), checked against the rules of a stored
+    /// document.
+    pub fn finish<T: serde::Serialize, E: Into<HandlerError>>(
+        result: Result<T, E>,
+    ) -> Result<Option<serde_json::Value>, HandlerFailure> {
+        let output = result.map_err(|e| HandlerFailure::Failed(e.into()))?;
+        match serde_json::to_value(&output) {
+            Ok(serde_json::Value::Null) => Ok(None),
+            Ok(value) => match crate::storable::json_document(&value, "a handler's result") {
+                Ok(_) => Ok(Some(value)),
+                Err(why) => Err(HandlerFailure::Unstorable(why)),
+            },
+            Err(e) => Err(HandlerFailure::Unstorable(format!(
+                "it does not encode as JSON: {e}"
+            ))),
+        }
     }
+
+    /// What a handler's output type needs. Generated code checks it on the
+    /// `T` of the handler's `Result<T>`; the message says what to add.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be an operation's output",
+        label = "needs `Serialize`, `Deserialize` and `JsonSchema`",
+        note = "annotate the type with `#[pgoutbox::payload]`, which derives all three; for a type from another crate, look for its `serde` and `schemars` features"
+    )]
+    pub trait OutputType {}
+
+    #[diagnostic::do_not_recommend]
+    impl<T: serde::Serialize + serde::de::DeserializeOwned + schemars::JsonSchema + Send + 'static>
+        OutputType for T
+    {
+    }
+
+    /// Fails to compile, on the output type, when it is no [`OutputType`].
+    pub const fn assert_output<T: OutputType>() {}
 
     /// What a type needs to be part of an operation payload. Generated code
     /// checks it on each field's type; the message says what to add.

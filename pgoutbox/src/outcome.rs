@@ -39,6 +39,10 @@ pub(crate) enum AttemptEnd {
     /// `COMMIT` or `ROLLBACK`), then did not succeed: what it wrote may be
     /// committed, so its failure is not a plain one.
     EndedTransaction(HandlerError),
+    /// The handler returned `Ok`, but its result cannot be stored (why).
+    /// A transactional handler's writes are then rolled back; a plain
+    /// handler's effects stand.
+    UnstorableResult { why: String, transactional: bool },
     /// What the attempt did outside the database is unknown, for the
     /// reason `error` gives (a relay's message sent and never
     /// acknowledged): recorded as `outcome` (`timed_out`, `lost`,
@@ -203,6 +207,28 @@ impl Attempt {
                 let mut chain = vec![message.clone()];
                 chain.extend(error.chain());
                 failure(Outcome::Failed, in_doubt, message, chain)
+            }
+            AttemptEnd::UnstorableResult {
+                why,
+                transactional: true,
+            } => {
+                let error = format!(
+                    "the handler succeeded, but its result cannot be stored: {why}; its database \
+                     writes were rolled back"
+                );
+                failure(Outcome::Failed, Status::Dead, error.clone(), vec![error])
+            }
+            AttemptEnd::UnstorableResult {
+                why,
+                transactional: false,
+            } => {
+                // What the handler did stands, and running it again is not
+                // what it asked for: an operator decides.
+                let error = format!(
+                    "the handler succeeded, but its result cannot be stored: {why}; what it did \
+                     stands, so the operation waits for an operator"
+                );
+                failure(Outcome::Failed, Status::Stalled, error.clone(), vec![error])
             }
             AttemptEnd::Unknown { outcome, error } => {
                 failure(outcome, in_doubt, error.clone(), vec![error])

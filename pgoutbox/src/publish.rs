@@ -729,44 +729,10 @@ pub const PUBLISH_MANY_CHUNK: usize = 1_000;
 /// The most JSON one [`publish_many`] statement carries: 16 MiB.
 pub const PUBLISH_MANY_CHUNK_BYTES: usize = 16 << 20;
 
-/// Counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Refuses a payload that `jsonb` cannot store, naming where it is wrong,
 /// or that is larger than [`MAX_PAYLOAD_BYTES`]; returns its size as JSON
 /// text.
 fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<usize, PublishError> {
-    let mut size = ByteCount(0);
-    serde_json::to_writer(&mut size, payload).expect("a JSON value serializes");
-    if size.0 > MAX_PAYLOAD_BYTES {
-        return Err(PublishError::Unstorable {
-            name,
-            reason: format!(
-                "it is {} bytes of JSON, over the {MAX_PAYLOAD_BYTES}-byte limit of a payload \
-                 (keep large documents in your own tables and publish their key)",
-                size.0
-            ),
-        });
-    }
-    match storable::unstorable_json(payload) {
-        None => Ok(size.0),
-        Some(path) => Err(PublishError::Unstorable {
-            name,
-            reason: format!(
-                "it holds a NUL character (`\\u0000`) at `{path}`, which PostgreSQL's jsonb \
-                 cannot store"
-            ),
-        }),
-    }
+    storable::json_document(payload, "a payload")
+        .map_err(|reason| PublishError::Unstorable { name, reason })
 }

@@ -44,6 +44,11 @@ pub enum HandlerFailure {
     Decode(serde_json::Error),
     /// The handler returned an error.
     Failed(HandlerError),
+    /// The handler succeeded, but what it returned cannot be stored (it
+    /// does not encode as JSON, is larger than
+    /// [`MAX_PAYLOAD_BYTES`](crate::MAX_PAYLOAD_BYTES), or holds a NUL
+    /// character): why.
+    Unstorable(String),
 }
 
 /// A plain handler with its payload type erased: decode JSON, call.
@@ -65,7 +70,7 @@ pub enum HandlerFailure {
 /// # Ok::<(), pgoutbox::RegistryError>(())
 /// ```
 pub type PlainHandler =
-    for<'a> fn(&'a mut Context, serde_json::Value) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+    for<'a> fn(&'a mut Context, serde_json::Value) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
 
 /// A transactional handler with its payload type erased.
 ///
@@ -88,7 +93,7 @@ pub type PlainHandler =
 pub type TxHandler = for<'a, 'c> fn(
     &'a mut TxContext<'c>,
     serde_json::Value,
-) -> BoxFuture<'a, Result<(), HandlerFailure>>;
+) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
 
 /// How a registered handler is called.
 ///
@@ -159,6 +164,7 @@ pub struct Registration {
     pub(crate) name: &'static str,
     pub(crate) options: OperationOptions,
     pub(crate) schema: fn() -> &'static OperationSchema,
+    pub(crate) output_schema: fn() -> &'static OperationSchema,
     pub(crate) payload_type: fn() -> TypeId,
     pub(crate) payload_type_name: fn() -> &'static str,
     pub(crate) handler: Option<(ErasedHandler, &'static str)>,
@@ -173,6 +179,7 @@ impl Registration {
             name: O::NAME,
             options: O::OPTIONS,
             schema: O::schema,
+            output_schema: O::output_schema,
             payload_type: TypeId::of::<O>,
             payload_type_name: std::any::type_name::<O>,
             handler: None,
@@ -193,6 +200,7 @@ impl Registration {
             name: O::NAME,
             options,
             schema: O::schema,
+            output_schema: O::output_schema,
             payload_type: TypeId::of::<O>,
             payload_type_name: std::any::type_name::<O>,
             handler: Some((handler, function)),
@@ -258,6 +266,25 @@ impl Registration {
     /// ```
     pub fn schema(&self) -> &'static OperationSchema {
         (self.schema)()
+    }
+
+    /// The output type's JSON Schema and its hash (of `()` when the
+    /// handler returns `Result<()>`).
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    ///
+    /// #[operation("mail.send")]
+    /// async fn send_mail(ctx: &mut Context, to: String) -> Result<u64> {
+    ///     let _ = (ctx, to);
+    ///     Ok(1)
+    /// }
+    ///
+    /// let registration = <send_mail as pgoutbox::Handler>::REGISTRATION;
+    /// assert_eq!(registration.output_schema().json()["type"], "integer");
+    /// ```
+    pub fn output_schema(&self) -> &'static OperationSchema {
+        (self.output_schema)()
     }
 
     /// The payload type's name, as `std::any::type_name` gives it.
@@ -353,6 +380,7 @@ impl Registration {
             name,
             options: OperationOptions::new(),
             schema: any_payload,
+            output_schema: any_payload,
             payload_type: TypeId::of::<serde_json::Value>,
             payload_type_name: std::any::type_name::<serde_json::Value>,
             handler: None,

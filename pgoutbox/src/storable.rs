@@ -72,6 +72,45 @@ pub(crate) fn delay(delay: Duration) -> (Duration, Option<String>) {
     }
 }
 
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks a JSON document (`what`: a payload, a handler's result) against
+/// the rules of a stored one: at most [`MAX_PAYLOAD_BYTES`] of JSON text,
+/// no NUL character, which `jsonb` cannot store. Its size, or why not.
+///
+/// [`MAX_PAYLOAD_BYTES`]: crate::MAX_PAYLOAD_BYTES
+pub(crate) fn json_document(value: &serde_json::Value, what: &str) -> Result<usize, String> {
+    let limit = crate::MAX_PAYLOAD_BYTES;
+    let mut size = ByteCount(0);
+    serde_json::to_writer(&mut size, value).expect("a JSON value serializes");
+    if size.0 > limit {
+        return Err(format!(
+            "it is {} bytes of JSON, over the {limit}-byte limit of {what} \
+             (keep large documents in your own tables and store their key)",
+            size.0
+        ));
+    }
+    match unstorable_json(value) {
+        None => Ok(size.0),
+        Some(path) => Err(format!(
+            "it holds a NUL character (`\\u0000`) at `{path}`, which PostgreSQL's jsonb \
+             cannot store"
+        )),
+    }
+}
+
 /// Where a JSON value holds what `jsonb` cannot store (`\u0000`, in a
 /// string or a key), as a path such as `$.items[2].name`.
 pub(crate) fn unstorable_json(value: &serde_json::Value) -> Option<String> {

@@ -422,6 +422,9 @@ impl WorkflowSystemBuilder {
                 store
                     .record_schema(&mut conn, name, route.registration().schema())
                     .await?;
+                store
+                    .record_output(&mut conn, name, route.registration().output_schema())
+                    .await?;
             }
             let live_ms = crate::duration::millis(settings.workflow_system.lease);
             if let Err(e) =

@@ -17,6 +17,7 @@ mod pgbouncer;
 mod processes;
 mod publish;
 mod relay;
+mod results;
 mod runtime;
 mod schedules;
 mod settings;

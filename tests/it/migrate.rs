@@ -7,8 +7,9 @@ use pgoutbox_migrate::{Error, Identifier};
 
 use crate::support::{empty_db, tables};
 
-const TABLES: [&str; 8] = [
+const TABLES: [&str; 9] = [
     "attempts",
+    "operation_outputs",
     "operation_types",
     "operations",
     "operator_actions",

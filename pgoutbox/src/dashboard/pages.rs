@@ -530,6 +530,9 @@ pub(super) fn operation(
                         br; span.state.state-stalled { "outcome unknown: the handler may or may not have done its work" }
                     }
                     @if let Some(e) = &a.error { pre { (e) } }
+                    @if let Some(result) = &a.result {
+                        details.result { summary { "result" } pre { (serde_json::to_string_pretty(result).unwrap_or_default()) } }
+                    }
                     @if let Some(serde_json::Value::Array(chain)) = &a.error_chain {
                         @if chain.len() > 1 {
                             details { summary { "error chain (" (chain.len()) ")" }

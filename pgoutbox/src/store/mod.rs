@@ -52,6 +52,7 @@ statements!(
     register_worker,
     deregister_worker,
     record_schema,
+    record_output,
     unhandled_names,
     unserved_queues,
     #[cfg(feature = "nats")]
@@ -653,6 +654,25 @@ impl Store {
     ) -> Result<(), sqlx::Error> {
         self.pinned(conn, async |conn| {
             query!(self, query, record_schema)
+                .bind(name)
+                .bind(schema.hash())
+                .bind(schema.json())
+                .execute(conn)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Records an output type's schema met by a worker at start-up.
+    pub(crate) async fn record_output(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        schema: &OperationSchema,
+    ) -> Result<(), sqlx::Error> {
+        self.pinned(conn, async |conn| {
+            query!(self, query, record_output)
                 .bind(name)
                 .bind(schema.hash())
                 .bind(schema.json())
