@@ -117,13 +117,11 @@ pub(crate) fn operation(args: &Args, input: Input, cx: &Ctxt) -> Option<Operatio
         Input::Handler(handler_fn) => {
             handler(args, *handler_fn, cx).map(|h| Target::Handler(Box::new(h)))
         }
-        Input::Struct(item) => {
-            contract(args, &item, cx).map(|name| Target::Contract {
-                name,
-                item,
-                output: args.output.as_ref().map(|o| Box::new(o.value.clone())),
-            })
-        }
+        Input::Struct(item) => contract(args, &item, cx).map(|name| Target::Contract {
+            name,
+            item,
+            output: args.output.as_ref().map(|o| Box::new(o.value.clone())),
+        }),
         Input::Other(item) => {
             cx.error_at(
                 ast::first_span(&item),

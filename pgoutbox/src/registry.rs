@@ -70,7 +70,10 @@ pub enum HandlerFailure {
 /// # Ok::<(), pgoutbox::RegistryError>(())
 /// ```
 pub type PlainHandler =
-    for<'a> fn(&'a mut Context, serde_json::Value) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
+    for<'a> fn(
+        &'a mut Context,
+        serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
 
 /// A transactional handler with its payload type erased.
 ///
@@ -90,10 +93,11 @@ pub type PlainHandler =
 /// let _: TxHandler = tx;
 /// # Ok::<(), pgoutbox::RegistryError>(())
 /// ```
-pub type TxHandler = for<'a, 'c> fn(
-    &'a mut TxContext<'c>,
-    serde_json::Value,
-) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
+pub type TxHandler =
+    for<'a, 'c> fn(
+        &'a mut TxContext<'c>,
+        serde_json::Value,
+    ) -> BoxFuture<'a, Result<Option<serde_json::Value>, HandlerFailure>>;
 
 /// How a registered handler is called.
 ///

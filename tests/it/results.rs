@@ -17,11 +17,11 @@ const WITHIN: Duration = Duration::from_secs(10);
 /// A card payment's receipt.
 #[pgoutbox::payload]
 #[derive(PartialEq)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     /// The provider's charge id.
-    pub charge_id: String,
+    pub(crate) charge_id: String,
     /// What was charged, in cents.
-    pub cents: i64,
+    pub(crate) cents: i64,
 }
 
 /// Charges, and returns the receipt.
@@ -38,7 +38,9 @@ async fn charge(ctx: &mut Context, order: i64, cents: i64) -> Result<Receipt> {
 #[operation("results.record", transactional)]
 async fn record(ctx: &mut TxContext<'_>, note: String) -> Result<i64> {
     let row = ctx
-        .fetch_one(sqlx::query("INSERT INTO results_notes (note) VALUES ($1) RETURNING id").bind(&note))
+        .fetch_one(
+            sqlx::query("INSERT INTO results_notes (note) VALUES ($1) RETURNING id").bind(&note),
+        )
         .await?;
     Ok(sqlx::Row::try_get(&row, "id")?)
 }
@@ -72,9 +74,9 @@ async fn nothing(ctx: &mut Context, n: i64) -> Result<()> {
 
 /// A publish-only contract that declares its output.
 #[operation("results.refund", output = Receipt)]
-pub struct Refund {
+pub(crate) struct Refund {
     /// The charge to refund.
-    pub charge_id: String,
+    pub(crate) charge_id: String,
 }
 
 /// The contract's handler returns the contract's output.
@@ -135,8 +137,21 @@ async fn results(
 async fn a_handlers_result_is_recorded_with_its_success() {
     let db = test_db().await;
     let system = start(&db).await;
-    let charged = publish_one(&db, Charge { order: 7, cents: 1999 }).await;
-    let recorded = publish_one(&db, Record { note: "hello".into() }).await;
+    let charged = publish_one(
+        &db,
+        Charge {
+            order: 7,
+            cents: 1999,
+        },
+    )
+    .await;
+    let recorded = publish_one(
+        &db,
+        Record {
+            note: "hello".into(),
+        },
+    )
+    .await;
     let nothing = publish_one(&db, Nothing { n: 1 }).await;
     let refunded = publish_one(
         &db,
@@ -175,7 +190,7 @@ async fn a_handlers_result_is_recorded_with_its_success() {
     let detail = admin.show(charged).await.unwrap().unwrap();
     let shown = detail.attempts[0].result.clone().unwrap();
     assert_eq!(serde_json::from_value::<Receipt>(shown).unwrap(), receipt);
-    system.stop().await;
+    system.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -210,8 +225,11 @@ async fn output_schemas_are_kept_beside_the_payloads() {
     );
     assert_eq!(schemas[3].2["type"], "integer");
     assert_eq!(schemas[2].2["type"], "null", "`()` has a schema too");
-    assert_eq!(Refund::output_schema().hash(), Charge::output_schema().hash());
-    system.stop().await;
+    assert_eq!(
+        Refund::output_schema().hash(),
+        Charge::output_schema().hash()
+    );
+    system.stop().await.unwrap();
 }
 
 #[tokio::test]
@@ -238,7 +256,13 @@ async fn a_result_that_cannot_be_stored_is_recorded_as_such() {
     )
     .await;
     // A transactional handler's writes are rolled back with it.
-    let tx = publish_one(&db, RecordUnstorable { note: "gone".into() }).await;
+    let tx = publish_one(
+        &db,
+        RecordUnstorable {
+            note: "gone".into(),
+        },
+    )
+    .await;
     assert_eq!(settled(&db, nul).await, "stalled");
     assert_eq!(settled(&db, large).await, "stalled");
     assert_eq!(settled(&db, tx).await, "dead");
@@ -268,7 +292,11 @@ async fn a_result_that_cannot_be_stored_is_recorded_as_such() {
         "{tx_error}"
     );
     assert_eq!(
-        count(&db, "SELECT count(*) FROM results_notes WHERE note = 'gone'").await,
+        count(
+            &db,
+            "SELECT count(*) FROM results_notes WHERE note = 'gone'"
+        )
+        .await,
         0
     );
     for id in [nul, large, tx] {
@@ -281,5 +309,5 @@ async fn a_result_that_cannot_be_stored_is_recorded_as_such() {
         WITHIN,
     )
     .await;
-    system.stop().await;
+    system.stop().await.unwrap();
 }
