@@ -395,7 +395,8 @@ pub struct AttemptRow {
     /// The error's chain, outermost first.
     pub error_chain: Option<serde_json::Value>,
     /// What the attempt produced: a succeeded handler's result (the value
-    /// of its `Result<T>`, `None` for `()`), or for a relay the broker's
+    /// of its `Result<T>` as JSON; `None` for `()` and for any value that
+    /// is JSON `null`, such as `Option::None`), or for a relay the broker's
     /// receipt (`{"backend": "jetstream", "stream": …, "sequence": …,
     /// "duplicate": …}`).
     pub result: Option<serde_json::Value>,

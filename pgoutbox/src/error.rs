@@ -4,7 +4,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-/// The result type of handlers: `Result<()>` is what a handler returns.
+/// The result type of handlers: `Result<()>`, or `Result<T>` for a handler
+/// whose success records a `T` (see [`Operation::Output`](crate::Operation::Output)).
 ///
 /// Its error type defaults to [`HandlerError`], into which any
 /// `std::error::Error + Send + Sync` converts with `?`:

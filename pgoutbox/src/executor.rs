@@ -547,7 +547,8 @@ async fn run_transactional(
         )
         .await
     };
-    // A handler that returned (an error, a snooze, a panic) may have ended
+    // A handler that returned (an error, a snooze, a panic, a result that
+    // cannot be stored) may have ended
     // the dispatcher's transaction first: its writes may be committed.
     let end = match end {
         AttemptEnd::Failed(error) if ended_by_handler(rt, &mut tx, fence).await => {
@@ -556,6 +557,11 @@ async fn run_transactional(
         AttemptEnd::Panicked(message) if ended_by_handler(rt, &mut tx, fence).await => {
             AttemptEnd::EndedTransaction(HandlerError::retryable(format!(
                 "the handler panicked: {message}"
+            )))
+        }
+        AttemptEnd::UnstorableResult { why, .. } if ended_by_handler(rt, &mut tx, fence).await => {
+            AttemptEnd::EndedTransaction(HandlerError::permanent(format!(
+                "the handler succeeded, but its result cannot be stored: {why}"
             )))
         }
         end => end,
@@ -728,7 +734,8 @@ fn vanish(claimed: &Claimed, point: Crash) {
 }
 
 /// What a successful attempt leaves besides its success: a handler's
-/// follow-ups, or a relay's receipt (recorded on the attempt).
+/// follow-ups and result, or a relay's receipt (the result, recorded on
+/// the attempt).
 #[derive(Debug, Default)]
 pub(crate) struct Produced {
     pub(crate) follow_ups: Vec<NewOperation>,
@@ -854,7 +861,7 @@ async fn try_record(
             let mut tx = rt.pool.begin().await?;
             if !rt
                 .store
-                .complete_success(&mut tx, fence, false, None)
+                .complete_success(&mut tx, fence, false, produced.result.as_ref())
                 .await?
             {
                 return Ok(false);

@@ -172,8 +172,13 @@ pub use error::{HandlerError, Result};
 ///   parameters, move to the struct and its fields (and so into the JSON
 ///   Schema). Parameters must be plain names of owned types; a type of
 ///   your own used in a parameter is annotated [`#[payload]`](payload).
-/// - The function must return `Result<()>` (any `Result<(), E>` whose `E`
-///   converts into [`HandlerError`]) and its future must be `Send`.
+/// - The function returns `Result<()>`, or `Result<T>` to record a result
+///   (`T` is the operation's [`Operation::Output`], a
+///   [`#[payload]`](payload) type or any `Serialize + Deserialize +
+///   JsonSchema` one; write the return type as a path ending in `Result`,
+///   such as `Result<T>`, `anyhow::Result<T>` or `Result<T, E>`: through
+///   another alias the output reads as `()`). Any `E` that converts into
+///   [`HandlerError`] will do, and the future must be `Send`.
 /// - Also generated: `impl Operation for SendReceipt`, a link-time
 ///   registration (name, options, schema, handler, file and line), and a
 ///   braced struct named like the function (type namespace only) that
@@ -208,9 +213,11 @@ pub use error::{HandlerError, Result};
 /// table on [`OperationOptions`]. An option on the operation overrides the
 /// corresponding setting. `idempotent`, `max_attempts`, `queue` and
 /// `priority` describe the published row and belong to the contract;
-/// `transactional`, `backoff` and `timeout` belong to the handler. `crate =
-/// path` names the `pgoutbox` crate when it is re-exported under another
-/// path; `PGOUTBOX_MACROS_DEBUG=1` prints the expansion.
+/// `transactional`, `backoff` and `timeout` belong to the handler. A
+/// contract (the attribute on a struct) declares its output type with
+/// `output = Type` (a handler's output is the `T` of its `Result<T>`).
+/// `crate = path` names the `pgoutbox` crate when it is re-exported under
+/// another path; `PGOUTBOX_MACROS_DEBUG=1` prints the expansion.
 pub use pgoutbox_macros::operation;
 /// Makes a struct or an enum of your own usable inside an operation payload.
 ///
@@ -347,8 +354,9 @@ pub mod __private {
     }
 
     /// Turns a handler's result into the type-erased one: its output as
-    /// JSON (`None` for `()`), checked against the rules of a stored
-    /// document.
+    /// JSON, checked against the rules of a stored document. A value that
+    /// is JSON `null` (`()`, `Option::None`) is stored as SQL `NULL`: it
+    /// decodes back the same.
     pub fn finish<T: serde::Serialize, E: Into<HandlerError>>(
         result: Result<T, E>,
     ) -> Result<Option<serde_json::Value>, HandlerFailure> {

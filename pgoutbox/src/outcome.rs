@@ -47,6 +47,7 @@ pub(crate) enum AttemptEnd {
     /// reason `error` gives (a relay's message sent and never
     /// acknowledged): recorded as `outcome` (`timed_out`, `lost`,
     /// `aborted`).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))] // Only relays end so.
     Unknown { outcome: Outcome, error: String },
 }
 
@@ -58,6 +59,8 @@ pub(crate) enum Decision {
     Failure(Failure),
 }
 
+// Only relays decide so.
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 impl Decision {
     /// The delay before the operation runs again, when this decision
     /// retries it after an unknown outcome.
@@ -369,6 +372,29 @@ mod tests {
             next(&attempt(1, true).decide(not_committed(), 0.0)),
             Status::Retrying
         );
+    }
+
+    #[test]
+    fn a_result_that_cannot_be_stored_is_dead_when_rolled_back_else_stalled() {
+        let unstorable = |transactional| AttemptEnd::UnstorableResult {
+            why: "it is too large".into(),
+            transactional,
+        };
+        // Idempotent or not, with attempts left or not: never retried.
+        for idempotent in [false, true] {
+            let rolled_back = attempt(1, idempotent).decide(unstorable(true), 0.0);
+            assert_eq!(next(&rolled_back), Status::Dead);
+            let stands = attempt(1, idempotent).decide(unstorable(false), 0.0);
+            assert_eq!(next(&stands), Status::Stalled);
+            let Decision::Failure(f) = stands else {
+                panic!("a failure")
+            };
+            assert_eq!(f.outcome, Outcome::Failed);
+            assert!(
+                f.error
+                    .contains("its result cannot be stored: it is too large")
+            );
+        }
     }
 
     #[test]

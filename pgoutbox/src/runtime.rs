@@ -254,8 +254,8 @@ impl RunningOp {
 #[derive(Debug)]
 pub(crate) struct Completion {
     pub(crate) fence: Fence,
-    /// What the attempt produced: a relay's receipt, recorded on the
-    /// attempt (`attempts.result`).
+    /// What the attempt produced (a handler's result, a relay's receipt),
+    /// recorded on the attempt (`attempts.result`).
     pub(crate) result: Option<serde_json::Value>,
     pub(crate) reply: oneshot::Sender<Result<bool, RecordError>>,
 }

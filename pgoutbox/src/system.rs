@@ -422,9 +422,13 @@ impl WorkflowSystemBuilder {
                 store
                     .record_schema(&mut conn, name, route.registration().schema())
                     .await?;
-                store
-                    .record_output(&mut conn, name, route.registration().output_schema())
-                    .await?;
+                // A relay's result is the broker's receipt, not an output
+                // of the operation's type.
+                if !route.is_relayed() {
+                    store
+                        .record_output(&mut conn, name, route.registration().output_schema())
+                        .await?;
+                }
             }
             let live_ms = crate::duration::millis(settings.workflow_system.lease);
             if let Err(e) =

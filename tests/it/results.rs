@@ -72,6 +72,25 @@ async fn nothing(ctx: &mut Context, n: i64) -> Result<()> {
     Ok(())
 }
 
+/// Publishes a follow-up and returns a receipt: both recorded with the
+/// success, in one transaction.
+#[operation("results.charge_then_notify")]
+async fn charge_then_notify(ctx: &mut Context, order: i64) -> Result<Option<Receipt>> {
+    ctx.publish(Nothing { n: order })?;
+    Ok(Some(Receipt {
+        charge_id: format!("ch_{order}"),
+        cents: 5,
+    }))
+}
+
+/// Finds something, or not: `None` is stored as no result, and reads back
+/// as `None`.
+#[operation("results.maybe")]
+async fn maybe(ctx: &mut Context, found: bool) -> Result<Option<i64>> {
+    let _ = ctx;
+    Ok(found.then_some(42))
+}
+
 /// A publish-only contract that declares its output.
 #[operation("results.refund", output = Receipt)]
 pub(crate) struct Refund {
@@ -102,6 +121,8 @@ async fn start(db: &pgoutbox::testing::TestDatabase) -> WorkflowSystem {
                 .operation::<Echo>()
                 .operation::<RecordUnstorable>()
                 .operation::<Nothing>()
+                .operation::<ChargeThenNotify>()
+                .operation::<Maybe>()
                 .operation::<Refund>(),
         )
         .start()
@@ -160,9 +181,31 @@ async fn a_handlers_result_is_recorded_with_its_success() {
         },
     )
     .await;
-    for id in [charged, recorded, nothing, refunded] {
+    let notified = publish_one(&db, ChargeThenNotify { order: 8 }).await;
+    let found = publish_one(&db, Maybe { found: true }).await;
+    let missing = publish_one(&db, Maybe { found: false }).await;
+    for id in [
+        charged, recorded, nothing, refunded, notified, found, missing,
+    ] {
         assert_eq!(settled(&db, id).await, "succeeded");
     }
+    // A handler with a follow-up: its result is recorded with the success
+    // and the follow-up, in one transaction.
+    assert_eq!(
+        results(&db, notified).await,
+        [Some(serde_json::json!({"charge_id": "ch_8", "cents": 5}))]
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE name = 'results.nothing' \
+             AND parent_id IS NOT NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(results(&db, found).await, [Some(serde_json::json!(42))]);
+    assert_eq!(results(&db, missing).await, [None], "`None` is no result");
 
     let receipt = Receipt {
         charge_id: "ch_7".into(),
@@ -208,7 +251,9 @@ async fn output_schemas_are_kept_beside_the_payloads() {
         names,
         [
             "results.charge",
+            "results.charge_then_notify",
             "results.echo",
+            "results.maybe",
             "results.nothing",
             "results.record",
             "results.record_unstorable",
@@ -223,8 +268,8 @@ async fn output_schemas_are_kept_beside_the_payloads() {
         "{:#}",
         charge.2
     );
-    assert_eq!(schemas[3].2["type"], "integer");
-    assert_eq!(schemas[2].2["type"], "null", "`()` has a schema too");
+    assert_eq!(schemas[5].2["type"], "integer");
+    assert_eq!(schemas[4].2["type"], "null", "`()` has a schema too");
     assert_eq!(
         Refund::output_schema().hash(),
         Charge::output_schema().hash()

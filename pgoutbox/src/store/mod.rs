@@ -444,7 +444,8 @@ impl Store {
     }
 
     /// Records many plain successes of one worker, each with what its
-    /// attempt produced (a relay's receipt, or nothing); returns the
+    /// attempt produced (a handler's result, a relay's receipt, or
+    /// nothing); returns the
     /// attempt ids recorded (not operation ids: two attempts of one
     /// operation can share a batch, and only the current one is recorded).
     pub(crate) async fn complete_successes(

@@ -2,7 +2,7 @@
 -- worker read, and, for a transactional handler ($5), by the transaction
 -- the dispatcher opened for attempt $4 (marked by `Store::begin_attempt`:
 -- a handler that ended it through raw SQL leaves no mark); $6 is what the
--- attempt produced (a relay's receipt; NULL for a handler). Returns
+-- attempt produced (a handler's result, a relay's receipt, or NULL). Returns
 -- the number of operations changed: 0 means the worker no longer owns the
 -- attempt (or the handler ended the transaction) and must not commit.
 WITH done AS (

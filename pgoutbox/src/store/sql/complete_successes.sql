@@ -1,6 +1,6 @@
 -- Record many plain successes of one worker ($4) at once, each fenced by
 -- its attempt: $1 ids, $2 attempt numbers, $3 attempt ids, $6 what each
--- attempt produced (a relay's receipt; NULL for a handler). Returns the
+-- attempt produced (a handler's result, a relay's receipt, or NULL). Returns the
 -- attempt ids whose success was recorded; any other was no longer this
 -- worker's. The answer names attempts, not operations: a stale completion
 -- of attempt 1 batched with attempt 2's of the same operation must not be
