@@ -400,6 +400,10 @@ pub struct AttemptRow {
     /// receipt (`{"backend": "jetstream", "stream": …, "sequence": …,
     /// "duplicate": …}`).
     pub result: Option<serde_json::Value>,
+    /// The hash of the output schema a handler's result was written with
+    /// (`pgoutbox.operation_outputs`); `None` without a result and for a
+    /// relay's receipt.
+    pub result_schema_hash: Option<String>,
 }
 
 /// One operator action.
@@ -1020,6 +1024,7 @@ impl FromRow<'_, PgRow> for AttemptRow {
             error: row.try_get("error")?,
             error_chain: row.try_get("error_chain")?,
             result: row.try_get("result")?,
+            result_schema_hash: row.try_get("result_schema_hash")?,
         })
     }
 }

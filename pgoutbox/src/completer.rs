@@ -18,17 +18,40 @@ use crate::store::Fence;
 /// Most successes per statement.
 const BATCH: usize = 100;
 
+/// Most bytes of results (as JSON) per statement, as `publish_many` bounds
+/// its statements: a batch of large results is cut short, never one
+/// statement of up to `BATCH` times `MAX_PAYLOAD_BYTES`.
+const BATCH_BYTES: usize = crate::PUBLISH_MANY_CHUNK_BYTES;
+
 /// How long one batch may take to record.
 const LIMIT: Duration = Duration::from_secs(30);
 
 /// Records batches until every sender is gone.
 pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Completion>) {
     let mut batch: Vec<Completion> = Vec::with_capacity(BATCH);
-    while let Some(first) = requests.recv().await {
+    // A request that did not fit the last batch's bytes opens the next.
+    let mut held: Option<Completion> = None;
+    loop {
+        let first = match held.take() {
+            Some(first) => first,
+            None => match requests.recv().await {
+                Some(first) => first,
+                None => break,
+            },
+        };
+        let mut bytes = result_bytes(&first);
         batch.push(first);
         while batch.len() < BATCH {
             match requests.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    let size = result_bytes(&next);
+                    if bytes + size > BATCH_BYTES {
+                        held = Some(next);
+                        break;
+                    }
+                    bytes += size;
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -37,8 +60,10 @@ pub(crate) async fn run(rt: Arc<Runtime>, mut requests: mpsc::Receiver<Completio
 }
 
 async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
-    let successes: Vec<(Fence, Option<serde_json::Value>)> =
-        batch.iter().map(|c| (c.fence, c.result.clone())).collect();
+    let successes: Vec<(Fence, Option<serde_json::Value>, Option<&'static str>)> = batch
+        .iter()
+        .map(|c| (c.fence, c.result.clone(), c.result_schema))
+        .collect();
     let result = async {
         let mut conn = rt.pool.acquire().await?;
         rt.store
@@ -61,6 +86,14 @@ async fn flush(rt: &Runtime, batch: &mut Vec<Completion>) {
         Ok(Err(e)) => answer_all(batch, &RecordError::from(e)),
         Err(_) => answer_all(batch, &RecordError::TimedOut(LIMIT)),
     }
+}
+
+/// The size of a completion's result as JSON text (0 without one).
+fn result_bytes(completion: &Completion) -> usize {
+    completion
+        .result
+        .as_ref()
+        .map_or(0, |r| serde_json::to_vec(r).map_or(0, |v| v.len()))
 }
 
 /// Whether the attempt `fence` names is among those a batch recorded

@@ -199,6 +199,7 @@ async fn run(
                 decision,
                 Produced {
                     follow_ups: ctx.follow_ups,
+                    result_schema: result.as_ref().map(|_| registration.output_schema().hash()),
                     result,
                 },
                 running,
@@ -321,6 +322,8 @@ async fn run_relay(
         Produced {
             follow_ups: Vec::new(),
             result,
+            // A receipt, not an output of the operation's type.
+            result_schema: None,
         },
         running,
     )
@@ -570,7 +573,10 @@ async fn run_transactional(
     #[cfg(feature = "testing")]
     if let Some(point) = rt.crash_for(claimed.attempt) {
         if point == Crash::BeforeCommit && matches!(decision, Decision::Success) {
-            let _ = rt.store.complete_success(&mut tx, fence, true, None).await;
+            let _ = rt
+                .store
+                .complete_success(&mut tx, fence, true, None, None)
+                .await;
         }
         drop(tx); // never committed: rolled back, as by a dead worker
         vanish(claimed, point);
@@ -603,7 +609,13 @@ async fn run_transactional(
         rt.store.local_timeouts(&mut tx, limit).await?;
         if !rt
             .store
-            .complete_success(&mut tx, fence, true, result.as_ref())
+            .complete_success(
+                &mut tx,
+                fence,
+                true,
+                result.as_ref(),
+                result.as_ref().map(|_| registration.output_schema().hash()),
+            )
             .await?
         {
             return Ok(None);
@@ -740,6 +752,8 @@ fn vanish(claimed: &Claimed, point: Crash) {
 pub(crate) struct Produced {
     pub(crate) follow_ups: Vec<NewOperation>,
     pub(crate) result: Option<serde_json::Value>,
+    /// The hash of the output schema a handler's result was written with.
+    pub(crate) result_schema: Option<&'static str>,
 }
 
 /// Records `decision`, retrying while the database is unreachable and the
@@ -837,11 +851,13 @@ async fn try_record(
         Decision::Success if produced.follow_ups.is_empty() => {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let result = produced.result.clone();
+            let result_schema = produced.result_schema;
             if rt
                 .completions
                 .send(Completion {
                     fence,
                     result,
+                    result_schema,
                     reply,
                 })
                 .await
@@ -854,14 +870,26 @@ async fn try_record(
             let mut conn = rt.pool.acquire().await?;
             Ok(rt
                 .store
-                .complete_success(&mut conn, fence, false, produced.result.as_ref())
+                .complete_success(
+                    &mut conn,
+                    fence,
+                    false,
+                    produced.result.as_ref(),
+                    produced.result_schema,
+                )
                 .await?)
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
             if !rt
                 .store
-                .complete_success(&mut tx, fence, false, produced.result.as_ref())
+                .complete_success(
+                    &mut tx,
+                    fence,
+                    false,
+                    produced.result.as_ref(),
+                    produced.result_schema,
+                )
                 .await?
             {
                 return Ok(false);

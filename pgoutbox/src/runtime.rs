@@ -257,6 +257,8 @@ pub(crate) struct Completion {
     /// What the attempt produced (a handler's result, a relay's receipt),
     /// recorded on the attempt (`attempts.result`).
     pub(crate) result: Option<serde_json::Value>,
+    /// The hash of the output schema a handler's result was written with.
+    pub(crate) result_schema: Option<&'static str>,
     pub(crate) reply: oneshot::Sender<Result<bool, RecordError>>,
 }
 

@@ -517,6 +517,7 @@ async fn a_batched_success_answers_each_attempt_not_its_operation() {
         .bind(worker)
         .bind(false)
         .bind(vec![None::<serde_json::Value>, None])
+        .bind(vec![None::<String>, None])
         .fetch_all(db.pool())
         .await
         .unwrap();

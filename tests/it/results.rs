@@ -233,6 +233,19 @@ async fn a_handlers_result_is_recorded_with_its_success() {
     let detail = admin.show(charged).await.unwrap().unwrap();
     let shown = detail.attempts[0].result.clone().unwrap();
     assert_eq!(serde_json::from_value::<Receipt>(shown).unwrap(), receipt);
+    // Each result names the output schema it was written with, as each
+    // payload names its own.
+    assert_eq!(
+        detail.attempts[0].result_schema_hash.as_deref(),
+        Some(Charge::output_schema().hash())
+    );
+    let recorded_detail = admin.show(recorded).await.unwrap().unwrap();
+    assert_eq!(
+        recorded_detail.attempts[0].result_schema_hash.as_deref(),
+        Some(Record::output_schema().hash())
+    );
+    let nothing_detail = admin.show(nothing).await.unwrap().unwrap();
+    assert_eq!(nothing_detail.attempts[0].result_schema_hash, None);
     system.stop().await.unwrap();
 }
 

@@ -426,6 +426,7 @@ impl Store {
         fence: Fence,
         transactional: bool,
         result: Option<&serde_json::Value>,
+        result_schema: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
         let n: i64 = self
             .pinned(conn, async |conn| {
@@ -436,6 +437,7 @@ impl Store {
                     .bind(fence.attempt_id)
                     .bind(transactional)
                     .bind(result)
+                    .bind(result_schema)
                     .fetch_one(conn)
                     .await
             })
@@ -452,14 +454,15 @@ impl Store {
         &self,
         conn: &mut PgConnection,
         worker: Uuid,
-        successes: &[(Fence, Option<serde_json::Value>)],
+        successes: &[(Fence, Option<serde_json::Value>, Option<&'static str>)],
         idempotent_async_commit: bool,
     ) -> Result<Vec<i64>, sqlx::Error> {
-        let ids: Vec<i64> = successes.iter().map(|(f, _)| f.id.as_i64()).collect();
-        let attempts: Vec<i32> = successes.iter().map(|(f, _)| f.attempt).collect();
-        let attempt_ids: Vec<i64> = successes.iter().map(|(f, _)| f.attempt_id).collect();
+        let ids: Vec<i64> = successes.iter().map(|(f, ..)| f.id.as_i64()).collect();
+        let attempts: Vec<i32> = successes.iter().map(|(f, ..)| f.attempt).collect();
+        let attempt_ids: Vec<i64> = successes.iter().map(|(f, ..)| f.attempt_id).collect();
         let results: Vec<Option<serde_json::Value>> =
-            successes.iter().map(|(_, r)| r.clone()).collect();
+            successes.iter().map(|(_, r, _)| r.clone()).collect();
+        let schemas: Vec<Option<&str>> = successes.iter().map(|(.., h)| *h).collect();
         self.pinned(conn, async |conn| {
             query!(self, query_scalar, complete_successes)
                 .bind(ids)
@@ -468,6 +471,7 @@ impl Store {
                 .bind(worker)
                 .bind(idempotent_async_commit)
                 .bind(results)
+                .bind(schemas)
                 .fetch_all(conn)
                 .await
         })

@@ -2,7 +2,8 @@
 -- worker read, and, for a transactional handler ($5), by the transaction
 -- the dispatcher opened for attempt $4 (marked by `Store::begin_attempt`:
 -- a handler that ended it through raw SQL leaves no mark); $6 is what the
--- attempt produced (a handler's result, a relay's receipt, or NULL). Returns
+-- attempt produced (a handler's result, a relay's receipt, or NULL), $7 the
+-- hash of the output schema a handler's result was written with. Returns
 -- the number of operations changed: 0 means the worker no longer owns the
 -- attempt (or the handler ended the transaction) and must not commit.
 WITH done AS (
@@ -14,7 +15,7 @@ WITH done AS (
     RETURNING id
 ), attempt AS (
     UPDATE {schema}.attempts
-    SET outcome = 'succeeded', finished_at = now(), result = $6
+    SET outcome = 'succeeded', finished_at = now(), result = $6, result_schema_hash = $7
     WHERE id = $4 AND outcome IS NULL AND EXISTS (SELECT 1 FROM done)
     RETURNING id
 )
