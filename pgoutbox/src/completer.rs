@@ -21,7 +21,7 @@ const BATCH: usize = 100;
 /// Most bytes of results (as JSON) per statement, as `publish_many` bounds
 /// its statements: a batch of large results is cut short, never one
 /// statement of up to `BATCH` times `MAX_PAYLOAD_BYTES`.
-const BATCH_BYTES: usize = crate::PUBLISH_MANY_CHUNK_BYTES;
+const BATCH_BYTES: usize = crate::publish::PUBLISH_MANY_CHUNK_BYTES;
 
 /// How long one batch may take to record.
 const LIMIT: Duration = Duration::from_secs(30);

@@ -363,7 +363,11 @@ pub mod __private {
         let output = result.map_err(|e| HandlerFailure::Failed(e.into()))?;
         match serde_json::to_value(&output) {
             Ok(serde_json::Value::Null) => Ok(None),
-            Ok(value) => match crate::storable::json_document(&value, "a handler's result") {
+            Ok(value) => match crate::storable::json_document(
+                &value,
+                "a handler's result",
+                crate::MAX_PAYLOAD_BYTES,
+            ) {
                 Ok(_) => Ok(Some(value)),
                 Err(why) => Err(HandlerFailure::Unstorable(why)),
             },

@@ -733,6 +733,6 @@ pub const PUBLISH_MANY_CHUNK_BYTES: usize = 16 << 20;
 /// or that is larger than [`MAX_PAYLOAD_BYTES`]; returns its size as JSON
 /// text.
 fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<usize, PublishError> {
-    storable::json_document(payload, "a payload")
+    storable::json_document(payload, "a payload", MAX_PAYLOAD_BYTES)
         .map_err(|reason| PublishError::Unstorable { name, reason })
 }

@@ -87,12 +87,14 @@ impl std::io::Write for ByteCount {
 }
 
 /// Checks a JSON document (`what`: a payload, a handler's result) against
-/// the rules of a stored one: at most [`MAX_PAYLOAD_BYTES`] of JSON text,
-/// no NUL character, which `jsonb` cannot store. Its size, or why not.
-///
-/// [`MAX_PAYLOAD_BYTES`]: crate::MAX_PAYLOAD_BYTES
-pub(crate) fn json_document(value: &serde_json::Value, what: &str) -> Result<usize, String> {
-    let limit = crate::MAX_PAYLOAD_BYTES;
+/// the rules of a stored one: at most `limit` bytes of JSON text (the
+/// callers' `MAX_PAYLOAD_BYTES`), no NUL character, which `jsonb` cannot
+/// store. Its size, or why not.
+pub(crate) fn json_document(
+    value: &serde_json::Value,
+    what: &str,
+    limit: usize,
+) -> Result<usize, String> {
     let mut size = ByteCount(0);
     serde_json::to_writer(&mut size, value).expect("a JSON value serializes");
     if size.0 > limit {
