@@ -922,6 +922,23 @@ impl Admin {
         self.store.schema_history(&mut conn, name).await
     }
 
+    /// Every output schema (the type a handler's `Result<T>` records)
+    /// recorded for `name`, oldest first: what an auditor reads an old
+    /// result with, by the `result_schema_hash` of its attempt.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// for v in admin.output_history("billing.charge").await? {
+    ///     println!("{} first seen {}: {}", &v.schema_hash[..12], v.first_seen_at, v.json_schema);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn output_history(&self, name: &str) -> Result<Vec<SchemaVersion>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.output_history(&mut conn, name).await
+    }
+
     /// The most recently seen schema of every operation name.
     ///
     /// ```no_run

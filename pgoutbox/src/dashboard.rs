@@ -1346,5 +1346,8 @@ async fn schema(
     let last = history.len() - 1;
     let to = pick(diff.to.as_ref(), last)?;
     let from = pick(diff.from.as_ref(), to.saturating_sub(1))?;
-    Ok(page(pages::schema(&request, &name, &history, from, to)))
+    let outputs = d.admin.output_history(&name).await?;
+    Ok(page(pages::schema(
+        &request, &name, &history, &outputs, from, to,
+    )))
 }

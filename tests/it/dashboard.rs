@@ -709,6 +709,18 @@ async fn the_schema_page_diffs_two_versions() {
         !page.body.contains("<span class=\"del\">"),
         "nothing was removed"
     );
+    assert!(page.body.contains("Output (0 version(s))"));
+    // The output type's versions (what a handler's `Result<T>` records).
+    sqlx::query(
+        "INSERT INTO pgoutbox.operation_outputs (name, output_hash, json_schema) VALUES \
+         ('dash.charge', 'dddddddddddd0001', '{\"title\": \"Receipt\"}')",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let page = get(&app, "/schemas/dash.charge", None).await;
+    assert!(page.body.contains("Output (1 version(s))"), "{}", page.body);
+    assert!(page.body.contains("dddddddddddd") && page.body.contains("Receipt"));
     // Either way round, by hash prefix.
     let back = get(
         &app,

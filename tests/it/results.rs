@@ -287,6 +287,12 @@ async fn output_schemas_are_kept_beside_the_payloads() {
         Refund::output_schema().hash(),
         Charge::output_schema().hash()
     );
+    // Operators read them back by name, as the payloads' history.
+    let admin = Admin::new(db.pool().clone(), &Identifier::default());
+    let history = admin.output_history("results.charge").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].schema_hash, Charge::output_schema().hash());
+    assert_eq!(history[0].json_schema["title"], "Receipt");
     system.stop().await.unwrap();
 }
 

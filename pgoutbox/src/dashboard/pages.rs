@@ -697,6 +697,7 @@ pub(super) fn schema(
     request: &Request,
     name: &str,
     history: &[SchemaVersion],
+    outputs: &[SchemaVersion],
     from: usize,
     to: usize,
 ) -> Markup {
@@ -731,6 +732,14 @@ pub(super) fn schema(
                     similar::ChangeTag::Insert => span.add { "+ " (change.value()) },
                     similar::ChangeTag::Equal => span { "  " (change.value()) },
                 }
+            }
+        }
+        h2 { "Output (" (outputs.len()) " version(s))" }
+        @if outputs.is_empty() { p.muted { "No output type recorded: no worker handling it has started since results were recorded." } }
+        @for (i, v) in outputs.iter().enumerate() {
+            details.output open[i + 1 == outputs.len()] {
+                summary { "Version " (i + 1) " " code { (short(v)) } " · first seen " (time(v.first_seen_at)) " · last seen " (time(v.last_seen_at)) }
+                pre { (text(v)) }
             }
         }
     };

@@ -288,6 +288,18 @@ impl Store {
             .await
     }
 
+    /// Every output schema recorded for `name`, oldest first.
+    pub(crate) async fn output_history<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, output_history)
+            .bind(name)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
     /// The most recently seen schema of every name.
     pub(crate) async fn latest_schemas<R: FromPgRow>(
         &self,

@@ -76,6 +76,7 @@ statements!(
     succeeded_per_minute,
     workers,
     schema_history,
+    output_history,
     latest_schemas,
     ready_payloads,
     // The dashboard's reads (`admin::overview`).
