@@ -205,6 +205,18 @@ fn operation_impl(
     output: &TokenStream,
 ) -> TokenStream {
     let p = quote!(#krate::__private);
+    // Spanned on the user's output type, so that what it lacks is
+    // reported there (its own check says what to add), not on the
+    // attribute.
+    let span = output
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(proc_macro2::Span::call_site, |t| t.span());
+    let output_schema = quote_spanned! {span=>
+        static SCHEMA: #p::OnceLock<#p::OperationSchema> = #p::OnceLock::new();
+        SCHEMA.get_or_init(#p::OperationSchema::of::<#output>)
+    };
     quote! {
         impl #p::Operation for #payload {
             const NAME: &'static str = #name;
@@ -215,8 +227,7 @@ fn operation_impl(
                 SCHEMA.get_or_init(#p::OperationSchema::of::<#payload>)
             }
             fn output_schema() -> &'static #p::OperationSchema {
-                static SCHEMA: #p::OnceLock<#p::OperationSchema> = #p::OnceLock::new();
-                SCHEMA.get_or_init(#p::OperationSchema::of::<#output>)
+                #output_schema
             }
         }
     }
@@ -347,6 +358,7 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
     let result_binding = quote_spanned! {output_span=>
         let result: ::core::result::Result<#output_binding, _> = future.await;
     };
+    let finish = quote_spanned!(output_span=> #p::finish(result));
     let (lifetimes, context, erased) = if options.transactional {
         (
             quote!(<'a, 'c>),
@@ -372,7 +384,7 @@ fn expand_handler(options: &Options, krate: &Path, handler: Handler) -> TokenStr
                 let payload: #payload_ty = #p::decode(payload)?;
                 let future = #call;
                 #result_binding
-                #p::finish(result)
+                #finish
             })
         }
     };
