@@ -17,15 +17,27 @@ pub(crate) async fn charge(
     Ok(())
 }
 
+/// What the provider answered a refund with.
+#[pgoutbox::payload]
+pub(crate) struct RefundReceipt {
+    /// The provider's refund id.
+    pub(crate) refund_id: String,
+    /// When the money is expected back, if the provider says.
+    pub(crate) expected_on: Option<String>,
+}
+
 /// Issue a refund.
 #[operation("billing.refunds.issue", priority = 5)]
 pub(crate) async fn issue_refund(
     ctx: &mut Context,
     charge_id: i64,
     reason: Option<String>,
-) -> Result<()> {
-    let _ = (ctx, charge_id, reason);
-    Ok(())
+) -> Result<RefundReceipt> {
+    let _ = (ctx, reason);
+    Ok(RefundReceipt {
+        refund_id: format!("re_{charge_id}"),
+        expected_on: None,
+    })
 }
 
 /// Send an e-mail.

@@ -9,10 +9,23 @@ use pgoutbox::Operation;
 use crate::fixtures::{Charge, IssueRefund, RecordEntry, SendMail};
 
 fn check<O: Operation>() {
+    compare(&format!("{}.json", O::NAME), O::NAME, O::schema());
+}
+
+/// The output type's schema, beside the payload's.
+fn check_output<O: Operation>() {
+    compare(
+        &format!("{}.output.json", O::NAME),
+        O::NAME,
+        O::output_schema(),
+    );
+}
+
+fn compare(file: &str, name: &str, schema: &pgoutbox::OperationSchema) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/schemas")
-        .join(format!("{}.json", O::NAME));
-    let actual = serde_json::to_string_pretty(O::schema().json()).unwrap() + "\n";
+        .join(file);
+    let actual = serde_json::to_string_pretty(schema.json()).unwrap() + "\n";
     if std::env::var_os("PGOUTBOX_UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, &actual).unwrap();
     }
@@ -22,7 +35,7 @@ fn check<O: Operation>() {
             path.display()
         )
     });
-    assert_eq!(actual, expected, "schema of `{}` changed", O::NAME);
+    assert_eq!(actual, expected, "{file}: a schema of `{name}` changed");
 }
 
 #[test]
@@ -31,6 +44,7 @@ fn snapshots() {
     check::<IssueRefund>();
     check::<SendMail>();
     check::<RecordEntry>();
+    check_output::<IssueRefund>();
 }
 
 #[test]
