@@ -250,7 +250,11 @@ async fn pgbouncer_routes_a_test_database_in_transaction_mode() {
     if !wanted("pgbouncer_routes_a_test_database_in_transaction_mode") {
         return;
     }
-    let db = crate::support::test_db().await;
+    // Not `support::test_db`: `support` builds on this module, and the
+    // imports of the tests flow one way.
+    let db = pgoutbox::testing::TestDatabase::new()
+        .await
+        .expect("test database");
     let bouncer = Pgbouncer::start().await;
     let options = bouncer
         .url(db.name())
