@@ -123,6 +123,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "outputs",
         template: include_str!("../migrations/0009_outputs.sql"),
     },
+    Migration {
+        version: 10,
+        name: "workflows",
+        template: include_str!("../migrations/0010_workflows.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

@@ -16,6 +16,8 @@ pub(crate) struct AttemptInfo {
     pub(crate) attempt: u32,
     pub(crate) external_key: Uuid,
     pub(crate) root_id: OperationId,
+    /// How the step's dependencies ended (empty outside workflows).
+    pub(crate) inputs: crate::workflow::StepInputs,
 }
 
 /// The context of a plain (non-transactional) handler.
@@ -92,6 +94,53 @@ pub struct TxContext<'c> {
 
 macro_rules! attempt_accessors {
     () => {
+        /// The result of one of this step's dependencies: a [`Dep`] field
+        /// of the payload (the dependency succeeded: this step would not
+        /// run otherwise), or a [`Settled`] one (it may have ended `dead`
+        /// or `cancelled`: then [`StepError::Failed`] says how). Typed: a
+        /// `Dep<Charge>` reads a `Charge::Output`.
+        ///
+        /// [`Dep`]: crate::workflow::Dep
+        /// [`Settled`]: crate::workflow::Settled
+        /// [`StepError::Failed`]: crate::workflow::StepError::Failed
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        /// use pgoutbox::workflow::Dep;
+        ///
+        /// #[operation("shop.price")]
+        /// async fn price(ctx: &mut Context, sku: String) -> Result<i64> {
+        ///     let _ = (ctx, sku);
+        ///     Ok(1999)
+        /// }
+        ///
+        /// #[operation("shop.invoice")]
+        /// async fn invoice(ctx: &mut Context, price: Dep<Price>) -> Result<()> {
+        ///     let cents: i64 = ctx.result(&price)?;
+        ///     assert!(cents > 0);
+        ///     Ok(())
+        /// }
+        /// ```
+        pub fn result<R: crate::workflow::StepRef>(
+            &self,
+            step: &R,
+        ) -> Result<<R::Operation as Operation>::Output, crate::workflow::StepError> {
+            crate::workflow::read_result(&self.info.inputs, step)
+        }
+
+        /// The results of several dependencies (a fan-in's
+        /// `Vec<Dep<O>>`), in their order; the first that cannot be read
+        /// is the error.
+        pub fn results<'d, R: crate::workflow::StepRef + 'd>(
+            &self,
+            steps: impl IntoIterator<Item = &'d R>,
+        ) -> Result<Vec<<R::Operation as Operation>::Output>, crate::workflow::StepError> {
+            steps
+                .into_iter()
+                .map(|step| crate::workflow::read_result(&self.info.inputs, step))
+                .collect()
+        }
+
         /// The operation's id.
         ///
         /// ```

@@ -129,6 +129,7 @@ mod state;
 mod storable;
 mod store;
 mod system;
+pub mod workflow;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
@@ -318,6 +319,7 @@ pub mod migrate {
 /// let _options = PublishOptions::new().priority(5);
 /// ```
 pub mod prelude {
+    pub use crate::workflow::{Dep, Settled, Workflow, publish_workflow};
     pub use crate::{
         Context, HandlerError, Operation, OperationId, PublishOptions, Registry, Result, Settings,
         TxContext, WorkflowRouter, WorkflowSystem, operation, payload, publish, publish_many,

@@ -109,6 +109,12 @@ impl PublishOptions {
         Self::default()
     }
 
+    /// Whether an idempotency key or a parent is set (a workflow step
+    /// takes neither).
+    pub(crate) fn has_key_or_parent(&self) -> bool {
+        self.idempotency_key.is_some() || self.parent.is_some()
+    }
+
     /// Run no earlier than `at`.
     ///
     /// ```no_run
@@ -539,6 +545,11 @@ impl Publisher {
             })
     }
 
+    /// The publisher's statements.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Builds the row for `payload`: options, then the attribute, then the
     /// settings.
     pub(crate) fn prepare<O: Operation>(
@@ -546,10 +557,21 @@ impl Publisher {
         payload: &O,
         options: PublishOptions,
     ) -> Result<NewOperation, PublishError> {
+        let json = serde_json::to_value(payload).map_err(|source| PublishError::Serialize {
+            name: O::NAME,
+            source,
+        })?;
+        check_storable(O::NAME, &json)?;
+        self.prepare_json::<O>(json, options)
+    }
+
+    /// [`Publisher::prepare`] for a payload already serialized (and checked).
+    pub(crate) fn prepare_json<O: Operation>(
+        &self,
+        json: serde_json::Value,
+        options: PublishOptions,
+    ) -> Result<NewOperation, PublishError> {
         let name = O::NAME;
-        let json = serde_json::to_value(payload)
-            .map_err(|source| PublishError::Serialize { name, source })?;
-        check_storable(name, &json)?;
         let max_attempts = O::OPTIONS.max_attempts.unwrap_or(self.max_attempts);
         let max_attempts = i32::try_from(max_attempts)
             .ok()
@@ -732,7 +754,10 @@ pub const PUBLISH_MANY_CHUNK_BYTES: usize = 16 << 20;
 /// Refuses a payload that `jsonb` cannot store, naming where it is wrong,
 /// or that is larger than [`MAX_PAYLOAD_BYTES`]; returns its size as JSON
 /// text.
-fn check_storable(name: &'static str, payload: &serde_json::Value) -> Result<usize, PublishError> {
+pub(crate) fn check_storable(
+    name: &'static str,
+    payload: &serde_json::Value,
+) -> Result<usize, PublishError> {
     storable::json_document(payload, "a payload", MAX_PAYLOAD_BYTES)
         .map_err(|reason| PublishError::Unstorable { name, reason })
 }

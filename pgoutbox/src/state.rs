@@ -140,18 +140,22 @@ text_enum! {
     /// `operations_status_check`).
     ///
     /// `pending` → `running` → `succeeded` | `retrying` | `dead` |
-    /// `stalled`; `cancelled` by an operator. `stalled` and `dead` leave
+    /// `stalled`; `cancelled` by an operator. A workflow step with
+    /// dependencies starts `waiting` and is released to `pending` by the
+    /// transaction that records its last dependency's success. `stalled` and `dead` leave
     /// only by an operator's recorded action (see `docs/operating.md`).
     ///
     /// ```
     /// use pgoutbox::Status;
     ///
-    /// assert_eq!(Status::ALL.len(), 7);
+    /// assert_eq!(Status::ALL.len(), 8);
     /// assert_eq!(Status::Retrying.as_str(), "retrying");
     /// assert_eq!("dead".parse::<Status>().unwrap(), Status::Dead);
     /// assert_eq!(serde_json::to_value(Status::Stalled).unwrap(), "stalled");
     /// ```
     pub enum Status("operation status") {
+        /// A workflow step waiting for its dependencies; never claimed.
+        Waiting = "waiting",
         /// Ready, or waiting for its `run_at`.
         Pending = "pending",
         /// Claimed by a worker that holds its lease.

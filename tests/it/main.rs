@@ -23,3 +23,4 @@ mod schedules;
 mod settings;
 mod silent;
 mod support;
+mod workflows;

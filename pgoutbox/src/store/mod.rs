@@ -60,6 +60,10 @@ statements!(
     #[cfg(feature = "nats")]
     relay_first_send,
     purge_workers,
+    // Workflows (`store::workflows`).
+    workflow_open,
+    workflow_insert,
+    step_inputs,
     // Operators' (`admin`).
     list_operations,
     operation,
@@ -161,6 +165,8 @@ pub(crate) struct Claimed {
     pub(crate) root_id: OperationId,
     pub(crate) waited_seconds: f64,
     pub(crate) attempt_id: i64,
+    /// The workflow of a workflow step.
+    pub(crate) workflow_id: Option<i64>,
 }
 
 impl Claimed {
@@ -180,6 +186,7 @@ impl Claimed {
                 .try_get::<Option<f64>, _>("waited_seconds")?
                 .unwrap_or(0.0),
             attempt_id: row.try_get("attempt_id")?,
+            workflow_id: row.try_get("workflow_id")?,
         })
     }
 }
@@ -229,6 +236,7 @@ pub(crate) mod overview;
 pub(crate) mod schedules;
 #[cfg(feature = "testing")]
 mod testing;
+pub(crate) mod workflows;
 
 impl Store {
     /// Renders every statement for `schema`, notifying on `channel` when
@@ -262,6 +270,7 @@ impl Store {
                 .replace("{operation_columns}", admin::OPERATION_COLUMNS)
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)
+                .replace("{notify_each}", &notify.replace("$1", "n.name"))
                 .replace("{on_conflict}", on_conflict)
                 .into()
         };

@@ -19,7 +19,8 @@ WITH claimed AS (
         updated_at = clock_timestamp()
     WHERE o.id IN (SELECT {schema}.claimable($1, $5::text[], $2))
     RETURNING o.id, o.name, o.payload, o.schema_hash, o.attempt, o.snoozes, o.max_attempts,
-              o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at
+              o.idempotent, o.external_key, coalesce(o.root_id, o.id) AS root_id, o.run_at,
+              o.workflow_id
 ), started AS (
     INSERT INTO {schema}.attempts (operation_id, operation_name, number, worker_id, started_at)
     SELECT id, name, attempt, $3, clock_timestamp() FROM claimed
@@ -28,7 +29,7 @@ WITH claimed AS (
 SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attempts, c.idempotent,
        c.external_key, c.root_id,
        extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
-       s.id AS attempt_id,
+       s.id AS attempt_id, c.workflow_id,
        CASE WHEN $6::boolean AND bool_and(c.idempotent) OVER ()
             THEN set_config('synchronous_commit', 'off', true) END AS relaxed
 FROM claimed c JOIN started s ON s.operation_id = c.id

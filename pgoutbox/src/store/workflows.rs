@@ -1,0 +1,177 @@
+//! Workflows' statements: publishing one, and what a step reads of its
+//! dependencies. What a step's change of state does to its workflow is the
+//! migration's trigger (`workflow_step_changed`), in every transaction that
+//! changes one.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{PgConnection, Row as _};
+
+use super::Store;
+use crate::definition::OperationId;
+use crate::state::Status;
+use crate::workflow::{StepInput, StepRow, WorkflowId};
+
+/// Most steps per insert statement, as `publish_many`.
+const CHUNK: usize = crate::publish::PUBLISH_MANY_CHUNK;
+/// Most payload bytes per insert statement, as `publish_many`.
+const CHUNK_BYTES: usize = crate::publish::PUBLISH_MANY_CHUNK_BYTES;
+
+impl Store {
+    /// Opens workflow `name` of `steps` steps: its id and its steps' ids.
+    pub(crate) async fn open_workflow(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        steps: usize,
+    ) -> Result<(WorkflowId, Vec<OperationId>), sqlx::Error> {
+        let steps =
+            i32::try_from(steps).map_err(|_| sqlx::Error::Protocol("too many steps".into()))?;
+        let (id, ids): (i64, Vec<i64>) = self
+            .pinned(conn, async |conn| {
+                query!(self, query_as, workflow_open)
+                    .bind(name)
+                    .bind(steps)
+                    .fetch_one(conn)
+                    .await
+            })
+            .await?;
+        Ok((
+            WorkflowId::from_i64(id),
+            ids.into_iter().map(OperationId::from_i64).collect(),
+        ))
+    }
+
+    /// Inserts workflow `id`'s steps and edges, in statements of at most
+    /// [`CHUNK`] steps; on error, the index of the first step of the
+    /// statement that failed.
+    pub(crate) async fn insert_steps(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        root: OperationId,
+        rows: &[StepRow],
+    ) -> Result<(), (usize, sqlx::Error)> {
+        let mut start = 0;
+        while start < rows.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < rows.len() && end - start < CHUNK && (end == start || bytes < CHUNK_BYTES) {
+                bytes += rows[end].op.payload.to_string().len();
+                end += 1;
+            }
+            self.insert_chunk(conn, id, root, &rows[start..end])
+                .await
+                .map_err(|e| (start, e))?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    async fn insert_chunk(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        root: OperationId,
+        rows: &[StepRow],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id.as_i64()).collect();
+        let names: Vec<&str> = rows.iter().map(|r| r.op.name).collect();
+        let payloads: Vec<&serde_json::Value> = rows.iter().map(|r| &r.op.payload).collect();
+        let hashes: Vec<&str> = rows.iter().map(|r| r.op.schema.hash()).collect();
+        let priorities: Vec<i16> = rows.iter().map(|r| r.op.priority).collect();
+        let queues: Vec<&str> = rows.iter().map(|r| r.op.queue.as_str()).collect();
+        let run_at: Vec<_> = rows.iter().map(|r| r.op.run_at).collect();
+        let delays: Vec<Option<i64>> = rows.iter().map(|r| r.op.delay_micros).collect();
+        let max_attempts: Vec<i32> = rows.iter().map(|r| r.op.max_attempts).collect();
+        let idempotent: Vec<bool> = rows.iter().map(|r| r.op.idempotent).collect();
+        let waiting: Vec<i32> = rows
+            .iter()
+            .map(|r| i32::try_from(r.deps.len()).unwrap_or(i32::MAX))
+            .collect();
+        let (mut waiters, mut dependencies, mut required) = (Vec::new(), Vec::new(), Vec::new());
+        for row in rows {
+            for (dep, needed) in &row.deps {
+                waiters.push(row.id.as_i64());
+                dependencies.push(dep.as_i64());
+                required.push(*needed);
+            }
+        }
+        let schemas: BTreeMap<(&str, &str), &str> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.op.name, r.op.schema.hash()),
+                    r.op.schema.canonical_json(),
+                )
+            })
+            .collect();
+        let (schema_names, schema_hashes, schema_texts): (Vec<&str>, Vec<&str>, Vec<&str>) = {
+            let mut columns = (Vec::new(), Vec::new(), Vec::new());
+            for ((name, hash), text) in &schemas {
+                columns.0.push(*name);
+                columns.1.push(*hash);
+                columns.2.push(*text);
+            }
+            columns
+        };
+        self.pinned(conn, async |conn| {
+            query!(self, query, workflow_insert)
+                .bind(id.as_i64())
+                .bind(root.as_i64())
+                .bind(&ids)
+                .bind(&names)
+                .bind(&payloads)
+                .bind(&hashes)
+                .bind(&priorities)
+                .bind(&queues)
+                .bind(&run_at)
+                .bind(&delays)
+                .bind(&max_attempts)
+                .bind(&idempotent)
+                .bind(&waiting)
+                .bind(&waiters)
+                .bind(&dependencies)
+                .bind(&required)
+                .bind(&schema_names)
+                .bind(&schema_hashes)
+                .bind(&schema_texts)
+                .fetch_all(conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// How step `id`'s dependencies ended, and their results.
+    pub(crate) async fn step_inputs(
+        &self,
+        conn: &mut PgConnection,
+        id: OperationId,
+    ) -> Result<HashMap<OperationId, StepInput>, sqlx::Error> {
+        let rows = self
+            .pinned(conn, async |conn| {
+                query!(self, query, step_inputs)
+                    .bind(id.as_i64())
+                    .fetch_all(conn)
+                    .await
+            })
+            .await?;
+        let mut inputs = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let dependency = OperationId::from_i64(row.try_get("dependency_id")?);
+            let name: Option<String> = row.try_get("name")?;
+            inputs.insert(
+                dependency,
+                StepInput {
+                    // No row: purged since (retention).
+                    name: name.unwrap_or_default(),
+                    status: row.try_get::<Option<Status>, _>("status")?,
+                    error: row.try_get("last_error")?,
+                    result: row.try_get("result")?,
+                },
+            );
+        }
+        Ok(inputs)
+    }
+}

@@ -1,0 +1,814 @@
+//! Workflows: steps that wait for other steps, and read their results as
+//! types.
+//!
+//! A step names the steps it needs through fields of its payload: a
+//! [`Dep<O>`] is a step of the same workflow whose operation is `O`, and
+//! the handler reads its result, an `O::Output`, with `ctx.result(&dep)`. A
+//! [`Workflow`] hands out a `Dep` only for a step already added to it, so a
+//! step can refer only to steps added before it: a cycle cannot be written.
+//! The dependencies are read from the payloads themselves, so they cannot
+//! disagree with what the handlers read.
+//!
+//! ```no_run
+//! use pgoutbox::prelude::*;
+//! use pgoutbox::workflow::{Dep, Workflow, publish_workflow};
+//!
+//! /// A card payment's receipt.
+//! #[pgoutbox::payload]
+//! pub struct Receipt {
+//!     /// The provider's charge id.
+//!     pub charge_id: String,
+//! }
+//!
+//! /// Charge the order's card.
+//! #[operation("shop.charge")]
+//! async fn charge(ctx: &mut Context, order_id: i64, cents: i64) -> Result<Receipt> {
+//!     let _ = (ctx, order_id, cents);
+//!     Ok(Receipt { charge_id: "ch_1".into() })
+//! }
+//!
+//! /// Reserve the order's stock.
+//! #[operation("shop.reserve")]
+//! async fn reserve(ctx: &mut Context, order_id: i64, sku: String) -> Result<()> {
+//!     let _ = (ctx, order_id, sku);
+//!     Ok(())
+//! }
+//!
+//! /// Ship the order, once it is paid and its stock reserved.
+//! #[operation("shop.ship")]
+//! async fn ship(ctx: &mut Context, order_id: i64, payment: Dep<Charge>, stock: Dep<Reserve>) -> Result<()> {
+//!     let receipt: Receipt = ctx.result(&payment)?; // typed: `Charge`'s output
+//!     ctx.result(&stock)?;
+//!     tracing::info!(order_id, charge = %receipt.charge_id, "shipping");
+//!     Ok(())
+//! }
+//!
+//! # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+//! let mut wf = Workflow::new("shop.order");
+//! let payment = wf.add(Charge { order_id: 7, cents: 1999 });
+//! let stock = wf.add(Reserve { order_id: 7, sku: "mug".into() });
+//! wf.add(Ship { order_id: 7, payment, stock });
+//! let mut tx = pool.begin().await?;
+//! let published = publish_workflow(&mut tx, wf).await?; // never commits
+//! tx.commit().await?;
+//! assert_eq!(published.steps.len(), 3);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The release rules (a step runs once every dependency has succeeded; a
+//! dependency that ends `dead` or `cancelled` cancels its dependents; a
+//! `stalled` one holds them) are in `docs/consistency.md`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::Error as _;
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sqlx::PgConnection;
+
+use crate::definition::{Operation, OperationId};
+use crate::publish::{PublishError, PublishOptions, Publisher};
+use crate::state::Status;
+use crate::store::NewOperation;
+
+/// The key under which a payload stores a [`Dep`]: `{"pgoutbox.step": 42}`.
+pub const DEP_KEY: &str = "pgoutbox.step";
+
+/// The key under which a payload stores a [`Settled`]:
+/// `{"pgoutbox.settled": 42}`.
+pub const SETTLED_KEY: &str = "pgoutbox.settled";
+
+/// The most steps one workflow holds.
+pub const MAX_STEPS: usize = 100_000;
+
+/// A workflow's id (`workflows.id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WorkflowId(i64);
+
+impl WorkflowId {
+    /// Wraps a raw id as stored in `workflows.id`.
+    pub const fn from_i64(id: i64) -> Self {
+        WorkflowId(id)
+    }
+
+    /// The raw id.
+    pub const fn as_i64(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Which step a [`Dep`] or [`Settled`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// The `index`th step of a workflow being built (`workflow` is its
+    /// process-unique token); never stored.
+    Local { workflow: u64, index: u32 },
+    /// A published step.
+    Step(OperationId),
+}
+
+macro_rules! step_ref {
+    ($(#[$doc:meta])* $ty:ident, $key:literal, $required:literal, $what:literal) => {
+        $(#[$doc])*
+        pub struct $ty<O: Operation> {
+            target: Target,
+            operation: PhantomData<fn() -> O>,
+        }
+
+        impl<O: Operation> $ty<O> {
+            /// The step's operation id (`None` until its workflow is
+            /// published; a handler always reads a published one).
+            pub fn operation_id(&self) -> Option<OperationId> {
+                match self.target {
+                    Target::Step(id) => Some(id),
+                    Target::Local { .. } => None,
+                }
+            }
+        }
+
+        impl<O: Operation> Clone for $ty<O> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+
+        impl<O: Operation> Copy for $ty<O> {}
+
+        impl<O: Operation> PartialEq for $ty<O> {
+            fn eq(&self, other: &Self) -> bool {
+                self.target == other.target
+            }
+        }
+
+        impl<O: Operation> Eq for $ty<O> {}
+
+        impl<O: Operation> fmt::Debug for $ty<O> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let mut d = f.debug_struct(stringify!($ty));
+                d.field("operation", &O::NAME);
+                match self.target {
+                    Target::Step(id) => d.field("step", &id),
+                    Target::Local { index, .. } => d.field("index", &index),
+                };
+                d.finish()
+            }
+        }
+
+        impl<O: Operation> Serialize for $ty<O> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap as _;
+                let id = match self.target {
+                    Target::Step(id) => id.as_i64(),
+                    Target::Local { workflow, index } => {
+                        local_placeholder(workflow, index, !$required)
+                            .map_err(S::Error::custom)?
+                    }
+                };
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry($key, &id)?;
+                map.end()
+            }
+        }
+
+        impl<'de, O: Operation> Deserialize<'de> for $ty<O> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Stored {
+                    #[serde(rename = $key)]
+                    id: i64,
+                }
+                let stored = Stored::deserialize(deserializer)?;
+                if stored.id <= 0 {
+                    return Err(D::Error::custom(format!(
+                        "{} is not a published step's operation id",
+                        stored.id
+                    )));
+                }
+                Ok($ty {
+                    target: Target::Step(OperationId::from_i64(stored.id)),
+                    operation: PhantomData,
+                })
+            }
+        }
+
+        impl<O: Operation> schemars::JsonSchema for $ty<O> {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($ty).into()
+            }
+
+            fn inline_schema() -> bool {
+                true
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "description": format!(concat!($what, " `{}`, by its operation id"), O::NAME),
+                    "type": "object",
+                    "properties": { $key: { "type": "integer", "format": "int64", "minimum": 1 } },
+                    "required": [$key],
+                    "additionalProperties": false,
+                })
+            }
+        }
+
+        impl<O: Operation> StepRef for $ty<O> {
+            type Operation = O;
+            const REQUIRED: bool = $required;
+
+            fn target(&self) -> Option<OperationId> {
+                self.operation_id()
+            }
+        }
+
+        impl<O: Operation> sealed::Sealed for $ty<O> {}
+    };
+}
+
+step_ref!(
+    /// A payload field naming a step of the same workflow whose operation is
+    /// `O`: the step waits until that one has succeeded, and reads its
+    /// result, an `O::Output`, with `ctx.result(&dep)`. A `Vec<Dep<O>>`
+    /// names several (a fan-in).
+    ///
+    /// A `Dep` is made only by [`Workflow::add`], for a step already added:
+    /// so a step can refer only to earlier ones, and a cycle cannot be
+    /// written. If that dependency ends `dead` or `cancelled`, this step is
+    /// cancelled too, with a reason naming it; to run anyway, use
+    /// [`Settled`]. Stored as `{"pgoutbox.step": <operation id>}`.
+    ///
+    /// `O` must be an operation: `Dep<String>` does not compile.
+    Dep,
+    "pgoutbox.step",
+    true,
+    "a step of operation"
+);
+
+step_ref!(
+    /// A payload field naming a step of the same workflow whose operation is
+    /// `O`, waited for however it ends: this step runs once that one has
+    /// ended `succeeded`, `dead` or `cancelled` (a `stalled` one still holds
+    /// it), and `ctx.result(&settled)` returns its result or a
+    /// [`StepError::Failed`] saying how it ended. The opt-out of [`Dep`]'s
+    /// cancellation, for a step that must run whatever happened (a
+    /// notification, a clean-up). Stored as
+    /// `{"pgoutbox.settled": <operation id>}`.
+    Settled,
+    "pgoutbox.settled",
+    false,
+    "a step (run whatever way it ends) of operation"
+);
+
+impl<O: Operation> From<Dep<O>> for Settled<O> {
+    /// The same step, waited for however it ends.
+    fn from(dep: Dep<O>) -> Self {
+        Settled {
+            target: dep.target,
+            operation: PhantomData,
+        }
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// What `ctx.result` reads through: a [`Dep`] or a [`Settled`].
+pub trait StepRef: sealed::Sealed {
+    /// The step's operation, whose `Output` the result is.
+    type Operation: Operation;
+    /// Whether the step needs this dependency's success (`Dep`) or only its
+    /// end (`Settled`).
+    const REQUIRED: bool;
+    /// The published step, if it is.
+    fn target(&self) -> Option<OperationId>;
+}
+
+/// Why a handler could not read a dependency's result.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The step's payload names an operation that is not among its
+    /// dependencies (or none at all).
+    #[error("operation {id} is not a dependency of this step")]
+    NotADependency {
+        /// The operation the payload names (0 for a step not published).
+        id: OperationId,
+    },
+    /// The dependency did not succeed (only a [`Settled`] dependency lets a
+    /// step run then).
+    #[error("dependency {id} (`{name}`) is {status}{}", error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Failed {
+        /// The dependency.
+        id: OperationId,
+        /// Its operation's name.
+        name: String,
+        /// How it ended: `dead` or `cancelled`.
+        status: Status,
+        /// Its last error, if any.
+        error: Option<String>,
+    },
+    /// The dependency is no longer stored: retention purged it before this
+    /// step ran.
+    #[error("dependency {id} is no longer stored (purged by retention)")]
+    Purged {
+        /// The dependency.
+        id: OperationId,
+    },
+    /// The dependency's stored result does not decode as its output type
+    /// (written by another version of it).
+    #[error("the result of dependency {id} (`{name}`) does not decode as `{output}`: {reason}")]
+    Decode {
+        /// The dependency.
+        id: OperationId,
+        /// Its operation's name.
+        name: String,
+        /// The output type read.
+        output: &'static str,
+        /// serde's message.
+        reason: String,
+    },
+}
+
+/// How a step's dependency ended, as the executor read it before the
+/// handler ran.
+#[derive(Debug, Clone)]
+pub(crate) struct StepInput {
+    pub(crate) name: String,
+    /// `None`: no longer stored.
+    pub(crate) status: Option<Status>,
+    pub(crate) error: Option<String>,
+    pub(crate) result: Option<serde_json::Value>,
+}
+
+/// A step's dependencies by operation id (empty outside workflows).
+pub(crate) type StepInputs = Arc<HashMap<OperationId, StepInput>>;
+
+/// Reads `step`'s result from `inputs` (what `ctx.result` does).
+pub(crate) fn read_result<R: StepRef>(
+    inputs: &HashMap<OperationId, StepInput>,
+    step: &R,
+) -> Result<<R::Operation as Operation>::Output, StepError> {
+    let id = step.target().unwrap_or(OperationId::from_i64(0));
+    let input = inputs.get(&id).ok_or(StepError::NotADependency { id })?;
+    let status = input.status.ok_or(StepError::Purged { id })?;
+    if status != Status::Succeeded {
+        return Err(StepError::Failed {
+            id,
+            name: input.name.clone(),
+            status,
+            error: input.error.clone(),
+        });
+    }
+    let value = input.result.clone().unwrap_or(serde_json::Value::Null);
+    serde_json::from_value(value).map_err(|e| StepError::Decode {
+        id,
+        name: input.name.clone(),
+        output: std::any::type_name::<<R::Operation as Operation>::Output>(),
+        reason: e.to_string(),
+    })
+}
+
+/// Process-unique workflow tokens, so that a `Dep` of one workflow cannot
+/// pass for a step of another.
+static TOKENS: AtomicU64 = AtomicU64::new(1);
+
+/// The dependencies met while serializing one step's payload.
+struct Adding {
+    workflow: u64,
+    steps: u32,
+    deps: Vec<(u32, bool)>,
+    foreign: bool,
+}
+
+thread_local! {
+    static ADDING: RefCell<Option<Adding>> = const { RefCell::new(None) };
+}
+
+/// A `Dep`'s stored form while its workflow is being built: a negative
+/// placeholder, `-(index + 1)`, replaced by the step's id at publish.
+fn local_placeholder(workflow: u64, index: u32, settled: bool) -> Result<i64, &'static str> {
+    ADDING.with_borrow_mut(|adding| match adding {
+        Some(adding) if adding.workflow == workflow && index < adding.steps => {
+            adding.deps.push((index, !settled));
+            Ok(-(i64::from(index) + 1))
+        }
+        Some(adding) => {
+            adding.foreign = true;
+            Ok(0)
+        }
+        None => Err(
+            "a `Dep` can be published only with the workflow that made it \
+                     (`Workflow::add`, then `publish_workflow`)",
+        ),
+    })
+}
+
+/// Why a workflow could not be built or published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkflowError {
+    /// The workflow's name is not a valid name (lower-case segments of
+    /// `[a-z0-9_]` joined by dots).
+    #[error("invalid workflow name `{0}`: use lower-case segments of [a-z0-9_] joined by dots")]
+    InvalidName(String),
+    /// A workflow without steps.
+    #[error("workflow `{0}` has no steps")]
+    Empty(String),
+    /// More than [`MAX_STEPS`] steps.
+    #[error("workflow `{name}` has more than {MAX_STEPS} steps")]
+    TooManySteps {
+        /// The workflow's name.
+        name: String,
+    },
+    /// A step's payload holds a `Dep` made by another workflow.
+    #[error(
+        "step {index} (`{operation}`) of workflow `{name}` holds a `Dep` of another workflow; \
+         a step can depend only on steps added to its own workflow before it"
+    )]
+    ForeignDep {
+        /// The workflow's name.
+        name: String,
+        /// The step (in the order of `add`).
+        index: usize,
+        /// Its operation.
+        operation: &'static str,
+    },
+    /// A step's payload holds a `Dep` of an already published step (read
+    /// from another payload).
+    #[error(
+        "step {index} (`{operation}`) of workflow `{name}` holds a `Dep` of operation {id}, \
+         which is not a step of this workflow"
+    )]
+    PublishedDep {
+        /// The workflow's name.
+        name: String,
+        /// The step (in the order of `add`).
+        index: usize,
+        /// Its operation.
+        operation: &'static str,
+        /// The operation the `Dep` names.
+        id: OperationId,
+    },
+    /// A step could not be published (its payload, its options, the
+    /// database).
+    #[error("{}: {source}", match index { Some(i) => format!("step {i} of workflow `{name}`"), None => format!("workflow `{name}`") })]
+    Step {
+        /// The workflow's name.
+        name: String,
+        /// The step (in the order of `add`); `None` for the workflow's own
+        /// row.
+        index: Option<usize>,
+        /// Why.
+        source: PublishError,
+    },
+}
+
+/// A step as added: its payload serialized with placeholders for its
+/// dependencies, which are listed.
+struct Step {
+    name: &'static str,
+    json: Result<serde_json::Value, PublishError>,
+    options: PublishOptions,
+    deps: Vec<(u32, bool)>,
+    prepare:
+        fn(&Publisher, serde_json::Value, PublishOptions) -> Result<NewOperation, PublishError>,
+}
+
+/// A graph of steps, built in order and published at once with
+/// [`publish_workflow`]; see the [module docs](self).
+pub struct Workflow {
+    name: String,
+    token: u64,
+    steps: Vec<Step>,
+    error: Option<WorkflowError>,
+}
+
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workflow")
+            .field("name", &self.name)
+            .field(
+                "steps",
+                &self.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Workflow {
+    /// A workflow named `name` (lower-case segments of `[a-z0-9_]` joined by
+    /// dots, as operation names), without steps. An invalid name is
+    /// reported by [`publish_workflow`], as every other mistake.
+    ///
+    /// ```
+    /// use pgoutbox::workflow::Workflow;
+    ///
+    /// let wf = Workflow::new("order.fulfil");
+    /// assert!(wf.is_empty());
+    /// ```
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let error =
+            (!crate::name::is_valid(&name)).then(|| WorkflowError::InvalidName(name.clone()));
+        Workflow {
+            name,
+            token: TOKENS.fetch_add(1, Ordering::Relaxed),
+            steps: Vec::new(),
+            error,
+        }
+    }
+
+    /// The workflow's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How many steps it has.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether it has no steps yet.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Adds a step; its dependencies are the [`Dep`] and [`Settled`] fields
+    /// of its payload. Returns the `Dep` by which later steps name it.
+    ///
+    /// A payload that cannot be published (it does not serialize, holds a
+    /// `Dep` of another workflow…) is reported by [`publish_workflow`],
+    /// which then publishes nothing.
+    pub fn add<O: Operation>(&mut self, payload: O) -> Dep<O> {
+        self.add_with(payload, PublishOptions::new())
+    }
+
+    /// [`Workflow::add`] with options (`run_at`, `delay`, `priority`,
+    /// `queue`); an idempotency key is refused at publish, as is `parent`.
+    pub fn add_with<O: Operation>(&mut self, payload: O, options: PublishOptions) -> Dep<O> {
+        let index = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        let previous = ADDING.replace(Some(Adding {
+            workflow: self.token,
+            steps: index,
+            deps: Vec::new(),
+            foreign: false,
+        }));
+        let json = serde_json::to_value(&payload);
+        let adding = ADDING.replace(previous).expect("set above");
+        if adding.foreign && self.error.is_none() {
+            self.error = Some(WorkflowError::ForeignDep {
+                name: self.name.clone(),
+                index: self.steps.len(),
+                operation: O::NAME,
+            });
+        }
+        let mut deps = adding.deps;
+        deps.sort_unstable();
+        // One edge per dependency: required when any field requires it.
+        deps.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 |= later.1;
+            }
+            same
+        });
+        self.steps.push(Step {
+            name: O::NAME,
+            json: json.map_err(|source| PublishError::Serialize {
+                name: O::NAME,
+                source,
+            }),
+            options,
+            deps,
+            prepare: Publisher::prepare_json::<O>,
+        });
+        Dep {
+            target: Target::Local {
+                workflow: self.token,
+                index,
+            },
+            operation: PhantomData,
+        }
+    }
+}
+
+/// A published workflow: its id and its steps' operation ids, in the order
+/// they were added.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishedWorkflow {
+    /// The workflow's id.
+    pub id: WorkflowId,
+    /// Each step's operation id, in the order of `add`.
+    pub steps: Vec<OperationId>,
+}
+
+/// A step ready to insert: its row and its dependencies' indexes.
+pub(crate) struct StepRow {
+    pub(crate) op: NewOperation,
+    pub(crate) id: OperationId,
+    pub(crate) deps: Vec<(OperationId, bool)>,
+}
+
+impl Publisher {
+    /// Publishes `workflow` inside the caller's transaction: its row, every
+    /// step and every dependency, or nothing. Never commits. Steps without
+    /// dependencies are ready at once; the others are `waiting`.
+    ///
+    /// # Errors
+    ///
+    /// A [`WorkflowError`] naming the step at fault; nothing is written
+    /// then, except what the caller's transaction rolls back.
+    pub async fn publish_workflow(
+        &self,
+        conn: &mut PgConnection,
+        workflow: Workflow,
+    ) -> Result<PublishedWorkflow, WorkflowError> {
+        let Workflow {
+            name, steps, error, ..
+        } = workflow;
+        if let Some(error) = error {
+            return Err(error);
+        }
+        if steps.is_empty() {
+            return Err(WorkflowError::Empty(name));
+        }
+        if steps.len() > MAX_STEPS {
+            return Err(WorkflowError::TooManySteps { name });
+        }
+        let step_error = |index: Option<usize>, source| WorkflowError::Step {
+            name: name.clone(),
+            index,
+            source,
+        };
+        // Everything that can be refused is, before the first statement.
+        let mut prepared = Vec::with_capacity(steps.len());
+        for (index, step) in steps.into_iter().enumerate() {
+            let json = step.json.map_err(|e| step_error(Some(index), e))?;
+            if step.options.has_key_or_parent() {
+                return Err(step_error(
+                    Some(index),
+                    PublishError::InvalidOption {
+                        name: step.name,
+                        reason: "a workflow step takes no idempotency key and no parent".into(),
+                    },
+                ));
+            }
+            if let Some(id) = published_dep(&json) {
+                return Err(WorkflowError::PublishedDep {
+                    name,
+                    index,
+                    operation: step.name,
+                    id,
+                });
+            }
+            let op = (step.prepare)(self, serde_json::Value::Null, step.options)
+                .map_err(|e| step_error(Some(index), e))?;
+            prepared.push((op, json, step.deps));
+        }
+        let store = self.store();
+        let (id, ids) = store
+            .open_workflow(conn, &name, prepared.len())
+            .await
+            .map_err(|source| {
+                step_error(
+                    None,
+                    PublishError::Database {
+                        name: "workflow",
+                        source,
+                    },
+                )
+            })?;
+        let mut rows = Vec::with_capacity(prepared.len());
+        for (index, (mut op, mut json, deps)) in prepared.into_iter().enumerate() {
+            replace_placeholders(&mut json, &ids);
+            crate::publish::check_storable(op.name, &json)
+                .map_err(|e| step_error(Some(index), e))?;
+            op.payload = json;
+            rows.push(StepRow {
+                op,
+                id: ids[index],
+                deps: deps
+                    .into_iter()
+                    .map(|(dep, required)| (ids[dep as usize], required))
+                    .collect(),
+            });
+        }
+        store
+            .insert_steps(conn, id, ids[0], &rows)
+            .await
+            .map_err(|(index, source)| {
+                step_error(
+                    Some(index),
+                    PublishError::Database {
+                        name: rows[index].op.name,
+                        source,
+                    },
+                )
+            })?;
+        Ok(PublishedWorkflow { id, steps: ids })
+    }
+}
+
+/// Publishes `workflow` with the default publisher, inside the caller's
+/// transaction; see [`Publisher::publish_workflow`] and the
+/// [module docs](self).
+pub async fn publish_workflow(
+    conn: &mut PgConnection,
+    workflow: Workflow,
+) -> Result<PublishedWorkflow, WorkflowError> {
+    Publisher::default().publish_workflow(conn, workflow).await
+}
+
+/// Whether `value` is a stored step reference: `{"pgoutbox.step": n}` or
+/// `{"pgoutbox.settled": n}`.
+fn step_ref(value: &serde_json::Value) -> Option<i64> {
+    let object = value.as_object()?;
+    if object.len() != 1 {
+        return None;
+    }
+    object
+        .get(DEP_KEY)
+        .or_else(|| object.get(SETTLED_KEY))
+        .and_then(serde_json::Value::as_i64)
+}
+
+/// The first reference in `value` to an already published step.
+fn published_dep(value: &serde_json::Value) -> Option<OperationId> {
+    if let Some(id) = step_ref(value) {
+        return (id > 0).then_some(OperationId::from_i64(id));
+    }
+    match value {
+        serde_json::Value::Array(items) => items.iter().find_map(published_dep),
+        serde_json::Value::Object(map) => map.values().find_map(published_dep),
+        _ => None,
+    }
+}
+
+/// Replaces each placeholder `-(index + 1)` by `ids[index]`.
+fn replace_placeholders(value: &mut serde_json::Value, ids: &[OperationId]) {
+    if let Some(placeholder) = step_ref(value).filter(|id| *id < 0) {
+        let index = usize::try_from(-placeholder - 1).expect("a placeholder is -(index + 1)");
+        let object = value
+            .as_object_mut()
+            .expect("a step reference is an object");
+        for slot in object.values_mut() {
+            *slot = ids[index].as_i64().into();
+        }
+        return;
+    }
+    match value {
+        serde_json::Value::Array(items) => {
+            for item in items {
+                replace_placeholders(item, ids);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for item in map.values_mut() {
+                replace_placeholders(item, ids);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn placeholders_become_ids_wherever_they_are() {
+        let ids = [10, 11, 12].map(OperationId::from_i64);
+        let mut value = json!({
+            "a": {"pgoutbox.step": -1},
+            "b": [{"pgoutbox.step": -2}, {"pgoutbox.settled": -3}],
+            "c": {"pgoutbox.step": -1, "other": 1},
+        });
+        replace_placeholders(&mut value, &ids);
+        assert_eq!(
+            value,
+            json!({
+                "a": {"pgoutbox.step": 10},
+                "b": [{"pgoutbox.step": 11}, {"pgoutbox.settled": 12}],
+                "c": {"pgoutbox.step": -1, "other": 1},
+            })
+        );
+        assert_eq!(published_dep(&value), Some(OperationId::from_i64(10)));
+    }
+}
