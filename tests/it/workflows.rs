@@ -470,7 +470,7 @@ async fn ten_thousand_steps_publish_in_one_transaction() {
 #[operation("wf.slow_charge", timeout = "100ms")]
 async fn slow_charge(ctx: &mut Context, cents: i64) -> Result<crate::results::Receipt> {
     let _ = (ctx, cents);
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_mins(1)).await;
     unreachable!("abandoned at its timeout")
 }
 
