@@ -585,3 +585,60 @@ async fn a_stalled_step_holds_its_dependents_until_resolved_with_a_result_that_f
     assert_eq!(graph.workflow.counts[&Status::Succeeded], 2);
     system.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn retention_keeps_a_step_whose_dependents_have_not_run() {
+    use pgoutbox::admin::Admin;
+
+    let db = test_db().await;
+    let mut wf = Workflow::new("wf.retained");
+    let a = wf.add(Source { n: 1 });
+    let b = wf.add(Source { n: 2 });
+    wf.add(Join2 { left: a, right: b });
+    let published = publish(&db, wf).await;
+    let [a, b, joined] = published.steps[..] else {
+        unreachable!()
+    };
+    // `a` succeeded long ago; `b` has not run yet, so `joined` waits.
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET status = 'succeeded', finished_at = now() - interval '30 days'
+         WHERE id = $1",
+    )
+    .bind(a.as_i64())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let admin = Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap());
+    let purged = admin
+        .purge_batch(&[Status::Succeeded], Duration::from_hours(24), 100)
+        .await
+        .unwrap();
+    assert_eq!(purged, 0);
+    assert_eq!(status(&db, a).await, "succeeded");
+    // Once its dependent has ended, it goes, and so do the dependent's edges.
+    sqlx::query("UPDATE pgoutbox.operations SET status = 'cancelled', finished_at = now() - interval '30 days' WHERE id = ANY($1)")
+        .bind([b.as_i64(), joined.as_i64()])
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let purged = admin
+        .purge_batch(
+            &[Status::Succeeded, Status::Cancelled],
+            Duration::from_hours(24),
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged, 3);
+    let edges: i64 = sqlx::query_scalar("SELECT count(*) FROM pgoutbox.workflow_edges")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(edges, 0);
+}
+
+/// Adds two numbers.
+#[operation("wf.join2")]
+async fn join2(ctx: &mut Context, left: Dep<Source>, right: Dep<Source>) -> Result<i64> {
+    Ok(ctx.result(&left)? + ctx.result(&right)?)
+}

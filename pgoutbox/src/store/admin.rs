@@ -214,16 +214,17 @@ impl Store {
         older_than_ms: i64,
         batch: i64,
     ) -> Result<u64, sqlx::Error> {
-        self.pinned(conn, async |conn| {
-            query!(self, query, purge)
-                .bind(statuses)
-                .bind(older_than_ms)
-                .bind(batch)
-                .execute(conn)
-                .await
-        })
-        .await
-        .map(|r| r.rows_affected())
+        let deleted: i64 = self
+            .pinned(conn, async |conn| {
+                query!(self, query_scalar, purge)
+                    .bind(statuses)
+                    .bind(older_than_ms)
+                    .bind(batch)
+                    .fetch_one(conn)
+                    .await
+            })
+            .await?;
+        Ok(u64::try_from(deleted).unwrap_or(0))
     }
 
     /// Deletes one batch of old attempts and actions of purged operations.
