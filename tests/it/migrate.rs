@@ -7,7 +7,7 @@ use pgoutbox_migrate::{Error, Identifier};
 
 use crate::support::{empty_db, tables};
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 11] = [
     "attempts",
     "operation_outputs",
     "operation_types",
@@ -17,6 +17,8 @@ const TABLES: [&str; 9] = [
     "schedule_declarations",
     "schedules",
     "workers",
+    "workflow_edges",
+    "workflows",
 ];
 
 fn all_versions() -> Vec<i64> {
