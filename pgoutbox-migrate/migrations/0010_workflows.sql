@@ -114,6 +114,7 @@ CREATE FUNCTION {schema}.workflow_step_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     open_dependents integer := 0;
+    woken_names integer := 0;
 BEGIN
     IF NEW.status IN ('succeeded', 'dead', 'cancelled') THEN
         WITH met AS (
@@ -125,9 +126,23 @@ BEGIN
             FROM {schema}.workflow_edges e
             WHERE e.dependency_id = NEW.id AND d.id = e.operation_id AND d.status = 'waiting'
               AND (NEW.status = 'succeeded' OR NOT e.required)
-            RETURNING d.id
+            RETURNING d.name, d.status
+        ), released AS (
+            SELECT DISTINCT name FROM met WHERE status = 'pending'
+        ), woken AS (
+            -- The released names, announced on the channel of every worker
+            -- still registered, coalesced as a publish's wake-up (one
+            -- notifying transaction per channel, name and 10 ms slot).
+            SELECT pg_notify(w.channel, r.name)
+            FROM released r
+            CROSS JOIN (SELECT DISTINCT channel FROM {schema}.workers
+                        WHERE stopped_at IS NULL AND channel IS NOT NULL) w
+            WHERE pg_try_advisory_xact_lock(
+                hashtext('pgoutbox wake-up ' || w.channel || ' ' || r.name),
+                (floor(extract(epoch FROM clock_timestamp()) * 100)::bigint % 2147483647)::integer)
         )
-        SELECT count(*) INTO open_dependents FROM met;
+        SELECT (SELECT count(*) FROM met), (SELECT count(*) FROM woken)
+        INTO open_dependents, woken_names;
     END IF;
     IF NEW.status IN ('dead', 'cancelled') THEN
         WITH RECURSIVE doomed(id, via) AS (
@@ -164,6 +179,10 @@ CREATE TRIGGER operations_workflow_step AFTER UPDATE OF status ON {schema}.opera
           AND (NEW.status IN ('succeeded', 'dead', 'cancelled', 'stalled')
                OR OLD.status IN ('succeeded', 'dead', 'cancelled', 'stalled')))
     EXECUTE FUNCTION {schema}.workflow_step_changed();
+
+-- The channel each worker listens on, so that a step released by another
+-- process's transaction is announced to it.
+ALTER TABLE {schema}.workers ADD COLUMN channel text;
 
 -- An operator's resolve of a stalled step as succeeded carries the result
 -- its dependents read, when its output type is not `()`.

@@ -642,3 +642,42 @@ async fn retention_keeps_a_step_whose_dependents_have_not_run() {
 async fn join2(ctx: &mut Context, left: Dep<Source>, right: Dep<Source>) -> Result<i64> {
     Ok(ctx.result(&left)? + ctx.result(&right)?)
 }
+
+#[tokio::test]
+async fn a_step_released_by_another_process_is_announced_to_its_workers() {
+    let db = test_db().await;
+    // The sources run in one system, the doubling in another whose polling
+    // fallback is a minute away: only the release's notification can wake
+    // it in time.
+    let mut sources = settings(&db);
+    sources.workflow_system.poll_interval = Duration::from_mins(1);
+    let sources = WorkflowSystem::builder(sources)
+        .router(WorkflowRouter::new().operation::<Source>())
+        .start()
+        .await
+        .unwrap();
+    let mut doublers = settings(&db);
+    doublers.workflow_system.poll_interval = Duration::from_mins(1);
+    let doublers = WorkflowSystem::builder(doublers)
+        .router(WorkflowRouter::new().operation::<Double>())
+        .start()
+        .await
+        .unwrap();
+    // Let both finish their start-up claims: the release comes later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut wf = Workflow::new("wf.across");
+    let a = wf.add(Source { n: 4 });
+    wf.add(Double { from: a });
+    let published = publish(&db, wf).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(&db, &published).await != "succeeded" {
+        assert!(
+            Instant::now() < deadline,
+            "the released step was not picked up before the polling fallback"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(result(&db, published.steps[1]).await, 8);
+    sources.stop().await.unwrap();
+    doublers.stop().await.unwrap();
+}

@@ -269,12 +269,18 @@ impl Store {
                 )
             },
         );
+        // The channel a worker listens on, recorded with it: a workflow
+        // step released by another process's transaction is announced there
+        // (migration 10's trigger).
+        let channel_literal =
+            channel.map_or_else(|| "NULL".to_owned(), |c| format!("'{}'", c.as_str()));
         let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
                 .replace("{operation_columns}", admin::OPERATION_COLUMNS)
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)
                 .replace("{notify_each}", &notify.replace("$1", "n.name"))
+                .replace("{channel}", &channel_literal)
                 .replace("{on_conflict}", on_conflict)
                 .into()
         };
