@@ -75,6 +75,7 @@ use crate::state::Status;
 
 mod access;
 mod chart;
+mod graph;
 mod pages;
 
 use access::Access;
