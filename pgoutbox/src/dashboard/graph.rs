@@ -258,7 +258,10 @@ fn tooltip(step: &StepNode) -> String {
         step.name, step.id, step.status, step.attempts
     );
     if let Some(n) = step.waiting_for {
-        text.push_str(&format!("\nwaits for {n} dependenc{}", if n == 1 { "y" } else { "ies" }));
+        text.push_str(&format!(
+            "\nwaits for {n} dependenc{}",
+            if n == 1 { "y" } else { "ies" }
+        ));
     }
     if let Some(result) = step.result_summary(120) {
         text.push_str(&format!("\nresult: {result}"));
@@ -477,7 +480,10 @@ mod tests {
         assert_eq!(l.layer_of[49], 49);
         assert_eq!(l.nodes.len(), MAX_LAYERS);
         assert_eq!(l.edges.len(), MAX_LAYERS - 1);
-        assert_eq!((l.hidden_layers, l.hidden_steps), (50 - MAX_LAYERS, 50 - MAX_LAYERS));
+        assert_eq!(
+            (l.hidden_layers, l.hidden_steps),
+            (50 - MAX_LAYERS, 50 - MAX_LAYERS)
+        );
         let page = svg("/", &steps, &l).into_string();
         assert!(page.contains("id=\"graph-cut\""));
     }
