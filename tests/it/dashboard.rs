@@ -221,6 +221,7 @@ async fn every_page_renders_with_a_strict_csp_and_escapes_database_values() {
         format!("/operations/{stalled}"),
         format!("/operations/{dead}"),
         "/stalled".to_owned(),
+        "/workflows".to_owned(),
         "/schemas".to_owned(),
         "/schemas/dash.evil".to_owned(),
         "/login".to_owned(),
