@@ -1,6 +1,7 @@
 //! The operators' web dashboard: what is stuck, what failed and why, how
-//! fast work flows, and the attempts, in-doubt outcomes and operator trail
-//! of each operation side by side — with the actions of `pgoutbox ops`
+//! fast work flows, the attempts, in-doubt outcomes and operator trail of
+//! each operation side by side, and each workflow's graph (drawn on the
+//! server as SVG) — with the actions of `pgoutbox ops`
 //! (retry, cancel, resolve, replay, and bulk retry or cancel of a filtered
 //! list), each asking for a reason and recorded exactly as the CLI's.
 //!

@@ -498,6 +498,7 @@ async fn an_operator_reads_a_workflows_graph() {
     result.unwrap();
 }
 
+#[allow(clippy::too_many_lines)] // One operator's visit, list to graph to step.
 async fn workflow_scenario(
     browser: &Client,
     base: &str,

@@ -1378,7 +1378,7 @@ pub(crate) async fn dash_slow_charge(
     cents: i64,
 ) -> Result<crate::results::Receipt> {
     let _ = cents;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_mins(1)).await;
     Err(HandlerError::permanent("abandoned at its timeout"))
 }
 

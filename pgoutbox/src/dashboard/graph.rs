@@ -11,6 +11,7 @@
 //! the steps not drawn are bundled into one edge per pair of nodes drawn.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
 
 use maud::{Markup, html};
 
@@ -91,6 +92,7 @@ fn interest(status: Status) -> u8 {
 }
 
 /// Lays `steps` out (see the module's documentation).
+#[allow(clippy::too_many_lines)] // One pass per stage: layers, cap, places, edges.
 pub(super) fn layout(steps: &[StepNode]) -> Layout {
     let index: HashMap<OperationId, usize> =
         steps.iter().enumerate().map(|(i, s)| (s.id, i)).collect();
@@ -258,16 +260,17 @@ fn tooltip(step: &StepNode) -> String {
         step.name, step.id, step.status, step.attempts
     );
     if let Some(n) = step.waiting_for {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             "\nwaits for {n} dependenc{}",
             if n == 1 { "y" } else { "ies" }
-        ));
+        );
     }
     if let Some(result) = step.result_summary(120) {
-        text.push_str(&format!("\nresult: {result}"));
+        let _ = write!(text, "\nresult: {result}");
     }
     if let Some(error) = &step.last_error {
-        text.push_str(&format!("\nlast error: {}", cut(error, 300)));
+        let _ = write!(text, "\nlast error: {}", cut(error, 300));
     }
     text
 }
