@@ -588,6 +588,10 @@ pub(super) fn operation(
             }
         }
         h2 { "Workflow" }
+        @if let Some(step) = step {
+            p { "A step of workflow " (workflow_link(root, step.workflow_id)) " " (step.workflow_name) ": "
+                a href=(format!("{root}workflows/{}", step.workflow_id)) { "its graph" } }
+        }
         (workflow_tree(root, op.id, tree, tree_shown))
     };
     layout(
