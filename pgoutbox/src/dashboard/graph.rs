@@ -288,7 +288,8 @@ pub(super) fn svg(root: &str, steps: &[StepNode], layout: &Layout) -> Markup {
             svg.graph #graph xmlns="http://www.w3.org/2000/svg"
                 width=(fmt(layout.width)) height=(fmt(layout.height))
                 viewBox=(format!("0 0 {} {}", fmt(layout.width), fmt(layout.height)))
-                role="img" aria-label=(label) {
+                // Not `role="img"`, which would hide the steps' links.
+                role="group" aria-label=(label) {
                 defs {
                     marker #arrow viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto" {
                         path d="M0,0 L10,5 L0,10 z" {}
