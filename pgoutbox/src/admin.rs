@@ -46,7 +46,9 @@ pub use schedules::{
     ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRemoval,
     ScheduleRow, UndeclaredSchedule,
 };
-pub use workflows::{StepNode, WorkflowFilter, WorkflowGraph, WorkflowRow};
+pub use workflows::{
+    StepDependency, StepNode, WorkflowFilter, WorkflowGraph, WorkflowRow, WorkflowStep,
+};
 
 /// An operator's action.
 ///

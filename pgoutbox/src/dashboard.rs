@@ -1,6 +1,7 @@
 //! The operators' web dashboard: what is stuck, what failed and why, how
-//! fast work flows, and the attempts, in-doubt outcomes and operator trail
-//! of each operation side by side — with the actions of `pgoutbox ops`
+//! fast work flows, the attempts, in-doubt outcomes and operator trail of
+//! each operation side by side, and each workflow's graph (drawn on the
+//! server as SVG) — with the actions of `pgoutbox ops`
 //! (retry, cancel, resolve, replay, and bulk retry or cancel of a filtered
 //! list), each asking for a reason and recorded exactly as the CLI's.
 //!
@@ -69,12 +70,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-use crate::admin::{Action, ActionOutcome, Admin, BulkStep, OperationFilter, Resolution};
+use crate::admin::{
+    Action, ActionOutcome, Admin, BulkStep, OperationFilter, Resolution, WorkflowFilter,
+};
 use crate::definition::OperationId;
-use crate::state::Status;
+use crate::state::{Status, WorkflowState};
+use crate::workflow::WorkflowId;
 
 mod access;
 mod chart;
+mod graph;
 mod pages;
 
 use access::Access;
@@ -299,6 +304,8 @@ const MAX_PAGE: i64 = 500;
 const CHILDREN_SHOWN: usize = 100;
 /// Operations of a workflow tree drawn on an operation's page.
 const TREE_SHOWN: i64 = 200;
+/// Steps listed in the table under a workflow's graph.
+const STEPS_SHOWN: usize = 500;
 /// Rows a bulk action takes at a time.
 const BULK_BATCH: i64 = 500;
 /// The sign-in cookie: a random session id, never the token or a digest
@@ -354,6 +361,8 @@ pub fn router(admin: Admin, options: DashboardOptions) -> Router {
         .route("/bulk", post(bulk_preview))
         .route("/bulk/run", post(bulk_run))
         .route("/stalled", get(stalled))
+        .route("/workflows", get(workflows))
+        .route("/workflows/{id}", get(workflow))
         .route("/schemas", get(schemas))
         .route("/schemas/{name}", get(schema))
         .route("/login", get(login_form).post(login))
@@ -1094,7 +1103,7 @@ async fn operation(
     Query(notice): Query<Notice>,
 ) -> Result<Response, Failure> {
     let id = parse_id(&id)?;
-    let markup = operation_page(&d, &request, id, notice.notice.as_deref(), None).await?;
+    let markup = operation_page(&d, &request, id, notice.notice.as_deref(), None, None).await?;
     Ok(page(markup))
 }
 
@@ -1110,6 +1119,7 @@ async fn operation_page(
     id: OperationId,
     notice: Option<&str>,
     refusal: Option<&str>,
+    draft: Option<&Draft>,
 ) -> Result<maud::Markup, Failure> {
     let Some(detail) = d.admin.show(id).await? else {
         return Err(Failure::NotFound(format!(
@@ -1119,6 +1129,7 @@ async fn operation_page(
     let root = detail.operation.root_id.unwrap_or(detail.operation.id);
     let tree = d.admin.workflow_page(root, TREE_SHOWN + 1).await?;
     let history = d.admin.schema_history(&detail.operation.name).await?;
+    let step = d.admin.workflow_step(id).await?;
     Ok(pages::operation(
         request,
         &detail,
@@ -1126,8 +1137,10 @@ async fn operation_page(
         usize::try_from(TREE_SHOWN).unwrap_or(usize::MAX),
         CHILDREN_SHOWN,
         &history,
+        step.as_ref(),
         notice,
         refusal,
+        draft,
     ))
 }
 
@@ -1138,6 +1151,17 @@ struct ActForm {
     reason: String,
     #[serde(default)]
     csrf: String,
+    /// A stalled operation's result, as JSON (resolve as succeeded only).
+    #[serde(default)]
+    result: String,
+}
+
+/// What an operator typed into a refused action's form, shown again.
+#[derive(Debug, Default)]
+struct Draft {
+    action: String,
+    reason: String,
+    result: String,
 }
 
 fn parse_action(text: &str) -> Result<Action, Failure> {
@@ -1176,7 +1200,35 @@ async fn act(
     let id = parse_id(&id)?;
     let action = parse_action(&form.action)?;
     let reason = check_reason(&form.reason)?;
-    let outcome = d.admin.act(id, action, actor, reason).await?;
+    let draft = Draft {
+        action: form.action.clone(),
+        reason: form.reason.clone(),
+        result: form.result.clone(),
+    };
+    let typed = form.result.trim();
+    let outcome = if typed.is_empty() {
+        d.admin.act(id, action, actor, reason).await?
+    } else if action == Action::Resolve(Resolution::Succeeded) {
+        match serde_json::from_str::<serde_json::Value>(typed) {
+            Ok(result) => {
+                d.admin
+                    .resolve_with_result(id, Some(result), actor, reason)
+                    .await?
+            }
+            Err(e) => {
+                let message = format!("cannot resolve operation {id}: the result is not JSON: {e}");
+                let page =
+                    operation_page(&d, &request, id, None, Some(&message), Some(&draft)).await?;
+                return Ok(respond(StatusCode::BAD_REQUEST, page.into_string(), None));
+            }
+        }
+    } else {
+        return Err(Failure::BadRequest(format!(
+            "a result goes only with `resolve-succeeded`, not with `{}`: clear the result \
+             field, or choose “Resolve as succeeded”",
+            form.action
+        )));
+    };
     let message = outcome.message(id, action);
     match outcome {
         ActionOutcome::Applied { .. } => {
@@ -1187,7 +1239,7 @@ async fn act(
         }
         ActionOutcome::NotFound => Err(Failure::NotFound(message)),
         ActionOutcome::Refused { .. } | ActionOutcome::BadResult { .. } => {
-            let page = operation_page(&d, &request, id, None, Some(&message)).await?;
+            let page = operation_page(&d, &request, id, None, Some(&message), Some(&draft)).await?;
             Ok(respond(StatusCode::CONFLICT, page.into_string(), None))
         }
     }
@@ -1309,6 +1361,103 @@ async fn stalled(
     let next = more.then(|| rows.last().map(|r| r.id)).flatten();
     let total = d.admin.stalled_count().await?;
     Ok(page(pages::stalled(&request, &rows, total, next)))
+}
+
+/// The workflow list's filters as they appear in its URL.
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
+struct WorkflowQuery {
+    #[serde(default, skip_serializing_if = "is_blank")]
+    state: Option<String>,
+    #[serde(default, skip_serializing_if = "is_blank")]
+    name: Option<String>,
+    /// Created within this long (`30m`, `2h`, `7d`).
+    #[serde(default, skip_serializing_if = "is_blank")]
+    age: Option<String>,
+    /// The next page: ids below this one.
+    #[serde(default, skip_serializing_if = "is_blank")]
+    before: Option<String>,
+}
+
+impl WorkflowQuery {
+    /// The filter, or what is wrong with the query.
+    fn filter(&self) -> Result<WorkflowFilter, Failure> {
+        let state = blank_to_none(self.state.as_ref())
+            .map(|text| {
+                text.parse::<WorkflowState>().map_err(|_| {
+                    Failure::BadRequest(format!(
+                        "unknown workflow state `{text}`: expected one of {}",
+                        WorkflowState::ALL
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })
+            })
+            .transpose()?;
+        let newer_than = blank_to_none(self.age.as_ref())
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    Failure::BadRequest(format!(
+                        "invalid age `{text}`: {e} (e.g. `30m`, `2h`, `7d`)"
+                    ))
+                })
+            })
+            .transpose()?;
+        let after_id = blank_to_none(self.before.as_ref())
+            .map(parse_workflow_id)
+            .transpose()?;
+        Ok(WorkflowFilter {
+            state,
+            name: blank_to_none(self.name.as_ref()).map(str::to_owned),
+            older_than: None,
+            newer_than,
+            after_id,
+            limit: None,
+        })
+    }
+
+    /// The query string of this list (without the page).
+    fn query_string(&self) -> String {
+        let mut first_page = self.clone();
+        first_page.before = None;
+        serde_urlencoded::to_string(&first_page).unwrap_or_default()
+    }
+}
+
+fn parse_workflow_id(text: &str) -> Result<WorkflowId, Failure> {
+    text.parse::<i64>()
+        .map(WorkflowId::from_i64)
+        .map_err(|_| Failure::BadRequest(format!("invalid workflow id `{text}`")))
+}
+
+async fn workflows(
+    State(d): Shared,
+    request: Request,
+    query: Result<Query<WorkflowQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
+    let Query(query) = query.map_err(|e| Failure::BadRequest(e.body_text()))?;
+    let mut filter = query.filter()?;
+    let size = d.page_size(None);
+    // One more than shown, to know whether there is a next page.
+    filter.limit = Some(size + 1);
+    let mut rows = d.admin.workflows(&filter).await?;
+    let more = rows.len() > usize::try_from(size).unwrap_or(usize::MAX);
+    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    let next = more.then(|| rows.last().map(|r| r.id)).flatten();
+    Ok(page(pages::workflows(&request, &query, &rows, next)))
+}
+
+async fn workflow(
+    State(d): Shared,
+    request: Request,
+    Path(id): Path<String>,
+) -> Result<Response, Failure> {
+    let id = parse_workflow_id(&id)?;
+    let Some(graph) = d.admin.workflow_graph(id).await? else {
+        return Err(Failure::NotFound(format!("no workflow with id {id}")));
+    };
+    Ok(page(pages::workflow(&request, &graph, STEPS_SHOWN)))
 }
 
 async fn schemas(State(d): Shared, request: Request) -> Result<Response, Failure> {

@@ -461,3 +461,156 @@ async fn scenario(
     assert!(browser.find(Locator::Css("#sign-out")).await.is_err());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reads_a_workflows_graph() {
+    if !wanted("browser::an_operator_reads_a_workflows_graph") {
+        return;
+    }
+    let driver = Driver::start();
+    let db = test_db().await;
+    // Real step states, from a worker: a diamond that succeeds, and one
+    // whose left branch dies, which cancels the join that needs it (the
+    // right branch, a `Settled` dependency, succeeds).
+    let system = WorkflowSystem::builder(crate::support::settings(&db))
+        .router(crate::dashboard::workflow_router())
+        .start()
+        .await
+        .unwrap();
+    let ok = crate::dashboard::publish_diamond(&db, "order.fulfil", false).await;
+    let failed = crate::dashboard::publish_diamond(&db, "order.fulfil", true).await;
+    crate::dashboard::settled_state(&db, ok.id).await;
+    crate::dashboard::settled_state(&db, failed.id).await;
+    system.stop().await.unwrap();
+    // And one with no worker left: its first step pending, the rest waiting.
+    let running = crate::dashboard::publish_diamond(&db, "order.refund", false).await;
+    let base = serve(
+        &db,
+        DashboardOptions::with_token(BROWSER_TOKEN, "alice")
+            .unwrap()
+            .allow_actions(true),
+    )
+    .await;
+    let browser = driver.browser().await;
+    let result = workflow_scenario(&browser, &base, failed, running.id).await;
+    browser.close().await.unwrap();
+    drop(driver);
+    result.unwrap();
+}
+
+#[allow(clippy::too_many_lines)] // One operator's visit, list to graph to step.
+async fn workflow_scenario(
+    browser: &Client,
+    base: &str,
+    failed: pgoutbox::workflow::PublishedWorkflow,
+    running: pgoutbox::workflow::WorkflowId,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.set_window_size(1280, 900).await?;
+    browser.goto(&format!("{base}/workflows")).await?;
+    browser
+        .find(Locator::Css("input[name=token]"))
+        .await?
+        .send_keys(BROWSER_TOKEN)
+        .await?;
+    browser
+        .find(Locator::Css("form button"))
+        .await?
+        .click()
+        .await?;
+    browser.wait().for_element(Locator::Css("#live")).await?;
+
+    // The Workflows page, from the navigation: three, newest first.
+    browser
+        .find(Locator::Css("nav a[href$='/workflows']"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("#workflows"))
+        .await?;
+    let rows = browser
+        .execute(
+            "return [...document.querySelectorAll('#workflows tbody tr')].map(r => r.dataset.state);",
+            vec![],
+        )
+        .await?;
+    assert_eq!(rows, serde_json::json!(["running", "failed", "succeeded"]));
+    let list = text(browser, "#workflows").await;
+    assert!(
+        list.contains("3 waiting") && list.contains("1 dead"),
+        "{list}"
+    );
+    photograph(browser, "workflows").await;
+
+    // The failed diamond's graph: drawn, four steps, four edges, sized.
+    browser
+        .find(Locator::Css(&format!(
+            "#workflows a[href$='/workflows/{}']",
+            failed.id
+        )))
+        .await?
+        .click()
+        .await?;
+    browser.wait().for_element(Locator::Css("#graph")).await?;
+    assert_eq!(text(browser, "#state").await, "failed");
+    let drawn = browser
+        .execute(
+            r"const svg = document.getElementById('graph');
+              const box = svg.getBoundingClientRect();
+              const nodes = [...svg.querySelectorAll('.node')];
+              const edges = [...svg.querySelectorAll('.edge')];
+              return {
+                width: box.width, height: box.height,
+                nodes: nodes.length, edges: edges.length,
+                dashed: edges.filter(e => getComputedStyle(e).strokeDasharray !== 'none').length,
+                sized: nodes.every(n => { const b = n.getBBox(); return b.width > 0 && b.height > 0; }),
+                edgesSized: edges.every(e => e.getTotalLength() > 0),
+                colours: [...new Set(nodes.map(n => getComputedStyle(n.querySelector('rect')).stroke))].length,
+                states: nodes.map(n => n.dataset.state),
+              };",
+            vec![],
+        )
+        .await?;
+    assert!(drawn["width"].as_f64().unwrap() > 100.0, "{drawn}");
+    assert!(drawn["height"].as_f64().unwrap() > 100.0, "{drawn}");
+    assert_eq!(drawn["nodes"], 4, "{drawn}");
+    assert_eq!(drawn["edges"], 4, "{drawn}");
+    assert_eq!(drawn["dashed"], 1, "the settled edge: {drawn}");
+    assert_eq!(drawn["sized"], true, "{drawn}");
+    assert_eq!(drawn["edgesSized"], true, "{drawn}");
+    assert_eq!(
+        drawn["states"],
+        serde_json::json!(["succeeded", "dead", "succeeded", "cancelled"])
+    );
+    assert_eq!(drawn["colours"], 3, "succeeded, dead, cancelled: {drawn}");
+    photograph(browser, "workflow").await;
+
+    // A step is a link to its operation, which links back.
+    let dead = failed.steps[1];
+    browser
+        .find(Locator::Css(&format!("#graph .node[data-id='{dead}']")))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("#workflow"))
+        .await?;
+    assert_eq!(text(browser, "#state").await, "dead");
+    assert!(text(browser, "#workflow").await.contains("order.fulfil"));
+
+    // The running one: pending and waiting in their own colours.
+    browser.goto(&format!("{base}/workflows/{running}")).await?;
+    browser.wait().for_element(Locator::Css("#graph")).await?;
+    let colours = browser
+        .execute(
+            r"const rect = s => getComputedStyle(document.querySelector(`#graph .node[data-state=${s}] rect`)).stroke;
+              return [rect('pending'), rect('waiting')];",
+            vec![],
+        )
+        .await?;
+    assert_ne!(colours[0], colours[1], "{colours}");
+    photograph(browser, "workflow-running").await;
+    Ok(())
+}

@@ -221,6 +221,7 @@ async fn every_page_renders_with_a_strict_csp_and_escapes_database_values() {
         format!("/operations/{stalled}"),
         format!("/operations/{dead}"),
         "/stalled".to_owned(),
+        "/workflows".to_owned(),
         "/schemas".to_owned(),
         "/schemas/dash.evil".to_owned(),
         "/login".to_owned(),
@@ -1340,4 +1341,571 @@ async fn the_overview_counts_few_finished_operations_exactly() {
         assert!(page.body.contains(&tile), "{tile} in {}", page.body);
     }
     assert!(!page.body.contains("(estimate)"));
+}
+
+// Workflows on the dashboard.
+
+/// Makes a number: a workflow's first step.
+#[operation("dash.wf.make")]
+pub(crate) async fn dash_make(_ctx: &mut Context, n: i64) -> Result<i64> {
+    Ok(n)
+}
+
+/// Adds one to its dependency's number, or fails for good when told to.
+#[operation("dash.wf.add", max_attempts = 1)]
+pub(crate) async fn dash_add(ctx: &mut Context, from: Dep<DashMake>, fail: bool) -> Result<i64> {
+    if fail {
+        return Err(HandlerError::permanent("<b>declined</b> by the provider"));
+    }
+    Ok(ctx.result(&from)? + 1)
+}
+
+/// Joins two: it needs `left`'s success, and runs whatever way `right` ends.
+#[operation("dash.wf.join")]
+pub(crate) async fn dash_join(
+    ctx: &mut Context,
+    left: Dep<DashAdd>,
+    right: Settled<DashAdd>,
+) -> Result<i64> {
+    Ok(ctx.result(&left)? + ctx.result(&right).unwrap_or(0))
+}
+
+/// A charge whose call never answers in time: its outcome is unknown, so
+/// the step stalls (not idempotent).
+#[operation("dash.wf.slow_charge", timeout = "100ms")]
+pub(crate) async fn dash_slow_charge(
+    _ctx: &mut Context,
+    cents: i64,
+) -> Result<crate::results::Receipt> {
+    let _ = cents;
+    tokio::time::sleep(Duration::from_mins(1)).await;
+    Err(HandlerError::permanent("abandoned at its timeout"))
+}
+
+/// Ships with the receipt of a charge.
+#[operation("dash.wf.ship")]
+pub(crate) async fn dash_ship(ctx: &mut Context, payment: Dep<DashSlowCharge>) -> Result<String> {
+    Ok(ctx.result(&payment)?.charge_id)
+}
+
+/// Sums a fan-in.
+#[operation("dash.wf.sum")]
+pub(crate) async fn dash_sum(ctx: &mut Context, parts: Vec<Dep<DashMake>>) -> Result<i64> {
+    Ok(ctx.results(&parts)?.into_iter().sum())
+}
+
+pub(crate) fn workflow_router() -> WorkflowRouter {
+    WorkflowRouter::new()
+        .operation::<DashMake>()
+        .operation::<DashAdd>()
+        .operation::<DashJoin>()
+        .operation::<DashSlowCharge>()
+        .operation::<DashShip>()
+        .operation::<DashSum>()
+}
+
+/// A diamond (make → add, add → join): the right `add` fails for good
+/// when `fail_right`, which cancels nothing but the join's required side.
+/// `join` needs `left`'s success and runs whatever way `right` ends, so
+/// with `fail_left` it is cancelled (its dependency is dead). Returns the
+/// published workflow.
+pub(crate) async fn publish_diamond(
+    db: &TestDatabase,
+    name: &str,
+    fail_left: bool,
+) -> pgoutbox::workflow::PublishedWorkflow {
+    let mut wf = Workflow::new(name);
+    let first = wf.add(DashMake { n: 1 });
+    let left = wf.add(DashAdd {
+        from: first,
+        fail: fail_left,
+    });
+    let right = wf.add(DashAdd {
+        from: first,
+        fail: false,
+    });
+    wf.add(DashJoin {
+        left,
+        right: right.into(),
+    });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    published
+}
+
+/// Waits until workflow `id` is no longer `running`; its state.
+pub(crate) async fn settled_state(
+    db: &TestDatabase,
+    id: pgoutbox::workflow::WorkflowId,
+) -> pgoutbox::WorkflowState {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let graph = admin(db).workflow_graph(id).await.unwrap().unwrap();
+        if graph.workflow.state != pgoutbox::WorkflowState::Running {
+            return graph.workflow.state;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "workflow {id} still running"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Rows of a table (`data-id="…"` in the body), in order.
+fn row_ids(body: &str) -> Vec<String> {
+    body.match_indices("<tr data-id=\"")
+        .map(|(at, m)| {
+            let rest = &body[at + m.len()..];
+            rest[..rest.find('"').unwrap()].to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // One list, every filter and the pages.
+async fn the_workflows_page_lists_filters_and_pages_workflows_signed_in() {
+    let db = test_db().await;
+    let system = WorkflowSystem::builder(crate::support::settings(&db))
+        .router(workflow_router())
+        .start()
+        .await
+        .unwrap();
+    let ok = publish_diamond(&db, "dash.order", false).await;
+    let failed = publish_diamond(&db, "dash.order", true).await;
+    assert_eq!(
+        settled_state(&db, ok.id).await,
+        pgoutbox::WorkflowState::Succeeded
+    );
+    assert_eq!(
+        settled_state(&db, failed.id).await,
+        pgoutbox::WorkflowState::Failed
+    );
+    system.stop().await.unwrap();
+    // No worker now: this one stays running, its first step pending and
+    // the others waiting.
+    let running = publish_diamond(&db, "dash.refund", false).await;
+    let app = dashboard::router(admin(&db), options_with_token().page_size(2));
+
+    // Signed out: the sign-in page, for the list and a workflow alike.
+    for path in ["/workflows".to_owned(), format!("/workflows/{}", ok.id)] {
+        let page = get(&app, &path, None).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(page.body.contains("name=\"token\""));
+        assert!(!page.body.contains("dash.order"));
+    }
+    let (cookies, _) = signed_in(&app).await;
+
+    // Newest first, two a page, and the way to the next one.
+    let list = get(&app, "/workflows", Some(&cookies)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(
+        list.body
+            .contains("href=\"/workflows\" aria-current=\"page\"")
+    );
+    assert_eq!(
+        row_ids(&list.body),
+        [running.id.to_string(), failed.id.to_string()]
+    );
+    let next = format!("href=\"/workflows?before={}\"", failed.id);
+    assert!(list.body.contains(&next), "{}", list.body);
+    let older = get(
+        &app,
+        &format!("/workflows?before={}", failed.id),
+        Some(&cookies),
+    )
+    .await;
+    assert_eq!(row_ids(&older.body), [ok.id.to_string()]);
+    assert!(!older.body.contains("rel=\"next\""));
+    assert!(
+        older
+            .body
+            .contains(&format!("href=\"/workflows/{}\"", ok.id))
+    );
+    // Per-state step counts: the failed one's dead step, the join that ran
+    // anyway; the running one's waiting steps.
+    let failed_row = &list.body[list
+        .body
+        .find(&format!("<tr data-id=\"{}\"", failed.id))
+        .unwrap()..];
+    let failed_row = &failed_row[..failed_row.find("</tr>").unwrap()];
+    assert!(failed_row.contains("state-failed"), "{failed_row}");
+    assert!(
+        failed_row.contains("1 dead") && failed_row.contains("1 cancelled"),
+        "{failed_row}"
+    );
+    assert!(failed_row.contains("2 succeeded"), "{failed_row}");
+    let running_row = &list.body[list
+        .body
+        .find(&format!("<tr data-id=\"{}\"", running.id))
+        .unwrap()..];
+    let running_row = &running_row[..running_row.find("</tr>").unwrap()];
+    assert!(
+        running_row.contains("1 pending") && running_row.contains("3 waiting"),
+        "{running_row}"
+    );
+
+    // Filters: state, name, age, together; stable URLs.
+    let by_state = get(&app, "/workflows?state=failed", Some(&cookies)).await;
+    assert_eq!(row_ids(&by_state.body), [failed.id.to_string()]);
+    assert!(by_state.body.contains("<option value=\"failed\" selected>"));
+    let by_name = get(&app, "/workflows?name=dash.order", Some(&cookies)).await;
+    assert_eq!(
+        row_ids(&by_name.body),
+        [failed.id.to_string(), ok.id.to_string()]
+    );
+    assert!(!by_name.body.contains("rel=\"next\""));
+    let recent = get(
+        &app,
+        "/workflows?age=1h&name=dash.refund&state=",
+        Some(&cookies),
+    )
+    .await;
+    assert_eq!(row_ids(&recent.body), [running.id.to_string()]);
+    let none = get(
+        &app,
+        "/workflows?state=succeeded&name=dash.refund",
+        Some(&cookies),
+    )
+    .await;
+    assert!(row_ids(&none.body).is_empty());
+    assert!(none.body.contains("No workflow matches."));
+    // Bad filters: a clear 400, not a panic.
+    for (path, says) in [
+        ("/workflows?state=done", "unknown workflow state `done`"),
+        ("/workflows?age=soon", "invalid age `soon`"),
+        ("/workflows?before=x", "invalid workflow id `x`"),
+        ("/workflows/abc", "invalid workflow id `abc`"),
+    ] {
+        let page = get(&app, path, Some(&cookies)).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(page.body.contains(says), "{path}: {}", page.body);
+    }
+    let missing = get(&app, "/workflows/999999", Some(&cookies)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("no workflow with id 999999"));
+
+    // `waiting` is a state like the others: in the list's filter, and it
+    // finds the waiting steps.
+    let waiting = get(&app, "/operations?status=waiting", Some(&cookies)).await;
+    assert!(waiting.body.contains("<option value=\"waiting\" selected>"));
+    assert_eq!(
+        row_ids(&waiting.body).len(),
+        2,
+        "two a page: {:?}",
+        row_ids(&waiting.body)
+    );
+    assert!(waiting.body.contains("state state-waiting"));
+    let css = get(&app, "/assets/app.css", None).await;
+    assert!(css.body.contains(".state-waiting { color: var(--wait); }"));
+}
+
+#[tokio::test]
+async fn a_workflow_page_draws_one_node_per_step_and_one_edge_per_dependency() {
+    let db = test_db().await;
+    let system = WorkflowSystem::builder(crate::support::settings(&db))
+        .router(workflow_router())
+        .start()
+        .await
+        .unwrap();
+    let failed = publish_diamond(&db, "dash.order", true).await;
+    assert_eq!(
+        settled_state(&db, failed.id).await,
+        pgoutbox::WorkflowState::Failed
+    );
+    system.stop().await.unwrap();
+    let [first, left, right, join] = failed.steps[..] else {
+        unreachable!()
+    };
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, _) = signed_in(&app).await;
+    let page = get(&app, &format!("/workflows/{}", failed.id), Some(&cookies)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    assert!(body.contains("dash.order") && body.contains("state state-failed"));
+
+    // The SVG: one node per step, each coloured by its state and linking
+    // to its operation; one edge per dependency, the settled one dashed.
+    let svg = &body[body.find("<svg").expect("an <svg>")..body.find("</svg>").unwrap()];
+    assert_eq!(svg.matches("class=\"node ").count(), 4, "{svg}");
+    for (id, state) in [
+        (first, "succeeded"),
+        (left, "dead"),
+        (right, "succeeded"),
+        (join, "cancelled"),
+    ] {
+        assert!(
+            svg.contains(&format!(
+                "<g class=\"node state-{state}\" data-id=\"{id}\" data-state=\"{state}\">"
+            )),
+            "{id} {state}: {svg}"
+        );
+        assert!(svg.contains(&format!("<a href=\"/operations/{id}\">")));
+    }
+    assert_eq!(svg.matches("<path class=\"edge").count(), 4, "{svg}");
+    for (from, to) in [(first, left), (first, right), (left, join)] {
+        assert!(
+            svg.contains(&format!(
+                "class=\"edge\" marker-end=\"url(#arrow)\" data-from=\"{from}\" data-to=\"{to}\""
+            )),
+            "{from} → {to}: {svg}"
+        );
+    }
+    assert!(
+        svg.contains(&format!("class=\"edge settled\" marker-end=\"url(#arrow)\" data-from=\"{right}\" data-to=\"{join}\"")),
+        "{svg}"
+    );
+    assert!(!svg.contains("class=\"more"), "nothing capped");
+    // The tooltips: attempts, result, last error (escaped).
+    assert!(svg.contains("attempts: 1"));
+    assert!(svg.contains("result: 2"), "{svg}");
+    assert!(
+        svg.contains("last error: &lt;b&gt;declined&lt;/b&gt;"),
+        "{svg}"
+    );
+    assert!(!body.contains("<b>declined"));
+    // The table under it: every step, its layer, result and what it waits for.
+    let table = &body[body.find("id=\"steps\"").unwrap()..];
+    assert_eq!(
+        row_ids(table),
+        [first, left, right, join].map(|id| id.to_string())
+    );
+    assert!(table.contains("(settled)"));
+    assert!(!body.contains("<script>"), "no script needed");
+
+    // The join's operation page: its workflow, and what it waited for.
+    let op = get(&app, &format!("/operations/{join}"), Some(&cookies)).await;
+    let waits = &op.body[op.body.find("id=\"workflow\"").expect("the workflow")..];
+    assert!(waits.contains(&format!("href=\"/workflows/{}\"", failed.id)));
+    let waits = &op.body[op.body.find("id=\"waits-for\"").unwrap()..];
+    let waits = &waits[..waits.find("</dd>").unwrap()];
+    assert!(
+        waits.contains(&format!("href=\"/operations/{left}\"")),
+        "{waits}"
+    );
+    assert!(
+        waits.contains("state-dead") && waits.contains("settled"),
+        "{waits}"
+    );
+    // The first step waits for nothing.
+    let first_page = get(&app, &format!("/operations/{first}"), Some(&cookies)).await;
+    assert!(first_page.body.contains("nothing: it has no dependency"));
+}
+
+#[tokio::test]
+async fn a_thousand_step_fan_in_is_drawn_capped_and_fast() {
+    let db = test_db().await;
+    let mut wf = Workflow::new("dash.fan_in");
+    let parts: Vec<_> = (0..1000).map(|n| wf.add(DashMake { n })).collect();
+    wf.add(DashSum { parts });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, _) = signed_in(&app).await;
+    let path = format!("/workflows/{}", published.id);
+    get(&app, &path, Some(&cookies)).await;
+    let started = std::time::Instant::now();
+    let page = get(&app, &path, Some(&cookies)).await;
+    let took = started.elapsed();
+    assert_eq!(page.status, StatusCode::OK);
+    let svg = &page.body[page.body.find("<svg").unwrap()..page.body.find("</svg>").unwrap()];
+    // 8 of the 1,000 parts, a "+992 more" node, and the sum; an edge from
+    // each part drawn and one bundle from the others.
+    assert_eq!(svg.matches("class=\"node ").count(), 8 + 1, "{svg}");
+    assert!(svg.contains("data-more=\"992\""), "{svg}");
+    assert!(svg.contains("+992 more"));
+    assert_eq!(svg.matches("<path class=\"edge\"").count(), 8);
+    assert_eq!(svg.matches("<path class=\"edge bundle\"").count(), 1);
+    assert!(svg.contains("992 dependencies"));
+    assert!(svg.len() < 30_000, "{} bytes of SVG", svg.len());
+    // The table lists the first 500 steps, and says where the rest are.
+    assert_eq!(
+        row_ids(&page.body[page.body.find("id=\"steps\"").unwrap()..]).len(),
+        500
+    );
+    assert!(page.body.contains("Only the first 500 steps are listed"));
+    // The sum's page lists 20 of its 1,000 dependencies.
+    let sum = published.steps[1000];
+    let op = get(&app, &format!("/operations/{sum}"), Some(&cookies)).await;
+    assert!(op.body.contains("1000 of 1000 not yet met"), "{}", op.body);
+    assert!(op.body.contains("and 980 more"));
+    eprintln!(
+        "a 1,001-step fan-in's workflow page: {took:?}, {} KiB (SVG {} KiB)",
+        page.body.len() / 1024,
+        svg.len() / 1024
+    );
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // Each refusal, then the resolve.
+async fn a_stalled_steps_result_form_refuses_bad_json_and_a_misfit_then_resolves() {
+    let db = test_db().await;
+    let system = WorkflowSystem::builder(crate::support::settings(&db))
+        .router(workflow_router())
+        .start()
+        .await
+        .unwrap();
+    let mut wf = Workflow::new("dash.ship");
+    let payment = wf.add(DashSlowCharge { cents: 500 });
+    wf.add(DashShip { payment });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        settled_state(&db, published.id).await,
+        pgoutbox::WorkflowState::Stalled
+    );
+    let [charge, ship] = published.steps[..] else {
+        unreachable!()
+    };
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, _) = signed_in(&app).await;
+
+    // The stalled step's page: the result field, and its workflow.
+    let page = get(&app, &format!("/operations/{charge}"), Some(&cookies)).await;
+    assert!(
+        page.body
+            .contains("<textarea id=\"result\" name=\"result\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(&format!("href=\"/workflows/{}\"", published.id))
+    );
+    let csrf = csrf_of(&page.body);
+    // The waiting one says what it waits for.
+    let waiting = get(&app, &format!("/operations/{ship}"), Some(&cookies)).await;
+    assert!(
+        waiting.body.contains("1 of 1 not yet met"),
+        "{}",
+        waiting.body
+    );
+    assert!(
+        !waiting.body.contains("<textarea"),
+        "no result for a step that is not stalled"
+    );
+
+    let act = format!("/operations/{charge}/act");
+    let send = async |form: &[(&str, &str)]| post(&app, &act, Some(&cookies), form).await;
+    // Without the CSRF token: refused before anything.
+    let forged = send(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "found it"),
+        ("result", r#"{"charge_id": "ch_1", "cents": 500}"#),
+    ])
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    // Not JSON: 400, the form keeps what was typed.
+    let typed = r#"{"charge_id": "ch_<1>", "#;
+    let bad = send(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "found at the provider"),
+        ("result", typed),
+        ("csrf", &csrf),
+    ])
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("the result is not JSON"), "{}", bad.body);
+    assert!(
+        bad.body
+            .contains("{&quot;charge_id&quot;: &quot;ch_&lt;1&gt;&quot;, </textarea>"),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("value=\"found at the provider\""));
+    assert!(
+        bad.body
+            .contains("<option value=\"resolve-succeeded\" selected>")
+    );
+    // JSON that does not fit the output's schema: 409 with the reason.
+    let misfit = r#"{"charge_id": 17}"#;
+    let refused = send(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "found at the provider"),
+        ("result", misfit),
+        ("csrf", &csrf),
+    ])
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("does not match the output schema of `dash.wf.slow_charge`"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        refused
+            .body
+            .contains("{&quot;charge_id&quot;: 17}</textarea>")
+    );
+    // No result at all: refused too (its dependent reads one).
+    let empty = send(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "found at the provider"),
+        ("csrf", &csrf),
+    ])
+    .await;
+    assert_eq!(empty.status, StatusCode::CONFLICT);
+    assert!(empty.body.contains("whose dependents read its result"));
+    // A result with another action: 400.
+    let retry = send(&[
+        ("action", "retry"),
+        ("reason", "try again"),
+        ("result", misfit),
+        ("csrf", &csrf),
+    ])
+    .await;
+    assert_eq!(retry.status, StatusCode::BAD_REQUEST);
+    assert!(
+        retry
+            .body
+            .contains("a result goes only with `resolve-succeeded`")
+    );
+    assert_eq!(crate::support::status(&db, charge).await, "stalled");
+    assert_eq!(crate::support::status(&db, ship).await, "waiting");
+
+    // One that fits: applied, and the dependent receives it.
+    let good = send(&[
+        ("action", "resolve-succeeded"),
+        ("reason", "ch_found at the provider"),
+        ("result", r#"{"charge_id": "ch_found", "cents": 500}"#),
+        ("csrf", &csrf),
+    ])
+    .await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
+    assert_eq!(
+        settled_state(&db, published.id).await,
+        pgoutbox::WorkflowState::Succeeded
+    );
+    let graph = admin(&db)
+        .workflow_graph(published.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        graph.steps[0].result,
+        Some(serde_json::json!({"charge_id": "ch_found", "cents": 500}))
+    );
+    assert_eq!(graph.steps[1].result, Some(serde_json::json!("ch_found")));
+    // The trail: three refusals (the forged one never reached it), then
+    // the resolve, by alice.
+    let detail = admin(&db).show(charge).await.unwrap().unwrap();
+    let trail: Vec<(&str, &str)> = detail
+        .actions
+        .iter()
+        .map(|a| (a.outcome.as_str(), a.actor.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            ("refused", "alice"),
+            ("refused", "alice"),
+            ("applied", "alice")
+        ]
+    );
+    system.stop().await.unwrap();
 }

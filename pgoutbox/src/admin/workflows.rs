@@ -171,6 +171,82 @@ impl<'r> FromRow<'r, PgRow> for StepNode {
     }
 }
 
+/// A workflow step's place in its workflow, as its operation's page shows
+/// it: which workflow, and what the step waits for.
+///
+/// ```no_run
+/// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+/// use pgoutbox::{OperationId, Status};
+///
+/// if let Some(step) = admin.workflow_step(OperationId::from_i64(42)).await? {
+///     println!("step of workflow {} ({}), {}", step.workflow_id, step.workflow_name, step.workflow_state);
+///     for dep in step.dependencies.iter().filter(|d| d.status != Some(Status::Succeeded)) {
+///         println!("  waits for {} {} ({:?})", dep.id, dep.name.as_deref().unwrap_or("?"), dep.status);
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WorkflowStep {
+    /// Its workflow.
+    pub workflow_id: WorkflowId,
+    /// Its workflow's name.
+    pub workflow_name: String,
+    /// Its workflow's state.
+    pub workflow_state: WorkflowState,
+    /// Dependencies it still waits for (`waiting` only).
+    pub waiting_for: Option<i32>,
+    /// The steps it depends on, ids ascending.
+    pub dependencies: Vec<StepDependency>,
+}
+
+/// One dependency of a workflow step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StepDependency {
+    /// The step depended on.
+    pub id: OperationId,
+    /// Its operation's name (`None`: purged by retention).
+    pub name: Option<String>,
+    /// Its state (`None`: purged by retention).
+    pub status: Option<Status>,
+    /// Whether the dependent needs its success (`Dep`), or only its end
+    /// (`Settled`).
+    pub required: bool,
+}
+
+impl<'r> FromRow<'r, PgRow> for WorkflowStep {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let ids: Vec<i64> = row.try_get("dependency_ids")?;
+        let names: Vec<Option<String>> = row.try_get("dependency_names")?;
+        let statuses: Vec<Option<Status>> = row.try_get("dependency_statuses")?;
+        let required: Vec<bool> = row.try_get("dependency_required")?;
+        let dependencies = ids
+            .into_iter()
+            .zip(names)
+            .zip(statuses)
+            .zip(required)
+            .map(|(((id, name), status), required)| StepDependency {
+                id: OperationId::from_i64(id),
+                name,
+                status,
+                required,
+            })
+            .collect();
+        Ok(WorkflowStep {
+            workflow_id: WorkflowId::from_i64(row.try_get("id")?),
+            workflow_name: row.try_get("name")?,
+            workflow_state: row.try_get("state")?,
+            waiting_for: row
+                .try_get::<Option<i32>, _>("waiting_for")?
+                .filter(|_| row.try_get::<Status, _>("status").ok() == Some(Status::Waiting)),
+            dependencies,
+        })
+    }
+}
+
 /// A workflow and its steps, in the order they were added.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
@@ -226,6 +302,16 @@ impl Admin {
         };
         let steps = self.store.workflow_steps(&mut conn, id.as_i64()).await?;
         Ok(Some(WorkflowGraph { workflow, steps }))
+    }
+
+    /// Operation `id`'s place in its workflow: `None` when it is not a
+    /// workflow step (or does not exist). See [`WorkflowStep`].
+    pub async fn workflow_step(
+        &self,
+        id: OperationId,
+    ) -> Result<Option<WorkflowStep>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.workflow_step(&mut conn, id).await
     }
 
     /// Resolves stalled operation `id` as succeeded, recording `result` as

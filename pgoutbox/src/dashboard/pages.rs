@@ -4,16 +4,21 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use super::{ListQuery, Overview, Request, chart};
-use crate::admin::{Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow};
+use super::{Draft, ListQuery, Overview, Request, WorkflowQuery, chart, graph};
+use crate::admin::{
+    Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow, StepNode,
+    WorkflowGraph, WorkflowRow, WorkflowStep,
+};
 use crate::definition::OperationId;
-use crate::state::{Outcome, Status};
+use crate::state::{Outcome, Status, WorkflowState};
+use crate::workflow::WorkflowId;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Nav {
     Overview,
     Operations,
     Stalled,
+    Workflows,
     Schemas,
     None,
 }
@@ -48,6 +53,7 @@ fn layout(
                         a href=(home) aria-current=[current(Nav::Overview)] { "Overview" }
                         a href=(format!("{root}operations")) aria-current=[current(Nav::Operations)] { "Operations" }
                         a href=(format!("{root}stalled")) aria-current=[current(Nav::Stalled)] { "Stalled" }
+                        a href=(format!("{root}workflows")) aria-current=[current(Nav::Workflows)] { "Workflows" }
                         a href=(format!("{root}schemas")) aria-current=[current(Nav::Schemas)] { "Schemas" }
                     }
                     @if let Some((who, csrf)) = account {
@@ -455,8 +461,10 @@ pub(super) fn operation(
     tree_shown: usize,
     children_shown: usize,
     history: &[SchemaVersion],
+    step: Option<&WorkflowStep>,
     notice: Option<&str>,
     refusal: Option<&str>,
+    draft: Option<&Draft>,
 ) -> Markup {
     let root = &request.root;
     let op = &detail.operation;
@@ -497,16 +505,27 @@ pub(super) fn operation(
             dt { "Idempotency key" } dd { code { (op.external_key) } }
             dt { "Parent" } dd { @if let Some(p) = op.parent_id { (op_link(root, p)) } @else { span.muted { "none" } } }
             dt { "Root" } dd { @if let Some(r) = op.root_id { (op_link(root, r)) } @else { "itself" } }
+            @if let Some(step) = step { (step_facts(root, step, 20)) }
             @if let Some(e) = &op.last_error { dt { "Last error" } dd { pre { (e) } } }
         }
         @if request.can_act && !actions.is_empty() {
+            @let chosen = draft.map_or("", |d| d.action.as_str());
+            @let with_result = op.status == Status::Stalled
+                && actions.iter().any(|(value, _)| *value == "resolve-succeeded");
             h2 { "Act" }
             form.act method="post" action=(format!("{root}operations/{}/act", op.id)) {
                 (csrf(request))
                 label { "Action"
-                    select name="action" #action { @for (value, label) in &actions { option value=(value) { (label) } } }
+                    select name="action" #action { @for (value, label) in &actions { option value=(value) selected[*value == chosen] { (label) } } }
                 }
-                label { "Reason" input name="reason" #reason required placeholder="why (recorded)"; }
+                label { "Reason" input name="reason" #reason required placeholder="why (recorded)" value=(draft.map_or("", |d| d.reason.as_str())); }
+                @if with_result {
+                    label.result { "Result, for “Resolve as succeeded” (JSON matching the "
+                        a href=(format!("{root}schemas/{}", op.name)) { "output schema" }
+                        "; empty: none)"
+                        textarea name="result" #result rows="4" spellcheck="false" placeholder="e.g. {\"charge_id\": \"ch_123\"}" { (draft.map_or("", |d| d.result.as_str())) }
+                    }
+                }
                 button type="submit" #act { "Apply" }
             }
         }
@@ -569,6 +588,10 @@ pub(super) fn operation(
             }
         }
         h2 { "Workflow" }
+        @if let Some(step) = step {
+            p { "A step of workflow " (workflow_link(root, step.workflow_id)) " " (step.workflow_name) ": "
+                a href=(format!("{root}workflows/{}", step.workflow_id)) { "its graph" } }
+        }
         (workflow_tree(root, op.id, tree, tree_shown))
     };
     layout(
@@ -751,4 +774,190 @@ pub(super) fn schema(
         &body,
         request.account(),
     )
+}
+
+fn workflow_state(state: WorkflowState) -> Markup {
+    html! { span class=(format!("state state-{}", state.as_str())) { (state.as_str()) } }
+}
+
+fn workflow_link(root: &str, id: WorkflowId) -> Markup {
+    html! { a href=(format!("{root}workflows/{id}")) { "#" (id) } }
+}
+
+/// Steps by state, in the states' order, each in its colour.
+fn step_counts(counts: &std::collections::BTreeMap<Status, i64>) -> Markup {
+    html! {
+        span.counts {
+            @for s in Status::ALL {
+                @if let Some(n) = counts.get(&s).filter(|n| **n > 0) {
+                    span class=(format!("state state-{}", s.as_str())) data-state=(s.as_str()) { (n) " " (s.as_str()) } " "
+                }
+            }
+        }
+    }
+}
+
+fn workflow_filters(root: &str, query: &WorkflowQuery) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    let selected = query.state.clone().unwrap_or_default();
+    html! {
+        form.filters method="get" action=(format!("{root}workflows")) role="search" {
+            label { "State"
+                select name="state" {
+                    option value="" { "any" }
+                    @for s in WorkflowState::ALL {
+                        option value=(s.as_str()) selected[selected == s.as_str()] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "Name" input name="name" value=(v(&query.name)); }
+            label { "Created within" input name="age" value=(v(&query.age)) placeholder="e.g. 2h" size="8"; }
+            button type="submit" { "Filter" }
+            a href=(format!("{root}workflows")) { "Clear" }
+        }
+    }
+}
+
+pub(super) fn workflows(
+    request: &Request,
+    query: &WorkflowQuery,
+    rows: &[WorkflowRow],
+    next: Option<WorkflowId>,
+) -> Markup {
+    let root = &request.root;
+    let list = query.query_string();
+    let amp = if list.is_empty() { "" } else { "&" };
+    let body = html! {
+        h1 { "Workflows" }
+        (workflow_filters(root, query))
+        @if rows.is_empty() {
+            p.muted { "No workflow matches." }
+        } @else {
+            div.scroll { table #workflows {
+                thead { tr { th { "Id" } th { "Name" } th { "State" } th.num { "Steps" } th { "Steps by state" } th { "Created" } th { "Finished" } } }
+                tbody {
+                    @for wf in rows {
+                        tr data-id=(wf.id) data-state=(wf.state.as_str()) {
+                            td { (workflow_link(root, wf.id)) }
+                            td { (wf.name) }
+                            td { (workflow_state(wf.state)) }
+                            td.num { (wf.steps) }
+                            td { (step_counts(&wf.counts)) }
+                            td { (ago(wf.created_at)) }
+                            td { @if let Some(f) = wf.finished_at { (time(f)) } @else { span.muted { "—" } } }
+                        }
+                    }
+                }
+            } }
+        }
+        nav.pager aria-label="Pages" {
+            @if query.before.is_some() { a href=(format!("{root}workflows?{list}")) { "← Newest" } }
+            @if let Some(next) = next { a rel="next" href=(format!("{root}workflows?{list}{amp}before={next}")) { "Older →" } }
+        }
+    };
+    layout(
+        root,
+        &request.home,
+        "Workflows",
+        Nav::Workflows,
+        &body,
+        request.account(),
+    )
+}
+
+/// The dependencies of a step, as links (at most `max`).
+fn depends_on(root: &str, step: &StepNode, max: usize) -> Markup {
+    html! {
+        @if let Some(n) = step.waiting_for { strong { (n) " left" } ": " }
+        @for (id, required) in step.depends_on.iter().take(max) {
+            (op_link(root, *id)) @if !*required { span.muted { " (settled)" } } " "
+        }
+        @if step.depends_on.len() > max { span.muted { "and " (step.depends_on.len() - max) " more" } }
+    }
+}
+
+pub(super) fn workflow(
+    request: &Request,
+    graph_data: &WorkflowGraph,
+    steps_shown: usize,
+) -> Markup {
+    let root = &request.root;
+    let wf = &graph_data.workflow;
+    let steps = &graph_data.steps;
+    let layout_ = graph::layout(steps);
+    let body = html! {
+        h1 { "Workflow " (wf.id) " " small.muted { (wf.name) } }
+        dl.facts {
+            dt { "State" } dd #state { (workflow_state(wf.state)) }
+            dt { "Steps" } dd { (wf.steps) " · " (step_counts(&wf.counts)) }
+            dt { "Created" } dd { (time(wf.created_at)) " (" (ago(wf.created_at)) ")" }
+            dt { "Changed" } dd { (time(wf.updated_at)) }
+            dt { "Finished" } dd { @if let Some(f) = wf.finished_at { (time(f)) } @else { span.muted { "not yet" } } }
+            dt { "First step" } dd { (op_link(root, wf.root_id)) " · " a href=(format!("{root}operations?root={}", wf.root_id)) { "its operations in the list" } }
+        }
+        h2 { "Graph" }
+        p.legend.muted { "Each step links to its operation; a dashed edge is a " code { "Settled" } " dependency (the step runs whatever way it ends). Hover a step for its attempts, result and last error." }
+        (graph::svg(root, steps, &layout_))
+        h2 { "Steps (" (steps.len()) ")" }
+        div.scroll { table #steps {
+            thead { tr { th { "Id" } th { "Name" } th.num { "Layer" } th { "State" } th.num { "Attempts" } th { "Result" } th { "Waits for" } th { "Last error" } } }
+            tbody {
+                @for (i, step) in steps.iter().enumerate().take(steps_shown) {
+                    tr data-id=(step.id) data-state=(step.status.as_str()) {
+                        td { (op_link(root, step.id)) }
+                        td { (step.name) }
+                        td.num { (layout_.layer_of[i] + 1) }
+                        td { (state(step.status)) }
+                        td.num { (step.attempts) }
+                        td { @if let Some(r) = step.result_summary(80) { code { (r) } } }
+                        td { (depends_on(root, step, 10)) }
+                        td { @if let Some(e) = &step.last_error { (truncate(e, 160)) } }
+                    }
+                }
+            }
+        } }
+        @if steps.len() > steps_shown {
+            p.muted { "Only the first " (steps_shown) " steps are listed: "
+                a href=(format!("{root}operations?root={}", wf.root_id)) { "list them all" } }
+        }
+    };
+    layout(
+        root,
+        &request.home,
+        &format!("Workflow {}", wf.id),
+        Nav::Workflows,
+        &body,
+        request.account(),
+    )
+}
+
+/// On a step's operation page: its workflow and what it waits for.
+fn step_facts(root: &str, step: &WorkflowStep, shown: usize) -> Markup {
+    html! {
+        dt { "Workflow" } dd #workflow {
+            (workflow_link(root, step.workflow_id)) " " (step.workflow_name) " " (workflow_state(step.workflow_state))
+        }
+        dt { "Waits for" } dd #waits-for {
+            @if step.dependencies.is_empty() {
+                span.muted { "nothing: it has no dependency" }
+            } @else {
+                @if let Some(n) = step.waiting_for {
+                    strong { (n) " of " (step.dependencies.len()) " not yet met" } br;
+                }
+                @for dep in step.dependencies.iter().take(shown) {
+                    span.dep {
+                        (op_link(root, dep.id)) " "
+                        @if let Some(name) = &dep.name { (name) " " }
+                        @match dep.status { Some(s) => (state(s)), None => span.muted { "purged" } }
+                        @if !dep.required { span.muted { " (settled: runs whatever way it ends)" } }
+                    }
+                    br;
+                }
+                @if step.dependencies.len() > shown {
+                    span.muted { "and " (step.dependencies.len() - shown) " more: "
+                        a href=(format!("{root}workflows/{}", step.workflow_id)) { "see the workflow" } }
+                }
+            }
+        }
+    }
 }

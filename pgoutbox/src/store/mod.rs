@@ -67,6 +67,7 @@ statements!(
     workflows_list,
     workflow_row,
     workflow_steps,
+    workflow_step,
     resolve_facts,
     // Operators' (`admin`).
     list_operations,

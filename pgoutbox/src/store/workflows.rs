@@ -226,6 +226,18 @@ impl Store {
             .await
     }
 
+    /// Operation `id`'s place in its workflow (`None`: not a step).
+    pub(crate) async fn workflow_step<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: OperationId,
+    ) -> Result<Option<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_step)
+            .bind(id.as_i64())
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
     /// What a resolve as succeeded of `id` must know.
     pub(crate) async fn resolve_facts<R: FromPgRow>(
         &self,
