@@ -47,6 +47,9 @@ ALTER TABLE {schema}.operations ADD CONSTRAINT operations_waiting_check
 CREATE INDEX operations_workflow_idx ON {schema}.operations (workflow_id, status)
     WHERE workflow_id IS NOT NULL;
 
+-- The dashboard's live counts of waiting steps, by name.
+CREATE INDEX operations_waiting_idx ON {schema}.operations (name) WHERE status = 'waiting';
+
 CREATE TABLE {schema}.workflow_edges (
     workflow_id   bigint  NOT NULL,
     -- The step that waits…

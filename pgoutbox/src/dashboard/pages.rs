@@ -151,12 +151,13 @@ pub(super) fn overview(request: &Request, data: &Overview, refresh_ms: u64) -> M
 }
 
 /// The states counted exactly on the overview, stalled and dead first.
-const EXACT: [Status; 5] = [
+const EXACT: [Status; 6] = [
     Status::Stalled,
     Status::Dead,
     Status::Retrying,
     Status::Pending,
     Status::Running,
+    Status::Waiting,
 ];
 
 /// The finished states, counted exactly on the overview while few, estimated above.

@@ -1,7 +1,8 @@
 -- Exact counts, by state and name, of the operations that are not
 -- finished (pending, retrying, running) or that wait for an operator
--- (stalled, dead). Each part reads its own partial index (ready, lease,
--- stalled, dead), so the cost follows these rows, not the finished ones
+-- (stalled, dead), and workflow steps waiting for their dependencies. Each
+-- part reads its own partial index (ready, lease, stalled, dead, waiting),
+-- so the cost follows these rows, not the finished ones
 -- that pile up until retention removes them.
 SELECT status, name, count(*) FROM {schema}.operations
 WHERE status IN ('pending', 'retrying')
@@ -17,5 +18,9 @@ GROUP BY name
 UNION ALL
 SELECT 'dead', name, count(*) FROM {schema}.operations
 WHERE status = 'dead'
+GROUP BY name
+UNION ALL
+SELECT 'waiting', name, count(*) FROM {schema}.operations
+WHERE status = 'waiting'
 GROUP BY name
 ORDER BY 1, 2
