@@ -437,10 +437,17 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
                 .show(OperationId::from_i64(*id))
                 .await?
                 .ok_or_else(|| CliError::msg(format!("no operation with id {id}")))?;
+            let step = admin.workflow_step(OperationId::from_i64(*id)).await?;
             if cli.json {
-                return print_json(&detail);
+                let mut value = serde_json::to_value(&detail)?;
+                value["workflow_step"] = serde_json::to_value(&step)?;
+                return print_json(&value);
             }
-            print_detail(&detail)
+            print_detail(&detail)?;
+            if let Some(step) = step {
+                print_step(&step)?;
+            }
+            Ok(())
         }
         OpsCommand::Retry {
             id,
@@ -580,6 +587,34 @@ fn print_detail(detail: &pgoutbox::admin::OperationDetail) -> Result<(), CliErro
                 .map_or(String::new(), |n| format!(", new operation {n}")),
             a.reason
         )?;
+    }
+    Ok(())
+}
+
+/// A workflow step's workflow and dependencies, under its detail.
+fn print_step(step: &pgoutbox::admin::WorkflowStep) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "  workflow {} `{}`: {} (`pgoutbox workflow {}`)",
+        step.workflow_id, step.workflow_name, step.workflow_state, step.workflow_id
+    )?;
+    for dep in &step.dependencies {
+        writeln!(
+            out,
+            "  after {} `{}`: {}{}",
+            dep.id,
+            dep.name.as_deref().unwrap_or("?"),
+            dep.status.map_or("purged", Status::as_str),
+            if dep.required {
+                ""
+            } else {
+                " (runs however it ends)"
+            }
+        )?;
+    }
+    if let Some(left) = step.waiting_for {
+        writeln!(out, "  waiting for {left} more")?;
     }
     Ok(())
 }

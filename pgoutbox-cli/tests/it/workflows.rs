@@ -102,6 +102,13 @@ async fn workflows_are_listed_shown_and_a_stalled_step_resolved_with_its_result(
         json["steps"][1]["depends_on"],
         serde_json::json!([[charge.as_i64(), true]])
     );
+    let shown = stdout(pgoutbox(&db).args(["ops", "show", &ship.to_string()]));
+    assert!(
+        shown.contains(&format!("  workflow {wid} `cli.order`: stalled"))
+            && shown.contains(&format!("  after {charge} `cli.charge`: stalled"))
+            && shown.contains("  waiting for 1 more"),
+        "{shown}"
+    );
     let out = pgoutbox(&db).args(["workflow", "999"]).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
