@@ -43,20 +43,25 @@ fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[tokio::test]
-async fn workflows_are_listed_shown_and_a_stalled_step_resolved_with_its_result() {
-    let db = TestDatabase::new().await.unwrap();
+/// A two-step order whose charge is stalled (its output schema recorded
+/// as a worker records it at start-up): (workflow, charge, ship).
+async fn stalled_order(
+    db: &TestDatabase,
+) -> (
+    pgoutbox::workflow::WorkflowId,
+    pgoutbox::OperationId,
+    pgoutbox::OperationId,
+) {
     let mut wf = Workflow::new("cli.order");
     let payment = wf.add(Charge { cents: 500 });
     wf.add(Ship { payment });
     let mut tx = db.pool().begin().await.unwrap();
     let published = publish_workflow(&mut tx, wf).await.unwrap();
     tx.commit().await.unwrap();
-    let (wid, charge, ship) = (published.id, published.steps[0], published.steps[1]);
     // The charge's outcome became unknown; its output schema is recorded
     // as a worker records it at start-up.
     sqlx::query("UPDATE pgoutbox.operations SET status = 'stalled', attempt = 1 WHERE id = $1")
-        .bind(charge.as_i64())
+        .bind(published.steps[0].as_i64())
         .execute(db.pool())
         .await
         .unwrap();
@@ -71,6 +76,13 @@ async fn workflows_are_listed_shown_and_a_stalled_step_resolved_with_its_result(
     .await
     .unwrap();
 
+    (published.id, published.steps[0], published.steps[1])
+}
+
+#[tokio::test]
+async fn workflows_are_listed_shown_and_a_stalled_step_resolved_with_its_result() {
+    let db = TestDatabase::new().await.unwrap();
+    let (wid, charge, ship) = stalled_order(&db).await;
     let listed = stdout(pgoutbox(&db).args(["workflows", "--state", "stalled"]));
     assert!(
         listed.contains(&format!("{wid}")) && listed.contains("cli.order"),
