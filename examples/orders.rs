@@ -95,12 +95,14 @@ async fn ship(
 #[operation("shop.notify")]
 async fn notify(ctx: &mut Context, order_id: i64, payment: Settled<Charge>) -> Result<()> {
     match ctx.result(&payment) {
-        Ok(receipt) => println!(
-            "  [shop.notify]  order {order_id}: receipt {} sent",
-            receipt.charge_id
-        ),
+        Ok(receipt) => {
+            println!(
+                "  [shop.notify]  order {order_id}: receipt {} sent",
+                receipt.charge_id
+            );
+        }
         Err(e) => {
-            println!("  [shop.notify]  order {order_id}: payment failed, customer told ({e})")
+            println!("  [shop.notify]  order {order_id}: payment failed, customer told ({e})");
         }
     }
     Ok(())
