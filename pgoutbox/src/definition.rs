@@ -508,3 +508,28 @@ mod backoff_properties {
         }
     }
 }
+
+/// A workflow's id (`workflows.id`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct WorkflowId(i64);
+
+impl WorkflowId {
+    /// Wraps a raw id as stored in `workflows.id`.
+    pub const fn from_i64(id: i64) -> Self {
+        WorkflowId(id)
+    }
+
+    /// The raw id.
+    pub const fn as_i64(self) -> i64 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for WorkflowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}

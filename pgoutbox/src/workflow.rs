@@ -72,10 +72,14 @@ use serde::ser::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sqlx::PgConnection;
 
+pub use crate::definition::WorkflowId;
 use crate::definition::{Operation, OperationId};
-use crate::publish::{PublishError, PublishOptions, Publisher};
+use crate::publish::{
+    PUBLISH_MANY_CHUNK, PUBLISH_MANY_CHUNK_BYTES, PublishError, PublishOptions, Publisher,
+};
 use crate::state::Status;
 use crate::store::NewOperation;
+use crate::store::workflows::{StepInput, StepRow};
 
 /// The key under which a payload stores a [`Dep`]: `{"pgoutbox.step": 42}`.
 pub const DEP_KEY: &str = "pgoutbox.step";
@@ -86,29 +90,6 @@ pub const SETTLED_KEY: &str = "pgoutbox.settled";
 
 /// The most steps one workflow holds.
 pub const MAX_STEPS: usize = 100_000;
-
-/// A workflow's id (`workflows.id`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WorkflowId(i64);
-
-impl WorkflowId {
-    /// Wraps a raw id as stored in `workflows.id`.
-    pub const fn from_i64(id: i64) -> Self {
-        WorkflowId(id)
-    }
-
-    /// The raw id.
-    pub const fn as_i64(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for WorkflowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
 
 /// Which step a [`Dep`] or [`Settled`] names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -341,17 +322,6 @@ pub enum StepError {
         /// serde's message.
         reason: String,
     },
-}
-
-/// How a step's dependency ended, as the executor read it before the
-/// handler ran.
-#[derive(Debug, Clone)]
-pub(crate) struct StepInput {
-    pub(crate) name: String,
-    /// `None`: no longer stored.
-    pub(crate) status: Option<Status>,
-    pub(crate) error: Option<String>,
-    pub(crate) result: Option<serde_json::Value>,
 }
 
 /// A step's dependencies by operation id (empty outside workflows).
@@ -621,13 +591,6 @@ pub struct PublishedWorkflow {
     pub steps: Vec<OperationId>,
 }
 
-/// A step ready to insert: its row and its dependencies' indexes.
-pub(crate) struct StepRow {
-    pub(crate) op: NewOperation,
-    pub(crate) id: OperationId,
-    pub(crate) deps: Vec<(OperationId, bool)>,
-}
-
 impl Publisher {
     /// Publishes `workflow` inside the caller's transaction: its row, every
     /// step and every dependency, or nothing. Never commits. Steps without
@@ -663,6 +626,10 @@ impl Publisher {
         let mut prepared = Vec::with_capacity(steps.len());
         for (index, step) in steps.into_iter().enumerate() {
             let json = step.json.map_err(|e| step_error(Some(index), e))?;
+            // Checked again once the ids are in: refused here, nothing
+            // was sent.
+            crate::publish::check_storable(step.name, &json)
+                .map_err(|e| step_error(Some(index), e))?;
             if step.options.has_key_or_parent() {
                 return Err(step_error(
                     Some(index),
@@ -698,10 +665,12 @@ impl Publisher {
                 )
             })?;
         let mut rows = Vec::with_capacity(prepared.len());
+        let mut sizes = Vec::with_capacity(prepared.len());
         for (index, (mut op, mut json, deps)) in prepared.into_iter().enumerate() {
             replace_placeholders(&mut json, &ids);
-            crate::publish::check_storable(op.name, &json)
+            let size = crate::publish::check_storable(op.name, &json)
                 .map_err(|e| step_error(Some(index), e))?;
+            sizes.push(size);
             op.payload = json;
             rows.push(StepRow {
                 op,
@@ -712,18 +681,31 @@ impl Publisher {
                     .collect(),
             });
         }
-        store
-            .insert_steps(conn, id, ids[0], &rows)
-            .await
-            .map_err(|(index, source)| {
-                step_error(
-                    Some(index),
-                    PublishError::Database {
-                        name: rows[index].op.name,
-                        source,
-                    },
-                )
-            })?;
+        // Statements of at most `publish_many`'s chunk, in rows and bytes.
+        let mut start = 0;
+        while start < rows.len() {
+            let (mut end, mut bytes) = (start, 0);
+            while end < rows.len()
+                && end - start < PUBLISH_MANY_CHUNK
+                && (end == start || bytes < PUBLISH_MANY_CHUNK_BYTES)
+            {
+                bytes += sizes[end];
+                end += 1;
+            }
+            store
+                .insert_steps(conn, id, ids[0], &rows[start..end])
+                .await
+                .map_err(|source| {
+                    step_error(
+                        Some(start),
+                        PublishError::Database {
+                            name: rows[start].op.name,
+                            source,
+                        },
+                    )
+                })?;
+            start = end;
+        }
         Ok(PublishedWorkflow { id, steps: ids })
     }
 }

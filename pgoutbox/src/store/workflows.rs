@@ -7,16 +7,30 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgConnection, Row as _};
 
+use super::NewOperation;
 use super::Store;
 use super::admin::FromPgRow;
 use crate::definition::OperationId;
+use crate::definition::WorkflowId;
 use crate::state::{Status, WorkflowState};
-use crate::workflow::{StepInput, StepRow, WorkflowId};
 
-/// Most steps per insert statement, as `publish_many`.
-const CHUNK: usize = crate::publish::PUBLISH_MANY_CHUNK;
-/// Most payload bytes per insert statement, as `publish_many`.
-const CHUNK_BYTES: usize = crate::publish::PUBLISH_MANY_CHUNK_BYTES;
+/// How a step's dependency ended, as the executor read it before the
+/// handler ran.
+#[derive(Debug, Clone)]
+pub(crate) struct StepInput {
+    pub(crate) name: String,
+    /// `None`: no longer stored.
+    pub(crate) status: Option<Status>,
+    pub(crate) error: Option<String>,
+    pub(crate) result: Option<serde_json::Value>,
+}
+
+/// A step ready to insert: its row and its dependencies' indexes.
+pub(crate) struct StepRow {
+    pub(crate) op: NewOperation,
+    pub(crate) id: OperationId,
+    pub(crate) deps: Vec<(OperationId, bool)>,
+}
 
 impl Store {
     /// Opens workflow `name` of `steps` steps: its id and its steps' ids.
@@ -43,33 +57,9 @@ impl Store {
         ))
     }
 
-    /// Inserts workflow `id`'s steps and edges, in statements of at most
-    /// [`CHUNK`] steps; on error, the index of the first step of the
-    /// statement that failed.
+    /// Inserts some of workflow `id`'s steps and their edges, in one
+    /// statement (the publisher cuts a large workflow into chunks).
     pub(crate) async fn insert_steps(
-        &self,
-        conn: &mut PgConnection,
-        id: WorkflowId,
-        root: OperationId,
-        rows: &[StepRow],
-    ) -> Result<(), (usize, sqlx::Error)> {
-        let mut start = 0;
-        while start < rows.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < rows.len() && end - start < CHUNK && (end == start || bytes < CHUNK_BYTES) {
-                bytes += rows[end].op.payload.to_string().len();
-                end += 1;
-            }
-            self.insert_chunk(conn, id, root, &rows[start..end])
-                .await
-                .map_err(|e| (start, e))?;
-            start = end;
-        }
-        Ok(())
-    }
-
-    async fn insert_chunk(
         &self,
         conn: &mut PgConnection,
         id: WorkflowId,
