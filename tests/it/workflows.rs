@@ -681,3 +681,46 @@ async fn a_step_released_by_another_process_is_announced_to_its_workers() {
     sources.stop().await.unwrap();
     doublers.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_replayed_step_runs_in_its_workflow_with_its_dependencies_results() {
+    use pgoutbox::admin::{Action, ActionOutcome, Admin};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let mut wf = Workflow::new("wf.replayed");
+    let a = wf.add(Source { n: 20 });
+    let b = wf.add(Inc { from: a });
+    let c = wf.add(Double { from: a });
+    wf.add(Join { left: b, right: c });
+    let published = publish(&db, wf).await;
+    assert_eq!(finished(&db, &published).await, "succeeded");
+    let admin = Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap());
+    let replayed = admin
+        .act(
+            published.steps[3],
+            Action::Replay,
+            "alice",
+            "resend the parcel label",
+        )
+        .await
+        .unwrap();
+    let ActionOutcome::Applied {
+        new_operation_id: Some(new),
+        ..
+    } = replayed
+    else {
+        panic!("{replayed:?}")
+    };
+    let deadline = Instant::now() + WITHIN;
+    while status(&db, new).await != "succeeded" {
+        assert!(Instant::now() < deadline, "the replay did not run");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(result(&db, new).await, 61, "it read B's and C's results");
+    assert_eq!(finished(&db, &published).await, "succeeded");
+    let graph = admin.workflow_graph(published.id).await.unwrap().unwrap();
+    assert_eq!((graph.workflow.steps, graph.steps.len()), (5, 5));
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    system.stop().await.unwrap();
+}
