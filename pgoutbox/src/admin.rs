@@ -207,7 +207,7 @@ impl ActionOutcome {
     /// let refused = ActionOutcome::Refused { status: Status::Running };
     /// assert_eq!(
     ///     refused.message(pgoutbox::OperationId::from_i64(42), Action::Cancel),
-    ///     "cannot cancel operation 42: it is running (cancel is allowed from pending, retrying, stalled)"
+    ///     "cannot cancel operation 42: it is running (cancel is allowed from waiting, pending, retrying, stalled)"
     /// );
     /// ```
     pub fn message(&self, id: OperationId, action: Action) -> String {

@@ -117,7 +117,10 @@ impl Action {
     /// use pgoutbox::admin::{Action, OperationFilter};
     ///
     /// let any = OperationFilter::default();
-    /// assert_eq!(Action::Cancel.bulk_statuses(&any), [Status::Pending, Status::Retrying, Status::Stalled]);
+    /// assert_eq!(
+    ///     Action::Cancel.bulk_statuses(&any),
+    ///     [Status::Waiting, Status::Pending, Status::Retrying, Status::Stalled]
+    /// );
     /// let dead = OperationFilter { statuses: vec![Status::Dead], ..OperationFilter::default() };
     /// assert_eq!(Action::Retry.bulk_statuses(&dead), [Status::Dead]);
     /// ```
