@@ -315,7 +315,7 @@ async fn print_tree(admin: &Admin, root: OperationId) -> std::result::Result<(),
         }
     }
     let tree = admin.workflow(root).await?;
-    println!("\nworkflow {root} (from a shell: `pgoutbox workflow {root}`):");
+    println!("\nworkflow {root} (from a shell: `pgoutbox ops tree {root}`):");
     if let Some(op) = tree.iter().find(|op| op.id == root) {
         print(&tree, op, 0);
     }

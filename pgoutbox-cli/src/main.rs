@@ -11,6 +11,7 @@ mod ops;
 mod relay;
 mod schedules;
 mod schema;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -74,10 +75,16 @@ enum Command {
     /// Inspect and act on operations (every action is recorded).
     #[command(subcommand)]
     Ops(ops::OpsCommand),
-    /// Show the whole workflow tree an operation belongs to, from its root.
-    #[command(after_help = "Examples:\n  pgoutbox workflow 42\n  pgoutbox workflow 42 --json")]
+    /// List workflows, newest first (filters: state, name, age).
+    #[command(
+        after_help = "Examples:\n  pgoutbox workflows --state failed --since 1d\n  pgoutbox workflows --name order.fulfil --json"
+    )]
+    Workflows(workflows::ListArgs),
+    /// Show a workflow's graph: each step's state, attempts, result and
+    /// what it waits for.
+    #[command(after_help = "Examples:\n  pgoutbox workflow 7\n  pgoutbox workflow 7 --json")]
     Workflow {
-        /// Any operation of the workflow (the root or a descendant, which is marked).
+        /// The workflow's id (`pgoutbox workflows` lists them).
         id: i64,
     },
     /// Counts by state and name, pace, live workers, unhandled names.
@@ -365,7 +372,8 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Migrate(command) => migrate::run(cli, command).await,
         Command::Ops(command) => ops::run(cli, command).await,
-        Command::Workflow { id } => ops::workflow(cli, *id).await,
+        Command::Workflows(args) => workflows::list(cli, args).await,
+        Command::Workflow { id } => workflows::show(cli, *id).await,
         Command::Stats => ops::stats(cli).await,
         Command::Workers => ops::workers(cli).await,
         Command::Completions { shell } => {

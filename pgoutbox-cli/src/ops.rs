@@ -207,7 +207,8 @@ pub(crate) enum OpsCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Cancel pending, retrying or stalled operations.
+    /// Cancel waiting, pending, retrying or stalled operations (a workflow
+    /// step's dependents are cancelled with it).
     #[command(
         after_help = "Examples:\n  pgoutbox ops cancel 42 --reason \"customer withdrew the order\"\n  pgoutbox ops cancel --status retrying --queue mail --reason \"campaign stopped\" --yes"
     )]
@@ -232,8 +233,20 @@ pub(crate) enum OpsCommand {
         /// What really happened.
         #[arg(long = "as", value_enum)]
         resolution: ResolveAs,
+        /// With `--as succeeded`: its result, as JSON, checked against the
+        /// output type's schema (required for a workflow step whose
+        /// dependents read it).
+        #[arg(long, value_parser = parse_json)]
+        result: Option<serde_json::Value>,
         #[command(flatten)]
         trail: Trail,
+    },
+    /// Show the tree of operations an operation belongs to (published by
+    /// each other's handlers), from its root.
+    #[command(after_help = "Examples:\n  pgoutbox ops tree 42\n  pgoutbox ops tree 42 --json")]
+    Tree {
+        /// Any operation of the tree (the root or a descendant, which is marked).
+        id: i64,
     },
     /// Publish succeeded, dead or cancelled operations again, as new
     /// operations linked to the originals.
@@ -450,6 +463,7 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
         OpsCommand::Resolve {
             id,
             resolution,
+            result,
             trail,
         } => {
             let action = Action::Resolve(match resolution {
@@ -457,11 +471,27 @@ pub(crate) async fn run(cli: &Cli, command: &OpsCommand) -> Result<(), CliError>
                 ResolveAs::Dead => Resolution::Dead,
             });
             let id = OperationId::from_i64(*id);
-            let outcome = admin
-                .act(id, action, &trail.actor()?, trail.reason()?)
-                .await?;
+            let outcome = match (resolution, result) {
+                (ResolveAs::Dead, Some(_)) => {
+                    return Err(CliError::msg(
+                        "--result goes with --as succeeded: a dead operation has no result"
+                            .to_owned(),
+                    ));
+                }
+                (ResolveAs::Succeeded, result) => {
+                    admin
+                        .resolve_with_result(id, result.clone(), &trail.actor()?, trail.reason()?)
+                        .await?
+                }
+                (ResolveAs::Dead, None) => {
+                    admin
+                        .act(id, action, &trail.actor()?, trail.reason()?)
+                        .await?
+                }
+            };
             report_one(cli, id, action, &outcome)
         }
+        OpsCommand::Tree { id } => workflow(cli, *id).await,
     }
 }
 
@@ -811,7 +841,11 @@ pub(crate) fn confirm(question: &str, yes: bool) -> Result<(), CliError> {
     }
 }
 
-pub(crate) async fn workflow(cli: &Cli, id: i64) -> Result<(), CliError> {
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))
+}
+
+async fn workflow(cli: &Cli, id: i64) -> Result<(), CliError> {
     let admin = admin(cli, cli.pool().await?);
     let asked = OperationId::from_i64(id);
     let mut ops = admin.workflow(asked).await?;

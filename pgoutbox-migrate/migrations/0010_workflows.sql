@@ -105,8 +105,11 @@ END $$;
 -- - stalled: nothing; the dependents wait for the operator's decision.
 -- Each counter is changed under the dependent's row lock, so two
 -- dependencies succeeding at once on two workers release it exactly once.
--- The workflow's state is settled last, unless the step has a dependent
--- still open: that dependent ends later, in a transaction that settles it.
+-- The workflow's state is settled last, unless a running step succeeded
+-- and has a dependent still open: then no step became dead or stalled or
+-- stopped being one, and an open step remains, so the state cannot change;
+-- that dependent ends later, in a transaction that settles it. (This keeps
+-- a fan-in's dependencies off the workflow's row lock.)
 CREATE FUNCTION {schema}.workflow_step_changed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -146,7 +149,7 @@ BEGIN
         FROM (SELECT DISTINCT ON (id) id, via FROM doomed ORDER BY id, via) x
         WHERE o.id = x.id AND o.status = 'waiting';
     END IF;
-    IF NEW.status <> 'succeeded' OR open_dependents = 0 THEN
+    IF NEW.status <> 'succeeded' OR OLD.status <> 'running' OR open_dependents = 0 THEN
         PERFORM {schema}.workflow_settle(NEW.workflow_id);
     END IF;
     RETURN NULL;

@@ -32,11 +32,12 @@ use crate::definition::OperationId;
 use crate::duration::millis;
 use crate::state::{Outcome, Status};
 use crate::store::Store;
-use crate::store::admin::ListFilter;
+use crate::store::admin::{ListFilter, Transition};
 
 mod bulk;
 mod overview;
 mod schedules;
+mod workflows;
 
 pub use crate::name::is_valid as is_operation_name;
 pub use bulk::{BulkPreview, BulkStep, BulkTarget};
@@ -45,6 +46,7 @@ pub use schedules::{
     ScheduleActionOutcome, ScheduleActionRow, ScheduleConflict, ScheduleDeclarer, ScheduleRemoval,
     ScheduleRow, UndeclaredSchedule,
 };
+pub use workflows::{StepNode, WorkflowFilter, WorkflowGraph, WorkflowRow};
 
 /// An operator's action.
 ///
@@ -59,7 +61,8 @@ pub use schedules::{
 pub enum Action {
     /// Back to `pending` (attempt count kept): from dead, stalled, cancelled.
     Retry,
-    /// To `cancelled`: from pending, retrying, stalled (running: refused).
+    /// To `cancelled`: from waiting, pending, retrying, stalled (running:
+    /// refused). A workflow step's dependents are cancelled with it.
     Cancel,
     /// Settle a stalled operation's unknown outcome.
     Resolve(Resolution),
@@ -103,7 +106,12 @@ impl Action {
     pub fn allowed_from(self) -> &'static [Status] {
         match self {
             Action::Retry => &[Status::Dead, Status::Stalled, Status::Cancelled],
-            Action::Cancel => &[Status::Pending, Status::Retrying, Status::Stalled],
+            Action::Cancel => &[
+                Status::Waiting,
+                Status::Pending,
+                Status::Retrying,
+                Status::Stalled,
+            ],
             Action::Resolve(_) => &[Status::Stalled],
             Action::Replay => &[Status::Succeeded, Status::Dead, Status::Cancelled],
         }
@@ -178,6 +186,13 @@ pub enum ActionOutcome {
     },
     /// No operation has this id.
     NotFound,
+    /// A resolve as succeeded refused for its result (missing where a
+    /// workflow step's dependents read one, or not matching the output's
+    /// schema), and recorded as refused.
+    BadResult {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl ActionOutcome {
@@ -213,6 +228,9 @@ impl ActionOutcome {
                     .join(", ")
             ),
             ActionOutcome::NotFound => format!("no operation with id {id}"),
+            ActionOutcome::BadResult { reason } => {
+                format!("cannot {action} operation {id}: {reason}")
+            }
         }
     }
 }
@@ -749,28 +767,44 @@ impl Admin {
                 Some((status, None)) => ActionOutcome::Refused { status },
             });
         }
+        if action == Action::Resolve(Resolution::Succeeded) {
+            drop(conn);
+            return self.resolve_with_result(id, None, actor, reason).await;
+        }
+        self.transition(&mut conn, id, action, actor, reason, None)
+            .await
+    }
+
+    /// Applies a retry, cancel or resolve, recording it.
+    async fn transition(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        id: OperationId,
+        action: Action,
+        actor: &str,
+        reason: &str,
+        result: Option<(&serde_json::Value, &str)>,
+    ) -> Result<ActionOutcome, sqlx::Error> {
         let to = action.target().expect("only a replay has no target state");
-        let result = self
-            .store
-            .operator_transition(
-                &mut conn,
-                id,
-                action.name(),
-                actor,
-                reason,
-                action.allowed_from(),
-                to,
-            )
-            .await?;
-        Ok(match result {
-            None => ActionOutcome::NotFound,
-            Some((from, true)) => ActionOutcome::Applied {
-                from,
-                to,
-                new_operation_id: None,
+        let change = Transition {
+            action: action.name(),
+            actor,
+            reason,
+            allowed: action.allowed_from(),
+            to,
+            result,
+        };
+        Ok(
+            match self.store.operator_transition(conn, id, &change).await? {
+                None => ActionOutcome::NotFound,
+                Some((from, true)) => ActionOutcome::Applied {
+                    from,
+                    to,
+                    new_operation_id: None,
+                },
+                Some((status, false)) => ActionOutcome::Refused { status },
             },
-            Some((status, false)) => ActionOutcome::Refused { status },
-        })
+        )
     }
 
     /// Counts, pace over the last `minutes` minutes, live workers,

@@ -1186,7 +1186,7 @@ async fn act(
             Ok(see_other(&format!("../{id}?{query}"), None))
         }
         ActionOutcome::NotFound => Err(Failure::NotFound(message)),
-        ActionOutcome::Refused { .. } => {
+        ActionOutcome::Refused { .. } | ActionOutcome::BadResult { .. } => {
             let page = operation_page(&d, &request, id, None, Some(&message)).await?;
             Ok(respond(StatusCode::CONFLICT, page.into_string(), None))
         }

@@ -273,7 +273,7 @@ pub use settings::{
     MAX_DURATION, MAX_N_WORKERS, MAX_POOL, NatsSettings, RelaySettings, RetentionSettings,
     Settings, SettingsError, WorkflowSettings, redact_nats_url, redact_url,
 };
-pub use state::{Outcome, ParseStateError, Status};
+pub use state::{Outcome, ParseStateError, Status, WorkflowState};
 pub use system::{STOP_MARGIN, StartError, StopReport, WorkflowSystem, WorkflowSystemBuilder};
 
 /// The storage's migrations (the `pgoutbox-migrate` crate, re-exported so

@@ -212,6 +212,33 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// The state of a workflow (the migration's `workflows_state_check`),
+    /// kept with its steps' in the transactions that change them: `failed`
+    /// when a step is dead, otherwise `stalled` when one is, otherwise
+    /// `running` while one has not ended, otherwise `cancelled` when one
+    /// was, otherwise `succeeded`.
+    ///
+    /// ```
+    /// use pgoutbox::WorkflowState;
+    ///
+    /// assert_eq!(WorkflowState::ALL.len(), 5);
+    /// assert_eq!("failed".parse::<WorkflowState>().unwrap(), WorkflowState::Failed);
+    /// ```
+    pub enum WorkflowState("workflow state") {
+        /// A step has not ended yet, and none is dead or stalled.
+        Running = "running",
+        /// Every step succeeded.
+        Succeeded = "succeeded",
+        /// A step is dead (its dependents were cancelled with it).
+        Failed = "failed",
+        /// A step's outcome is unknown, and it waits for an operator.
+        Stalled = "stalled",
+        /// Every step ended, none dead, and one was cancelled.
+        Cancelled = "cancelled",
+    }
+}
+
 impl Outcome {
     /// Whether the outcome is unknown (`lost`, `timed_out`, `aborted`):
     /// what the attempt did outside the database is not known.

@@ -559,6 +559,10 @@ impl Workflow {
 
     /// [`Workflow::add`] with options (`run_at`, `delay`, `priority`,
     /// `queue`); an idempotency key is refused at publish, as is `parent`.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "a step is given to its workflow, as a payload to `publish`"
+    )]
     pub fn add_with<O: Operation>(&mut self, payload: O, options: PublishOptions) -> Dep<O> {
         let index = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
         let previous = ADDING.replace(Some(Adding {

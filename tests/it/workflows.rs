@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox::workflow::{PublishedWorkflow, WorkflowError};
-use pgoutbox::{HandlerError, OperationId};
+use pgoutbox::{HandlerError, OperationId, Status};
 
 use crate::support::{settings, status, test_db};
 
@@ -120,16 +120,20 @@ async fn publish(db: &TestDatabase, wf: Workflow) -> PublishedWorkflow {
     published
 }
 
+/// The workflow's state.
+async fn state(db: &TestDatabase, wf: &PublishedWorkflow) -> String {
+    sqlx::query_scalar("SELECT state FROM pgoutbox.workflows WHERE id = $1")
+        .bind(wf.id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+}
+
 /// The workflow's state once it is no longer `running`.
 async fn finished(db: &TestDatabase, wf: &PublishedWorkflow) -> String {
     let deadline = Instant::now() + WITHIN;
     loop {
-        let state: String =
-            sqlx::query_scalar("SELECT state FROM pgoutbox.workflows WHERE id = $1")
-                .bind(wf.id.as_i64())
-                .fetch_one(db.pool())
-                .await
-                .unwrap();
+        let state = state(db, wf).await;
         if state != "running" {
             return state;
         }
@@ -238,6 +242,7 @@ async fn a_diamond_runs_in_order_and_hands_results_on() {
         serde_json::json!({"left": {"pgoutbox.step": b.as_i64()}, "right": {"pgoutbox.step": c.as_i64()}})
     );
     assert_eq!(early_starts(&db).await, 0);
+    assert_eq!(stuck_steps(&db).await, 0);
     assert!(inconsistent_workflows(&db).await.is_empty());
     system.stop().await.unwrap();
 }
@@ -458,4 +463,125 @@ async fn ten_thousand_steps_publish_in_one_transaction() {
     // Not a timed assertion (the benchmark has the speeds); printed for the
     // record.
     eprintln!("10,000 steps published in {took:?}");
+}
+
+/// A charge whose call never answers in time: its outcome is unknown, so
+/// the step is `stalled` (not idempotent).
+#[operation("wf.slow_charge", timeout = "100ms")]
+async fn slow_charge(ctx: &mut Context, cents: i64) -> Result<crate::results::Receipt> {
+    let _ = (ctx, cents);
+    tokio::time::sleep(Duration::from_mins(1)).await;
+    unreachable!("abandoned at its timeout")
+}
+
+/// Ships with the receipt of a charge.
+#[operation("wf.ship_with")]
+async fn ship_with(ctx: &mut Context, payment: Dep<SlowCharge>) -> Result<String> {
+    Ok(ctx.result(&payment)?.charge_id)
+}
+
+#[tokio::test]
+async fn a_stalled_step_holds_its_dependents_until_resolved_with_a_result_that_fits() {
+    use pgoutbox::admin::{Action, ActionOutcome, Admin, Resolution};
+
+    let db = test_db().await;
+    let system = WorkflowSystem::builder(settings(&db))
+        .router(router().operation::<SlowCharge>().operation::<ShipWith>())
+        .start()
+        .await
+        .unwrap();
+    let mut wf = Workflow::new("wf.stalls");
+    let payment = wf.add(SlowCharge { cents: 500 });
+    wf.add(ShipWith { payment });
+    let published = publish(&db, wf).await;
+    assert_eq!(finished(&db, &published).await, "stalled");
+    let [charge, ship] = published.steps[..] else {
+        unreachable!()
+    };
+    assert_eq!(status(&db, charge).await, "stalled");
+    assert_eq!(
+        status(&db, ship).await,
+        "waiting",
+        "a stalled dependency holds it"
+    );
+    let admin = Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap());
+
+    // Without a result: refused, recorded, nothing released.
+    let refused = admin
+        .act(
+            charge,
+            Action::Resolve(Resolution::Succeeded),
+            "alice",
+            "found it",
+        )
+        .await
+        .unwrap();
+    let ActionOutcome::BadResult { reason } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        reason.contains("whose dependents read its result"),
+        "{reason}"
+    );
+    // With one that does not fit the output's schema: refused.
+    let wrong = serde_json::json!({"charge_id": 17});
+    let refused = admin
+        .resolve_with_result(charge, Some(wrong), "alice", "found it")
+        .await
+        .unwrap();
+    let ActionOutcome::BadResult { reason } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        reason.contains("does not match the output schema of `wf.slow_charge`"),
+        "{reason}"
+    );
+    assert_eq!(status(&db, charge).await, "stalled");
+    assert_eq!(status(&db, ship).await, "waiting");
+
+    // With one that fits: applied, and the dependent receives it.
+    let receipt = serde_json::json!({"charge_id": "ch_found", "cents": 500});
+    let applied = admin
+        .resolve_with_result(
+            charge,
+            Some(receipt.clone()),
+            "alice",
+            "ch_found at the provider",
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(applied, ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
+    let deadline = Instant::now() + WITHIN;
+    while state(&db, &published).await != "succeeded" {
+        assert!(Instant::now() < deadline, "the workflow did not succeed");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(result(&db, ship).await, "ch_found");
+    let trail: Vec<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT action, outcome, result FROM pgoutbox.operator_actions
+         WHERE operation_id = $1 ORDER BY id",
+    )
+    .bind(charge.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        trail,
+        [
+            ("resolve".into(), "refused".into(), None),
+            ("resolve".into(), "refused".into(), None),
+            ("resolve".into(), "applied".into(), Some(receipt)),
+        ]
+    );
+    // The graph as operators read it.
+    let graph = admin.workflow_graph(published.id).await.unwrap().unwrap();
+    assert_eq!(graph.workflow.state, pgoutbox::WorkflowState::Succeeded);
+    assert_eq!(graph.steps.len(), 2);
+    assert_eq!(graph.steps[1].depends_on, [(charge, true)]);
+    assert_eq!(graph.steps[1].result_summary(5).unwrap(), "\"ch_f…");
+    assert_eq!(graph.workflow.counts[&Status::Succeeded], 2);
+    system.stop().await.unwrap();
 }

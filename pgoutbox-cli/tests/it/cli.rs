@@ -35,7 +35,7 @@ fn usage_errors_show_clap_whole_message() {
     assert_eq!(code, Some(2));
     assert!(
         err.contains(
-            "[possible values: pending, running, succeeded, retrying, dead, stalled, cancelled]"
+            "[possible values: waiting, pending, running, succeeded, retrying, dead, stalled, cancelled]"
         ),
         "{err}"
     );
@@ -68,6 +68,7 @@ fn help_has_examples_and_global_options_apart() {
         &["ops", "cancel"],
         &["ops", "resolve"],
         &["ops", "replay"],
+        &["ops", "tree"],
         &["workflow"],
         &["stats"],
         &["workers"],

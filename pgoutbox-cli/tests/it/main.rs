@@ -7,3 +7,4 @@ mod ops;
 mod relay;
 mod schedules;
 mod schema;
+mod workflows;

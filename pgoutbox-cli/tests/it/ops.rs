@@ -17,10 +17,11 @@ async fn op(db: &TestDatabase, name: &str, status: &str) -> i64 {
     let running = status == "running";
     sqlx::query_scalar(
         "INSERT INTO pgoutbox.operations (name, payload, schema_hash, status, max_attempts, attempt, \
-             lease_owner, lease_expires_at, finished_at) \
+             lease_owner, lease_expires_at, finished_at, workflow_id, waiting_for) \
          VALUES ($1, '{\"n\": 1}', 'h', $2, 3, 1, \
              CASE WHEN $3 THEN gen_random_uuid() END, CASE WHEN $3 THEN now() + interval '1 hour' END, \
-             CASE WHEN $2 IN ('succeeded', 'dead', 'cancelled') THEN now() END) \
+             CASE WHEN $2 IN ('succeeded', 'dead', 'cancelled') THEN now() END, \
+             CASE WHEN $2 = 'waiting' THEN 1 END, CASE WHEN $2 = 'waiting' THEN 1 END) \
          RETURNING id",
     )
     .bind(name)
@@ -55,7 +56,7 @@ async fn the_state_by_action_table_cell_by_cell() {
         ),
         (
             &["cancel"],
-            &["pending", "retrying", "stalled"],
+            &["waiting", "pending", "retrying", "stalled"],
             Some("cancelled"),
         ),
         (
@@ -117,10 +118,10 @@ async fn the_state_by_action_table_cell_by_cell() {
                     ON a.new_operation_id = o.id WHERE o.parent_id = a.operation_id AND o.status = 'pending'").await,
         3
     );
-    // Every action names its actor and reason.
+    // Every action names its actor and reason: 5 actions from 8 states.
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operator_actions WHERE actor = 'test-operator' AND reason = 'table test'").await,
-        35
+        40
     );
 }
 
@@ -305,7 +306,7 @@ async fn list_show_and_workflow() {
     assert!(stdout.contains(&format!("children [{child}]")), "{stdout}");
 
     let out = pgoutbox(&db)
-        .args(["workflow", &root.to_string()])
+        .args(["ops", "tree", &root.to_string()])
         .output()
         .unwrap();
     assert_eq!(
@@ -378,7 +379,12 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
             .fetch_all(db.pool())
             .await
             .unwrap();
-    assert_eq!(left, ["pending", "running", "retrying", "dead", "stalled"]);
+    assert_eq!(
+        left,
+        [
+            "waiting", "pending", "running", "retrying", "dead", "stalled"
+        ]
+    );
     assert_eq!(
         status(&db, fresh).await,
         "succeeded",
@@ -386,7 +392,7 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.attempts").await,
-        8,
+        9,
         "the audit trail outlives the operations"
     );
     // Dead and stalled ones: asked for (refused without a terminal unless
@@ -420,7 +426,7 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
-        6
+        7
     );
     let out = pgoutbox(&db)
         .args(dead_and_stalled)
@@ -435,7 +441,7 @@ async fn purge_leaves_non_terminal_operations_and_the_audit_trail() {
     );
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
-        4
+        5
     );
     let recorded: Vec<(i64, String, String, String)> = sqlx::query_as(
         "SELECT operation_id, from_status, actor, reason FROM pgoutbox.operator_actions \
@@ -967,7 +973,7 @@ async fn workflow_of_a_child_shows_the_tree_from_its_root() {
     let grandchild = insert(child).await.unwrap();
     let sibling = insert(root).await.unwrap();
     let out = pgoutbox(&db)
-        .args(["workflow", &child.to_string()])
+        .args(["ops", "tree", &child.to_string()])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -980,7 +986,7 @@ async fn workflow_of_a_child_shows_the_tree_from_its_root() {
         )
     );
     let out = pgoutbox(&db)
-        .args(["workflow", &grandchild.to_string(), "--json"])
+        .args(["ops", "tree", &grandchild.to_string(), "--json"])
         .output()
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -38,6 +38,20 @@ pub(crate) struct ListFilter<'a> {
     pub(crate) before_id: Option<i64>,
 }
 
+/// An operator's retry, cancel or resolve of one operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Transition<'a> {
+    pub(crate) action: &'a str,
+    pub(crate) actor: &'a str,
+    pub(crate) reason: &'a str,
+    /// The states it is allowed from.
+    pub(crate) allowed: &'a [Status],
+    pub(crate) to: Status,
+    /// A result supplied resolving as succeeded, and its output schema's
+    /// hash.
+    pub(crate) result: Option<(&'a serde_json::Value, &'a str)>,
+}
+
 impl Store {
     /// Operations matching `filter`, newest first. The one statement with
     /// a dynamic text: only the filters that are set are appended, so the
@@ -152,24 +166,22 @@ impl Store {
 
     /// Retry, cancel or resolve: (status read, applied), `None` for an
     /// unknown id.
-    #[allow(clippy::too_many_arguments)] // One bind per column.
     pub(crate) async fn operator_transition(
         &self,
         conn: &mut PgConnection,
         id: OperationId,
-        action: &str,
-        actor: &str,
-        reason: &str,
-        allowed: &[Status],
-        to: Status,
+        change: &Transition<'_>,
     ) -> Result<Option<(Status, bool)>, sqlx::Error> {
+        let (result, hash) = change.result.unzip();
         query!(self, query_as, operator_transition)
             .bind(id.as_i64())
-            .bind(action)
-            .bind(actor)
-            .bind(reason)
-            .bind(allowed)
-            .bind(to)
+            .bind(change.action)
+            .bind(change.actor)
+            .bind(change.reason)
+            .bind(change.allowed)
+            .bind(change.to)
+            .bind(result)
+            .bind(hash)
             .fetch_optional(&mut *conn)
             .await
     }

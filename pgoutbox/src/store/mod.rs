@@ -64,6 +64,10 @@ statements!(
     workflow_open,
     workflow_insert,
     step_inputs,
+    workflows_list,
+    workflow_row,
+    workflow_steps,
+    resolve_facts,
     // Operators' (`admin`).
     list_operations,
     operation,

@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgConnection, Row as _};
 
 use super::Store;
+use super::admin::FromPgRow;
 use crate::definition::OperationId;
-use crate::state::Status;
+use crate::state::{Status, WorkflowState};
 use crate::workflow::{StepInput, StepRow, WorkflowId};
 
 /// Most steps per insert statement, as `publish_many`.
@@ -173,5 +174,67 @@ impl Store {
             );
         }
         Ok(inputs)
+    }
+
+    /// Workflows matching the filters, newest first.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per filter of the statement reads best at its caller"
+    )]
+    pub(crate) async fn workflows_list<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        state: Option<WorkflowState>,
+        name: Option<&str>,
+        older_than_ms: Option<i64>,
+        newer_than_ms: Option<i64>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflows_list)
+            .bind(state)
+            .bind(name)
+            .bind(older_than_ms)
+            .bind(newer_than_ms)
+            .bind(before_id)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Workflow `id`'s row.
+    pub(crate) async fn workflow_row<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: i64,
+    ) -> Result<Option<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_row)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Workflow `id`'s steps, in id order.
+    pub(crate) async fn workflow_steps<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: i64,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_steps)
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// What a resolve as succeeded of `id` must know.
+    pub(crate) async fn resolve_facts<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: OperationId,
+    ) -> Result<Option<R>, sqlx::Error> {
+        query!(self, query_as::<R>, resolve_facts)
+            .bind(id.as_i64())
+            .fetch_optional(&mut *conn)
+            .await
     }
 }
