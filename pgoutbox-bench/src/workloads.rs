@@ -1129,9 +1129,11 @@ async fn diagnose(db: &TestDatabase) -> Res<()> {
     .fetch_all(db.pool())
     .await?;
     for (name, run, lag50, lag90) in rows {
-        eprintln!("{name}: attempt p50 {run:.2} ms; release→start p50 {lag50:?} ms, p90 {lag90:?} ms");
+        eprintln!(
+            "{name}: attempt p50 {run:.2} ms; release→start p50 {lag50:?} ms, p90 {lag90:?} ms"
+        );
     }
-    let (pauses, paused, span): (i64, f64, f64) = sqlx::query_as(
+    let (pauses, pause_seconds, span): (i64, f64, f64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE gap > 0.05), coalesce(sum(gap) FILTER (WHERE gap > 0.05), 0)::float8, \
                 coalesce(sum(gap), 0)::float8 \
          FROM (SELECT extract(epoch FROM started_at - lag(started_at) OVER (ORDER BY started_at)) AS gap \
@@ -1139,7 +1141,7 @@ async fn diagnose(db: &TestDatabase) -> Res<()> {
     )
     .fetch_one(db.pool())
     .await?;
-    eprintln!("pauses between claims over 50 ms: {pauses}, {paused:.2} s of {span:.2} s");
+    eprintln!("pauses between claims over 50 ms: {pauses}, {pause_seconds:.2} s of {span:.2} s");
     Ok(())
 }
 
