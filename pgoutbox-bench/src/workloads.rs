@@ -1109,6 +1109,32 @@ async fn w7_independent(n: i64) -> Res<f64> {
     Ok(rate)
 }
 
+/// W7's reference: the same `n` independent no-ops, drained by 10 workers
+/// that also handle the diamond's names (none of which is ready), so that
+/// every claim takes the several-names path a workflow's worker takes.
+async fn w7_independent_several_names(n: i64) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    fill(&db, n, Kind::Plain).await?;
+    sqlx::query("VACUUM ANALYZE pgoutbox.operations")
+        .execute(db.pool())
+        .await?;
+    let system = WorkflowSystem::builder(settings(&db, 10))
+        .router(workflow_router().operation::<Noop>())
+        .start()
+        .await?;
+    wait_drained(&db, Noop::NAME).await?;
+    system.stop().await?;
+    let succeeded = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+    )
+    .await?;
+    if succeeded != n {
+        return Err(format!("{succeeded} of {n} operations succeeded").into());
+    }
+    Ok(per_second(n, attempts_span(&db, 0).await?))
+}
+
 /// With `PGOUTBOX_BENCH_DIAG` set, where a W7 drain's time went: each
 /// name's attempt time (claim to recorded end) and wait from its last
 /// dependency's recorded success to its start, and the pauses between
@@ -1187,13 +1213,15 @@ async fn w7_fan_in(width: i64) -> Res<(f64, f64)> {
 }
 
 /// W7: 2,000 diamond workflows (4 no-op steps, results handed on) beside
-/// 8,000 independent no-ops, the same 10 workers, in the same run; and a
-/// 1,000-way fan-in's release time.
+/// 8,000 independent no-ops, the same 10 workers, in the same run; for
+/// reference, the independent ones drained by a worker that also handles
+/// the diamond's names (the several-names claim); and a 1,000-way fan-in's
+/// release time.
 pub(crate) async fn w7(runs: usize) -> Res<Vec<Figure>> {
     const DIAMONDS: i64 = 2_000;
     const WIDTH: i64 = 1_000;
-    let (mut diamonds, mut independent, mut release, mut whole) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut diamonds, mut independent, mut several, mut release, mut whole) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
         // Alternating which goes first, so that neither always follows
         // the other.
@@ -1204,6 +1232,7 @@ pub(crate) async fn w7(runs: usize) -> Res<Vec<Figure>> {
             independent.push(w7_independent(4 * DIAMONDS).await?);
             diamonds.push(w7_diamonds(DIAMONDS).await?);
         }
+        several.push(w7_independent_several_names(4 * DIAMONDS).await?);
         let (r, w) = w7_fan_in(WIDTH).await?;
         release.push(r);
         whole.push(w);
@@ -1214,8 +1243,14 @@ pub(crate) async fn w7(runs: usize) -> Res<Vec<Figure>> {
             "steps/s",
             true,
             diamonds,
-            independent,
+            independent.clone(),
             0.7,
+        ),
+        Figure::reference(
+            "W7 reference: the independent, worker of 4 names",
+            "steps/s",
+            several,
+            independent,
         ),
         Figure::absolute(
             "W7 fan-in 1,000: release (vs publish→start)",
