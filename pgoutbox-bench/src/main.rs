@@ -1,7 +1,7 @@
 //! The benchmark program of pgoutbox.
 //!
 //! Run it with `cargo run --release -p pgoutbox-bench -- all` (or one of
-//! `w1`, `w1-idem`, `w1-tx`, `w2`, `w3`, `w4`, `w5`, `w6`, `dashboard`; `--json` for machine-readable output).
+//! `w1`, `w1-idem`, `w1-tx`, `w2`, `w3`, `w4`, `w5`, `w6`, `w7`, `dashboard`; `--json` for machine-readable output).
 //! W6 (the relay to NATS JetStream) needs `nats-server`, which it starts
 //! itself; `all` leaves it out, saying so, where it is not installed.
 //! It starts a private PostgreSQL (or, with `DATABASE_URL`, uses a server
@@ -67,6 +67,9 @@ enum Which {
     W5,
     /// The relay to NATS JetStream.
     W6,
+    /// Workflows: 2,000 diamonds against 8,000 independent operations,
+    /// and a 1,000-way fan-in's release.
+    W7,
     /// The dashboard's pages on 1,000,000 operations.
     Dashboard,
 }
@@ -190,6 +193,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         Which::W4,
         Which::W5,
         Which::W6,
+        Which::W7,
         Which::Dashboard,
     ];
     let w6_available = relay::available();
@@ -225,6 +229,7 @@ async fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 Which::W4 => workloads::w4(args.runs).await?,
                 Which::W5 => workloads::w5(args.runs).await?,
                 Which::W6 => relay::w6(args.runs).await?,
+                Which::W7 => workloads::w7(args.runs).await?,
                 Which::Dashboard => workloads::dashboard(args.runs).await?,
                 Which::All => unreachable!("not a workload"),
             };

@@ -981,3 +981,283 @@ pub(crate) async fn dashboard(runs: usize) -> Res<Vec<Figure>> {
     }
     Ok(figures)
 }
+
+/// W7's diamond: the first step, handing its number on.
+#[operation("bench.wf_source")]
+async fn wf_source(ctx: &mut Context, n: i64) -> Result<i64> {
+    let _ = ctx;
+    Ok(n)
+}
+
+/// W7's diamond: a middle step (two per diamond), reading the first's
+/// result.
+#[operation("bench.wf_middle")]
+async fn wf_middle(ctx: &mut Context, from: Dep<WfSource>) -> Result<i64> {
+    Ok(ctx.result(&from)? + 1)
+}
+
+/// W7's diamond: the last step, reading both middle steps' results.
+#[operation("bench.wf_join")]
+async fn wf_join(ctx: &mut Context, left: Dep<WfMiddle>, right: Dep<WfMiddle>) -> Result<i64> {
+    Ok(ctx.result(&left)? + ctx.result(&right)?)
+}
+
+/// W7's fan-in: the step that waits for a thousand sources.
+#[operation("bench.wf_sum")]
+async fn wf_sum(ctx: &mut Context, parts: Vec<Dep<WfSource>>) -> Result<i64> {
+    Ok(ctx.results(&parts)?.into_iter().sum())
+}
+
+fn workflow_router() -> WorkflowRouter {
+    WorkflowRouter::new()
+        .operation::<WfSource>()
+        .operation::<WfMiddle>()
+        .operation::<WfJoin>()
+        .operation::<WfSum>()
+}
+
+/// Waits until no workflow is `running`, then checks that all `n` ended
+/// `succeeded`.
+async fn wait_workflows(db: &TestDatabase, n: i64) -> Res<()> {
+    let deadline = Instant::now() + Duration::from_mins(10);
+    while count(
+        db,
+        "SELECT count(*) FROM pgoutbox.workflows WHERE state = 'running'",
+    )
+    .await?
+        > 0
+    {
+        if Instant::now() > deadline {
+            return Err("the workflows did not finish within 10 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let succeeded = count(
+        db,
+        "SELECT count(*) FROM pgoutbox.workflows WHERE state = 'succeeded'",
+    )
+    .await?;
+    if succeeded != n {
+        return Err(format!("{succeeded} of {n} workflows succeeded").into());
+    }
+    Ok(())
+}
+
+/// Seconds from the first attempt's start to the last attempt's end, by
+/// the database's clock, of the attempts after `after` (as
+/// [`drain_pgoutbox`] times).
+async fn attempts_span(db: &TestDatabase, after: i64) -> Res<Duration> {
+    let seconds: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM max(finished_at) - min(started_at))::float8 \
+         FROM pgoutbox.attempts WHERE id > $1",
+    )
+    .bind(after)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// One W7 run: `diamonds` diamond workflows (4 steps each) drained by 10
+/// workers; steps/s, timed like [`drain_pgoutbox`]. Every `D` must have
+/// received its `B`'s and `C`'s results (`(n + 1) + (n + 1)`).
+async fn w7_diamonds(diamonds: i64) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    let mut tx = db.pool().begin().await?;
+    for n in 0..diamonds {
+        let mut wf = Workflow::new("bench.diamond");
+        let a = wf.add(WfSource { n });
+        let b = wf.add(WfMiddle { from: a });
+        let c = wf.add(WfMiddle { from: a });
+        wf.add(WfJoin { left: b, right: c });
+        publish_workflow(&mut tx, wf).await?;
+    }
+    tx.commit().await?;
+    sqlx::query("VACUUM ANALYZE pgoutbox.operations")
+        .execute(db.pool())
+        .await?;
+    let system = WorkflowSystem::builder(settings(&db, 10))
+        .router(workflow_router())
+        .start()
+        .await?;
+    wait_workflows(&db, diamonds).await?;
+    system.stop().await?;
+    let elapsed = attempts_span(&db, 0).await?;
+    let wrong = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations o JOIN pgoutbox.attempts a \
+         ON a.operation_id = o.id AND a.outcome = 'succeeded' \
+         WHERE o.name = 'bench.wf_join' AND a.result IS DISTINCT FROM to_jsonb( \
+            2 * (SELECT (s.payload->>'n')::bigint FROM pgoutbox.operations s WHERE s.id = o.root_id) + 2)",
+    )
+    .await?;
+    if wrong != 0 {
+        return Err(format!("{wrong} diamonds handed on wrong results").into());
+    }
+    diagnose(&db).await?;
+    Ok(per_second(4 * diamonds, elapsed))
+}
+
+/// One W7 baseline run: `n` independent no-ops, the same 10 workers.
+async fn w7_independent(n: i64) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    fill(&db, n, Kind::Plain).await?;
+    sqlx::query("VACUUM ANALYZE pgoutbox.operations")
+        .execute(db.pool())
+        .await?;
+    let rate = drain_pgoutbox(&db, n, Kind::Plain, 10).await?;
+    diagnose(&db).await?;
+    Ok(rate)
+}
+
+/// W7's reference: the same `n` independent no-ops, drained by 10 workers
+/// that also handle the diamond's names (none of which is ready), so that
+/// every claim takes the several-names path a workflow's worker takes.
+async fn w7_independent_several_names(n: i64) -> Res<f64> {
+    let db = TestDatabase::new().await?;
+    fill(&db, n, Kind::Plain).await?;
+    sqlx::query("VACUUM ANALYZE pgoutbox.operations")
+        .execute(db.pool())
+        .await?;
+    let system = WorkflowSystem::builder(settings(&db, 10))
+        .router(workflow_router().operation::<Noop>())
+        .start()
+        .await?;
+    wait_drained(&db, Noop::NAME).await?;
+    system.stop().await?;
+    let succeeded = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+    )
+    .await?;
+    if succeeded != n {
+        return Err(format!("{succeeded} of {n} operations succeeded").into());
+    }
+    Ok(per_second(n, attempts_span(&db, 0).await?))
+}
+
+/// With `PGOUTBOX_BENCH_DIAG` set, where a W7 drain's time went: each
+/// name's attempt time (claim to recorded end) and wait from its last
+/// dependency's recorded success to its start, and the pauses between
+/// claims.
+async fn diagnose(db: &TestDatabase) -> Res<()> {
+    if std::env::var_os("PGOUTBOX_BENCH_DIAG").is_none() {
+        return Ok(());
+    }
+    let rows: Vec<(String, f64, Option<f64>, Option<f64>)> = sqlx::query_as(
+        "SELECT a.operation_name, \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at - a.started_at))::float8 * 1000, \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - d.done))::float8 * 1000, \
+                percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM a.started_at - d.done))::float8 * 1000 \
+         FROM pgoutbox.attempts a LEFT JOIN LATERAL (SELECT max(x.finished_at) AS done FROM pgoutbox.workflow_edges e \
+            JOIN pgoutbox.attempts x ON x.operation_id = e.dependency_id AND x.outcome = 'succeeded' \
+            WHERE e.operation_id = a.operation_id) d ON true GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    for (name, run, lag50, lag90) in rows {
+        eprintln!(
+            "{name}: attempt p50 {run:.2} ms; release→start p50 {lag50:?} ms, p90 {lag90:?} ms"
+        );
+    }
+    let (pauses, pause_seconds, span): (i64, f64, f64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE gap > 0.05), coalesce(sum(gap) FILTER (WHERE gap > 0.05), 0)::float8, \
+                coalesce(sum(gap), 0)::float8 \
+         FROM (SELECT extract(epoch FROM started_at - lag(started_at) OVER (ORDER BY started_at)) AS gap \
+               FROM pgoutbox.attempts) g",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    eprintln!("pauses between claims over 50 ms: {pauses}, {pause_seconds:.2} s of {span:.2} s");
+    Ok(())
+}
+
+/// One fan-in of `width` sources into one sum, on a running 10-worker
+/// system: (release, whole) in milliseconds. The release is from the last
+/// source's recorded success (its attempt's `finished_at`, the recording
+/// transaction's time) to the sum's attempt start; the whole is from the
+/// workflow's commit (taken after it, by the database's clock) to the
+/// sum's attempt start.
+async fn w7_fan_in(width: i64) -> Res<(f64, f64)> {
+    let db = TestDatabase::new().await?;
+    let system = WorkflowSystem::builder(settings(&db, 10))
+        .router(workflow_router())
+        .start()
+        .await?;
+    let mut wf = Workflow::new("bench.fan_in");
+    let parts: Vec<_> = (1..=width).map(|n| wf.add(WfSource { n })).collect();
+    wf.add(WfSum { parts });
+    let mut tx = db.pool().begin().await?;
+    let published = publish_workflow(&mut tx, wf).await?;
+    tx.commit().await?;
+    let committed: f64 = sqlx::query_scalar("SELECT extract(epoch FROM clock_timestamp())::float8")
+        .fetch_one(db.pool())
+        .await?;
+    wait_workflows(&db, 1).await?;
+    system.stop().await?;
+    let sum = published.steps.last().ok_or("no steps")?.as_i64();
+    let (release, whole, result): (f64, f64, serde_json::Value) = sqlx::query_as(
+        "SELECT extract(epoch FROM s.started_at - (SELECT max(a.finished_at) FROM pgoutbox.attempts a \
+                    JOIN pgoutbox.workflow_edges e ON e.dependency_id = a.operation_id \
+                    WHERE e.operation_id = $1 AND a.outcome = 'succeeded'))::float8 * 1000, \
+                (extract(epoch FROM s.started_at)::float8 - $2) * 1000, s.result \
+         FROM pgoutbox.attempts s WHERE s.operation_id = $1 AND s.outcome = 'succeeded'",
+    )
+    .bind(sum)
+    .bind(committed)
+    .fetch_one(db.pool())
+    .await?;
+    if result != serde_json::json!(width * (width + 1) / 2) {
+        return Err(format!("the fan-in summed {result}").into());
+    }
+    Ok((release, whole))
+}
+
+/// W7: 2,000 diamond workflows (4 no-op steps, results handed on) beside
+/// 8,000 independent no-ops, the same 10 workers, in the same run; for
+/// reference, the independent ones drained by a worker that also handles
+/// the diamond's names (the several-names claim); and a 1,000-way fan-in's
+/// release time.
+pub(crate) async fn w7(runs: usize) -> Res<Vec<Figure>> {
+    const DIAMONDS: i64 = 2_000;
+    const WIDTH: i64 = 1_000;
+    let (mut diamonds, mut independent, mut several, mut release, mut whole) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for run in 0..runs {
+        // Alternating which goes first, so that neither always follows
+        // the other.
+        if run % 2 == 0 {
+            diamonds.push(w7_diamonds(DIAMONDS).await?);
+            independent.push(w7_independent(4 * DIAMONDS).await?);
+        } else {
+            independent.push(w7_independent(4 * DIAMONDS).await?);
+            diamonds.push(w7_diamonds(DIAMONDS).await?);
+        }
+        several.push(w7_independent_several_names(4 * DIAMONDS).await?);
+        let (r, w) = w7_fan_in(WIDTH).await?;
+        release.push(r);
+        whole.push(w);
+    }
+    Ok(vec![
+        Figure::new(
+            "W7 2,000 diamonds vs 8,000 independent",
+            "steps/s",
+            true,
+            diamonds,
+            independent.clone(),
+            0.7,
+        ),
+        Figure::reference(
+            "W7 reference: the independent, worker of 4 names",
+            "steps/s",
+            several,
+            independent,
+        ),
+        Figure::absolute(
+            "W7 fan-in 1,000: release (vs publish→start)",
+            "ms",
+            release,
+            whole,
+            250.0,
+        ),
+    ])
+}

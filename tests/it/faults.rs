@@ -174,14 +174,14 @@ async fn sigint_stops_gracefully_and_records_what_it_aborted() {
 }
 
 /// Counts on a pool of the private cluster.
-async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+pub(crate) async fn count_on(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
 
 /// Connects to the private cluster's `url` and waits (a minute per soak
 /// factor) until nothing is pending, retrying or running after the `faults`;
 /// returns the pool.
-async fn wait_drained_on(url: &str, faults: &str) -> sqlx::PgPool {
+pub(crate) async fn wait_drained_on(url: &str, faults: &str) -> sqlx::PgPool {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(url)
@@ -207,7 +207,7 @@ async fn wait_drained_on(url: &str, faults: &str) -> sqlx::PgPool {
 /// A private cluster of the test's own (it is restarted or killed under
 /// the worker) with a migrated database `drain` holding the effect tables:
 /// the cluster, the database's URL and a small pool on it.
-async fn private_drain_database() -> (pgoutbox::testing::Cluster, String, sqlx::PgPool) {
+pub(crate) async fn private_drain_database() -> (pgoutbox::testing::Cluster, String, sqlx::PgPool) {
     let cluster = tokio::task::spawn_blocking(pgoutbox::testing::Cluster::start_private)
         .await
         .unwrap()
@@ -380,7 +380,7 @@ async fn postgres_killed_mid_drain_with_idempotent_async_commit_on() {
 
 /// Side effects of the operations named `names` (an SQL list of literals)
 /// whose attempt has no row in `attempts`.
-async fn unrecorded(pool: &sqlx::PgPool, names: &str) -> i64 {
+pub(crate) async fn unrecorded(pool: &sqlx::PgPool, names: &str) -> i64 {
     let sql = format!(
         "SELECT count(*) FROM side_effects s JOIN pgoutbox.operations o ON o.id = s.operation_id \
          WHERE o.name IN ({names}) AND NOT EXISTS (SELECT 1 FROM pgoutbox.attempts a \

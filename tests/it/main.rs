@@ -23,4 +23,5 @@ mod schedules;
 mod settings;
 mod silent;
 mod support;
+mod workflow_faults;
 mod workflows;

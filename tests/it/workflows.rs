@@ -175,6 +175,11 @@ async fn early_starts(db: &TestDatabase) -> i64 {
 /// Workflows whose state disagrees with their steps', by the rule of
 /// migration 10: must be none.
 pub(crate) async fn inconsistent_workflows(db: &TestDatabase) -> Vec<(i64, String, String)> {
+    inconsistent_workflows_on(db.pool()).await
+}
+
+/// [`inconsistent_workflows`] on any pool (a private cluster's).
+pub(crate) async fn inconsistent_workflows_on(pool: &sqlx::PgPool) -> Vec<(i64, String, String)> {
     sqlx::query_as(
         "SELECT w.id, w.state, s.expected FROM pgoutbox.workflows w
          CROSS JOIN LATERAL (
@@ -189,7 +194,7 @@ pub(crate) async fn inconsistent_workflows(db: &TestDatabase) -> Vec<(i64, Strin
          WHERE w.state <> s.expected
          ORDER BY w.id",
     )
-    .fetch_all(db.pool())
+    .fetch_all(pool)
     .await
     .unwrap()
 }
@@ -197,6 +202,11 @@ pub(crate) async fn inconsistent_workflows(db: &TestDatabase) -> Vec<(i64, Strin
 /// Waiting steps all of whose dependencies are met, and steps whose
 /// `waiting_for` disagrees with their unmet edges: must be none.
 pub(crate) async fn stuck_steps(db: &TestDatabase) -> i64 {
+    stuck_steps_on(db.pool()).await
+}
+
+/// [`stuck_steps`] on any pool (a private cluster's).
+pub(crate) async fn stuck_steps_on(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM pgoutbox.operations o
          WHERE o.status = 'waiting' AND o.waiting_for <> (
@@ -206,7 +216,7 @@ pub(crate) async fn stuck_steps(db: &TestDatabase) -> i64 {
                AND NOT (d.status = 'succeeded'
                         OR (NOT e.required AND d.status IN ('dead', 'cancelled'))))",
     )
-    .fetch_one(db.pool())
+    .fetch_one(pool)
     .await
     .unwrap()
 }

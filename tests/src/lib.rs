@@ -81,6 +81,144 @@ pub async fn scheduled_tick(ctx: &mut Context, at: String) -> Result<()> {
     Ok(())
 }
 
+/// The table the gated steps record, in their own transaction, when they
+/// reached their gate and when they passed it.
+pub const GATES_TABLE: &str = "CREATE TABLE IF NOT EXISTS gates (
+    operation_id bigint NOT NULL,
+    attempt integer NOT NULL,
+    arrived_at timestamptz NOT NULL,
+    passed_at timestamptz NOT NULL
+)";
+
+/// The advisory lock class of the gates: gate `n` is the lock
+/// `(GATE_CLASS, n)`, which a test holds exclusively while the gated steps
+/// queue behind it for a shared one.
+pub const GATE_CLASS: i32 = 4_242;
+
+/// Waits in the handler's transaction until the test lets gate `n` go
+/// (a shared advisory lock behind the test's exclusive one), then records
+/// when it arrived and when it passed, with the step's success.
+async fn pass_gate(ctx: &mut TxContext<'_>, n: i32) -> Result<()> {
+    let attempt = i32::try_from(ctx.attempt()).unwrap_or(i32::MAX);
+    let id = ctx.operation_id().as_i64();
+    ctx.execute(
+        sqlx::query(
+            "INSERT INTO gates (operation_id, attempt, arrived_at, passed_at) \
+             VALUES ($1, $2, clock_timestamp(), 'infinity')",
+        )
+        .bind(id)
+        .bind(attempt),
+    )
+    .await?;
+    ctx.execute(
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+            .bind(GATE_CLASS)
+            .bind(n),
+    )
+    .await?;
+    ctx.execute(
+        sqlx::query(
+            "UPDATE gates SET passed_at = clock_timestamp() WHERE operation_id = $1 AND attempt = $2",
+        )
+        .bind(id)
+        .bind(attempt),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A workflow's first dependency, run by the `--gate left` worker: passes
+/// gate `n`, then hands `n` on.
+#[operation("fault.gate_left", transactional, idempotent)]
+pub async fn gate_left(ctx: &mut TxContext<'_>, n: i32) -> Result<i64> {
+    pass_gate(ctx, n).await?;
+    Ok(i64::from(n))
+}
+
+/// A workflow's second dependency, run by the `--gate right` worker:
+/// passes the same gate `n`, then hands `1000 n` on.
+#[operation("fault.gate_right", transactional, idempotent)]
+pub async fn gate_right(ctx: &mut TxContext<'_>, n: i32) -> Result<i64> {
+    pass_gate(ctx, n).await?;
+    Ok(1_000 * i64::from(n))
+}
+
+/// The dependent of both gated steps: a non-idempotent external call
+/// (recorded in `side_effects`) that returns the sum of both results.
+#[operation("fault.gate_join")]
+pub async fn gate_join(
+    ctx: &mut Context,
+    left: Dep<GateLeft>,
+    right: Dep<GateRight>,
+) -> Result<i64> {
+    let sum = ctx.result(&left)? + ctx.result(&right)?;
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    Ok(sum)
+}
+
+/// The router of a `--gate left` or `--gate right` worker: that side's
+/// gated step, and the dependent.
+pub fn gate_router(side: &str) -> std::result::Result<WorkflowRouter, String> {
+    let router = WorkflowRouter::with_prefix("fault").operation::<GateJoin>();
+    match side {
+        "left" => Ok(router.operation::<GateLeft>()),
+        "right" => Ok(router.operation::<GateRight>()),
+        other => Err(format!("`--gate` takes `left` or `right`, not `{other}`")),
+    }
+}
+
+/// A workflow's source step: an idempotent external call (recorded), slow
+/// on its first attempt, that hands `n` on.
+#[operation("fault.step_source", idempotent, max_attempts = 10)]
+pub async fn step_source(ctx: &mut Context, n: i64, ms: u64) -> Result<i64> {
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(n)
+}
+
+/// A transactional step (a business row with its success): its source's
+/// number plus one.
+#[operation("fault.step_tx", transactional, idempotent, max_attempts = 10)]
+pub async fn step_tx(ctx: &mut TxContext<'_>, from: Dep<StepSource>, ms: u64) -> Result<i64> {
+    let n = ctx.result(&from)?;
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    let id = ctx.operation_id().as_i64();
+    ctx.execute(sqlx::query("INSERT INTO business_effects (operation_id) VALUES ($1)").bind(id))
+        .await?;
+    if ctx.attempt() == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(n + 1)
+}
+
+/// A non-idempotent step: an external call that must not run twice, so
+/// an in-doubt attempt stalls it (and holds its dependents).
+#[operation("fault.step_once")]
+pub async fn step_once(ctx: &mut Context, from: Dep<StepSource>, ms: u64) -> Result<i64> {
+    let n = ctx.result(&from)?;
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(2 * n)
+}
+
+/// A step that joins a transactional and a non-idempotent one.
+#[operation("fault.step_join", idempotent, max_attempts = 10)]
+pub async fn step_join(ctx: &mut Context, left: Dep<StepTx>, right: Dep<StepOnce>) -> Result<i64> {
+    let sum = ctx.result(&left)? + ctx.result(&right)?;
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    Ok(sum)
+}
+
+/// A fan-in: the sum of its sources' numbers.
+#[operation("fault.step_sum", idempotent, max_attempts = 10)]
+pub async fn step_sum(ctx: &mut Context, parts: Vec<Dep<StepSource>>) -> Result<i64> {
+    let sum = ctx.results(&parts)?.into_iter().sum();
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    Ok(sum)
+}
+
 /// The router of the test worker started with `--idempotent-only`: its
 /// idempotent operations alone, which `idempotent_claim_ahead` requires.
 pub fn idempotent_router() -> WorkflowRouter {
@@ -89,12 +227,18 @@ pub fn idempotent_router() -> WorkflowRouter {
         .operation::<TxEffect>()
 }
 
-/// The router of the test worker.
+/// The router of the test worker: every `fault.*` operation but the gated
+/// ones (`gate_router`).
 pub fn router() -> WorkflowRouter {
     WorkflowRouter::with_prefix("fault")
         .operation::<Effect>()
         .operation::<IdempotentEffect>()
         .operation::<TxEffect>()
+        .operation::<StepSource>()
+        .operation::<StepTx>()
+        .operation::<StepOnce>()
+        .operation::<StepJoin>()
+        .operation::<StepSum>()
 }
 
 /// An event relayed to NATS JetStream by the relay tests (`it/relay.rs`)

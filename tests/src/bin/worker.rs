@@ -6,6 +6,8 @@
 //! lease, …). Prints `ready` once it claims. Arguments:
 //!
 //! - `--idempotent-only` runs only the idempotent operations;
+//! - `--gate left|right` runs only that side's gated workflow step and
+//!   the step that joins both (`pgoutbox_tests::gate_router`);
 //! - `--schedule CRON` also publishes `fault.tick` on that schedule (and
 //!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
 //!   `--take-over`;
@@ -38,7 +40,9 @@ fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::erro
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let mut router = if args.iter().any(|a| a == "--idempotent-only") {
+    let mut router = if let Some(side) = value("--gate") {
+        pgoutbox_tests::gate_router(&side)?
+    } else if args.iter().any(|a| a == "--idempotent-only") {
         pgoutbox_tests::idempotent_router()
     } else {
         pgoutbox_tests::router()
