@@ -25,7 +25,6 @@ use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
 use crate::state::Outcome;
 use crate::storable;
 use crate::store::{Claimed, Fence, NewOperation, Store};
-use crate::workflow::StepInputs;
 
 /// Polls a boxed future, turning a panic into an error message.
 struct CatchUnwind<'a, T>(BoxFuture<'a, T>);
@@ -144,35 +143,14 @@ async fn run(
         .options()
         .timeout
         .unwrap_or(rt.settings.workflow_system.handler_timeout);
-    // A workflow step reads its dependencies' results before it runs, so
-    // that a plain handler needs no connection while it runs.
-    let inputs = match step_inputs(rt, &claimed).await {
-        Ok(inputs) => inputs,
-        Err(e) => {
-            let end = AttemptEnd::Failed(HandlerError::retryable(format!(
-                "cannot read the step's dependencies: {e}"
-            )));
-            let decision = attempt.decide(end, jitter());
-            record(
-                rt,
-                &claimed.name,
-                fence(rt, &claimed),
-                &attempt,
-                decision,
-                Produced::default(),
-                running,
-            )
-            .await;
-            return None;
-        }
-    };
     let info = AttemptInfo {
         id: claimed.id,
         name: registration.name(),
         attempt: u32::try_from(claimed.attempt).unwrap_or(0),
         external_key: claimed.external_key,
         root_id: claimed.root_id,
-        inputs,
+        // Read with the claim: a plain handler needs no connection.
+        inputs: Arc::clone(&claimed.inputs),
     };
     let started = Instant::now();
     let mut next = None;
@@ -234,16 +212,6 @@ async fn run(
     metrics::histogram!("pgoutbox_handler_duration_seconds", "name" => name)
         .record(started.elapsed().as_secs_f64());
     next
-}
-
-/// How a workflow step's dependencies ended (nothing for any other
-/// operation).
-async fn step_inputs(rt: &Runtime, claimed: &Claimed) -> Result<StepInputs, sqlx::Error> {
-    if claimed.workflow_id.is_none() {
-        return Ok(StepInputs::default());
-    }
-    let mut conn = rt.pool.acquire().await?;
-    Ok(Arc::new(rt.store.step_inputs(&mut conn, claimed.id).await?))
 }
 
 /// Records the attempt of an operation this process claimed but has no

@@ -64,7 +64,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::Error as _;
@@ -79,6 +78,7 @@ use crate::publish::{
 };
 use crate::state::Status;
 use crate::store::NewOperation;
+pub(crate) use crate::store::workflows::StepInputs;
 use crate::store::workflows::{StepInput, StepRow};
 
 /// The key under which a payload stores a [`Dep`]: `{"pgoutbox.step": 42}`.
@@ -323,9 +323,6 @@ pub enum StepError {
         reason: String,
     },
 }
-
-/// A step's dependencies by operation id (empty outside workflows).
-pub(crate) type StepInputs = Arc<HashMap<OperationId, StepInput>>;
 
 /// Reads `step`'s result from `inputs` (what `ctx.result` does).
 pub(crate) fn read_result<R: StepRef>(

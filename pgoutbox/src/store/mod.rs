@@ -63,7 +63,6 @@ statements!(
     // Workflows (`store::workflows`).
     workflow_open,
     workflow_insert,
-    step_inputs,
     workflows_list,
     workflow_row,
     workflow_steps,
@@ -170,8 +169,8 @@ pub(crate) struct Claimed {
     pub(crate) root_id: OperationId,
     pub(crate) waited_seconds: f64,
     pub(crate) attempt_id: i64,
-    /// The workflow of a workflow step.
-    pub(crate) workflow_id: Option<i64>,
+    /// A workflow step's dependencies: how each ended, and its result.
+    pub(crate) inputs: workflows::StepInputs,
 }
 
 impl Claimed {
@@ -191,7 +190,7 @@ impl Claimed {
                 .try_get::<Option<f64>, _>("waited_seconds")?
                 .unwrap_or(0.0),
             attempt_id: row.try_get("attempt_id")?,
-            workflow_id: row.try_get("workflow_id")?,
+            inputs: workflows::decode_inputs(row.try_get("inputs")?)?,
         })
     }
 }

@@ -4,8 +4,9 @@
 //! changes one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use sqlx::{PgConnection, Row as _};
+use sqlx::PgConnection;
 
 use super::NewOperation;
 use super::Store;
@@ -30,6 +31,44 @@ pub(crate) struct StepRow {
     pub(crate) op: NewOperation,
     pub(crate) id: OperationId,
     pub(crate) deps: Vec<(OperationId, bool)>,
+}
+
+/// A step's dependencies by operation id (empty outside workflows).
+pub(crate) type StepInputs = Arc<HashMap<OperationId, StepInput>>;
+
+/// Decodes the claim's `inputs` column: `[id, name, status, last error,
+/// result]` per dependency (`claim.sql`).
+pub(crate) fn decode_inputs(value: Option<serde_json::Value>) -> Result<StepInputs, sqlx::Error> {
+    type Entry = (
+        i64,
+        Option<String>,
+        Option<Status>,
+        Option<String>,
+        Option<serde_json::Value>,
+    );
+    let Some(value) = value else {
+        return Ok(StepInputs::default());
+    };
+    let entries: Vec<Entry> =
+        serde_json::from_value(value).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "inputs".into(),
+            source: e.into(),
+        })?;
+    Ok(Arc::new(
+        entries
+            .into_iter()
+            .map(|(id, name, status, error, result)| {
+                let input = StepInput {
+                    // No name nor status: purged since (retention).
+                    name: name.unwrap_or_default(),
+                    status,
+                    error,
+                    result,
+                };
+                (OperationId::from_i64(id), input)
+            })
+            .collect(),
+    ))
 }
 
 impl Store {
@@ -132,38 +171,6 @@ impl Store {
         })
         .await?;
         Ok(())
-    }
-
-    /// How step `id`'s dependencies ended, and their results.
-    pub(crate) async fn step_inputs(
-        &self,
-        conn: &mut PgConnection,
-        id: OperationId,
-    ) -> Result<HashMap<OperationId, StepInput>, sqlx::Error> {
-        let rows = self
-            .pinned(conn, async |conn| {
-                query!(self, query, step_inputs)
-                    .bind(id.as_i64())
-                    .fetch_all(conn)
-                    .await
-            })
-            .await?;
-        let mut inputs = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let dependency = OperationId::from_i64(row.try_get("dependency_id")?);
-            let name: Option<String> = row.try_get("name")?;
-            inputs.insert(
-                dependency,
-                StepInput {
-                    // No row: purged since (retention).
-                    name: name.unwrap_or_default(),
-                    status: row.try_get::<Option<Status>, _>("status")?,
-                    error: row.try_get("last_error")?,
-                    result: row.try_get("result")?,
-                },
-            );
-        }
-        Ok(inputs)
     }
 
     /// Workflows matching the filters, newest first.
