@@ -183,6 +183,34 @@ CREATE TRIGGER operations_workflow_step AFTER UPDATE OF status ON {schema}.opera
                OR OLD.status IN ('succeeded', 'dead', 'cancelled', 'stalled')))
     EXECUTE FUNCTION {schema}.workflow_step_changed();
 
+-- What step `step`'s handler reads of its dependencies, for its claim
+-- (`claim.sql`): `[id, name, status, last error, result]` each, the result
+-- the succeeded attempt's or the one an operator supplied resolving it; a
+-- dependency purged since has no name or status. VOLATILE, and PL/pgSQL,
+-- so that it reads with a snapshot of its own: the claim's statement may
+-- take a step released after that statement began (`claimable` reads with
+-- fresh snapshots), and must then see the dependency's end that released
+-- it, not its state at the statement's start.
+CREATE FUNCTION {schema}.step_inputs(step bigint) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_array(
+            e.dependency_id, d.name, d.status, d.last_error,
+            coalesce(
+                (SELECT a.result FROM {schema}.attempts a
+                 WHERE a.operation_id = e.dependency_id AND a.outcome = 'succeeded'
+                 ORDER BY a.id DESC LIMIT 1),
+                (SELECT x.result FROM {schema}.operator_actions x
+                 WHERE x.operation_id = e.dependency_id AND x.action = 'resolve'
+                   AND x.to_status = 'succeeded'
+                 ORDER BY x.id DESC LIMIT 1)))), '[]'::jsonb)
+        FROM {schema}.workflow_edges e
+        LEFT JOIN {schema}.operations d ON d.id = e.dependency_id
+        WHERE e.operation_id = step
+    );
+END $$;
+
 -- The channel each worker listens on, so that a step released by another
 -- process's transaction is announced to it.
 ALTER TABLE {schema}.workers ADD COLUMN channel text;

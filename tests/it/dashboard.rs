@@ -1434,7 +1434,9 @@ pub(crate) async fn publish_diamond(
     published
 }
 
-/// Waits until workflow `id` is no longer `running`; its state.
+/// Waits until workflow `id` is no longer `running` and none of its steps
+/// is ready or running (a workflow is `failed` as soon as a step is dead,
+/// while its other branches may still run); its state.
 pub(crate) async fn settled_state(
     db: &TestDatabase,
     id: pgoutbox::workflow::WorkflowId,
@@ -1442,7 +1444,15 @@ pub(crate) async fn settled_state(
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let graph = admin(db).workflow_graph(id).await.unwrap().unwrap();
-        if graph.workflow.state != pgoutbox::WorkflowState::Running {
+        // A `waiting` step moves only through `pending`: once none is
+        // ready or running, nothing more happens without an operator.
+        let open = graph.steps.iter().any(|s| {
+            matches!(
+                s.status,
+                Status::Pending | Status::Running | Status::Retrying
+            )
+        });
+        if graph.workflow.state != pgoutbox::WorkflowState::Running && !open {
             return graph.workflow.state;
         }
         assert!(

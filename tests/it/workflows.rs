@@ -734,3 +734,145 @@ async fn a_replayed_step_runs_in_its_workflow_with_its_dependencies_results() {
     assert!(inconsistent_workflows(&db).await.is_empty());
     system.stop().await.unwrap();
 }
+
+/// Names one step twice: once needing its success, once not.
+#[operation("wf.both")]
+async fn both(ctx: &mut Context, needed: Dep<Source>, told: Settled<Source>) -> Result<i64> {
+    Ok(ctx.result(&needed)? + ctx.result(&told)?)
+}
+
+/// A note, which may hold what PostgreSQL cannot store.
+#[operation("wf.note")]
+async fn note(ctx: &mut Context, text: String) -> Result<()> {
+    let _ = (ctx, text);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dependency_named_twice_is_one_edge_required_once() {
+    let db = test_db().await;
+    let mut wf = Workflow::new("wf.twice");
+    let a = wf.add(Source { n: 5 });
+    wf.add(Both {
+        needed: a,
+        told: a.into(),
+    });
+    let published = publish(&db, wf).await;
+    let edges: Vec<(i64, i64, bool)> =
+        sqlx::query_as("SELECT operation_id, dependency_id, required FROM pgoutbox.workflow_edges")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let [a, both] = published.steps[..] else {
+        unreachable!()
+    };
+    assert_eq!(edges, [(both.as_i64(), a.as_i64(), true)]);
+    let waiting_for: i32 =
+        sqlx::query_scalar("SELECT waiting_for FROM pgoutbox.operations WHERE id = $1")
+            .bind(both.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(waiting_for, 1);
+    let system = WorkflowSystem::builder(settings(&db))
+        .router(
+            WorkflowRouter::new()
+                .operation::<Source>()
+                .operation::<Both>(),
+        )
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(finished(&db, &published).await, "succeeded");
+    assert_eq!(result(&db, both).await, 10);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unstorable_step_is_refused_before_anything_is_sent() {
+    let db = test_db().await;
+    let mut wf = Workflow::new("wf.unstorable");
+    let a = wf.add(Source { n: 1 });
+    wf.add(Double { from: a });
+    wf.add(Note {
+        text: "nul \u{0} inside".into(),
+    });
+    let mut tx = db.pool().begin().await.unwrap();
+    let refused = publish_workflow(&mut tx, wf).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            WorkflowError::Step {
+                index: Some(2),
+                source: pgoutbox::PublishError::Unstorable {
+                    name: "wf.note",
+                    ..
+                },
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        refused
+            .to_string()
+            .starts_with("step 2 of workflow `wf.unstorable`: "),
+        "{refused}"
+    );
+    // Nothing was sent: the transaction can go on and commit.
+    tx.commit().await.unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pgoutbox.operations) + (SELECT count(*) FROM pgoutbox.workflows)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[tokio::test]
+async fn a_released_step_always_reads_the_end_that_released_it() {
+    // A claim may take a step released after the claim's statement began;
+    // the dependencies it reads must be those of the release, not older.
+    let db = test_db().await;
+    let system = start(&db).await;
+    // One at a time, a few milliseconds apart: the workers are mostly idle,
+    // their claims following each wake-up, so that releases often commit
+    // while a claim's statement is under way.
+    let mut all = Vec::new();
+    for n in 0..150 {
+        let mut wf = Workflow::new("wf.read_after_release");
+        let charge = wf.add(Fail { n });
+        wf.add(Notify {
+            charge: charge.into(),
+        });
+        let source = wf.add(Source { n });
+        wf.add(Double { from: source });
+        all.push(publish(&db, wf).await);
+        tokio::time::sleep(Duration::from_millis(u64::try_from(n % 7).unwrap())).await;
+    }
+    for wf in &all {
+        assert_eq!(finished(&db, wf).await, "failed");
+        let deadline = Instant::now() + WITHIN;
+        while status(&db, wf.steps[1]).await != "succeeded"
+            || status(&db, wf.steps[3]).await != "succeeded"
+        {
+            assert!(Instant::now() < deadline, "workflow {} did not end", wf.id);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let told = result(&db, wf.steps[1]).await;
+        assert!(
+            told.as_str().unwrap().contains("(`wf.fail`) is dead"),
+            "{told}"
+        );
+    }
+    // No dependent failed an attempt for want of its dependency's result.
+    let failed_attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pgoutbox.attempts WHERE operation_name <> 'wf.fail' AND outcome <> 'succeeded'",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(failed_attempts, 0);
+    system.stop().await.unwrap();
+}

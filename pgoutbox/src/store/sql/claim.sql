@@ -31,24 +31,8 @@ SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attem
        extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
        s.id AS attempt_id,
        -- A workflow step's dependencies, read with its claim so that its
-       -- handler needs no other statement: [id, name, status, last error,
-       -- result] each, the result the succeeded attempt's or an operator's;
-       -- a dependency purged since has no name or status.
-       CASE WHEN c.workflow_id IS NOT NULL THEN (
-           SELECT coalesce(jsonb_agg(jsonb_build_array(
-               e.dependency_id, d.name, d.status, d.last_error,
-               coalesce(
-                   (SELECT a.result FROM {schema}.attempts a
-                    WHERE a.operation_id = e.dependency_id AND a.outcome = 'succeeded'
-                    ORDER BY a.id DESC LIMIT 1),
-                   (SELECT x.result FROM {schema}.operator_actions x
-                    WHERE x.operation_id = e.dependency_id AND x.action = 'resolve'
-                      AND x.to_status = 'succeeded'
-                    ORDER BY x.id DESC LIMIT 1)))), '[]'::jsonb)
-           FROM {schema}.workflow_edges e
-           LEFT JOIN {schema}.operations d ON d.id = e.dependency_id
-           WHERE e.operation_id = c.id
-       ) END AS inputs,
+       -- handler needs no other statement (`step_inputs`, migration 10).
+       CASE WHEN c.workflow_id IS NOT NULL THEN {schema}.step_inputs(c.id) END AS inputs,
        CASE WHEN $6::boolean AND bool_and(c.idempotent) OVER ()
             THEN set_config('synchronous_commit', 'off', true) END AS relaxed
 FROM claimed c JOIN started s ON s.operation_id = c.id
