@@ -184,9 +184,9 @@ CREATE TRIGGER operations_workflow_step AFTER UPDATE OF status ON {schema}.opera
     EXECUTE FUNCTION {schema}.workflow_step_changed();
 
 -- What step `step`'s handler reads of its dependencies, for its claim
--- (`claim.sql`): `[id, name, status, last error, result]` each, the result
--- the succeeded attempt's or the one an operator supplied resolving it; a
--- dependency purged since has no name or status. VOLATILE, and PL/pgSQL,
+-- (`claim.sql`): `[id, name, status, last error, result]` each (the
+-- result as `step_result` reads it); a dependency purged since has no name
+-- or status. VOLATILE, and PL/pgSQL,
 -- so that it reads with a snapshot of its own: the claim's statement may
 -- take a step released after that statement began (`claimable` reads with
 -- fresh snapshots), and must then see the dependency's end that released
@@ -197,14 +197,7 @@ BEGIN
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_array(
             e.dependency_id, d.name, d.status, d.last_error,
-            coalesce(
-                (SELECT a.result FROM {schema}.attempts a
-                 WHERE a.operation_id = e.dependency_id AND a.outcome = 'succeeded'
-                 ORDER BY a.id DESC LIMIT 1),
-                (SELECT x.result FROM {schema}.operator_actions x
-                 WHERE x.operation_id = e.dependency_id AND x.action = 'resolve'
-                   AND x.to_status = 'succeeded'
-                 ORDER BY x.id DESC LIMIT 1)))), '[]'::jsonb)
+            {schema}.step_result(e.dependency_id))), '[]'::jsonb)
         FROM {schema}.workflow_edges e
         LEFT JOIN {schema}.operations d ON d.id = e.dependency_id
         WHERE e.operation_id = step
@@ -228,3 +221,18 @@ ALTER TABLE {schema}.operator_actions ADD COLUMN result_schema_hash text;
 -- independent drain's rate. Its plans are short index walks that never
 -- gain from JIT; the setting holds for the functions it calls too.
 ALTER FUNCTION {schema}.claimable(text[], text[], integer) SET jit = off;
+
+-- An operation's result, as its dependents and operators read it: its
+-- succeeded attempt's, or the one an operator supplied resolving it as
+-- succeeded; NULL for none. (SQL, so checked when created: after the
+-- column it reads.)
+CREATE FUNCTION {schema}.step_result(op bigint) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT a.result FROM {schema}.attempts a
+         WHERE a.operation_id = op AND a.outcome = 'succeeded'
+         ORDER BY a.id DESC LIMIT 1),
+        (SELECT x.result FROM {schema}.operator_actions x
+         WHERE x.operation_id = op AND x.action = 'resolve' AND x.to_status = 'succeeded'
+         ORDER BY x.id DESC LIMIT 1))
+$$;
