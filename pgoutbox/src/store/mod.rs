@@ -5,8 +5,11 @@
 //! for its validated, quoted schema (and channel), so no other module builds
 //! SQL text. The other placeholders: `{notify}` and `{on_conflict}` (see
 //! `insert_operation.sql`), `{operation_columns}` (the columns of an
-//! operation as operators see it, [`admin::OPERATION_COLUMNS`]) and
-//! `{attempt_id}` (`begin_attempt.sql`, put in when it is sent).
+//! operation as operators see it, [`admin::OPERATION_COLUMNS`]),
+//! `{attempt_id}` (`begin_attempt.sql`, put in when it is sent), and the
+//! parts two statements share, each in `sql/parts/`: `{purgeable_step}`
+//! and `{purged_step_edges}` (the purges), `{replay_in_workflow}` (the
+//! replays).
 
 use std::sync::Arc;
 
@@ -276,6 +279,20 @@ impl Store {
             channel.map_or_else(|| "NULL".to_owned(), |c| format!("'{}'", c.as_str()));
         let render = |template: &str, on_conflict: &str| -> Arc<str> {
             template
+                // Parts shared by two statements each, first: they hold
+                // placeholders of their own.
+                .replace(
+                    "{purgeable_step}",
+                    include_str!("sql/parts/purgeable_step.sql"),
+                )
+                .replace(
+                    "{purged_step_edges}",
+                    include_str!("sql/parts/purged_step_edges.sql"),
+                )
+                .replace(
+                    "{replay_in_workflow}",
+                    include_str!("sql/parts/replay_in_workflow.sql"),
+                )
                 .replace("{operation_columns}", admin::OPERATION_COLUMNS)
                 .replace("{schema}", &schema.quoted())
                 .replace("{notify}", &notify)

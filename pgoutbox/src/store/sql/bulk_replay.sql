@@ -24,21 +24,7 @@ WITH target AS (
     FROM target
     WHERE matches AND status = ANY($5)
     RETURNING id
-), step_edges AS (
-    -- A workflow step's replay is a step of its workflow, after the same
-    -- dependencies (they have ended: it is ready now, and reads their
-    -- results); the workflow runs again unless a step is dead or stalled.
-    INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required)
-    SELECT e.workflow_id, c.id, e.dependency_id, e.required
-    FROM {schema}.workflow_edges e CROSS JOIN created c
-    WHERE e.operation_id = $1
-), step_workflow AS (
-    UPDATE {schema}.workflows w
-    SET steps = w.steps + 1, updated_at = now(),
-        state = CASE WHEN w.state IN ('failed', 'stalled') THEN w.state ELSE 'running' END,
-        finished_at = CASE WHEN w.state IN ('failed', 'stalled') THEN w.finished_at END
-    FROM target t CROSS JOIN created c
-    WHERE w.id = t.workflow_id
+{replay_in_workflow}
 ), recorded AS (
     INSERT INTO {schema}.operator_actions
         (operation_id, action, outcome, actor, reason, from_status, to_status, new_operation_id)

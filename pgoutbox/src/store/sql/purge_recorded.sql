@@ -9,14 +9,7 @@ WITH gone AS (
         SELECT id FROM {schema}.operations
         WHERE status = ANY($1)
           AND coalesce(finished_at, updated_at) < now() - $2 * interval '1 millisecond'
-          -- A workflow step whose dependents have not run yet stays: they
-          -- read its result and how it ended.
-          AND NOT EXISTS (
-              SELECT 1 FROM {schema}.workflow_edges e
-              JOIN {schema}.operations d ON d.id = e.operation_id
-              WHERE e.dependency_id = operations.id
-                AND d.status IN ('waiting', 'pending', 'running', 'retrying', 'stalled')
-          )
+          AND {purgeable_step}
         LIMIT $3
         FOR UPDATE SKIP LOCKED
     )
@@ -28,8 +21,6 @@ WITH gone AS (
     FROM gone
     WHERE status IN ('dead', 'stalled')
     RETURNING id
-), edges AS (
-    -- The edges of a purged step into its dependencies serve nothing more.
-    DELETE FROM {schema}.workflow_edges WHERE operation_id IN (SELECT id FROM gone)
+{purged_step_edges}
 )
 SELECT count(*) FROM gone
