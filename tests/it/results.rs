@@ -10,7 +10,7 @@ use pgoutbox::prelude::*;
 use pgoutbox::{OperationId, WorkflowSystem};
 use pgoutbox_migrate::Identifier;
 
-use crate::support::{count, publish_one, settings, status, test_db, wait_for_count};
+use crate::support::{count, publish_one, settings, settled, test_db, wait_for_count};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -130,18 +130,6 @@ async fn start(db: &pgoutbox::testing::TestDatabase) -> WorkflowSystem {
         .expect("system starts")
 }
 
-async fn settled(db: &pgoutbox::testing::TestDatabase, id: OperationId) -> String {
-    let deadline = std::time::Instant::now() + WITHIN;
-    loop {
-        let s = status(db, id).await;
-        if !matches!(s.as_str(), "pending" | "running" | "retrying") {
-            return s;
-        }
-        assert!(std::time::Instant::now() < deadline, "{id:?} still {s}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// The recorded results of an operation's attempts, in order.
 async fn results(
     db: &pgoutbox::testing::TestDatabase,
@@ -187,7 +175,7 @@ async fn a_handlers_result_is_recorded_with_its_success() {
     for id in [
         charged, recorded, nothing, refunded, notified, found, missing,
     ] {
-        assert_eq!(settled(&db, id).await, "succeeded");
+        assert_eq!(settled(&db, id, WITHIN).await, "succeeded");
     }
     // A handler with a follow-up: its result is recorded with the success
     // and the follow-up, in one transaction.
@@ -327,9 +315,9 @@ async fn a_result_that_cannot_be_stored_is_recorded_as_such() {
         },
     )
     .await;
-    assert_eq!(settled(&db, nul).await, "stalled");
-    assert_eq!(settled(&db, large).await, "stalled");
-    assert_eq!(settled(&db, tx).await, "dead");
+    assert_eq!(settled(&db, nul, WITHIN).await, "stalled");
+    assert_eq!(settled(&db, large, WITHIN).await, "stalled");
+    assert_eq!(settled(&db, tx, WITHIN).await, "dead");
 
     let error = async |id: OperationId| -> String {
         sqlx::query_scalar("SELECT error FROM pgoutbox.attempts WHERE operation_id = $1")

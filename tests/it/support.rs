@@ -88,6 +88,24 @@ pub(crate) async fn status(db: &TestDatabase, id: pgoutbox::OperationId) -> Stri
         .unwrap()
 }
 
+/// The status of operation `id` once it is neither waiting nor ready nor
+/// running, within `within`.
+pub(crate) async fn settled(
+    db: &TestDatabase,
+    id: pgoutbox::OperationId,
+    within: std::time::Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let s = status(db, id).await;
+        if !matches!(s.as_str(), "waiting" | "pending" | "running" | "retrying") {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id:?} still {s}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// The outcomes of operation `id`'s attempts, in order.
 pub(crate) async fn outcomes(db: &TestDatabase, id: pgoutbox::OperationId) -> Vec<Option<String>> {
     sqlx::query_scalar("SELECT outcome FROM pgoutbox.attempts WHERE operation_id = $1 ORDER BY id")

@@ -10,7 +10,7 @@ use pgoutbox::testing::TestDatabase;
 use pgoutbox::workflow::{PublishedWorkflow, WorkflowError};
 use pgoutbox::{HandlerError, OperationId, Status};
 
-use crate::support::{settings, status, test_db};
+use crate::support::{settings, settled, status, test_db};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -319,11 +319,11 @@ async fn a_dead_dependency_cancels_its_dependents_and_an_opted_out_step_runs() {
     let [charge, ship, after, notify] = published.steps[..] else {
         unreachable!()
     };
-    let deadline = Instant::now() + WITHIN;
-    while status(&db, notify).await != "succeeded" {
-        assert!(Instant::now() < deadline, "the opted-out step did not run");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    assert_eq!(
+        settled(&db, notify, WITHIN).await,
+        "succeeded",
+        "the opted-out step runs"
+    );
     assert_eq!(status(&db, charge).await, "dead");
     assert_eq!(status(&db, ship).await, "cancelled");
     assert_eq!(status(&db, after).await, "cancelled");
@@ -722,11 +722,11 @@ async fn a_replayed_step_runs_in_its_workflow_with_its_dependencies_results() {
     else {
         panic!("{replayed:?}")
     };
-    let deadline = Instant::now() + WITHIN;
-    while status(&db, new).await != "succeeded" {
-        assert!(Instant::now() < deadline, "the replay did not run");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    assert_eq!(
+        settled(&db, new, WITHIN).await,
+        "succeeded",
+        "the replay runs"
+    );
     assert_eq!(result(&db, new).await, 61, "it read B's and C's results");
     assert_eq!(finished(&db, &published).await, "succeeded");
     let graph = admin.workflow_graph(published.id).await.unwrap().unwrap();
@@ -853,12 +853,8 @@ async fn a_released_step_always_reads_the_end_that_released_it() {
     }
     for wf in &all {
         assert_eq!(finished(&db, wf).await, "failed");
-        let deadline = Instant::now() + WITHIN;
-        while status(&db, wf.steps[1]).await != "succeeded"
-            || status(&db, wf.steps[3]).await != "succeeded"
-        {
-            assert!(Instant::now() < deadline, "workflow {} did not end", wf.id);
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        for step in [wf.steps[1], wf.steps[3]] {
+            assert_eq!(settled(&db, step, WITHIN).await, "succeeded");
         }
         let told = result(&db, wf.steps[1]).await;
         assert!(
