@@ -208,7 +208,6 @@ macro_rules! step_ref {
 
         impl<O: Operation> StepRef for $ty<O> {
             type Operation = O;
-            const REQUIRED: bool = $required;
 
             fn target(&self) -> Option<OperationId> {
                 self.operation_id()
@@ -271,9 +270,6 @@ mod sealed {
 pub trait StepRef: sealed::Sealed {
     /// The step's operation, whose `Output` the result is.
     type Operation: Operation;
-    /// Whether the step needs this dependency's success (`Dep`) or only its
-    /// end (`Settled`).
-    const REQUIRED: bool;
     /// The published step, if it is.
     fn target(&self) -> Option<OperationId>;
 }
