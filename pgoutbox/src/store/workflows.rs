@@ -4,7 +4,7 @@
 //! changes one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sqlx::PgConnection;
 
@@ -47,7 +47,10 @@ pub(crate) fn decode_inputs(value: Option<serde_json::Value>) -> Result<StepInpu
         Option<serde_json::Value>,
     );
     let Some(value) = value else {
-        return Ok(StepInputs::default());
+        // Every other operation's claim: one shared empty map, no
+        // allocation on the hot path.
+        static NONE: LazyLock<StepInputs> = LazyLock::new(StepInputs::default);
+        return Ok(Arc::clone(&NONE));
     };
     let entries: Vec<Entry> =
         serde_json::from_value(value).map_err(|e| sqlx::Error::ColumnDecode {
