@@ -128,6 +128,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "workflows",
         template: include_str!("../migrations/0010_workflows.sql"),
     },
+    Migration {
+        version: 11,
+        name: "sagas",
+        template: include_str!("../migrations/0011_sagas.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

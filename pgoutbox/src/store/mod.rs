@@ -66,6 +66,10 @@ statements!(
     // Workflows (`store::workflows`).
     workflow_open,
     workflow_insert,
+    workflow_grow,
+    workflow_foreign_steps,
+    workflow_cancel_added,
+    workflow_compensations_insert,
     workflows_list,
     workflow_row,
     workflow_steps,
@@ -174,6 +178,8 @@ pub(crate) struct Claimed {
     pub(crate) attempt_id: i64,
     /// A workflow step's dependencies: how each ended, and its result.
     pub(crate) inputs: workflows::StepInputs,
+    /// Its workflow, for a step.
+    pub(crate) workflow_id: Option<crate::definition::WorkflowId>,
 }
 
 impl Claimed {
@@ -194,6 +200,9 @@ impl Claimed {
                 .unwrap_or(0.0),
             attempt_id: row.try_get("attempt_id")?,
             inputs: workflows::decode_inputs(row.try_get("inputs")?)?,
+            workflow_id: row
+                .try_get::<Option<i64>, _>("workflow_id")?
+                .map(crate::definition::WorkflowId::from_i64),
         })
     }
 }
