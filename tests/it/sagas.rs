@@ -99,7 +99,9 @@ async fn total(ctx: &mut Context, packed: Vec<Dep<Pack>>) -> Result<i64> {
 /// Splits an order into one step per item, and a total of them.
 #[operation("saga.split")]
 async fn split(ctx: &mut Context, items: i64) -> Result<()> {
-    let packed = (1..=items).map(|item| ctx.add_step(Pack { item })).collect();
+    let packed = (1..=items)
+        .map(|item| ctx.add_step(Pack { item }))
+        .collect();
     ctx.add_step(Total { packed });
     Ok(())
 }
@@ -107,7 +109,9 @@ async fn split(ctx: &mut Context, items: i64) -> Result<()> {
 /// [`Split`], in a transactional handler.
 #[operation("saga.split_tx", transactional)]
 async fn split_tx(ctx: &mut TxContext<'_>, items: i64) -> Result<()> {
-    let packed = (1..=items).map(|item| ctx.add_step(Pack { item })).collect();
+    let packed = (1..=items)
+        .map(|item| ctx.add_step(Pack { item }))
+        .collect();
     ctx.add_step(Total { packed });
     Ok(())
 }
@@ -215,26 +219,40 @@ async fn the_order_saga_refunds_and_releases_in_reverse_order_once_each() {
     let releases = compensations(&db, reserve).await;
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     assert_eq!(releases.len(), 1, "{releases:?}");
-    assert!(compensations(&db, ship).await.is_empty(), "ship never succeeded");
+    assert!(
+        compensations(&db, ship).await.is_empty(),
+        "ship never succeeded"
+    );
     let (refund, release) = (&refunds[0], &releases[0]);
-    assert_eq!((refund.1.as_str(), refund.2.as_str()), ("saga.refund", "succeeded"));
-    assert_eq!((release.1.as_str(), release.2.as_str()), ("saga.release", "succeeded"));
+    assert_eq!(
+        (refund.1.as_str(), refund.2.as_str()),
+        ("saga.refund", "succeeded")
+    );
+    assert_eq!(
+        (release.1.as_str(), release.2.as_str()),
+        ("saga.release", "succeeded")
+    );
     // Each read the result of the step it answers.
     assert_eq!(result(&db, refund.0).await, "refunded ch_2");
     assert_eq!(result(&db, release.0).await, "released res_2");
     // In reverse order: the release (of the later step) ended before the
     // refund began.
-    let (release_end, refund_start): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "SELECT (SELECT finished_at FROM pgoutbox.attempts WHERE operation_id = $1),
+    let (release_end, refund_start): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "SELECT (SELECT finished_at FROM pgoutbox.attempts WHERE operation_id = $1),
                     (SELECT started_at FROM pgoutbox.attempts WHERE operation_id = $2)",
-        )
-        .bind(release.0)
-        .bind(refund.0)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert!(release_end <= refund_start, "{release_end} > {refund_start}");
+    )
+    .bind(release.0)
+    .bind(refund.0)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(
+        release_end <= refund_start,
+        "{release_end} > {refund_start}"
+    );
     // One attempt each, and the workflow's trail says why.
     let attempts: Vec<(i64, String)> = sqlx::query_as(
         "SELECT operation_id, outcome FROM pgoutbox.attempts
@@ -287,7 +305,10 @@ async fn steps_that_never_ran_are_cancelled_not_compensated() {
         .act(boom, pgoutbox::admin::Action::Cancel, "alice", "void order")
         .await
         .unwrap();
-    assert!(matches!(outcome, pgoutbox::admin::ActionOutcome::Applied { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
     let (state, failure): (String, String) =
         sqlx::query_as("SELECT state, failure FROM pgoutbox.workflows WHERE id = $1")
             .bind(published.id.as_i64())
@@ -323,7 +344,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         assert_eq!(finished(&db, wf).await, "stalled");
         assert_eq!(settled(&db, wf.steps[0], WITHIN).await, "stalled");
         assert_eq!(status(&db, wf.steps[1]).await, "dead");
-        assert!(compensations(&db, wf.steps[0]).await.is_empty(), "held while stalled");
+        assert!(
+            compensations(&db, wf.steps[0]).await.is_empty(),
+            "held while stalled"
+        );
     }
     // Resolved as succeeded: compensated, once.
     let applied = admin
@@ -335,7 +359,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         )
         .await
         .unwrap();
-    assert!(matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }), "{applied:?}");
+    assert!(
+        matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
     assert_eq!(finished(&db, &ids[0]).await, "failed");
     let refunds = compensations(&db, ids[0].steps[0]).await;
     assert_eq!(refunds.len(), 1);
@@ -351,7 +378,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         )
         .await
         .unwrap();
-    assert!(matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }), "{applied:?}");
+    assert!(
+        matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
     assert_eq!(finished(&db, &ids[1]).await, "failed");
     assert!(compensations(&db, ids[1].steps[0]).await.is_empty());
     assert!(inconsistent_workflows(&db).await.is_empty());

@@ -553,3 +553,377 @@ async fn check_after_faults(pool: &sqlx::PgPool, published: &Published, faults: 
         0
     );
 }
+
+/// Order sagas of the compensation fault test.
+const SAGAS: i64 = 200;
+
+/// What one saga of the fault test was published as: its workflow, its
+/// three steps, and which of them fails for good.
+struct SagaPlan {
+    workflow: i64,
+    charge: i64,
+    reserve: i64,
+    ship: i64,
+    charge_fails: bool,
+    ship_fails: bool,
+}
+
+/// A small deterministic generator (splitmix64), seeded per run and
+/// printed, so a failing run can be replayed with `PGOUTBOX_TEST_SEED`.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn seeded(what: &str) -> Rng {
+        let seed = std::env::var("PGOUTBOX_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(7, |d| d.as_nanos() as u64)
+            });
+        eprintln!("{what}: seed {seed} (PGOUTBOX_TEST_SEED={seed} replays it)");
+        Rng(seed)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// True with probability `1 / n`.
+    pub(crate) fn one_in(&mut self, n: u64) -> bool {
+        self.next() % n == 0
+    }
+
+    /// A number in `lo..hi`.
+    pub(crate) fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
+}
+
+/// Counts on a private cluster's pool, retrying while the server restarts.
+async fn probe(url: &str, sql: &'static str) -> Option<i64> {
+    let pool = sqlx::PgPool::connect(url).await.ok()?;
+    let n = sqlx::query_scalar(sql).fetch_one(&pool).await.ok();
+    pool.close().await;
+    n
+}
+
+/// Waits (3 minutes at most) until no operation of the private cluster at
+/// `url` is open and no workflow is running or compensating; returns a
+/// pool on it.
+async fn wait_settled_on(url: &str, faults: &str) -> sqlx::PgPool {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_mins(3);
+    loop {
+        let open = count_on(
+            &pool,
+            "SELECT (SELECT count(*) FROM pgoutbox.operations
+                     WHERE status IN ('waiting', 'pending', 'retrying', 'running'))
+                  + (SELECT count(*) FROM pgoutbox.workflows WHERE state IN ('running', 'compensating'))",
+        )
+        .await;
+        if open == 0 {
+            return pool;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{open} operations and workflows still open 3 minutes after the {faults}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// 200 order sagas (charge → reserve → ship, the first two answered by a
+/// refund and a release; the shipment fails for good in a random half,
+/// the charge in about one in eight) run by two worker processes that are
+/// `SIGKILLed` again and again, on a private cluster restarted in
+/// `immediate` mode once while compensations are open. Afterwards, once
+/// fresh workers have settled everything: every succeeded step of every
+/// failed workflow has exactly one compensation, never cancelled, and it
+/// succeeded after reading the step's result, after the later step's
+/// compensation ended; no step that never succeeded has one; every
+/// workflow's state is what its plan says; nothing is stuck. A compensation
+/// may run twice after a kill (they are idempotent): what is counted is
+/// operations, not executions.
+#[expect(
+    clippy::too_many_lines,
+    reason = "publish, fault, settle, then one check after another"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensations_survive_sigkills_and_a_postgres_restart() {
+    use pgoutbox::testing::ShutdownMode;
+    use pgoutbox_tests::{SagaCharge, SagaRefund, SagaRelease, SagaReserve, SagaShip};
+
+    let mut rng = Rng::seeded("compensation fault test");
+    let (cluster, url, pool) = private_drain_database().await;
+    let mut plans = Vec::new();
+    let mut tx = pool.begin().await.unwrap();
+    for order in 0..SAGAS {
+        let (charge_fails, ship_fails) = (rng.one_in(8), rng.one_in(2));
+        let mut wf = Workflow::new("fault.order");
+        let payment = wf.add(SagaCharge {
+            order,
+            fail: charge_fails,
+            ms: 20,
+        });
+        wf.compensate_with(payment, |payment| SagaRefund { payment, ms: 120 });
+        let stock = wf.add(SagaReserve {
+            order,
+            payment,
+            ms: 20,
+        });
+        wf.compensate_with(stock, |stock| SagaRelease { stock, ms: 120 });
+        wf.add(SagaShip {
+            order,
+            stock,
+            fail: ship_fails,
+            ms: 40,
+        });
+        let published = publish_workflow(&mut tx, wf).await.unwrap();
+        let [charge, reserve, ship] = published.steps[..] else {
+            unreachable!("three steps")
+        };
+        plans.push(SagaPlan {
+            workflow: published.id.as_i64(),
+            charge: charge.as_i64(),
+            reserve: reserve.as_i64(),
+            ship: ship.as_i64(),
+            charge_fails,
+            ship_fails,
+        });
+    }
+    tx.commit().await.unwrap();
+    pool.close().await;
+
+    // Two worker processes; one of them killed (and replaced) every 150 to
+    // 450 ms, until the server was restarted with compensations open and
+    // at least 16 kills were made.
+    let mut workers = [Some(Worker::start(&url, 4)), Some(Worker::start(&url, 4))];
+    let (mut kills, mut open_at_restart) = (0_usize, None);
+    let deadline = Instant::now() + Duration::from_mins(3);
+    while kills < 16 || open_at_restart.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no moment with compensations open in 3 minutes ({kills} kills)"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.between(150, 450))).await;
+        if open_at_restart.is_none() {
+            let open = probe(
+                &url,
+                "SELECT count(*) FROM pgoutbox.operations
+                 WHERE compensates IS NOT NULL AND status IN ('waiting', 'pending', 'retrying', 'running')",
+            )
+            .await
+            .unwrap_or(0);
+            if open >= 5 {
+                tokio::task::block_in_place(|| cluster.restart(ShutdownMode::Immediate)).unwrap();
+                open_at_restart = Some(open);
+                // The workers reconnect and work on before the next kill.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        let victim = kills % 2;
+        workers[victim].take().expect("a worker").kill();
+        workers[victim] = Some(Worker::start(&url, 4));
+        kills += 1;
+    }
+    for worker in workers.into_iter().flatten() {
+        worker.kill();
+    }
+    // Fresh workers settle what is left (the kills' leases expire first).
+    let last = [Worker::start(&url, 4), Worker::start(&url, 4)];
+    let faults = format!(
+        "{kills} kills and an immediate restart with {} compensations open",
+        open_at_restart.unwrap_or(0)
+    );
+    let pool = wait_settled_on(&url, &faults).await;
+    for worker in last {
+        assert!(worker.terminate().success());
+    }
+
+    // Every workflow ended as its plan says, each step too.
+    let states: HashMap<i64, String> =
+        sqlx::query_as::<_, (i64, String)>("SELECT id, state FROM pgoutbox.workflows")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let statuses: HashMap<i64, String> = sqlx::query_as::<_, (i64, String)>(
+        "SELECT id, status FROM pgoutbox.operations WHERE compensates IS NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let compensations: HashMap<i64, Vec<String>> = sqlx::query_as::<_, (i64, Vec<String>)>(
+        "SELECT compensates, array_agg(status ORDER BY id) FROM pgoutbox.operations
+         WHERE compensates IS NOT NULL GROUP BY compensates",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let (mut failed, mut compensated) = (0, 0);
+    for plan in &plans {
+        let expected = if plan.charge_fails {
+            ["dead", "cancelled", "cancelled"]
+        } else if plan.ship_fails {
+            ["succeeded", "succeeded", "dead"]
+        } else {
+            ["succeeded"; 3]
+        };
+        let got = [plan.charge, plan.reserve, plan.ship].map(|id| statuses[&id].as_str());
+        assert_eq!(got, expected, "steps of workflow {}", plan.workflow);
+        let fails = plan.charge_fails || plan.ship_fails;
+        assert_eq!(
+            states[&plan.workflow],
+            if fails { "failed" } else { "succeeded" },
+            "workflow {}",
+            plan.workflow
+        );
+        failed += i64::from(fails);
+        // Exactly the steps that succeeded in a failed workflow are
+        // answered, each by one operation, which succeeded.
+        for (step, answered) in [
+            (plan.charge, fails && !plan.charge_fails),
+            (plan.reserve, fails && !plan.charge_fails),
+            (plan.ship, false),
+        ] {
+            let got = compensations.get(&step).cloned().unwrap_or_default();
+            let want: Vec<String> = if answered {
+                vec!["succeeded".to_owned()]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(
+                got, want,
+                "compensations of step {step} (workflow {})",
+                plan.workflow
+            );
+            compensated += i64::from(answered);
+        }
+    }
+    assert!(
+        failed > 0 && failed < SAGAS,
+        "{failed} of {SAGAS} sagas failed"
+    );
+    assert!(compensated > 0, "no saga had anything to compensate");
+    // The same, from the rows alone (what an auditor would run).
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.operations s JOIN pgoutbox.workflows w ON w.id = s.workflow_id
+             WHERE w.state = 'failed' AND s.compensates IS NULL AND s.status = 'succeeded'
+               AND ((SELECT count(*) FROM pgoutbox.operations k WHERE k.compensates = s.id) <> 1
+                    OR (SELECT count(*) FROM pgoutbox.operations k
+                        WHERE k.compensates = s.id AND k.status = 'succeeded') <> 1)"
+        )
+        .await,
+        0,
+        "every succeeded step of a failed workflow has exactly one compensation, which succeeded"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.operations k JOIN pgoutbox.operations s ON s.id = k.compensates
+             JOIN pgoutbox.workflows w ON w.id = s.workflow_id
+             WHERE s.status <> 'succeeded' OR w.state <> 'failed'"
+        )
+        .await,
+        0,
+        "no step that never succeeded, nor one of a workflow that did not fail, is compensated"
+    );
+    // Each compensation read the result of the step it answers, and ran
+    // in reverse order: the release (of the later step) ended before any
+    // attempt of the refund began; both after the shipment failed.
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.operations k
+             JOIN pgoutbox.operations s ON s.id = k.compensates
+             JOIN pgoutbox.attempts a ON a.operation_id = k.id AND a.outcome = 'succeeded'
+             WHERE a.result IS DISTINCT FROM to_jsonb(
+                 CASE k.name WHEN 'fault.saga_refund' THEN 'refunded ch_' ELSE 'released res_' END
+                 || (s.payload->>'order'))"
+        )
+        .await,
+        0,
+        "every compensation received its step's result"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.operations refund
+             JOIN pgoutbox.operations release
+               ON release.workflow_id = refund.workflow_id AND release.name = 'fault.saga_release'
+             JOIN pgoutbox.operations ship
+               ON ship.workflow_id = refund.workflow_id AND ship.name = 'fault.saga_ship'
+             JOIN pgoutbox.attempts a ON a.operation_id IN (refund.id, release.id)
+             WHERE refund.name = 'fault.saga_refund'
+               AND ((a.operation_id = refund.id AND a.started_at < release.finished_at)
+                    OR a.started_at < ship.finished_at)"
+        )
+        .await,
+        0,
+        "compensations in reverse order, after the failure"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.workflows w
+             WHERE w.steps <> (SELECT count(*) FROM pgoutbox.operations o WHERE o.workflow_id = w.id)
+                OR (w.state = 'failed') <> (w.failed_at IS NOT NULL)"
+        )
+        .await,
+        0,
+        "every workflow counts its steps and compensations, and records its failure"
+    );
+    assert_eq!(
+        count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
+        3 * SAGAS + compensated,
+        "nothing lost"
+    );
+    assert_eq!(
+        count_on(
+            &pool,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome IS NULL"
+        )
+        .await,
+        0
+    );
+    assert_eq!(stuck_steps_on(&pool).await, 0);
+    assert_eq!(inconsistent_workflows_on(&pool).await, []);
+
+    // The faults really met compensations running; what ran twice.
+    let lost = count_on(
+        &pool,
+        "SELECT count(*) FROM pgoutbox.attempts a JOIN pgoutbox.operations k ON k.id = a.operation_id
+         WHERE a.outcome = 'lost' AND k.compensates IS NOT NULL",
+    )
+    .await;
+    let twice = count_on(
+        &pool,
+        "SELECT count(*) FROM (SELECT s.operation_id FROM side_effects s
+         JOIN pgoutbox.operations k ON k.id = s.operation_id AND k.compensates IS NOT NULL
+         GROUP BY s.operation_id HAVING count(*) > 1) t",
+    )
+    .await;
+    eprintln!(
+        "{faults}: {SAGAS} sagas, {failed} failed, {compensated} compensations \
+         ({lost} attempts lost, {twice} compensations ran more than once)"
+    );
+    assert!(lost >= 1, "no kill met a running compensation");
+    pool.close().await;
+}

@@ -144,7 +144,8 @@ impl Store {
             .map(|r| i32::try_from(r.deps.len()).unwrap_or(i32::MAX))
             .collect();
         let edges = |of: fn(&StepRow) -> &[(OperationId, bool)]| {
-            let (mut waiters, mut dependencies, mut required) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut waiters, mut dependencies, mut required) =
+                (Vec::new(), Vec::new(), Vec::new());
             for row in rows {
                 for (dep, needed) in of(row) {
                     waiters.push(row.id.as_i64());
