@@ -927,3 +927,174 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
     assert!(lost >= 1, "no kill met a running compensation");
     pool.close().await;
 }
+
+/// Workflows of the run-time fan-out kill test, and the items each adds.
+const FAN_OUTS: usize = 6;
+const ITEMS: i64 = 1_000;
+
+/// Per workflow of the fan-out test: (workflow, its adding step, whether
+/// the adder succeeded, its item steps, its fan-ins).
+async fn fan_outs(pool: &sqlx::PgPool) -> Vec<(i64, i64, bool, i64, i64)> {
+    sqlx::query_as(
+        "SELECT w.id, a.id, a.status = 'succeeded',
+                (SELECT count(*) FROM pgoutbox.operations o
+                 WHERE o.workflow_id = w.id AND o.name = 'fault.fan_item'),
+                (SELECT count(*) FROM pgoutbox.operations o
+                 WHERE o.workflow_id = w.id AND o.name = 'fault.fan_total')
+         FROM pgoutbox.workflows w
+         JOIN pgoutbox.operations a ON a.workflow_id = w.id
+          AND a.name IN ('fault.fan_split', 'fault.fan_split_tx')
+         ORDER BY w.id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Six workflows whose single step adds 1,000 item steps and their fan-in
+/// at run time (plain and transactional handlers in turn), each taking
+/// 300 ms after adding them; a worker process is `SIGKILLed` again and
+/// again, 0 to 700 ms after an adder's attempt began (before, during and
+/// after its success is recorded). After each kill, every workflow has
+/// exactly 1,000 items and one fan-in, with its adder succeeded, or none
+/// and its adder not: never a partial set. In the end each has them once,
+/// its adder has one success, and its fan-in received every item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
+    use pgoutbox_tests::{FanSplit, FanSplitTx};
+
+    let mut rng = Rng::seeded("fan-out kill test");
+    let db = test_db().await;
+    tables(&db).await;
+    let url = db.url();
+    let mut tx = db.pool().begin().await.unwrap();
+    for n in 0..FAN_OUTS {
+        let mut wf = Workflow::new("fault.fan_out");
+        if n % 2 == 0 {
+            wf.add(FanSplit {
+                items: ITEMS,
+                ms: 300,
+            });
+        } else {
+            wf.add(FanSplitTx {
+                items: ITEMS,
+                ms: 300,
+            });
+        }
+        publish_workflow(&mut tx, wf).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    let (mut kills, mut met) = (0, 0);
+    let deadline = Instant::now() + Duration::from_mins(3);
+    loop {
+        let pending: i64 = count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations
+             WHERE name IN ('fault.fan_split', 'fault.fan_split_tx') AND status <> 'succeeded'",
+        )
+        .await;
+        if pending == 0 || kills >= 12 {
+            break;
+        }
+        // One adder at a time, so that the kill's moment is its own.
+        let since: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let worker = Worker::start(&url, 1);
+        loop {
+            assert!(Instant::now() < deadline, "no adder started in 3 minutes");
+            let began: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pgoutbox.attempts a JOIN pgoutbox.operations o ON o.id = a.operation_id
+                 WHERE o.name IN ('fault.fan_split', 'fault.fan_split_tx') AND a.started_at > $1",
+            )
+            .bind(since)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            if began > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let before = fan_outs(db.pool()).await;
+        tokio::time::sleep(Duration::from_millis(rng.between(0, 700))).await;
+        worker.kill();
+        kills += 1;
+        let after = fan_outs(db.pool()).await;
+        for (wf, adder, succeeded, items, totals) in &after {
+            assert!(
+                (*succeeded && *items == ITEMS && *totals == 1)
+                    || (!*succeeded && *items == 0 && *totals == 0),
+                "after kill {kills}: workflow {wf} (adder {adder} succeeded: {succeeded}) \
+                 has {items} items and {totals} fan-ins"
+            );
+        }
+        // A kill that met an adder before its success was recorded.
+        let done = |rows: &[(i64, i64, bool, i64, i64)]| rows.iter().filter(|r| r.2).count();
+        if done(&after) == done(&before) {
+            met += 1;
+        }
+    }
+    // A last worker (four at once) finishes the work.
+    let last = Worker::start(&url, 4);
+    wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.workflows WHERE state = 'succeeded'",
+        FAN_OUTS as i64,
+        Duration::from_mins(3),
+    )
+    .await;
+    assert!(last.terminate().success());
+    for (wf, adder, succeeded, items, totals) in fan_outs(db.pool()).await {
+        assert!(succeeded, "workflow {wf}: adder {adder} did not succeed");
+        assert_eq!((items, totals), (ITEMS, 1), "workflow {wf}");
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations o
+             WHERE o.name IN ('fault.fan_split', 'fault.fan_split_tx')
+               AND (SELECT count(*) FROM pgoutbox.attempts a
+                    WHERE a.operation_id = o.id AND a.outcome = 'succeeded') <> 1"
+        )
+        .await,
+        0,
+        "every adder succeeded once"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations o
+             JOIN pgoutbox.attempts a ON a.operation_id = o.id AND a.outcome = 'succeeded'
+             WHERE o.name = 'fault.fan_total' AND a.result = to_jsonb(500500)"
+        )
+        .await,
+        FAN_OUTS as i64,
+        "every fan-in received all 1,000 results"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.workflows w
+             WHERE w.steps <> 1002 OR w.steps <> (SELECT count(*) FROM pgoutbox.operations o
+                                                  WHERE o.workflow_id = w.id)"
+        )
+        .await,
+        0,
+        "every workflow counts its adder, its items and its fan-in"
+    );
+    let lost = count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.attempts a JOIN pgoutbox.operations o ON o.id = a.operation_id
+         WHERE a.outcome = 'lost' AND o.name IN ('fault.fan_split', 'fault.fan_split_tx')",
+    )
+    .await;
+    eprintln!(
+        "{kills} kills, {met} before an adder's success was recorded; {lost} adder attempts lost"
+    );
+    assert!(lost >= 1, "no kill met an adder before its success");
+    assert_eq!(stuck_steps(&db).await, 0);
+    assert_eq!(inconsistent_workflows(&db).await, []);
+}
