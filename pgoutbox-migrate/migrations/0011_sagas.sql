@@ -275,6 +275,11 @@ END $$;
 --   is compensated now.
 -- Each counter is changed under the dependent's row lock, so two
 -- dependencies succeeding at once on two workers release it exactly once.
+-- In a workflow that declares compensations, a step's end first takes the
+-- workflow's row lock, as its failure does: the failure publishes
+-- compensations that wait for the later steps it sees open, and a step
+-- ending at that moment, unserialised, would count down dependents it
+-- cannot see yet, and leave such a compensation waiting for it forever.
 -- The workflow's state is settled last, unless a running step succeeded
 -- and has a dependent still open: then no step became dead or stalled or
 -- stopped being one, and an open step remains, so the state cannot change;
@@ -287,6 +292,11 @@ DECLARE
     woken_names integer := 0;
     failed boolean := false;
 BEGIN
+    IF NEW.status IN ('succeeded', 'dead', 'cancelled')
+       AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c
+                   WHERE c.workflow_id = NEW.workflow_id) THEN
+        PERFORM 1 FROM {schema}.workflows WHERE id = NEW.workflow_id FOR UPDATE;
+    END IF;
     IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL
        AND (EXISTS (SELECT 1 FROM {schema}.workflow_edges e
                     WHERE e.dependency_id = NEW.id AND e.required)

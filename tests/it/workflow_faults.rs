@@ -1098,3 +1098,114 @@ async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
     assert_eq!(stuck_steps(&db).await, 0);
     assert_eq!(inconsistent_workflows(&db).await, []);
 }
+
+/// A step that ends while another ends `dead` in the same workflow (two
+/// transactions at once, in either order): the failure's transaction
+/// publishes the compensation of an earlier step, which waits for the later
+/// step while that one looks open. Whichever takes its turn first, the
+/// compensation must count the later step's success, never wait for it
+/// forever (found by `saga_model`: migration 11 read the later step's state
+/// unsynchronised with its end). Statuses are set by hand, as the executor
+/// sets them, to hold each transaction open at will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_ending_while_its_workflow_fails_is_never_waited_for_forever() {
+    use pgoutbox_tests::{SagaCharge, SagaRefund, SagaReserve, SagaShip};
+
+    let db = test_db().await;
+    for failure_first in [false, true] {
+        // A charge (compensated), its reservation (the later step), and a
+        // charge of its own that fails (no dependent: it fails the
+        // workflow).
+        let mut wf = Workflow::new("fault.order");
+        let payment = wf.add(SagaCharge {
+            order: 1,
+            fail: false,
+            ms: 0,
+        });
+        wf.compensate_with(payment, |payment| SagaRefund { payment, ms: 0 });
+        let stock = wf.add(SagaReserve {
+            order: 1,
+            payment,
+            ms: 0,
+        });
+        wf.add(SagaCharge {
+            order: 2,
+            fail: true,
+            ms: 0,
+        });
+        // The reservation's own dependent: its success releases one, and
+        // so does not settle the workflow's state (which would lock its row).
+        wf.add(SagaShip {
+            order: 1,
+            stock,
+            fail: false,
+            ms: 0,
+        });
+        let mut tx = db.pool().begin().await.unwrap();
+        let published = publish_workflow(&mut tx, wf).await.unwrap();
+        tx.commit().await.unwrap();
+        let [charge, reserve, other, _] = published.steps[..] else {
+            unreachable!("four steps")
+        };
+        let [charge, reserve, other] = [charge, reserve, other].map(OperationId::as_i64);
+        let set = |id: i64, status: &'static str| {
+            sqlx::query(
+                "UPDATE pgoutbox.operations SET status = $2, finished_at = now(),
+                 lease_owner = CASE WHEN $2 = 'running' THEN gen_random_uuid() END,
+                 lease_expires_at = CASE WHEN $2 = 'running' THEN now() + interval '1 hour' END
+             WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status)
+        };
+        set(charge, "running").execute(db.pool()).await.unwrap();
+        set(charge, "succeeded").execute(db.pool()).await.unwrap();
+        set(reserve, "running").execute(db.pool()).await.unwrap();
+        set(other, "running").execute(db.pool()).await.unwrap();
+
+        // The first transaction ends its step and stays open; the second
+        // ends the other in a task of its own (it may have to wait for the
+        // first), and commits after the first did.
+        let (first, second) = if failure_first {
+            ((other, "dead"), (reserve, "succeeded"))
+        } else {
+            ((reserve, "succeeded"), (other, "dead"))
+        };
+        let mut one = db.pool().begin().await.unwrap();
+        set(first.0, first.1).execute(&mut *one).await.unwrap();
+        let pool = db.pool().clone();
+        let two = tokio::spawn(async move {
+            let mut two = pool.begin().await.unwrap();
+            sqlx::query(
+                "UPDATE pgoutbox.operations SET status = $2, finished_at = now(),
+                 lease_owner = CASE WHEN $2 = 'running' THEN gen_random_uuid() END,
+                 lease_expires_at = CASE WHEN $2 = 'running' THEN now() + interval '1 hour' END
+             WHERE id = $1",
+            )
+            .bind(second.0)
+            .bind(second.1)
+            .execute(&mut *two)
+            .await
+            .unwrap();
+            two.commit().await.unwrap();
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        one.commit().await.unwrap();
+        two.await.unwrap();
+
+        let refunds: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT status, waiting_for FROM pgoutbox.operations WHERE compensates = $1",
+        )
+        .bind(charge)
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(
+            refunds,
+            [("pending".to_owned(), 0)],
+            "failure first: {failure_first}: the refund waits for nothing left open"
+        );
+        assert_eq!(stuck_steps(&db).await, 0, "failure first: {failure_first}");
+        assert_eq!(inconsistent_workflows(&db).await, []);
+    }
+}
