@@ -148,12 +148,25 @@ BEGIN
     IF waits = 0 THEN
         PERFORM {schema}.wake_workers(c.name);
     END IF;
-    -- Compensations published while `step` was open wait for this one.
-    WITH waiting AS (
+    -- Compensations published while `step` was open wait for this one;
+    -- so do those of earlier steps (from which `step` is reachable) that
+    -- have not started: published in this same statement, a worker's batch
+    -- of successes, they saw `step` succeeded before its own trigger ran.
+    WITH RECURSIVE earlier(id) AS (
+        SELECT e.dependency_id FROM {schema}.workflow_edges e WHERE e.operation_id = step
+        UNION
+        SELECT e.dependency_id FROM earlier l
+        JOIN {schema}.workflow_edges e ON e.operation_id = l.id
+    ), waiting AS (
         SELECT e.operation_id AS id
         FROM {schema}.workflow_edges e
         JOIN {schema}.operations y ON y.id = e.operation_id
         WHERE e.dependency_id = step AND y.compensates IS NOT NULL AND y.id <> comp
+          AND y.status IN ('waiting', 'pending') AND y.attempt = 0
+        UNION
+        SELECT y.id
+        FROM {schema}.operations y
+        WHERE y.compensates IN (SELECT id FROM earlier) AND y.id <> comp
           AND y.status IN ('waiting', 'pending') AND y.attempt = 0
     ), linked AS (
         INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required)

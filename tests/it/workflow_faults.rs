@@ -1209,3 +1209,96 @@ async fn a_step_ending_while_its_workflow_fails_is_never_waited_for_forever() {
         assert_eq!(inconsistent_workflows(&db).await, []);
     }
 }
+
+/// Two steps of a failed workflow, one later than the other, whose
+/// successes are recorded by one statement (a worker's batch of plain
+/// completions): the earlier step's compensation must wait for the later
+/// one's, whichever step's trigger runs first (found by `saga_model`:
+/// migration 11 saw the later step succeeded, with no compensation yet,
+/// and let the earlier one's run at once). Statuses are set by hand, as
+/// the executor sets them; in several workflows, so that both orders of
+/// the rows in the statement occur.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successes_recorded_together_are_still_compensated_in_reverse_order() {
+    use pgoutbox_tests::{SagaCharge, SagaRefund, SagaRelease, SagaReserve};
+
+    let db = test_db().await;
+    let set = |ids: Vec<i64>, status: &'static str| {
+        sqlx::query(
+            "UPDATE pgoutbox.operations SET status = $2, finished_at = now(),
+                 lease_owner = CASE WHEN $2 = 'running' THEN gen_random_uuid() END,
+                 lease_expires_at = CASE WHEN $2 = 'running' THEN now() + interval '1 hour' END
+             WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(status)
+    };
+    let mut pairs = Vec::new();
+    for order in 0..8 {
+        // A charge and its reservation, both compensated, and a charge of
+        // their own that fails the workflow while both run.
+        let mut wf = Workflow::new("fault.order");
+        let payment = wf.add(SagaCharge {
+            order,
+            fail: false,
+            ms: 0,
+        });
+        wf.compensate_with(payment, |payment| SagaRefund { payment, ms: 0 });
+        let stock = wf.add(SagaReserve {
+            order,
+            payment,
+            ms: 0,
+        });
+        wf.compensate_with(stock, |stock| SagaRelease { stock, ms: 0 });
+        wf.add(SagaCharge {
+            order: -order,
+            fail: true,
+            ms: 0,
+        });
+        let mut tx = db.pool().begin().await.unwrap();
+        let published = publish_workflow(&mut tx, wf).await.unwrap();
+        tx.commit().await.unwrap();
+        let ids: Vec<i64> = published.steps.iter().map(|s| s.as_i64()).collect();
+        set(ids.clone(), "running")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        set(vec![ids[2]], "dead").execute(db.pool()).await.unwrap();
+        // Both successes in one statement; the rows in either order.
+        let both = if order % 2 == 0 {
+            vec![ids[0], ids[1]]
+        } else {
+            vec![ids[1], ids[0]]
+        };
+        set(both, "succeeded").execute(db.pool()).await.unwrap();
+        pairs.push((ids[0], ids[1]));
+    }
+    for (charge, reserve) in pairs {
+        let row = |step: i64| {
+            sqlx::query_as::<_, (i64, String, i32)>(
+                "SELECT id, status, waiting_for FROM pgoutbox.operations WHERE compensates = $1",
+            )
+            .bind(step)
+            .fetch_one(db.pool())
+        };
+        let (release, release_status, _) = row(reserve).await.unwrap();
+        let (refund, refund_status, refund_waits) = row(charge).await.unwrap();
+        assert_eq!(release_status, "pending", "the release waits for nothing");
+        assert_eq!(
+            (refund_status.as_str(), refund_waits),
+            ("waiting", 1),
+            "the refund waits for the release"
+        );
+        let edge: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.workflow_edges WHERE operation_id = $1 AND dependency_id = $2",
+        )
+        .bind(refund)
+        .bind(release)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(edge, 1, "the refund waits for the release");
+    }
+    assert_eq!(stuck_steps(&db).await, 0);
+    assert_eq!(inconsistent_workflows(&db).await, []);
+}
