@@ -57,8 +57,13 @@ CREATE TABLE {schema}.workflow_compensations (
 CREATE INDEX workflow_compensations_workflow_idx
     ON {schema}.workflow_compensations (workflow_id);
 
--- Operator actions on a whole workflow, and the step actions they made.
+-- Operator actions on a whole workflow (no operation, no schedule; its
+-- state in `from_status`/`to_status`), and the step actions they made.
 ALTER TABLE {schema}.operator_actions ADD COLUMN workflow_id bigint;
+ALTER TABLE {schema}.operator_actions DROP CONSTRAINT operator_actions_target_check;
+ALTER TABLE {schema}.operator_actions ADD CONSTRAINT operator_actions_target_check
+    CHECK (num_nonnulls(operation_id, schedule) = 1
+           OR (operation_id IS NULL AND schedule IS NULL AND workflow_id IS NOT NULL));
 CREATE INDEX operator_actions_workflow_idx ON {schema}.operator_actions (workflow_id, id)
     WHERE workflow_id IS NOT NULL;
 
@@ -369,8 +374,8 @@ END $$;
 -- steps that ended dead or cancelled run again: ready now when every
 -- dependency is met (succeeded; ended at all for an opted-out one; purged
 -- since), otherwise `waiting` for the others, those retried with it
--- included. The workflow resumes where it stopped.
-CREATE FUNCTION {schema}.workflow_retry(wf bigint, why text) RETURNS void
+-- included. The workflow resumes where it stopped. Returns true.
+CREATE FUNCTION {schema}.workflow_retry(wf bigint, why text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {schema}.workflows
@@ -399,4 +404,5 @@ BEGIN
         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     FROM waits w WHERE o.id = w.id;
     PERFORM {schema}.workflow_settle(wf);
+    RETURN true;
 END $$;

@@ -434,7 +434,9 @@ pub enum WorkflowError {
         name: String,
     },
     /// A second compensation for the same step.
-    #[error("step {index} (`{operation}`) of workflow `{name}` has two compensations; a step has at most one")]
+    #[error(
+        "step {index} (`{operation}`) of workflow `{name}` has two compensations; a step has at most one"
+    )]
     CompensatedTwice {
         /// The workflow's name.
         name: String,
@@ -960,7 +962,9 @@ impl Publisher {
             store
                 .insert_steps(conn, id, root, &rows[start..end])
                 .await
-                .map_err(|source| database_error(&name, Some(start), rows[start].op.name, source))?;
+                .map_err(|source| {
+                    database_error(&name, Some(start), rows[start].op.name, source)
+                })?;
             start = end;
         }
         if compensations.is_empty() {

@@ -83,6 +83,35 @@ async fn note(ctx: &mut Context, after: Settled<Boom>, payment: Dep<Charge>) -> 
     Ok(format!("{:?}", ctx.result(&after).err()))
 }
 
+/// Whether the carrier takes parcels (`saga.flaky_ship` fails for good
+/// until it does).
+static CARRIER_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ships, once the carrier is up.
+#[operation("saga.flaky_ship")]
+async fn flaky_ship(ctx: &mut Context, payment: Dep<Charge>) -> Result<()> {
+    ctx.result(&payment)?;
+    if !CARRIER_UP.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(HandlerError::permanent("the carrier is down"));
+    }
+    Ok(())
+}
+
+/// Confirms a shipment.
+#[operation("saga.confirm")]
+async fn confirm(ctx: &mut Context, shipped: Dep<FlakyShip>) -> Result<()> {
+    ctx.result(&shipped)?;
+    Ok(())
+}
+
+/// A call that takes a few seconds.
+#[operation("saga.slow_call", timeout = "30s")]
+async fn slow_call(ctx: &mut Context, seconds: u64) -> Result<()> {
+    let _ = ctx;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    Ok(())
+}
+
 /// Packs one item: its number.
 #[operation("saga.pack")]
 async fn pack(ctx: &mut Context, item: i64) -> Result<i64> {
@@ -99,7 +128,9 @@ async fn total(ctx: &mut Context, packed: Vec<Dep<Pack>>) -> Result<i64> {
 /// Splits an order into one step per item, and a total of them.
 #[operation("saga.split")]
 async fn split(ctx: &mut Context, items: i64) -> Result<()> {
-    let packed = (1..=items).map(|item| ctx.add_step(Pack { item })).collect();
+    let packed = (1..=items)
+        .map(|item| ctx.add_step(Pack { item }))
+        .collect();
     ctx.add_step(Total { packed });
     Ok(())
 }
@@ -107,7 +138,9 @@ async fn split(ctx: &mut Context, items: i64) -> Result<()> {
 /// [`Split`], in a transactional handler.
 #[operation("saga.split_tx", transactional)]
 async fn split_tx(ctx: &mut TxContext<'_>, items: i64) -> Result<()> {
-    let packed = (1..=items).map(|item| ctx.add_step(Pack { item })).collect();
+    let packed = (1..=items)
+        .map(|item| ctx.add_step(Pack { item }))
+        .collect();
     ctx.add_step(Total { packed });
     Ok(())
 }
@@ -130,6 +163,9 @@ fn router() -> WorkflowRouter {
         .operation::<SlowRefund>()
         .operation::<Boom>()
         .operation::<Note>()
+        .operation::<FlakyShip>()
+        .operation::<Confirm>()
+        .operation::<SlowCall>()
         .operation::<Pack>()
         .operation::<Total>()
         .operation::<Split>()
@@ -215,26 +251,40 @@ async fn the_order_saga_refunds_and_releases_in_reverse_order_once_each() {
     let releases = compensations(&db, reserve).await;
     assert_eq!(refunds.len(), 1, "{refunds:?}");
     assert_eq!(releases.len(), 1, "{releases:?}");
-    assert!(compensations(&db, ship).await.is_empty(), "ship never succeeded");
+    assert!(
+        compensations(&db, ship).await.is_empty(),
+        "ship never succeeded"
+    );
     let (refund, release) = (&refunds[0], &releases[0]);
-    assert_eq!((refund.1.as_str(), refund.2.as_str()), ("saga.refund", "succeeded"));
-    assert_eq!((release.1.as_str(), release.2.as_str()), ("saga.release", "succeeded"));
+    assert_eq!(
+        (refund.1.as_str(), refund.2.as_str()),
+        ("saga.refund", "succeeded")
+    );
+    assert_eq!(
+        (release.1.as_str(), release.2.as_str()),
+        ("saga.release", "succeeded")
+    );
     // Each read the result of the step it answers.
     assert_eq!(result(&db, refund.0).await, "refunded ch_2");
     assert_eq!(result(&db, release.0).await, "released res_2");
     // In reverse order: the release (of the later step) ended before the
     // refund began.
-    let (release_end, refund_start): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as(
-            "SELECT (SELECT finished_at FROM pgoutbox.attempts WHERE operation_id = $1),
+    let (release_end, refund_start): (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "SELECT (SELECT finished_at FROM pgoutbox.attempts WHERE operation_id = $1),
                     (SELECT started_at FROM pgoutbox.attempts WHERE operation_id = $2)",
-        )
-        .bind(release.0)
-        .bind(refund.0)
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-    assert!(release_end <= refund_start, "{release_end} > {refund_start}");
+    )
+    .bind(release.0)
+    .bind(refund.0)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert!(
+        release_end <= refund_start,
+        "{release_end} > {refund_start}"
+    );
     // One attempt each, and the workflow's trail says why.
     let attempts: Vec<(i64, String)> = sqlx::query_as(
         "SELECT operation_id, outcome FROM pgoutbox.attempts
@@ -287,7 +337,10 @@ async fn steps_that_never_ran_are_cancelled_not_compensated() {
         .act(boom, pgoutbox::admin::Action::Cancel, "alice", "void order")
         .await
         .unwrap();
-    assert!(matches!(outcome, pgoutbox::admin::ActionOutcome::Applied { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{outcome:?}"
+    );
     let (state, failure): (String, String) =
         sqlx::query_as("SELECT state, failure FROM pgoutbox.workflows WHERE id = $1")
             .bind(published.id.as_i64())
@@ -323,7 +376,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         assert_eq!(finished(&db, wf).await, "stalled");
         assert_eq!(settled(&db, wf.steps[0], WITHIN).await, "stalled");
         assert_eq!(status(&db, wf.steps[1]).await, "dead");
-        assert!(compensations(&db, wf.steps[0]).await.is_empty(), "held while stalled");
+        assert!(
+            compensations(&db, wf.steps[0]).await.is_empty(),
+            "held while stalled"
+        );
     }
     // Resolved as succeeded: compensated, once.
     let applied = admin
@@ -335,7 +391,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         )
         .await
         .unwrap();
-    assert!(matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }), "{applied:?}");
+    assert!(
+        matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
     assert_eq!(finished(&db, &ids[0]).await, "failed");
     let refunds = compensations(&db, ids[0].steps[0]).await;
     assert_eq!(refunds.len(), 1);
@@ -351,7 +410,10 @@ async fn a_stalled_step_holds_its_compensation_until_an_operator_resolves_it() {
         )
         .await
         .unwrap();
-    assert!(matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }), "{applied:?}");
+    assert!(
+        matches!(applied, pgoutbox::admin::ActionOutcome::Applied { .. }),
+        "{applied:?}"
+    );
     assert_eq!(finished(&db, &ids[1]).await, "failed");
     assert!(compensations(&db, ids[1].steps[0]).await.is_empty());
     assert!(inconsistent_workflows(&db).await.is_empty());
@@ -425,6 +487,268 @@ async fn a_running_step_adds_a_thousand_steps_and_their_fan_in_with_its_success(
             .await
             .unwrap();
     assert!(error.contains("is not a workflow step"), "{error}");
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    assert_eq!(stuck_steps(&db).await, 0);
+    system.stop().await.unwrap();
+}
+
+fn admin(db: &TestDatabase) -> Admin {
+    Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_workflow_retry_resumes_where_it_stopped_and_succeeds() {
+    use pgoutbox::WorkflowState;
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let mut wf = Workflow::new("saga.resume");
+    let payment = wf.add(Charge {
+        order: 20,
+        cents: 1,
+    });
+    let shipped = wf.add(FlakyShip { payment });
+    wf.add(Confirm { shipped });
+    let published = publish(&db, wf).await;
+    assert_eq!(finished(&db, &published).await, "failed");
+    let [charge, ship, confirm] = published.steps[..] else {
+        unreachable!()
+    };
+    assert_eq!(status(&db, ship).await, "dead");
+    assert_eq!(status(&db, confirm).await, "cancelled");
+
+    // What it would do, then done.
+    let plan = admin(&db)
+        .workflow_plan(published.id, WorkflowAction::Retry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.refused, None);
+    let retried: Vec<OperationId> = plan.retry.iter().map(|s| s.id).collect();
+    assert_eq!(retried, [ship, confirm]);
+    CARRIER_UP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = admin(&db)
+        .act_on_workflow(
+            published.id,
+            WorkflowAction::Retry,
+            "alice",
+            "the carrier is back",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Applied { state, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(state, WorkflowState::Running);
+    assert_eq!(finished(&db, &published).await, "succeeded");
+    for step in [charge, ship, confirm] {
+        assert_eq!(status(&db, step).await, "succeeded");
+    }
+    // The charge ran once: the workflow resumed where it stopped.
+    let charges: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgoutbox.attempts WHERE operation_id = $1")
+            .bind(charge.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(charges, 1);
+    // The trail: the workflow's row and one per step.
+    let trail: Vec<(Option<i64>, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT operation_id, action, outcome, from_status, to_status FROM pgoutbox.operator_actions
+         WHERE workflow_id = $1 ORDER BY operation_id NULLS FIRST, id",
+    )
+    .bind(published.id.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let retry = |id: OperationId, from: &str, to: &str| {
+        (
+            Some(id.as_i64()),
+            "retry".to_owned(),
+            "applied".to_owned(),
+            from.to_owned(),
+            Some(to.to_owned()),
+        )
+    };
+    assert_eq!(
+        trail,
+        [
+            (
+                None,
+                "retry".into(),
+                "applied".into(),
+                "failed".into(),
+                Some("running".into())
+            ),
+            retry(ship, "dead", "pending"),
+            retry(confirm, "cancelled", "waiting"),
+        ]
+    );
+    // Now it succeeded: refused, and recorded.
+    let outcome = admin(&db)
+        .act_on_workflow(published.id, WorkflowAction::Retry, "alice", "again")
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        plan.refused.as_deref(),
+        Some(
+            format!(
+                "workflow {} has succeeded: there is nothing to retry",
+                published.id
+            )
+            .as_str()
+        )
+    );
+    let actions = admin(&db).workflow_actions(published.id).await.unwrap();
+    assert_eq!(actions.len(), 2);
+    assert_eq!(actions[1].outcome, "refused");
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    assert_eq!(stuck_steps(&db).await, 0);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_once_compensations_ran() {
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let published = publish(&db, order(30, true)).await;
+    assert_eq!(finished(&db, &published).await, "failed");
+    let outcome = admin(&db)
+        .act_on_workflow(published.id, WorkflowAction::Retry, "alice", "try again")
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let why = plan.refused.unwrap();
+    assert!(
+        why.contains("has already run or is running (succeeded): a retry would redo what it undid"),
+        "{why}"
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_workflow_cancel_leaves_nothing_running_or_pending() {
+    use pgoutbox::WorkflowState;
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let later = PublishOptions::new().delay(Duration::from_hours(1));
+    // One cancelled without compensating, one compensating what succeeded.
+    let mut cancelled = Vec::new();
+    for compensate in [false, true] {
+        let mut wf = Workflow::new("saga.cancelled");
+        let payment = wf.add(Charge {
+            order: 40,
+            cents: 1,
+        });
+        wf.compensate_with(payment, |payment| Refund { payment });
+        let stock = wf.add_with(Reserve { order: 40, payment }, later.clone());
+        wf.add(Ship {
+            order: 40,
+            stock,
+            refuse: false,
+        });
+        let published = publish(&db, wf).await;
+        assert_eq!(settled(&db, published.steps[0], WITHIN).await, "succeeded");
+        let action = WorkflowAction::Cancel { compensate };
+        let plan = admin(&db)
+            .workflow_plan(published.id, action)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.cancel.len(), 2, "{plan:?}");
+        assert_eq!(plan.compensate.len(), usize::from(compensate), "{plan:?}");
+        let outcome = admin(&db)
+            .act_on_workflow(published.id, action, "bob", "the customer withdrew")
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, WorkflowActionOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(finished(&db, &published).await, "cancelled");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.operations WHERE workflow_id = $1
+             AND status IN ('waiting', 'pending', 'running', 'retrying')",
+        )
+        .bind(published.id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(open, 0);
+        let refunds = compensations(&db, published.steps[0]).await;
+        assert_eq!(refunds.len(), usize::from(compensate));
+        if compensate {
+            assert_eq!(refunds[0].2, "succeeded");
+        }
+        let failure: String =
+            sqlx::query_scalar("SELECT failure FROM pgoutbox.workflows WHERE id = $1")
+                .bind(published.id.as_i64())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(failure, "cancelled by bob: the customer withdrew");
+        cancelled.push(published);
+    }
+    // Again: refused, it has failed already.
+    let outcome = admin(&db)
+        .act_on_workflow(
+            cancelled[0].id,
+            WorkflowAction::Cancel { compensate: false },
+            "bob",
+            "again",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(plan.state, WorkflowState::Cancelled);
+    assert!(plan.refused.unwrap().contains("has already failed"));
+    // A step running right now: refused, nothing changed.
+    let mut wf = Workflow::new("saga.busy");
+    wf.add(SlowCall { seconds: 3 });
+    wf.add(Charge {
+        order: 41,
+        cents: 1,
+    });
+    let busy = publish(&db, wf).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE name = 'saga.slow_call' AND status = 'running'",
+        1,
+        WITHIN,
+    )
+    .await;
+    let outcome = admin(&db)
+        .act_on_workflow(
+            busy.id,
+            WorkflowAction::Cancel { compensate: true },
+            "bob",
+            "stop",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        plan.refused.unwrap(),
+        format!(
+            "step {} (saga.slow_call) is running right now: cancel the workflow once it has ended",
+            busy.steps[0]
+        )
+    );
+    assert_eq!(finished(&db, &busy).await, "succeeded");
     assert!(inconsistent_workflows(&db).await.is_empty());
     assert_eq!(stuck_steps(&db).await, 0);
     system.stop().await.unwrap();

@@ -144,7 +144,8 @@ impl Store {
             .map(|r| i32::try_from(r.deps.len()).unwrap_or(i32::MAX))
             .collect();
         let edges = |of: fn(&StepRow) -> &[(OperationId, bool)]| {
-            let (mut waiters, mut dependencies, mut required) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut waiters, mut dependencies, mut required) =
+                (Vec::new(), Vec::new(), Vec::new());
             for row in rows {
                 for (dep, needed) in of(row) {
                     waiters.push(row.id.as_i64());
@@ -395,6 +396,101 @@ impl Store {
         query!(self, query_as::<R>, resolve_facts)
             .bind(id.as_i64())
             .fetch_optional(&mut *conn)
+            .await
+    }
+}
+
+/// An operator's action on a workflow, as the store applies it.
+pub(crate) struct WorkflowChange<'a> {
+    pub(crate) action: &'static str,
+    pub(crate) why: &'a str,
+    pub(crate) compensate: bool,
+}
+
+impl Store {
+    /// Workflow `id`'s state, failure and whether it failed, its row
+    /// locked (in the caller's transaction).
+    pub(crate) async fn lock_workflow(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Option<(WorkflowState, Option<String>, bool)>, sqlx::Error> {
+        query!(self, query_as, workflow_lock)
+            .bind(id.as_i64())
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Workflow `id`'s steps as an operator's action sees them.
+    pub(crate) async fn workflow_plan_steps<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_plan_steps)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Applies `change` to workflow `id` (locked by `lock_workflow`).
+    pub(crate) async fn workflow_apply(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        change: &WorkflowChange<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        query!(self, query_scalar, workflow_apply)
+            .bind(id.as_i64())
+            .bind(change.action)
+            .bind(change.why)
+            .bind(change.compensate)
+            .fetch_one(&mut *conn)
+            .await
+    }
+
+    /// Records an operator's action on workflow `id`, and on the `steps`
+    /// it changed (with their statuses before).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per column of the trail reads best at its caller"
+    )]
+    pub(crate) async fn record_workflow_action(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        action: &str,
+        applied: bool,
+        actor: &str,
+        reason: &str,
+        before: WorkflowState,
+        steps: &[(OperationId, Status)],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = steps.iter().map(|(id, _)| id.as_i64()).collect();
+        let statuses: Vec<&str> = steps.iter().map(|(_, s)| s.as_str()).collect();
+        query!(self, query, workflow_actions_record)
+            .bind(id.as_i64())
+            .bind(action)
+            .bind(if applied { "applied" } else { "refused" })
+            .bind(actor)
+            .bind(reason)
+            .bind(before.as_str())
+            .bind(&ids)
+            .bind(&statuses)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The operators' actions on workflow `id` as a whole.
+    pub(crate) async fn workflow_actions<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_actions)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
             .await
     }
 }
