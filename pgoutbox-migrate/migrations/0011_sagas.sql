@@ -291,7 +291,18 @@ DECLARE
     open_dependents integer := 0;
     woken_names integer := 0;
     failed boolean := false;
+    compensate_now boolean := false;
 BEGIN
+    IF NEW.status = 'succeeded' AND NEW.compensates IS NULL
+       AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c WHERE c.step_id = NEW.id) THEN
+        -- Whether its workflow failed, read under the workflow's row lock
+        -- (taken before any dependent's, as a failure takes them): a
+        -- failure recorded concurrently either commits first (seen here:
+        -- compensated here) or waits for this success (and sees it:
+        -- compensated there).
+        SELECT w.failed_at IS NOT NULL AND w.compensate INTO compensate_now
+        FROM {schema}.workflows w WHERE w.id = NEW.workflow_id FOR UPDATE;
+    END IF;
     IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL
        AND (EXISTS (SELECT 1 FROM {schema}.workflow_edges e
                     WHERE e.dependency_id = NEW.id AND e.required)
@@ -342,10 +353,7 @@ BEGIN
     END IF;
     IF failed THEN
         PERFORM {schema}.workflow_wind_down(NEW.workflow_id);
-    ELSIF NEW.status = 'succeeded' AND NEW.compensates IS NULL
-          AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c WHERE c.step_id = NEW.id)
-          AND EXISTS (SELECT 1 FROM {schema}.workflows w
-                      WHERE w.id = NEW.workflow_id AND w.failed_at IS NOT NULL AND w.compensate) THEN
+    ELSIF compensate_now THEN
         PERFORM {schema}.compensate_step(NEW.id);
     END IF;
     IF failed OR NEW.status <> 'succeeded' OR OLD.status <> 'running' OR open_dependents = 0 THEN
