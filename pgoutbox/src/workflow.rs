@@ -962,9 +962,7 @@ impl Publisher {
             store
                 .insert_steps(conn, id, root, &rows[start..end])
                 .await
-                .map_err(|source| {
-                    database_error(name, Some(start), rows[start].op.name, source)
-                })?;
+                .map_err(|source| database_error(name, Some(start), rows[start].op.name, source))?;
             start = end;
         }
         if compensations.is_empty() {
