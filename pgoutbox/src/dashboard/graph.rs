@@ -515,6 +515,23 @@ mod tests {
     }
 
     #[test]
+    fn a_compensation_is_drawn_dashed_and_names_the_step_it_answers() {
+        let charge = step(1, Status::Succeeded, &[]);
+        let mut refund = step(2, Status::Pending, &[(1, false)]);
+        refund.compensates = Some(OperationId::from_i64(1));
+        let steps = [charge, refund];
+        let page = svg("/", &steps, &layout(&steps)).into_string();
+        assert!(page.contains(
+            "class=\"node state-pending compensation\" data-id=\"2\" data-state=\"pending\" data-compensates=\"1\""
+        ));
+        assert!(page.contains("↩ 1 · #2 · pending"));
+        assert!(page.contains("↩ compensates step #1"));
+        assert!(
+            page.contains("class=\"node state-succeeded\" data-id=\"1\" data-state=\"succeeded\">")
+        );
+    }
+
+    #[test]
     fn an_empty_workflow_draws_nothing_without_panicking() {
         let l = layout(&[]);
         assert!(l.nodes.is_empty() && l.edges.is_empty());
