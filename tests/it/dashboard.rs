@@ -2088,7 +2088,7 @@ async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the
     assert_eq!(unchanged.workflow.state, pgoutbox::WorkflowState::Running);
     assert!(admin(&db).workflow_actions(wid).await.unwrap().is_empty());
     // Without compensation: nothing to compensate in the plan.
-    let plain = post(
+    let without = post(
         &app,
         &confirm,
         Some(&cookies),
@@ -2100,9 +2100,9 @@ async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the
         ],
     )
     .await;
-    assert_eq!(plain.status, StatusCode::OK);
-    assert!(!plain.body.contains("id=\"plan-compensate\""));
-    assert!(plain.body.contains("name=\"compensate\" value=\"no\""));
+    assert_eq!(without.status, StatusCode::OK);
+    assert!(!without.body.contains("id=\"plan-compensate\""));
+    assert!(without.body.contains("name=\"compensate\" value=\"no\""));
 
     // Confirmed: applied, and back to the workflow with what changed.
     let done = post(&app, &act, Some(&cookies), &cancel).await;
