@@ -71,8 +71,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::admin::{
-    Action, ActionOutcome, Admin, BulkStep, OperationFilter, Resolution, WorkflowAction,
-    WorkflowActionOutcome, WorkflowFilter,
+    Action, ActionOutcome, Admin, BulkStep, OperationFilter, PlannedStep, Resolution,
+    WorkflowAction, WorkflowActionOutcome, WorkflowFilter, WorkflowPlan,
 };
 use crate::definition::OperationId;
 use crate::state::{Status, WorkflowState};
@@ -1496,6 +1496,28 @@ struct WorkflowActForm {
     reason: String,
     #[serde(default)]
     csrf: String,
+    /// The confirmed plan's [`plan_key`] (set by the confirmation).
+    #[serde(default)]
+    plan: Option<String>,
+}
+
+/// What a plan changes, as ids: the confirmation carries it, so that what
+/// is applied is what the operator saw.
+fn plan_key(plan: &WorkflowPlan) -> String {
+    let ids = |steps: &[PlannedStep]| {
+        steps
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "cancel:{};compensate:{};retry:{};drop:{}",
+        ids(&plan.cancel),
+        ids(&plan.compensate),
+        ids(&plan.retry),
+        ids(&plan.drop_compensations)
+    )
 }
 
 impl WorkflowActForm {
@@ -1546,7 +1568,7 @@ async fn workflow_confirm(
     };
     Ok(respond(
         status,
-        pages::workflow_confirm(&request, &plan, reason).into_string(),
+        pages::workflow_confirm(&request, &plan, reason, None).into_string(),
         None,
     ))
 }
@@ -1563,11 +1585,41 @@ async fn workflow_act(
     let id = parse_workflow_id(&id)?;
     let action = form.action()?;
     let reason = check_reason(&form.reason)?;
+    let Some(confirmed) = blank_to_none(form.plan.as_ref()) else {
+        return Err(Failure::BadRequest(
+            "applying an action on a workflow needs the confirmation's plan: confirm it on the \
+             workflow's page first"
+                .to_owned(),
+        ));
+    };
     let name = action.name();
+    // What the operator confirmed must still be what it does; if the
+    // workflow moved on, the new plan is shown to confirm instead.
+    let Some(now) = d.admin.workflow_plan(id, action).await? else {
+        return Err(Failure::NotFound(format!("no workflow with id {id}")));
+    };
+    if now.refused.is_none() && plan_key(&now) != confirmed {
+        let page = pages::workflow_confirm(
+            &request,
+            &now,
+            reason,
+            Some(
+                "the workflow changed since this was confirmed: nothing was done; this is what it would change now",
+            ),
+        );
+        return Ok(respond(StatusCode::CONFLICT, page.into_string(), None));
+    }
     match d.admin.act_on_workflow(id, action, actor, reason).await? {
         WorkflowActionOutcome::Applied { plan, state } => {
+            // Only a change between the check above and the action's own
+            // locked plan gets here with another plan: said, not hidden.
+            let changed = if plan_key(&plan) == confirmed {
+                ""
+            } else {
+                "the workflow changed as this was applied, so it did other than confirmed: "
+            };
             let message = format!(
-                "{name} of workflow {id} applied: {} → {state}. {}",
+                "{changed}{name} of workflow {id} applied: {} → {state}. {}",
                 plan.state,
                 plan.summary().replace('\n', "; ")
             );

@@ -1957,6 +1957,16 @@ pub(crate) async fn compensable_workflow(
     (published.id, published.steps[0], published.steps[1])
 }
 
+/// The value of the hidden field `name` of a page's form.
+fn hidden_value(body: &str, name: &str) -> String {
+    let field = format!("type=\"hidden\" name=\"{name}\" value=\"");
+    let at = body
+        .find(&field)
+        .unwrap_or_else(|| panic!("no hidden `{name}` in {body}"));
+    let rest = &body[at + field.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
 /// The part of `body` from the element with `id` to the end of its table.
 fn table_of<'b>(body: &'b str, id: &str) -> &'b str {
     let at = body
@@ -2104,7 +2114,29 @@ async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the
     assert!(!without.body.contains("id=\"plan-compensate\""));
     assert!(without.body.contains("name=\"compensate\" value=\"no\""));
 
+    // Applying needs the confirmed plan; one the workflow no longer
+    // matches (stale, or tampered with) shows the new plan, changing nothing.
+    let key = hidden_value(&plan.body, "plan");
+    assert_eq!(
+        key,
+        format!("cancel:{added};compensate:{made};retry:;drop:")
+    );
+    let unconfirmed = post(&app, &act, Some(&cookies), &cancel).await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
+    assert!(unconfirmed.body.contains("needs the confirmation's plan"));
+    let stale = [&cancel[..], &[("plan", "cancel:;compensate:;retry:;drop:")]].concat();
+    let moved = post(&app, &act, Some(&cookies), &stale).await;
+    assert_eq!(moved.status, StatusCode::CONFLICT, "{}", moved.body);
+    assert!(
+        moved
+            .body
+            .contains("the workflow changed since this was confirmed: nothing was done")
+    );
+    assert_eq!(hidden_value(&moved.body, "plan"), key);
+    assert!(admin(&db).workflow_actions(wid).await.unwrap().is_empty());
+
     // Confirmed: applied, and back to the workflow with what changed.
+    let cancel = [&cancel[..], &[("plan", key.as_str())]].concat();
     let done = post(&app, &act, Some(&cookies), &cancel).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let location = done.location();
@@ -2185,6 +2217,8 @@ async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the
         [unmake.id.to_string()]
     );
     assert!(!plan.body.contains("name=\"compensate\""));
+    let key = hidden_value(&plan.body, "plan");
+    let retry = [&retry[..], &[("plan", key.as_str())]].concat();
     let done = post(&app, &act, Some(&cookies), &retry).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     let graph = admin(&db).workflow_graph(wid).await.unwrap().unwrap();

@@ -1014,7 +1014,12 @@ fn planned(root: &str, id: &str, title: &str, steps: &[PlannedStep]) -> Markup {
 
 /// The confirmation of an action on a workflow: what it changes, or why
 /// it does not apply; the form that applies it.
-pub(super) fn workflow_confirm(request: &Request, plan: &WorkflowPlan, reason: &str) -> Markup {
+pub(super) fn workflow_confirm(
+    request: &Request,
+    plan: &WorkflowPlan,
+    reason: &str,
+    warning: Option<&str>,
+) -> Markup {
     let root = &request.root;
     let id = plan.workflow;
     let (what, compensate) = match plan.action {
@@ -1032,6 +1037,7 @@ pub(super) fn workflow_confirm(request: &Request, plan: &WorkflowPlan, reason: &
         && plan.drop_compensations.is_empty();
     let body = html! {
         h1 { "Confirm: " (what) " — workflow " (id) }
+        @if let Some(w) = warning { p.warn role="alert" #changed { (w) } }
         p { "Workflow " (workflow_link(root, id)) " is " (workflow_state(plan.state)) "." }
         @if let Some(why) = &plan.refused {
             p.error role="alert" #refusal { "Refused: " (why) }
@@ -1042,12 +1048,13 @@ pub(super) fn workflow_confirm(request: &Request, plan: &WorkflowPlan, reason: &
             (planned(root, "plan-compensate", "Steps compensated: they succeeded, their compensations are published", &plan.compensate))
             (planned(root, "plan-retry", "Steps run again", &plan.retry))
             (planned(root, "plan-drop", "Compensations cancelled: they have not started", &plan.drop_compensations))
-            p.muted { "If the workflow changes before you confirm, what is applied is planned again then, and the result says what changed." }
+            p.muted { "If the workflow changes before you confirm, nothing is done and the new plan is shown to confirm instead." }
             form.act #confirm method="post" action=(format!("{root}workflows/{id}/act")) {
                 (csrf(request))
                 input type="hidden" name="action" value=(plan.action.name());
                 @if let Some(c) = compensate { input type="hidden" name="compensate" value=(c); }
                 input type="hidden" name="reason" value=(reason);
+                input type="hidden" name="plan" value=(super::plan_key(plan));
                 button type="submit" { @if compensate.is_some() { "Cancel workflow " (id) } @else { "Retry workflow " (id) } }
             }
         }
