@@ -497,6 +497,13 @@ async fn a_failed_workflow_is_retried_where_it_stopped_after_a_dry_run() {
     .await
     .unwrap();
     assert_eq!(outcomes, ["applied", "refused"]);
+    // As JSON: the outcome on stdout, the reason still on stderr, exit 1.
+    let (code, out, err) = retry(&["--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["outcome"], "refused");
+    assert_eq!(json["plan"]["state"], "running");
+    assert!(err.starts_with("error: cannot retry workflow"), "{err}");
     let shown = stdout(pgoutbox(&db).args(["workflow", &id]));
     assert!(
         shown.contains(": compensating → running — the carrier is back\n")
