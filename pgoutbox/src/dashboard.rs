@@ -307,6 +307,8 @@ const CHILDREN_SHOWN: usize = 100;
 const TREE_SHOWN: i64 = 200;
 /// Steps listed in the table under a workflow's graph.
 const STEPS_SHOWN: usize = 500;
+/// Steps listed in each part of a workflow action's confirmation.
+const PLANNED_SHOWN: usize = 200;
 /// Rows a bulk action takes at a time.
 const BULK_BATCH: i64 = 500;
 /// The sign-in cookie: a random session id, never the token or a digest
@@ -1501,6 +1503,20 @@ struct WorkflowActForm {
     plan: Option<String>,
 }
 
+/// A plan's summary for the notice after it, in a redirect's URL: each
+/// line cut at 200 characters (a large workflow's would list thousands of
+/// steps; its page lists them).
+fn short_summary(plan: &WorkflowPlan) -> String {
+    plan.summary()
+        .lines()
+        .map(|line| match line.char_indices().nth(200) {
+            Some((at, _)) => format!("{}…", &line[..at]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// What a plan changes, as ids: the confirmation carries it, so that what
 /// is applied is what the operator saw.
 fn plan_key(plan: &WorkflowPlan) -> String {
@@ -1568,7 +1584,7 @@ async fn workflow_confirm(
     };
     Ok(respond(
         status,
-        pages::workflow_confirm(&request, &plan, reason, None).into_string(),
+        pages::workflow_confirm(&request, &plan, reason, None, PLANNED_SHOWN).into_string(),
         None,
     ))
 }
@@ -1606,6 +1622,7 @@ async fn workflow_act(
             Some(
                 "the workflow changed since this was confirmed: nothing was done; this is what it would change now",
             ),
+            PLANNED_SHOWN,
         );
         return Ok(respond(StatusCode::CONFLICT, page.into_string(), None));
     }
@@ -1621,7 +1638,7 @@ async fn workflow_act(
             let message = format!(
                 "{changed}{name} of workflow {id} applied: {} → {state}. {}",
                 plan.state,
-                plan.summary().replace('\n', "; ")
+                short_summary(&plan)
             );
             let query =
                 serde_urlencoded::to_string([("notice", message.as_str())]).unwrap_or_default();

@@ -2267,3 +2267,70 @@ async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the
     assert_eq!(page.status, StatusCode::OK);
     assert!(!page.body.contains("id=\"retry-workflow\"") && !page.body.contains("/confirm"));
 }
+
+#[tokio::test]
+async fn cancelling_a_thousand_step_workflow_confirms_a_capped_list_then_cancels_every_step() {
+    let db = test_db().await;
+    let mut wf = Workflow::new("dash.fan_in");
+    let parts: Vec<_> = (0..1000).map(|n| wf.add(DashMake { n })).collect();
+    wf.add(DashSum { parts });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let path = format!("/workflows/{}", published.id);
+    let form = [
+        ("action", "cancel"),
+        ("compensate", "no"),
+        ("reason", "load test"),
+        ("csrf", csrf.as_str()),
+    ];
+
+    let started = std::time::Instant::now();
+    let plan = post(&app, &format!("{path}/confirm"), Some(&cookies), &form).await;
+    let confirm_took = started.elapsed();
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+    assert!(
+        plan.body.contains("they have not started (1001)"),
+        "{}",
+        plan.body
+    );
+    assert_eq!(row_ids(table_of(&plan.body, "plan-cancel")).len(), 200);
+    assert!(plan.body.contains("and 801 more, not listed."));
+    assert!(plan.body.len() < 200_000, "{} bytes", plan.body.len());
+
+    let key = hidden_value(&plan.body, "plan");
+    let form = [&form[..], &[("plan", key.as_str())]].concat();
+    let started = std::time::Instant::now();
+    let done = post(&app, &format!("{path}/act"), Some(&cookies), &form).await;
+    let apply_took = started.elapsed();
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    // The notice rides in the redirect's URL: cut, not 1,001 steps long.
+    let location = done.location();
+    assert!(
+        location.len() < 1_000,
+        "{} bytes: {location}",
+        location.len()
+    );
+    assert!(location.contains("cancels+1001%3A"), "{location}");
+    let (cancelled, recorded): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pgoutbox.operations WHERE workflow_id = $1 AND status = 'cancelled'),
+                (SELECT count(*) FROM pgoutbox.operator_actions WHERE workflow_id = $1)",
+    )
+    .bind(published.id.as_i64())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((cancelled, recorded), (1001, 1 + 1001));
+    let graph = admin(&db)
+        .workflow_graph(published.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(graph.workflow.state, pgoutbox::WorkflowState::Cancelled);
+    eprintln!(
+        "a 1,001-step workflow's cancel: confirmation {confirm_took:?} ({} KiB), applied in {apply_took:?}",
+        plan.body.len() / 1024
+    );
+}

@@ -997,17 +997,18 @@ pub(super) fn workflow(
     )
 }
 
-/// The steps of one part of a plan, under a heading.
-fn planned(root: &str, id: &str, title: &str, steps: &[PlannedStep]) -> Markup {
+/// The steps of one part of a plan, under a heading (the first `shown`).
+fn planned(root: &str, id: &str, title: &str, steps: &[PlannedStep], shown: usize) -> Markup {
     html! {
         @if !steps.is_empty() {
             h2 { (title) " (" (steps.len()) ")" }
             div.scroll { table id=(id) {
                 thead { tr { th { "Id" } th { "Name" } th { "State now" } } }
-                tbody { @for s in steps {
+                tbody { @for s in steps.iter().take(shown) {
                     tr data-id=(s.id) { td { (op_link(root, s.id)) } td { (s.name) } td { (state(s.status)) } }
                 } }
             } }
+            @if steps.len() > shown { p.muted { "and " (steps.len() - shown) " more, not listed." } }
         }
     }
 }
@@ -1019,6 +1020,7 @@ pub(super) fn workflow_confirm(
     plan: &WorkflowPlan,
     reason: &str,
     warning: Option<&str>,
+    shown: usize,
 ) -> Markup {
     let root = &request.root;
     let id = plan.workflow;
@@ -1044,10 +1046,10 @@ pub(super) fn workflow_confirm(
         } @else {
             p #plan-summary { "This will " strong { (plan.action.name()) } " workflow " (id) ", recorded as " code { (reason) } ":" }
             @if nothing { p.muted { "It changes no step." } }
-            (planned(root, "plan-cancel", "Steps cancelled: they have not started", &plan.cancel))
-            (planned(root, "plan-compensate", "Steps compensated: they succeeded, their compensations are published", &plan.compensate))
-            (planned(root, "plan-retry", "Steps run again", &plan.retry))
-            (planned(root, "plan-drop", "Compensations cancelled: they have not started", &plan.drop_compensations))
+            (planned(root, "plan-cancel", "Steps cancelled: they have not started", &plan.cancel, shown))
+            (planned(root, "plan-compensate", "Steps compensated: they succeeded, their compensations are published", &plan.compensate, shown))
+            (planned(root, "plan-retry", "Steps run again", &plan.retry, shown))
+            (planned(root, "plan-drop", "Compensations cancelled: they have not started", &plan.drop_compensations, shown))
             p.muted { "If the workflow changes before you confirm, nothing is done and the new plan is shown to confirm instead." }
             form.act #confirm method="post" action=(format!("{root}workflows/{id}/act")) {
                 (csrf(request))
