@@ -497,6 +497,7 @@ fn admin(db: &TestDatabase) -> Admin {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines, clippy::type_complexity)] // One story; the trail's rows as tuples.
 async fn a_workflow_retry_resumes_where_it_stopped_and_succeeds() {
     use pgoutbox::WorkflowState;
     use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
@@ -635,6 +636,7 @@ async fn a_retry_is_refused_once_compensations_ran() {
 }
 
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // One story: both cancels, then the refusals.
 async fn a_workflow_cancel_leaves_nothing_running_or_pending() {
     use pgoutbox::WorkflowState;
     use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
