@@ -128,6 +128,12 @@ static MIGRATIONS: &[Migration] = &[
         name: "workflows",
         template: include_str!("../migrations/0010_workflows.sql"),
     },
+    // Version 11 (compensation) lands from another branch.
+    Migration {
+        version: 12,
+        name: "workflow_keys",
+        template: include_str!("../migrations/0012_workflow_keys.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

@@ -26,12 +26,13 @@ use uuid::Uuid;
 
 use crate::definition::OperationId;
 use crate::duration::millis;
-use crate::publish::PublishOptions;
-use crate::router::ScheduledRoute;
+use crate::publish::{PublishError, PublishOptions};
+use crate::router::{Make, ScheduledRoute};
 use crate::runtime::Runtime;
 use crate::schedule::{Due, MAX_MISSED_TICKS, MissedTicks, Schedule, plan, schedule_key};
 use crate::store::Store;
 use crate::store::schedules::{Declaration, Rival, ScheduleState};
+use crate::workflow::{PublishedWorkflow, Workflow, WorkflowError};
 
 /// The longest the scheduler sleeps between two looks at its schedules
 /// (the next tick is usually sooner).
@@ -78,7 +79,7 @@ fn describe(operation: &str, cron: &str, zone: &str, missed: &str) -> String {
 fn declaration(s: &ScheduledRoute) -> Declaration<'_> {
     Declaration {
         name: &s.name,
-        operation: s.operation,
+        operation: &s.operation,
         cron: s.schedule.expression(),
         time_zone: s.schedule.zone(),
         missed: s.schedule.missed_ticks().as_str(),
@@ -123,7 +124,7 @@ pub(crate) async fn declare(
         let rivals = store
             .schedule_rivals(&mut tx, &s.name, worker, &s.declaration, live_ms)
             .await?;
-        let ours = describe(s.operation, d.cron, d.time_zone, d.missed);
+        let ours = describe(&s.operation, d.cron, d.time_zone, d.missed);
         if let Some(rival) = rivals.first() {
             let theirs = describe(
                 &rival.operation,
@@ -401,9 +402,30 @@ async fn publish(
 ) -> Result<Option<(DateTime<Utc>, OperationId)>, sqlx::Error> {
     let mut last = None;
     for (at, missed) in ticks {
-        let options = PublishOptions::new().idempotency_key(schedule_key(&s.name, *at));
-        let row = match s.row(&rt.publisher, &s.compiled.tick(*at), options) {
-            Ok(row) => row,
+        let key = schedule_key(&s.name, *at);
+        let tick = s.compiled.tick(*at);
+        let published = match &s.make {
+            Make::Operation { row, .. } => {
+                match row(&rt.publisher, &tick, PublishOptions::new().idempotency_key(key)) {
+                    Ok(row) => match rt.publisher.insert(tx, &row).await {
+                        Ok(id) => Ok(Ok(Some(id))),
+                        Err(PublishError::Database { source, .. }) => Err(source),
+                        Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
+                    },
+                    Err(e) => Ok(Err(e.to_string())),
+                }
+            }
+            // Recorded as the tick's operation: the workflow's first step,
+            // its root.
+            Make::Workflow(build) => publish_workflow(rt, tx, build(tick).idempotency_key(key))
+                .await
+                .map(|published| published.map(|w| w.steps.first().copied())),
+        };
+        let id = match published? {
+            Ok(Some(id)) => id,
+            // A workflow published by another worker, whose steps were all
+            // purged since: nothing to record.
+            Ok(None) => continue,
             Err(e) => {
                 // A payload that cannot be published now will not be
                 // publishable on a retry either: say so, and go on.
@@ -411,11 +433,6 @@ async fn publish(
                 metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "failed").increment(1);
                 continue;
             }
-        };
-        let id = match rt.publisher.insert(tx, &row).await {
-            Ok(id) => id,
-            Err(crate::publish::PublishError::Database { source, .. }) => return Err(source),
-            Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
         };
         if *missed {
             tracing::warn!(schedule = %s.name, tick = %rfc(*at), operation_id = %id, policy = %policy, "missed tick: published late (missed-ticks policy)");
@@ -427,6 +444,32 @@ async fn publish(
         last = Some((*at, id));
     }
     Ok(last)
+}
+
+/// Publishes a tick's workflow under a savepoint: `Ok(Err(why))` when it
+/// cannot be published (nothing of it stays written, and a retry would
+/// fail alike), `Err` for a database error (the tick's transaction is
+/// tried again).
+async fn publish_workflow(
+    rt: &Runtime,
+    tx: &mut PgConnection,
+    workflow: Workflow,
+) -> Result<Result<PublishedWorkflow, String>, sqlx::Error> {
+    let mut savepoint = tx.begin().await?;
+    match rt.publisher.publish_workflow(&mut savepoint, workflow).await {
+        Ok(published) => {
+            savepoint.commit().await?;
+            Ok(Ok(published))
+        }
+        Err(WorkflowError::Step {
+            source: PublishError::Database { source, .. },
+            ..
+        }) => Err(source),
+        Err(e) => {
+            savepoint.rollback().await?;
+            Ok(Err(e.to_string()))
+        }
+    }
 }
 
 /// How long from `now` until `at`, both by the database's clock, with a

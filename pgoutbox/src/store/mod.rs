@@ -65,6 +65,7 @@ statements!(
     purge_workers,
     // Workflows (`store::workflows`).
     workflow_open,
+    workflow_by_key,
     workflow_insert,
     workflows_list,
     workflow_row,

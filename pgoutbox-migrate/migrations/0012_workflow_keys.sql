@@ -1,0 +1,14 @@
+-- Migration 12: a workflow-level idempotency key (`Workflow::idempotency_key`).
+--
+-- A second publish of a workflow with a key already taken inserts nothing
+-- and returns the existing workflow (`workflow_open.sql` inserts with
+-- `ON CONFLICT DO NOTHING`, then reads the winner back). The key is unique
+-- among all workflows, not per workflow name: a schedule's workflow
+-- (`schedule:<name>:<tick>`) may be named differently at each tick, and
+-- one tick must still make one workflow. The key stays taken for as long
+-- as the workflow's row exists.
+-- (Number 11 is another change's.)
+ALTER TABLE {schema}.workflows ADD COLUMN idempotency_key text;
+
+CREATE UNIQUE INDEX workflows_idempotency_key_idx ON {schema}.workflows (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
