@@ -11,6 +11,9 @@
 //! - `--schedule CRON` also publishes `fault.tick` on that schedule (and
 //!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
 //!   `--take-over`;
+//! - `--schedule-workflow CRON` publishes the workflow `fault.tick_flow`
+//!   (`pgoutbox_tests::tick_workflow`) on that schedule instead, and
+//!   handles its steps, with `--missed` as above;
 //! - `--log` writes pgoutbox's log (info and above) to stderr.
 //! - `relay NATS_URL STREAM` relays `relay.order_placed` to JetStream
 //!   instead (`pgoutbox_tests::relay_router`).
@@ -58,6 +61,16 @@ fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::erro
             .operation::<ScheduledTick>()
             .schedule::<ScheduledTick>(schedule, |tick| ScheduledTick {
                 at: tick.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+    }
+    if let Some(cron) = value("--schedule-workflow") {
+        let schedule = Schedule::cron(cron)
+            .missed(value("--missed").map_or(Ok(MissedTicks::Latest), |m| m.parse())?);
+        router = router
+            .operation::<ScheduledTick>()
+            .operation::<pgoutbox_tests::TickDone>()
+            .schedule_workflow(pgoutbox_tests::TICK_FLOW, schedule, |tick| {
+                pgoutbox_tests::tick_workflow(&tick)
             });
     }
     Ok(router)
