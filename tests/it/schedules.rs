@@ -1257,6 +1257,19 @@ async fn two_worker_processes_publish_one_workflow_per_tick_and_its_steps_run() 
         count(&db, "SELECT count(*) FROM pgoutbox.schedule_declarations").await,
         2
     );
+    // Operators see the last tick's workflow and its state.
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let listed = admin.schedules().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].operation, "workflow fault.tick_flow");
+    assert_eq!(
+        listed[0].last_workflow_id.map(|id| id.as_i64()),
+        Some(all.last().unwrap().1)
+    );
+    assert_eq!(
+        listed[0].last_workflow_state,
+        Some(pgoutbox::WorkflowState::Succeeded)
+    );
 }
 
 fn workflow_router(missed: MissedTicks, cron: &str) -> WorkflowRouter {
