@@ -4,9 +4,10 @@
 //!
 //! Every worker with a schedule runs it; there is no leader. A tick is
 //! published in one transaction that holds the schedule's row lock, inserts
-//! the operation under the idempotency key `schedule:<name>:<tick>` and
-//! moves the row's cursor past it, so one operation exists per tick however
-//! many workers try. What is due is decided by the database's clock.
+//! the operation (or the workflow, `WorkflowRouter::schedule_workflow`)
+//! under the idempotency key `schedule:<name>:<tick>` and moves the row's
+//! cursor past it, so one operation exists per tick however many workers
+//! try. What is due is decided by the database's clock.
 //!
 //! A tick is *missed* when no live worker declaring the schedule was
 //! running at its time (it is older than the earliest start of the live
