@@ -70,10 +70,9 @@ fn row(s: &ScheduleRow) -> Vec<String> {
             s.last_workflow_state
                 .map_or_else(|| "?".to_owned(), |st| st.to_string())
         ),
-        (Some(tick), Some(id), None) if s.operation.starts_with("workflow ") => format!(
-            "{} workflow (step #{id} purged)",
-            when(Some(tick))
-        ),
+        (Some(tick), Some(id), None) if s.operation.starts_with("workflow ") => {
+            format!("{} workflow (step #{id} purged)", when(Some(tick)))
+        }
         (Some(tick), Some(id), None) => format!(
             "{} #{id} {}",
             when(Some(tick)),

@@ -12,8 +12,8 @@ use crate::registry::{Registration, Registry};
 #[cfg(feature = "nats")]
 use crate::relay::{Relay, RouteRelay};
 use crate::schedule::{Compiled, Schedule, ScheduleError, Tick};
-use crate::workflow::Workflow;
 use crate::store::NewOperation;
+use crate::workflow::Workflow;
 
 /// A group of operations, selected by type, under a name prefix.
 ///

@@ -407,7 +407,11 @@ async fn publish(
         let tick = s.compiled.tick(*at);
         let published = match &s.make {
             Make::Operation { row, .. } => {
-                match row(&rt.publisher, &tick, PublishOptions::new().idempotency_key(key)) {
+                match row(
+                    &rt.publisher,
+                    &tick,
+                    PublishOptions::new().idempotency_key(key),
+                ) {
                     Ok(row) => match rt.publisher.insert(tx, &row).await {
                         Ok(id) => Ok(Ok(Some(id))),
                         Err(PublishError::Database { source, .. }) => Err(source),
@@ -457,7 +461,11 @@ async fn publish_workflow(
     workflow: Workflow,
 ) -> Result<Result<PublishedWorkflow, String>, sqlx::Error> {
     let mut savepoint = tx.begin().await?;
-    match rt.publisher.publish_workflow(&mut savepoint, workflow).await {
+    match rt
+        .publisher
+        .publish_workflow(&mut savepoint, workflow)
+        .await
+    {
         Ok(published) => {
             savepoint.commit().await?;
             Ok(Ok(published))

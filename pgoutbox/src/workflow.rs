@@ -668,26 +668,10 @@ impl Publisher {
             prepared.push((op, json, step.deps));
         }
         let store = self.store();
-        let opened = match store
-            .open_workflow(conn, &name, prepared.len(), key.as_deref())
-            .await
-        {
-            Ok(Some(opened)) => Ok(opened),
-            Ok(None) => match key {
-                Some(key) => return self.existing_workflow(conn, name, &key).await,
-                None => Err(sqlx::Error::RowNotFound),
-            },
-            Err(source) => Err(source),
+        let (id, ids) = match self.open(conn, name.clone(), prepared.len(), key).await? {
+            Ok(opened) => opened,
+            Err(existing) => return Ok(existing),
         };
-        let (id, ids) = opened.map_err(|source| {
-            step_error(
-                None,
-                PublishError::Database {
-                    name: "workflow",
-                    source,
-                },
-            )
-        })?;
         let mut rows = Vec::with_capacity(prepared.len());
         let mut sizes = Vec::with_capacity(prepared.len());
         for (index, (mut op, mut json, deps)) in prepared.into_iter().enumerate() {
@@ -812,14 +796,16 @@ impl Workflow {
 }
 
 impl Publisher {
-    /// The workflow already published under `key` (whose insert this
-    /// publish's `ON CONFLICT` skipped).
-    async fn existing_workflow(
+    /// Opens workflow `name` of `steps` steps under `key`: its id and its
+    /// steps' ids, or (`Err`) the workflow already published under `key`,
+    /// whose insert this one's `ON CONFLICT` skipped.
+    async fn open(
         &self,
         conn: &mut PgConnection,
         name: String,
-        key: &str,
-    ) -> Result<PublishedWorkflow, WorkflowError> {
+        steps: usize,
+        key: Option<String>,
+    ) -> Result<Result<(WorkflowId, Vec<OperationId>), PublishedWorkflow>, WorkflowError> {
         let database = |source| WorkflowError::Step {
             name: name.clone(),
             index: None,
@@ -828,21 +814,32 @@ impl Publisher {
                 source,
             },
         };
-        let (id, steps) = self
-            .store()
-            .workflow_by_key(conn, key)
+        let store = self.store();
+        let opened = store
+            .open_workflow(conn, &name, steps, key.as_deref())
             .await
-            .map_err(database)?
-            .ok_or_else(|| {
-                database(sqlx::Error::Protocol(format!(
-                    "idempotency key `{key}` is taken by a workflow this transaction cannot see yet"
-                )))
-            })?;
-        Ok(PublishedWorkflow {
-            id,
-            steps,
-            created: false,
-        })
+            .map_err(database)?;
+        match (opened, key) {
+            (Some(opened), _) => Ok(Ok(opened)),
+            (None, None) => Err(database(sqlx::Error::RowNotFound)),
+            (None, Some(key)) => {
+                let (id, steps) = store
+                    .workflow_by_key(conn, &key)
+                    .await
+                    .map_err(database)?
+                    .ok_or_else(|| {
+                        database(sqlx::Error::Protocol(format!(
+                            "idempotency key `{key}` is taken by a workflow this transaction \
+                             cannot see yet"
+                        )))
+                    })?;
+                Ok(Err(PublishedWorkflow {
+                    id,
+                    steps,
+                    created: false,
+                }))
+            }
+        }
     }
 }
 
@@ -921,7 +918,10 @@ mod tests {
         assert!(ok.error.is_none());
         for (key, reason) in [
             (String::new(), "the key is empty".to_owned()),
-            ("k".repeat(MAX_KEY_BYTES + 1), "1025 bytes, longer than 1024".to_owned()),
+            (
+                "k".repeat(MAX_KEY_BYTES + 1),
+                "1025 bytes, longer than 1024".to_owned(),
+            ),
             (
                 "a\0b".to_owned(),
                 "the key holds a NUL character, which PostgreSQL cannot store".to_owned(),

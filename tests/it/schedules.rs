@@ -1235,7 +1235,11 @@ async fn two_worker_processes_publish_one_workflow_per_tick_and_its_steps_run() 
         .await,
         12
     );
-    assert!(crate::workflows::inconsistent_workflows(&db).await.is_empty());
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
     // The schedule's row: publishing `workflow fault.tick_flow`, its last
     // tick and that tick's workflow's first step.
     let (operation, last_tick, last_op): (String, DateTime<Utc>, i64) = sqlx::query_as(
@@ -1263,7 +1267,9 @@ async fn two_worker_processes_publish_one_workflow_per_tick_and_its_steps_run() 
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].operation, "workflow fault.tick_flow");
     assert_eq!(
-        listed[0].last_workflow_id.map(|id| id.as_i64()),
+        listed[0]
+            .last_workflow_id
+            .map(pgoutbox::workflow::WorkflowId::as_i64),
         Some(all.last().unwrap().1)
     );
     assert_eq!(
@@ -1276,11 +1282,9 @@ fn workflow_router(missed: MissedTicks, cron: &str) -> WorkflowRouter {
     WorkflowRouter::new()
         .operation::<ScheduledTick>()
         .operation::<TickDone>()
-        .schedule_workflow(
-            TICK_FLOW,
-            Schedule::cron(cron).missed(missed),
-            |tick| pgoutbox_tests::tick_workflow(&tick),
-        )
+        .schedule_workflow(TICK_FLOW, Schedule::cron(cron).missed(missed), |tick| {
+            pgoutbox_tests::tick_workflow(&tick)
+        })
 }
 
 async fn start_workflows(db: &TestDatabase, router: WorkflowRouter) -> WorkflowSystem {
@@ -1342,7 +1346,11 @@ async fn ticks_missed_while_no_worker_ran_publish_one_workflow_each_under_all() 
         .await,
         8
     );
-    assert!(crate::workflows::inconsistent_workflows(&db).await.is_empty());
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1351,7 +1359,13 @@ async fn an_empty_workflow_is_its_ticks_failure_and_later_ticks_still_run() {
     let log = log_path(&db, "empty-workflow");
     let mut command = Worker::command(&db.url(), 2);
     command
-        .args(["--schedule-workflow", "* * * * * *", "--empty-ticks", "2", "--log"])
+        .args([
+            "--schedule-workflow",
+            "* * * * * *",
+            "--empty-ticks",
+            "2",
+            "--log",
+        ])
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
     let worker = Worker::spawn(command);
     wait_for_succeeded_workflows(&db, 3, Duration::from_secs(30)).await;
@@ -1380,7 +1394,10 @@ async fn an_empty_workflow_is_its_ticks_failure_and_later_ticks_still_run() {
     let all = scheduled_workflows(&db).await;
     assert!(all.len() >= 3, "{all:?}");
     for (tick, _, _) in &all {
-        assert!(*tick > failed[1], "{tick} published before the failures: {all:?}");
+        assert!(
+            *tick > failed[1],
+            "{tick} published before the failures: {all:?}"
+        );
     }
     let keys: Vec<String> = failed.iter().map(|t| schedule_key(TICK_FLOW, *t)).collect();
     let written: i64 = sqlx::query_scalar(
@@ -1409,7 +1426,11 @@ async fn an_empty_workflow_is_its_ticks_failure_and_later_ticks_still_run() {
             .await
             .unwrap();
     assert!(decided > failed[1]);
-    assert!(crate::workflows::inconsistent_workflows(&db).await.is_empty());
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
 }
 
 #[test]
@@ -1422,13 +1443,17 @@ fn invalid_workflow_schedules_are_refused_with_their_name() {
     let resolve = |router: WorkflowRouter| router.resolve(&registry).map(|_| ());
     let flow = |_: pgoutbox::Tick| Workflow::new(TICK_FLOW);
     assert_eq!(
-        resolve(WorkflowRouter::new().schedule_workflow("fault.flow", Schedule::cron("61 * * * *"), flow))
-            .unwrap_err()
-            .to_string()
-            .split(':')
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(":"),
+        resolve(WorkflowRouter::new().schedule_workflow(
+            "fault.flow",
+            Schedule::cron("61 * * * *"),
+            flow
+        ))
+        .unwrap_err()
+        .to_string()
+        .split(':')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(":"),
         "schedule `fault.flow`: invalid cron expression `61 * * * *`"
     );
     assert_eq!(
@@ -1444,14 +1469,22 @@ fn invalid_workflow_schedules_are_refused_with_their_name() {
         })
     );
     assert_eq!(
-        resolve(WorkflowRouter::new().schedule_workflow("Fault Flow", Schedule::cron("0 3 * * *"), flow))
-            .unwrap_err()
-            .to_string(),
+        resolve(WorkflowRouter::new().schedule_workflow(
+            "Fault Flow",
+            Schedule::cron("0 3 * * *"),
+            flow
+        ))
+        .unwrap_err()
+        .to_string(),
         "invalid schedule name `Fault Flow`: expected lower-case segments of `[a-z0-9_]` joined by dots"
     );
     // The name is required and wins over `Schedule::named`.
     let routes = WorkflowRouter::new()
-        .schedule_workflow("fault.flow", Schedule::cron("0 3 * * *").named("fault.other"), flow)
+        .schedule_workflow(
+            "fault.flow",
+            Schedule::cron("0 3 * * *").named("fault.other"),
+            flow,
+        )
         .resolve(&registry)
         .unwrap();
     assert_eq!(routes.schedule_names().collect::<Vec<_>>(), ["fault.flow"]);

@@ -946,14 +946,18 @@ async fn eight_concurrent_publishes_with_one_key_make_one_workflow() {
     let again = publish(&db, keyed_diamond("order-7", 99)).await;
     assert!(!again.created);
     assert_eq!((again.id, &again.steps), (first.id, &first.steps));
-    let winner: i64 = sqlx::query_scalar("SELECT (payload->>'n')::bigint FROM pgoutbox.operations WHERE id = $1")
-        .bind(first.steps[0].as_i64())
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
+    let winner: i64 =
+        sqlx::query_scalar("SELECT (payload->>'n')::bigint FROM pgoutbox.operations WHERE id = $1")
+            .bind(first.steps[0].as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
     let system = start(&db).await;
     assert_eq!(finished(&db, first).await, "succeeded");
-    assert_eq!(result(&db, first.steps[3]).await, serde_json::json!(3 * winner + 1));
+    assert_eq!(
+        result(&db, first.steps[3]).await,
+        serde_json::json!(3 * winner + 1)
+    );
     system.stop().await.unwrap();
     assert!(inconsistent_workflows(&db).await.is_empty());
     assert_eq!(
@@ -971,8 +975,12 @@ async fn eight_concurrent_publishes_with_one_key_make_one_workflow() {
 async fn a_second_publish_in_the_same_transaction_returns_the_first() {
     let db = test_db().await;
     let mut tx = db.pool().begin().await.unwrap();
-    let first = publish_workflow(&mut tx, keyed_diamond("k", 1)).await.unwrap();
-    let again = publish_workflow(&mut tx, keyed_diamond("k", 2)).await.unwrap();
+    let first = publish_workflow(&mut tx, keyed_diamond("k", 1))
+        .await
+        .unwrap();
+    let again = publish_workflow(&mut tx, keyed_diamond("k", 2))
+        .await
+        .unwrap();
     assert!(first.created && !again.created);
     assert_eq!((again.id, &again.steps), (first.id, &first.steps));
     tx.rollback().await.unwrap();

@@ -97,9 +97,7 @@ pub const TICK_FLOW: &str = "fault.tick_flow";
 /// The workflow a tick publishes: `fault.tick` for the tick, then
 /// `fault.tick_done` after it.
 pub fn tick_workflow(tick: &pgoutbox::Tick) -> Workflow {
-    let at = tick
-        .at()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = tick.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut wf = Workflow::new(TICK_FLOW);
     let first = wf.add(ScheduledTick { at: at.clone() });
     wf.add(TickDone { tick: first, at });

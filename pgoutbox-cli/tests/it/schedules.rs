@@ -144,7 +144,10 @@ async fn a_workflow_schedule_lists_its_last_workflow() {
             .unwrap(),
     );
     assert_eq!(listed["schedules"][0]["name"], "billing.reconcile");
-    assert_eq!(listed["schedules"][0]["last_workflow_id"], serde_json::Value::Null);
+    assert_eq!(
+        listed["schedules"][0]["last_workflow_id"],
+        serde_json::Value::Null
+    );
 }
 
 #[tokio::test]
