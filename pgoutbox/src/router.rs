@@ -259,7 +259,7 @@ pub enum RouterError {
     /// Two schedules with one name.
     #[error(
         "schedule `{name}` is declared twice: give one of them another name with \
-         `Schedule::named`"
+         `Schedule::named` (for a workflow: the name given to `schedule_workflow`)"
     )]
     DuplicateSchedule {
         /// The schedule's name.

@@ -390,7 +390,7 @@ fn invalid_schedules_are_refused_with_their_name() {
         });
     assert_eq!(
         twice.resolve(&registry).unwrap_err().to_string(),
-        "schedule `fault.tick` is declared twice: give one of them another name with `Schedule::named`"
+        "schedule `fault.tick` is declared twice: give one of them another name with `Schedule::named` (for a workflow: the name given to `schedule_workflow`)"
     );
     // Outside the router's prefix.
     let misplaced = WorkflowRouter::with_prefix("billing")
