@@ -840,8 +840,9 @@ impl WorkflowRouter {
     /// prefix, and the schedules list it as publishing `workflow <name>`.
     /// The workflow's own name may differ from tick to tick, and its steps
     /// need no handler in this process. A workflow that cannot be published
-    /// (no steps, an invalid name, a payload that does not serialize…) is
-    /// logged with its error and counted as the tick's failure
+    /// (no steps, an invalid name, a payload that does not serialize…), or
+    /// a closure that panics, is logged with its error and counted as the
+    /// tick's failure
     /// (`pgoutbox_schedule_ticks_total{outcome="failed"}`), as an operation
     /// schedule's payload that cannot be published: the tick is decided,
     /// nothing of it is written, and later ticks run as usual.

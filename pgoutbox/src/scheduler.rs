@@ -407,24 +407,25 @@ async fn publish(
         let tick = s.compiled.tick(*at);
         let published = match &s.make {
             Make::Operation { row, .. } => {
-                match row(
-                    &rt.publisher,
-                    &tick,
-                    PublishOptions::new().idempotency_key(key),
-                ) {
-                    Ok(row) => match rt.publisher.insert(tx, &row).await {
+                let options = PublishOptions::new().idempotency_key(key);
+                match unpanicked(|| row(&rt.publisher, &tick, options)) {
+                    Ok(Ok(row)) => match rt.publisher.insert(tx, &row).await {
                         Ok(id) => Ok(Ok(Some(id))),
                         Err(PublishError::Database { source, .. }) => Err(source),
                         Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
                     },
-                    Err(e) => Ok(Err(e.to_string())),
+                    Ok(Err(e)) => Ok(Err(e.to_string())),
+                    Err(panicked) => Ok(Err(panicked)),
                 }
             }
             // Recorded as the tick's operation: the workflow's first step,
             // its root.
-            Make::Workflow(build) => publish_workflow(rt, tx, build(tick).idempotency_key(key))
-                .await
-                .map(|published| published.map(|w| w.steps.first().copied())),
+            Make::Workflow(build) => match unpanicked(|| build(tick)) {
+                Ok(workflow) => publish_workflow(rt, tx, workflow.idempotency_key(key))
+                    .await
+                    .map(|published| published.map(|w| w.steps.first().copied())),
+                Err(panicked) => Ok(Err(panicked)),
+            },
         };
         let id = match published? {
             Ok(Some(id)) => id,
@@ -449,6 +450,19 @@ async fn publish(
         last = Some((*at, id));
     }
     Ok(last)
+}
+
+/// Calls a schedule's closure, a panic in it becoming its tick's error:
+/// the application's code must not stop the scheduler.
+fn unpanicked<T>(call: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+        format!("the schedule's closure panicked: {message}")
+    })
 }
 
 /// Publishes a tick's workflow under a savepoint: `Ok(Err(why))` when it

@@ -1517,3 +1517,118 @@ fn invalid_workflow_schedules_are_refused_with_their_name() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_or_invalid_tick_fails_only_that_tick() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let db = test_db().await;
+    // The workflow schedule: its first tick panics, its second builds a
+    // workflow with an invalid name, the others a good one; the operation
+    // schedule: its first tick panics.
+    let failed: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let (calls, ops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let op_failed: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let router = {
+        let failed = Arc::clone(&failed);
+        let op_failed = Arc::clone(&op_failed);
+        WorkflowRouter::new()
+            .operation::<ScheduledTick>()
+            .operation::<TickDone>()
+            .schedule_workflow(
+                TICK_FLOW,
+                Schedule::cron("* * * * * *"),
+                move |tick| match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        failed.lock().unwrap().push(tick.at());
+                        panic!("no report today")
+                    }
+                    1 => {
+                        failed.lock().unwrap().push(tick.at());
+                        let mut wf = Workflow::new("Not A Name");
+                        wf.add(ScheduledTick { at: rfc(tick.at()) });
+                        wf
+                    }
+                    _ => pgoutbox_tests::tick_workflow(&tick),
+                },
+            )
+            .schedule::<ScheduledTick>(Schedule::cron("* * * * * *"), move |tick| {
+                if ops.fetch_add(1, Ordering::SeqCst) == 0 {
+                    op_failed.lock().unwrap().push(tick.at());
+                    panic!("no tick today");
+                }
+                ScheduledTick { at: rfc(tick.at()) }
+            })
+    };
+    let system = start_workflows(&db, router).await;
+    wait_for_succeeded_workflows(&db, 2, Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while operation_ticks(&db).await.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no operation ticks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    system.stop().await.unwrap();
+    let failed = failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 2);
+    let all = scheduled_workflows(&db).await;
+    for (tick, _, _) in &all {
+        assert!(
+            *tick > failed[1],
+            "{tick} published before the failures: {all:?}"
+        );
+    }
+    let keys: Vec<String> = failed.iter().map(|t| schedule_key(TICK_FLOW, *t)).collect();
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pgoutbox.workflows WHERE idempotency_key = ANY($1))
+              + (SELECT count(*) FROM pgoutbox.operations WHERE idempotency_key = ANY($1)
+                 OR (workflow_id IS NOT NULL AND payload->>'at' = ANY($2)))",
+    )
+    .bind(&keys)
+    .bind(failed.iter().map(|t| rfc(*t)).collect::<Vec<_>>())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(written, 0);
+    // The operation schedule went on after its panicking tick too: its
+    // ticks are consecutive, from the second after the one that panicked.
+    let ticks = operation_ticks(&db).await;
+    let op_failed = op_failed.lock().unwrap().clone();
+    assert_eq!(op_failed.len(), 1);
+    assert_eq!(
+        ticks[0],
+        op_failed[0] + chrono::Duration::seconds(1),
+        "{ticks:?}"
+    );
+    assert!(
+        ticks
+            .windows(2)
+            .all(|w| w[1] - w[0] == chrono::Duration::seconds(1)),
+        "{ticks:?}"
+    );
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
+}
+
+/// The ticks of the operation schedule `fault.tick` (not the workflows'
+/// `fault.tick` steps), each checked against its key.
+async fn operation_ticks(db: &TestDatabase) -> Vec<DateTime<Utc>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT payload->>'at', idempotency_key FROM pgoutbox.operations
+         WHERE name = $1 AND workflow_id IS NULL ORDER BY id",
+    )
+    .bind(NAME)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(at, key)| {
+            let at: DateTime<Utc> = at.parse().unwrap();
+            assert_eq!(key.as_deref(), Some(schedule_key(NAME, at).as_str()));
+            at
+        })
+        .collect()
+}
