@@ -128,7 +128,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "workflows",
         template: include_str!("../migrations/0010_workflows.sql"),
     },
-    // Version 11 (compensation) lands from another branch.
+    Migration {
+        version: 11,
+        name: "sagas",
+        template: include_str!("../migrations/0011_sagas.sql"),
+    },
     Migration {
         version: 12,
         name: "workflow_keys",

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::definition::{Operation, OperationId};
 use crate::publish::{PublishError, PublishOptions, Publisher};
 use crate::store::NewOperation;
+use crate::workflow::Workflow;
 
 /// Facts about the running attempt, shared by both contexts.
 #[derive(Debug, Clone)]
@@ -18,6 +19,8 @@ pub(crate) struct AttemptInfo {
     pub(crate) root_id: OperationId,
     /// How the step's dependencies ended (empty outside workflows).
     pub(crate) inputs: crate::workflow::StepInputs,
+    /// The step's workflow (`None` outside workflows).
+    pub(crate) workflow_id: Option<crate::definition::WorkflowId>,
 }
 
 /// The context of a plain (non-transactional) handler.
@@ -52,6 +55,8 @@ pub struct Context {
     pub(crate) info: AttemptInfo,
     pub(crate) publisher: Publisher,
     pub(crate) follow_ups: Vec<NewOperation>,
+    /// Steps the handler added to its workflow.
+    pub(crate) additions: Option<Workflow>,
 }
 
 /// The context of a `transactional` handler: everything [`Context`] gives,
@@ -90,6 +95,8 @@ pub struct TxContext<'c> {
     pub(crate) info: AttemptInfo,
     pub(crate) conn: &'c mut PgConnection,
     pub(crate) publisher: Publisher,
+    /// Steps the handler added to its workflow.
+    pub(crate) additions: Option<Workflow>,
 }
 
 macro_rules! attempt_accessors {
@@ -139,6 +146,79 @@ macro_rules! attempt_accessors {
                 .into_iter()
                 .map(|step| crate::workflow::read_result(&self.info.inputs, step))
                 .collect()
+        }
+
+        /// Adds a step to this step's workflow, decided at run time (one
+        /// per line item, say): recorded with this attempt's success (a
+        /// transactional handler's: in its transaction), or not at all.
+        /// Returns its `Dep`, for the steps added after it, such as one
+        /// that waits for all of them (a fan-in). A step added here may
+        /// also name the steps this one's payload names. They are released
+        /// by the workflow's rules; in a workflow that has failed meanwhile
+        /// they are added cancelled.
+        ///
+        /// A step that cannot be published (its payload, a `Dep` of
+        /// another workflow), or a handler whose operation is not a
+        /// workflow step, makes the attempt fail permanently with a message
+        /// saying why; nothing it added is recorded.
+        ///
+        /// ```
+        /// use pgoutbox::prelude::*;
+        /// use pgoutbox::workflow::Dep;
+        ///
+        /// #[operation("shop.pack")]
+        /// async fn pack(ctx: &mut Context, sku: String) -> Result<()> {
+        ///     let _ = (ctx, sku);
+        ///     Ok(())
+        /// }
+        ///
+        /// #[operation("shop.ship_all")]
+        /// async fn ship_all(ctx: &mut Context, packed: Vec<Dep<Pack>>) -> Result<()> {
+        ///     ctx.results(&packed)?;
+        ///     Ok(())
+        /// }
+        ///
+        /// #[operation("shop.split")]
+        /// async fn split(ctx: &mut Context, skus: Vec<String>) -> Result<()> {
+        ///     let packed = skus.into_iter().map(|sku| ctx.add_step(Pack { sku })).collect();
+        ///     ctx.add_step(ShipAll { packed });
+        ///     Ok(())
+        /// }
+        /// ```
+        pub fn add_step<O: Operation>(&mut self, payload: O) -> crate::workflow::Dep<O> {
+            self.add_step_with(payload, PublishOptions::new())
+        }
+
+        /// [`add_step`](Self::add_step) with options (`run_at`, `delay`,
+        /// `priority`, `queue`).
+        pub fn add_step_with<O: Operation>(
+            &mut self,
+            payload: O,
+            options: PublishOptions,
+        ) -> crate::workflow::Dep<O> {
+            let id = self.info.id;
+            self.additions
+                .get_or_insert_with(|| Workflow::additions(id))
+                .add_with(payload, options)
+        }
+
+        /// Declares the compensation of a step added by
+        /// [`add_step`](Self::add_step), as
+        /// [`Workflow::compensate_with`] does at publish.
+        pub fn compensate_with<O: Operation, C: Operation>(
+            &mut self,
+            step: crate::workflow::Dep<O>,
+            compensation: impl FnOnce(crate::workflow::Dep<O>) -> C,
+        ) {
+            let id = self.info.id;
+            self.additions
+                .get_or_insert_with(|| Workflow::additions(id))
+                .compensate_with(step, compensation);
+        }
+
+        /// The workflow this operation is a step of, if it is one.
+        pub fn workflow_id(&self) -> Option<crate::definition::WorkflowId> {
+            self.info.workflow_id
         }
 
         /// The operation's id.

@@ -25,6 +25,7 @@ use crate::runtime::{Completion, RecordError, RunningOp, Runtime};
 use crate::state::Outcome;
 use crate::storable;
 use crate::store::{Claimed, Fence, NewOperation, Store};
+use crate::workflow::{Prepared, Workflow, WorkflowError};
 
 /// Polls a boxed future, turning a panic into an error message.
 struct CatchUnwind<'a, T>(BoxFuture<'a, T>);
@@ -151,6 +152,7 @@ async fn run(
         root_id: claimed.root_id,
         // Read with the claim: a plain handler needs no connection.
         inputs: Arc::clone(&claimed.inputs),
+        workflow_id: claimed.workflow_id,
     };
     let started = Instant::now();
     let mut next = None;
@@ -174,6 +176,7 @@ async fn run(
                 info,
                 publisher: rt.publisher.clone(),
                 follow_ups: Vec::new(),
+                additions: None,
             };
             let (end, result) = drive(
                 handler(&mut ctx, claimed.payload.clone()),
@@ -192,6 +195,7 @@ async fn run(
                 vanish(&claimed, point);
                 return None;
             }
+            let (end, additions) = checked_additions(rt, &claimed, ctx.additions.take(), end);
             let decision = attempt.decide(end, jitter());
             record(
                 rt,
@@ -201,6 +205,7 @@ async fn run(
                 decision,
                 Produced {
                     follow_ups: ctx.follow_ups,
+                    additions,
                     result_schema: result.as_ref().map(|_| registration.output_schema().hash()),
                     result,
                 },
@@ -323,6 +328,7 @@ async fn run_relay(
         decision,
         Produced {
             follow_ups: Vec::new(),
+            additions: None,
             result,
             // A receipt, not an output of the operation's type.
             result_schema: None,
@@ -537,20 +543,40 @@ async fn run_transactional(
             return None;
         }
     };
-    let (end, result) = {
+    let (end, result, additions) = {
         let mut ctx = TxContext {
             info,
             conn: &mut tx,
             publisher: rt.publisher.clone(),
+            additions: None,
         };
-        drive(
+        let (end, result) = drive(
             handler(&mut ctx, claimed.payload.clone()),
             timeout,
             running,
             claimed,
             registration,
         )
-        .await
+        .await;
+        let (end, additions) = checked_additions(rt, claimed, ctx.additions.take(), end);
+        (end, result, additions)
+    };
+    // The steps it added, in its transaction, before its success: a step
+    // waiting for this one is released by it.
+    let end = match (end, additions) {
+        (AttemptEnd::Succeeded, Some(steps)) => {
+            let limit = rt.settings.workflow_system.lease;
+            match tokio::time::timeout(limit, rt.publisher.add_steps(&mut tx, claimed.id, &steps))
+                .await
+            {
+                Ok(Ok(_)) => AttemptEnd::Succeeded,
+                Ok(Err(e)) => AttemptEnd::Failed(steps_refused(&e)),
+                Err(_) => AttemptEnd::Failed(HandlerError::retryable(format!(
+                    "the steps it added could not be recorded: no answer within {limit:?}"
+                ))),
+            }
+        }
+        (end, _) => end,
     };
     // A handler that returned (an error, a snooze, a panic, a result that
     // cannot be stored) may have ended
@@ -753,6 +779,8 @@ fn vanish(claimed: &Claimed, point: Crash) {
 #[derive(Debug, Default)]
 pub(crate) struct Produced {
     pub(crate) follow_ups: Vec<NewOperation>,
+    /// Steps the handler added to its workflow, checked.
+    pub(crate) additions: Option<Prepared>,
     pub(crate) result: Option<serde_json::Value>,
     /// The hash of the output schema a handler's result was written with.
     pub(crate) result_schema: Option<&'static str>,
@@ -775,7 +803,7 @@ async fn record(
     running: &RunningOp,
 ) {
     let mut wait = Duration::from_millis(50);
-    let mut refused = 0;
+    let mut refused_times = 0;
     loop {
         // Bounded: a connection that went silent must not hold the attempt
         // (and `stop()`) forever; the next try takes another connection.
@@ -793,18 +821,16 @@ async fn record(
                 return;
             }
             Err(e) => {
-                if let Some((code, message)) = refused_as_data(&e) {
-                    refused += 1;
+                if let Some((why, short)) = refused(&e) {
+                    refused_times += 1;
                     tracing::error!(operation_id = %fence.id, error = %e, "the outcome cannot be stored; recording a failure that says so");
-                    decision = match refused {
-                        1 => attempt.unstorable(
-                            &decision,
-                            &format!("PostgreSQL refused it (SQLSTATE {code}): {message}"),
-                        ),
-                        2 => attempt.unstorable(&decision, &format!("SQLSTATE {code}")),
+                    decision = match refused_times {
+                        1 => attempt.unstorable(&decision, &why),
+                        2 => attempt.unstorable(&decision, &short),
                         _ => return,
                     };
                     produced.follow_ups.clear();
+                    produced.additions = None;
                     continue;
                 }
                 if running.is_lost() {
@@ -819,15 +845,71 @@ async fn record(
     }
 }
 
-/// The SQLSTATE and message of a record that PostgreSQL refused as data.
-fn refused_as_data(error: &RecordError) -> Option<(String, String)> {
+/// Why an outcome cannot be stored, at length and in short, when
+/// recording it again cannot help: PostgreSQL refused it as data, or the
+/// steps the handler added name a step of another workflow.
+fn refused(error: &RecordError) -> Option<(String, String)> {
+    let data = |e: &sqlx::Error| {
+        storable::data_error(e).map(|(code, message)| {
+            (
+                format!("PostgreSQL refused it (SQLSTATE {code}): {message}"),
+                format!("SQLSTATE {code}"),
+            )
+        })
+    };
     match error {
-        RecordError::Database(e) => storable::data_error(e),
+        RecordError::Database(e) => data(e),
         RecordError::FollowUp(e) => match &**e {
-            PublishError::Database { source, .. } => storable::data_error(source),
+            PublishError::Database { source, .. } => data(source),
             _ => None,
         },
+        RecordError::Steps(e) => match &**e {
+            WorkflowError::Step {
+                source: PublishError::Database { source, .. },
+                ..
+            } => data(source),
+            e => Some((
+                format!("the steps it added cannot be published: {e}"),
+                "the steps it added cannot be published".to_owned(),
+            )),
+        },
         RecordError::TimedOut(_) => None,
+    }
+}
+
+/// The steps a handler added, checked before its outcome is recorded: a
+/// success whose steps cannot be published fails permanently, saying why
+/// (nothing it added is recorded).
+fn checked_additions(
+    rt: &Runtime,
+    claimed: &Claimed,
+    additions: Option<Workflow>,
+    end: AttemptEnd,
+) -> (AttemptEnd, Option<Prepared>) {
+    match (additions, end) {
+        (Some(additions), AttemptEnd::Succeeded) => {
+            match rt
+                .publisher
+                .prepare_additions(additions, claimed.workflow_id, claimed.id)
+            {
+                Ok(prepared) => (AttemptEnd::Succeeded, Some(prepared)),
+                Err(e) => (AttemptEnd::Failed(steps_refused(&e)), None),
+            }
+        }
+        (_, end) => (end, None),
+    }
+}
+
+/// The failure of an attempt whose added steps could not be recorded:
+/// retryable when the database failed, permanent otherwise.
+fn steps_refused(error: &WorkflowError) -> HandlerError {
+    let message = format!("the steps it added cannot be published: {error}");
+    match error {
+        WorkflowError::Step {
+            source: PublishError::Database { .. },
+            ..
+        } => HandlerError::retryable(message),
+        _ => HandlerError::permanent(message),
     }
 }
 
@@ -850,7 +932,7 @@ async fn try_record(
     produced: &Produced,
 ) -> Result<bool, RecordError> {
     match decision {
-        Decision::Success if produced.follow_ups.is_empty() => {
+        Decision::Success if produced.follow_ups.is_empty() && produced.additions.is_none() => {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let result = produced.result.clone();
             let result_schema = produced.result_schema;
@@ -883,6 +965,13 @@ async fn try_record(
         }
         Decision::Success => {
             let mut tx = rt.pool.begin().await?;
+            // Before the success, which releases the steps waiting for it.
+            if let Some(steps) = &produced.additions {
+                rt.publisher
+                    .add_steps(&mut tx, fence.id, steps)
+                    .await
+                    .map_err(|e| RecordError::Steps(Arc::new(e)))?;
+            }
             if !rt
                 .store
                 .complete_success(

@@ -273,6 +273,9 @@ pub(crate) enum RecordError {
     /// A follow-up could not be published with the success.
     #[error(transparent)]
     FollowUp(Arc<PublishError>),
+    /// The steps a handler added could not be published with the success.
+    #[error(transparent)]
+    Steps(Arc<crate::workflow::WorkflowError>),
     /// The database did not answer in time.
     #[error("recording timed out after {0:?}")]
     TimedOut(Duration),

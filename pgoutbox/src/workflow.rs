@@ -79,7 +79,7 @@ use crate::publish::{
 use crate::state::Status;
 use crate::store::NewOperation;
 pub(crate) use crate::store::workflows::StepInputs;
-use crate::store::workflows::{StepInput, StepRow};
+use crate::store::workflows::{CompensationRow, StepInput, StepRow};
 
 /// The key under which a payload stores a [`Dep`]: `{"pgoutbox.step": 42}`.
 pub const DEP_KEY: &str = "pgoutbox.step";
@@ -430,6 +430,31 @@ pub enum WorkflowError {
         /// The operation the `Dep` names.
         id: OperationId,
     },
+    /// A compensation was declared for a step that is not one of this
+    /// workflow's (a `Dep` of another workflow, or of a published step).
+    #[error("workflow `{name}`: `compensate_with` names a step that is not one of its own")]
+    ForeignCompensation {
+        /// The workflow's name.
+        name: String,
+    },
+    /// A second compensation for the same step.
+    #[error(
+        "step {index} (`{operation}`) of workflow `{name}` has two compensations; a step has at most one"
+    )]
+    CompensatedTwice {
+        /// The workflow's name.
+        name: String,
+        /// The step (in the order of `add`).
+        index: usize,
+        /// Its operation.
+        operation: &'static str,
+    },
+    /// A handler added steps, but its operation is not a workflow step.
+    #[error("operation {id} is not a workflow step: a handler adds steps only to its own workflow")]
+    NotAStep {
+        /// The operation whose handler added them.
+        id: OperationId,
+    },
     /// The workflow's idempotency key is empty, longer than
     /// [`MAX_KEY_BYTES`] or holds a NUL character.
     #[error("invalid idempotency key for workflow `{name}`: {reason}")]
@@ -464,12 +489,24 @@ struct Step {
         fn(&Publisher, serde_json::Value, PublishOptions) -> Result<NewOperation, PublishError>,
 }
 
+/// A step's compensation as declared: its payload, serialized with
+/// placeholders as a step's, and the steps it names.
+struct Compensation {
+    /// The step it answers.
+    step: u32,
+    name: &'static str,
+    json: Result<serde_json::Value, PublishError>,
+    prepare:
+        fn(&Publisher, serde_json::Value, PublishOptions) -> Result<NewOperation, PublishError>,
+}
+
 /// A graph of steps, built in order and published at once with
 /// [`publish_workflow`]; see the [module docs](self).
 pub struct Workflow {
     name: String,
     token: u64,
     steps: Vec<Step>,
+    compensations: Vec<Compensation>,
     error: Option<WorkflowError>,
     key: Option<String>,
 }
@@ -505,7 +542,21 @@ impl Workflow {
             name,
             token: TOKENS.fetch_add(1, Ordering::Relaxed),
             steps: Vec::new(),
+            compensations: Vec::new(),
             error,
+            key: None,
+        }
+    }
+
+    /// The steps a running step's handler adds to its workflow
+    /// (`ctx.add_step`): named after it in messages.
+    pub(crate) fn additions(adder: OperationId) -> Self {
+        Workflow {
+            name: format!("(steps added by operation {adder})"),
+            token: TOKENS.fetch_add(1, Ordering::Relaxed),
+            steps: Vec::new(),
+            compensations: Vec::new(),
+            error: None,
             key: None,
         }
     }
@@ -543,18 +594,115 @@ impl Workflow {
     )]
     pub fn add_with<O: Operation>(&mut self, payload: O, options: PublishOptions) -> Dep<O> {
         let index = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        let (json, deps) = self.serialize(&payload, index, index);
+        self.steps.push(Step {
+            name: O::NAME,
+            json,
+            options,
+            deps,
+            prepare: Publisher::prepare_json::<O>,
+        });
+        Dep {
+            target: Target::Local {
+                workflow: self.token,
+                index,
+            },
+            operation: PhantomData,
+        }
+    }
+
+    /// Declares how `step` is answered if the workflow fails after it
+    /// succeeded: `compensation` builds the operation to publish then (a
+    /// refund for a charge), given the step's `Dep`, so that its handler
+    /// reads the step's result. It is called now; only its payload is
+    /// stored.
+    ///
+    /// When a step of the workflow ends `dead` or `cancelled` (unless its
+    /// dependents opted out with [`Settled`]), the compensations of the
+    /// steps that succeeded are published in reverse dependency order, in
+    /// the transaction that records the failure, and run as ordinary
+    /// operations; steps that never ran are cancelled, not compensated. A
+    /// step still running or `stalled` then is compensated if it succeeds.
+    /// The rules are in `docs/consistency.md` ("Sagas").
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::workflow::{Dep, Workflow};
+    ///
+    /// #[operation("shop.charge")]
+    /// async fn charge(ctx: &mut Context, cents: i64) -> Result<String> {
+    ///     let _ = (ctx, cents);
+    ///     Ok("ch_1".into())
+    /// }
+    ///
+    /// #[operation("shop.refund")]
+    /// async fn refund(ctx: &mut Context, payment: Dep<Charge>) -> Result<()> {
+    ///     let charge_id: String = ctx.result(&payment)?;
+    ///     tracing::info!(%charge_id, "refunding");
+    ///     Ok(())
+    /// }
+    ///
+    /// let mut wf = Workflow::new("shop.order");
+    /// let payment = wf.add(Charge { cents: 1999 });
+    /// wf.compensate_with(payment, |payment| Refund { payment });
+    /// assert_eq!(wf.len(), 1); // a compensation is not a step until it is needed
+    /// ```
+    pub fn compensate_with<O: Operation, C: Operation>(
+        &mut self,
+        step: Dep<O>,
+        compensation: impl FnOnce(Dep<O>) -> C,
+    ) {
+        let index = match step.target {
+            Target::Local { workflow, index } if workflow == self.token => index,
+            _ => {
+                if self.error.is_none() {
+                    self.error = Some(WorkflowError::ForeignCompensation {
+                        name: self.name.clone(),
+                    });
+                }
+                return;
+            }
+        };
+        if self.compensations.iter().any(|c| c.step == index) && self.error.is_none() {
+            self.error = Some(WorkflowError::CompensatedTwice {
+                name: self.name.clone(),
+                index: index as usize,
+                operation: O::NAME,
+            });
+        }
+        let payload = compensation(step);
+        // It may name every step added so far (the compensated one too).
+        let steps = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        let (json, _) = self.serialize(&payload, index, steps);
+        self.compensations.push(Compensation {
+            step: index,
+            name: C::NAME,
+            json,
+            prepare: Publisher::prepare_json::<C>,
+        });
+    }
+
+    /// Serializes the payload of step `index` (or of its compensation),
+    /// which may name the first `steps` steps: its JSON with placeholders,
+    /// and the steps it names (required or not), one entry each.
+    fn serialize<O: Operation>(
+        &mut self,
+        payload: &O,
+        index: u32,
+        steps: u32,
+    ) -> (Result<serde_json::Value, PublishError>, Vec<(u32, bool)>) {
         let previous = ADDING.replace(Some(Adding {
             workflow: self.token,
-            steps: index,
+            steps,
             deps: Vec::new(),
             foreign: false,
         }));
-        let json = serde_json::to_value(&payload);
+        let json = serde_json::to_value(payload);
         let adding = ADDING.replace(previous).expect("set above");
         if adding.foreign && self.error.is_none() {
             self.error = Some(WorkflowError::ForeignDep {
                 name: self.name.clone(),
-                index: self.steps.len(),
+                index: index as usize,
                 operation: O::NAME,
             });
         }
@@ -568,23 +716,11 @@ impl Workflow {
             }
             same
         });
-        self.steps.push(Step {
+        let json = json.map_err(|source| PublishError::Serialize {
             name: O::NAME,
-            json: json.map_err(|source| PublishError::Serialize {
-                name: O::NAME,
-                source,
-            }),
-            options,
-            deps,
-            prepare: Publisher::prepare_json::<O>,
+            source,
         });
-        Dep {
-            target: Target::Local {
-                workflow: self.token,
-                index,
-            },
-            operation: PhantomData,
-        }
+        (json, deps)
     }
 }
 
@@ -603,6 +739,24 @@ pub struct PublishedWorkflow {
     pub created: bool,
 }
 
+/// A workflow's steps and compensations, checked, waiting for their ids.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    name: String,
+    steps: Vec<PreparedStep>,
+    compensations: Vec<(u32, NewOperation, serde_json::Value)>,
+}
+
+#[derive(Debug)]
+struct PreparedStep {
+    op: NewOperation,
+    json: serde_json::Value,
+    /// Steps of this batch it waits for (by index), required or not.
+    deps: Vec<(u32, bool)>,
+    /// Published steps it waits for (only for steps added at run time).
+    published: Vec<(OperationId, bool)>,
+}
+
 impl Publisher {
     /// Publishes `workflow` inside the caller's transaction: its row, every
     /// step and every dependency, or nothing. Never commits. Steps without
@@ -615,81 +769,213 @@ impl Publisher {
     pub async fn publish_workflow(
         &self,
         conn: &mut PgConnection,
-        workflow: Workflow,
+        mut workflow: Workflow,
     ) -> Result<PublishedWorkflow, WorkflowError> {
+        let key = workflow.key.take();
+        let prepared = self.prepare_workflow(workflow, false)?;
+        let (id, ids) = match self
+            .open(conn, &prepared.name, prepared.steps.len(), key)
+            .await?
+        {
+            Ok(opened) => opened,
+            Err(existing) => return Ok(existing),
+        };
+        self.insert_workflow(conn, id, ids[0], &ids, &prepared)
+            .await?;
+        Ok(PublishedWorkflow {
+            id,
+            steps: ids,
+            created: true,
+        })
+    }
+
+    /// Adds the steps of `additions` (built by a running step's handler) to
+    /// the workflow of step `adder`, in the caller's transaction, which
+    /// records the adder's success after them: a step waiting for the
+    /// adder is released by it. In a workflow that has failed already, the
+    /// steps are added cancelled.
+    pub(crate) async fn add_steps(
+        &self,
+        conn: &mut PgConnection,
+        adder: OperationId,
+        prepared: &Prepared,
+    ) -> Result<Vec<OperationId>, WorkflowError> {
+        let store = self.store();
+        let database = |source| database_error(&prepared.name, None, "workflow", source);
+        let Some(grown) = store
+            .grow_workflow(conn, adder, prepared.steps.len())
+            .await
+            .map_err(database)?
+        else {
+            return Err(WorkflowError::NotAStep { id: adder });
+        };
+        let published: Vec<OperationId> = prepared
+            .steps
+            .iter()
+            .flat_map(|s| s.published.iter().map(|(id, _)| *id))
+            .collect();
+        if let Some(foreign) = store
+            .foreign_steps(conn, grown.workflow, &published)
+            .await
+            .map_err(database)?
+        {
+            let index = prepared
+                .steps
+                .iter()
+                .position(|s| s.published.iter().any(|(id, _)| *id == foreign))
+                .unwrap_or(0);
+            return Err(WorkflowError::PublishedDep {
+                operation: prepared.steps[index].op.name,
+                name: prepared.name.clone(),
+                index,
+                id: foreign,
+            });
+        }
+        let ids = grown.ids.clone();
+        self.insert_workflow(conn, grown.workflow, grown.root, &ids, prepared)
+            .await?;
+        if grown.failed {
+            store
+                .cancel_added(conn, grown.workflow, adder, &ids)
+                .await
+                .map_err(|source| database_error("", None, "workflow", source))?;
+        }
+        Ok(ids)
+    }
+
+    /// Checks the steps a handler added, before its outcome is recorded.
+    pub(crate) fn prepare_additions(
+        &self,
+        additions: Workflow,
+        workflow: Option<WorkflowId>,
+        adder: OperationId,
+    ) -> Result<Prepared, WorkflowError> {
+        if workflow.is_none() {
+            return Err(WorkflowError::NotAStep { id: adder });
+        }
+        self.prepare_workflow(additions, true)
+    }
+
+    /// Checks everything that can be refused before the first statement.
+    fn prepare_workflow(
+        &self,
+        workflow: Workflow,
+        at_run_time: bool,
+    ) -> Result<Prepared, WorkflowError> {
         let Workflow {
             name,
             steps,
+            compensations,
             error,
-            key,
             ..
         } = workflow;
         if let Some(error) = error {
             return Err(error);
         }
-        if steps.is_empty() {
+        if steps.is_empty() && !at_run_time {
             return Err(WorkflowError::Empty(name));
         }
         if steps.len() > MAX_STEPS {
             return Err(WorkflowError::TooManySteps { name });
         }
-        let step_error = |index: Option<usize>, source| WorkflowError::Step {
+        let step_error = |index: usize, source| WorkflowError::Step {
             name: name.clone(),
-            index,
+            index: Some(index),
             source,
         };
-        // Everything that can be refused is, before the first statement.
         let mut prepared = Vec::with_capacity(steps.len());
         for (index, step) in steps.into_iter().enumerate() {
-            let json = step.json.map_err(|e| step_error(Some(index), e))?;
+            let json = step.json.map_err(|e| step_error(index, e))?;
             // Checked again once the ids are in: refused here, nothing
             // was sent.
-            crate::publish::check_storable(step.name, &json)
-                .map_err(|e| step_error(Some(index), e))?;
+            crate::publish::check_storable(step.name, &json).map_err(|e| step_error(index, e))?;
             if step.options.has_key_or_parent() {
                 return Err(step_error(
-                    Some(index),
+                    index,
                     PublishError::InvalidOption {
                         name: step.name,
                         reason: "a workflow step takes no idempotency key and no parent".into(),
                     },
                 ));
             }
-            if let Some(id) = published_dep(&json) {
+            let mut published = Vec::new();
+            published_refs(&json, &mut published);
+            if let (Some((id, _)), false) = (published.first(), at_run_time) {
                 return Err(WorkflowError::PublishedDep {
                     name,
                     index,
                     operation: step.name,
-                    id,
+                    id: *id,
                 });
             }
             let op = (step.prepare)(self, serde_json::Value::Null, step.options)
-                .map_err(|e| step_error(Some(index), e))?;
-            prepared.push((op, json, step.deps));
+                .map_err(|e| step_error(index, e))?;
+            prepared.push(PreparedStep {
+                op,
+                json,
+                deps: step.deps,
+                published,
+            });
         }
-        let store = self.store();
-        let (id, ids) = match self.open(conn, name.clone(), prepared.len(), key).await? {
-            Ok(opened) => opened,
-            Err(existing) => return Ok(existing),
+        let mut answers = Vec::with_capacity(compensations.len());
+        for compensation in compensations {
+            let index = compensation.step as usize;
+            let json = compensation.json.map_err(|e| step_error(index, e))?;
+            crate::publish::check_storable(compensation.name, &json)
+                .map_err(|e| step_error(index, e))?;
+            let op = (compensation.prepare)(self, serde_json::Value::Null, PublishOptions::new())
+                .map_err(|e| step_error(index, e))?;
+            answers.push((compensation.step, op, json));
+        }
+        Ok(Prepared {
+            name,
+            steps: prepared,
+            compensations: answers,
+        })
+    }
+
+    /// Inserts `prepared` as steps `ids` of workflow `id`: its steps and
+    /// their edges, in statements of at most `publish_many`'s chunk, then
+    /// its compensations.
+    async fn insert_workflow(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        root: OperationId,
+        ids: &[OperationId],
+        prepared: &Prepared,
+    ) -> Result<(), WorkflowError> {
+        let Prepared {
+            name,
+            steps,
+            compensations,
+        } = prepared;
+        let step_error = |index: usize, source| WorkflowError::Step {
+            name: name.clone(),
+            index: Some(index),
+            source,
         };
-        let mut rows = Vec::with_capacity(prepared.len());
-        let mut sizes = Vec::with_capacity(prepared.len());
-        for (index, (mut op, mut json, deps)) in prepared.into_iter().enumerate() {
-            replace_placeholders(&mut json, &ids);
-            let size = crate::publish::check_storable(op.name, &json)
-                .map_err(|e| step_error(Some(index), e))?;
+        let store = self.store();
+        let mut rows = Vec::with_capacity(steps.len());
+        let mut sizes = Vec::with_capacity(steps.len());
+        for (index, step) in steps.iter().enumerate() {
+            let (mut op, mut json) = (step.op.clone(), step.json.clone());
+            replace_placeholders(&mut json, ids);
+            let size =
+                crate::publish::check_storable(op.name, &json).map_err(|e| step_error(index, e))?;
             sizes.push(size);
             op.payload = json;
             rows.push(StepRow {
                 op,
                 id: ids[index],
-                deps: deps
-                    .into_iter()
-                    .map(|(dep, required)| (ids[dep as usize], required))
+                deps: step
+                    .deps
+                    .iter()
+                    .map(|(dep, required)| (ids[*dep as usize], *required))
                     .collect(),
+                published: step.published.clone(),
             });
         }
-        // Statements of at most `publish_many`'s chunk, in rows and bytes.
         let mut start = 0;
         while start < rows.len() {
             let (mut end, mut bytes) = (start, 0);
@@ -701,24 +987,53 @@ impl Publisher {
                 end += 1;
             }
             store
-                .insert_steps(conn, id, ids[0], &rows[start..end])
+                .insert_steps(conn, id, root, &rows[start..end])
                 .await
                 .map_err(|source| {
-                    step_error(
-                        Some(start),
-                        PublishError::Database {
-                            name: rows[start].op.name,
-                            source,
-                        },
-                    )
+                    database_error(&name, Some(start), rows[start].op.name, source)
                 })?;
             start = end;
         }
-        Ok(PublishedWorkflow {
-            id,
-            steps: ids,
-            created: true,
-        })
+        if compensations.is_empty() {
+            return Ok(());
+        }
+        let mut answers = Vec::with_capacity(compensations.len());
+        for (index, op, json) in compensations {
+            let (index, mut op, mut json) = (*index, op.clone(), json.clone());
+            replace_placeholders(&mut json, ids);
+            crate::publish::check_storable(op.name, &json)
+                .map_err(|e| step_error(index as usize, e))?;
+            let mut inputs = Vec::new();
+            published_refs(&json, &mut inputs);
+            op.payload = json;
+            answers.push(CompensationRow {
+                step: ids[index as usize],
+                op,
+                inputs: inputs.into_iter().map(|(id, _)| id).collect(),
+            });
+        }
+        store
+            .insert_compensations(conn, id, &answers)
+            .await
+            .map_err(|source| database_error(&name, None, "compensation", source))
+    }
+}
+
+/// A database error while publishing workflow `name`'s step `index` (of
+/// operation `operation`), or its row.
+fn database_error(
+    name: &str,
+    index: Option<usize>,
+    operation: &'static str,
+    source: sqlx::Error,
+) -> WorkflowError {
+    WorkflowError::Step {
+        name: name.to_owned(),
+        index,
+        source: PublishError::Database {
+            name: operation,
+            source,
+        },
     }
 }
 
@@ -802,21 +1117,14 @@ impl Publisher {
     async fn open(
         &self,
         conn: &mut PgConnection,
-        name: String,
+        name: &str,
         steps: usize,
         key: Option<String>,
     ) -> Result<Result<(WorkflowId, Vec<OperationId>), PublishedWorkflow>, WorkflowError> {
-        let database = |source| WorkflowError::Step {
-            name: name.clone(),
-            index: None,
-            source: PublishError::Database {
-                name: "workflow",
-                source,
-            },
-        };
+        let database = |source| database_error(name, None, "workflow", source);
         let store = self.store();
         let opened = store
-            .open_workflow(conn, &name, steps, key.as_deref())
+            .open_workflow(conn, name, steps, key.as_deref())
             .await
             .map_err(database)?;
         match (opened, key) {
@@ -866,15 +1174,24 @@ fn step_ref(value: &serde_json::Value) -> Option<i64> {
         .and_then(serde_json::Value::as_i64)
 }
 
-/// The first reference in `value` to an already published step.
-fn published_dep(value: &serde_json::Value) -> Option<OperationId> {
+/// Every reference in `value` to a published step (an id, not a
+/// placeholder), once each: required when a `Dep` names it.
+fn published_refs(value: &serde_json::Value, refs: &mut Vec<(OperationId, bool)>) {
     if let Some(id) = step_ref(value) {
-        return (id > 0).then_some(OperationId::from_i64(id));
+        if id > 0 {
+            let id = OperationId::from_i64(id);
+            let required = value.get(DEP_KEY).is_some();
+            match refs.iter_mut().find(|(seen, _)| *seen == id) {
+                Some(seen) => seen.1 |= required,
+                None => refs.push((id, required)),
+            }
+        }
+        return;
     }
     match value {
-        serde_json::Value::Array(items) => items.iter().find_map(published_dep),
-        serde_json::Value::Object(map) => map.values().find_map(published_dep),
-        _ => None,
+        serde_json::Value::Array(items) => items.iter().for_each(|v| published_refs(v, refs)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| published_refs(v, refs)),
+        _ => {}
     }
 }
 
@@ -960,6 +1277,10 @@ mod tests {
                 "c": {"pgoutbox.step": -1, "other": 1},
             })
         );
-        assert_eq!(published_dep(&value), Some(OperationId::from_i64(10)));
+        let mut refs = Vec::new();
+        published_refs(&value, &mut refs);
+        let ids = |ns: [i64; 3]| ns.map(OperationId::from_i64);
+        let [a, b, c] = ids([10, 11, 12]);
+        assert_eq!(refs, [(a, true), (b, true), (c, false)]);
     }
 }

@@ -19,6 +19,7 @@ mod publish;
 mod relay;
 mod results;
 mod runtime;
+mod sagas;
 mod schedules;
 mod settings;
 mod silent;

@@ -371,6 +371,7 @@ mod tests {
                 .collect(),
             created_at: chrono::Utc::now(),
             finished_at: None,
+            compensates: None,
         }
     }
 

@@ -67,6 +67,15 @@ statements!(
     workflow_open,
     workflow_by_key,
     workflow_insert,
+    workflow_grow,
+    workflow_foreign_steps,
+    workflow_cancel_added,
+    workflow_compensations_insert,
+    workflow_lock,
+    workflow_plan_steps,
+    workflow_apply,
+    workflow_actions_record,
+    workflow_actions,
     workflows_list,
     workflow_row,
     workflow_steps,
@@ -175,6 +184,8 @@ pub(crate) struct Claimed {
     pub(crate) attempt_id: i64,
     /// A workflow step's dependencies: how each ended, and its result.
     pub(crate) inputs: workflows::StepInputs,
+    /// Its workflow, for a step.
+    pub(crate) workflow_id: Option<crate::definition::WorkflowId>,
 }
 
 impl Claimed {
@@ -195,6 +206,9 @@ impl Claimed {
                 .unwrap_or(0.0),
             attempt_id: row.try_get("attempt_id")?,
             inputs: workflows::decode_inputs(row.try_get("inputs")?)?,
+            workflow_id: row
+                .try_get::<Option<i64>, _>("workflow_id")?
+                .map(crate::definition::WorkflowId::from_i64),
         })
     }
 }

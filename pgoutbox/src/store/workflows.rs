@@ -26,11 +26,32 @@ pub(crate) struct StepInput {
     pub(crate) result: Option<serde_json::Value>,
 }
 
-/// A step ready to insert: its row and its dependencies' indexes.
+/// A step ready to insert: its row and its dependencies, required or not.
 pub(crate) struct StepRow {
     pub(crate) op: NewOperation,
     pub(crate) id: OperationId,
+    /// Steps inserted with it (not yet ended).
     pub(crate) deps: Vec<(OperationId, bool)>,
+    /// Steps published before (a step added at run time may name them).
+    pub(crate) published: Vec<(OperationId, bool)>,
+}
+
+/// A step's compensation ready to declare.
+pub(crate) struct CompensationRow {
+    /// The step it answers.
+    pub(crate) step: OperationId,
+    pub(crate) op: NewOperation,
+    /// The steps its payload names.
+    pub(crate) inputs: Vec<OperationId>,
+}
+
+/// A workflow grown by a handler's steps (`Store::grow_workflow`).
+pub(crate) struct Grown {
+    pub(crate) workflow: WorkflowId,
+    pub(crate) root: OperationId,
+    /// Whether it had failed: the steps are added cancelled.
+    pub(crate) failed: bool,
+    pub(crate) ids: Vec<OperationId>,
 }
 
 /// A step's dependencies by operation id (empty outside workflows).
@@ -151,14 +172,21 @@ impl Store {
             .iter()
             .map(|r| i32::try_from(r.deps.len()).unwrap_or(i32::MAX))
             .collect();
-        let (mut waiters, mut dependencies, mut required) = (Vec::new(), Vec::new(), Vec::new());
-        for row in rows {
-            for (dep, needed) in &row.deps {
-                waiters.push(row.id.as_i64());
-                dependencies.push(dep.as_i64());
-                required.push(*needed);
+        let edges = |of: fn(&StepRow) -> &[(OperationId, bool)]| {
+            let (mut waiters, mut dependencies, mut required) =
+                (Vec::new(), Vec::new(), Vec::new());
+            for row in rows {
+                for (dep, needed) in of(row) {
+                    waiters.push(row.id.as_i64());
+                    dependencies.push(dep.as_i64());
+                    required.push(*needed);
+                }
             }
-        }
+            (waiters, dependencies, required)
+        };
+        let (waiters, dependencies, required) = edges(|r| &r.deps);
+        let (published_waiters, published_dependencies, published_required) =
+            edges(|r| &r.published);
         let schemas: BTreeMap<(&str, &str), &str> = rows
             .iter()
             .map(|r| {
@@ -198,7 +226,128 @@ impl Store {
                 .bind(&schema_names)
                 .bind(&schema_hashes)
                 .bind(&schema_texts)
+                .bind(&published_waiters)
+                .bind(&published_dependencies)
+                .bind(&published_required)
                 .fetch_all(conn)
+                .await
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Grows the workflow of step `adder` by `steps` steps (see
+    /// `workflow_grow.sql`); `None` when `adder` is not a step.
+    pub(crate) async fn grow_workflow(
+        &self,
+        conn: &mut PgConnection,
+        adder: OperationId,
+        steps: usize,
+    ) -> Result<Option<Grown>, sqlx::Error> {
+        let steps =
+            i32::try_from(steps).map_err(|_| sqlx::Error::Protocol("too many steps".into()))?;
+        let row: Option<(i64, i64, bool, Vec<i64>)> = query!(self, query_as, workflow_grow)
+            .bind(adder.as_i64())
+            .bind(steps)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.map(|(workflow, root, failed, ids)| Grown {
+            workflow: WorkflowId::from_i64(workflow),
+            root: OperationId::from_i64(root),
+            failed,
+            ids: ids.into_iter().map(OperationId::from_i64).collect(),
+        }))
+    }
+
+    /// The first of `ids` that is not a step of workflow `id`.
+    pub(crate) async fn foreign_steps(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        ids: &[OperationId],
+    ) -> Result<Option<OperationId>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let ids: Vec<i64> = ids.iter().map(|i| i.as_i64()).collect();
+        let first: Option<i64> = query!(self, query_scalar, workflow_foreign_steps)
+            .bind(id.as_i64())
+            .bind(&ids)
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(first.map(OperationId::from_i64))
+    }
+
+    /// Cancels steps `ids` that `adder` added to workflow `id` after it
+    /// failed.
+    pub(crate) async fn cancel_added(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        adder: OperationId,
+        ids: &[OperationId],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = ids.iter().map(|i| i.as_i64()).collect();
+        query!(self, query, workflow_cancel_added)
+            .bind(id.as_i64())
+            .bind(adder.as_i64())
+            .bind(&ids)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Declares the compensations of workflow `id`'s steps.
+    pub(crate) async fn insert_compensations(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        rows: &[CompensationRow],
+    ) -> Result<(), sqlx::Error> {
+        let steps: Vec<i64> = rows.iter().map(|r| r.step.as_i64()).collect();
+        let names: Vec<&str> = rows.iter().map(|r| r.op.name).collect();
+        let payloads: Vec<&serde_json::Value> = rows.iter().map(|r| &r.op.payload).collect();
+        let hashes: Vec<&str> = rows.iter().map(|r| r.op.schema.hash()).collect();
+        let priorities: Vec<i16> = rows.iter().map(|r| r.op.priority).collect();
+        let queues: Vec<&str> = rows.iter().map(|r| r.op.queue.as_str()).collect();
+        let max_attempts: Vec<i32> = rows.iter().map(|r| r.op.max_attempts).collect();
+        let idempotent: Vec<bool> = rows.iter().map(|r| r.op.idempotent).collect();
+        let inputs: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| r.inputs.iter().map(|i| i.as_i64()).collect())
+            .collect();
+        let schemas: BTreeMap<(&str, &str), &str> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.op.name, r.op.schema.hash()),
+                    r.op.schema.canonical_json(),
+                )
+            })
+            .collect();
+        let (mut schema_names, mut schema_hashes, mut schema_texts) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for ((name, hash), text) in &schemas {
+            schema_names.push(*name);
+            schema_hashes.push(*hash);
+            schema_texts.push(*text);
+        }
+        self.pinned(conn, async |conn| {
+            query!(self, query, workflow_compensations_insert)
+                .bind(id.as_i64())
+                .bind(&steps)
+                .bind(&names)
+                .bind(&payloads)
+                .bind(&hashes)
+                .bind(&priorities)
+                .bind(&queues)
+                .bind(&max_attempts)
+                .bind(&idempotent)
+                .bind(&inputs)
+                .bind(&schema_names)
+                .bind(&schema_hashes)
+                .bind(&schema_texts)
+                .execute(conn)
                 .await
         })
         .await?;
@@ -276,6 +425,101 @@ impl Store {
         query!(self, query_as::<R>, resolve_facts)
             .bind(id.as_i64())
             .fetch_optional(&mut *conn)
+            .await
+    }
+}
+
+/// An operator's action on a workflow, as the store applies it.
+pub(crate) struct WorkflowChange<'a> {
+    pub(crate) action: &'static str,
+    pub(crate) why: &'a str,
+    pub(crate) compensate: bool,
+}
+
+impl Store {
+    /// Workflow `id`'s state, failure and whether it failed, its row
+    /// locked (in the caller's transaction).
+    pub(crate) async fn lock_workflow(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Option<(WorkflowState, Option<String>, bool)>, sqlx::Error> {
+        query!(self, query_as, workflow_lock)
+            .bind(id.as_i64())
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Workflow `id`'s steps as an operator's action sees them.
+    pub(crate) async fn workflow_plan_steps<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_plan_steps)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Applies `change` to workflow `id` (locked by `lock_workflow`).
+    pub(crate) async fn workflow_apply(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        change: &WorkflowChange<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        query!(self, query_scalar, workflow_apply)
+            .bind(id.as_i64())
+            .bind(change.action)
+            .bind(change.why)
+            .bind(change.compensate)
+            .fetch_one(&mut *conn)
+            .await
+    }
+
+    /// Records an operator's action on workflow `id`, and on the `steps`
+    /// it changed (with their statuses before).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per column of the trail reads best at its caller"
+    )]
+    pub(crate) async fn record_workflow_action(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        action: &str,
+        applied: bool,
+        actor: &str,
+        reason: &str,
+        before: WorkflowState,
+        steps: &[(OperationId, Status)],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = steps.iter().map(|(id, _)| id.as_i64()).collect();
+        let statuses: Vec<&str> = steps.iter().map(|(_, s)| s.as_str()).collect();
+        query!(self, query, workflow_actions_record)
+            .bind(id.as_i64())
+            .bind(action)
+            .bind(if applied { "applied" } else { "refused" })
+            .bind(actor)
+            .bind(reason)
+            .bind(before.as_str())
+            .bind(&ids)
+            .bind(&statuses)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The operators' actions on workflow `id` as a whole.
+    pub(crate) async fn workflow_actions<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_actions)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
             .await
     }
 }

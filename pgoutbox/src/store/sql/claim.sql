@@ -27,7 +27,7 @@ WITH claimed AS (
     RETURNING id, operation_id
 )
 SELECT c.id, c.name, c.payload, c.schema_hash, c.attempt, c.snoozes, c.max_attempts, c.idempotent,
-       c.external_key, c.root_id,
+       c.external_key, c.root_id, c.workflow_id,
        extract(epoch FROM clock_timestamp() - c.run_at)::float8 AS waited_seconds,
        s.id AS attempt_id,
        -- A workflow step's dependencies, read with its claim so that its

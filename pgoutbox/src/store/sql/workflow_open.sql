@@ -18,8 +18,8 @@ WITH taken AS (
     FROM generate_series(1, $2)
     WHERE NOT EXISTS (SELECT 1 FROM taken)
 ), opened AS (
-    INSERT INTO {schema}.workflows (name, root_id, steps, idempotency_key)
-    SELECT $1, min(id), $2, $3 FROM ids HAVING count(*) > 0
+    INSERT INTO {schema}.workflows (name, root_id, steps, published_steps, idempotency_key)
+    SELECT $1, min(id), $2, $2, $3 FROM ids HAVING count(*) > 0
     ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING id
 )
