@@ -989,9 +989,7 @@ impl Publisher {
             store
                 .insert_steps(conn, id, root, &rows[start..end])
                 .await
-                .map_err(|source| {
-                    database_error(&name, Some(start), rows[start].op.name, source)
-                })?;
+                .map_err(|source| database_error(name, Some(start), rows[start].op.name, source))?;
             start = end;
         }
         if compensations.is_empty() {
@@ -1015,7 +1013,7 @@ impl Publisher {
         store
             .insert_compensations(conn, id, &answers)
             .await
-            .map_err(|source| database_error(&name, None, "compensation", source))
+            .map_err(|source| database_error(name, None, "compensation", source))
     }
 }
 

@@ -718,7 +718,7 @@ fn plan(
             for s in own {
                 match s.step.status {
                     Status::Waiting | Status::Pending | Status::Retrying => {
-                        plan.cancel.push(s.step)
+                        plan.cancel.push(s.step);
                     }
                     Status::Succeeded
                         if compensate && s.declares_compensation && !s.compensated =>
