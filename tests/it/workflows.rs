@@ -91,6 +91,14 @@ async fn notify(ctx: &mut TxContext<'_>, charge: Settled<Fail>) -> Result<String
     }
 }
 
+/// Adds `n` sources and their sum to its workflow at run time.
+#[operation("wf.grow")]
+async fn grow(ctx: &mut Context, n: i64) -> Result<()> {
+    let parts = (1..=n).map(|n| ctx.add_step(Source { n })).collect();
+    ctx.add_step(Sum { parts });
+    Ok(())
+}
+
 fn router() -> WorkflowRouter {
     WorkflowRouter::new()
         .operation::<Source>()
@@ -103,6 +111,7 @@ fn router() -> WorkflowRouter {
         .operation::<AfterFail>()
         .operation::<AfterAfter>()
         .operation::<Notify>()
+        .operation::<Grow>()
 }
 
 async fn start(db: &TestDatabase) -> WorkflowSystem {
@@ -1039,5 +1048,34 @@ async fn a_bad_workflow_key_is_refused_and_publishes_nothing() {
     assert_eq!(
         count(&db, "SELECT count(*) FROM pgoutbox.workflows").await,
         1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_key_returns_the_published_steps_not_those_added_at_run_time() {
+    let db = test_db().await;
+    let keyed = || {
+        let mut wf = Workflow::new("wf.grown").idempotency_key("grown-1");
+        wf.add(Source { n: 1 });
+        wf.add(Grow { n: 3 });
+        wf
+    };
+    let first = publish(&db, keyed()).await;
+    let system = start(&db).await;
+    assert_eq!(finished(&db, &first).await, "succeeded");
+    system.stop().await.unwrap();
+    // Four steps were added at run time: six in all.
+    let steps: i32 = sqlx::query_scalar("SELECT steps FROM pgoutbox.workflows WHERE id = $1")
+        .bind(first.id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(steps, 6);
+    let again = publish(&db, keyed()).await;
+    assert!(!again.created);
+    assert_eq!((again.id, &again.steps), (first.id, &first.steps));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        6
     );
 }
