@@ -1,17 +1,23 @@
 -- Migration 11: sagas. A step may carry the operation that answers it
 -- (its compensation: a refund for a charge), published only if its
 -- workflow fails after it succeeded; and a workflow's failure is now a
--- recorded fact (when, why, by whom), from which everything follows in the
--- transaction that records it:
--- - the steps that have not started are cancelled, not compensated (on a
---   step's failure, those waiting for a dependency opted out with
---   `Settled` are left to their release rules: they run however it ends);
--- - the compensations of the steps that succeeded are published in
---   reverse dependency order: a step's compensation waits for every later
---   step that may still succeed and for the compensation of each that did;
--- - a step still running, or `stalled`, holds its own compensation (and
---   those of its dependencies): published when it succeeds, never when it
---   ends otherwise.
+-- recorded fact (when, why, by whom), from which everything follows:
+-- - in the transaction that records it, the steps that have not started
+--   are cancelled, not compensated (on a step's failure, those waiting for
+--   a dependency opted out with `Settled` are left to their release rules:
+--   they run however it ends);
+-- - once no step of its own is waiting, ready or running any more (in that
+--   transaction, or in the one that ends the last of them), the
+--   compensations of the steps that succeeded are published, in reverse
+--   dependency order: a step's compensation waits for the compensation of
+--   every later step that succeeded;
+-- - a step `stalled` then holds its own compensation (and those of the
+--   steps before it): published when an operator resolves it as
+--   succeeded, never when it ends otherwise.
+-- Every change of a step of a failed workflow that can publish or release
+-- a compensation runs under the workflow's row lock (`workflow_settle`; an
+-- operator's action on a step takes it first), so that what a publish
+-- reads of the steps cannot change under it.
 
 ALTER TABLE {schema}.workflows DROP CONSTRAINT workflows_state_check;
 ALTER TABLE {schema}.workflows ADD CONSTRAINT workflows_state_check CHECK (state IN
@@ -35,8 +41,7 @@ WHERE state IN ('failed', 'cancelled');
 
 -- The step an operation compensates (NULL for every other operation).
 ALTER TABLE {schema}.operations ADD COLUMN compensates bigint;
-CREATE INDEX operations_compensates_idx ON {schema}.operations (compensates)
-    WHERE compensates IS NOT NULL;
+CREATE INDEX operations_compensates_idx ON {schema}.operations (compensates) WHERE compensates IS NOT NULL;
 
 -- A step's declared compensation, as data: the operation to publish if its
 -- workflow fails after it succeeded.
@@ -54,8 +59,7 @@ CREATE TABLE {schema}.workflow_compensations (
     inputs       bigint[] NOT NULL DEFAULT '{}'
 );
 
-CREATE INDEX workflow_compensations_workflow_idx
-    ON {schema}.workflow_compensations (workflow_id);
+CREATE INDEX workflow_compensations_workflow_idx ON {schema}.workflow_compensations (workflow_id);
 
 -- Operator actions on a whole workflow (no operation, no schedule; its
 -- state in `from_status`/`to_status`), and the step actions they made.
@@ -64,8 +68,7 @@ ALTER TABLE {schema}.operator_actions DROP CONSTRAINT operator_actions_target_ch
 ALTER TABLE {schema}.operator_actions ADD CONSTRAINT operator_actions_target_check
     CHECK (num_nonnulls(operation_id, schedule) = 1
            OR (operation_id IS NULL AND schedule IS NULL AND workflow_id IS NOT NULL));
-CREATE INDEX operator_actions_workflow_idx ON {schema}.operator_actions (workflow_id, id)
-    WHERE workflow_id IS NOT NULL;
+CREATE INDEX operator_actions_workflow_idx ON {schema}.operator_actions (workflow_id, id) WHERE workflow_id IS NOT NULL;
 
 -- Announces operations of `name` made ready by this transaction to every
 -- registered worker, coalesced as a publish's wake-up (one notifying
@@ -93,12 +96,14 @@ $$;
 -- before it ran does not count): exactly once per success.
 --
 -- It waits (an opted-out edge: for any end) for each later step, reachable
--- from `step` through the workflow's own edges, that is still open, and
--- for the compensation of each that succeeded, so compensations run in
--- reverse dependency order; and it takes edges to `step` and to the steps
--- its payload names, whose results its handler reads. Compensations that
--- wait for `step` itself (it was open when they were published) now wait
--- for this one too: called after the release of `step`'s dependents.
+-- from `step` through the workflow's own edges, that is still open (only
+-- a stalled one: it is called once no step runs), and for the
+-- compensation of each that succeeded, so compensations run in reverse
+-- dependency order; and it takes edges to `step` and to the steps its
+-- payload names, whose results its handler reads. Compensations that wait
+-- for `step` itself (it was stalled when they were published) now wait
+-- for this one too: called after the release of `step`'s dependents, under
+-- the workflow's row lock.
 CREATE FUNCTION {schema}.compensate_step(step bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -185,17 +190,15 @@ BEGIN
     RETURN FOUND;
 END $$;
 
--- What follows a workflow's failure: its steps that have not started are
--- cancelled (on a step's failure, not those that wait for a dependency
--- opted out with `Settled`: they run however it ends; an operator's cancel
--- takes them too), then the compensations of the steps that succeeded are
--- published, the latest step's first (ids grow in the order steps are
--- added, and a step can depend only on earlier ones).
+-- What follows a workflow's failure, at once: its steps that have not
+-- started are cancelled (on a step's failure, not those that wait for a
+-- dependency opted out with `Settled`: they run however it ends; an
+-- operator's cancel takes them too). The compensations follow from
+-- `workflow_settle`.
 CREATE FUNCTION {schema}.workflow_wind_down(wf bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     w {schema}.workflows%ROWTYPE;
-    s bigint;
 BEGIN
     SELECT * INTO w FROM {schema}.workflows WHERE id = wf;
     UPDATE {schema}.operations o
@@ -208,20 +211,34 @@ BEGIN
       AND o.status IN ('waiting', 'pending', 'retrying')
       AND (w.cancelled OR NOT EXISTS (
           SELECT 1 FROM {schema}.workflow_edges e WHERE e.operation_id = o.id AND NOT e.required));
-    IF w.compensate THEN
-        FOR s IN
-            SELECT c.step_id
-            FROM {schema}.workflow_compensations c
-            JOIN {schema}.operations o ON o.id = c.step_id AND o.status = 'succeeded'
-            WHERE c.workflow_id = wf
-            ORDER BY c.step_id DESC
-        LOOP
-            PERFORM {schema}.compensate_step(s);
-        END LOOP;
-    END IF;
 END $$;
 
--- A workflow's state, from its failure and its steps. Not failed: `stalled`
+-- Publishes the compensations of workflow `wf`'s succeeded steps that have
+-- none standing, the latest step's first (ids grow in the order steps are
+-- added, and a step can depend only on earlier ones), so that each can
+-- wait for those of the steps after it. Called by `workflow_settle`, under
+-- the workflow's row lock, once it failed and no step of its own is open.
+CREATE FUNCTION {schema}.workflow_compensate(wf bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s bigint;
+BEGIN
+    FOR s IN
+        SELECT c.step_id
+        FROM {schema}.workflow_compensations c
+        JOIN {schema}.operations o ON o.id = c.step_id AND o.status = 'succeeded'
+        WHERE c.workflow_id = wf
+          AND NOT EXISTS (SELECT 1 FROM {schema}.operations k
+                          WHERE k.compensates = c.step_id AND k.status <> 'cancelled')
+        ORDER BY c.step_id DESC
+    LOOP
+        PERFORM {schema}.compensate_step(s);
+    END LOOP;
+END $$;
+
+-- A workflow's state, from its failure and its steps, after publishing
+-- the compensations due (a failed workflow none of whose own steps is
+-- open: see `workflow_compensate`). Not failed: `stalled`
 -- when a step is, otherwise `running` while one is open, otherwise
 -- `succeeded` (a step that ended dead or cancelled with only opted-out
 -- dependents did not fail it). Failed: `stalled` when a step or a
@@ -239,6 +256,12 @@ BEGIN
     SELECT * INTO w FROM {schema}.workflows WHERE id = wf FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF w.failed_at IS NOT NULL AND w.compensate AND NOT EXISTS (
+        SELECT 1 FROM {schema}.operations
+        WHERE workflow_id = wf AND compensates IS NULL
+          AND status IN ('waiting', 'pending', 'running', 'retrying')) THEN
+        PERFORM {schema}.workflow_compensate(wf);
     END IF;
     next := CASE
         WHEN EXISTS (SELECT 1 FROM {schema}.operations
@@ -275,9 +298,9 @@ END $$;
 --   with a reason naming the dependency;
 -- - stalled: nothing; the dependents (and compensations) wait for the
 --   operator's decision;
--- - the failure just recorded winds the workflow down (cancels, publishes
---   compensations); a step that succeeds in a workflow that failed before
---   is compensated now.
+-- - the failure just recorded winds the workflow down (cancels);
+-- - the workflow is settled (`workflow_settle`), which publishes the
+--   compensations once none of its own steps is open.
 -- Each counter is changed under the dependent's row lock, so two
 -- dependencies succeeding at once on two workers release it exactly once.
 -- The workflow's state is settled last, unless a running step succeeded
@@ -291,18 +314,7 @@ DECLARE
     open_dependents integer := 0;
     woken_names integer := 0;
     failed boolean := false;
-    compensate_now boolean := false;
 BEGIN
-    IF NEW.status = 'succeeded' AND NEW.compensates IS NULL
-       AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c WHERE c.step_id = NEW.id) THEN
-        -- Whether its workflow failed, read under the workflow's row lock
-        -- (taken before any dependent's, as a failure takes them): a
-        -- failure recorded concurrently either commits first (seen here:
-        -- compensated here) or waits for this success (and sees it:
-        -- compensated there).
-        SELECT w.failed_at IS NOT NULL AND w.compensate INTO compensate_now
-        FROM {schema}.workflows w WHERE w.id = NEW.workflow_id FOR UPDATE;
-    END IF;
     IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL
        AND (EXISTS (SELECT 1 FROM {schema}.workflow_edges e
                     WHERE e.dependency_id = NEW.id AND e.required)
@@ -353,8 +365,6 @@ BEGIN
     END IF;
     IF failed THEN
         PERFORM {schema}.workflow_wind_down(NEW.workflow_id);
-    ELSIF compensate_now THEN
-        PERFORM {schema}.compensate_step(NEW.id);
     END IF;
     IF failed OR NEW.status <> 'succeeded' OR OLD.status <> 'running' OR open_dependents = 0 THEN
         PERFORM {schema}.workflow_settle(NEW.workflow_id);

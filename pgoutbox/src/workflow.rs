@@ -802,20 +802,14 @@ impl Publisher {
     ) -> Result<Vec<OperationId>, WorkflowError> {
         let store = self.store();
         let database = |source| database_error(&prepared.name, None, "workflow", source);
-        let Some(grown) = store
-            .grow_workflow(conn, adder, prepared.steps.len())
-            .await
-            .map_err(database)?
-        else {
-            return Err(WorkflowError::NotAStep { id: adder });
-        };
         let published: Vec<OperationId> = prepared
             .steps
             .iter()
             .flat_map(|s| s.published.iter().map(|(id, _)| *id))
             .collect();
+        // Locked before the workflow's row, which growing it locks.
         if let Some(foreign) = store
-            .foreign_steps(conn, grown.workflow, &published)
+            .foreign_steps(conn, adder, &published)
             .await
             .map_err(database)?
         {
@@ -831,6 +825,13 @@ impl Publisher {
                 id: foreign,
             });
         }
+        let Some(grown) = store
+            .grow_workflow(conn, adder, prepared.steps.len())
+            .await
+            .map_err(database)?
+        else {
+            return Err(WorkflowError::NotAStep { id: adder });
+        };
         let ids = grown.ids.clone();
         self.insert_workflow(conn, grown.workflow, grown.root, &ids, prepared)
             .await?;

@@ -305,6 +305,10 @@ impl Store {
                     include_str!("sql/parts/purged_step_edges.sql"),
                 )
                 .replace(
+                    "{step_workflow_lock}",
+                    include_str!("sql/parts/step_workflow_lock.sql"),
+                )
+                .replace(
                     "{replay_in_workflow}",
                     include_str!("sql/parts/replay_in_workflow.sql"),
                 )

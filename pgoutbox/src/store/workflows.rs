@@ -259,11 +259,12 @@ impl Store {
         }))
     }
 
-    /// The first of `ids` that is not a step of workflow `id`.
+    /// Locks `ids` (see `workflow_foreign_steps.sql`); the first that is
+    /// not a step of `adder`'s workflow.
     pub(crate) async fn foreign_steps(
         &self,
         conn: &mut PgConnection,
-        id: WorkflowId,
+        adder: OperationId,
         ids: &[OperationId],
     ) -> Result<Option<OperationId>, sqlx::Error> {
         if ids.is_empty() {
@@ -271,7 +272,7 @@ impl Store {
         }
         let ids: Vec<i64> = ids.iter().map(|i| i.as_i64()).collect();
         let first: Option<i64> = query!(self, query_scalar, workflow_foreign_steps)
-            .bind(id.as_i64())
+            .bind(adder.as_i64())
             .bind(&ids)
             .fetch_optional(&mut *conn)
             .await?;
