@@ -65,6 +65,7 @@ statements!(
     purge_workers,
     // Workflows (`store::workflows`).
     workflow_open,
+    workflow_by_key,
     workflow_insert,
     workflow_grow,
     workflow_foreign_steps,

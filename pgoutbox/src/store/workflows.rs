@@ -96,28 +96,57 @@ pub(crate) fn decode_inputs(value: Option<serde_json::Value>) -> Result<StepInpu
 }
 
 impl Store {
-    /// Opens workflow `name` of `steps` steps: its id and its steps' ids.
+    /// Opens workflow `name` of `steps` steps under idempotency key `key`:
+    /// its id and its steps' ids; `None` when the key is taken (read the
+    /// existing workflow with [`Store::workflow_by_key`]).
     pub(crate) async fn open_workflow(
         &self,
         conn: &mut PgConnection,
         name: &str,
         steps: usize,
-    ) -> Result<(WorkflowId, Vec<OperationId>), sqlx::Error> {
+        key: Option<&str>,
+    ) -> Result<Option<(WorkflowId, Vec<OperationId>)>, sqlx::Error> {
         let steps =
             i32::try_from(steps).map_err(|_| sqlx::Error::Protocol("too many steps".into()))?;
-        let (id, ids): (i64, Vec<i64>) = self
+        let (id, ids): (Option<i64>, Vec<i64>) = self
             .pinned(conn, async |conn| {
                 query!(self, query_as, workflow_open)
                     .bind(name)
                     .bind(steps)
+                    .bind(key)
                     .fetch_one(conn)
                     .await
             })
             .await?;
-        Ok((
-            WorkflowId::from_i64(id),
-            ids.into_iter().map(OperationId::from_i64).collect(),
-        ))
+        Ok(id.map(|id| {
+            (
+                WorkflowId::from_i64(id),
+                ids.into_iter().map(OperationId::from_i64).collect(),
+            )
+        }))
+    }
+
+    /// The workflow published under idempotency key `key`, and its steps'
+    /// ids in the order they were added.
+    pub(crate) async fn workflow_by_key(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+    ) -> Result<Option<(WorkflowId, Vec<OperationId>)>, sqlx::Error> {
+        let row: Option<(i64, Vec<i64>)> = self
+            .pinned(conn, async |conn| {
+                query!(self, query_as, workflow_by_key)
+                    .bind(key)
+                    .fetch_optional(conn)
+                    .await
+            })
+            .await?;
+        Ok(row.map(|(id, ids)| {
+            (
+                WorkflowId::from_i64(id),
+                ids.into_iter().map(OperationId::from_i64).collect(),
+            )
+        }))
     }
 
     /// Inserts some of workflow `id`'s steps and their edges, in one
