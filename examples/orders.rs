@@ -1,9 +1,13 @@
-//! An order, fulfilled by a workflow: the card is charged and the stock of
-//! each line item reserved in parallel; the order ships once all of them
-//! have succeeded, with the charge's receipt; a second order whose card is
-//! declined never ships, and its shipping step is cancelled with a reason
-//! naming the charge, while its customer is still told (a step that runs
-//! however its dependency ends).
+//! An order, fulfilled by a workflow (a saga): the card is charged and the
+//! stock of each line item reserved in parallel; the order ships once all
+//! of them have succeeded, with the charge's receipt. Each charge declares
+//! its refund and each reservation its release: they run only if the
+//! order fails after those succeeded. A second order's card is declined:
+//! it never ships (its shipping step is cancelled with a reason naming the
+//! charge), the stock it had reserved is released, and its customer is
+//! still told (a step that runs however its dependency ends). A third
+//! order's shipment fails for good: its reservations are released and its
+//! charge refunded, in reverse order.
 //!
 //! Run it with `cargo run --example orders` (a private, throwaway
 //! PostgreSQL is started as for the quickstart, or `DATABASE_URL` is
@@ -72,17 +76,44 @@ async fn reserve(
     })
 }
 
+/// Refund a charge: the order failed after it succeeded.
+#[operation("shop.refund")]
+async fn refund(ctx: &mut Context, payment: Dep<Charge>) -> Result<()> {
+    let receipt: Receipt = ctx.result(&payment)?;
+    println!(
+        "  [shop.refund]  {} refunded ({} cents)",
+        receipt.charge_id, receipt.cents
+    );
+    Ok(())
+}
+
+/// Release a reservation: the order failed after it succeeded.
+#[operation("shop.release")]
+async fn release(ctx: &mut Context, stock: Dep<Reserve>) -> Result<()> {
+    let reservation: Reservation = ctx.result(&stock)?;
+    println!("  [shop.release] {} released", reservation.reservation_id);
+    Ok(())
+}
+
 /// Ship the order: runs only once the charge and every reservation have
-/// succeeded, and reads their results as types.
+/// succeeded, and reads their results as types. The carrier refuses an
+/// empty address, for good.
 #[operation("shop.ship")]
 async fn ship(
     ctx: &mut Context,
     order_id: i64,
+    address: String,
     payment: Dep<Charge>,
     items: Vec<Dep<Reserve>>,
 ) -> Result<String> {
     let receipt: Receipt = ctx.result(&payment)?;
     let reservations: Vec<Reservation> = ctx.results(&items)?;
+    if address.is_empty() {
+        println!("  [shop.ship]    order {order_id}: the carrier refuses it (no address)");
+        return Err(HandlerError::permanent(std::io::Error::other(
+            "the carrier refuses a parcel without an address",
+        )));
+    }
     let parcels: u32 = reservations.iter().map(|r| r.quantity).sum();
     println!(
         "  [shop.ship]    order {order_id}: {parcels} item(s) shipped, paid by {} ({} cents)",
@@ -108,27 +139,32 @@ async fn notify(ctx: &mut Context, order_id: i64, payment: Settled<Charge>) -> R
     Ok(())
 }
 
-/// The order's workflow: charge and reservations in parallel, shipping
-/// after all of them, the customer told after the charge.
-fn order(order_id: i64, card: &str, lines: &[(&str, u32)]) -> Workflow {
+/// The order's workflow: charge and reservations in parallel, each with
+/// its compensation, shipping after all of them, the customer told after
+/// the charge.
+fn order(order_id: i64, card: &str, address: &str, lines: &[(&str, u32)]) -> Workflow {
     let mut wf = Workflow::new("shop.order");
     let payment = wf.add(Charge {
         order_id,
         card: card.to_owned(),
         cents: 2_500,
     });
+    wf.compensate_with(payment, |payment| Refund { payment });
     let items = lines
         .iter()
         .map(|(sku, quantity)| {
-            wf.add(Reserve {
+            let stock = wf.add(Reserve {
                 order_id,
                 sku: (*sku).to_owned(),
                 quantity: *quantity,
-            })
+            });
+            wf.compensate_with(stock, |stock| Release { stock });
+            stock
         })
         .collect();
     wf.add(Ship {
         order_id,
+        address: address.to_owned(),
         payment,
         items,
     });
@@ -151,38 +187,57 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .operation::<Charge>()
                 .operation::<Reserve>()
                 .operation::<Ship>()
-                .operation::<Notify>(),
+                .operation::<Notify>()
+                .operation::<Refund>()
+                .operation::<Release>(),
         )
         .start()
         .await?;
 
-    // Both orders in one transaction of the application's own: all their
+    // The orders in one transaction of the application's own: all their
     // steps become durable together, or none does.
     let mut tx = db.pool().begin().await?;
-    let paid = pgoutbox::workflow::publish_workflow(
-        &mut tx,
-        order(1, "4242", &[("mug", 2), ("tea", 1), ("spoon", 4)]),
-    )
-    .await?;
-    let declined =
-        pgoutbox::workflow::publish_workflow(&mut tx, order(2, "4000", &[("mug", 1)])).await?;
+    let mut orders = Vec::new();
+    for (id, card, address, lines) in [
+        (
+            1,
+            "4242",
+            "1 Main St",
+            &[("mug", 2), ("tea", 1), ("spoon", 4)][..],
+        ),
+        (2, "4000", "2 Main St", &[("mug", 1)][..]),
+        (3, "4242", "", &[("mug", 1), ("tea", 2)][..]),
+    ] {
+        let wf = order(id, card, address, lines);
+        orders.push(pgoutbox::workflow::publish_workflow(&mut tx, wf).await?);
+    }
     tx.commit().await?;
+    let ids: Vec<String> = orders.iter().map(|wf| wf.id.to_string()).collect();
     println!(
-        "published workflows {} and {}; the worker runs them:",
-        paid.id, declined.id
+        "published workflows {}; the worker runs them:",
+        ids.join(", ")
     );
 
     let admin = Admin::new(db.pool().clone(), &Identifier::default());
-    for wf in [&paid, &declined] {
+    for wf in &orders {
         wait_for_end(&admin, wf).await?;
     }
     system.stop().await?;
 
-    for wf in [&paid, &declined] {
+    for wf in &orders {
         let graph = admin.workflow_graph(wf.id).await?.expect("published above");
         println!(
-            "\nworkflow {} `{}`: {} (from a shell: `pgoutbox workflow {}`)",
-            wf.id, graph.workflow.name, graph.workflow.state, wf.id
+            "\nworkflow {} `{}`: {}{} (from a shell: `pgoutbox workflow {}`)",
+            wf.id,
+            graph.workflow.name,
+            graph.workflow.state,
+            graph
+                .workflow
+                .failure
+                .as_deref()
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default(),
+            wf.id
         );
         for step in &graph.steps {
             let after: Vec<String> = step
@@ -190,12 +245,15 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
                 .iter()
                 .map(|(id, _)| id.to_string())
                 .collect();
+            let role = match step.compensates {
+                Some(of) => format!("↩ compensates {of}"),
+                None => format!("after [{}]", after.join(", ")),
+            };
             println!(
-                "  {:>3} {:<13} {:<9} after [{}] {}",
+                "  {:>3} {:<13} {:<9} {role} {}",
                 step.id,
                 step.name,
                 step.status,
-                after.join(", "),
                 step.result_summary(50)
                     .or_else(|| step.last_error.clone())
                     .unwrap_or_else(|| "-".to_owned())
@@ -219,7 +277,11 @@ async fn wait_for_end(
                 Status::Waiting | Status::Pending | Status::Running | Status::Retrying
             )
         });
-        if graph.workflow.state != WorkflowState::Running && !open {
+        let ended = !matches!(
+            graph.workflow.state,
+            WorkflowState::Running | WorkflowState::Compensating
+        );
+        if ended && !open {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

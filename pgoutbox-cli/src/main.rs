@@ -80,13 +80,15 @@ enum Command {
         after_help = "Examples:\n  pgoutbox workflows --state failed --since 1d\n  pgoutbox workflows --name order.fulfil --json"
     )]
     Workflows(workflows::ListArgs),
-    /// Show a workflow's graph: each step's state, attempts, result and
-    /// what it waits for.
-    #[command(after_help = "Examples:\n  pgoutbox workflow 7\n  pgoutbox workflow 7 --json")]
-    Workflow {
-        /// The workflow's id (`pgoutbox workflows` lists them).
-        id: i64,
-    },
+    /// Show a workflow's graph (each step's state, attempts, result and
+    /// what it waits for, its failure and operator trail), or act on it as
+    /// a whole: cancel, retry (recorded).
+    #[command(
+        args_conflicts_with_subcommands = true,
+        arg_required_else_help = true,
+        after_help = "Examples:\n  pgoutbox workflow 7\n  pgoutbox workflow 7 --json\n  pgoutbox workflow cancel 7 --compensate --reason \"customer withdrew\" --dry-run\n  pgoutbox workflow retry 7 --reason \"carrier is back\""
+    )]
+    Workflow(workflows::WorkflowArgs),
     /// Counts by state and name, pace, live workers, unhandled names.
     #[command(after_help = "Examples:\n  pgoutbox stats\n  pgoutbox stats --json")]
     Stats,
@@ -373,7 +375,7 @@ async fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Migrate(command) => migrate::run(cli, command).await,
         Command::Ops(command) => ops::run(cli, command).await,
         Command::Workflows(args) => workflows::list(cli, args).await,
-        Command::Workflow { id } => workflows::show(cli, *id).await,
+        Command::Workflow(args) => workflows::run(cli, args).await,
         Command::Stats => ops::stats(cli).await,
         Command::Workers => ops::workers(cli).await,
         Command::Completions { shell } => {

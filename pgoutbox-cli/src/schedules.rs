@@ -63,8 +63,17 @@ fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 }
 
 fn row(s: &ScheduleRow) -> Vec<String> {
-    let last = match (s.last_tick, s.last_operation_id) {
-        (Some(tick), Some(id)) => format!(
+    let last = match (s.last_tick, s.last_operation_id, s.last_workflow_id) {
+        (Some(tick), _, Some(workflow)) => format!(
+            "{} workflow #{workflow} {}",
+            when(Some(tick)),
+            s.last_workflow_state
+                .map_or_else(|| "?".to_owned(), |st| st.to_string())
+        ),
+        (Some(tick), Some(id), None) if s.operation.starts_with("workflow ") => {
+            format!("{} workflow (step #{id} purged)", when(Some(tick)))
+        }
+        (Some(tick), Some(id), None) => format!(
             "{} #{id} {}",
             when(Some(tick)),
             s.last_status

@@ -1,17 +1,23 @@
 -- Migration 11: sagas. A step may carry the operation that answers it
 -- (its compensation: a refund for a charge), published only if its
 -- workflow fails after it succeeded; and a workflow's failure is now a
--- recorded fact (when, why, by whom), from which everything follows in the
--- transaction that records it:
--- - the steps that have not started are cancelled, not compensated (on a
---   step's failure, those waiting for a dependency opted out with
---   `Settled` are left to their release rules: they run however it ends);
--- - the compensations of the steps that succeeded are published in
---   reverse dependency order: a step's compensation waits for every later
---   step that may still succeed and for the compensation of each that did;
--- - a step still running, or `stalled`, holds its own compensation (and
---   those of its dependencies): published when it succeeds, never when it
---   ends otherwise.
+-- recorded fact (when, why, by whom), from which everything follows:
+-- - in the transaction that records it, the steps that have not started
+--   are cancelled, not compensated (on a step's failure, those waiting for
+--   a dependency opted out with `Settled` are left to their release rules:
+--   they run however it ends);
+-- - once no step of its own is waiting, ready or running any more (in that
+--   transaction, or in the one that ends the last of them), the
+--   compensations of the steps that succeeded are published, in reverse
+--   dependency order: a step's compensation waits for the compensation of
+--   every later step that succeeded;
+-- - a step `stalled` then holds its own compensation (and those of the
+--   steps before it): published when an operator resolves it as
+--   succeeded, never when it ends otherwise.
+-- Every change of a step of a failed workflow that can publish or release
+-- a compensation runs under the workflow's row lock (`workflow_settle`; an
+-- operator's action on a step takes it first), so that what a publish
+-- reads of the steps cannot change under it.
 
 ALTER TABLE {schema}.workflows DROP CONSTRAINT workflows_state_check;
 ALTER TABLE {schema}.workflows ADD CONSTRAINT workflows_state_check CHECK (state IN
@@ -35,8 +41,7 @@ WHERE state IN ('failed', 'cancelled');
 
 -- The step an operation compensates (NULL for every other operation).
 ALTER TABLE {schema}.operations ADD COLUMN compensates bigint;
-CREATE INDEX operations_compensates_idx ON {schema}.operations (compensates)
-    WHERE compensates IS NOT NULL;
+CREATE INDEX operations_compensates_idx ON {schema}.operations (compensates) WHERE compensates IS NOT NULL;
 
 -- A step's declared compensation, as data: the operation to publish if its
 -- workflow fails after it succeeded.
@@ -54,13 +59,16 @@ CREATE TABLE {schema}.workflow_compensations (
     inputs       bigint[] NOT NULL DEFAULT '{}'
 );
 
-CREATE INDEX workflow_compensations_workflow_idx
-    ON {schema}.workflow_compensations (workflow_id);
+CREATE INDEX workflow_compensations_workflow_idx ON {schema}.workflow_compensations (workflow_id);
 
--- Operator actions on a whole workflow, and the step actions they made.
+-- Operator actions on a whole workflow (no operation, no schedule; its
+-- state in `from_status`/`to_status`), and the step actions they made.
 ALTER TABLE {schema}.operator_actions ADD COLUMN workflow_id bigint;
-CREATE INDEX operator_actions_workflow_idx ON {schema}.operator_actions (workflow_id, id)
-    WHERE workflow_id IS NOT NULL;
+ALTER TABLE {schema}.operator_actions DROP CONSTRAINT operator_actions_target_check;
+ALTER TABLE {schema}.operator_actions ADD CONSTRAINT operator_actions_target_check
+    CHECK (num_nonnulls(operation_id, schedule) = 1
+           OR (operation_id IS NULL AND schedule IS NULL AND workflow_id IS NOT NULL));
+CREATE INDEX operator_actions_workflow_idx ON {schema}.operator_actions (workflow_id, id) WHERE workflow_id IS NOT NULL;
 
 -- Announces operations of `name` made ready by this transaction to every
 -- registered worker, coalesced as a publish's wake-up (one notifying
@@ -88,12 +96,14 @@ $$;
 -- before it ran does not count): exactly once per success.
 --
 -- It waits (an opted-out edge: for any end) for each later step, reachable
--- from `step` through the workflow's own edges, that is still open, and
--- for the compensation of each that succeeded, so compensations run in
--- reverse dependency order; and it takes edges to `step` and to the steps
--- its payload names, whose results its handler reads. Compensations that
--- wait for `step` itself (it was open when they were published) now wait
--- for this one too: called after the release of `step`'s dependents.
+-- from `step` through the workflow's own edges, that is still open (only
+-- a stalled one: it is called once no step runs), and for the
+-- compensation of each that succeeded, so compensations run in reverse
+-- dependency order; and it takes edges to `step` and to the steps its
+-- payload names, whose results its handler reads. Compensations that wait
+-- for `step` itself (it was stalled when they were published) now wait
+-- for this one too: called after the release of `step`'s dependents, under
+-- the workflow's row lock.
 CREATE FUNCTION {schema}.compensate_step(step bigint) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -148,25 +158,12 @@ BEGIN
     IF waits = 0 THEN
         PERFORM {schema}.wake_workers(c.name);
     END IF;
-    -- Compensations published while `step` was open wait for this one;
-    -- so do those of earlier steps (from which `step` is reachable) that
-    -- have not started: published in this same statement, a worker's batch
-    -- of successes, they saw `step` succeeded before its own trigger ran.
-    WITH RECURSIVE earlier(id) AS (
-        SELECT e.dependency_id FROM {schema}.workflow_edges e WHERE e.operation_id = step
-        UNION
-        SELECT e.dependency_id FROM earlier l
-        JOIN {schema}.workflow_edges e ON e.operation_id = l.id
-    ), waiting AS (
+    -- Compensations published while `step` was open wait for this one.
+    WITH waiting AS (
         SELECT e.operation_id AS id
         FROM {schema}.workflow_edges e
         JOIN {schema}.operations y ON y.id = e.operation_id
         WHERE e.dependency_id = step AND y.compensates IS NOT NULL AND y.id <> comp
-          AND y.status IN ('waiting', 'pending') AND y.attempt = 0
-        UNION
-        SELECT y.id
-        FROM {schema}.operations y
-        WHERE y.compensates IN (SELECT id FROM earlier) AND y.id <> comp
           AND y.status IN ('waiting', 'pending') AND y.attempt = 0
     ), linked AS (
         INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required)
@@ -193,17 +190,15 @@ BEGIN
     RETURN FOUND;
 END $$;
 
--- What follows a workflow's failure: its steps that have not started are
--- cancelled (on a step's failure, not those that wait for a dependency
--- opted out with `Settled`: they run however it ends; an operator's cancel
--- takes them too), then the compensations of the steps that succeeded are
--- published, the latest step's first (ids grow in the order steps are
--- added, and a step can depend only on earlier ones).
+-- What follows a workflow's failure, at once: its steps that have not
+-- started are cancelled (on a step's failure, not those that wait for a
+-- dependency opted out with `Settled`: they run however it ends; an
+-- operator's cancel takes them too). The compensations follow from
+-- `workflow_settle`.
 CREATE FUNCTION {schema}.workflow_wind_down(wf bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     w {schema}.workflows%ROWTYPE;
-    s bigint;
 BEGIN
     SELECT * INTO w FROM {schema}.workflows WHERE id = wf;
     UPDATE {schema}.operations o
@@ -216,20 +211,34 @@ BEGIN
       AND o.status IN ('waiting', 'pending', 'retrying')
       AND (w.cancelled OR NOT EXISTS (
           SELECT 1 FROM {schema}.workflow_edges e WHERE e.operation_id = o.id AND NOT e.required));
-    IF w.compensate THEN
-        FOR s IN
-            SELECT c.step_id
-            FROM {schema}.workflow_compensations c
-            JOIN {schema}.operations o ON o.id = c.step_id AND o.status = 'succeeded'
-            WHERE c.workflow_id = wf
-            ORDER BY c.step_id DESC
-        LOOP
-            PERFORM {schema}.compensate_step(s);
-        END LOOP;
-    END IF;
 END $$;
 
--- A workflow's state, from its failure and its steps. Not failed: `stalled`
+-- Publishes the compensations of workflow `wf`'s succeeded steps that have
+-- none standing, the latest step's first (ids grow in the order steps are
+-- added, and a step can depend only on earlier ones), so that each can
+-- wait for those of the steps after it. Called by `workflow_settle`, under
+-- the workflow's row lock, once it failed and no step of its own is open.
+CREATE FUNCTION {schema}.workflow_compensate(wf bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    s bigint;
+BEGIN
+    FOR s IN
+        SELECT c.step_id
+        FROM {schema}.workflow_compensations c
+        JOIN {schema}.operations o ON o.id = c.step_id AND o.status = 'succeeded'
+        WHERE c.workflow_id = wf
+          AND NOT EXISTS (SELECT 1 FROM {schema}.operations k
+                          WHERE k.compensates = c.step_id AND k.status <> 'cancelled')
+        ORDER BY c.step_id DESC
+    LOOP
+        PERFORM {schema}.compensate_step(s);
+    END LOOP;
+END $$;
+
+-- A workflow's state, from its failure and its steps, after publishing
+-- the compensations due (a failed workflow none of whose own steps is
+-- open: see `workflow_compensate`). Not failed: `stalled`
 -- when a step is, otherwise `running` while one is open, otherwise
 -- `succeeded` (a step that ended dead or cancelled with only opted-out
 -- dependents did not fail it). Failed: `stalled` when a step or a
@@ -247,6 +256,12 @@ BEGIN
     SELECT * INTO w FROM {schema}.workflows WHERE id = wf FOR UPDATE;
     IF NOT FOUND THEN
         RETURN;
+    END IF;
+    IF w.failed_at IS NOT NULL AND w.compensate AND NOT EXISTS (
+        SELECT 1 FROM {schema}.operations
+        WHERE workflow_id = wf AND compensates IS NULL
+          AND status IN ('waiting', 'pending', 'running', 'retrying')) THEN
+        PERFORM {schema}.workflow_compensate(wf);
     END IF;
     next := CASE
         WHEN EXISTS (SELECT 1 FROM {schema}.operations
@@ -283,16 +298,11 @@ END $$;
 --   with a reason naming the dependency;
 -- - stalled: nothing; the dependents (and compensations) wait for the
 --   operator's decision;
--- - the failure just recorded winds the workflow down (cancels, publishes
---   compensations); a step that succeeds in a workflow that failed before
---   is compensated now.
+-- - the failure just recorded winds the workflow down (cancels);
+-- - the workflow is settled (`workflow_settle`), which publishes the
+--   compensations once none of its own steps is open.
 -- Each counter is changed under the dependent's row lock, so two
 -- dependencies succeeding at once on two workers release it exactly once.
--- In a workflow that declares compensations, a step's end first takes the
--- workflow's row lock, as its failure does: the failure publishes
--- compensations that wait for the later steps it sees open, and a step
--- ending at that moment, unserialised, would count down dependents it
--- cannot see yet, and leave such a compensation waiting for it forever.
 -- The workflow's state is settled last, unless a running step succeeded
 -- and has a dependent still open: then no step became dead or stalled or
 -- stopped being one, and an open step remains, so the state cannot change;
@@ -305,11 +315,6 @@ DECLARE
     woken_names integer := 0;
     failed boolean := false;
 BEGIN
-    IF NEW.status IN ('succeeded', 'dead', 'cancelled')
-       AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c
-                   WHERE c.workflow_id = NEW.workflow_id) THEN
-        PERFORM 1 FROM {schema}.workflows WHERE id = NEW.workflow_id FOR UPDATE;
-    END IF;
     IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL
        AND (EXISTS (SELECT 1 FROM {schema}.workflow_edges e
                     WHERE e.dependency_id = NEW.id AND e.required)
@@ -360,11 +365,6 @@ BEGIN
     END IF;
     IF failed THEN
         PERFORM {schema}.workflow_wind_down(NEW.workflow_id);
-    ELSIF NEW.status = 'succeeded' AND NEW.compensates IS NULL
-          AND EXISTS (SELECT 1 FROM {schema}.workflow_compensations c WHERE c.step_id = NEW.id)
-          AND EXISTS (SELECT 1 FROM {schema}.workflows w
-                      WHERE w.id = NEW.workflow_id AND w.failed_at IS NOT NULL AND w.compensate) THEN
-        PERFORM {schema}.compensate_step(NEW.id);
     END IF;
     IF failed OR NEW.status <> 'succeeded' OR OLD.status <> 'running' OR open_dependents = 0 THEN
         PERFORM {schema}.workflow_settle(NEW.workflow_id);
@@ -392,8 +392,8 @@ END $$;
 -- steps that ended dead or cancelled run again: ready now when every
 -- dependency is met (succeeded; ended at all for an opted-out one; purged
 -- since), otherwise `waiting` for the others, those retried with it
--- included. The workflow resumes where it stopped.
-CREATE FUNCTION {schema}.workflow_retry(wf bigint, why text) RETURNS void
+-- included. The workflow resumes where it stopped. Returns true.
+CREATE FUNCTION {schema}.workflow_retry(wf bigint, why text) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
     UPDATE {schema}.workflows
@@ -422,4 +422,5 @@ BEGIN
         lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
     FROM waits w WHERE o.id = w.id;
     PERFORM {schema}.workflow_settle(wf);
+    RETURN true;
 END $$;

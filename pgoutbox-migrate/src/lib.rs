@@ -133,6 +133,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "sagas",
         template: include_str!("../migrations/0011_sagas.sql"),
     },
+    Migration {
+        version: 12,
+        name: "workflow_keys",
+        template: include_str!("../migrations/0012_workflow_keys.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

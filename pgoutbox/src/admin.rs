@@ -47,7 +47,8 @@ pub use schedules::{
     ScheduleRow, UndeclaredSchedule,
 };
 pub use workflows::{
-    StepDependency, StepNode, WorkflowFilter, WorkflowGraph, WorkflowRow, WorkflowStep,
+    PlannedStep, StepDependency, StepNode, WorkflowAction, WorkflowActionOutcome,
+    WorkflowActionRow, WorkflowFilter, WorkflowGraph, WorkflowPlan, WorkflowRow, WorkflowStep,
 };
 
 /// An operator's action.

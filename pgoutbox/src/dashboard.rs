@@ -71,7 +71,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::admin::{
-    Action, ActionOutcome, Admin, BulkStep, OperationFilter, Resolution, WorkflowFilter,
+    Action, ActionOutcome, Admin, BulkStep, OperationFilter, PlannedStep, Resolution,
+    WorkflowAction, WorkflowActionOutcome, WorkflowFilter, WorkflowPlan,
 };
 use crate::definition::OperationId;
 use crate::state::{Status, WorkflowState};
@@ -306,6 +307,8 @@ const CHILDREN_SHOWN: usize = 100;
 const TREE_SHOWN: i64 = 200;
 /// Steps listed in the table under a workflow's graph.
 const STEPS_SHOWN: usize = 500;
+/// Steps listed in each part of a workflow action's confirmation.
+const PLANNED_SHOWN: usize = 200;
 /// Rows a bulk action takes at a time.
 const BULK_BATCH: i64 = 500;
 /// The sign-in cookie: a random session id, never the token or a digest
@@ -363,6 +366,8 @@ pub fn router(admin: Admin, options: DashboardOptions) -> Router {
         .route("/stalled", get(stalled))
         .route("/workflows", get(workflows))
         .route("/workflows/{id}", get(workflow))
+        .route("/workflows/{id}/confirm", post(workflow_confirm))
+        .route("/workflows/{id}/act", post(workflow_act))
         .route("/schemas", get(schemas))
         .route("/schemas/{name}", get(schema))
         .route("/login", get(login_form).post(login))
@@ -1452,12 +1457,204 @@ async fn workflow(
     State(d): Shared,
     request: Request,
     Path(id): Path<String>,
+    Query(notice): Query<Notice>,
 ) -> Result<Response, Failure> {
     let id = parse_workflow_id(&id)?;
+    let markup = workflow_page(&d, &request, id, notice.notice.as_deref(), None).await?;
+    Ok(page(markup))
+}
+
+/// Workflow `id`'s page, with a notice (an action applied) or a refusal.
+async fn workflow_page(
+    d: &Dashboard,
+    request: &Request,
+    id: WorkflowId,
+    notice: Option<&str>,
+    refusal: Option<&str>,
+) -> Result<maud::Markup, Failure> {
     let Some(graph) = d.admin.workflow_graph(id).await? else {
         return Err(Failure::NotFound(format!("no workflow with id {id}")));
     };
-    Ok(page(pages::workflow(&request, &graph, STEPS_SHOWN)))
+    let actions = d.admin.workflow_actions(id).await?;
+    Ok(pages::workflow(
+        request,
+        &graph,
+        &actions,
+        STEPS_SHOWN,
+        notice,
+        refusal,
+    ))
+}
+
+/// An action on a whole workflow, as its forms send it: the first POST
+/// (`confirm`) shows its plan, the second (`act`) applies it.
+#[derive(Debug, serde::Deserialize)]
+struct WorkflowActForm {
+    action: String,
+    /// For a cancel: `yes` or `no`, the operator's explicit choice.
+    #[serde(default)]
+    compensate: Option<String>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    csrf: String,
+    /// The confirmed plan's [`plan_key`] (set by the confirmation).
+    #[serde(default)]
+    plan: Option<String>,
+}
+
+/// A plan's summary for the notice after it, in a redirect's URL: each
+/// line cut at 200 characters (a large workflow's would list thousands of
+/// steps; its page lists them).
+fn short_summary(plan: &WorkflowPlan) -> String {
+    plan.summary()
+        .lines()
+        .map(|line| match line.char_indices().nth(200) {
+            Some((at, _)) => format!("{}…", &line[..at]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// What a plan changes, as ids: the confirmation carries it, so that what
+/// is applied is what the operator saw.
+fn plan_key(plan: &WorkflowPlan) -> String {
+    let ids = |steps: &[PlannedStep]| {
+        steps
+            .iter()
+            .map(|s| s.id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "cancel:{};compensate:{};retry:{};drop:{}",
+        ids(&plan.cancel),
+        ids(&plan.compensate),
+        ids(&plan.retry),
+        ids(&plan.drop_compensations)
+    )
+}
+
+impl WorkflowActForm {
+    /// The action, or what is wrong with the form.
+    fn action(&self) -> Result<WorkflowAction, Failure> {
+        let compensate = blank_to_none(self.compensate.as_ref());
+        match (self.action.as_str(), compensate) {
+            ("cancel", Some("yes")) => Ok(WorkflowAction::Cancel { compensate: true }),
+            ("cancel", Some("no")) => Ok(WorkflowAction::Cancel { compensate: false }),
+            ("cancel", None) => Err(Failure::BadRequest(
+                "choose whether to compensate what succeeded: a cancel needs an explicit                  “compensate” or “do not compensate”"
+                    .to_owned(),
+            )),
+            ("cancel", Some(other)) => Err(Failure::BadRequest(format!(
+                "invalid compensation choice `{other}`: expected `yes` or `no`"
+            ))),
+            ("retry", None) => Ok(WorkflowAction::Retry),
+            ("retry", Some(_)) => Err(Failure::BadRequest(
+                "a retry compensates nothing: the compensation choice goes with a cancel"
+                    .to_owned(),
+            )),
+            (other, _) => Err(Failure::BadRequest(format!(
+                "unknown workflow action `{other}`: expected cancel or retry"
+            ))),
+        }
+    }
+}
+
+/// The confirmation: what the action would change (or why it does not
+/// apply), with the form that applies it. Nothing changes.
+async fn workflow_confirm(
+    State(d): Shared,
+    request: Request,
+    Path(id): Path<String>,
+    Form(form): Form<WorkflowActForm>,
+) -> Result<Response, Failure> {
+    d.check_action(&request, &form.csrf)?;
+    let id = parse_workflow_id(&id)?;
+    let action = form.action()?;
+    let reason = check_reason(&form.reason)?;
+    let Some(plan) = d.admin.workflow_plan(id, action).await? else {
+        return Err(Failure::NotFound(format!("no workflow with id {id}")));
+    };
+    let status = if plan.refused.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok(respond(
+        status,
+        pages::workflow_confirm(&request, &plan, reason, None, PLANNED_SHOWN).into_string(),
+        None,
+    ))
+}
+
+/// Applies a confirmed action: back to the workflow with what changed, or
+/// its page with the refusal.
+async fn workflow_act(
+    State(d): Shared,
+    request: Request,
+    Path(id): Path<String>,
+    Form(form): Form<WorkflowActForm>,
+) -> Result<Response, Failure> {
+    let actor = d.check_action(&request, &form.csrf)?;
+    let id = parse_workflow_id(&id)?;
+    let action = form.action()?;
+    let reason = check_reason(&form.reason)?;
+    let Some(confirmed) = blank_to_none(form.plan.as_ref()) else {
+        return Err(Failure::BadRequest(
+            "applying an action on a workflow needs the confirmation's plan: confirm it on the \
+             workflow's page first"
+                .to_owned(),
+        ));
+    };
+    let name = action.name();
+    // What the operator confirmed must still be what it does; if the
+    // workflow moved on, the new plan is shown to confirm instead.
+    let Some(now) = d.admin.workflow_plan(id, action).await? else {
+        return Err(Failure::NotFound(format!("no workflow with id {id}")));
+    };
+    if now.refused.is_none() && plan_key(&now) != confirmed {
+        let page = pages::workflow_confirm(
+            &request,
+            &now,
+            reason,
+            Some(
+                "the workflow changed since this was confirmed: nothing was done; this is what it would change now",
+            ),
+            PLANNED_SHOWN,
+        );
+        return Ok(respond(StatusCode::CONFLICT, page.into_string(), None));
+    }
+    match d.admin.act_on_workflow(id, action, actor, reason).await? {
+        WorkflowActionOutcome::Applied { plan, state } => {
+            // Only a change between the check above and the action's own
+            // locked plan gets here with another plan: said, not hidden.
+            let changed = if plan_key(&plan) == confirmed {
+                ""
+            } else {
+                "the workflow changed as this was applied, so it did other than confirmed: "
+            };
+            let message = format!(
+                "{changed}{name} of workflow {id} applied: {} → {state}. {}",
+                plan.state,
+                short_summary(&plan)
+            );
+            let query =
+                serde_urlencoded::to_string([("notice", message.as_str())]).unwrap_or_default();
+            // From `workflows/{id}/act` back to `workflows/{id}`.
+            Ok(see_other(&format!("../{id}?{query}"), None))
+        }
+        WorkflowActionOutcome::Refused { plan } => {
+            let message = format!(
+                "cannot {name} workflow {id}: {}",
+                plan.refused.as_deref().unwrap_or("refused")
+            );
+            let page = workflow_page(&d, &request, id, None, Some(&message)).await?;
+            Ok(respond(StatusCode::CONFLICT, page.into_string(), None))
+        }
+        _ => Err(Failure::NotFound(format!("no workflow with id {id}"))),
+    }
 }
 
 async fn schemas(State(d): Shared, request: Request) -> Result<Response, Failure> {

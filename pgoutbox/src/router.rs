@@ -13,6 +13,7 @@ use crate::registry::{Registration, Registry};
 use crate::relay::{Relay, RouteRelay};
 use crate::schedule::{Compiled, Schedule, ScheduleError, Tick};
 use crate::store::NewOperation;
+use crate::workflow::Workflow;
 
 /// A group of operations, selected by type, under a name prefix.
 ///
@@ -64,20 +65,47 @@ type MakeRow = Arc<
     dyn Fn(&Publisher, &Tick, PublishOptions) -> Result<NewOperation, PublishError> + Send + Sync,
 >;
 
+/// Builds a tick's workflow (`WorkflowRouter::schedule_workflow`).
+type MakeWorkflow = Arc<dyn Fn(Tick) -> Workflow + Send + Sync>;
+
+/// What a schedule publishes at each tick.
+#[derive(Clone)]
+pub(crate) enum Make {
+    /// One operation, named `name`, whose row `row` builds.
+    Operation {
+        name: &'static str,
+        type_name: &'static str,
+        row: MakeRow,
+    },
+    /// A workflow, which `build` builds; published under the key
+    /// `schedule:<name>:<tick>` like an operation.
+    Workflow(MakeWorkflow),
+}
+
 /// A schedule as declared on a router.
 #[derive(Clone)]
 struct Declared {
     schedule: Schedule,
-    operation: &'static str,
-    type_name: &'static str,
-    make: MakeRow,
+    make: Make,
+}
+
+impl Declared {
+    /// What the schedule publishes, as listed and hashed into its
+    /// declaration: the operation's name, or `workflow <schedule name>`
+    /// (not an operation name, so never mistaken for one).
+    fn publishes(&self) -> String {
+        match &self.make {
+            Make::Operation { name, .. } => (*name).to_owned(),
+            Make::Workflow(_) => format!("workflow {}", self.schedule.name().unwrap_or_default()),
+        }
+    }
 }
 
 impl fmt::Debug for Declared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Declared")
             .field("schedule", &self.schedule)
-            .field("operation", &self.operation)
+            .field("publishes", &self.publishes())
             .finish_non_exhaustive()
     }
 }
@@ -87,27 +115,16 @@ impl fmt::Debug for Declared {
 pub(crate) struct ScheduledRoute {
     /// The schedule's name.
     pub(crate) name: String,
-    /// The operation it publishes.
-    pub(crate) operation: &'static str,
+    /// What it publishes: the operation's name, or `workflow <name>`.
+    pub(crate) operation: String,
     /// The declaration as given.
     pub(crate) schedule: Schedule,
     /// The parsed expression and zone.
     pub(crate) compiled: Compiled,
     /// The hash identifying the declaration among workers.
     pub(crate) declaration: String,
-    make: MakeRow,
-}
-
-impl ScheduledRoute {
-    /// The row to publish for `tick`, with `options`.
-    pub(crate) fn row(
-        &self,
-        publisher: &Publisher,
-        tick: &Tick,
-        options: PublishOptions,
-    ) -> Result<NewOperation, PublishError> {
-        (self.make)(publisher, tick, options)
-    }
+    /// What a tick publishes.
+    pub(crate) make: Make,
 }
 
 impl fmt::Debug for ScheduledRoute {
@@ -230,10 +247,19 @@ pub enum RouterError {
     /// A schedule that cannot be used (its expression, zone or name).
     #[error(transparent)]
     Schedule(#[from] ScheduleError),
+    /// A workflow schedule whose name is not under its router's prefix
+    /// ([`WorkflowRouter::schedule_workflow`]).
+    #[error("schedule `{name}` (a workflow) is not under its router's prefix `{prefix}`")]
+    ScheduleOutsidePrefix {
+        /// The schedule's name.
+        name: String,
+        /// The router's prefix.
+        prefix: String,
+    },
     /// Two schedules with one name.
     #[error(
         "schedule `{name}` is declared twice: give one of them another name with \
-         `Schedule::named`"
+         `Schedule::named` (for a workflow: the name given to `schedule_workflow`)"
     )]
     DuplicateSchedule {
         /// The schedule's name.
@@ -785,14 +811,90 @@ impl WorkflowRouter {
         schedule: Schedule,
         make: impl Fn(Tick) -> O + Send + Sync + 'static,
     ) -> Self {
-        let make: MakeRow = Arc::new(move |publisher: &Publisher, tick: &Tick, options| {
+        let row: MakeRow = Arc::new(move |publisher: &Publisher, tick: &Tick, options| {
             publisher.prepare(&make(tick.clone()), options)
         });
         self.schedules.push(Declared {
             schedule,
-            operation: O::NAME,
-            type_name: std::any::type_name::<O>(),
-            make,
+            make: Make::Operation {
+                name: O::NAME,
+                type_name: std::any::type_name::<O>(),
+                row,
+            },
+        });
+        self
+    }
+
+    /// Publishes a workflow at every tick of `schedule`: the one `make`
+    /// builds from the [`Tick`], under the idempotency key
+    /// `schedule:<name>:<tick in UTC>` (see [`Workflow::idempotency_key`];
+    /// a key the closure set is replaced).
+    ///
+    /// The rules are those of [`WorkflowRouter::schedule`]: every worker
+    /// process whose routers hold the schedule publishes its due ticks in
+    /// one transaction with the update of the schedule's row, so one
+    /// workflow exists per tick however many processes run, and ticks
+    /// missed while no worker ran follow [`Schedule::missed`]. `name` is
+    /// the schedule's name (required: a workflow is not one operation; it
+    /// replaces a [`Schedule::named`]); it must lie under the router's
+    /// prefix, and the schedules list it as publishing `workflow <name>`.
+    /// The workflow's own name may differ from tick to tick, and its steps
+    /// need no handler in this process. A workflow that cannot be published
+    /// (no steps, an invalid name, a payload that does not serialize…), or
+    /// a closure that panics, is logged with its error and counted as the
+    /// tick's failure
+    /// (`pgoutbox_schedule_ticks_total{outcome="failed"}`), as an operation
+    /// schedule's payload that cannot be published: the tick is decided,
+    /// nothing of it is written, and later ticks run as usual.
+    ///
+    /// ```
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::workflow::Workflow;
+    /// use pgoutbox::{RouterError, Schedule};
+    ///
+    /// #[operation("reports.extract")]
+    /// async fn extract(ctx: &mut Context, day: chrono::NaiveDate) -> Result<u64> {
+    ///     let _ = (ctx, day);
+    ///     Ok(42)
+    /// }
+    ///
+    /// #[operation("reports.mail")]
+    /// async fn mail(ctx: &mut Context, rows: pgoutbox::workflow::Dep<Extract>) -> Result<()> {
+    ///     let rows: u64 = ctx.result(&rows)?;
+    ///     tracing::info!(rows, "mailing the report");
+    ///     Ok(())
+    /// }
+    ///
+    /// let registry = Registry::from_registrations(pgoutbox::handlers![extract, mail])?;
+    /// let router = WorkflowRouter::with_prefix("reports")
+    ///     .operation::<Extract>()
+    ///     .operation::<Mail>()
+    ///     .schedule_workflow("reports.nightly", Schedule::cron("0 2 * * *"), |tick| {
+    ///         let mut wf = Workflow::new("reports.nightly");
+    ///         let rows = wf.add(Extract { day: tick.date() });
+    ///         wf.add(Mail { rows });
+    ///         wf
+    ///     });
+    /// assert_eq!(router.resolve(&registry)?.schedule_names().collect::<Vec<_>>(), ["reports.nightly"]);
+    ///
+    /// // Checked when the routers are resolved, as every schedule.
+    /// let bad = WorkflowRouter::with_prefix("reports")
+    ///     .schedule_workflow("billing.nightly", Schedule::cron("0 2 * * *"), |_| Workflow::new("billing.nightly"));
+    /// let err = bad.resolve(&registry).unwrap_err();
+    /// assert!(matches!(err, RouterError::ScheduleOutsidePrefix { .. }));
+    /// assert_eq!(err.to_string(), "schedule `billing.nightly` (a workflow) is not under its router's prefix `reports`");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn schedule_workflow(
+        mut self,
+        name: impl Into<String>,
+        schedule: Schedule,
+        make: impl Fn(Tick) -> Workflow + Send + Sync + 'static,
+    ) -> Self {
+        self.schedules.push(Declared {
+            schedule: schedule.named(name),
+            make: Make::Workflow(Arc::new(make)),
         });
         self
     }
@@ -862,28 +964,41 @@ impl WorkflowRouter {
     ) -> Result<(), RouterError> {
         let now = chrono::Utc::now();
         for declared in &self.schedules {
-            if let Some(prefix) = prefix
-                && !crate::name::is_under(declared.operation, prefix)
+            let name = match (&declared.make, prefix) {
+                (
+                    Make::Operation {
+                        name, type_name, ..
+                    },
+                    Some(prefix),
+                ) if !crate::name::is_under(name, prefix) => {
+                    return Err(RouterError::OutsidePrefix {
+                        name,
+                        type_name,
+                        prefix: prefix.to_owned(),
+                    });
+                }
+                (Make::Operation { name, .. }, _) => declared.schedule.name().unwrap_or(name),
+                (Make::Workflow(_), _) => declared.schedule.name().unwrap_or_default(),
+            }
+            .to_owned();
+            if let (Make::Workflow(_), Some(prefix)) = (&declared.make, prefix)
+                && crate::name::is_valid(&name)
+                && !crate::name::is_under(&name, prefix)
             {
-                return Err(RouterError::OutsidePrefix {
-                    name: declared.operation,
-                    type_name: declared.type_name,
+                return Err(RouterError::ScheduleOutsidePrefix {
+                    name,
                     prefix: prefix.to_owned(),
                 });
             }
-            let name = declared
-                .schedule
-                .name()
-                .unwrap_or(declared.operation)
-                .to_owned();
             let compiled = declared.schedule.compile(&name, now)?;
+            let operation = declared.publishes();
             routes.schedules.push(ScheduledRoute {
-                declaration: declared.schedule.declaration(declared.operation),
+                declaration: declared.schedule.declaration(&operation),
                 name,
-                operation: declared.operation,
+                operation,
                 schedule: declared.schedule.clone(),
                 compiled,
-                make: Arc::clone(&declared.make),
+                make: declared.make.clone(),
             });
         }
         Ok(())

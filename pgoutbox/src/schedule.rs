@@ -2,7 +2,9 @@
 //! and what happens to the ticks that no worker was running to publish.
 //!
 //! A [`Schedule`] is declared on a router with
-//! [`WorkflowRouter::schedule`](crate::WorkflowRouter::schedule); every
+//! [`WorkflowRouter::schedule`](crate::WorkflowRouter::schedule) (or
+//! [`schedule_workflow`](crate::WorkflowRouter::schedule_workflow), to
+//! publish a workflow per tick); every
 //! worker process whose routers hold it publishes its due ticks, and the
 //! idempotency key `schedule:<name>:<tick in UTC>` makes one operation per
 //! tick, however many processes do. The guarantees are in

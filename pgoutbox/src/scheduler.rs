@@ -4,9 +4,10 @@
 //!
 //! Every worker with a schedule runs it; there is no leader. A tick is
 //! published in one transaction that holds the schedule's row lock, inserts
-//! the operation under the idempotency key `schedule:<name>:<tick>` and
-//! moves the row's cursor past it, so one operation exists per tick however
-//! many workers try. What is due is decided by the database's clock.
+//! the operation (or the workflow, `WorkflowRouter::schedule_workflow`)
+//! under the idempotency key `schedule:<name>:<tick>` and moves the row's
+//! cursor past it, so one operation exists per tick however many workers
+//! try. What is due is decided by the database's clock.
 //!
 //! A tick is *missed* when no live worker declaring the schedule was
 //! running at its time (it is older than the earliest start of the live
@@ -26,12 +27,13 @@ use uuid::Uuid;
 
 use crate::definition::OperationId;
 use crate::duration::millis;
-use crate::publish::PublishOptions;
-use crate::router::ScheduledRoute;
+use crate::publish::{PublishError, PublishOptions};
+use crate::router::{Make, ScheduledRoute};
 use crate::runtime::Runtime;
 use crate::schedule::{Due, MAX_MISSED_TICKS, MissedTicks, Schedule, plan, schedule_key};
 use crate::store::Store;
 use crate::store::schedules::{Declaration, Rival, ScheduleState};
+use crate::workflow::{PublishedWorkflow, Workflow, WorkflowError};
 
 /// The longest the scheduler sleeps between two looks at its schedules
 /// (the next tick is usually sooner).
@@ -78,7 +80,7 @@ fn describe(operation: &str, cron: &str, zone: &str, missed: &str) -> String {
 fn declaration(s: &ScheduledRoute) -> Declaration<'_> {
     Declaration {
         name: &s.name,
-        operation: s.operation,
+        operation: &s.operation,
         cron: s.schedule.expression(),
         time_zone: s.schedule.zone(),
         missed: s.schedule.missed_ticks().as_str(),
@@ -123,7 +125,7 @@ pub(crate) async fn declare(
         let rivals = store
             .schedule_rivals(&mut tx, &s.name, worker, &s.declaration, live_ms)
             .await?;
-        let ours = describe(s.operation, d.cron, d.time_zone, d.missed);
+        let ours = describe(&s.operation, d.cron, d.time_zone, d.missed);
         if let Some(rival) = rivals.first() {
             let theirs = describe(
                 &rival.operation,
@@ -401,9 +403,35 @@ async fn publish(
 ) -> Result<Option<(DateTime<Utc>, OperationId)>, sqlx::Error> {
     let mut last = None;
     for (at, missed) in ticks {
-        let options = PublishOptions::new().idempotency_key(schedule_key(&s.name, *at));
-        let row = match s.row(&rt.publisher, &s.compiled.tick(*at), options) {
-            Ok(row) => row,
+        let key = schedule_key(&s.name, *at);
+        let tick = s.compiled.tick(*at);
+        let published = match &s.make {
+            Make::Operation { row, .. } => {
+                let options = PublishOptions::new().idempotency_key(key);
+                match unpanicked(|| row(&rt.publisher, &tick, options)) {
+                    Ok(Ok(row)) => match rt.publisher.insert(tx, &row).await {
+                        Ok(id) => Ok(Ok(Some(id))),
+                        Err(PublishError::Database { source, .. }) => Err(source),
+                        Err(e) => Err(sqlx::Error::Protocol(e.to_string())),
+                    },
+                    Ok(Err(e)) => Ok(Err(e.to_string())),
+                    Err(panicked) => Ok(Err(panicked)),
+                }
+            }
+            // Recorded as the tick's operation: the workflow's first step,
+            // its root.
+            Make::Workflow(build) => match unpanicked(|| build(tick)) {
+                Ok(workflow) => publish_workflow(rt, tx, workflow.idempotency_key(key))
+                    .await
+                    .map(|published| published.map(|w| w.steps.first().copied())),
+                Err(panicked) => Ok(Err(panicked)),
+            },
+        };
+        let id = match published? {
+            Ok(Some(id)) => id,
+            // A workflow published by another worker, whose steps were all
+            // purged since: nothing to record.
+            Ok(None) => continue,
             Err(e) => {
                 // A payload that cannot be published now will not be
                 // publishable on a retry either: say so, and go on.
@@ -411,11 +439,6 @@ async fn publish(
                 metrics::counter!("pgoutbox_schedule_ticks_total", "schedule" => s.name.clone(), "outcome" => "failed").increment(1);
                 continue;
             }
-        };
-        let id = match rt.publisher.insert(tx, &row).await {
-            Ok(id) => id,
-            Err(crate::publish::PublishError::Database { source, .. }) => return Err(source),
-            Err(e) => return Err(sqlx::Error::Protocol(e.to_string())),
         };
         if *missed {
             tracing::warn!(schedule = %s.name, tick = %rfc(*at), operation_id = %id, policy = %policy, "missed tick: published late (missed-ticks policy)");
@@ -427,6 +450,49 @@ async fn publish(
         last = Some((*at, id));
     }
     Ok(last)
+}
+
+/// Calls a schedule's closure, a panic in it becoming its tick's error:
+/// the application's code must not stop the scheduler.
+fn unpanicked<T>(call: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+        format!("the schedule's closure panicked: {message}")
+    })
+}
+
+/// Publishes a tick's workflow under a savepoint: `Ok(Err(why))` when it
+/// cannot be published (nothing of it stays written, and a retry would
+/// fail alike), `Err` for a database error (the tick's transaction is
+/// tried again).
+async fn publish_workflow(
+    rt: &Runtime,
+    tx: &mut PgConnection,
+    workflow: Workflow,
+) -> Result<Result<PublishedWorkflow, String>, sqlx::Error> {
+    let mut savepoint = tx.begin().await?;
+    match rt
+        .publisher
+        .publish_workflow(&mut savepoint, workflow)
+        .await
+    {
+        Ok(published) => {
+            savepoint.commit().await?;
+            Ok(Ok(published))
+        }
+        Err(WorkflowError::Step {
+            source: PublishError::Database { source, .. },
+            ..
+        }) => Err(source),
+        Err(e) => {
+            savepoint.rollback().await?;
+            Ok(Err(e.to_string()))
+        }
+    }
 }
 
 /// How long from `now` until `at`, both by the database's clock, with a

@@ -214,28 +214,37 @@ text_enum! {
 
 text_enum! {
     /// The state of a workflow (the migration's `workflows_state_check`),
-    /// kept with its steps' in the transactions that change them: `failed`
-    /// when a step is dead, otherwise `stalled` when one is, otherwise
-    /// `running` while one has not ended, otherwise `cancelled` when one
-    /// was, otherwise `succeeded`.
+    /// kept with its failure and its steps' in the transactions that
+    /// change them (`workflow_settle`, migration 11): `stalled` when a
+    /// step is (or, once it failed, a compensation is dead); otherwise,
+    /// while a step or compensation is open, `running` (not failed) or
+    /// `compensating`; otherwise `succeeded`, `cancelled` (by an operator)
+    /// or `failed`.
     ///
     /// ```
     /// use pgoutbox::WorkflowState;
     ///
-    /// assert_eq!(WorkflowState::ALL.len(), 5);
+    /// assert_eq!(WorkflowState::ALL.len(), 6);
     /// assert_eq!("failed".parse::<WorkflowState>().unwrap(), WorkflowState::Failed);
     /// ```
     pub enum WorkflowState("workflow state") {
-        /// A step has not ended yet, and none is dead or stalled.
+        /// It has not failed, and a step has not ended yet.
         Running = "running",
-        /// Every step succeeded.
+        /// Every step ended, and it did not fail (a step that failed with
+        /// only opted-out dependents does not fail it).
         Succeeded = "succeeded",
-        /// A step is dead (its dependents were cancelled with it).
+        /// It failed (a step ended dead or cancelled), and everything
+        /// ended: the steps that had not started were cancelled, the
+        /// compensations of those that succeeded ran.
         Failed = "failed",
-        /// A step's outcome is unknown, and it waits for an operator.
+        /// A step's outcome is unknown (or, once it failed, a compensation
+        /// is dead): it waits for an operator.
         Stalled = "stalled",
-        /// Every step ended, none dead, and one was cancelled.
+        /// An operator cancelled it, and everything ended.
         Cancelled = "cancelled",
+        /// It failed or was cancelled, and its compensations (or steps
+        /// still running then) have not all ended.
+        Compensating = "compensating",
     }
 }
 

@@ -91,6 +91,10 @@ pub const SETTLED_KEY: &str = "pgoutbox.settled";
 /// The most steps one workflow holds.
 pub const MAX_STEPS: usize = 100_000;
 
+/// The longest workflow idempotency key, in bytes
+/// ([`Workflow::idempotency_key`]).
+pub const MAX_KEY_BYTES: usize = 1024;
+
 /// Which step a [`Dep`] or [`Settled`] names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -451,6 +455,15 @@ pub enum WorkflowError {
         /// The operation whose handler added them.
         id: OperationId,
     },
+    /// The workflow's idempotency key is empty, longer than
+    /// [`MAX_KEY_BYTES`] or holds a NUL character.
+    #[error("invalid idempotency key for workflow `{name}`: {reason}")]
+    InvalidKey {
+        /// The workflow's name.
+        name: String,
+        /// What is wrong with the key.
+        reason: String,
+    },
     /// A step could not be published (its payload, its options, the
     /// database).
     #[error("{}: {source}", match index { Some(i) => format!("step {i} of workflow `{name}`"), None => format!("workflow `{name}`") })]
@@ -495,6 +508,7 @@ pub struct Workflow {
     steps: Vec<Step>,
     compensations: Vec<Compensation>,
     error: Option<WorkflowError>,
+    key: Option<String>,
 }
 
 impl fmt::Debug for Workflow {
@@ -530,6 +544,7 @@ impl Workflow {
             steps: Vec::new(),
             compensations: Vec::new(),
             error,
+            key: None,
         }
     }
 
@@ -542,6 +557,7 @@ impl Workflow {
             steps: Vec::new(),
             compensations: Vec::new(),
             error: None,
+            key: None,
         }
     }
 
@@ -717,6 +733,10 @@ pub struct PublishedWorkflow {
     pub id: WorkflowId,
     /// Each step's operation id, in the order of `add`.
     pub steps: Vec<OperationId>,
+    /// Whether this publish created it: `false` when its
+    /// [idempotency key](Workflow::idempotency_key) was taken, and `id` and
+    /// `steps` are the existing workflow's (nothing was written).
+    pub created: bool,
 }
 
 /// A workflow's steps and compensations, checked, waiting for their ids.
@@ -749,17 +769,24 @@ impl Publisher {
     pub async fn publish_workflow(
         &self,
         conn: &mut PgConnection,
-        workflow: Workflow,
+        mut workflow: Workflow,
     ) -> Result<PublishedWorkflow, WorkflowError> {
+        let key = workflow.key.take();
         let prepared = self.prepare_workflow(workflow, false)?;
-        let (id, ids) = self
-            .store()
-            .open_workflow(conn, &prepared.name, prepared.steps.len())
-            .await
-            .map_err(|source| database_error(&prepared.name, None, "workflow", source))?;
+        let (id, ids) = match self
+            .open(conn, &prepared.name, prepared.steps.len(), key)
+            .await?
+        {
+            Ok(opened) => opened,
+            Err(existing) => return Ok(existing),
+        };
         self.insert_workflow(conn, id, ids[0], &ids, &prepared)
             .await?;
-        Ok(PublishedWorkflow { id, steps: ids })
+        Ok(PublishedWorkflow {
+            id,
+            steps: ids,
+            created: true,
+        })
     }
 
     /// Adds the steps of `additions` (built by a running step's handler) to
@@ -775,20 +802,14 @@ impl Publisher {
     ) -> Result<Vec<OperationId>, WorkflowError> {
         let store = self.store();
         let database = |source| database_error(&prepared.name, None, "workflow", source);
-        let Some(grown) = store
-            .grow_workflow(conn, adder, prepared.steps.len())
-            .await
-            .map_err(database)?
-        else {
-            return Err(WorkflowError::NotAStep { id: adder });
-        };
         let published: Vec<OperationId> = prepared
             .steps
             .iter()
             .flat_map(|s| s.published.iter().map(|(id, _)| *id))
             .collect();
+        // Locked before the workflow's row, which growing it locks.
         if let Some(foreign) = store
-            .foreign_steps(conn, grown.workflow, &published)
+            .foreign_steps(conn, adder, &published)
             .await
             .map_err(database)?
         {
@@ -804,6 +825,13 @@ impl Publisher {
                 id: foreign,
             });
         }
+        let Some(grown) = store
+            .grow_workflow(conn, adder, prepared.steps.len())
+            .await
+            .map_err(database)?
+        else {
+            return Err(WorkflowError::NotAStep { id: adder });
+        };
         let ids = grown.ids.clone();
         self.insert_workflow(conn, grown.workflow, grown.root, &ids, prepared)
             .await?;
@@ -962,9 +990,7 @@ impl Publisher {
             store
                 .insert_steps(conn, id, root, &rows[start..end])
                 .await
-                .map_err(|source| {
-                    database_error(&name, Some(start), rows[start].op.name, source)
-                })?;
+                .map_err(|source| database_error(name, Some(start), rows[start].op.name, source))?;
             start = end;
         }
         if compensations.is_empty() {
@@ -988,7 +1014,7 @@ impl Publisher {
         store
             .insert_compensations(conn, id, &answers)
             .await
-            .map_err(|source| database_error(&name, None, "compensation", source))
+            .map_err(|source| database_error(name, None, "compensation", source))
     }
 }
 
@@ -1007,6 +1033,120 @@ fn database_error(
             name: operation,
             source,
         },
+    }
+}
+
+/// A workflow's idempotency key.
+impl Workflow {
+    /// Publishes this workflow at most once under `key`: a later
+    /// [`publish_workflow`] with the same key — from this process or
+    /// another, concurrently too — writes nothing and returns the existing
+    /// workflow's id and steps, with [`PublishedWorkflow::created`] `false`
+    /// (as a single operation's publish with a taken key returns the
+    /// existing operation's id). The key is unique among all workflows,
+    /// whatever their names, for as long as the workflow's row exists;
+    /// the second publish's steps are checked as usual but not compared
+    /// with the existing ones. A key that is empty, longer than
+    /// [`MAX_KEY_BYTES`] or holds a NUL character is refused by
+    /// [`publish_workflow`]. Schedules use `schedule:<name>:<tick>`
+    /// ([`WorkflowRouter::schedule_workflow`](crate::WorkflowRouter::schedule_workflow)).
+    ///
+    /// ```no_run
+    /// use pgoutbox::prelude::*;
+    /// use pgoutbox::workflow::{Workflow, publish_workflow};
+    ///
+    /// #[operation("shop.invoice")]
+    /// async fn invoice(ctx: &mut Context, order_id: i64) -> Result<()> {
+    ///     let _ = (ctx, order_id);
+    ///     Ok(())
+    /// }
+    ///
+    /// # async fn example(pool: sqlx::PgPool) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let order = || {
+    ///     let mut wf = Workflow::new("shop.order").idempotency_key("order-7");
+    ///     wf.add(Invoice { order_id: 7 });
+    ///     wf
+    /// };
+    /// let mut tx = pool.begin().await?;
+    /// let first = publish_workflow(&mut tx, order()).await?;
+    /// let again = publish_workflow(&mut tx, order()).await?;
+    /// tx.commit().await?;
+    /// assert!(first.created && !again.created);
+    /// assert_eq!((first.id, &first.steps), (again.id, &again.steps));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        let key = key.into();
+        let reason = if key.is_empty() {
+            Some("the key is empty".to_owned())
+        } else if key.len() > MAX_KEY_BYTES {
+            Some(format!("{} bytes, longer than {MAX_KEY_BYTES}", key.len()))
+        } else if key.contains('\0') {
+            Some("the key holds a NUL character, which PostgreSQL cannot store".to_owned())
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => {
+                self.key = None;
+                if self.error.is_none() {
+                    self.error = Some(WorkflowError::InvalidKey {
+                        name: self.name.clone(),
+                        reason,
+                    });
+                }
+            }
+            None => self.key = Some(key),
+        }
+        self
+    }
+
+    /// The idempotency key, if a valid one was given.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+impl Publisher {
+    /// Opens workflow `name` of `steps` steps under `key`: its id and its
+    /// steps' ids, or (`Err`) the workflow already published under `key`,
+    /// whose insert this one's `ON CONFLICT` skipped.
+    async fn open(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        steps: usize,
+        key: Option<String>,
+    ) -> Result<Result<(WorkflowId, Vec<OperationId>), PublishedWorkflow>, WorkflowError> {
+        let database = |source| database_error(name, None, "workflow", source);
+        let store = self.store();
+        let opened = store
+            .open_workflow(conn, name, steps, key.as_deref())
+            .await
+            .map_err(database)?;
+        match (opened, key) {
+            (Some(opened), _) => Ok(Ok(opened)),
+            (None, None) => Err(database(sqlx::Error::RowNotFound)),
+            (None, Some(key)) => {
+                let (id, steps) = store
+                    .workflow_by_key(conn, &key)
+                    .await
+                    .map_err(database)?
+                    .ok_or_else(|| {
+                        database(sqlx::Error::Protocol(format!(
+                            "idempotency key `{key}` is taken by a workflow this transaction \
+                             cannot see yet"
+                        )))
+                    })?;
+                Ok(Err(PublishedWorkflow {
+                    id,
+                    steps,
+                    created: false,
+                }))
+            }
+        }
     }
 }
 
@@ -1086,6 +1226,38 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_bad_key_is_refused_and_a_good_one_kept() {
+        let ok = Workflow::new("shop.order").idempotency_key("order-7");
+        assert_eq!(ok.key(), Some("order-7"));
+        assert!(ok.error.is_none());
+        for (key, reason) in [
+            (String::new(), "the key is empty".to_owned()),
+            (
+                "k".repeat(MAX_KEY_BYTES + 1),
+                "1025 bytes, longer than 1024".to_owned(),
+            ),
+            (
+                "a\0b".to_owned(),
+                "the key holds a NUL character, which PostgreSQL cannot store".to_owned(),
+            ),
+        ] {
+            let wf = Workflow::new("shop.order").idempotency_key(key);
+            assert_eq!(wf.key(), None);
+            let error = wf.error.expect("refused");
+            assert_eq!(
+                error.to_string(),
+                format!("invalid idempotency key for workflow `shop.order`: {reason}")
+            );
+        }
+        assert!(
+            Workflow::new("shop.order")
+                .idempotency_key("k".repeat(MAX_KEY_BYTES))
+                .error
+                .is_none()
+        );
+    }
 
     #[test]
     fn placeholders_become_ids_wherever_they_are() {

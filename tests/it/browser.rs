@@ -612,5 +612,62 @@ async fn workflow_scenario(
         .await?;
     assert_ne!(colours[0], colours[1], "{colours}");
     photograph(browser, "workflow-running").await;
+
+    // Cancel it: the compensation is a choice the form will not send
+    // without; the confirmation lists what will change; confirmed, the
+    // page says what changed and the trail names the operator.
+    browser
+        .find(Locator::Css("#cancel-workflow input[name=reason]"))
+        .await?
+        .send_keys("order withdrawn")
+        .await?;
+    let valid = browser
+        .execute(
+            "return document.getElementById('cancel-workflow').checkValidity();",
+            vec![],
+        )
+        .await?;
+    assert_eq!(valid, false, "no compensation chosen yet");
+    browser
+        .find(Locator::Css(
+            "#cancel-workflow input[name=compensate][value=no]",
+        ))
+        .await?
+        .click()
+        .await?;
+    browser
+        .find(Locator::Css("#cancel-workflow button"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::Css("#plan-cancel"))
+        .await?;
+    let planned = browser
+        .execute(
+            "return [...document.querySelectorAll('#plan-cancel tbody tr')].length;",
+            vec![],
+        )
+        .await?;
+    assert_eq!(planned, 4, "the pending step and the three waiting");
+    photograph(browser, "workflow-confirm").await;
+    browser
+        .find(Locator::Css("#confirm button"))
+        .await?
+        .click()
+        .await?;
+    browser.wait().for_element(Locator::Css("#notice")).await?;
+    assert!(text(browser, "#notice").await.contains(&format!(
+        "cancel of workflow {running} applied: running → cancelled"
+    )),);
+    assert_eq!(text(browser, "#state").await, "cancelled");
+    assert!(
+        text(browser, "#failure")
+            .await
+            .contains("cancelled by alice: order withdrawn")
+    );
+    assert!(text(browser, "#workflow-actions").await.contains("alice"));
+    photograph(browser, "workflow-cancelled").await;
     Ok(())
 }

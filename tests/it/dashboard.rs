@@ -1919,3 +1919,418 @@ async fn a_stalled_steps_result_form_refuses_bad_json_and_a_misfit_then_resolves
     );
     system.stop().await.unwrap();
 }
+
+/// Undoes a `dash.wf.make`: its compensation.
+#[operation("dash.wf.unmake")]
+pub(crate) async fn dash_unmake(ctx: &mut Context, made: Dep<DashMake>) -> Result<i64> {
+    Ok(-ctx.result(&made)?)
+}
+
+/// make → add, make compensated by unmake; make moved to `succeeded` as a
+/// worker's record would (the migration's trigger releases add): (the
+/// workflow, make, add).
+pub(crate) async fn compensable_workflow(
+    db: &TestDatabase,
+) -> (
+    pgoutbox::workflow::WorkflowId,
+    pgoutbox::OperationId,
+    pgoutbox::OperationId,
+) {
+    let mut wf = Workflow::new("dash.compensable");
+    let made = wf.add(DashMake { n: 3 });
+    wf.compensate_with(made, |made| DashUnmake { made });
+    wf.add(DashAdd {
+        from: made,
+        fail: false,
+    });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query(
+        "UPDATE pgoutbox.operations SET status = 'succeeded', attempt = 1, finished_at = now()
+         WHERE id = $1",
+    )
+    .bind(published.steps[0].as_i64())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    (published.id, published.steps[0], published.steps[1])
+}
+
+/// The value of the hidden field `name` of a page's form.
+fn hidden_value(body: &str, name: &str) -> String {
+    let field = format!("type=\"hidden\" name=\"{name}\" value=\"");
+    let at = body
+        .find(&field)
+        .unwrap_or_else(|| panic!("no hidden `{name}` in {body}"));
+    let rest = &body[at + field.len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// The part of `body` from the element with `id` to the end of its table.
+fn table_of<'b>(body: &'b str, id: &str) -> &'b str {
+    let at = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {body}"));
+    let rest = &body[at..];
+    &rest[..rest.find("</table>").unwrap_or(rest.len())]
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // One story: plan, confirm, apply, refuse, retry.
+async fn a_workflow_is_cancelled_then_retried_from_its_page_after_confirming_the_plan() {
+    let db = test_db().await;
+    let (wid, made, added) = compensable_workflow(&db).await;
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, _) = signed_in(&app).await;
+    let path = format!("/workflows/{wid}");
+
+    // The page offers both actions; the compensation is an explicit
+    // choice, none pre-selected.
+    let page = get(&app, &path, Some(&cookies)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let form = &page.body[page
+        .body
+        .find("id=\"cancel-workflow\"")
+        .expect("the cancel form")..];
+    let form = &form[..form.find("</form>").unwrap()];
+    assert_eq!(
+        form.matches("type=\"radio\" name=\"compensate\"").count(),
+        2,
+        "{form}"
+    );
+    assert!(!form.contains("checked"), "{form}");
+    assert!(page.body.contains("id=\"retry-workflow\""));
+    assert!(page.body.contains("Operator actions on the workflow (0)"));
+    let csrf = csrf_of(&page.body);
+    let confirm = format!("{path}/confirm");
+    let act = format!("{path}/act");
+    let reason = "the customer withdrew <b>";
+
+    // A cancel without the choice, a bad choice, an unknown action, no
+    // reason, no CSRF token: refused, nothing planned.
+    for (form, status, says) in [
+        (
+            vec![("action", "cancel")],
+            StatusCode::BAD_REQUEST,
+            "choose whether to compensate",
+        ),
+        (
+            vec![("action", "cancel"), ("compensate", "maybe")],
+            StatusCode::BAD_REQUEST,
+            "invalid compensation choice `maybe`",
+        ),
+        (
+            vec![("action", "retry"), ("compensate", "yes")],
+            StatusCode::BAD_REQUEST,
+            "a retry compensates nothing",
+        ),
+        (
+            vec![("action", "pause")],
+            StatusCode::BAD_REQUEST,
+            "unknown workflow action `pause`",
+        ),
+    ] {
+        let mut form = form;
+        form.extend([("reason", reason), ("csrf", csrf.as_str())]);
+        let refused = post(&app, &confirm, Some(&cookies), &form).await;
+        assert_eq!(refused.status, status, "{}", refused.body);
+        assert!(refused.body.contains(says), "{says}: {}", refused.body);
+    }
+    let refused = post(
+        &app,
+        &confirm,
+        Some(&cookies),
+        &[("action", "retry"), ("reason", " "), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let refused = post(
+        &app,
+        &act,
+        Some(&cookies),
+        &[
+            ("action", "cancel"),
+            ("compensate", "yes"),
+            ("reason", reason),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    // The confirmation shows what will change, and changes nothing.
+    let cancel = [
+        ("action", "cancel"),
+        ("compensate", "yes"),
+        ("reason", reason),
+        ("csrf", &csrf),
+    ];
+    let plan = post(&app, &confirm, Some(&cookies), &cancel).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+    assert!(
+        plan.body
+            .contains("Confirm: cancel, compensating what succeeded — workflow")
+    );
+    assert_eq!(
+        row_ids(table_of(&plan.body, "plan-cancel")),
+        [added.to_string()]
+    );
+    assert_eq!(
+        row_ids(table_of(&plan.body, "plan-compensate")),
+        [made.to_string()]
+    );
+    assert!(!plan.body.contains("id=\"plan-retry\""));
+    assert!(
+        plan.body
+            .contains("<code>the customer withdrew &lt;b&gt;</code>"),
+        "escaped"
+    );
+    let button = &plan.body[plan.body.find("id=\"confirm\"").expect("the confirm form")..];
+    assert!(
+        button.contains("name=\"compensate\" value=\"yes\""),
+        "{button}"
+    );
+    assert!(
+        button.contains(&format!("action=\"/workflows/{wid}/act\"")),
+        "{button}"
+    );
+    let unchanged = admin(&db).workflow_graph(wid).await.unwrap().unwrap();
+    assert_eq!(unchanged.workflow.state, pgoutbox::WorkflowState::Running);
+    assert!(admin(&db).workflow_actions(wid).await.unwrap().is_empty());
+    // Without compensation: nothing to compensate in the plan.
+    let without = post(
+        &app,
+        &confirm,
+        Some(&cookies),
+        &[
+            ("action", "cancel"),
+            ("compensate", "no"),
+            ("reason", reason),
+            ("csrf", &csrf),
+        ],
+    )
+    .await;
+    assert_eq!(without.status, StatusCode::OK);
+    assert!(!without.body.contains("id=\"plan-compensate\""));
+    assert!(without.body.contains("name=\"compensate\" value=\"no\""));
+
+    // Applying needs the confirmed plan; one the workflow no longer
+    // matches (stale, or tampered with) shows the new plan, changing nothing.
+    let key = hidden_value(&plan.body, "plan");
+    assert_eq!(
+        key,
+        format!("cancel:{added};compensate:{made};retry:;drop:")
+    );
+    let unconfirmed = post(&app, &act, Some(&cookies), &cancel).await;
+    assert_eq!(unconfirmed.status, StatusCode::BAD_REQUEST);
+    assert!(unconfirmed.body.contains("needs the confirmation's plan"));
+    let stale = [&cancel[..], &[("plan", "cancel:;compensate:;retry:;drop:")]].concat();
+    let moved = post(&app, &act, Some(&cookies), &stale).await;
+    assert_eq!(moved.status, StatusCode::CONFLICT, "{}", moved.body);
+    assert!(
+        moved
+            .body
+            .contains("the workflow changed since this was confirmed: nothing was done")
+    );
+    assert_eq!(hidden_value(&moved.body, "plan"), key);
+    assert!(admin(&db).workflow_actions(wid).await.unwrap().is_empty());
+
+    // Confirmed: applied, and back to the workflow with what changed.
+    let cancel = [&cancel[..], &[("plan", key.as_str())]].concat();
+    let done = post(&app, &act, Some(&cookies), &cancel).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let location = done.location();
+    assert!(
+        location.starts_with(&format!("../{wid}?notice=")),
+        "{location}"
+    );
+    let page = get(
+        &app,
+        &format!("{path}?{}", location.split_once('?').unwrap().1),
+        Some(&cookies),
+    )
+    .await;
+    let body = &page.body;
+    assert!(
+        body.contains(&format!("cancel of workflow {wid} applied: running → compensating. cancels 1: {added} dash.wf.add (pending); compensates 1: {made} dash.wf.make (succeeded)")),
+        "{body}"
+    );
+    assert!(body.contains("<span class=\"state state-compensating\">compensating</span>"));
+    let failure = &body[body.find("id=\"failure\"").expect("the failure")..];
+    assert!(
+        failure[..failure.find("</dd>").unwrap()]
+            .contains("cancelled by alice: the customer withdrew &lt;b&gt;"),
+        "{failure}"
+    );
+    // The compensation: marked in the table and drawn dashed in the graph.
+    let graph = admin(&db).workflow_graph(wid).await.unwrap().unwrap();
+    let unmake = graph
+        .steps
+        .iter()
+        .find(|s| s.compensates == Some(made))
+        .expect("the compensation");
+    assert!(
+        body.contains(&format!(
+            "↩ compensates <a href=\"/operations/{made}\">#{made}</a>"
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("<g class=\"node state-pending compensation\" data-id=\"{}\" data-state=\"pending\" data-compensates=\"{made}\">", unmake.id)),
+        "{body}"
+    );
+    let trail = table_of(body, "workflow-actions");
+    assert!(
+        trail.contains("<td>cancel</td><td>applied</td><td>alice</td>"),
+        "{trail}"
+    );
+    assert!(
+        !body.contains("id=\"cancel-workflow\""),
+        "a failed workflow offers no cancel"
+    );
+
+    // Again: refused, with the reason, nothing changed.
+    let again = post(&app, &act, Some(&cookies), &cancel).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let refusal = &again.body[again.body.find("id=\"refusal\"").expect("the refusal")..];
+    assert!(
+        refusal.contains(&format!(
+            "cannot cancel workflow {wid}: workflow {wid} has already failed"
+        )),
+        "{refusal}"
+    );
+
+    // A retry: the cancelled step runs again, the compensation not started is dropped.
+    let retry = [
+        ("action", "retry"),
+        ("reason", "changed their mind"),
+        ("csrf", &csrf),
+    ];
+    let plan = post(&app, &confirm, Some(&cookies), &retry).await;
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+    assert_eq!(
+        row_ids(table_of(&plan.body, "plan-retry")),
+        [added.to_string()]
+    );
+    assert_eq!(
+        row_ids(table_of(&plan.body, "plan-drop")),
+        [unmake.id.to_string()]
+    );
+    assert!(!plan.body.contains("name=\"compensate\""));
+    let key = hidden_value(&plan.body, "plan");
+    let retry = [&retry[..], &[("plan", key.as_str())]].concat();
+    let done = post(&app, &act, Some(&cookies), &retry).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let graph = admin(&db).workflow_graph(wid).await.unwrap().unwrap();
+    assert_eq!(graph.workflow.state, pgoutbox::WorkflowState::Running);
+    let status_of = |id| graph.steps.iter().find(|s| s.id == id).unwrap().status;
+    assert_eq!(status_of(added), Status::Pending);
+    assert_eq!(status_of(unmake.id), Status::Cancelled);
+    // Nothing left to retry: the confirmation says why and offers no button.
+    let plan = post(&app, &confirm, Some(&cookies), &retry).await;
+    assert_eq!(plan.status, StatusCode::CONFLICT);
+    assert!(
+        plan.body.contains(&format!(
+            "Refused: workflow {wid} has no dead or cancelled step to retry"
+        )),
+        "{}",
+        plan.body
+    );
+    assert!(!plan.body.contains("id=\"confirm\""));
+    let trail: Vec<(String, String, String)> = admin(&db)
+        .workflow_actions(wid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.action, a.outcome, a.actor))
+        .collect();
+    let row = |a: &str, o: &str| (a.to_owned(), o.to_owned(), "alice".to_owned());
+    assert_eq!(
+        trail,
+        [
+            row("cancel", "applied"),
+            row("cancel", "refused"),
+            row("retry", "applied")
+        ]
+    );
+
+    // No such workflow; and a read-only dashboard offers no action.
+    let missing = post(&app, "/workflows/999999/confirm", Some(&cookies), &retry).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let missing = post(&app, "/workflows/999999/act", Some(&cookies), &retry).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let read_only = dashboard::router(
+        admin(&db),
+        DashboardOptions::with_token(BEARER, "alice").unwrap(),
+    );
+    let page = authed(&read_only, &path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("id=\"retry-workflow\"") && !page.body.contains("/confirm"));
+}
+
+#[tokio::test]
+async fn cancelling_a_thousand_step_workflow_confirms_a_capped_list_then_cancels_every_step() {
+    let db = test_db().await;
+    let mut wf = Workflow::new("dash.fan_in");
+    let parts: Vec<_> = (0..1000).map(|n| wf.add(DashMake { n })).collect();
+    wf.add(DashSum { parts });
+    let mut tx = db.pool().begin().await.unwrap();
+    let published = publish_workflow(&mut tx, wf).await.unwrap();
+    tx.commit().await.unwrap();
+    let app = dashboard::router(admin(&db), options_with_token());
+    let (cookies, csrf) = signed_in(&app).await;
+    let path = format!("/workflows/{}", published.id);
+    let form = [
+        ("action", "cancel"),
+        ("compensate", "no"),
+        ("reason", "load test"),
+        ("csrf", csrf.as_str()),
+    ];
+
+    let started = std::time::Instant::now();
+    let plan = post(&app, &format!("{path}/confirm"), Some(&cookies), &form).await;
+    let confirm_took = started.elapsed();
+    assert_eq!(plan.status, StatusCode::OK, "{}", plan.body);
+    assert!(
+        plan.body.contains("they have not started (1001)"),
+        "{}",
+        plan.body
+    );
+    assert_eq!(row_ids(table_of(&plan.body, "plan-cancel")).len(), 200);
+    assert!(plan.body.contains("and 801 more, not listed."));
+    assert!(plan.body.len() < 200_000, "{} bytes", plan.body.len());
+
+    let key = hidden_value(&plan.body, "plan");
+    let form = [&form[..], &[("plan", key.as_str())]].concat();
+    let started = std::time::Instant::now();
+    let done = post(&app, &format!("{path}/act"), Some(&cookies), &form).await;
+    let apply_took = started.elapsed();
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    // The notice rides in the redirect's URL: cut, not 1,001 steps long.
+    let location = done.location();
+    assert!(
+        location.len() < 1_000,
+        "{} bytes: {location}",
+        location.len()
+    );
+    assert!(location.contains("cancels+1001%3A"), "{location}");
+    let (cancelled, recorded): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM pgoutbox.operations WHERE workflow_id = $1 AND status = 'cancelled'),
+                (SELECT count(*) FROM pgoutbox.operator_actions WHERE workflow_id = $1)",
+    )
+    .bind(published.id.as_i64())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((cancelled, recorded), (1001, 1 + 1001));
+    let graph = admin(&db)
+        .workflow_graph(published.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(graph.workflow.state, pgoutbox::WorkflowState::Cancelled);
+    eprintln!(
+        "a 1,001-step workflow's cancel: confirmation {confirm_took:?} ({} KiB), applied in {apply_took:?}",
+        plan.body.len() / 1024
+    );
+}

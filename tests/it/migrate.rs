@@ -7,7 +7,7 @@ use pgoutbox_migrate::{Error, Identifier};
 
 use crate::support::{empty_db, tables};
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "attempts",
     "operation_outputs",
     "operation_types",
@@ -17,6 +17,7 @@ const TABLES: [&str; 11] = [
     "schedule_declarations",
     "schedules",
     "workers",
+    "workflow_compensations",
     "workflow_edges",
     "workflows",
 ];

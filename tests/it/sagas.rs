@@ -83,6 +83,35 @@ async fn note(ctx: &mut Context, after: Settled<Boom>, payment: Dep<Charge>) -> 
     Ok(format!("{:?}", ctx.result(&after).err()))
 }
 
+/// Whether the carrier takes parcels (`saga.flaky_ship` fails for good
+/// until it does).
+static CARRIER_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Ships, once the carrier is up.
+#[operation("saga.flaky_ship")]
+async fn flaky_ship(ctx: &mut Context, payment: Dep<Charge>) -> Result<()> {
+    ctx.result(&payment)?;
+    if !CARRIER_UP.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(HandlerError::permanent("the carrier is down"));
+    }
+    Ok(())
+}
+
+/// Confirms a shipment.
+#[operation("saga.confirm")]
+async fn confirm(ctx: &mut Context, shipped: Dep<FlakyShip>) -> Result<()> {
+    ctx.result(&shipped)?;
+    Ok(())
+}
+
+/// A call that takes a few seconds.
+#[operation("saga.slow_call", timeout = "30s")]
+async fn slow_call(ctx: &mut Context, seconds: u64) -> Result<()> {
+    let _ = ctx;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    Ok(())
+}
+
 /// Packs one item: its number.
 #[operation("saga.pack")]
 async fn pack(ctx: &mut Context, item: i64) -> Result<i64> {
@@ -134,6 +163,9 @@ fn router() -> WorkflowRouter {
         .operation::<SlowRefund>()
         .operation::<Boom>()
         .operation::<Note>()
+        .operation::<FlakyShip>()
+        .operation::<Confirm>()
+        .operation::<SlowCall>()
         .operation::<Pack>()
         .operation::<Total>()
         .operation::<Split>()
@@ -455,6 +487,270 @@ async fn a_running_step_adds_a_thousand_steps_and_their_fan_in_with_its_success(
             .await
             .unwrap();
     assert!(error.contains("is not a workflow step"), "{error}");
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    assert_eq!(stuck_steps(&db).await, 0);
+    system.stop().await.unwrap();
+}
+
+fn admin(db: &TestDatabase) -> Admin {
+    Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap())
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines, clippy::type_complexity)] // One story; the trail's rows as tuples.
+async fn a_workflow_retry_resumes_where_it_stopped_and_succeeds() {
+    use pgoutbox::WorkflowState;
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let mut wf = Workflow::new("saga.resume");
+    let payment = wf.add(Charge {
+        order: 20,
+        cents: 1,
+    });
+    let shipped = wf.add(FlakyShip { payment });
+    wf.add(Confirm { shipped });
+    let published = publish(&db, wf).await;
+    assert_eq!(finished(&db, &published).await, "failed");
+    let [charge, ship, confirm] = published.steps[..] else {
+        unreachable!()
+    };
+    assert_eq!(status(&db, ship).await, "dead");
+    assert_eq!(status(&db, confirm).await, "cancelled");
+
+    // What it would do, then done.
+    let plan = admin(&db)
+        .workflow_plan(published.id, WorkflowAction::Retry)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.refused, None);
+    let retried: Vec<OperationId> = plan.retry.iter().map(|s| s.id).collect();
+    assert_eq!(retried, [ship, confirm]);
+    CARRIER_UP.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = admin(&db)
+        .act_on_workflow(
+            published.id,
+            WorkflowAction::Retry,
+            "alice",
+            "the carrier is back",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Applied { state, .. } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(state, WorkflowState::Running);
+    assert_eq!(finished(&db, &published).await, "succeeded");
+    for step in [charge, ship, confirm] {
+        assert_eq!(status(&db, step).await, "succeeded");
+    }
+    // The charge ran once: the workflow resumed where it stopped.
+    let charges: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pgoutbox.attempts WHERE operation_id = $1")
+            .bind(charge.as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(charges, 1);
+    // The trail: the workflow's row and one per step.
+    let trail: Vec<(Option<i64>, String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT operation_id, action, outcome, from_status, to_status FROM pgoutbox.operator_actions
+         WHERE workflow_id = $1 ORDER BY operation_id NULLS FIRST, id",
+    )
+    .bind(published.id.as_i64())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    let retry = |id: OperationId, from: &str, to: &str| {
+        (
+            Some(id.as_i64()),
+            "retry".to_owned(),
+            "applied".to_owned(),
+            from.to_owned(),
+            Some(to.to_owned()),
+        )
+    };
+    assert_eq!(
+        trail,
+        [
+            (
+                None,
+                "retry".into(),
+                "applied".into(),
+                "failed".into(),
+                Some("running".into())
+            ),
+            retry(ship, "dead", "pending"),
+            retry(confirm, "cancelled", "waiting"),
+        ]
+    );
+    // Now it succeeded: refused, and recorded.
+    let outcome = admin(&db)
+        .act_on_workflow(published.id, WorkflowAction::Retry, "alice", "again")
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        plan.refused.as_deref(),
+        Some(
+            format!(
+                "workflow {} has succeeded: there is nothing to retry",
+                published.id
+            )
+            .as_str()
+        )
+    );
+    let actions = admin(&db).workflow_actions(published.id).await.unwrap();
+    assert_eq!(actions.len(), 2);
+    assert_eq!(actions[1].outcome, "refused");
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    assert_eq!(stuck_steps(&db).await, 0);
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_retry_is_refused_once_compensations_ran() {
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let published = publish(&db, order(30, true)).await;
+    assert_eq!(finished(&db, &published).await, "failed");
+    let outcome = admin(&db)
+        .act_on_workflow(published.id, WorkflowAction::Retry, "alice", "try again")
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    let why = plan.refused.unwrap();
+    assert!(
+        why.contains("has already run or is running (succeeded): a retry would redo what it undid"),
+        "{why}"
+    );
+    system.stop().await.unwrap();
+}
+
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // One story: both cancels, then the refusals.
+async fn a_workflow_cancel_leaves_nothing_running_or_pending() {
+    use pgoutbox::WorkflowState;
+    use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+
+    let db = test_db().await;
+    let system = start(&db).await;
+    let later = PublishOptions::new().delay(Duration::from_hours(1));
+    // One cancelled without compensating, one compensating what succeeded.
+    let mut cancelled = Vec::new();
+    for compensate in [false, true] {
+        let mut wf = Workflow::new("saga.cancelled");
+        let payment = wf.add(Charge {
+            order: 40,
+            cents: 1,
+        });
+        wf.compensate_with(payment, |payment| Refund { payment });
+        let stock = wf.add_with(Reserve { order: 40, payment }, later.clone());
+        wf.add(Ship {
+            order: 40,
+            stock,
+            refuse: false,
+        });
+        let published = publish(&db, wf).await;
+        assert_eq!(settled(&db, published.steps[0], WITHIN).await, "succeeded");
+        let action = WorkflowAction::Cancel { compensate };
+        let plan = admin(&db)
+            .workflow_plan(published.id, action)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.cancel.len(), 2, "{plan:?}");
+        assert_eq!(plan.compensate.len(), usize::from(compensate), "{plan:?}");
+        let outcome = admin(&db)
+            .act_on_workflow(published.id, action, "bob", "the customer withdrew")
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, WorkflowActionOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(finished(&db, &published).await, "cancelled");
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.operations WHERE workflow_id = $1
+             AND status IN ('waiting', 'pending', 'running', 'retrying')",
+        )
+        .bind(published.id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(open, 0);
+        let refunds = compensations(&db, published.steps[0]).await;
+        assert_eq!(refunds.len(), usize::from(compensate));
+        if compensate {
+            assert_eq!(refunds[0].2, "succeeded");
+        }
+        let failure: String =
+            sqlx::query_scalar("SELECT failure FROM pgoutbox.workflows WHERE id = $1")
+                .bind(published.id.as_i64())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(failure, "cancelled by bob: the customer withdrew");
+        cancelled.push(published);
+    }
+    // Again: refused, it has failed already.
+    let outcome = admin(&db)
+        .act_on_workflow(
+            cancelled[0].id,
+            WorkflowAction::Cancel { compensate: false },
+            "bob",
+            "again",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(plan.state, WorkflowState::Cancelled);
+    assert!(plan.refused.unwrap().contains("has already failed"));
+    // A step running right now: refused, nothing changed.
+    let mut wf = Workflow::new("saga.busy");
+    wf.add(SlowCall { seconds: 3 });
+    wf.add(Charge {
+        order: 41,
+        cents: 1,
+    });
+    let busy = publish(&db, wf).await;
+    crate::support::wait_for_count(
+        &db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE name = 'saga.slow_call' AND status = 'running'",
+        1,
+        WITHIN,
+    )
+    .await;
+    let outcome = admin(&db)
+        .act_on_workflow(
+            busy.id,
+            WorkflowAction::Cancel { compensate: true },
+            "bob",
+            "stop",
+        )
+        .await
+        .unwrap();
+    let WorkflowActionOutcome::Refused { plan } = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        plan.refused.unwrap(),
+        format!(
+            "step {} (saga.slow_call) is running right now: cancel the workflow once it has ended",
+            busy.steps[0]
+        )
+    );
+    assert_eq!(finished(&db, &busy).await, "succeeded");
     assert!(inconsistent_workflows(&db).await.is_empty());
     assert_eq!(stuck_steps(&db).await, 0);
     system.stop().await.unwrap();

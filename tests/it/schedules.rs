@@ -12,7 +12,7 @@ use pgoutbox::admin::{Admin, ScheduleActionOutcome, ScheduleRemoval};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox::{MissedTicks, RouterError, Schedule, ScheduleError, StartError, schedule_key};
-use pgoutbox_tests::ScheduledTick;
+use pgoutbox_tests::{ScheduledTick, TICK_FLOW, TickDone};
 
 use crate::processes::Worker;
 use crate::support::{count, settings, test_db};
@@ -390,7 +390,7 @@ fn invalid_schedules_are_refused_with_their_name() {
         });
     assert_eq!(
         twice.resolve(&registry).unwrap_err().to_string(),
-        "schedule `fault.tick` is declared twice: give one of them another name with `Schedule::named`"
+        "schedule `fault.tick` is declared twice: give one of them another name with `Schedule::named` (for a workflow: the name given to `schedule_workflow`)"
     );
     // Outside the router's prefix.
     let misplaced = WorkflowRouter::with_prefix("billing")
@@ -1102,4 +1102,533 @@ async fn a_redeploy_before_the_first_tick_publishes_nothing_from_before_the_sche
             .take(3)
             .collect::<Vec<_>>()
     );
+}
+
+// Schedules that publish a workflow (`WorkflowRouter::schedule_workflow`):
+// one workflow per tick, under the key `schedule:<name>:<tick>`.
+
+/// The workflows of `fault.tick_flow`: each one's tick (from its key,
+/// checked against its first step's payload), id and state, by id.
+async fn scheduled_workflows(db: &TestDatabase) -> Vec<(DateTime<Utc>, i64, String)> {
+    let rows: Vec<(i64, Option<String>, String, String, i32, serde_json::Value)> = sqlx::query_as(
+        "SELECT w.id, w.idempotency_key, w.name, w.state, w.steps, o.payload
+         FROM pgoutbox.workflows w JOIN pgoutbox.operations o ON o.id = w.root_id
+         ORDER BY w.id",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(id, key, name, state, steps, payload)| {
+            assert_eq!(name, TICK_FLOW);
+            assert_eq!(steps, 2);
+            let at: DateTime<Utc> = payload["at"].as_str().unwrap().parse().unwrap();
+            assert_eq!(key.as_deref(), Some(schedule_key(TICK_FLOW, at).as_str()));
+            (at, id, state)
+        })
+        .collect()
+}
+
+/// Waits (`within`) until `fault.tick_flow` has `n` workflows, all
+/// `succeeded`.
+async fn wait_for_succeeded_workflows(db: &TestDatabase, n: usize, within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let all = scheduled_workflows(db).await;
+        if all.len() >= n && all.iter().all(|(_, _, state)| state == "succeeded") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not {n} succeeded workflows: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A second at least `ahead` seconds from now, such that the `span`
+/// seconds after it lie in the same minute.
+fn base_ahead(ahead: i64, span: u32) -> DateTime<Utc> {
+    let mut base = (Utc::now() + chrono::Duration::seconds(ahead))
+        .with_nanosecond(0)
+        .unwrap();
+    if base.second() + span > 59 {
+        base += chrono::Duration::seconds(i64::from(60 - base.second()));
+    }
+    base
+}
+
+/// A cron expression firing once at each `base + offset` seconds (all in
+/// base's minute), and never again until next year.
+fn seconds_cron(base: DateTime<Utc>, offsets: &[u32]) -> String {
+    let seconds: Vec<String> = offsets
+        .iter()
+        .map(|o| (base.second() + o).to_string())
+        .collect();
+    format!(
+        "{} {} {} {} {} *",
+        seconds.join(","),
+        base.minute(),
+        base.hour(),
+        base.day(),
+        base.month()
+    )
+}
+
+fn at(base: DateTime<Utc>, offsets: &[u32]) -> Vec<DateTime<Utc>> {
+    offsets
+        .iter()
+        .map(|o| base + chrono::Duration::seconds(i64::from(*o)))
+        .collect()
+}
+
+/// A worker process publishing the workflow `fault.tick_flow` on `cron`
+/// (and running its steps), with `extra` arguments.
+fn workflow_worker(db: &TestDatabase, cron: &str, extra: &[&str]) -> Worker {
+    let mut command = Worker::command(&db.url(), 2);
+    command.args(["--schedule-workflow", cron]).args(extra);
+    Worker::spawn(command)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_worker_processes_publish_one_workflow_per_tick_and_its_steps_run() {
+    let db = test_db().await;
+    let offsets = [0, 1, 2, 3, 4, 5];
+    let base = base_ahead(6, 5);
+    let cron = seconds_cron(base, &offsets);
+    let workers = [
+        workflow_worker(&db, &cron, &["--missed", "latest"]),
+        workflow_worker(&db, &cron, &["--missed", "latest"]),
+    ];
+    assert!(
+        Utc::now() < base,
+        "the machine is too slow for this test: both workers were ready at {}, after the first tick {base}",
+        Utc::now()
+    );
+    wait_for_succeeded_workflows(&db, offsets.len(), Duration::from_secs(40)).await;
+    // One more second: a late duplicate would show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for worker in workers {
+        assert!(worker.terminate().success());
+    }
+    let all = scheduled_workflows(&db).await;
+    let ticks: Vec<DateTime<Utc>> = all.iter().map(|(t, _, _)| *t).collect();
+    assert_eq!(ticks, at(base, &offsets), "one workflow per tick: {all:?}");
+    // Every step of every workflow ran, once.
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded' AND workflow_id IS NOT NULL"
+        )
+        .await,
+        12
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        12
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.attempts WHERE outcome = 'succeeded'"
+        )
+        .await,
+        12
+    );
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
+    // The schedule's row: publishing `workflow fault.tick_flow`, its last
+    // tick and that tick's workflow's first step.
+    let (operation, last_tick, last_op): (String, DateTime<Utc>, i64) = sqlx::query_as(
+        "SELECT operation, last_tick, last_operation_id FROM pgoutbox.schedules WHERE name = $1",
+    )
+    .bind(TICK_FLOW)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(operation, "workflow fault.tick_flow");
+    assert_eq!(last_tick, base + chrono::Duration::seconds(5));
+    let last_root: i64 = sqlx::query_scalar("SELECT root_id FROM pgoutbox.workflows WHERE id = $1")
+        .bind(all.last().unwrap().1)
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(last_op, last_root);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.schedule_declarations").await,
+        2
+    );
+    // Operators see the last tick's workflow and its state.
+    let admin = Admin::new(db.pool().clone(), &pgoutbox::Identifier::default());
+    let listed = admin.schedules().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].operation, "workflow fault.tick_flow");
+    assert_eq!(
+        listed[0]
+            .last_workflow_id
+            .map(pgoutbox::workflow::WorkflowId::as_i64),
+        Some(all.last().unwrap().1)
+    );
+    assert_eq!(
+        listed[0].last_workflow_state,
+        Some(pgoutbox::WorkflowState::Succeeded)
+    );
+}
+
+fn workflow_router(missed: MissedTicks, cron: &str) -> WorkflowRouter {
+    WorkflowRouter::new()
+        .operation::<ScheduledTick>()
+        .operation::<TickDone>()
+        .schedule_workflow(TICK_FLOW, Schedule::cron(cron).missed(missed), |tick| {
+            pgoutbox_tests::tick_workflow(&tick)
+        })
+}
+
+async fn start_workflows(db: &TestDatabase, router: WorkflowRouter) -> WorkflowSystem {
+    WorkflowSystem::builder(settings(db))
+        .registry(
+            Registry::from_registrations(pgoutbox::handlers![
+                pgoutbox_tests::scheduled_tick,
+                pgoutbox_tests::tick_done
+            ])
+            .unwrap(),
+        )
+        .router(router)
+        .start()
+        .await
+        .expect("system starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticks_missed_while_no_worker_ran_publish_one_workflow_each_under_all() {
+    let db = test_db().await;
+    let offsets = [0, 4, 5, 6];
+    let base = base_ahead(3, 6);
+    let cron = seconds_cron(base, &offsets);
+    let first = start_workflows(&db, workflow_router(MissedTicks::All, &cron)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while scheduled_workflows(&db).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first tick was not published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.stop().await.unwrap();
+    let missed = at(base, &offsets[1..]);
+    assert!(
+        Utc::now() < missed[0] - chrono::Duration::milliseconds(500),
+        "the machine is too slow for this test: the system stopped at {}, the missed ticks start at {}",
+        Utc::now(),
+        missed[0]
+    );
+    // No worker for the three ticks; back after them.
+    let back = missed[2] + chrono::Duration::milliseconds(1500);
+    tokio::time::sleep((back - Utc::now()).to_std().unwrap_or_default()).await;
+    assert_eq!(scheduled_workflows(&db).await.len(), 1);
+    let second = start_workflows(&db, workflow_router(MissedTicks::All, &cron)).await;
+    wait_for_succeeded_workflows(&db, offsets.len(), Duration::from_secs(30)).await;
+    second.stop().await.unwrap();
+    let ticks: Vec<DateTime<Utc>> = scheduled_workflows(&db)
+        .await
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert_eq!(ticks, at(base, &offsets));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'"
+        )
+        .await,
+        8
+    );
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_workflow_is_its_ticks_failure_and_later_ticks_still_run() {
+    let db = test_db().await;
+    let log = log_path(&db, "empty-workflow");
+    let mut command = Worker::command(&db.url(), 2);
+    command
+        .args([
+            "--schedule-workflow",
+            "* * * * * *",
+            "--empty-ticks",
+            "2",
+            "--log",
+        ])
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    let worker = Worker::spawn(command);
+    wait_for_succeeded_workflows(&db, 3, Duration::from_secs(30)).await;
+    assert!(worker.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    // Each of the two empty ones: logged with its error, as its tick's
+    // failure.
+    let failed: Vec<DateTime<Utc>> = text
+        .lines()
+        .filter(|l| l.contains("cannot be published"))
+        .map(|l| {
+            assert!(
+                l.contains("ERROR")
+                    && l.contains("schedule=fault.tick_flow")
+                    && l.contains("workflow `fault.tick_flow` has no steps"),
+                "{l}"
+            );
+            let tick = l.split("tick=").nth(1).unwrap().split(' ').next().unwrap();
+            tick.parse().unwrap()
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{text}");
+    assert!(failed[0] < failed[1]);
+    // Nothing of them was written; every later tick has its workflow.
+    let all = scheduled_workflows(&db).await;
+    assert!(all.len() >= 3, "{all:?}");
+    for (tick, _, _) in &all {
+        assert!(
+            *tick > failed[1],
+            "{tick} published before the failures: {all:?}"
+        );
+    }
+    let keys: Vec<String> = failed.iter().map(|t| schedule_key(TICK_FLOW, *t)).collect();
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pgoutbox.workflows WHERE idempotency_key = ANY($1))
+              + (SELECT count(*) FROM pgoutbox.operations WHERE idempotency_key = ANY($1))",
+    )
+    .bind(&keys)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(written, 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgoutbox.workflows w
+             WHERE NOT EXISTS (SELECT 1 FROM pgoutbox.operations o WHERE o.workflow_id = w.id)"
+        )
+        .await,
+        0
+    );
+    // The failed ticks were decided: the cursor is past them.
+    let decided: DateTime<Utc> =
+        sqlx::query_scalar("SELECT last_decided FROM pgoutbox.schedules WHERE name = $1")
+            .bind(TICK_FLOW)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(decided > failed[1]);
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
+}
+
+#[test]
+fn invalid_workflow_schedules_are_refused_with_their_name() {
+    let registry = Registry::from_registrations(pgoutbox::handlers![
+        pgoutbox_tests::scheduled_tick,
+        pgoutbox_tests::tick_done
+    ])
+    .unwrap();
+    let resolve = |router: WorkflowRouter| router.resolve(&registry).map(|_| ());
+    let flow = |_: pgoutbox::Tick| Workflow::new(TICK_FLOW);
+    assert_eq!(
+        resolve(WorkflowRouter::new().schedule_workflow(
+            "fault.flow",
+            Schedule::cron("61 * * * *"),
+            flow
+        ))
+        .unwrap_err()
+        .to_string()
+        .split(':')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(":"),
+        "schedule `fault.flow`: invalid cron expression `61 * * * *`"
+    );
+    assert_eq!(
+        resolve(WorkflowRouter::new().schedule_workflow(
+            "fault.flow",
+            Schedule::cron("0 3 * * *").time_zone("Mars/Olympus"),
+            flow
+        ))
+        .unwrap_err(),
+        RouterError::Schedule(ScheduleError::UnknownZone {
+            name: "fault.flow".into(),
+            zone: "Mars/Olympus".into()
+        })
+    );
+    assert_eq!(
+        resolve(WorkflowRouter::new().schedule_workflow(
+            "Fault Flow",
+            Schedule::cron("0 3 * * *"),
+            flow
+        ))
+        .unwrap_err()
+        .to_string(),
+        "invalid schedule name `Fault Flow`: expected lower-case segments of `[a-z0-9_]` joined by dots"
+    );
+    // The name is required and wins over `Schedule::named`.
+    let routes = WorkflowRouter::new()
+        .schedule_workflow(
+            "fault.flow",
+            Schedule::cron("0 3 * * *").named("fault.other"),
+            flow,
+        )
+        .resolve(&registry)
+        .unwrap();
+    assert_eq!(routes.schedule_names().collect::<Vec<_>>(), ["fault.flow"]);
+    // Outside the router's prefix.
+    assert_eq!(
+        resolve(WorkflowRouter::with_prefix("billing").schedule_workflow(
+            "fault.flow",
+            Schedule::cron("0 3 * * *"),
+            flow
+        ))
+        .unwrap_err(),
+        RouterError::ScheduleOutsidePrefix {
+            name: "fault.flow".into(),
+            prefix: "billing".into()
+        }
+    );
+    // A workflow schedule and an operation schedule with one name, in two
+    // routers.
+    let twice = WorkflowRouter::new()
+        .include_router(WorkflowRouter::new().schedule_workflow(
+            "fault.tick",
+            Schedule::cron("0 3 * * *"),
+            flow,
+        ))
+        .include_router(tick_router(Schedule::cron("0 4 * * *")));
+    assert_eq!(
+        resolve(twice).unwrap_err(),
+        RouterError::DuplicateSchedule {
+            name: "fault.tick".into()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_or_invalid_tick_fails_only_that_tick() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let db = test_db().await;
+    // The workflow schedule: its first tick panics, its second builds a
+    // workflow with an invalid name, the others a good one; the operation
+    // schedule: its first tick panics.
+    let failed: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let (calls, ops) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let op_failed: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let router = {
+        let failed = Arc::clone(&failed);
+        let op_failed = Arc::clone(&op_failed);
+        WorkflowRouter::new()
+            .operation::<ScheduledTick>()
+            .operation::<TickDone>()
+            .schedule_workflow(
+                TICK_FLOW,
+                Schedule::cron("* * * * * *"),
+                move |tick| match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        failed.lock().unwrap().push(tick.at());
+                        panic!("no report today")
+                    }
+                    1 => {
+                        failed.lock().unwrap().push(tick.at());
+                        let mut wf = Workflow::new("Not A Name");
+                        wf.add(ScheduledTick { at: rfc(tick.at()) });
+                        wf
+                    }
+                    _ => pgoutbox_tests::tick_workflow(&tick),
+                },
+            )
+            .schedule::<ScheduledTick>(Schedule::cron("* * * * * *"), move |tick| {
+                if ops.fetch_add(1, Ordering::SeqCst) == 0 {
+                    op_failed.lock().unwrap().push(tick.at());
+                    panic!("no tick today");
+                }
+                ScheduledTick { at: rfc(tick.at()) }
+            })
+    };
+    let system = start_workflows(&db, router).await;
+    wait_for_succeeded_workflows(&db, 2, Duration::from_secs(30)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while operation_ticks(&db).await.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no operation ticks");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    system.stop().await.unwrap();
+    let failed = failed.lock().unwrap().clone();
+    assert_eq!(failed.len(), 2);
+    let all = scheduled_workflows(&db).await;
+    for (tick, _, _) in &all {
+        assert!(
+            *tick > failed[1],
+            "{tick} published before the failures: {all:?}"
+        );
+    }
+    let keys: Vec<String> = failed.iter().map(|t| schedule_key(TICK_FLOW, *t)).collect();
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pgoutbox.workflows WHERE idempotency_key = ANY($1))
+              + (SELECT count(*) FROM pgoutbox.operations WHERE idempotency_key = ANY($1)
+                 OR (workflow_id IS NOT NULL AND payload->>'at' = ANY($2)))",
+    )
+    .bind(&keys)
+    .bind(failed.iter().map(|t| rfc(*t)).collect::<Vec<_>>())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(written, 0);
+    // The operation schedule went on after its panicking tick too: its
+    // ticks are consecutive, from the second after the one that panicked.
+    let ticks = operation_ticks(&db).await;
+    let op_failed = op_failed.lock().unwrap().clone();
+    assert_eq!(op_failed.len(), 1);
+    assert_eq!(
+        ticks[0],
+        op_failed[0] + chrono::Duration::seconds(1),
+        "{ticks:?}"
+    );
+    assert!(
+        ticks
+            .windows(2)
+            .all(|w| w[1] - w[0] == chrono::Duration::seconds(1)),
+        "{ticks:?}"
+    );
+    assert!(
+        crate::workflows::inconsistent_workflows(&db)
+            .await
+            .is_empty()
+    );
+}
+
+/// The ticks of the operation schedule `fault.tick` (not the workflows'
+/// `fault.tick` steps), each checked against its key.
+async fn operation_ticks(db: &TestDatabase) -> Vec<DateTime<Utc>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT payload->>'at', idempotency_key FROM pgoutbox.operations
+         WHERE name = $1 AND workflow_id IS NULL ORDER BY id",
+    )
+    .bind(NAME)
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(at, key)| {
+            let at: DateTime<Utc> = at.parse().unwrap();
+            assert_eq!(key.as_deref(), Some(schedule_key(NAME, at).as_str()));
+            at
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use pgoutbox::testing::TestDatabase;
 use pgoutbox::workflow::{PublishedWorkflow, WorkflowError};
 use pgoutbox::{HandlerError, OperationId, Status};
 
-use crate::support::{settings, settled, status, test_db};
+use crate::support::{count, settings, settled, status, test_db};
 
 const WITHIN: Duration = Duration::from_secs(30);
 
@@ -91,6 +91,14 @@ async fn notify(ctx: &mut TxContext<'_>, charge: Settled<Fail>) -> Result<String
     }
 }
 
+/// Adds `n` sources and their sum to its workflow at run time.
+#[operation("wf.grow")]
+async fn grow(ctx: &mut Context, n: i64) -> Result<()> {
+    let parts = (1..=n).map(|n| ctx.add_step(Source { n })).collect();
+    ctx.add_step(Sum { parts });
+    Ok(())
+}
+
 fn router() -> WorkflowRouter {
     WorkflowRouter::new()
         .operation::<Source>()
@@ -103,6 +111,7 @@ fn router() -> WorkflowRouter {
         .operation::<AfterFail>()
         .operation::<AfterAfter>()
         .operation::<Notify>()
+        .operation::<Grow>()
 }
 
 async fn start(db: &TestDatabase) -> WorkflowSystem {
@@ -888,4 +897,185 @@ async fn a_released_step_always_reads_the_end_that_released_it() {
     .unwrap();
     assert_eq!(failed_attempts, 0);
     system.stop().await.unwrap();
+}
+
+/// A diamond keyed `key`.
+fn keyed_diamond(key: &str, n: i64) -> Workflow {
+    let mut wf = Workflow::new("wf.keyed").idempotency_key(key);
+    let source = wf.add(Source { n });
+    let left = wf.add(Inc { from: source });
+    let right = wf.add(Double { from: source });
+    wf.add(Join { left, right });
+    wf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_publishes_with_one_key_make_one_workflow() {
+    let db = test_db().await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8_i64)
+        .map(|n| {
+            let pool = db.pool().clone();
+            let barrier = std::sync::Arc::clone(&barrier);
+            tokio::spawn(async move {
+                let mut tx = pool.begin().await.unwrap();
+                barrier.wait().await;
+                let published = publish_workflow(&mut tx, keyed_diamond("order-7", n))
+                    .await
+                    .expect("publishes");
+                // Held open a little, so that the others meet an
+                // uncommitted key.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                tx.commit().await.unwrap();
+                published
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.push(task.await.unwrap());
+    }
+    assert_eq!(all.iter().filter(|p| p.created).count(), 1, "{all:?}");
+    let first = &all[0];
+    assert_eq!(first.steps.len(), 4);
+    for p in &all {
+        assert_eq!((p.id, &p.steps), (first.id, &first.steps));
+    }
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.workflows").await,
+        1
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        4
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.workflow_edges").await,
+        4
+    );
+    let key: String = sqlx::query_scalar("SELECT idempotency_key FROM pgoutbox.workflows")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(key, "order-7");
+    // The losers met the winner's key uncommitted (they drew ids, then
+    // `ON CONFLICT` waited for the winner's commit): the race was run,
+    // not avoided by the probe.
+    let drawn: i64 = sqlx::query_scalar("SELECT last_value FROM pgoutbox.operations_id_seq")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(drawn > 4, "only the winner drew ids: {drawn}");
+
+    // Once committed, again: the same, nothing new; the steps still run
+    // as one workflow, the winner's.
+    let again = publish(&db, keyed_diamond("order-7", 99)).await;
+    assert!(!again.created);
+    assert_eq!((again.id, &again.steps), (first.id, &first.steps));
+    let winner: i64 =
+        sqlx::query_scalar("SELECT (payload->>'n')::bigint FROM pgoutbox.operations WHERE id = $1")
+            .bind(first.steps[0].as_i64())
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    let system = start(&db).await;
+    assert_eq!(finished(&db, first).await, "succeeded");
+    assert_eq!(
+        result(&db, first.steps[3]).await,
+        serde_json::json!(3 * winner + 1)
+    );
+    system.stop().await.unwrap();
+    assert!(inconsistent_workflows(&db).await.is_empty());
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.workflows").await,
+        1
+    );
+
+    // Another key is another workflow.
+    let other = publish(&db, keyed_diamond("order-8", 1)).await;
+    assert!(other.created);
+    assert_ne!(other.id, first.id);
+}
+
+#[tokio::test]
+async fn a_second_publish_in_the_same_transaction_returns_the_first() {
+    let db = test_db().await;
+    let mut tx = db.pool().begin().await.unwrap();
+    let first = publish_workflow(&mut tx, keyed_diamond("k", 1))
+        .await
+        .unwrap();
+    let again = publish_workflow(&mut tx, keyed_diamond("k", 2))
+        .await
+        .unwrap();
+    assert!(first.created && !again.created);
+    assert_eq!((again.id, &again.steps), (first.id, &first.steps));
+    tx.rollback().await.unwrap();
+    // Rolled back: the key is free again.
+    let after = publish(&db, keyed_diamond("k", 3)).await;
+    assert!(after.created);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn a_bad_workflow_key_is_refused_and_publishes_nothing() {
+    let db = test_db().await;
+    let long = "k".repeat(pgoutbox::workflow::MAX_KEY_BYTES + 1);
+    for (key, reason) in [
+        ("", "the key is empty".to_owned()),
+        (long.as_str(), "1025 bytes, longer than 1024".to_owned()),
+        (
+            "a\0b",
+            "the key holds a NUL character, which PostgreSQL cannot store".to_owned(),
+        ),
+    ] {
+        let mut tx = db.pool().begin().await.unwrap();
+        let err = publish_workflow(&mut tx, keyed_diamond(key, 1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WorkflowError::InvalidKey { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("invalid idempotency key for workflow `wf.keyed`: {reason}")
+        );
+        tx.commit().await.unwrap();
+    }
+    // The longest key allowed is stored.
+    let longest = "k".repeat(pgoutbox::workflow::MAX_KEY_BYTES);
+    assert!(publish(&db, keyed_diamond(&longest, 1)).await.created);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.workflows").await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_key_returns_the_published_steps_not_those_added_at_run_time() {
+    let db = test_db().await;
+    let keyed = || {
+        let mut wf = Workflow::new("wf.grown").idempotency_key("grown-1");
+        wf.add(Source { n: 1 });
+        wf.add(Grow { n: 3 });
+        wf
+    };
+    let first = publish(&db, keyed()).await;
+    let system = start(&db).await;
+    assert_eq!(finished(&db, &first).await, "succeeded");
+    system.stop().await.unwrap();
+    // Four steps were added at run time: six in all.
+    let steps: i32 = sqlx::query_scalar("SELECT steps FROM pgoutbox.workflows WHERE id = $1")
+        .bind(first.id.as_i64())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(steps, 6);
+    let again = publish(&db, keyed()).await;
+    assert!(!again.created);
+    assert_eq!((again.id, &again.steps), (first.id, &first.steps));
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgoutbox.operations").await,
+        6
+    );
 }

@@ -81,6 +81,29 @@ pub async fn scheduled_tick(ctx: &mut Context, at: String) -> Result<()> {
     Ok(())
 }
 
+/// The last step of a scheduled workflow (`pgoutbox-test-worker
+/// --schedule-workflow …`): runs once the tick's own step succeeded.
+#[operation("fault.tick_done", idempotent)]
+pub async fn tick_done(ctx: &mut Context, tick: Dep<ScheduledTick>, at: String) -> Result<()> {
+    ctx.result(&tick)?;
+    let _ = at;
+    Ok(())
+}
+
+/// The name of the scheduled workflow, of its schedule, and of the
+/// workflows it publishes.
+pub const TICK_FLOW: &str = "fault.tick_flow";
+
+/// The workflow a tick publishes: `fault.tick` for the tick, then
+/// `fault.tick_done` after it.
+pub fn tick_workflow(tick: &pgoutbox::Tick) -> Workflow {
+    let at = tick.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut wf = Workflow::new(TICK_FLOW);
+    let first = wf.add(ScheduledTick { at: at.clone() });
+    wf.add(TickDone { tick: first, at });
+    wf
+}
+
 /// The table the gated steps record, in their own transaction, when they
 /// reached their gate and when they passed it.
 pub const GATES_TABLE: &str = "CREATE TABLE IF NOT EXISTS gates (

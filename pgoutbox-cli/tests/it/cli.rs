@@ -70,6 +70,8 @@ fn help_has_examples_and_global_options_apart() {
         &["ops", "replay"],
         &["ops", "tree"],
         &["workflow"],
+        &["workflow", "cancel"],
+        &["workflow", "retry"],
         &["stats"],
         &["workers"],
         &["schema", "export"],

@@ -79,6 +79,77 @@ async fn list_shows_each_schedule_with_its_ticks() {
     assert_eq!(stats["schedule_conflicts"], serde_json::json!([]));
 }
 
+/// A schedule publishing a workflow (`WorkflowRouter::schedule_workflow`)
+/// is listed with its last tick's workflow and that workflow's state.
+#[tokio::test]
+async fn a_workflow_schedule_lists_its_last_workflow() {
+    let db = TestDatabase::new().await.unwrap();
+    let key = "schedule:reports.nightly:2026-03-29T01:00:00Z";
+    let (workflow, step): (i64, i64) = sqlx::query_as(
+        "WITH step AS (
+             INSERT INTO pgoutbox.operations (name, payload, schema_hash, max_attempts)
+             VALUES ('reports.extract', '{}', 'h', 3) RETURNING id
+         ), wf AS (
+             INSERT INTO pgoutbox.workflows (name, root_id, steps, idempotency_key)
+             SELECT 'reports.nightly', id, 1, $1 FROM step RETURNING id
+         )
+         SELECT wf.id, step.id FROM wf, step",
+    )
+    .bind(key)
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE pgoutbox.operations SET workflow_id = $1 WHERE id = $2")
+        .bind(workflow)
+        .bind(step)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO pgoutbox.schedules (name, operation, cron, time_zone, missed, declaration, \
+             next_tick, last_tick, last_operation_id) \
+         VALUES ('reports.nightly', 'workflow reports.nightly', '0 3 * * *', 'UTC', 'all', 'd', \
+             '2026-03-30T01:00:00Z', '2026-03-29T01:00:00Z', $1)",
+    )
+    .bind(step)
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let listed = json(
+        &pgoutbox(&db)
+            .args(["schedules", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let s = &listed["schedules"][0];
+    assert_eq!(s["operation"], "workflow reports.nightly");
+    assert_eq!(s["last_operation_id"], step);
+    assert_eq!(s["last_workflow_id"], workflow);
+    assert_eq!(s["last_workflow_state"], "running");
+
+    let table = pgoutbox(&db).arg("schedules").output().unwrap();
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.contains(&format!("2026-03-29 01:00:00 workflow #{workflow} running")),
+        "{text}"
+    );
+
+    // An operation schedule lists no workflow.
+    schedule(&db, "billing.reconcile").await;
+    let listed = json(
+        &pgoutbox(&db)
+            .args(["schedules", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(listed["schedules"][0]["name"], "billing.reconcile");
+    assert_eq!(
+        listed["schedules"][0]["last_workflow_id"],
+        serde_json::Value::Null
+    );
+}
+
 #[tokio::test]
 async fn pause_and_resume_are_recorded() {
     let db = TestDatabase::new().await.unwrap();

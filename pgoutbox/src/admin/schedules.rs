@@ -13,9 +13,9 @@ use sqlx::{FromRow, Row as _};
 use uuid::Uuid;
 
 use super::{Admin, operation_id};
-use crate::definition::OperationId;
+use crate::definition::{OperationId, WorkflowId};
 use crate::duration::millis;
-use crate::state::Status;
+use crate::state::{Status, WorkflowState};
 
 /// Workers that recorded no lease (started before migration 2) count as
 /// live with a heartbeat this recent.
@@ -40,7 +40,9 @@ const LIVE_WITHOUT_LEASE: Duration = Duration::from_mins(1);
 pub struct ScheduleRow {
     /// The schedule's name.
     pub name: String,
-    /// The operation it publishes.
+    /// The operation it publishes, or `workflow <name>` for a schedule
+    /// that publishes a workflow
+    /// ([`WorkflowRouter::schedule_workflow`](crate::WorkflowRouter::schedule_workflow)).
     pub operation: String,
     /// The cron expression.
     pub cron: String,
@@ -56,6 +58,12 @@ pub struct ScheduleRow {
     pub last_operation_id: Option<OperationId>,
     /// That operation's state (`None` once retention purged it).
     pub last_status: Option<Status>,
+    /// For a schedule that publishes a workflow (`operation` is then
+    /// `workflow <name>`, and the last operation the workflow's first
+    /// step): that workflow.
+    pub last_workflow_id: Option<WorkflowId>,
+    /// And its state.
+    pub last_workflow_state: Option<WorkflowState>,
     /// Paused by an operator: publishes nothing.
     pub paused: bool,
     /// Who paused it.
@@ -519,6 +527,10 @@ impl FromRow<'_, PgRow> for ScheduleRow {
             last_tick: row.try_get("last_tick")?,
             last_operation_id: operation_id(row, "last_operation_id")?,
             last_status: row.try_get("last_status")?,
+            last_workflow_id: row
+                .try_get::<Option<i64>, _>("last_workflow_id")?
+                .map(WorkflowId::from_i64),
+            last_workflow_state: row.try_get("last_workflow_state")?,
             paused: row.try_get("paused")?,
             paused_by: row.try_get("paused_by")?,
             paused_reason: row.try_get("paused_reason")?,

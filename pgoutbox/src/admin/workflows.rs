@@ -77,6 +77,10 @@ pub struct WorkflowRow {
     pub updated_at: DateTime<Utc>,
     /// When it reached `succeeded`, `failed` or `cancelled`.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When it failed (or was cancelled), if it did.
+    pub failed_at: Option<DateTime<Utc>>,
+    /// Why: `step 7 (shop.ship) is dead`, or an operator's cancel.
+    pub failure: Option<String>,
 }
 
 impl<'r> FromRow<'r, PgRow> for WorkflowRow {
@@ -96,6 +100,8 @@ impl<'r> FromRow<'r, PgRow> for WorkflowRow {
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             finished_at: row.try_get("finished_at")?,
+            failed_at: row.try_get("failed_at")?,
+            failure: row.try_get("failure")?,
         })
     }
 }
@@ -126,6 +132,8 @@ pub struct StepNode {
     pub created_at: DateTime<Utc>,
     /// When it ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// For a compensation: the step it answers.
+    pub compensates: Option<OperationId>,
 }
 
 impl StepNode {
@@ -167,6 +175,9 @@ impl<'r> FromRow<'r, PgRow> for StepNode {
                 .collect(),
             created_at: row.try_get("created_at")?,
             finished_at: row.try_get("finished_at")?,
+            compensates: row
+                .try_get::<Option<i64>, _>("compensates")?
+                .map(OperationId::from_i64),
         })
     }
 }
@@ -460,5 +471,431 @@ fn check_result(
                 .map_err(|why| format!("the result cannot be stored: {why}"))?;
             Ok(facts.output_hash.clone())
         }
+    }
+}
+
+/// An operator's action on a whole workflow.
+///
+/// ```
+/// use pgoutbox::admin::WorkflowAction;
+///
+/// assert_eq!(WorkflowAction::Retry.name(), "retry");
+/// assert_eq!(WorkflowAction::Cancel { compensate: true }.name(), "cancel");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowAction {
+    /// Cancel every step that has not started; publish the compensations
+    /// of the steps that succeeded when `compensate`. Refused for a
+    /// workflow that succeeded or failed already, or while a step runs.
+    Cancel {
+        /// Whether what succeeded is compensated.
+        compensate: bool,
+    },
+    /// Run its dead and cancelled steps again, re-waiting their
+    /// dependents, so that it resumes where it stopped; its compensations
+    /// that have not started are cancelled. Refused for a workflow that
+    /// succeeded, has nothing to retry, or whose compensations started.
+    Retry,
+}
+
+impl WorkflowAction {
+    /// Its name in the operator trail: `cancel` or `retry`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkflowAction::Cancel { .. } => "cancel",
+            WorkflowAction::Retry => "retry",
+        }
+    }
+}
+
+/// A step an action on a workflow changes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct PlannedStep {
+    /// Its operation id.
+    pub id: OperationId,
+    /// Its operation's name.
+    pub name: String,
+    /// Its state now.
+    pub status: Status,
+}
+
+/// What an action on a workflow changes, as shown for confirmation and
+/// returned once applied; or why it does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WorkflowPlan {
+    /// The workflow.
+    pub workflow: WorkflowId,
+    /// Its state now.
+    pub state: WorkflowState,
+    /// The action.
+    pub action: WorkflowAction,
+    /// Why it does not apply (`None`: it does).
+    pub refused: Option<String>,
+    /// Steps cancelled: every step that has not started (cancel).
+    pub cancel: Vec<PlannedStep>,
+    /// Succeeded steps whose compensation is published (cancel with
+    /// compensation).
+    pub compensate: Vec<PlannedStep>,
+    /// Dead or cancelled steps that run again, at once or once their
+    /// dependencies are met (retry).
+    pub retry: Vec<PlannedStep>,
+    /// Compensations not started, cancelled (retry).
+    pub drop_compensations: Vec<PlannedStep>,
+}
+
+impl WorkflowPlan {
+    /// What it changes, in a few lines (or why it does not apply).
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::WorkflowAction;
+    /// use pgoutbox::workflow::WorkflowId;
+    ///
+    /// if let Some(plan) = admin.workflow_plan(WorkflowId::from_i64(7), WorkflowAction::Retry).await? {
+    ///     println!("{}", plan.summary());
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn summary(&self) -> String {
+        if let Some(why) = &self.refused {
+            return format!("refused: {why}");
+        }
+        let list = |steps: &[PlannedStep]| {
+            steps
+                .iter()
+                .map(|s| format!("{} {} ({})", s.id, s.name, s.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut lines = Vec::new();
+        for (what, steps) in [
+            ("cancels", &self.cancel),
+            ("compensates", &self.compensate),
+            ("runs again", &self.retry),
+            ("cancels the compensations", &self.drop_compensations),
+        ] {
+            if !steps.is_empty() {
+                lines.push(format!("{what} {}: {}", steps.len(), list(steps)));
+            }
+        }
+        if lines.is_empty() {
+            lines.push("changes no step".to_owned());
+        }
+        lines.join("\n")
+    }
+}
+
+/// How an action on a workflow went.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WorkflowActionOutcome {
+    /// Applied as planned; recorded.
+    Applied {
+        /// What it changed.
+        plan: WorkflowPlan,
+        /// The workflow's state after it.
+        state: WorkflowState,
+    },
+    /// It did not apply (`plan.refused` says why); recorded as refused.
+    Refused {
+        /// Why, and the workflow as it was.
+        plan: WorkflowPlan,
+    },
+    /// No such workflow.
+    NotFound,
+}
+
+/// An operator's action on a workflow as a whole, in its trail.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WorkflowActionRow {
+    /// `cancel` or `retry`.
+    pub action: String,
+    /// `applied` or `refused`.
+    pub outcome: String,
+    /// Who.
+    pub actor: String,
+    /// Why.
+    pub reason: String,
+    /// The workflow's state before.
+    pub from_state: WorkflowState,
+    /// Its state after, when applied.
+    pub to_state: Option<WorkflowState>,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'r> FromRow<'r, PgRow> for WorkflowActionRow {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(WorkflowActionRow {
+            action: row.try_get("action")?,
+            outcome: row.try_get("outcome")?,
+            actor: row.try_get("actor")?,
+            reason: row.try_get("reason")?,
+            from_state: row.try_get("from_status")?,
+            to_state: row.try_get("to_status")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
+/// A step as an action on its workflow sees it.
+struct PlanStep {
+    step: PlannedStep,
+    compensates: Option<OperationId>,
+    attempts: i32,
+    declares_compensation: bool,
+    compensated: bool,
+}
+
+impl<'r> FromRow<'r, PgRow> for PlanStep {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(PlanStep {
+            step: PlannedStep {
+                id: OperationId::from_i64(row.try_get("id")?),
+                name: row.try_get("name")?,
+                status: row.try_get("status")?,
+            },
+            compensates: row
+                .try_get::<Option<i64>, _>("compensates")?
+                .map(OperationId::from_i64),
+            attempts: row.try_get("attempt")?,
+            declares_compensation: row.try_get("declares_compensation")?,
+            compensated: row.try_get("compensated")?,
+        })
+    }
+}
+
+/// What `action` changes in workflow `id`, in `state` (`failure`: its
+/// failure, if it failed), with these steps; or why it does not apply.
+fn plan(
+    id: WorkflowId,
+    state: WorkflowState,
+    failure: Option<&str>,
+    action: WorkflowAction,
+    steps: Vec<PlanStep>,
+) -> WorkflowPlan {
+    let mut plan = WorkflowPlan {
+        workflow: id,
+        state,
+        action,
+        refused: None,
+        cancel: Vec::new(),
+        compensate: Vec::new(),
+        retry: Vec::new(),
+        drop_compensations: Vec::new(),
+    };
+    if state == WorkflowState::Succeeded {
+        plan.refused = Some(format!(
+            "workflow {id} has succeeded: there is nothing to {}",
+            action.name()
+        ));
+        return plan;
+    }
+    let (own, answers): (Vec<PlanStep>, Vec<PlanStep>) =
+        steps.into_iter().partition(|s| s.compensates.is_none());
+    match action {
+        WorkflowAction::Cancel { compensate } => {
+            if let Some(why) = failure {
+                plan.refused = Some(format!(
+                    "workflow {id} has already failed ({why}): its compensations run as \
+                     operations of their own (cancel one with `pgoutbox ops cancel`)"
+                ));
+                return plan;
+            }
+            if let Some(running) = own.iter().find(|s| s.step.status == Status::Running) {
+                plan.refused = Some(format!(
+                    "step {} ({}) is running right now: cancel the workflow once it has ended",
+                    running.step.id, running.step.name
+                ));
+                return plan;
+            }
+            for s in own {
+                match s.step.status {
+                    Status::Waiting | Status::Pending | Status::Retrying => {
+                        plan.cancel.push(s.step);
+                    }
+                    Status::Succeeded
+                        if compensate && s.declares_compensation && !s.compensated =>
+                    {
+                        plan.compensate.push(s.step);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        WorkflowAction::Retry => {
+            if let Some(started) = answers.iter().find(|s| {
+                s.attempts > 0
+                    || !matches!(
+                        s.step.status,
+                        Status::Waiting | Status::Pending | Status::Cancelled
+                    )
+            }) {
+                plan.refused = Some(format!(
+                    "compensation {} ({}) of step {} has already run or is running ({}): a retry \
+                     would redo what it undid",
+                    started.step.id,
+                    started.step.name,
+                    started.compensates.expect("a compensation"),
+                    started.step.status
+                ));
+                return plan;
+            }
+            plan.retry = own
+                .into_iter()
+                .filter(|s| matches!(s.step.status, Status::Dead | Status::Cancelled))
+                .map(|s| s.step)
+                .collect();
+            if plan.retry.is_empty() {
+                plan.refused = Some(format!(
+                    "workflow {id} has no dead or cancelled step to retry{}",
+                    if state == WorkflowState::Stalled {
+                        " (resolve its stalled step: `pgoutbox ops resolve`)"
+                    } else {
+                        ""
+                    }
+                ));
+                return plan;
+            }
+            plan.drop_compensations = answers
+                .into_iter()
+                .filter(|s| matches!(s.step.status, Status::Waiting | Status::Pending))
+                .map(|s| s.step)
+                .collect();
+        }
+    }
+    plan
+}
+
+impl Admin {
+    /// What `action` would change in workflow `id`, or why it does not
+    /// apply (`None`: no such workflow); nothing is changed. The same plan
+    /// is applied by [`Admin::act_on_workflow`], if nothing changed since.
+    pub async fn workflow_plan(
+        &self,
+        id: WorkflowId,
+        action: WorkflowAction,
+    ) -> Result<Option<WorkflowPlan>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let planned = self.plan_locked(&mut tx, id, action).await?;
+        tx.rollback().await?;
+        Ok(planned)
+    }
+
+    /// Applies `action` to workflow `id`, if it applies, recording it
+    /// (applied or refused) with `actor` and `reason` in the operator
+    /// trail: one row for the workflow and one per step it changed. The
+    /// workflow's row is locked first, so that the plan applied is the one
+    /// checked.
+    ///
+    /// ```no_run
+    /// # async fn example(admin: pgoutbox::admin::Admin) -> Result<(), Box<dyn std::error::Error>> {
+    /// use pgoutbox::admin::{WorkflowAction, WorkflowActionOutcome};
+    /// use pgoutbox::workflow::WorkflowId;
+    ///
+    /// let id = WorkflowId::from_i64(7);
+    /// match admin.act_on_workflow(id, WorkflowAction::Retry, "alice", "the carrier is back").await? {
+    ///     WorkflowActionOutcome::Applied { plan, state } => println!("{state}: {}", plan.summary()),
+    ///     WorkflowActionOutcome::Refused { plan } => eprintln!("{}", plan.summary()),
+    ///     _ => eprintln!("no workflow {id}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn act_on_workflow(
+        &self,
+        id: WorkflowId,
+        action: WorkflowAction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<WorkflowActionOutcome, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let Some(plan) = self.plan_locked(&mut tx, id, action).await? else {
+            return Ok(WorkflowActionOutcome::NotFound);
+        };
+        if plan.refused.is_some() {
+            self.store
+                .record_workflow_action(
+                    &mut tx,
+                    id,
+                    action.name(),
+                    false,
+                    actor,
+                    reason,
+                    plan.state,
+                    &[],
+                )
+                .await?;
+            tx.commit().await?;
+            return Ok(WorkflowActionOutcome::Refused { plan });
+        }
+        let (why, compensate) = match action {
+            WorkflowAction::Cancel { compensate } => {
+                (format!("cancelled by {actor}: {reason}"), compensate)
+            }
+            WorkflowAction::Retry => (format!("retried by {actor}: {reason}"), true),
+        };
+        let change = crate::store::workflows::WorkflowChange {
+            action: action.name(),
+            why: &why,
+            compensate,
+        };
+        self.store.workflow_apply(&mut tx, id, &change).await?;
+        let changed: Vec<(OperationId, Status)> = plan
+            .cancel
+            .iter()
+            .chain(&plan.retry)
+            .chain(&plan.drop_compensations)
+            .map(|s| (s.id, s.status))
+            .collect();
+        self.store
+            .record_workflow_action(
+                &mut tx,
+                id,
+                action.name(),
+                true,
+                actor,
+                reason,
+                plan.state,
+                &changed,
+            )
+            .await?;
+        let state = self
+            .store
+            .lock_workflow(&mut tx, id)
+            .await?
+            .map_or(plan.state, |(state, ..)| state);
+        tx.commit().await?;
+        Ok(WorkflowActionOutcome::Applied { plan, state })
+    }
+
+    /// The operators' actions on workflow `id` as a whole, in order.
+    pub async fn workflow_actions(
+        &self,
+        id: WorkflowId,
+    ) -> Result<Vec<WorkflowActionRow>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        self.store.workflow_actions(&mut conn, id).await
+    }
+
+    /// The plan of `action` on workflow `id`, its row locked in `tx`.
+    async fn plan_locked(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        id: WorkflowId,
+        action: WorkflowAction,
+    ) -> Result<Option<WorkflowPlan>, sqlx::Error> {
+        let Some((state, failure, failed)) = self.store.lock_workflow(tx, id).await? else {
+            return Ok(None);
+        };
+        let steps: Vec<PlanStep> = self.store.workflow_plan_steps(tx, id).await?;
+        let failure = failed.then(|| failure.unwrap_or_default());
+        Ok(Some(plan(id, state, failure.as_deref(), action, steps)))
     }
 }

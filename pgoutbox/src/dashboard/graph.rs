@@ -272,6 +272,9 @@ fn tooltip(step: &StepNode) -> String {
     if let Some(error) = &step.last_error {
         let _ = write!(text, "\nlast error: {}", cut(error, 300));
     }
+    if let Some(of) = step.compensates {
+        let _ = write!(text, "\n↩ compensates step #{of}");
+    }
     text
 }
 
@@ -318,11 +321,15 @@ pub(super) fn svg(root: &str, steps: &[StepNode], layout: &Layout) -> Markup {
                         Kind::Step(i) => {
                             @let step = &steps[i];
                             a href=(format!("{root}operations/{}", step.id)) {
-                                g class=(format!("node state-{}", step.status.as_str())) data-id=(step.id) data-state=(step.status.as_str()) {
+                                g class=(format!("node state-{}{}", step.status.as_str(), if step.compensates.is_some() { " compensation" } else { "" }))
+                                    data-id=(step.id) data-state=(step.status.as_str()) data-compensates=[step.compensates] {
                                     title { (tooltip(step)) }
                                     rect x=(fmt(n.x)) y=(fmt(n.y)) width=(fmt(NODE_W)) height=(fmt(NODE_H)) rx="6" {}
                                     text.name x=(fmt(n.x + 8.0)) y=(fmt(n.y + 18.0)) { (cut(&step.name, 22)) }
-                                    text.sub x=(fmt(n.x + 8.0)) y=(fmt(n.y + 36.0)) { "#" (step.id) " · " (step.status.as_str()) }
+                                    text.sub x=(fmt(n.x + 8.0)) y=(fmt(n.y + 36.0)) {
+                                        @if let Some(of) = step.compensates { "↩ " (of) " · " }
+                                        "#" (step.id) " · " (step.status.as_str())
+                                    }
                                 }
                             }
                         }
@@ -371,6 +378,7 @@ mod tests {
                 .collect(),
             created_at: chrono::Utc::now(),
             finished_at: None,
+            compensates: None,
         }
     }
 
@@ -504,6 +512,23 @@ mod tests {
         assert!(page.contains("href=\"../operations/7\""));
         assert!(page.contains("last error: &quot;&gt;&lt;b&gt;boom"));
         assert!(page.contains("class=\"node state-dead\""));
+    }
+
+    #[test]
+    fn a_compensation_is_drawn_dashed_and_names_the_step_it_answers() {
+        let charge = step(1, Status::Succeeded, &[]);
+        let mut refund = step(2, Status::Pending, &[(1, false)]);
+        refund.compensates = Some(OperationId::from_i64(1));
+        let steps = [charge, refund];
+        let page = svg("/", &steps, &layout(&steps)).into_string();
+        assert!(page.contains(
+            "class=\"node state-pending compensation\" data-id=\"2\" data-state=\"pending\" data-compensates=\"1\""
+        ));
+        assert!(page.contains("↩ 1 · #2 · pending"));
+        assert!(page.contains("↩ compensates step #1"));
+        assert!(
+            page.contains("class=\"node state-succeeded\" data-id=\"1\" data-state=\"succeeded\">")
+        );
     }
 
     #[test]

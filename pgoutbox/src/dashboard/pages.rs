@@ -6,8 +6,9 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::{Draft, ListQuery, Overview, Request, WorkflowQuery, chart, graph};
 use crate::admin::{
-    Action, BulkPreview, OperationDetail, OperationRow, SchemaVersion, StalledRow, StepNode,
-    WorkflowGraph, WorkflowRow, WorkflowStep,
+    Action, BulkPreview, OperationDetail, OperationRow, PlannedStep, SchemaVersion, StalledRow,
+    StepNode, WorkflowAction, WorkflowActionRow, WorkflowGraph, WorkflowPlan, WorkflowRow,
+    WorkflowStep,
 };
 use crate::definition::OperationId;
 use crate::state::{Outcome, Status, WorkflowState};
@@ -877,10 +878,25 @@ fn depends_on(root: &str, step: &StepNode, max: usize) -> Markup {
     }
 }
 
+/// A compensation's mark: the step it answers.
+fn compensates(root: &str, step: &StepNode) -> Markup {
+    html! {
+        @if let Some(of) = step.compensates {
+            " " span.comp-mark title="a compensation: published because its workflow failed or was cancelled after that step succeeded" {
+                "↩ compensates " (op_link(root, of))
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_lines)] // One template.
 pub(super) fn workflow(
     request: &Request,
     graph_data: &WorkflowGraph,
+    actions: &[WorkflowActionRow],
     steps_shown: usize,
+    notice: Option<&str>,
+    refusal: Option<&str>,
 ) -> Markup {
     let root = &request.root;
     let wf = &graph_data.workflow;
@@ -888,16 +904,47 @@ pub(super) fn workflow(
     let layout_ = graph::layout(steps);
     let body = html! {
         h1 { "Workflow " (wf.id) " " small.muted { (wf.name) } }
+        @if let Some(n) = notice { p.notice role="status" #notice { (n) } }
+        @if let Some(r) = refusal { p.error role="alert" #refusal { (r) } }
         dl.facts {
             dt { "State" } dd #state { (workflow_state(wf.state)) }
             dt { "Steps" } dd { (wf.steps) " · " (step_counts(&wf.counts)) }
             dt { "Created" } dd { (time(wf.created_at)) " (" (ago(wf.created_at)) ")" }
             dt { "Changed" } dd { (time(wf.updated_at)) }
             dt { "Finished" } dd { @if let Some(f) = wf.finished_at { (time(f)) } @else { span.muted { "not yet" } } }
+            @if wf.failure.is_some() || wf.failed_at.is_some() {
+                dt { "Failure" } dd #failure {
+                    @if let Some(at) = wf.failed_at { (time(at)) " (" (ago(at)) "): " }
+                    @if let Some(why) = &wf.failure { (why) }
+                }
+            }
             dt { "First step" } dd { (op_link(root, wf.root_id)) " · " a href=(format!("{root}operations?root={}", wf.root_id)) { "its operations in the list" } }
         }
+        @if request.can_act && wf.state != WorkflowState::Succeeded {
+            h2 { "Act on the workflow" }
+            p.muted { "Each action shows what it will change first, and changes nothing until confirmed." }
+            @if wf.failed_at.is_none() {
+                form.act #cancel-workflow method="post" action=(format!("{root}workflows/{}/confirm", wf.id)) {
+                    (csrf(request))
+                    input type="hidden" name="action" value="cancel";
+                    fieldset.choice {
+                        legend { "What succeeded" }
+                        label.inline { input type="radio" name="compensate" value="yes" required; " compensate it" }
+                        label.inline { input type="radio" name="compensate" value="no" required; " leave it done" }
+                    }
+                    label { "Reason" input name="reason" required placeholder="why (recorded)"; }
+                    button type="submit" { "Cancel workflow…" }
+                }
+            }
+            form.act #retry-workflow method="post" action=(format!("{root}workflows/{}/confirm", wf.id)) {
+                (csrf(request))
+                input type="hidden" name="action" value="retry";
+                label { "Reason" input name="reason" required placeholder="why (recorded)"; }
+                button type="submit" { "Retry workflow…" }
+            }
+        }
         h2 { "Graph" }
-        p.legend.muted { "Each step links to its operation; a dashed edge is a " code { "Settled" } " dependency (the step runs whatever way it ends). Hover a step for its attempts, result and last error." }
+        p.legend.muted { "Each step links to its operation; a dashed edge is a " code { "Settled" } " dependency (the step runs whatever way it ends); a dashed box marked ↩ is a compensation. Hover a step for its attempts, result and last error." }
         (graph::svg(root, steps, &layout_))
         h2 { "Steps (" (steps.len()) ")" }
         div.scroll { table #steps {
@@ -906,7 +953,7 @@ pub(super) fn workflow(
                 @for (i, step) in steps.iter().enumerate().take(steps_shown) {
                     tr data-id=(step.id) data-state=(step.status.as_str()) {
                         td { (op_link(root, step.id)) }
-                        td { (step.name) }
+                        td { (step.name) (compensates(root, step)) }
                         td.num { (layout_.layer_of[i] + 1) }
                         td { (state(step.status)) }
                         td.num { (step.attempts) }
@@ -921,11 +968,104 @@ pub(super) fn workflow(
             p.muted { "Only the first " (steps_shown) " steps are listed: "
                 a href=(format!("{root}operations?root={}", wf.root_id)) { "list them all" } }
         }
+        h2 { "Operator actions on the workflow (" (actions.len()) ")" }
+        @if actions.is_empty() { p.muted { "None." } } @else {
+            div.scroll { table #workflow-actions {
+                thead { tr { th { "When" } th { "Action" } th { "Outcome" } th { "Actor" } th { "Reason" } th { "From" } th { "To" } } }
+                tbody { @for a in actions {
+                    tr {
+                        td { (time(a.created_at)) }
+                        td { (a.action) }
+                        td { (a.outcome) }
+                        td { (a.actor) }
+                        td { (a.reason) }
+                        td { (workflow_state(a.from_state)) }
+                        td { @if let Some(t) = a.to_state { (workflow_state(t)) } }
+                    }
+                } }
+            } }
+            p.muted { "Each step an action changed has its own row on its operation's page." }
+        }
     };
     layout(
         root,
         &request.home,
         &format!("Workflow {}", wf.id),
+        Nav::Workflows,
+        &body,
+        request.account(),
+    )
+}
+
+/// The steps of one part of a plan, under a heading (the first `shown`).
+fn planned(root: &str, id: &str, title: &str, steps: &[PlannedStep], shown: usize) -> Markup {
+    html! {
+        @if !steps.is_empty() {
+            h2 { (title) " (" (steps.len()) ")" }
+            div.scroll { table id=(id) {
+                thead { tr { th { "Id" } th { "Name" } th { "State now" } } }
+                tbody { @for s in steps.iter().take(shown) {
+                    tr data-id=(s.id) { td { (op_link(root, s.id)) } td { (s.name) } td { (state(s.status)) } }
+                } }
+            } }
+            @if steps.len() > shown { p.muted { "and " (steps.len() - shown) " more, not listed." } }
+        }
+    }
+}
+
+/// The confirmation of an action on a workflow: what it changes, or why
+/// it does not apply; the form that applies it.
+pub(super) fn workflow_confirm(
+    request: &Request,
+    plan: &WorkflowPlan,
+    reason: &str,
+    warning: Option<&str>,
+    shown: usize,
+) -> Markup {
+    let root = &request.root;
+    let id = plan.workflow;
+    let (what, compensate) = match plan.action {
+        WorkflowAction::Cancel { compensate: true } => {
+            ("cancel, compensating what succeeded", Some("yes"))
+        }
+        WorkflowAction::Cancel { compensate: false } => {
+            ("cancel, compensating nothing", Some("no"))
+        }
+        WorkflowAction::Retry => ("retry", None),
+    };
+    let nothing = plan.cancel.is_empty()
+        && plan.compensate.is_empty()
+        && plan.retry.is_empty()
+        && plan.drop_compensations.is_empty();
+    let body = html! {
+        h1 { "Confirm: " (what) " — workflow " (id) }
+        @if let Some(w) = warning { p.warn role="alert" #changed { (w) } }
+        p { "Workflow " (workflow_link(root, id)) " is " (workflow_state(plan.state)) "." }
+        @if let Some(why) = &plan.refused {
+            p.error role="alert" #refusal { "Refused: " (why) }
+        } @else {
+            p #plan-summary { "This will " strong { (plan.action.name()) } " workflow " (id) ", recorded as " code { (reason) } ":" }
+            @if nothing { p.muted { "It changes no step." } }
+            (planned(root, "plan-cancel", "Steps cancelled: they have not started", &plan.cancel, shown))
+            (planned(root, "plan-compensate", "Steps compensated: they succeeded, their compensations are published", &plan.compensate, shown))
+            (planned(root, "plan-retry", "Steps run again", &plan.retry, shown))
+            (planned(root, "plan-drop", "Compensations cancelled: they have not started", &plan.drop_compensations, shown))
+            p.muted { "If the workflow changes before you confirm, nothing is done and the new plan is shown to confirm instead." }
+            form.act #confirm method="post" action=(format!("{root}workflows/{id}/act")) {
+                (csrf(request))
+                input type="hidden" name="action" value=(plan.action.name());
+                @if let Some(c) = compensate { input type="hidden" name="compensate" value=(c); }
+                input type="hidden" name="reason" value=(reason);
+                input type="hidden" name="plan" value=(super::plan_key(plan));
+                button type="submit" { @if compensate.is_some() { "Cancel workflow " (id) } @else { "Retry workflow " (id) } }
+            }
+        }
+        p { a href=(format!("{root}workflows/{id}")) { "Back to the workflow" } }
+    };
+    layout(
+        root,
+        &request.home,
+        "Confirm",
         Nav::Workflows,
         &body,
         request.account(),

@@ -65,11 +65,17 @@ statements!(
     purge_workers,
     // Workflows (`store::workflows`).
     workflow_open,
+    workflow_by_key,
     workflow_insert,
     workflow_grow,
     workflow_foreign_steps,
     workflow_cancel_added,
     workflow_compensations_insert,
+    workflow_lock,
+    workflow_plan_steps,
+    workflow_apply,
+    workflow_actions_record,
+    workflow_actions,
     workflows_list,
     workflow_row,
     workflow_steps,
@@ -297,6 +303,10 @@ impl Store {
                 .replace(
                     "{purged_step_edges}",
                     include_str!("sql/parts/purged_step_edges.sql"),
+                )
+                .replace(
+                    "{step_workflow_lock}",
+                    include_str!("sql/parts/step_workflow_lock.sql"),
                 )
                 .replace(
                     "{replay_in_workflow}",

@@ -96,28 +96,57 @@ pub(crate) fn decode_inputs(value: Option<serde_json::Value>) -> Result<StepInpu
 }
 
 impl Store {
-    /// Opens workflow `name` of `steps` steps: its id and its steps' ids.
+    /// Opens workflow `name` of `steps` steps under idempotency key `key`:
+    /// its id and its steps' ids; `None` when the key is taken (read the
+    /// existing workflow with [`Store::workflow_by_key`]).
     pub(crate) async fn open_workflow(
         &self,
         conn: &mut PgConnection,
         name: &str,
         steps: usize,
-    ) -> Result<(WorkflowId, Vec<OperationId>), sqlx::Error> {
+        key: Option<&str>,
+    ) -> Result<Option<(WorkflowId, Vec<OperationId>)>, sqlx::Error> {
         let steps =
             i32::try_from(steps).map_err(|_| sqlx::Error::Protocol("too many steps".into()))?;
-        let (id, ids): (i64, Vec<i64>) = self
+        let (id, ids): (Option<i64>, Vec<i64>) = self
             .pinned(conn, async |conn| {
                 query!(self, query_as, workflow_open)
                     .bind(name)
                     .bind(steps)
+                    .bind(key)
                     .fetch_one(conn)
                     .await
             })
             .await?;
-        Ok((
-            WorkflowId::from_i64(id),
-            ids.into_iter().map(OperationId::from_i64).collect(),
-        ))
+        Ok(id.map(|id| {
+            (
+                WorkflowId::from_i64(id),
+                ids.into_iter().map(OperationId::from_i64).collect(),
+            )
+        }))
+    }
+
+    /// The workflow published under idempotency key `key`, and its steps'
+    /// ids in the order they were added.
+    pub(crate) async fn workflow_by_key(
+        &self,
+        conn: &mut PgConnection,
+        key: &str,
+    ) -> Result<Option<(WorkflowId, Vec<OperationId>)>, sqlx::Error> {
+        let row: Option<(i64, Vec<i64>)> = self
+            .pinned(conn, async |conn| {
+                query!(self, query_as, workflow_by_key)
+                    .bind(key)
+                    .fetch_optional(conn)
+                    .await
+            })
+            .await?;
+        Ok(row.map(|(id, ids)| {
+            (
+                WorkflowId::from_i64(id),
+                ids.into_iter().map(OperationId::from_i64).collect(),
+            )
+        }))
     }
 
     /// Inserts some of workflow `id`'s steps and their edges, in one
@@ -230,11 +259,12 @@ impl Store {
         }))
     }
 
-    /// The first of `ids` that is not a step of workflow `id`.
+    /// Locks `ids` (see `workflow_foreign_steps.sql`); the first that is
+    /// not a step of `adder`'s workflow.
     pub(crate) async fn foreign_steps(
         &self,
         conn: &mut PgConnection,
-        id: WorkflowId,
+        adder: OperationId,
         ids: &[OperationId],
     ) -> Result<Option<OperationId>, sqlx::Error> {
         if ids.is_empty() {
@@ -242,7 +272,7 @@ impl Store {
         }
         let ids: Vec<i64> = ids.iter().map(|i| i.as_i64()).collect();
         let first: Option<i64> = query!(self, query_scalar, workflow_foreign_steps)
-            .bind(id.as_i64())
+            .bind(adder.as_i64())
             .bind(&ids)
             .fetch_optional(&mut *conn)
             .await?;
@@ -396,6 +426,101 @@ impl Store {
         query!(self, query_as::<R>, resolve_facts)
             .bind(id.as_i64())
             .fetch_optional(&mut *conn)
+            .await
+    }
+}
+
+/// An operator's action on a workflow, as the store applies it.
+pub(crate) struct WorkflowChange<'a> {
+    pub(crate) action: &'static str,
+    pub(crate) why: &'a str,
+    pub(crate) compensate: bool,
+}
+
+impl Store {
+    /// Workflow `id`'s state, failure and whether it failed, its row
+    /// locked (in the caller's transaction).
+    pub(crate) async fn lock_workflow(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Option<(WorkflowState, Option<String>, bool)>, sqlx::Error> {
+        query!(self, query_as, workflow_lock)
+            .bind(id.as_i64())
+            .fetch_optional(&mut *conn)
+            .await
+    }
+
+    /// Workflow `id`'s steps as an operator's action sees them.
+    pub(crate) async fn workflow_plan_steps<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_plan_steps)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
+            .await
+    }
+
+    /// Applies `change` to workflow `id` (locked by `lock_workflow`).
+    pub(crate) async fn workflow_apply(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        change: &WorkflowChange<'_>,
+    ) -> Result<bool, sqlx::Error> {
+        query!(self, query_scalar, workflow_apply)
+            .bind(id.as_i64())
+            .bind(change.action)
+            .bind(change.why)
+            .bind(change.compensate)
+            .fetch_one(&mut *conn)
+            .await
+    }
+
+    /// Records an operator's action on workflow `id`, and on the `steps`
+    /// it changed (with their statuses before).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per column of the trail reads best at its caller"
+    )]
+    pub(crate) async fn record_workflow_action(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+        action: &str,
+        applied: bool,
+        actor: &str,
+        reason: &str,
+        before: WorkflowState,
+        steps: &[(OperationId, Status)],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<i64> = steps.iter().map(|(id, _)| id.as_i64()).collect();
+        let statuses: Vec<&str> = steps.iter().map(|(_, s)| s.as_str()).collect();
+        query!(self, query, workflow_actions_record)
+            .bind(id.as_i64())
+            .bind(action)
+            .bind(if applied { "applied" } else { "refused" })
+            .bind(actor)
+            .bind(reason)
+            .bind(before.as_str())
+            .bind(&ids)
+            .bind(&statuses)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The operators' actions on workflow `id` as a whole.
+    pub(crate) async fn workflow_actions<R: FromPgRow>(
+        &self,
+        conn: &mut PgConnection,
+        id: WorkflowId,
+    ) -> Result<Vec<R>, sqlx::Error> {
+        query!(self, query_as::<R>, workflow_actions)
+            .bind(id.as_i64())
+            .fetch_all(&mut *conn)
             .await
     }
 }

@@ -11,11 +11,16 @@
 //! - `--schedule CRON` also publishes `fault.tick` on that schedule (and
 //!   handles it), with `--zone ZONE`, `--missed latest|all|none`,
 //!   `--take-over`;
+//! - `--schedule-workflow CRON` publishes the workflow `fault.tick_flow`
+//!   (`pgoutbox_tests::tick_workflow`) on that schedule instead, and
+//!   handles its steps, with `--missed` as above; `--empty-ticks N`
+//!   makes the first `N` ticks' workflows empty (unpublishable);
 //! - `--log` writes pgoutbox's log (info and above) to stderr.
 //! - `relay NATS_URL STREAM` relays `relay.order_placed` to JetStream
 //!   instead (`pgoutbox_tests::relay_router`).
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pgoutbox::{MissedTicks, Schedule, Settings, WorkflowSystem};
 use pgoutbox_tests::ScheduledTick;
@@ -58,6 +63,21 @@ fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::erro
             .operation::<ScheduledTick>()
             .schedule::<ScheduledTick>(schedule, |tick| ScheduledTick {
                 at: tick.at().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            });
+    }
+    if let Some(cron) = value("--schedule-workflow") {
+        let empty: usize = value("--empty-ticks").map_or(Ok(0), |n| n.parse())?;
+        let built = AtomicUsize::new(0);
+        let schedule = Schedule::cron(cron)
+            .missed(value("--missed").map_or(Ok(MissedTicks::Latest), |m| m.parse())?);
+        router = router
+            .operation::<ScheduledTick>()
+            .operation::<pgoutbox_tests::TickDone>()
+            .schedule_workflow(pgoutbox_tests::TICK_FLOW, schedule, move |tick| {
+                if built.fetch_add(1, Ordering::Relaxed) < empty {
+                    return pgoutbox::workflow::Workflow::new(pgoutbox_tests::TICK_FLOW);
+                }
+                pgoutbox_tests::tick_workflow(&tick)
             });
     }
     Ok(router)

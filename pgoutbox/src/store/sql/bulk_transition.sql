@@ -6,7 +6,7 @@
 -- row that no longer matches, or whose state the action does not allow, is
 -- left alone and counted by the caller. Returns (status, matches, applied),
 -- no row for an id that is gone.
-WITH target AS (
+WITH {step_workflow_lock}, target AS (
     SELECT id, status,
            status = ANY($7)
              AND ($8::text IS NULL OR name = $8)
@@ -15,7 +15,8 @@ WITH target AS (
              AND ($11::text IS NULL OR strpos(lower(last_error), lower($11)) > 0)
              AND ($12::bigint IS NULL OR id = $12 OR root_id = $12)
              AS matches
-    FROM {schema}.operations WHERE id = $1 FOR UPDATE
+    FROM {schema}.operations WHERE id = $1 AND (SELECT count(*) FROM workflow_lock) >= 0
+    FOR UPDATE
 ), changed AS (
     UPDATE {schema}.operations o
     SET status = $6,

@@ -1,12 +1,15 @@
--- An operator's retry, cancel or resolve of operation $1: applied only when
+-- An operator's retry, cancel or resolve of operation $1 (a workflow
+-- step's workflow locked first): applied only when
 -- its status (read under a row lock, so concurrent operators serialize) is
 -- one of $5; recorded in `operator_actions` either way, in the same
 -- statement. $2 action, $3 actor, $4 reason, $6 the new status, $7 and $8
 -- the result an operator supplied resolving as succeeded and its output
 -- schema's hash (else NULL), recorded with an applied action. Returns no
 -- row for an unknown id.
-WITH target AS (
-    SELECT id, status FROM {schema}.operations WHERE id = $1 FOR UPDATE
+WITH {step_workflow_lock}, target AS (
+    SELECT id, status FROM {schema}.operations
+    WHERE id = $1 AND (SELECT count(*) FROM workflow_lock) >= 0
+    FOR UPDATE
 ), changed AS (
     UPDATE {schema}.operations o
     SET status = $6,

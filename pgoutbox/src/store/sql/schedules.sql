@@ -1,9 +1,11 @@
--- Every schedule, by name, with the state of its last tick's operation and
--- the live workers that declare it (`in_force`: as the row says). Live:
+-- Every schedule, by name, with the state of its last tick's operation (and
+-- of its workflow, for a schedule that publishes one: the operation is the
+-- workflow's first step) and the live workers that declare it (`in_force`: as the row says). Live:
 -- not stopped, a heartbeat younger than the worker's own lease ($1 ms for
 -- one that recorded none).
 SELECT s.name, s.operation, s.cron, s.time_zone, s.missed, s.next_tick, s.last_tick,
-       s.last_operation_id, o.status AS last_status, s.paused, s.paused_by, s.paused_reason,
+       s.last_operation_id, o.status AS last_status, wf.id AS last_workflow_id,
+       wf.state AS last_workflow_state, s.paused, s.paused_by, s.paused_reason,
        s.paused_at, s.created_at, s.updated_at,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
@@ -19,4 +21,5 @@ SELECT s.name, s.operation, s.cron, s.time_zone, s.missed, s.next_tick, s.last_t
        ), '[]'::jsonb) AS declared_by
 FROM {schema}.schedules s
 LEFT JOIN {schema}.operations o ON o.id = s.last_operation_id
+LEFT JOIN {schema}.workflows wf ON wf.id = o.workflow_id AND s.operation LIKE 'workflow %'
 ORDER BY s.name

@@ -5,6 +5,7 @@
 -- workflow's row is not written by each step (a wide fan-out's completions
 -- would queue on its lock).
 SELECT w.id, w.name, w.state, w.root_id, w.steps, w.created_at, w.updated_at, w.finished_at,
+       w.failed_at, w.failure,
        c.counts
 FROM {schema}.workflows w
 CROSS JOIN LATERAL (
