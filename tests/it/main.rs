@@ -19,6 +19,7 @@ mod publish;
 mod relay;
 mod results;
 mod runtime;
+mod saga_model;
 mod sagas;
 mod schedules;
 mod settings;

@@ -242,6 +242,114 @@ pub async fn step_sum(ctx: &mut Context, parts: Vec<Dep<StepSource>>) -> Result<
     Ok(sum)
 }
 
+/// An order saga's charge (`it/workflow_faults.rs`): an idempotent call
+/// (recorded), slow on its first attempt, that fails for good when
+/// `fail`; its receipt otherwise.
+#[operation("fault.saga_charge", idempotent, max_attempts = 50)]
+pub async fn saga_charge(ctx: &mut Context, order: i64, fail: bool, ms: u64) -> Result<String> {
+    saga_call(ctx.operation_id(), ctx.attempt(), ms).await?;
+    if fail {
+        return Err(HandlerError::permanent(format!(
+            "card declined for order {order}"
+        )));
+    }
+    Ok(format!("ch_{order}"))
+}
+
+/// An order saga's reservation, once its charge is through.
+#[operation("fault.saga_reserve", idempotent, max_attempts = 50)]
+pub async fn saga_reserve(
+    ctx: &mut Context,
+    order: i64,
+    payment: Dep<SagaCharge>,
+    ms: u64,
+) -> Result<String> {
+    ctx.result(&payment)?;
+    saga_call(ctx.operation_id(), ctx.attempt(), ms).await?;
+    Ok(format!("res_{order}"))
+}
+
+/// An order saga's shipment: fails for good when `fail`.
+#[operation("fault.saga_ship", idempotent, max_attempts = 50)]
+pub async fn saga_ship(
+    ctx: &mut Context,
+    order: i64,
+    stock: Dep<SagaReserve>,
+    fail: bool,
+    ms: u64,
+) -> Result<()> {
+    ctx.result(&stock)?;
+    saga_call(ctx.operation_id(), ctx.attempt(), ms).await?;
+    if fail {
+        return Err(HandlerError::permanent(format!(
+            "the carrier refused order {order}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refunds a saga's charge (its compensation), reading the receipt.
+#[operation("fault.saga_refund", idempotent, max_attempts = 50)]
+pub async fn saga_refund(ctx: &mut Context, payment: Dep<SagaCharge>, ms: u64) -> Result<String> {
+    let receipt = ctx.result(&payment)?;
+    saga_call(ctx.operation_id(), ctx.attempt(), ms).await?;
+    Ok(format!("refunded {receipt}"))
+}
+
+/// Releases a saga's reservation (its compensation).
+#[operation("fault.saga_release", idempotent, max_attempts = 50)]
+pub async fn saga_release(ctx: &mut Context, stock: Dep<SagaReserve>, ms: u64) -> Result<String> {
+    let reservation = ctx.result(&stock)?;
+    saga_call(ctx.operation_id(), ctx.attempt(), ms).await?;
+    Ok(format!("released {reservation}"))
+}
+
+/// A saga step's external call: recorded, then `ms` long on the first
+/// attempt (the window in which a kill meets it).
+async fn saga_call(id: OperationId, attempt: u32, ms: u64) -> Result<()> {
+    side_effect(id, attempt).await?;
+    if attempt == 1 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    Ok(())
+}
+
+/// One item of a run-time fan-out: its number.
+#[operation("fault.fan_item", idempotent, max_attempts = 50)]
+pub async fn fan_item(ctx: &mut Context, n: i64) -> Result<i64> {
+    let _ = ctx;
+    Ok(n)
+}
+
+/// The fan-in of a run-time fan-out: the sum of its items.
+#[operation("fault.fan_total", idempotent, max_attempts = 50)]
+pub async fn fan_total(ctx: &mut Context, items: Vec<Dep<FanItem>>) -> Result<i64> {
+    Ok(ctx.results(&items)?.into_iter().sum())
+}
+
+/// Adds `items` steps and their fan-in to its workflow, then takes `ms`
+/// before returning (the window in which a kill meets it, before its
+/// success records them all).
+#[operation("fault.fan_split", idempotent, max_attempts = 50)]
+pub async fn fan_split(ctx: &mut Context, items: i64, ms: u64) -> Result<()> {
+    let items = (1..=items).map(|n| ctx.add_step(FanItem { n })).collect();
+    ctx.add_step(FanTotal { items });
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
+/// [`FanSplit`] in a transactional handler: the steps commit with its
+/// transaction, held open for `ms`.
+#[operation("fault.fan_split_tx", transactional, idempotent, max_attempts = 50)]
+pub async fn fan_split_tx(ctx: &mut TxContext<'_>, items: i64, ms: u64) -> Result<()> {
+    let items = (1..=items).map(|n| ctx.add_step(FanItem { n })).collect();
+    ctx.add_step(FanTotal { items });
+    side_effect(ctx.operation_id(), ctx.attempt()).await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Ok(())
+}
+
 /// The router of the test worker started with `--idempotent-only`: its
 /// idempotent operations alone, which `idempotent_claim_ahead` requires.
 pub fn idempotent_router() -> WorkflowRouter {
@@ -262,6 +370,15 @@ pub fn router() -> WorkflowRouter {
         .operation::<StepOnce>()
         .operation::<StepJoin>()
         .operation::<StepSum>()
+        .operation::<SagaCharge>()
+        .operation::<SagaReserve>()
+        .operation::<SagaShip>()
+        .operation::<SagaRefund>()
+        .operation::<SagaRelease>()
+        .operation::<FanItem>()
+        .operation::<FanTotal>()
+        .operation::<FanSplit>()
+        .operation::<FanSplitTx>()
 }
 
 /// An event relayed to NATS JetStream by the relay tests (`it/relay.rs`)
