@@ -43,6 +43,14 @@ WHERE state IN ('failed', 'cancelled');
 ALTER TABLE {schema}.operations ADD COLUMN compensates bigint;
 CREATE INDEX operations_compensates_idx ON {schema}.operations (compensates) WHERE compensates IS NOT NULL;
 
+-- Whether an edge counts in its step's `waiting_for` (its dependency had
+-- not ended when the edge was made). Always so, but for the edges a
+-- compensation takes to steps that had ended: in a batch of successes,
+-- the compensations published by the first row's trigger may name a step
+-- of the same batch whose own trigger has yet to run; it must not count
+-- them down.
+ALTER TABLE {schema}.workflow_edges ADD COLUMN counted boolean NOT NULL DEFAULT true;
+
 -- A step's declared compensation, as data: the operation to publish if its
 -- workflow fails after it succeeded.
 CREATE TABLE {schema}.workflow_compensations (
@@ -140,13 +148,14 @@ BEGIN
         UNION
         SELECT unnest(c.inputs)
     ), edges AS (
-        INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required)
-        SELECT c.workflow_id, comp, a.id, false FROM awaited a WHERE a.id IS NOT NULL
-        RETURNING dependency_id
+        INSERT INTO {schema}.workflow_edges
+            (workflow_id, operation_id, dependency_id, required, counted)
+        SELECT c.workflow_id, comp, a.id, false, coalesce({schema}.step_open(d.status), false)
+        FROM awaited a LEFT JOIN {schema}.operations d ON d.id = a.id
+        WHERE a.id IS NOT NULL
+        RETURNING counted
     )
-    SELECT count(*) INTO waits
-    FROM edges x JOIN {schema}.operations d ON d.id = x.dependency_id
-    WHERE {schema}.step_open(d.status);
+    SELECT count(*) FILTER (WHERE counted) INTO waits FROM edges;
     INSERT INTO {schema}.operations
         (id, name, payload, schema_hash, status, priority, queue, run_at, max_attempts, idempotent,
          root_id, workflow_id, waiting_for, compensates)
@@ -334,7 +343,7 @@ BEGIN
                 updated_at = now()
             FROM {schema}.workflow_edges e
             WHERE e.dependency_id = NEW.id AND d.id = e.operation_id AND d.status = 'waiting'
-              AND (NEW.status = 'succeeded' OR NOT e.required)
+              AND e.counted AND (NEW.status = 'succeeded' OR NOT e.required)
             RETURNING d.name, d.status
         ), woken AS (
             SELECT {schema}.wake_workers(r.name)

@@ -44,11 +44,12 @@ WITH known_schema AS (
     FROM steps s
     RETURNING name, status
 ), edges AS (
-    INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required)
-    SELECT $1, e.operation_id, e.dependency_id, e.required
+    INSERT INTO {schema}.workflow_edges (workflow_id, operation_id, dependency_id, required, counted)
+    SELECT $1, e.operation_id, e.dependency_id, e.required, true
     FROM unnest($14::bigint[], $15::bigint[], $16::boolean[]) AS e(operation_id, dependency_id, required)
     UNION ALL
-    SELECT $1, p.operation_id, p.dependency_id, p.required FROM published p
+    -- An edge to a step that has ended does not count: nothing counts it down.
+    SELECT $1, p.operation_id, p.dependency_id, p.required, p.open FROM published p
 )
 SELECT n.name, {notify_each}::text AS notified
 FROM (SELECT DISTINCT name FROM inserted WHERE status = 'pending') n
