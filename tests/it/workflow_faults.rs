@@ -580,7 +580,7 @@ impl Rng {
             .unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(7, |d| d.as_nanos() as u64)
+                    .map_or(7, |d| d.as_secs() ^ u64::from(d.subsec_nanos()))
             });
         eprintln!("{what}: seed {seed} (PGOUTBOX_TEST_SEED={seed} replays it)");
         Rng(seed)
@@ -596,7 +596,7 @@ impl Rng {
 
     /// True with probability `1 / n`.
     pub(crate) fn one_in(&mut self, n: u64) -> bool {
-        self.next() % n == 0
+        self.next().is_multiple_of(n)
     }
 
     /// A number in `lo..hi`.
@@ -740,13 +740,13 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
         worker.kill();
     }
     // Fresh workers settle what is left (the kills' leases expire first).
-    let last = [Worker::start(&url, 4), Worker::start(&url, 4)];
+    let settlers = [Worker::start(&url, 4), Worker::start(&url, 4)];
     let faults = format!(
         "{kills} kills and an immediate restart with {} compensations open",
         open_at_restart.unwrap_or(0)
     );
     let pool = wait_settled_on(&url, &faults).await;
-    for worker in last {
+    for worker in settlers {
         assert!(worker.terminate().success());
     }
 
@@ -929,7 +929,7 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
 }
 
 /// Workflows of the run-time fan-out kill test, and the items each adds.
-const FAN_OUTS: usize = 6;
+const FAN_OUTS: i64 = 6;
 const ITEMS: i64 = 1_000;
 
 /// Per workflow of the fan-out test: (workflow, its adding step, whether
@@ -959,6 +959,10 @@ async fn fan_outs(pool: &sqlx::PgPool) -> Vec<(i64, i64, bool, i64, i64)> {
 /// exactly 1,000 items and one fan-in, with its adder succeeded, or none
 /// and its adder not: never a partial set. In the end each has them once,
 /// its adder has one success, and its fan-in received every item.
+#[expect(
+    clippy::too_many_lines,
+    reason = "publish, kill and check, then one check after another"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
     use pgoutbox_tests::{FanSplit, FanSplitTx};
@@ -1038,15 +1042,15 @@ async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
         }
     }
     // A last worker (four at once) finishes the work.
-    let last = Worker::start(&url, 4);
+    let finisher = Worker::start(&url, 4);
     wait_for_count(
         &db,
         "SELECT count(*) FROM pgoutbox.workflows WHERE state = 'succeeded'",
-        FAN_OUTS as i64,
+        FAN_OUTS,
         Duration::from_mins(3),
     )
     .await;
-    assert!(last.terminate().success());
+    assert!(finisher.terminate().success());
     for (wf, adder, succeeded, items, totals) in fan_outs(db.pool()).await {
         assert!(succeeded, "workflow {wf}: adder {adder} did not succeed");
         assert_eq!((items, totals), (ITEMS, 1), "workflow {wf}");
@@ -1071,7 +1075,7 @@ async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
              WHERE o.name = 'fault.fan_total' AND a.result = to_jsonb(500500)"
         )
         .await,
-        FAN_OUTS as i64,
+        FAN_OUTS,
         "every fan-in received all 1,000 results"
     );
     assert_eq!(
@@ -1104,8 +1108,8 @@ async fn steps_added_at_run_time_are_all_or_nothing_under_sigkill() {
 /// publishes the compensation of an earlier step, which waits for the later
 /// step while that one looks open. Whichever takes its turn first, the
 /// compensation must count the later step's success, never wait for it
-/// forever (found by `saga_model`: migration 11 read the later step's state
-/// unsynchronised with its end). Statuses are set by hand, as the executor
+/// forever (found by `saga_model` on a first version of migration 11,
+/// which read the later step's state unsynchronised with its end). Statuses are set by hand, as the executor
 /// sets them, to hold each transaction open at will.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_ending_while_its_workflow_fails_is_never_waited_for_forever() {
@@ -1213,9 +1217,9 @@ async fn a_step_ending_while_its_workflow_fails_is_never_waited_for_forever() {
 /// Two steps of a failed workflow, one later than the other, whose
 /// successes are recorded by one statement (a worker's batch of plain
 /// completions): the earlier step's compensation must wait for the later
-/// one's, whichever step's trigger runs first (found by `saga_model`:
-/// migration 11 saw the later step succeeded, with no compensation yet,
-/// and let the earlier one's run at once). Statuses are set by hand, as
+/// one's, whichever step's trigger runs first (found by `saga_model` on a
+/// first version of migration 11, which saw the later step succeeded, with
+/// no compensation yet, and let the earlier one's run at once). Statuses are set by hand, as
 /// the executor sets them; in several workflows, so that both orders of
 /// the rows in the statement occur.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
