@@ -17,14 +17,18 @@
 //! ended) and the reverse order of compensations (each started after every
 //! later step and the compensations of those ended).
 //!
-//! Operator retries of whole workflows are not modelled yet: `Admin` has no
-//! `workflow_retry` on this branch.
+//! Some workflows declare no compensation and are retried by an operator
+//! (`Admin::act_on_workflow`, `WorkflowAction::Retry`) each time they fail,
+//! up to twice; their steps may fail on their first two attempts. Each
+//! round (the first run, then each retry) is checked as above, the steps
+//! that succeeded before it kept, and none of them run again.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use pgoutbox::admin::{Admin, WorkflowAction, WorkflowActionOutcome};
 use pgoutbox::prelude::*;
 use pgoutbox::testing::TestDatabase;
 use pgoutbox::workflow::{PublishedWorkflow, StepError};
@@ -37,14 +41,15 @@ use crate::workflows::{inconsistent_workflows, stuck_steps};
 
 /// A step of a random workflow: reads its dependencies' results (a
 /// required one must have succeeded; a `Settled` one must have ended),
-/// takes `ms`, then succeeds with its number or fails for good.
+/// takes `ms`, then fails for good on its first `fails` attempts (an
+/// operator's retry keeps the count), and succeeds with its number after.
 #[operation("model.step", idempotent)]
 async fn model_step(
     ctx: &mut Context,
     n: u32,
     deps: Vec<Dep<ModelStep>>,
     settled: Vec<Settled<ModelStep>>,
-    fail: bool,
+    fails: u32,
     ms: u64,
 ) -> Result<u32> {
     ctx.results(&deps)?;
@@ -55,8 +60,11 @@ async fn model_step(
         }
     }
     tokio::time::sleep(Duration::from_millis(ms)).await;
-    if fail {
-        return Err(HandlerError::permanent(format!("step {n} fails for good")));
+    if ctx.attempt() <= fails {
+        return Err(HandlerError::permanent(format!(
+            "step {n} fails for good on attempt {}",
+            ctx.attempt()
+        )));
     }
     Ok(n)
 }
@@ -75,32 +83,44 @@ struct StepPlan {
     /// Earlier steps it depends on, by index: `true` for a `Dep`, `false`
     /// for a `Settled` (one entry per step).
     deps: Vec<(usize, bool)>,
-    fail: bool,
+    /// How many of its attempts fail for good (two only in a workflow that
+    /// is retried).
+    fails: u32,
     compensated: bool,
     ms: u64,
 }
 
-/// A generated workflow: its steps, in the order they are added.
+/// A generated workflow: its steps, in the order they are added, and how
+/// many times an operator retries it when it fails (only a workflow
+/// without compensations).
 #[derive(Debug, Clone)]
 struct DagPlan {
     steps: Vec<StepPlan>,
+    retries: u32,
 }
 
 /// Random workflows: up to 30 steps each depending on up to 3 earlier ones
 /// (7 in 10 through a `Dep`), failing one in 12 (none at all in a third
-/// of the workflows), 6 in 10 declaring a compensation.
+/// of the workflows), 6 in 10 declaring a compensation; or, in a quarter
+/// of them, none declaring one, retried by an operator up to twice, a
+/// failing step failing its first attempt, or its first two.
 fn dag() -> impl Strategy<Value = DagPlan> {
     let step = (
         vec((any::<u32>(), proptest::bool::weighted(0.7)), 0..4),
         proptest::bool::weighted(1.0 / 12.0),
+        proptest::bool::weighted(0.5),
         proptest::bool::weighted(0.6),
         0_u64..15,
     );
-    (vec(step, 1..=30), proptest::bool::weighted(1.0 / 3.0)).prop_map(|(raw, clean)| {
+    let flags = (
+        proptest::bool::weighted(1.0 / 3.0),
+        proptest::bool::weighted(0.25),
+    );
+    (vec(step, 1..=30), flags).prop_map(|(raw, (clean, retried))| {
         let steps = raw
             .into_iter()
             .enumerate()
-            .map(|(i, (picks, fail, compensated, ms))| {
+            .map(|(i, (picks, fail, twice, compensated, ms))| {
                 let mut deps: Vec<(usize, bool)> = Vec::new();
                 if i > 0 {
                     for (pick, required) in picks {
@@ -110,15 +130,23 @@ fn dag() -> impl Strategy<Value = DagPlan> {
                         }
                     }
                 }
+                let fails = match (fail && !clean, retried && twice) {
+                    (false, _) => 0,
+                    (true, false) => 1,
+                    (true, true) => 2,
+                };
                 StepPlan {
                     deps,
-                    fail: fail && !clean,
-                    compensated,
+                    fails,
+                    compensated: compensated && !retried,
                     ms,
                 }
             })
             .collect();
-        DagPlan { steps }
+        DagPlan {
+            steps,
+            retries: if retried { 2 } else { 0 },
+        }
     })
 }
 
@@ -142,7 +170,7 @@ fn build(plan: &DagPlan) -> Workflow {
             n: u32::try_from(n).unwrap(),
             deps,
             settled,
-            fail: step.fail,
+            fails: step.fails,
             ms: step.ms,
         });
         if step.compensated {
@@ -160,7 +188,12 @@ struct Row {
     compensates: Option<i64>,
     finished_at: Option<DateTime<Utc>>,
     first_start: Option<DateTime<Utc>>,
+    last_start: Option<DateTime<Utc>>,
+    /// Its attempts, but those lost (a lease that ran out on a slow
+    /// machine: the idempotent step runs again).
     attempts: i64,
+    /// The number of its last attempt, lost ones included.
+    last_number: i64,
 }
 
 /// What the database says about one workflow.
@@ -172,6 +205,18 @@ struct Observed {
     rows: HashMap<i64, Row>,
 }
 
+/// An operation's row as `observe` reads it.
+type RawRow = (
+    i64,
+    String,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    Option<DateTime<Utc>>,
+    i64,
+    i64,
+);
+
 async fn observe(db: &TestDatabase, wf: &PublishedWorkflow) -> Observed {
     let (state, failed, failure): (String, bool, Option<String>) = sqlx::query_as(
         "SELECT state, failed_at IS NOT NULL, failure FROM pgoutbox.workflows WHERE id = $1",
@@ -180,18 +225,14 @@ async fn observe(db: &TestDatabase, wf: &PublishedWorkflow) -> Observed {
     .fetch_one(db.pool())
     .await
     .unwrap();
-    type Raw = (
-        i64,
-        String,
-        Option<i64>,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-        i64,
-    );
-    let rows: Vec<Raw> = sqlx::query_as(
+    let rows: Vec<RawRow> = sqlx::query_as(
         "SELECT o.id, o.status, o.compensates, o.finished_at,
                 (SELECT min(a.started_at) FROM pgoutbox.attempts a WHERE a.operation_id = o.id),
-                (SELECT count(*) FROM pgoutbox.attempts a WHERE a.operation_id = o.id)
+                (SELECT max(a.started_at) FROM pgoutbox.attempts a WHERE a.operation_id = o.id),
+                (SELECT count(*) FROM pgoutbox.attempts a
+                 WHERE a.operation_id = o.id AND a.outcome IS DISTINCT FROM 'lost'),
+                (SELECT coalesce(max(a.number), 0)::int8 FROM pgoutbox.attempts a
+                 WHERE a.operation_id = o.id)
          FROM pgoutbox.operations o WHERE o.workflow_id = $1",
     )
     .bind(wf.id.as_i64())
@@ -205,13 +246,24 @@ async fn observe(db: &TestDatabase, wf: &PublishedWorkflow) -> Observed {
         rows: rows
             .into_iter()
             .map(
-                |(id, status, compensates, finished_at, first_start, attempts)| {
+                |(
+                    id,
+                    status,
+                    compensates,
+                    finished_at,
+                    first_start,
+                    last_start,
+                    attempts,
+                    last,
+                )| {
                     let row = Row {
                         status,
                         compensates,
                         finished_at,
                         first_start,
+                        last_start,
                         attempts,
+                        last_number: last,
                     };
                     (id, row)
                 },
@@ -226,12 +278,19 @@ fn before(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> bool {
 }
 
 /// The model of migration 11's rules, checked against what the database
-/// says about workflow `ids` (its steps' operation ids, in plan order).
+/// says about workflow `ids` (its steps' operation ids, in plan order)
+/// after a round: `prior` holds each step's attempts (lost ones aside)
+/// before the round, and whether it had succeeded.
 #[expect(
     clippy::too_many_lines,
     reason = "the model's rules, one after another, each with its message"
 )]
-fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
+fn check(
+    plan: &DagPlan,
+    ids: &[i64],
+    seen: &Observed,
+    prior: &[(i64, bool)],
+) -> Result<(), String> {
     let steps = &plan.steps;
     let n = steps.len();
     let row = |i: usize| &seen.rows[&ids[i]];
@@ -242,19 +301,33 @@ fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
         }
     }
     // The one fact taken from the database: which steps ran (claimed and
-    // attempted), each exactly once since nothing fails but on purpose.
-    let ran: Vec<bool> = (0..n).map(|i| row(i).attempts > 0).collect();
+    // attempted) in this round, each exactly once since nothing fails but
+    // on purpose, and none that had succeeded before.
+    let ran: Vec<bool> = (0..n).map(|i| row(i).attempts > prior[i].0).collect();
     for i in 0..n {
-        if row(i).attempts > 1 {
-            return Err(format!("step {i} was attempted {} times", row(i).attempts));
+        if row(i).attempts > prior[i].0 + 1 {
+            return Err(format!(
+                "step {i} was attempted {} times in this round",
+                row(i).attempts - prior[i].0
+            ));
+        }
+        if ran[i] && prior[i].1 {
+            return Err(format!("step {i} ran again after it had succeeded"));
         }
     }
-    // A step that ran ends as its plan says; one that did not is cancelled.
+    // A step that succeeded before stays so; one that ran ends as its plan
+    // says for its attempt's number; one that did not is cancelled.
     let status: Vec<&str> = (0..n)
-        .map(|i| match (ran[i], steps[i].fail) {
-            (true, false) => "succeeded",
-            (true, true) => "dead",
-            (false, _) => "cancelled",
+        .map(|i| {
+            if prior[i].1 {
+                "succeeded"
+            } else if !ran[i] {
+                "cancelled"
+            } else if row(i).last_number <= i64::from(steps[i].fails) {
+                "dead"
+            } else {
+                "succeeded"
+            }
         })
         .collect();
     // A step's end fails the workflow when it is dead or cancelled and a
@@ -277,10 +350,10 @@ fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
                     status[j]
                 ));
             }
-            if !before(row(j).finished_at, row(i).first_start) {
+            if !before(row(j).finished_at, row(i).last_start) {
                 return Err(format!(
                     "step {i} started at {:?}, before its dependency {j} ended at {:?}",
-                    row(i).first_start,
+                    row(i).last_start,
                     row(j).finished_at
                 ));
             }
@@ -289,7 +362,7 @@ fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
     // Nothing left out: a step that never ran is behind a dependency that
     // did not succeed, or was cancelled by the workflow's failure (which
     // leaves a step with a `Settled` dependency to its release rules).
-    for i in (0..n).filter(|&i| !ran[i]) {
+    for i in (0..n).filter(|&i| !ran[i] && !prior[i].1) {
         let blocked = steps[i]
             .deps
             .iter()
@@ -307,12 +380,11 @@ fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
             ));
         }
     }
-    for i in 0..n {
-        if row(i).status != status[i] {
+    for (i, expected) in status.iter().enumerate() {
+        if row(i).status != *expected {
             return Err(format!(
-                "step {i} is {}, the model says {}",
-                row(i).status,
-                status[i]
+                "step {i} is {}, the model says {expected}",
+                row(i).status
             ));
         }
     }
@@ -408,10 +480,15 @@ fn check(plan: &DagPlan, ids: &[i64], seen: &Observed) -> Result<(), String> {
 }
 
 /// Runs one case: `plans` published at once on a fresh database, drained
-/// by a system of four workers, each compared with the model.
+/// by a system of four workers, each compared with the model; then the
+/// failed workflows meant to be retried are, and compared again, until
+/// none is left to retry.
 async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
     let db = test_db().await;
-    let system = WorkflowSystem::builder(settings(&db))
+    // A long lease: a step is not lost when a shared machine stalls.
+    let mut settings = settings(&db);
+    settings.workflow_system.lease = Duration::from_secs(30);
+    let system = WorkflowSystem::builder(settings)
         .router(
             WorkflowRouter::new()
                 .operation::<ModelStep>()
@@ -420,54 +497,74 @@ async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
         .start()
         .await
         .expect("system starts");
+    let admin = Admin::new(db.pool().clone(), &"pgoutbox".parse().unwrap());
     let mut tx = db.pool().begin().await.unwrap();
     let mut published = Vec::new();
     for plan in &plans {
         published.push(publish_workflow(&mut tx, build(plan)).await.unwrap());
     }
     tx.commit().await.unwrap();
-    let deadline = Instant::now() + Duration::from_mins(1);
-    loop {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pgoutbox.workflows WHERE state IN ('running', 'compensating')",
-        )
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        if open == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{open} workflows still open after a minute: {}",
-                open_workflows(&db, &plans, &published).await
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    system.stop().await.unwrap();
     let mut errors = String::new();
     let mut tally = Tally::default();
-    for (plan, wf) in plans.iter().zip(&published) {
-        let ids: Vec<i64> = wf.steps.iter().map(|s| s.as_i64()).collect();
-        let seen = observe(&db, wf).await;
-        if let Err(e) = check(plan, &ids, &seen) {
-            let _ = writeln!(
-                errors,
-                "workflow {}: {e}{}",
-                wf.id,
-                dump(&db, plan, wf).await
-            );
+    // Per workflow: each step's attempts and success before the round, and
+    // the retries left (`None`: no longer checked).
+    let mut prior: Vec<Vec<(i64, bool)>> = plans
+        .iter()
+        .map(|p| vec![(0, false); p.steps.len()])
+        .collect();
+    let mut left: Vec<Option<u32>> = plans.iter().map(|p| Some(p.retries)).collect();
+    while left.iter().any(Option::is_some) {
+        settle(&db, &plans, &published).await?;
+        for (w, (plan, wf)) in plans.iter().zip(&published).enumerate() {
+            let Some(retries) = left[w] else { continue };
+            let ids: Vec<i64> = wf.steps.iter().map(|s| s.as_i64()).collect();
+            let seen = observe(&db, wf).await;
+            left[w] = None;
+            if let Err(e) = check(plan, &ids, &seen, &prior[w]) {
+                let _ = writeln!(
+                    errors,
+                    "workflow {}: {e}{}",
+                    wf.id,
+                    dump(&db, plan, wf).await
+                );
+                continue;
+            }
+            tally.failed += usize::from(seen.failed);
+            tally.compensations += seen
+                .rows
+                .values()
+                .filter(|r| r.compensates.is_some())
+                .count();
+            if seen.failed && retries > 0 {
+                let outcome = admin
+                    .act_on_workflow(
+                        wf.id,
+                        WorkflowAction::Retry,
+                        "model",
+                        "retried by the model",
+                    )
+                    .await
+                    .unwrap();
+                if !matches!(outcome, WorkflowActionOutcome::Applied { .. }) {
+                    let _ = writeln!(
+                        errors,
+                        "workflow {}: the retry did not apply: {outcome:?}",
+                        wf.id
+                    );
+                    continue;
+                }
+                prior[w] = ids
+                    .iter()
+                    .map(|id| (seen.rows[id].attempts, seen.rows[id].status == "succeeded"))
+                    .collect();
+                left[w] = Some(retries - 1);
+                tally.retries += 1;
+            }
         }
-        tally.workflows += 1;
-        tally.steps += ids.len();
-        tally.failed += usize::from(seen.failed);
-        tally.compensations += seen
-            .rows
-            .values()
-            .filter(|r| r.compensates.is_some())
-            .count();
     }
+    system.stop().await.unwrap();
+    tally.workflows = plans.len();
+    tally.steps = plans.iter().map(|p| p.steps.len()).sum();
     let inconsistent = inconsistent_workflows(&db).await;
     if !inconsistent.is_empty() {
         let _ = writeln!(errors, "inconsistent workflows: {inconsistent:?}");
@@ -480,6 +577,34 @@ async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
         Ok(tally)
     } else {
         Err(errors)
+    }
+}
+
+/// Waits (a minute at most) until no workflow of the case is running or
+/// compensating.
+async fn settle(
+    db: &TestDatabase,
+    plans: &[DagPlan],
+    published: &[PublishedWorkflow],
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pgoutbox.workflows WHERE state IN ('running', 'compensating')",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        if open == 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{open} workflows still open after a minute: {}",
+                open_workflows(db, plans, published).await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
@@ -504,6 +629,18 @@ async fn open_workflows(
     report
 }
 
+/// An operation's row as `dump` shows it.
+type DumpRow = (
+    i64,
+    String,
+    Option<i64>,
+    Option<i32>,
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// A workflow's plan, state and operations (status, what it compensates,
 /// how many dependencies it waits for, its last error, its dependencies
 /// (`?`: opted out), its first attempt's start, its end), for a report.
@@ -514,17 +651,7 @@ async fn dump(db: &TestDatabase, plan: &DagPlan, wf: &PublishedWorkflow) -> Stri
             .fetch_one(db.pool())
             .await
             .unwrap();
-    type Step = (
-        i64,
-        String,
-        Option<i64>,
-        Option<i32>,
-        Option<String>,
-        Vec<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let steps: Vec<Step> = sqlx::query_as(
+    let steps: Vec<DumpRow> = sqlx::query_as(
         "SELECT o.id, o.status, o.compensates, o.waiting_for, o.last_error,
                 coalesce((SELECT array_agg(e.dependency_id || CASE WHEN e.required THEN '' ELSE '?' END
                                            ORDER BY e.dependency_id)
@@ -549,8 +676,10 @@ async fn dump(db: &TestDatabase, plan: &DagPlan, wf: &PublishedWorkflow) -> Stri
 struct Tally {
     workflows: usize,
     steps: usize,
+    /// Rounds that ended failed (a retried workflow may count several).
     failed: usize,
     compensations: usize,
+    retries: usize,
 }
 
 /// 32 cases of one to six random workflows each, every case on a fresh
@@ -582,6 +711,7 @@ fn random_sagas_end_as_the_model_of_the_rules_says() {
             steps: sum.steps + tally.steps,
             failed: sum.failed + tally.failed,
             compensations: sum.compensations + tally.compensations,
+            retries: sum.retries + tally.retries,
         });
         Ok(())
     });
@@ -590,13 +720,13 @@ fn random_sagas_end_as_the_model_of_the_rules_says() {
         steps,
         failed,
         compensations,
+        retries,
     } = total.get();
-    eprintln!(
-        "{workflows} random workflows of {steps} steps ({failed} failed, {compensations} compensations) \
-         matched the model"
-    );
     match result {
-        Ok(()) => {}
+        Ok(()) => eprintln!(
+            "{workflows} random workflows of {steps} steps matched the model: {failed} rounds \
+             failed, {compensations} compensations, {retries} operator retries"
+        ),
         Err(TestError::Fail(why, plans)) => panic!("{why}\nminimal case: {plans:#?}"),
         Err(TestError::Abort(why)) => panic!("aborted: {why}"),
     }
