@@ -14,8 +14,9 @@
 //! rules and is compared: every step's final status, whether and why the
 //! workflow failed and its state, exactly which steps got a compensation
 //! (one each), the release order (no step started before its dependencies
-//! ended) and the reverse order of compensations (each started after every
-//! later step and the compensations of those ended).
+//! ended) and the order of compensations (each started once every step of
+//! the workflow had ended, and after the compensations of the later steps
+//! ended: reverse order).
 //!
 //! Some workflows declare no compensation and are retried by an operator
 //! (`Admin::act_on_workflow`, `WorkflowAction::Retry`) each time they fail,
@@ -451,6 +452,16 @@ fn check(
             }
         }
     }
+    // Published once no step of the workflow's own was open any more: each
+    // compensation started after every step ended.
+    for (&i, comp) in &compensation {
+        if let Some(k) = (0..n).find(|&k| !before(row(k).finished_at, comp.first_start)) {
+            return Err(format!(
+                "step {i}'s compensation started before step {k} ended ({})",
+                row(k).status
+            ));
+        }
+    }
     // Reverse order: a step's compensation started after every later
     // step (reachable through dependents) ended, and after their
     // compensations ended.
@@ -513,6 +524,7 @@ async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
         .map(|p| vec![(0, false); p.steps.len()])
         .collect();
     let mut left: Vec<Option<u32>> = plans.iter().map(|p| Some(p.retries)).collect();
+    let mut retries_of = vec![0_usize; plans.len()];
     while left.iter().any(Option::is_some) {
         settle(&db, &plans, &published).await?;
         for (w, (plan, wf)) in plans.iter().zip(&published).enumerate() {
@@ -558,11 +570,13 @@ async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
                     .map(|id| (seen.rows[id].attempts, seen.rows[id].status == "succeeded"))
                     .collect();
                 left[w] = Some(retries - 1);
+                retries_of[w] += 1;
                 tally.retries += 1;
             }
         }
     }
     system.stop().await.unwrap();
+    errors.push_str(&trails(&admin, &plans, &published, &retries_of).await);
     tally.workflows = plans.len();
     tally.steps = plans.iter().map(|p| p.steps.len()).sum();
     let inconsistent = inconsistent_workflows(&db).await;
@@ -578,6 +592,32 @@ async fn run_case(plans: Vec<DagPlan>) -> Result<Tally, String> {
     } else {
         Err(errors)
     }
+}
+
+/// Each workflow's operator trail: exactly its `retries` (made by the
+/// model), applied; what differs, for the report.
+async fn trails(
+    admin: &Admin,
+    plans: &[DagPlan],
+    published: &[PublishedWorkflow],
+    retries: &[usize],
+) -> String {
+    let mut errors = String::new();
+    for ((plan, wf), &retried) in plans.iter().zip(published).zip(retries) {
+        let trail = admin.workflow_actions(wf.id).await.unwrap();
+        let applied = trail
+            .iter()
+            .filter(|a| a.action == "retry" && a.outcome == "applied" && a.actor == "model")
+            .count();
+        if applied != retried || trail.len() != retried {
+            let _ = writeln!(
+                errors,
+                "workflow {} (retries planned: {}): {retried} retries made, trail {trail:?}",
+                wf.id, plan.retries
+            );
+        }
+    }
+    errors
 }
 
 /// Waits (a minute at most) until no workflow of the case is running or
