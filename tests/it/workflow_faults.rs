@@ -554,7 +554,8 @@ async fn check_after_faults(pool: &sqlx::PgPool, published: &Published, faults: 
     );
 }
 
-/// Order sagas of the compensation fault test.
+/// Order sagas of the compensation fault test (times `PGOUTBOX_SOAK`, as
+/// are its kills).
 const SAGAS: i64 = 200;
 
 /// What one saga of the fault test was published as: its workflow, its
@@ -613,7 +614,7 @@ async fn probe(url: &str, sql: &'static str) -> Option<i64> {
     n
 }
 
-/// Waits (3 minutes at most) until no operation of the private cluster at
+/// Waits (3 minutes per soak factor) until no operation of the private cluster at
 /// `url` is open and no workflow is running or compensating; returns a
 /// pool on it.
 async fn wait_settled_on(url: &str, faults: &str) -> sqlx::PgPool {
@@ -622,7 +623,7 @@ async fn wait_settled_on(url: &str, faults: &str) -> sqlx::PgPool {
         .connect(url)
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_mins(3);
+    let deadline = Instant::now() + Duration::from_mins(3 * u64::from(soak()));
     loop {
         let open = count_on(
             &pool,
@@ -636,7 +637,7 @@ async fn wait_settled_on(url: &str, faults: &str) -> sqlx::PgPool {
         }
         assert!(
             Instant::now() < deadline,
-            "{open} operations and workflows still open 3 minutes after the {faults}"
+            "{open} operations and workflows still open 3 minutes (times the soak factor) after the {faults}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -667,7 +668,8 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
     let (cluster, url, pool) = private_drain_database().await;
     let mut plans = Vec::new();
     let mut tx = pool.begin().await.unwrap();
-    for order in 0..SAGAS {
+    let sagas = SAGAS * i64::from(soak());
+    for order in 0..sagas {
         let (charge_fails, ship_fails) = (rng.one_in(8), rng.one_in(2));
         let mut wf = Workflow::new("fault.order");
         let payment = wf.add(SagaCharge {
@@ -706,14 +708,14 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
 
     // Two worker processes; one of them killed (and replaced) every 150 to
     // 450 ms, until the server was restarted with compensations open and
-    // at least 16 kills were made.
+    // at least 16 kills (times the soak factor) were made.
     let mut workers = [Some(Worker::start(&url, 4)), Some(Worker::start(&url, 4))];
     let (mut kills, mut open_at_restart) = (0_usize, None);
-    let deadline = Instant::now() + Duration::from_mins(3);
-    while kills < 16 || open_at_restart.is_none() {
+    let deadline = Instant::now() + Duration::from_mins(3 * u64::from(soak()));
+    while kills < 16 * soak() as usize || open_at_restart.is_none() {
         assert!(
             Instant::now() < deadline,
-            "no moment with compensations open in 3 minutes ({kills} kills)"
+            "no moment with compensations open in 3 minutes (times the soak factor; {kills} kills)"
         );
         tokio::time::sleep(Duration::from_millis(rng.between(150, 450))).await;
         if open_at_restart.is_none() {
@@ -816,8 +818,8 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
         }
     }
     assert!(
-        failed > 0 && failed < SAGAS,
-        "{failed} of {SAGAS} sagas failed"
+        failed > 0 && failed < sagas,
+        "{failed} of {sagas} sagas failed"
     );
     assert!(compensated > 0, "no saga had anything to compensate");
     // The same, from the rows alone (what an auditor would run).
@@ -892,7 +894,7 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
     );
     assert_eq!(
         count_on(&pool, "SELECT count(*) FROM pgoutbox.operations").await,
-        3 * SAGAS + compensated,
+        3 * sagas + compensated,
         "nothing lost"
     );
     assert_eq!(
@@ -921,7 +923,7 @@ async fn compensations_survive_sigkills_and_a_postgres_restart() {
     )
     .await;
     eprintln!(
-        "{faults}: {SAGAS} sagas, {failed} failed, {compensated} compensations \
+        "{faults}: {sagas} sagas, {failed} failed, {compensated} compensations \
          ({lost} attempts lost, {twice} compensations ran more than once)"
     );
     assert!(lost >= 1, "no kill met a running compensation");
