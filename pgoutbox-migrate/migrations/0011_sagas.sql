@@ -266,11 +266,12 @@ BEGIN
     IF NOT FOUND THEN
         RETURN;
     END IF;
-    IF w.failed_at IS NOT NULL AND w.compensate AND NOT EXISTS (
-        SELECT 1 FROM {schema}.operations
-        WHERE workflow_id = wf AND compensates IS NULL
-          AND status IN ('waiting', 'pending', 'running', 'retrying')) THEN
-        PERFORM {schema}.workflow_compensate(wf);
+    IF w.failed_at IS NOT NULL AND w.compensate THEN
+        IF NOT EXISTS (SELECT 1 FROM {schema}.operations
+                       WHERE workflow_id = wf AND compensates IS NULL
+                         AND status IN ('waiting', 'pending', 'running', 'retrying')) THEN
+            PERFORM {schema}.workflow_compensate(wf);
+        END IF;
     END IF;
     next := CASE
         WHEN EXISTS (SELECT 1 FROM {schema}.operations
@@ -324,15 +325,18 @@ DECLARE
     woken_names integer := 0;
     failed boolean := false;
 BEGIN
-    IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL
-       AND (EXISTS (SELECT 1 FROM {schema}.workflow_edges e
-                    WHERE e.dependency_id = NEW.id AND e.required)
-            OR NOT EXISTS (SELECT 1 FROM {schema}.workflow_edges e
-                           JOIN {schema}.operations d ON d.id = e.operation_id
-                           WHERE e.dependency_id = NEW.id AND d.compensates IS NULL)) THEN
-        failed := {schema}.workflow_mark_failed(
-            NEW.workflow_id, format('step %s (%s) is %s', NEW.id, NEW.name, NEW.status),
-            false, true);
+    -- (Nested conditions: PL/pgSQL evaluates an expression without a
+    -- subquery on its fast path, and this runs on every step's success.)
+    IF NEW.status IN ('dead', 'cancelled') AND NEW.compensates IS NULL THEN
+        IF EXISTS (SELECT 1 FROM {schema}.workflow_edges e
+                   WHERE e.dependency_id = NEW.id AND e.required)
+           OR NOT EXISTS (SELECT 1 FROM {schema}.workflow_edges e
+                          JOIN {schema}.operations d ON d.id = e.operation_id
+                          WHERE e.dependency_id = NEW.id AND d.compensates IS NULL) THEN
+            failed := {schema}.workflow_mark_failed(
+                NEW.workflow_id, format('step %s (%s) is %s', NEW.id, NEW.name, NEW.status),
+                false, true);
+        END IF;
     END IF;
     IF NEW.status IN ('succeeded', 'dead', 'cancelled') THEN
         WITH met AS (
@@ -345,9 +349,17 @@ BEGIN
             WHERE e.dependency_id = NEW.id AND d.id = e.operation_id AND d.status = 'waiting'
               AND e.counted AND (NEW.status = 'succeeded' OR NOT e.required)
             RETURNING d.name, d.status
+        ), released AS (
+            SELECT DISTINCT name FROM met WHERE status = 'pending'
         ), woken AS (
-            SELECT {schema}.wake_workers(r.name)
-            FROM (SELECT DISTINCT name FROM met WHERE status = 'pending') r
+            -- `wake_workers`, inline: this runs on every release.
+            SELECT pg_notify(w.channel, r.name)
+            FROM released r
+            CROSS JOIN (SELECT DISTINCT channel FROM {schema}.workers
+                        WHERE stopped_at IS NULL AND channel IS NOT NULL) w
+            WHERE pg_try_advisory_xact_lock(
+                hashtext('pgoutbox wake-up ' || w.channel || ' ' || r.name),
+                (floor(extract(epoch FROM clock_timestamp()) * 100)::bigint % 2147483647)::integer)
         )
         SELECT (SELECT count(*) FROM met), (SELECT count(*) FROM woken)
         INTO open_dependents, woken_names;
