@@ -84,6 +84,10 @@ fn router(args: &[String]) -> Result<pgoutbox::WorkflowRouter, Box<dyn std::erro
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    // First: a test may signal as soon as the system's start shows in the
+    // database (its worker row, its schedules), before "ready".
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--log") {
         tracing_subscriber::fmt()
@@ -108,8 +112,6 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .start()
         .await?;
     say(&format!("ready {}", system.worker_id()));
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     // Standard input closing means the test that started us is gone: stop
     // too, rather than linger as an orphan.
     let (closed_tx, closed) = tokio::sync::oneshot::channel::<()>();
