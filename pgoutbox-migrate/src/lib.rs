@@ -138,6 +138,11 @@ static MIGRATIONS: &[Migration] = &[
         name: "workflow_keys",
         template: include_str!("../migrations/0012_workflow_keys.sql"),
     },
+    Migration {
+        version: 13,
+        name: "wake_at_commit",
+        template: include_str!("../migrations/0013_wake_at_commit.sql"),
+    },
 ];
 
 /// Every migration this binary knows, in version order.

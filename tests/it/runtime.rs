@@ -575,6 +575,76 @@ async fn a_long_publishing_transaction_does_not_hold_back_other_wake_ups(setup: 
     system.stop().await.unwrap();
 }
 
+/// The wake-up is decided at commit (migration 13): a publish that rolls
+/// back sends no notification and takes no wake-up lock, so another
+/// transaction that published in the same 10 ms slot and commits later is
+/// still picked up without waiting for the poll (issue 26, item 2).
+async fn a_rolled_back_publish_neither_notifies_nor_holds_back_a_committed_one(setup: Setup) {
+    let db = &setup.db;
+    let mut s = setup.settings();
+    s.workflow_system.poll_interval = Duration::from_secs(30);
+    let system = start(s).await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url())
+        .await
+        .unwrap();
+    listener.listen("pgoutbox").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = setup.publisher();
+    let mut rolled_back = setup.pool().begin().await.unwrap();
+    let mut committed = setup.pool().begin().await.unwrap();
+    publisher
+        .publish(
+            &mut rolled_back,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await
+        .unwrap();
+    publisher
+        .publish(
+            &mut committed,
+            Work {
+                key: key(),
+                behaviour: Behaviour::Succeed,
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    rolled_back.rollback().await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "a rolled-back publish sent a notification"
+    );
+    committed.commit().await.unwrap();
+    let notification = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("the committed publish notified")
+        .unwrap();
+    assert_eq!(notification.payload(), <Work as Operation>::NAME);
+    // Far below the 30 s poll: picked up by the notification.
+    wait_for_count(
+        db,
+        "SELECT count(*) FROM pgoutbox.operations WHERE status = 'succeeded'",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM pgoutbox.operations")
+            .fetch_one(setup.pool())
+            .await
+            .unwrap(),
+        1,
+        "only the committed publish is recorded"
+    );
+    system.stop().await.unwrap();
+}
+
 async fn pickup_by_polling_with_notify_disabled(setup: Setup) {
     let db = &setup.db;
     let mut s = setup.settings();
@@ -1093,6 +1163,7 @@ both_ways!(
     pickup_by_notify_is_faster_than_the_poll,
     concurrent_publishes_are_all_picked_up_without_the_poll,
     a_long_publishing_transaction_does_not_hold_back_other_wake_ups,
+    a_rolled_back_publish_neither_notifies_nor_holds_back_a_committed_one,
     pickup_by_polling_with_notify_disabled,
     the_listener_killed_mid_run_does_not_stop_the_work,
     an_operation_no_worker_handles_is_never_claimed,

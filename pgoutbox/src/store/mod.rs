@@ -265,27 +265,24 @@ impl Store {
     /// given. `persistent: false` uses unnamed statements only (for
     /// pgbouncer in transaction mode).
     pub(crate) fn new(schema: &Identifier, channel: Option<&Identifier>, persistent: bool) -> Self {
-        // The coalesced wake-up. A publishing transaction notifies when it
-        // takes its name's wake-up lock for the current 10 ms slot (an
-        // advisory lock per database, held until the transaction ends, never
-        // waited for): so at most one notifying transaction per name and
-        // slot is in flight at a time, and notifying commits do not queue
-        // behind each other on PostgreSQL's database-wide NOTIFY lock. The
-        // others rely on that one's notification and the workers' trailing
-        // claims (`notifier.rs`). Because the key changes with the slot, a
-        // long transaction holding one slot's lock holds back nobody's
-        // wake-up for longer than the slot. Identifier's grammar admits no
-        // quote, so the literals are safe.
+        // The coalesced wake-up, decided at commit (migration 13): a
+        // notifying publish marks its transaction with the channel to wake
+        // (a transaction-local setting); migration 13's deferred constraint
+        // trigger on `operations` runs at COMMIT, only if the transaction
+        // commits, and notifies each published name if it takes the name's
+        // wake-up lock for the 10 ms slot of the commit (an advisory lock
+        // per database, held until the commit ends, never waited for): so
+        // at most one notifying commit per name and slot is in flight, and
+        // notifying commits do not queue behind each other on PostgreSQL's
+        // database-wide NOTIFY lock. The others rely on that one's
+        // notification and the workers' trailing claims (`notifier.rs`). A
+        // rolled-back publish never reaches the trigger, and a long
+        // transaction competes for the slot of its commit, not of its
+        // publish. Identifier's grammar admits no quote, so the literal is
+        // safe.
         let notify = channel.map_or_else(
             || "NULL".to_owned(),
-            |c| {
-                format!(
-                    "(CASE WHEN pg_try_advisory_xact_lock(hashtext('pgoutbox wake-up {c} ' || $1), \
-                     (floor(extract(epoch FROM clock_timestamp()) * 100)::bigint % 2147483647)::integer) \
-                     THEN pg_notify('{c}', $1) END)",
-                    c = c.as_str()
-                )
-            },
+            |c| format!("set_config('pgoutbox.wake_channel', '{}', true)", c.as_str()),
         );
         // The channel a worker listens on, recorded with it: a workflow
         // step released by another process's transaction is announced there

@@ -1,8 +1,8 @@
 -- Publish one operation, recording its payload schema in the history if
--- this hash is new. `{notify}` is the coalesced wake-up (store/mod.rs,
--- docs/tuning.md): when the publisher wakes workers, `pg_notify('<channel>',
--- $1)` (delivered only on commit) if this transaction takes the name's
--- wake-up lock for the current 10 ms slot; `NULL` otherwise.
+-- this hash is new. `{notify}` marks the transaction for the coalesced
+-- wake-up (store/mod.rs, docs/tuning.md) when the publisher wakes workers:
+-- migration 13's deferred trigger decides at COMMIT whether to notify;
+-- `NULL` otherwise.
 -- `$12` is a delay in microseconds, added to the database's clock.
 -- `{on_conflict}` is rendered twice (store/mod.rs): empty, a plain INSERT,
 -- for a publish without idempotency key ($9 NULL); and `ON CONFLICT (name,
