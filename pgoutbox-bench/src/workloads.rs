@@ -644,6 +644,7 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
     const N: i64 = 500;
     let (mut p50, mut p99, mut raw50, mut raw99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut s50, mut s99) = (Vec::new(), Vec::new());
+    let (mut held99, mut rolled99) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let db = TestDatabase::new().await?;
         let mut s = settings(&db, 10);
@@ -683,6 +684,22 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
         let mut streamed = streamed?;
         s50.push(percentile(&mut streamed, 0.5));
         s99.push(percentile(&mut streamed, 0.99));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut held = held_latencies(&db, 2 * N).await?;
+        held99.push(percentile(&mut held, 0.99));
+        let mut rolled = rolled_back_latencies(&db, 3 * N).await?;
+        rolled99.push(percentile(&mut rolled, 0.99));
+        if std::env::var_os("PGOUTBOX_BENCH_DIAG").is_some() {
+            eprintln!(
+                "W3 held: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; rolled back: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                percentile(&mut held, 0.5),
+                percentile(&mut held, 0.99),
+                percentile(&mut held, 1.0),
+                percentile(&mut rolled, 0.5),
+                percentile(&mut rolled, 0.99),
+                percentile(&mut rolled, 1.0),
+            );
+        }
         system.stop().await?;
         // The raw LISTEN/NOTIFY round trip of the same server.
         let mut listener = sqlx::postgres::PgListener::connect(&db.url()).await?;
@@ -727,10 +744,103 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
             "W3 pickup p99, steady stream (vs raw NOTIFY)",
             "ms",
             s99,
+            raw99.clone(),
+            20.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99, 8 publishers holding 0-300 ms (vs raw NOTIFY)",
+            "ms",
+            held99,
+            raw99.clone(),
+            20.0,
+        ),
+        Figure::absolute(
+            "W3 pickup p99, rolled-back publish in the slot (vs raw NOTIFY)",
+            "ms",
+            rolled99,
             raw99,
             20.0,
         ),
     ])
+}
+
+/// The time a handler started for `seq`, waiting for it (10 s at most).
+async fn started_at(seq: i64) -> Res<Instant> {
+    loop {
+        let notified = STARTED_SIGNAL.notified();
+        if let Some(at) = STARTED
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|m| m.remove(&seq))
+        {
+            return Ok(at);
+        }
+        tokio::time::timeout(Duration::from_secs(10), notified)
+            .await
+            .map_err(|_| format!("operation {seq} was not picked up within 10 s"))?;
+    }
+}
+
+/// 8 publishers, each transaction held 0-300 ms after its publish before
+/// it commits (an application doing more work after recording intent):
+/// the time from each commit to its handler's start, in milliseconds.
+async fn held_latencies(db: &TestDatabase, first: i64) -> Res<Vec<f64>> {
+    const PUBLISHERS: i64 = 8;
+    const EACH: i64 = 10;
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let pool = db.pool().clone();
+        tasks.push(tokio::spawn(async move {
+            let mut committed = Vec::new();
+            for i in 0..EACH {
+                let seq = first + p * EACH + i;
+                // Spread over 0-300 ms, differently for each publisher.
+                let hold = u64::try_from((seq * 7919 + p * 104_729) % 301).unwrap_or(0);
+                let mut tx = pool.begin().await?;
+                publish(&mut tx, Latency { seq }).await?;
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                tx.commit().await?;
+                committed.push((seq, Instant::now()));
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(committed)
+        }));
+    }
+    let mut committed = Vec::new();
+    for task in tasks {
+        committed.extend(task.await?.map_err(|e| e.to_string())?);
+    }
+    let mut latencies = Vec::new();
+    for (seq, at) in committed {
+        let started = started_at(seq).await?;
+        latencies.push(started.saturating_duration_since(at).as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// A publishing transaction that rolls back 40 ms after its publish, while
+/// another that published 1 ms after it (so mostly in the same 10 ms slot)
+/// commits 60 ms after its own: the time from that commit to its handler's
+/// start, in milliseconds.
+async fn rolled_back_latencies(db: &TestDatabase, first: i64) -> Res<Vec<f64>> {
+    const SAMPLES: i64 = 20;
+    let mut latencies = Vec::new();
+    for seq in first..first + SAMPLES {
+        let mut rolled_back = db.pool().begin().await?;
+        let mut committed = db.pool().begin().await?;
+        publish(&mut rolled_back, Latency { seq: -1 }).await?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        publish(&mut committed, Latency { seq }).await?;
+        tokio::time::sleep(Duration::from_millis(39)).await;
+        rolled_back.rollback().await?;
+        tokio::time::sleep(Duration::from_millis(21)).await;
+        committed.commit().await?;
+        let at = Instant::now();
+        let started = started_at(seq).await?;
+        latencies.push(started.saturating_duration_since(at).as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    Ok(latencies)
 }
 
 /// Publishes one `Latency` operation per sequence number, each in its own
