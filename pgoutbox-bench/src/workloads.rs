@@ -689,32 +689,9 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
         held99.push(percentile(&mut held, 0.99));
         let mut rolled = rolled_back_latencies(&db, 3 * N).await?;
         rolled99.push(percentile(&mut rolled, 0.99));
-        if std::env::var_os("PGOUTBOX_BENCH_DIAG").is_some() {
-            eprintln!(
-                "W3 held: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; rolled back: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                percentile(&mut held, 0.5),
-                percentile(&mut held, 0.99),
-                percentile(&mut held, 1.0),
-                percentile(&mut rolled, 0.5),
-                percentile(&mut rolled, 0.99),
-                percentile(&mut rolled, 1.0),
-            );
-        }
+        diagnose_held_and_rolled_back(&mut held, &mut rolled);
         system.stop().await?;
-        // The raw LISTEN/NOTIFY round trip of the same server.
-        let mut listener = sqlx::postgres::PgListener::connect(&db.url()).await?;
-        listener.listen("bench_raw").await?;
-        let mut raw = Vec::new();
-        for _ in 0..N {
-            // From sending the NOTIFY (its statement and commit included)
-            // to receiving it.
-            let sent = Instant::now();
-            sqlx::query("SELECT pg_notify('bench_raw', 'x')")
-                .execute(db.pool())
-                .await?;
-            listener.recv().await?;
-            raw.push(sent.elapsed().as_secs_f64() * 1000.0);
-        }
+        let mut raw = raw_notify_latencies(&db, N).await?;
         raw50.push(percentile(&mut raw, 0.5));
         raw99.push(percentile(&mut raw, 0.99));
     }
@@ -762,6 +739,40 @@ pub(crate) async fn w3(runs: usize) -> Res<Vec<Figure>> {
             20.0,
         ),
     ])
+}
+
+/// With `PGOUTBOX_BENCH_DIAG`, prints the held and rolled-back scenarios'
+/// p50, p99 and maximum.
+fn diagnose_held_and_rolled_back(held: &mut [f64], rolled: &mut [f64]) {
+    if std::env::var_os("PGOUTBOX_BENCH_DIAG").is_some() {
+        eprintln!(
+            "W3 held: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; rolled back: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            percentile(held, 0.5),
+            percentile(held, 0.99),
+            percentile(held, 1.0),
+            percentile(rolled, 0.5),
+            percentile(rolled, 0.99),
+            percentile(rolled, 1.0),
+        );
+    }
+}
+
+/// The raw LISTEN/NOTIFY round trip of the same server, from sending the
+/// NOTIFY (its statement and commit included) to receiving it, `n` times,
+/// in milliseconds.
+async fn raw_notify_latencies(db: &TestDatabase, n: i64) -> Res<Vec<f64>> {
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url()).await?;
+    listener.listen("bench_raw").await?;
+    let mut raw = Vec::new();
+    for _ in 0..n {
+        let sent = Instant::now();
+        sqlx::query("SELECT pg_notify('bench_raw', 'x')")
+            .execute(db.pool())
+            .await?;
+        listener.recv().await?;
+        raw.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(raw)
 }
 
 /// The time a handler started for `seq`, waiting for it (10 s at most).

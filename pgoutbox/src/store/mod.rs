@@ -282,7 +282,12 @@ impl Store {
         // safe.
         let notify = channel.map_or_else(
             || "NULL".to_owned(),
-            |c| format!("set_config('pgoutbox.wake_channel', '{}', true)", c.as_str()),
+            |c| {
+                format!(
+                    "set_config('pgoutbox.wake_channel', '{}', true)",
+                    c.as_str()
+                )
+            },
         );
         // The channel a worker listens on, recorded with it: a workflow
         // step released by another process's transaction is announced there
