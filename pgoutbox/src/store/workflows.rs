@@ -54,6 +54,23 @@ pub(crate) struct Grown {
     pub(crate) ids: Vec<OperationId>,
 }
 
+/// The distinct payload schemas of `ops`, as the three columns (names,
+/// hashes, canonical JSON) the insert statements register them from.
+fn schema_columns<'a>(
+    ops: impl Iterator<Item = &'a NewOperation>,
+) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+    let schemas: BTreeMap<(&str, &str), &str> = ops
+        .map(|op| ((op.name, op.schema.hash()), op.schema.canonical_json()))
+        .collect();
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for ((name, hash), text) in schemas {
+        columns.0.push(name);
+        columns.1.push(hash);
+        columns.2.push(text);
+    }
+    columns
+}
+
 /// A step's dependencies by operation id (empty outside workflows).
 pub(crate) type StepInputs = Arc<HashMap<OperationId, StepInput>>;
 
@@ -187,24 +204,8 @@ impl Store {
         let (waiters, dependencies, required) = edges(|r| &r.deps);
         let (published_waiters, published_dependencies, published_required) =
             edges(|r| &r.published);
-        let schemas: BTreeMap<(&str, &str), &str> = rows
-            .iter()
-            .map(|r| {
-                (
-                    (r.op.name, r.op.schema.hash()),
-                    r.op.schema.canonical_json(),
-                )
-            })
-            .collect();
-        let (schema_names, schema_hashes, schema_texts): (Vec<&str>, Vec<&str>, Vec<&str>) = {
-            let mut columns = (Vec::new(), Vec::new(), Vec::new());
-            for ((name, hash), text) in &schemas {
-                columns.0.push(*name);
-                columns.1.push(*hash);
-                columns.2.push(*text);
-            }
-            columns
-        };
+        let (schema_names, schema_hashes, schema_texts) =
+            schema_columns(rows.iter().map(|r| &r.op));
         self.pinned(conn, async |conn| {
             query!(self, query, workflow_insert)
                 .bind(id.as_i64())
@@ -317,22 +318,8 @@ impl Store {
             .iter()
             .map(|r| r.inputs.iter().map(|i| i.as_i64()).collect())
             .collect();
-        let schemas: BTreeMap<(&str, &str), &str> = rows
-            .iter()
-            .map(|r| {
-                (
-                    (r.op.name, r.op.schema.hash()),
-                    r.op.schema.canonical_json(),
-                )
-            })
-            .collect();
-        let (mut schema_names, mut schema_hashes, mut schema_texts) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for ((name, hash), text) in &schemas {
-            schema_names.push(*name);
-            schema_hashes.push(*hash);
-            schema_texts.push(*text);
-        }
+        let (schema_names, schema_hashes, schema_texts) =
+            schema_columns(rows.iter().map(|r| &r.op));
         self.pinned(conn, async |conn| {
             query!(self, query, workflow_compensations_insert)
                 .bind(id.as_i64())
